@@ -1,0 +1,232 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Flow is the OAuth 2.0 flow Central Dispatch issued a client for. Central Dispatch
+// hands every integrator one client per flow and, since it enforced the split, refuses
+// a client used for the other flow.
+// +kubebuilder:validation:Enum=ClientCredentials;AuthorizationCode
+type Flow string
+
+const (
+	// FlowClientCredentials is the server-to-server flow: Market Intelligence (pricing)
+	// and Marketplace (listings).
+	FlowClientCredentials Flow = "ClientCredentials"
+	// FlowAuthorizationCode is the customer-login flow: dispatch, documents, carrier
+	// search on behalf of a customer, kept alive with single-use refresh tokens.
+	FlowAuthorizationCode Flow = "AuthorizationCode"
+)
+
+// ClientAuthMethod is how the client authenticates at the token endpoint. It is never
+// auto-detected: probing re-sends the request, which would spend a single-use refresh
+// token twice.
+// +kubebuilder:validation:Enum=ClientSecretPost;ClientSecretBasic
+type ClientAuthMethod string
+
+const (
+	// ClientSecretPost sends client_id and client_secret in the form body, as Central
+	// Dispatch documents.
+	ClientSecretPost ClientAuthMethod = "ClientSecretPost"
+	// ClientSecretBasic sends them in an HTTP Basic Authorization header.
+	ClientSecretBasic ClientAuthMethod = "ClientSecretBasic"
+)
+
+// ClientSecretReference names the Secret, in the CDCredential's own namespace, that
+// holds the client's id and secret.
+type ClientSecretReference struct {
+	// name of the Secret in the CDCredential's namespace. Secrets in other namespaces
+	// cannot be referenced.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// clientIDKey is the key in the Secret that holds the client id.
+	// +optional
+	// +kubebuilder:default=client_id
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	ClientIDKey string `json:"clientIDKey,omitempty"`
+
+	// clientSecretKey is the key in the Secret that holds the client secret.
+	// +optional
+	// +kubebuilder:default=client_secret
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	ClientSecretKey string `json:"clientSecretKey,omitempty"`
+}
+
+// CDCredentialSpec declares one Central Dispatch API client.
+// +kubebuilder:validation:XValidation:rule="!has(self.redirectURL) || self.flow == 'AuthorizationCode'",message="redirectURL is only valid with flow AuthorizationCode"
+// +kubebuilder:validation:XValidation:rule="!has(self.secretName) || self.flow == 'ClientCredentials'",message="secretName is only valid with flow ClientCredentials: an AuthorizationCode credential mints no token of its own (its CDUserGrants do)"
+// +kubebuilder:validation:XValidation:rule="!has(self.secretName) || self.secretName != self.clientSecretRef.name",message="secretName must differ from clientSecretRef.name: the operator would overwrite the client secret with a token"
+type CDCredentialSpec struct {
+	// flow is the flow Central Dispatch issued this client for: ClientCredentials
+	// (server-to-server: pricing, listings) or AuthorizationCode (customer logins:
+	// dispatch, documents, carrier search). Using a client for the other flow is
+	// reported in the FlowMisuse condition.
+	// +required
+	Flow Flow `json:"flow"`
+
+	// clientSecretRef names the Secret holding the client id and secret.
+	// +required
+	ClientSecretRef ClientSecretReference `json:"clientSecretRef"`
+
+	// issuer is the identity server's base URL; the token endpoint is
+	// <issuer>/connect/token and the authorize endpoint <issuer>/connect/authorize.
+	// Must be https:// (http:// only to a loopback host). The manager refuses to send
+	// a secret to a host outside its --allowed-token-hosts list.
+	// +optional
+	// +kubebuilder:default="https://id.centraldispatch.com"
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1' || url(self).getHostname().startsWith('127.'))))",message="must be an https:// URL (http:// only to a loopback host)"
+	Issuer string `json:"issuer,omitempty"`
+
+	// tokenURL overrides the token endpoint derived from issuer, for providers whose
+	// endpoints are laid out differently. Same URL rules as issuer.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1' || url(self).getHostname().startsWith('127.'))))",message="must be an https:// URL (http:// only to a loopback host)"
+	TokenURL string `json:"tokenURL,omitempty"`
+
+	// authorizeURL overrides the authorize endpoint derived from issuer
+	// (AuthorizationCode only). Same URL rules as issuer.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1' || url(self).getHostname().startsWith('127.'))))",message="must be an https:// URL (http:// only to a loopback host)"
+	AuthorizeURL string `json:"authorizeURL,omitempty"`
+
+	// clientAuthMethod is how the client authenticates at the token endpoint:
+	// ClientSecretPost (form body, what Central Dispatch documents) or
+	// ClientSecretBasic (HTTP Basic). Never auto-detected.
+	// +optional
+	// +kubebuilder:default=ClientSecretPost
+	ClientAuthMethod ClientAuthMethod `json:"clientAuthMethod,omitempty"`
+
+	// scopes are the scopes to request. For AuthorizationCode the default is
+	// [marketplace, offline_access]; for ClientCredentials none are sent by default.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=128
+	// +kubebuilder:validation:items:Pattern=`^[!#-\[\]-~]+$`
+	Scopes []string `json:"scopes,omitempty"`
+
+	// redirectURL is the redirect URI registered at the identity server for this
+	// client (AuthorizationCode only); customer logins come back to it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1' || url(self).getHostname().startsWith('127.'))))",message="must be an https:// URL (http:// only to a loopback host)"
+	RedirectURL string `json:"redirectURL,omitempty"`
+
+	// secretName is the Secret that receives the access token (ClientCredentials
+	// only). Default: <name>-token.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	SecretName string `json:"secretName,omitempty"`
+
+	// secretTemplate is extra metadata copied onto the output Secret.
+	// +optional
+	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+
+	// renewBefore is how long before expiry the token is renewed, for example "10m".
+	// Default: a third of the token's lifetime plus up to 10% jitter. Never less than
+	// 2 minutes (kubelet needs that long to refresh a mounted Secret) unless the token
+	// lives shorter than that.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="renewBefore must be a positive duration"
+	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
+}
+
+// CDCredentialStatus is what the operator observed and did.
+type CDCredentialStatus struct {
+	// observedGeneration is the spec generation the conditions describe.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready (always), Stalled (while a terminal error holds) and FlowMisuse
+	// (always, True or False).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+
+	// clientID is the public client id read from the client Secret, so two flows
+	// sharing one id are visible (and detectable across namespaces without reading
+	// Secrets there).
+	// +optional
+	ClientID string `json:"clientID,omitempty"`
+
+	// expiresAt is when the current access token expires.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// renewalTime is when the operator will request the next token.
+	// +optional
+	RenewalTime *metav1.Time `json:"renewalTime,omitempty"`
+
+	// lastIssuedTime is when the current access token was issued.
+	// +optional
+	LastIssuedTime *metav1.Time `json:"lastIssuedTime,omitempty"`
+
+	// grantedScopes are the scopes the identity server granted.
+	// +optional
+	// +listType=atomic
+	GrantedScopes []string `json:"grantedScopes,omitempty"`
+
+	// secretName is the Secret that holds the access token.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+}
+
+// CDCredential is one Central Dispatch API client. A ClientCredentials CDCredential
+// keeps a fresh access token in its output Secret; an AuthorizationCode CDCredential
+// mints nothing itself and is what CDUserGrants use.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:validation:XValidation:rule="self.spec.flow != 'ClientCredentials' || has(self.spec.secretName) || self.spec.clientSecretRef.name != self.metadata.name + '-token'",message="the default output Secret <name>-token would overwrite the client Secret: set spec.secretName or rename the client Secret"
+// +kubebuilder:resource:shortName=cdcred,categories=cdcredops
+// +kubebuilder:printcolumn:name="Flow",type=string,JSONPath=`.spec.flow`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type CDCredential struct {
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec declares the client.
+	// +required
+	Spec CDCredentialSpec `json:"spec"`
+
+	// status is what the operator observed.
+	// +optional
+	Status CDCredentialStatus `json:"status,omitempty"`
+}
+
+// CDCredentialList is a list of CDCredentials.
+// +kubebuilder:object:root=true
+type CDCredentialList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []CDCredential `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&CDCredential{}, &CDCredentialList{})
+}

@@ -1,0 +1,162 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// CredentialReference names a CDCredential in the CDUserGrant's own namespace.
+type CredentialReference struct {
+	// name of an AuthorizationCode CDCredential in the CDUserGrant's namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+}
+
+// RefreshTokenSecretReference names the Secret, in the CDUserGrant's own namespace, that
+// holds the customer's current refresh token.
+type RefreshTokenSecretReference struct {
+	// name of the Secret in the CDUserGrant's namespace. The operator rewrites it on
+	// every rotation; pods never mount it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// key in the Secret that holds the refresh token.
+	// +optional
+	// +kubebuilder:default=refresh_token
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
+}
+
+// CDUserGrantSpec declares one Central Dispatch customer's authorization.
+// +kubebuilder:validation:XValidation:rule="!has(self.secretName) || self.secretName != self.refreshTokenSecretRef.name",message="secretName must differ from refreshTokenSecretRef.name: pods would mount the customer's refresh token"
+type CDUserGrantSpec struct {
+	// credentialRef names the AuthorizationCode CDCredential (the app the customer
+	// logged in to) in the same namespace.
+	// +required
+	CredentialRef CredentialReference `json:"credentialRef"`
+
+	// refreshTokenSecretRef names the Secret holding the customer's current refresh
+	// token. Refresh tokens are single-use: the operator replaces the value on every
+	// rotation. The Secret is never deleted by the operator.
+	// +required
+	RefreshTokenSecretRef RefreshTokenSecretReference `json:"refreshTokenSecretRef"`
+
+	// secretName is the Secret that receives the access token. Default: <name>-token.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	SecretName string `json:"secretName,omitempty"`
+
+	// secretTemplate is extra metadata copied onto the output Secret.
+	// +optional
+	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+
+	// renewBefore is how long before expiry the token is renewed, for example "10m".
+	// Default: a third of the token's lifetime plus up to 10% jitter. Never less than
+	// 2 minutes unless the token lives shorter than that.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="renewBefore must be a positive duration"
+	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
+}
+
+// CDUserGrantStatus is what the operator observed and did.
+type CDUserGrantStatus struct {
+	// observedGeneration is the spec generation the conditions describe.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready (always), Stalled (while a terminal error holds), FlowMisuse
+	// and ReauthorizationRequired (always, True or False).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+
+	// expiresAt is when the current access token expires.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// renewalTime is when the operator will next rotate the refresh token.
+	// +optional
+	RenewalTime *metav1.Time `json:"renewalTime,omitempty"`
+
+	// lastRotationTime is when the refresh token was last rotated.
+	// +optional
+	LastRotationTime *metav1.Time `json:"lastRotationTime,omitempty"`
+
+	// rotationCount is how many times the operator has rotated the refresh token.
+	// +optional
+	RotationCount int64 `json:"rotationCount,omitempty"`
+
+	// grantedScopes are the scopes the identity server granted.
+	// +optional
+	// +listType=atomic
+	GrantedScopes []string `json:"grantedScopes,omitempty"`
+
+	// subject is the `sub` claim of the access token when it is a JWT: who the
+	// customer is. Read for display only, never trusted for a decision.
+	// +optional
+	Subject string `json:"subject,omitempty"`
+
+	// authorizationURL is where the customer logs in while the grant awaits
+	// authorization (set when the manager's callback server is enabled).
+	// +optional
+	AuthorizationURL string `json:"authorizationURL,omitempty"`
+
+	// secretName is the Secret that holds the access token.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+}
+
+// CDUserGrant is one Central Dispatch customer's authorization of an
+// AuthorizationCode CDCredential. The operator keeps a fresh access token in its
+// output Secret by rotating the customer's single-use refresh token.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:validation:XValidation:rule="has(self.spec.secretName) || self.spec.refreshTokenSecretRef.name != self.metadata.name + '-token'",message="the default output Secret <name>-token would overwrite the refresh-token Secret: set spec.secretName or rename the refresh-token Secret"
+// +kubebuilder:resource:shortName=cdgrant,categories=cdcredops
+// +kubebuilder:printcolumn:name="Credential",type=string,JSONPath=`.spec.credentialRef.name`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Rotations",type=integer,JSONPath=`.status.rotationCount`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type CDUserGrant struct {
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec declares the grant.
+	// +required
+	Spec CDUserGrantSpec `json:"spec"`
+
+	// status is what the operator observed.
+	// +optional
+	Status CDUserGrantStatus `json:"status,omitempty"`
+}
+
+// CDUserGrantList is a list of CDUserGrants.
+// +kubebuilder:object:root=true
+type CDUserGrantList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []CDUserGrant `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&CDUserGrant{}, &CDUserGrantList{})
+}

@@ -1,0 +1,58 @@
+// Command manager runs the cd-credentials-operator controllers.
+package main
+
+import (
+	"flag"
+	"os"
+	"strings"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/credops/cd-credentials-operator/internal/manager"
+)
+
+func main() {
+	var opts manager.Options
+	var allowedHosts, watchNamespaces string
+	flag.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; \"0\" disables it.")
+	flag.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "Elect a leader so only one replica rotates refresh tokens. Turn on whenever more than one replica may run.")
+	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; default: the one the manager runs in.")
+	flag.StringVar(&allowedHosts, "allowed-token-hosts", "id.centraldispatch.com", "Comma-separated host or host:port list of token endpoints the manager may send client secrets and refresh tokens to.")
+	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
+	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "Reconciles each controller runs in parallel.")
+	flag.Float64Var(&opts.TokenRequestsPerSecond, "token-requests-per-second", 20, "Most token requests per second the manager sends, across all CRs; 0 means no limit.")
+	flag.DurationVar(&opts.TokenRequestTimeout, "token-request-timeout", 20*time.Second, "Timeout of one token request.")
+	flag.DurationVar(&opts.GracefulShutdownTimeout, "graceful-shutdown-timeout", 25*time.Second, "How long in-flight rotations may take to finish and persist after SIGTERM.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	opts.AllowedTokenHosts = splitList(allowedHosts)
+	opts.WatchNamespaces = splitList(watchNamespaces)
+
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+	ctx := ctrl.SetupSignalHandler()
+	mgr, err := manager.New(ctx, ctrl.GetConfigOrDie(), opts)
+	if err != nil {
+		log.Error(err, "Unable to set up the manager")
+		os.Exit(1)
+	}
+	log.Info("Starting manager", "allowedTokenHosts", opts.AllowedTokenHosts, "leaderElection", opts.LeaderElection)
+	if err := mgr.Start(ctx); err != nil {
+		log.Error(err, "Manager exited with an error")
+		os.Exit(1)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,274 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"unicode"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/token"
+)
+
+// CDCredentialReconciler keeps a fresh client-credentials token in the output Secret of
+// every ClientCredentials CDCredential, and reports whether an AuthorizationCode
+// CDCredential is usable by its CDUserGrants.
+type CDCredentialReconciler struct {
+	client.Client
+	// APIReader reads around the cache: Secrets the cache does not hold, and Secrets
+	// the informer may not have caught up with.
+	APIReader client.Reader
+	Clock     clock.PassiveClock
+	Tokens    token.Issuer
+	Recorder  events.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials,verbs=get;list;watch
+// +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile fetches the CDCredential, runs the reconcile steps and patches status once.
+func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	obj := &cdv1.CDCredential{}
+	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	before := obj.DeepCopy()
+	conds := newConditions(&obj.Status.Conditions, obj.Generation, r.Clock.Now())
+	defer func() {
+		obj.Status.ObservedGeneration = obj.Generation
+		recordTransitions(r.Recorder, obj, conds)
+		if equality.Semantic.DeepEqual(before.Status, obj.Status) {
+			return
+		}
+		if err := r.Status().Patch(ctx, obj, client.MergeFrom(before)); err != nil {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+	}()
+	return r.reconcile(ctx, obj, conds)
+}
+
+func (r *CDCredentialReconciler) reconcile(ctx context.Context, obj *cdv1.CDCredential, conds conditions) (ctrl.Result, error) {
+	conds.set(cdv1.FlowMisuseCondition, false, cdv1.FlowCorrectReason, "No sign that this client is used for the wrong flow")
+	creds, err := readClientSecret(ctx, r.secrets(), obj)
+	if err != nil {
+		return clientSecretFailure(conds, err)
+	}
+	obj.Status.ClientID = creds.ID
+	others, err := otherFlowSharers(ctx, r.Client, obj, creds.ID)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(others) > 0 {
+		// Reported on every sharer, but not terminal: the identity server decides which
+		// of them is wrong (GrantTypeNotAllowed), and stalling the right one would stop
+		// its customers' rotations, the very outage this operator exists to prevent.
+		conds.set(cdv1.FlowMisuseCondition, true, cdv1.ClientSharedAcrossFlowsReason, sharedClientMessage(obj, others))
+	}
+	if obj.Spec.Flow == cdv1.FlowAuthorizationCode {
+		obj.Status.SecretName = ""
+		conds.ready(cdv1.ClientReadyReason, "Client Secret holds a client id and secret; CDUserGrants can use this client")
+		return ctrl.Result{}, nil
+	}
+	return r.reconcileToken(ctx, obj, conds, creds)
+}
+
+// reconcileToken renews the access token when the output Secret's is due, missing,
+// tampered with or was minted for another request, and requeues for the next renewal.
+func (r *CDCredentialReconciler) reconcileToken(ctx context.Context, obj *cdv1.CDCredential, conds conditions, creds clientCreds) (ctrl.Result, error) {
+	name := outputSecretName(obj.Name, obj.Spec.SecretName)
+	obj.Status.SecretName = name
+	ep := endpointFor(obj, creds)
+	fingerprint := requestFingerprint(ep.TokenURL, ep.ClientID, string(ep.AuthMethod), strings.Join(ep.Scopes, " "))
+	now := r.Clock.Now()
+
+	existing, err := r.secrets().existing(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: name})
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if sched, ok := currentSchedule(existing); ok && existing.Annotations[fingerprintAnnotation] == fingerprint {
+		if due, wait := sched.due(now); !due {
+			obj.Status.ExpiresAt, obj.Status.RenewalTime = timePtr(sched.ExpiresAt), timePtr(sched.RenewAt)
+			conds.ready(cdv1.TokenIssuedReason, "Access token is in Secret "+name)
+			return ctrl.Result{RequeueAfter: wait}, nil
+		}
+	}
+
+	tok, err := r.Tokens.ClientCredentials(ctx, ep)
+	if err != nil {
+		log.FromContext(ctx).Info("Token request failed", "cdcredential", client.ObjectKeyFromObject(obj), "reason", token.KindOf(err))
+		return tokenFailure(conds, obj.Spec.Flow, r.misuseNeighbours(ctx, obj, err), err)
+	}
+	issued := issuedToken{
+		AccessToken: tok.AccessToken,
+		TokenType:   tok.TokenType,
+		Scopes:      tok.Scopes,
+		Schedule:    renewalSchedule(now, tok.Lifetime, renewBefore(obj.Spec.RenewBefore), string(obj.UID)),
+		Fingerprint: fingerprint,
+	}
+	err = r.secrets().apply(ctx, outputSecret{owner: obj, kind: "CDCredential", name: name, template: obj.Spec.SecretTemplate, token: issued})
+	if err != nil {
+		return outputSecretFailure(conds, err)
+	}
+	obj.Status.ExpiresAt, obj.Status.RenewalTime = timePtr(issued.Schedule.ExpiresAt), timePtr(issued.Schedule.RenewAt)
+	obj.Status.LastIssuedTime = timePtr(issued.Schedule.Issued)
+	obj.Status.GrantedScopes = tok.Scopes
+	conds.ready(cdv1.TokenIssuedReason, "Access token is in Secret "+name)
+	r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, cdv1.TokenIssuedReason, "IssueToken", "Issued an access token into Secret %s", name)
+	_, wait := issued.Schedule.due(now)
+	return ctrl.Result{RequeueAfter: wait}, nil
+}
+
+// misuseNeighbours names, for a ClientCredentials CDCredential refused its grant type,
+// the AuthorizationCode CDCredentials in its namespace: the likely mix-up.
+func (r *CDCredentialReconciler) misuseNeighbours(ctx context.Context, obj *cdv1.CDCredential, err error) string {
+	if token.KindOf(err) != token.KindGrantTypeNotAllowed || obj.Spec.Flow != cdv1.FlowClientCredentials {
+		return ""
+	}
+	list := &cdv1.CDCredentialList{}
+	if r.List(ctx, list, client.InNamespace(obj.Namespace)) != nil {
+		return ""
+	}
+	var names []string
+	for _, o := range list.Items {
+		if o.Spec.Flow == cdv1.FlowAuthorizationCode {
+			names = append(names, o.Name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return " (AuthorizationCode CDCredentials in this namespace: " + strings.Join(names, ", ") + "; does this client Secret hold the same client id as theirs?)"
+}
+
+func (r *CDCredentialReconciler) secrets() secretStore {
+	return secretStore{client: r.Client, api: r.APIReader, scheme: r.Scheme()}
+}
+
+// endpointFor is where and how a CDCredential's client asks for tokens.
+func endpointFor(obj *cdv1.CDCredential, creds clientCreds) token.Endpoint {
+	tokenURL := obj.Spec.TokenURL
+	if tokenURL == "" {
+		issuer := obj.Spec.Issuer
+		if issuer == "" {
+			issuer = cdv1.DefaultIssuer
+		}
+		tokenURL = strings.TrimRight(issuer, "/") + "/connect/token"
+	}
+	method := token.ClientSecretPost
+	if obj.Spec.ClientAuthMethod == cdv1.ClientSecretBasic {
+		method = token.ClientSecretBasic
+	}
+	return token.Endpoint{
+		TokenURL:     tokenURL,
+		AuthMethod:   method,
+		ClientID:     creds.ID,
+		ClientSecret: creds.Secret,
+		Scopes:       obj.Spec.Scopes,
+	}
+}
+
+// requestFingerprint identifies what a token was requested for, so a changed client,
+// endpoint or scope list gets a new token at once instead of at the next renewal.
+func requestFingerprint(parts ...string) string {
+	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return hex.EncodeToString(sum[:8])
+}
+
+// clientCreds is a client id and secret read from a client Secret.
+type clientCreds struct{ ID, Secret string }
+
+// errClientSecret explains why a client Secret cannot be used.
+type errClientSecret struct {
+	notFound bool
+	msg      string
+}
+
+func (e errClientSecret) Error() string { return e.msg }
+
+// readClientSecret reads and checks the client id and secret of a CDCredential.
+func readClientSecret(ctx context.Context, store secretStore, obj *cdv1.CDCredential) (clientCreds, error) {
+	ref := obj.Spec.ClientSecretRef
+	secret, err := store.get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: ref.Name})
+	if apierrors.IsNotFound(err) {
+		return clientCreds{}, errClientSecret{notFound: true, msg: "Client Secret " + ref.Name + " not found in namespace " + obj.Namespace}
+	}
+	if err != nil {
+		return clientCreds{}, err
+	}
+	idKey, secretKey := defaultString(ref.ClientIDKey, "client_id"), defaultString(ref.ClientSecretKey, "client_secret")
+	id, idErr := secretValue(secret, idKey)
+	sec, secErr := secretValue(secret, secretKey)
+	if err := errors.Join(idErr, secErr); err != nil {
+		return clientCreds{}, errClientSecret{msg: "Client Secret " + ref.Name + ": " + err.Error()}
+	}
+	return clientCreds{ID: id, Secret: sec}, nil
+}
+
+// maxSecretValue bounds a credential read from a Secret: anything longer is a mistake
+// (a whole file pasted in), and would be sent to the identity server on every request.
+const maxSecretValue = 4096
+
+// secretValue reads one credential from a Secret, trimming the whitespace a shell
+// `echo` or an editor leaves, and refusing values that cannot be a credential.
+func secretValue(secret *corev1.Secret, key string) (string, error) {
+	raw, ok := secret.Data[key]
+	if !ok {
+		return "", errors.New("key " + key + " is missing")
+	}
+	v := strings.TrimSpace(string(raw))
+	switch {
+	case v == "":
+		return "", errors.New("key " + key + " is empty")
+	case len(v) > maxSecretValue:
+		return "", errors.New("key " + key + " is longer than 4096 bytes")
+	case strings.IndexFunc(v, func(r rune) bool { return !unicode.IsPrint(r) || r == unicode.ReplacementChar }) >= 0:
+		return "", errors.New("key " + key + " holds characters that are not printable text")
+	}
+	return v, nil
+}
+
+func clientSecretFailure(conds conditions, err error) (ctrl.Result, error) {
+	var cs errClientSecret
+	if !errors.As(err, &cs) {
+		return ctrl.Result{}, err
+	}
+	if cs.notFound {
+		// Not terminal: the Secret may be created later. A labelled one is seen at once
+		// through the watch; an unlabelled one on the next retry.
+		conds.notReady(cdv1.ClientSecretNotFoundReason, cs.msg)
+		return ctrl.Result{RequeueAfter: missingSecretRetry}, nil
+	}
+	conds.stalled(cdv1.ClientSecretInvalidReason, cs.msg)
+	return ctrl.Result{}, stalledError(cs.msg)
+}
+
+func outputSecretFailure(conds conditions, err error) (ctrl.Result, error) {
+	var notOurs errSecretNotOurs
+	if errors.As(err, &notOurs) {
+		conds.stalled(cdv1.OutputSecretConflictReason, notOurs.Error())
+		return ctrl.Result{}, stalledError(notOurs.Error())
+	}
+	return ctrl.Result{}, err
+}
+
+func defaultString(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}

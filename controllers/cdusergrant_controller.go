@@ -1,0 +1,196 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/token"
+)
+
+// CDUserGrantReconciler keeps a fresh access token in the output Secret of every
+// CDUserGrant by rotating the customer's single-use refresh token (DESIGN §6).
+type CDUserGrantReconciler struct {
+	client.Client
+	// APIReader reads the refresh-token Secret around the cache before spending it: a
+	// stale cache would hand back a token that is already spent.
+	APIReader client.Reader
+	Clock     clock.Clock
+	Tokens    token.Issuer
+	Recorder  events.EventRecorder
+	// PersistTimeout bounds how long one reconcile keeps retrying the write of a new
+	// refresh token before it hands the token to the next reconcile (it is never
+	// dropped while the process lives). Default 1 minute.
+	PersistTimeout time.Duration
+	// InFlightTimeout is how old another process's in-flight mark must be before it is
+	// taken for a dead process's (and the stored token is tried once). Default 2 minutes.
+	InFlightTimeout time.Duration
+
+	pendingMu sync.Mutex
+	// pending holds new refresh tokens the API server has not accepted yet, by grant
+	// UID. While a grant has one, its stored (spent) token is never sent again.
+	pending map[types.UID]pendingToken
+}
+
+// +kubebuilder:rbac:groups=cd.credops.io,resources=cdusergrants,verbs=get;list;watch
+// +kubebuilder:rbac:groups=cd.credops.io,resources=cdusergrants/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials,verbs=get;list;watch
+
+// Reconcile fetches the CDUserGrant, runs the reconcile steps and patches status once.
+func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	grant := &cdv1.CDUserGrant{}
+	if err := r.Get(ctx, req.NamespacedName, grant); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	before := grant.DeepCopy()
+	conds := newConditions(&grant.Status.Conditions, grant.Generation, r.Clock.Now())
+	defer func() {
+		grant.Status.ObservedGeneration = grant.Generation
+		recordTransitions(r.Recorder, grant, conds)
+		if equality.Semantic.DeepEqual(before.Status, grant.Status) {
+			return
+		}
+		// Status is the last of a rotation's writes; shutdown must not cancel it.
+		if err := r.Status().Patch(context.WithoutCancel(ctx), grant, client.MergeFrom(before)); err != nil {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+	}()
+	return r.reconcile(ctx, grant, conds)
+}
+
+func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions) (ctrl.Result, error) {
+	grant.Status.SecretName = outputSecretName(grant.Name, grant.Spec.SecretName)
+	conds.set(cdv1.FlowMisuseCondition, false, cdv1.FlowCorrectReason, "The grant uses an AuthorizationCode credential")
+	if p, ok := r.pendingFor(grant.UID); ok {
+		// A rotation succeeded but its new refresh token is not stored yet: store it
+		// before anything else, and never fall back to the spent one.
+		return r.finishRotation(ctx, grant, conds, p)
+	}
+	cred, ep, res, err := r.resolveCredential(ctx, grant, conds)
+	if cred == nil {
+		return res, err
+	}
+	rt, res, err := r.readRefreshToken(ctx, grant, conds)
+	if rt == nil {
+		return res, err
+	}
+	fingerprint := requestFingerprint(ep.TokenURL, ep.ClientID, string(ep.AuthMethod))
+	if !rt.interrupted() {
+		if res, fresh, err := r.checkFresh(ctx, grant, conds, fingerprint); fresh || err != nil {
+			return res, err
+		}
+	}
+	return r.rotate(ctx, grant, conds, rotation{endpoint: ep, stored: rt, fingerprint: fingerprint})
+}
+
+// resolveCredential finds the grant's CDCredential and its client. A nil credential means
+// the grant cannot proceed; the conditions say why.
+func (r *CDUserGrantReconciler) resolveCredential(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions) (*cdv1.CDCredential, token.Endpoint, ctrl.Result, error) {
+	cred := &cdv1.CDCredential{}
+	key := types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.CredentialRef.Name}
+	if err := r.Get(ctx, key, cred); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Waiting: the credential watch brings the grant back when it appears.
+			conds.notReady(cdv1.CredentialNotFoundReason, "CDCredential "+key.Name+" not found in namespace "+key.Namespace)
+			return nil, token.Endpoint{}, ctrl.Result{}, nil
+		}
+		return nil, token.Endpoint{}, ctrl.Result{}, err
+	}
+	if cred.Spec.Flow == cdv1.FlowClientCredentials {
+		msg := "CDCredential " + cred.Name + " is a ClientCredentials (server-to-server) client; a customer grant needs the AuthorizationCode credential set. Point spec.credentialRef at an AuthorizationCode CDCredential. Nothing was sent to the identity server"
+		conds.set(cdv1.FlowMisuseCondition, true, cdv1.UserGrantOnClientCredentialsReason, msg)
+		conds.stalled(cdv1.UserGrantOnClientCredentialsReason, msg)
+		return nil, token.Endpoint{}, ctrl.Result{}, stalledError(msg)
+	}
+	creds, err := readClientSecret(ctx, secretStore{client: r.Client, api: r.APIReader, scheme: r.Scheme()}, cred)
+	if err != nil || !meta.IsStatusConditionTrue(cred.Status.Conditions, cdv1.ReadyCondition) {
+		conds.notReady(cdv1.CredentialNotReadyReason, "CDCredential "+cred.Name+" is not Ready; see its conditions")
+		return nil, token.Endpoint{}, ctrl.Result{}, nil
+	}
+	return cred, endpointFor(cred, creds), ctrl.Result{}, nil
+}
+
+// readRefreshToken reads the refresh-token Secret around the cache. A nil result means
+// there is nothing to spend; the conditions say why.
+func (r *CDUserGrantReconciler) readRefreshToken(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions) (*storedToken, ctrl.Result, error) {
+	ref := grant.Spec.RefreshTokenSecretRef
+	store := secretStore{client: r.Client, api: r.APIReader, scheme: r.Scheme()}
+	key := types.NamespacedName{Namespace: grant.Namespace, Name: ref.Name}
+	// Through the cache first, so the Secret gets the watch label; then around it.
+	if _, err := store.get(ctx, key); err != nil && !apierrors.IsNotFound(err) {
+		return nil, ctrl.Result{}, err
+	}
+	secret := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, key, secret)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, ctrl.Result{}, err
+	}
+	value, valueErr := secretValue(secret, defaultString(ref.Key, "refresh_token"))
+	if err != nil || valueErr != nil {
+		msg := "No refresh token in Secret " + ref.Name + ": the customer has to log in (or put a refresh token under key " + defaultString(ref.Key, "refresh_token") + ")"
+		conds.notReady(cdv1.AwaitingAuthorizationReason, msg)
+		conds.set(cdv1.ReauthorizationRequiredCondition, true, cdv1.RefreshTokenMissingReason, msg)
+		return nil, ctrl.Result{RequeueAfter: missingSecretRetry}, nil
+	}
+	rt := &storedToken{secret: secret, key: defaultString(ref.Key, "refresh_token"), value: value}
+	if rt.rejected() {
+		// invalid_grant is terminal: wait for a new refresh token, send nothing.
+		reason := secret.Annotations[rejectedReasonAnnotation]
+		msg := rejectionMessage(reason)
+		conds.set(cdv1.ReauthorizationRequiredCondition, true, reason, msg)
+		conds.stalled(reason, msg)
+		return nil, ctrl.Result{}, stalledError(msg)
+	}
+	conds.set(cdv1.ReauthorizationRequiredCondition, false, cdv1.RefreshTokenValidReason, "The grant holds a refresh token")
+	return rt, ctrl.Result{}, nil
+}
+
+// checkFresh reports whether the output Secret holds a token not yet due for renewal,
+// and if so fills the status from it and requeues for its renewal. A cached Secret that
+// looks due is read again around the cache before a refresh token is spent on it.
+func (r *CDUserGrantReconciler) checkFresh(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions, fingerprint string) (ctrl.Result, bool, error) {
+	key := types.NamespacedName{Namespace: grant.Namespace, Name: grant.Status.SecretName}
+	now := r.Clock.Now()
+	for _, reader := range []client.Reader{r.Client, r.APIReader} {
+		secret := &corev1.Secret{}
+		if err := reader.Get(ctx, key, secret); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return ctrl.Result{}, false, err
+		}
+		sched, ok := currentSchedule(secret)
+		if !ok || secret.Annotations[fingerprintAnnotation] != fingerprint || !metav1.IsControlledBy(secret, grant) {
+			continue
+		}
+		if due, wait := sched.due(now); !due {
+			grant.Status.ExpiresAt, grant.Status.RenewalTime = timePtr(sched.ExpiresAt), timePtr(sched.RenewAt)
+			conds.ready(cdv1.TokenIssuedReason, "Access token is in Secret "+key.Name)
+			return ctrl.Result{RequeueAfter: wait}, true, nil
+		}
+	}
+	return ctrl.Result{}, false, nil
+}
+
+func rejectionMessage(reason string) string {
+	if reason == cdv1.RotationInterruptedReason {
+		return "A previous rotation was interrupted after the refresh token was sent, and the identity server has rejected the stored token (invalid_grant): the customer must log in again"
+	}
+	return "The identity server rejected the refresh token (invalid_grant): it is spent, expired or revoked; the customer must log in again"
+}
+
+var errPersistPending = errors.New("the new refresh token is not stored yet; retrying")

@@ -1,0 +1,30 @@
+package controllers
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+)
+
+// recordTransitions records one event per change of state in this pass, and none when
+// nothing changed: a failure reason appearing on Ready, and the onset of FlowMisuse or
+// ReauthorizationRequired. Condition messages never hold a secret, so events built from
+// them do not either.
+func recordTransitions(rec events.EventRecorder, obj runtime.Object, conds conditions) {
+	now := meta.FindStatusCondition(*conds.list, cdv1.ReadyCondition)
+	was := meta.FindStatusCondition(conds.before, cdv1.ReadyCondition)
+	if now != nil && now.Status == "False" && (was == nil || was.Reason != now.Reason) {
+		rec.Eventf(obj, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
+	}
+	if conds.onset(cdv1.FlowMisuseCondition) {
+		c := meta.FindStatusCondition(*conds.list, cdv1.FlowMisuseCondition)
+		rec.Eventf(obj, nil, corev1.EventTypeWarning, cdv1.FlowMisuseDetectedReason, "Reconcile", "%s: %s", c.Reason, c.Message)
+	}
+	if conds.onset(cdv1.ReauthorizationRequiredCondition) {
+		c := meta.FindStatusCondition(*conds.list, cdv1.ReauthorizationRequiredCondition)
+		rec.Eventf(obj, nil, corev1.EventTypeWarning, cdv1.ReauthorizationRequiredReason, "Reconcile", "%s: %s", c.Reason, c.Message)
+	}
+}

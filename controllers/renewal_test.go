@@ -1,0 +1,108 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+)
+
+func TestRenewalSchedule(t *testing.T) {
+	issued := time.Date(2026, 11, 23, 10, 0, 0, 400_000_000, time.UTC)
+	cases := map[string]struct {
+		lifetime, renewBefore time.Duration
+		// The renewal must fall in [earliest, latest] after issue.
+		earliest, latest time.Duration
+	}{
+		"an hour-long token renews between 34 and 40 minutes in (2/3 minus up to 10% jitter)": {
+			lifetime: time.Hour, earliest: 34 * time.Minute, latest: 40 * time.Minute,
+		},
+		"a 30-minute token renews between 17 and 20 minutes in": {
+			lifetime: 30 * time.Minute, earliest: 17 * time.Minute, latest: 20 * time.Minute,
+		},
+		"renewBefore replaces the default margin": {
+			lifetime: time.Hour, renewBefore: 10 * time.Minute, earliest: 50 * time.Minute, latest: 50 * time.Minute,
+		},
+		"renewBefore below the 2-minute floor is raised to it": {
+			lifetime: time.Hour, renewBefore: 30 * time.Second, earliest: 58 * time.Minute, latest: 58 * time.Minute,
+		},
+		"the default margin of a 4-minute token is raised to the 2-minute floor": {
+			lifetime: 4 * time.Minute, earliest: 2 * time.Minute, latest: 2 * time.Minute,
+		},
+		"a token shorter than the floor renews at 2/3 of its life minus jitter": {
+			lifetime: 90 * time.Second, earliest: 51 * time.Second, latest: 60 * time.Second,
+		},
+		"renewBefore longer than the lifetime falls back to the default": {
+			lifetime: 30 * time.Minute, renewBefore: time.Hour, earliest: 17 * time.Minute, latest: 20 * time.Minute,
+		},
+		"no usable lifetime assumes the short fallback": {
+			lifetime: 0, earliest: 2 * time.Minute, latest: 3 * time.Minute,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := renewalSchedule(issued, tc.lifetime, tc.renewBefore, "uid-1")
+			base := issued.Truncate(time.Second)
+			if s.RenewAt.Before(base.Add(tc.earliest)) || s.RenewAt.After(base.Add(tc.latest)) {
+				t.Errorf("RenewAt = %s after issue, want within [%s, %s]", s.RenewAt.Sub(base), tc.earliest, tc.latest)
+			}
+			if s.RenewAt.Nanosecond() != 0 || s.ExpiresAt.Nanosecond() != 0 || s.Issued.Nanosecond() != 0 {
+				t.Errorf("times not truncated to whole seconds: %+v", s)
+			}
+			lifetime := tc.lifetime
+			if lifetime == 0 {
+				lifetime = fallbackLifetime
+			}
+			if want := issued.Add(lifetime).Truncate(time.Second); !s.ExpiresAt.Equal(want) {
+				t.Errorf("ExpiresAt = %s, want %s", s.ExpiresAt, want)
+			}
+		})
+	}
+}
+
+func TestRenewalJitterSpreadsObjects(t *testing.T) {
+	issued := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	seen := map[time.Time]int{}
+	for i := range 1000 {
+		s := renewalSchedule(issued, time.Hour, 0, "grant-"+string(rune('a'+i%26))+time.Duration(i).String())
+		seen[s.RenewAt]++
+	}
+	// 1,000 grants issued in the same second must spread over the 6-minute jitter
+	// window, not pile into a few seconds.
+	if len(seen) < 250 {
+		t.Errorf("1000 grants renew in only %d distinct seconds", len(seen))
+	}
+	for at, n := range seen {
+		if n > 15 {
+			t.Errorf("%d grants renew in the same second %s", n, at)
+		}
+	}
+}
+
+func TestRenewalIsDeterministic(t *testing.T) {
+	issued := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	a := renewalSchedule(issued, time.Hour, 0, "uid")
+	b := renewalSchedule(issued, time.Hour, 0, "uid")
+	if a != b {
+		t.Errorf("same inputs gave %+v and %+v", a, b)
+	}
+}
+
+func TestScheduleDue(t *testing.T) {
+	s := schedule{RenewAt: time.Date(2026, 11, 23, 10, 40, 0, 0, time.UTC)}
+	cases := map[string]struct {
+		now      time.Time
+		due      bool
+		wantWait time.Duration
+	}{
+		"before the renewal time it waits for the rest": {now: s.RenewAt.Add(-90 * time.Second), wantWait: 90 * time.Second},
+		"at the renewal time it is due":                {now: s.RenewAt, due: true},
+		"after the renewal time it is due":             {now: s.RenewAt.Add(time.Hour), due: true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			due, wait := s.due(tc.now)
+			if due != tc.due || wait != tc.wantWait {
+				t.Errorf("due(%s) = %v, %s; want %v, %s", tc.now, due, wait, tc.due, tc.wantWait)
+			}
+		})
+	}
+}

@@ -1,0 +1,168 @@
+// Package manager wires the operator: the scheme, the cache (which Secrets it holds),
+// the token client and the controllers. cmd/manager parses flags into Options and the
+// integration tests build the very same manager, so what is tested is what runs.
+package manager
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/controllers"
+	"github.com/credops/cd-credentials-operator/internal/token"
+)
+
+// Options configure one manager process.
+type Options struct {
+	MetricsBindAddress      string
+	HealthProbeBindAddress  string
+	LeaderElection          bool
+	LeaderElectionNamespace string
+	LeaderElectionID        string
+	// AllowedTokenHosts are the only hosts (host or host:port) a client secret or
+	// refresh token is ever sent to.
+	AllowedTokenHosts []string
+	// WatchNamespaces limits the operator to these namespaces; empty means all.
+	WatchNamespaces         []string
+	MaxConcurrentReconciles int
+	TokenRequestsPerSecond  float64
+	TokenRequestTimeout     time.Duration
+	GracefulShutdownTimeout time.Duration
+
+	// PersistTimeout and InFlightTimeout tune rotation safety (see
+	// controllers.CDUserGrantReconciler); zero means the defaults.
+	PersistTimeout  time.Duration
+	InFlightTimeout time.Duration
+
+	// Clock and Tokens replace the real ones in tests; NewClient, when set, wraps the
+	// manager's client (tests inject API-server failures with it).
+	Clock     clock.Clock
+	Tokens    token.Issuer
+	NewClient client.NewClientFunc
+}
+
+// Scheme holds the Kubernetes types and this operator's.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(cdv1.AddToScheme(s))
+	return s
+}
+
+// New builds a manager with both controllers registered. Call Start on it.
+func New(ctx context.Context, cfg *rest.Config, opts Options) (ctrl.Manager, error) {
+	opts = withDefaults(opts)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        Scheme(),
+		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsBindAddress},
+		HealthProbeBindAddress:        opts.HealthProbeBindAddress,
+		LeaderElection:                opts.LeaderElection,
+		LeaderElectionID:              opts.LeaderElectionID,
+		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       &opts.GracefulShutdownTimeout,
+		Cache:                         cacheOptions(opts.WatchNamespaces),
+		NewClient:                     opts.NewClient,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := setupControllers(ctx, mgr, opts); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+func withDefaults(opts Options) Options {
+	if opts.LeaderElectionID == "" {
+		opts.LeaderElectionID = "cd-credentials-operator.credops.io"
+	}
+	if len(opts.AllowedTokenHosts) == 0 {
+		opts.AllowedTokenHosts = []string{"id.centraldispatch.com"}
+	}
+	if opts.MaxConcurrentReconciles == 0 {
+		opts.MaxConcurrentReconciles = 4
+	}
+	if opts.GracefulShutdownTimeout == 0 {
+		opts.GracefulShutdownTimeout = 25 * time.Second
+	}
+	if opts.TokenRequestTimeout == 0 {
+		opts.TokenRequestTimeout = 20 * time.Second
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.Tokens == nil {
+		opts.Tokens = token.New(token.Options{
+			AllowedHosts:      opts.AllowedTokenHosts,
+			Timeout:           opts.TokenRequestTimeout,
+			RequestsPerSecond: opts.TokenRequestsPerSecond,
+			Burst:             max(1, int(opts.TokenRequestsPerSecond)),
+		})
+	}
+	return opts
+}
+
+// cacheOptions keep only the Secrets the operator labels in memory (its outputs and the
+// Secrets CRs reference), so memory does not grow with unrelated Secrets.
+func cacheOptions(namespaces []string) cache.Options {
+	o := cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{cdv1.WatchLabel: "true"})},
+		},
+	}
+	if len(namespaces) > 0 {
+		o.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			o.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return o
+}
+
+func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	copts := controllers.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}
+	cred := &controllers.CDCredentialReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Clock:     opts.Clock,
+		Tokens:    opts.Tokens,
+		Recorder:  mgr.GetEventRecorder("cdcredential-controller"),
+	}
+	if err := cred.SetupWithManager(ctx, mgr, copts); err != nil {
+		return fmt.Errorf("setting up the CDCredential controller: %w", err)
+	}
+	grant := &controllers.CDUserGrantReconciler{
+		Client:          mgr.GetClient(),
+		APIReader:       mgr.GetAPIReader(),
+		Clock:           opts.Clock,
+		Tokens:          opts.Tokens,
+		Recorder:        mgr.GetEventRecorder("cdusergrant-controller"),
+		PersistTimeout:  opts.PersistTimeout,
+		InFlightTimeout: opts.InFlightTimeout,
+	}
+	if err := grant.SetupWithManager(ctx, mgr, copts); err != nil {
+		return fmt.Errorf("setting up the CDUserGrant controller: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,90 @@
+package integration
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+)
+
+// TestAdmissionRejectsBadSpecs proves each schema and CEL rule against the real API
+// server: a bad spec is refused at `kubectl apply` with a message that says why.
+func TestAdmissionRejectsBadSpecs(t *testing.T) {
+	ns := newNamespace(t)
+	cc := func(mutate func(*cdv1.CDCredential)) client.Object {
+		c := credential(ns, "c", cdv1.FlowClientCredentials, "client", "")
+		mutate(c)
+		return c
+	}
+	ac := func(mutate func(*cdv1.CDCredential)) client.Object {
+		c := credential(ns, "c", cdv1.FlowAuthorizationCode, "client", "")
+		mutate(c)
+		return c
+	}
+	grant := func(mutate func(*cdv1.CDUserGrant)) client.Object {
+		g := userGrant(ns, "g", "login", "g-refresh")
+		mutate(g)
+		return g
+	}
+	cases := map[string]struct {
+		obj  client.Object
+		want string
+	}{
+		"an unknown flow":                                          {cc(func(c *cdv1.CDCredential) { c.Spec.Flow = "Implicit" }), "supported values"},
+		"no client Secret name":                                    {cc(func(c *cdv1.CDCredential) { c.Spec.ClientSecretRef.Name = "" }), "spec.clientSecretRef.name"},
+		"a client Secret in another namespace":                     {cc(func(c *cdv1.CDCredential) { c.Spec.ClientSecretRef.Name = "other/client" }), "spec.clientSecretRef.name"},
+		"a plain http issuer":                                      {cc(func(c *cdv1.CDCredential) { c.Spec.Issuer = "http://id.example.com" }), "must be an https:// URL"},
+		"an issuer that is not a URL":                              {cc(func(c *cdv1.CDCredential) { c.Spec.Issuer = "id.centraldispatch.com" }), "must be an https:// URL"},
+		"a plain http token URL":                                   {cc(func(c *cdv1.CDCredential) { c.Spec.TokenURL = "http://10.0.0.1/token" }), "must be an https:// URL"},
+		"an unknown client auth method":                            {cc(func(c *cdv1.CDCredential) { c.Spec.ClientAuthMethod = "PrivateKeyJWT" }), "supported values"},
+		"redirectURL on a ClientCredentials one":                   {cc(func(c *cdv1.CDCredential) { c.Spec.RedirectURL = "https://app.example.com/cb" }), "redirectURL is only valid with flow AuthorizationCode"},
+		"secretName on an AuthorizationCode one":                   {ac(func(c *cdv1.CDCredential) { c.Spec.SecretName = "tok" }), "secretName is only valid with flow ClientCredentials"},
+		"output Secret named as the client Secret":                 {cc(func(c *cdv1.CDCredential) { c.Spec.SecretName = "client" }), "secretName must differ from clientSecretRef.name"},
+		"default output Secret names the client Secret":            {cc(func(c *cdv1.CDCredential) { c.Spec.ClientSecretRef.Name = "c-token" }), "would overwrite the client Secret"},
+		"a zero renewBefore":                                       {cc(func(c *cdv1.CDCredential) { c.Spec.RenewBefore = &metav1.Duration{} }), "renewBefore must be a positive duration"},
+		"a scope with a space":                                     {cc(func(c *cdv1.CDCredential) { c.Spec.Scopes = []string{"a b"} }), "spec.scopes[0]"},
+		"a grant with no credential":                               {grant(func(g *cdv1.CDUserGrant) { g.Spec.CredentialRef.Name = "" }), "spec.credentialRef.name"},
+		"a grant whose output is its refresh-token Secret":         {grant(func(g *cdv1.CDUserGrant) { g.Spec.SecretName = "g-refresh" }), "pods would mount the customer's refresh token"},
+		"a grant whose default output is its refresh-token Secret": {grant(func(g *cdv1.CDUserGrant) { g.Spec.RefreshTokenSecretRef.Name = "g-token" }), "would overwrite the refresh-token Secret"},
+		"a grant with a negative renewBefore":                      {grant(func(g *cdv1.CDUserGrant) { g.Spec.RenewBefore = &metav1.Duration{Duration: -time.Minute} }), "spec.renewBefore"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := k8s.Create(context.Background(), tc.obj)
+			if err == nil {
+				_ = k8s.Delete(context.Background(), tc.obj)
+				t.Fatalf("accepted, want a rejection containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("rejected with %q, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAdmissionAcceptsAndDefaultsGoodSpecs(t *testing.T) {
+	ns := newNamespace(t)
+	c := credential(ns, "ok", cdv1.FlowClientCredentials, "client", "")
+	c.Spec.TokenURL = "http://127.0.0.1:8085/connect/token"
+	c.Spec.RenewBefore = &metav1.Duration{Duration: 10 * time.Minute}
+	create(t, c)
+	got, err := getCredential(ns, "ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.Issuer != cdv1.DefaultIssuer || got.Spec.ClientAuthMethod != cdv1.ClientSecretPost ||
+		got.Spec.ClientSecretRef.ClientIDKey != "client_id" || got.Spec.ClientSecretRef.ClientSecretKey != "client_secret" {
+		t.Errorf("defaults not applied: %+v", got.Spec)
+	}
+	g := userGrant(ns, "g", "login", "g-refresh")
+	create(t, g)
+	gg, _ := getGrant(ns, "g")
+	if gg.Spec.RefreshTokenSecretRef.Key != "refresh_token" {
+		t.Errorf("refresh token key default not applied: %+v", gg.Spec)
+	}
+}
