@@ -94,8 +94,8 @@ func TestScheduleDue(t *testing.T) {
 		wantWait time.Duration
 	}{
 		"before the renewal time it waits for the rest": {now: s.RenewAt.Add(-90 * time.Second), wantWait: 90 * time.Second},
-		"at the renewal time it is due":                {now: s.RenewAt, due: true},
-		"after the renewal time it is due":             {now: s.RenewAt.Add(time.Hour), due: true},
+		"at the renewal time it is due":                 {now: s.RenewAt, due: true},
+		"after the renewal time it is due":              {now: s.RenewAt.Add(time.Hour), due: true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

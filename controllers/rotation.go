@@ -66,12 +66,12 @@ type rotation struct {
 
 // pendingToken is the result of a successful refresh that is not fully stored yet.
 type pendingToken struct {
-	secret      types.NamespacedName
-	key         string
-	spentHash   string
-	refresh     string // the new refresh token; "" when the server sent none (the old one stays)
-	access      issuedToken
-	subject     string
+	secret    types.NamespacedName
+	key       string
+	spentHash string
+	refresh   string // the new refresh token; "" when the server sent none (the old one stays)
+	access    issuedToken
+	subject   string
 }
 
 func (r *CDUserGrantReconciler) pendingFor(uid types.UID) (pendingToken, bool) {
