@@ -18,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -53,6 +54,9 @@ type Options struct {
 	Clock     clock.Clock
 	Tokens    token.Issuer
 	NewClient client.NewClientFunc
+	// SeveralPerProcess lets tests run more than one manager in one process (controller
+	// names are otherwise unique per process, for their metrics).
+	SeveralPerProcess bool
 }
 
 // Scheme holds the Kubernetes types and this operator's.
@@ -77,6 +81,7 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (ctrl.Manager, err
 		GracefulShutdownTimeout:       &opts.GracefulShutdownTimeout,
 		Cache:                         cacheOptions(opts.WatchNamespaces),
 		NewClient:                     opts.NewClient,
+		Controller:                    config.Controller{SkipNameValidation: &opts.SeveralPerProcess},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)

@@ -94,6 +94,7 @@ type runningManager struct {
 // startManager starts the real manager, limited to the test's namespace.
 func startManager(t *testing.T, opts manager.Options) *runningManager {
 	t.Helper()
+	opts.SeveralPerProcess = true
 	if opts.MetricsBindAddress == "" {
 		opts.MetricsBindAddress = "0"
 	}

@@ -1,0 +1,290 @@
+// Package sandbox is a faithful stand-in for Central Dispatch's identity server, used by
+// every test in this repository and by `make demo`, and runnable on its own
+// (cmd/cd-sandbox) for developing against Central Dispatch locally.
+//
+// It keeps Central Dispatch's rules: one client per flow (an authorization-code client
+// may not use client_credentials, a client-credentials client may not refresh),
+// single-use refresh tokens where presenting a spent one revokes the customer's whole
+// grant, single-use short-lived authorization codes bound to the redirect URI and PKCE,
+// and real expires_in. It also stubs the Marketplace API, which refuses tokens not
+// minted by a client-credentials client, as Central Dispatch does since it enforced the
+// split between the two credential sets.
+package sandbox
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Client is a registered client.
+type Client struct {
+	ID     string `json:"id"`
+	Secret string `json:"secret"`
+	// GrantTypes: "client_credentials" or "authorization_code" (which implies
+	// refresh_token). Central Dispatch registers one client per flow.
+	GrantTypes []string `json:"grantTypes"`
+	// RedirectURIs registered for an authorization_code client.
+	RedirectURIs []string `json:"redirectURIs"`
+	// Scopes allowed; empty allows any.
+	Scopes []string `json:"scopes"`
+}
+
+func (c *Client) allows(grantType string) bool {
+	for _, g := range c.GrantTypes {
+		if g == grantType || (grantType == "refresh_token" && g == "authorization_code") {
+			return true
+		}
+	}
+	return false
+}
+
+// Options configure a Server.
+type Options struct {
+	// Issuer is the base URL the server is reachable at; see SetIssuer.
+	Issuer  string
+	Clients []Client
+	// AccessTokenTTL is expires_in; default 30 minutes.
+	AccessTokenTTL time.Duration
+	// CodeTTL is how long an authorization code lives; default 60 s.
+	CodeTTL time.Duration
+	// Now replaces time.Now in tests.
+	Now func() time.Time
+	// Logger gets one line per token request (grant type, client, result), never a
+	// token, secret or code. nil discards.
+	Logger *log.Logger
+}
+
+// TokenInfo describes a valid access token.
+type TokenInfo struct {
+	ClientID, Subject, GrantType string
+	Scopes                       []string
+	ExpiresAt                    time.Time
+}
+
+// Stats are counters tests assert on.
+type Stats struct {
+	// TokenRequests counts every token request that reached the handler, by grant type.
+	TokenRequests map[string]int
+	// Issued counts successful token responses by grant type.
+	Issued map[string]int
+	// RefreshTokensReused counts spent refresh tokens presented again. A correct
+	// operator keeps it at 0.
+	RefreshTokensReused int
+	// GrantsRevoked counts customer grants revoked (after a reuse, or a code replay).
+	GrantsRevoked int
+	// Rejected counts error answers by OAuth error code.
+	Rejected map[string]int
+}
+
+// FaultMode is how an injected fault misbehaves.
+type FaultMode int
+
+const (
+	// FaultStatus answers with Status (and RetryAfter) instead of the real answer.
+	FaultStatus FaultMode = iota
+	// FaultHang waits Delay (or until the client goes away) and then answers normally.
+	FaultHang
+	// FaultDropConnection closes the connection without an answer.
+	FaultDropConnection
+)
+
+// Fault makes the next matching token request(s) misbehave.
+type Fault struct {
+	GrantType string // "" matches any
+	Count     int    // how many requests; 0 means 1
+	// After processes the request fully first (a refresh token is spent and its
+	// successor minted), then misbehaves: the answer is lost or late.
+	After      bool
+	Mode       FaultMode
+	Delay      time.Duration
+	Status     int
+	RetryAfter string
+}
+
+// Server is the sandbox identity server; it is an http.Handler.
+type Server struct {
+	mu      sync.Mutex
+	opts    Options
+	key     []byte
+	clients map[string]*Client
+	codes   map[string]*authCode
+	refresh map[string]*refreshToken
+	access  map[string]*accessToken
+	grants  map[string]*grant
+	stats   Stats
+	faults  []*Fault
+	onToken func(grantType string, ok bool)
+	mux     *http.ServeMux
+	logger  *log.Logger
+}
+
+// grant is one customer's authorization of one client.
+type grant struct {
+	id       string
+	clientID string
+	subject  string
+	scopes   []string
+	revoked  bool
+}
+
+type refreshToken struct {
+	grant *grant
+	spent bool
+}
+
+type accessToken struct {
+	info  TokenInfo
+	grant *grant // nil for client credentials
+}
+
+type authCode struct {
+	clientID, redirectURI, subject string
+	scopes                         []string
+	challenge, method              string
+	expires                        time.Time
+	used                           bool
+	grant                          *grant
+}
+
+// New returns a Server.
+func New(opts Options) *Server {
+	if opts.AccessTokenTTL <= 0 {
+		opts.AccessTokenTTL = 30 * time.Minute
+	}
+	if opts.CodeTTL <= 0 {
+		opts.CodeTTL = time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{
+		opts:    opts,
+		key:     []byte(randomString(32)),
+		clients: map[string]*Client{},
+		codes:   map[string]*authCode{},
+		refresh: map[string]*refreshToken{},
+		access:  map[string]*accessToken{},
+		grants:  map[string]*grant{},
+		stats:   Stats{TokenRequests: map[string]int{}, Issued: map[string]int{}, Rejected: map[string]int{}},
+		logger:  opts.Logger,
+	}
+	if s.logger == nil {
+		s.logger = log.New(io.Discard, "", 0)
+	}
+	for _, c := range opts.Clients {
+		s.AddClient(c)
+	}
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("POST /connect/token", s.handleToken)
+	s.mux.HandleFunc("GET /connect/authorize", s.handleAuthorizePage)
+	s.mux.HandleFunc("POST /connect/authorize", s.handleAuthorizeSubmit)
+	s.mux.HandleFunc("POST /connect/revocation", s.handleRevocation)
+	s.mux.HandleFunc("GET /.well-known/openid-configuration", s.handleDiscovery)
+	s.mux.HandleFunc("GET /marketplace/v2/listings", s.handleListings)
+	return s
+}
+
+// ServeHTTP serves the identity server's endpoints.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// SetIssuer sets the base URL, once the server's address is known.
+func (s *Server) SetIssuer(url string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.Issuer = url
+}
+
+// AddClient registers a client.
+func (s *Server) AddClient(c Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cc := c
+	s.clients[c.ID] = &cc
+}
+
+// SeedGrant creates a customer grant for an authorization_code client as if the
+// customer had logged in and the code been exchanged, and returns its first refresh
+// token. Tests use it to skip the browser.
+func (s *Server) SeedGrant(clientID, subject string, scopes []string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.newGrant(clientID, subject, scopes)
+	return s.newRefreshToken(g)
+}
+
+// Introspect reports whether an access token is valid now, and for whom.
+func (s *Server) Introspect(token string) (TokenInfo, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.access[token]
+	if !ok || !s.opts.Now().Before(a.info.ExpiresAt) || (a.grant != nil && a.grant.revoked) {
+		return TokenInfo{}, false
+	}
+	return a.info, true
+}
+
+// Stats returns a copy of the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.stats
+	out.TokenRequests, out.Issued, out.Rejected = copyMap(s.stats.TokenRequests), copyMap(s.stats.Issued), copyMap(s.stats.Rejected)
+	return out
+}
+
+// InjectFault makes the next matching token request(s) misbehave.
+func (s *Server) InjectFault(f Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f.Count <= 0 {
+		f.Count = 1
+	}
+	s.faults = append(s.faults, &f)
+}
+
+// OnTokenRequest sets a function called after each token request is processed (before
+// any fault and before the answer is written). nil removes it.
+func (s *Server) OnTokenRequest(fn func(grantType string, ok bool)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onToken = fn
+}
+
+func (s *Server) newGrant(clientID, subject string, scopes []string) *grant {
+	g := &grant{id: randomString(8), clientID: clientID, subject: subject, scopes: scopes}
+	s.grants[g.id] = g
+	return g
+}
+
+func (s *Server) newRefreshToken(g *grant) string {
+	t := "rt_" + randomString(24)
+	s.refresh[t] = &refreshToken{grant: g}
+	return t
+}
+
+// revoke kills a grant and every token issued under it.
+func (s *Server) revoke(g *grant) {
+	if !g.revoked {
+		g.revoked = true
+		s.stats.GrantsRevoked++
+	}
+}
+
+func copyMap(m map[string]int) map[string]int {
+	out := make(map[string]int, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,277 @@
+package sandbox
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// tokenResult is the answer to one token request.
+type tokenResult struct {
+	status int
+	body   map[string]any
+	header map[string]string
+	client string
+}
+
+func (t tokenResult) ok() bool { return t.status == http.StatusOK }
+
+func oauthError(status int, code, description string) tokenResult {
+	body := map[string]any{"error": code}
+	if description != "" {
+		body["error_description"] = description
+	}
+	return tokenResult{status: status, body: body}
+}
+
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		writeJSON(w, oauthError(http.StatusBadRequest, "invalid_request", "the body is not a form"))
+		return
+	}
+	grantType := r.PostForm.Get("grant_type")
+	s.mu.Lock()
+	s.stats.TokenRequests[grantType]++
+	fault := s.takeFault(grantType)
+	if fault != nil && !fault.After {
+		s.mu.Unlock()
+		s.misbehave(w, r, fault, nil)
+		return
+	}
+	res := s.processToken(r, grantType)
+	if res.ok() {
+		s.stats.Issued[grantType]++
+	} else {
+		code, _ := res.body["error"].(string)
+		s.stats.Rejected[code]++
+	}
+	hook := s.onToken
+	s.mu.Unlock()
+	s.logger.Printf("token request grant_type=%s client_id=%s -> %d %v", grantType, res.client, res.status, res.body["error"])
+	if hook != nil {
+		hook(grantType, res.ok())
+	}
+	if fault != nil {
+		s.misbehave(w, r, fault, &res)
+		return
+	}
+	writeJSON(w, res)
+}
+
+// processToken applies Central Dispatch's rules to one token request. s.mu is held.
+func (s *Server) processToken(r *http.Request, grantType string) tokenResult {
+	client, res := s.authenticate(r)
+	if client == nil {
+		return res
+	}
+	var out tokenResult
+	switch grantType {
+	case "client_credentials", "refresh_token", "authorization_code":
+		if !client.allows(grantType) {
+			out = oauthError(http.StatusBadRequest, "unauthorized_client", "The client is not authorized to use the "+grantType+" grant type")
+			break
+		}
+		switch grantType {
+		case "client_credentials":
+			out = s.clientCredentials(client, r.PostForm.Get("scope"))
+		case "refresh_token":
+			out = s.refreshGrant(client, r.PostForm.Get("refresh_token"))
+		default:
+			out = s.codeGrant(client, r.PostForm)
+		}
+	default:
+		out = oauthError(http.StatusBadRequest, "unsupported_grant_type", "")
+	}
+	out.client = client.ID
+	return out
+}
+
+// authenticate finds the client from client_secret_post or client_secret_basic.
+func (s *Server) authenticate(r *http.Request) (*Client, tokenResult) {
+	id, secret := r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	if u, p, ok := r.BasicAuth(); ok {
+		if secret != "" {
+			return nil, oauthError(http.StatusBadRequest, "invalid_request", "client credentials were sent in more than one way")
+		}
+		// RFC 6749 §2.3.1: both parts are form-urlencoded inside the header.
+		id, _ = url.QueryUnescape(u)
+		secret, _ = url.QueryUnescape(p)
+	}
+	c, ok := s.clients[id]
+	if !ok || id == "" || subtle.ConstantTimeCompare([]byte(c.Secret), []byte(secret)) != 1 {
+		res := oauthError(http.StatusUnauthorized, "invalid_client", "")
+		res.client = id
+		return nil, res
+	}
+	return c, tokenResult{}
+}
+
+func (s *Server) clientCredentials(c *Client, scope string) tokenResult {
+	scopes := strings.Fields(scope)
+	if !c.scopesAllowed(scopes) {
+		return oauthError(http.StatusBadRequest, "invalid_scope", "")
+	}
+	return s.issue(c.ID, c.ID, "client_credentials", scopes, nil, "")
+}
+
+func (c *Client) scopesAllowed(scopes []string) bool {
+	if len(c.Scopes) == 0 {
+		return true
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(c.Scopes, sc) {
+			return false
+		}
+	}
+	return true
+}
+
+// refreshGrant spends a single-use refresh token. A spent one revokes the whole grant.
+func (s *Server) refreshGrant(c *Client, token string) tokenResult {
+	rt, ok := s.refresh[token]
+	if !ok || rt.grant.clientID != c.ID {
+		return oauthError(http.StatusBadRequest, "invalid_grant", "")
+	}
+	if rt.spent {
+		s.stats.RefreshTokensReused++
+		s.revoke(rt.grant)
+		return oauthError(http.StatusBadRequest, "invalid_grant", "refresh token reuse detected: the grant is revoked")
+	}
+	if rt.grant.revoked {
+		return oauthError(http.StatusBadRequest, "invalid_grant", "")
+	}
+	rt.spent = true
+	return s.issue(c.ID, rt.grant.subject, "refresh_token", rt.grant.scopes, rt.grant, s.newRefreshToken(rt.grant))
+}
+
+// codeGrant exchanges a single-use authorization code.
+func (s *Server) codeGrant(c *Client, form url.Values) tokenResult {
+	code, ok := s.codes[form.Get("code")]
+	switch {
+	case !ok || code.clientID != c.ID:
+		return oauthError(http.StatusBadRequest, "invalid_grant", "")
+	case code.used:
+		// A replayed code revokes what it issued, as real servers do.
+		if code.grant != nil {
+			s.revoke(code.grant)
+		}
+		return oauthError(http.StatusBadRequest, "invalid_grant", "authorization code already used")
+	case !s.opts.Now().Before(code.expires):
+		return oauthError(http.StatusBadRequest, "invalid_grant", "authorization code expired")
+	case form.Get("redirect_uri") != code.redirectURI:
+		return oauthError(http.StatusBadRequest, "invalid_grant", "redirect_uri does not match")
+	case !pkceOK(code.challenge, code.method, form.Get("code_verifier")):
+		return oauthError(http.StatusBadRequest, "invalid_grant", "PKCE verification failed")
+	}
+	code.used = true
+	code.grant = s.newGrant(c.ID, code.subject, code.scopes)
+	refresh := ""
+	if slices.Contains(code.scopes, "offline_access") {
+		refresh = s.newRefreshToken(code.grant)
+	}
+	return s.issue(c.ID, code.subject, "authorization_code", code.scopes, code.grant, refresh)
+}
+
+func pkceOK(challenge, method, verifier string) bool {
+	if challenge == "" {
+		return true
+	}
+	if method == "plain" {
+		return subtle.ConstantTimeCompare([]byte(challenge), []byte(verifier)) == 1
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	return subtle.ConstantTimeCompare([]byte(challenge), []byte(base64.RawURLEncoding.EncodeToString(sum[:]))) == 1
+}
+
+// issue mints an access token (a JWT) and builds the token response.
+func (s *Server) issue(clientID, subject, grantType string, scopes []string, g *grant, refresh string) tokenResult {
+	now := s.opts.Now()
+	exp := now.Add(s.opts.AccessTokenTTL)
+	claims := jwt.MapClaims{
+		"iss": s.opts.Issuer, "sub": subject, "client_id": clientID, "scope": strings.Join(scopes, " "),
+		"iat": now.Unix(), "exp": exp.Unix(), "jti": randomString(8),
+	}
+	signed, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(s.key)
+	s.access[signed] = &accessToken{info: TokenInfo{ClientID: clientID, Subject: subject, GrantType: grantType, Scopes: scopes, ExpiresAt: exp}, grant: g}
+	body := map[string]any{
+		"access_token": signed,
+		"token_type":   "Bearer",
+		"expires_in":   int(s.opts.AccessTokenTTL / time.Second),
+		"scope":        strings.Join(scopes, " "),
+	}
+	if refresh != "" {
+		body["refresh_token"] = refresh
+	}
+	return tokenResult{status: http.StatusOK, body: body}
+}
+
+// takeFault returns the first fault matching grantType, consuming one use. s.mu is held.
+func (s *Server) takeFault(grantType string) *Fault {
+	for i, f := range s.faults {
+		if f.GrantType == "" || f.GrantType == grantType {
+			f.Count--
+			if f.Count <= 0 {
+				s.faults = append(s.faults[:i], s.faults[i+1:]...)
+			}
+			return f
+		}
+	}
+	return nil
+}
+
+// misbehave answers a request as fault f says. res is the real answer when the request
+// was processed first.
+func (s *Server) misbehave(w http.ResponseWriter, r *http.Request, f *Fault, res *tokenResult) {
+	switch f.Mode {
+	case FaultStatus:
+		h := map[string]string{}
+		if f.RetryAfter != "" {
+			h["Retry-After"] = f.RetryAfter
+		}
+		out := oauthError(f.Status, "temporarily_unavailable", "")
+		out.header = h
+		writeJSON(w, out)
+	case FaultHang:
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(f.Delay):
+		}
+		if res == nil {
+			s.mu.Lock()
+			processed := s.processToken(r, r.PostForm.Get("grant_type"))
+			s.mu.Unlock()
+			res = &processed
+		}
+		writeJSON(w, *res)
+	case FaultDropConnection:
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, res tokenResult) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	for k, v := range res.header {
+		w.Header().Set(k, v)
+	}
+	if res.status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="sandbox"`)
+	}
+	w.WriteHeader(res.status)
+	_ = json.NewEncoder(w).Encode(res.body)
+}
