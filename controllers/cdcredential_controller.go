@@ -91,7 +91,6 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, obj *cdv1.CDCred
 // tampered with or was minted for another request, and requeues for the next renewal.
 func (r *CDCredentialReconciler) reconcileToken(ctx context.Context, obj *cdv1.CDCredential, conds conditions, creds clientCreds) (ctrl.Result, error) {
 	name := outputSecretName(obj.Name, obj.Spec.SecretName)
-	obj.Status.SecretName = name
 	ep := endpointFor(obj, creds)
 	fingerprint := requestFingerprint(ep.TokenURL, ep.ClientID, string(ep.AuthMethod), strings.Join(ep.Scopes, " "))
 	now := r.Clock.Now()
@@ -102,6 +101,7 @@ func (r *CDCredentialReconciler) reconcileToken(ctx context.Context, obj *cdv1.C
 	}
 	if sched, ok := currentSchedule(existing); ok && existing.Annotations[fingerprintAnnotation] == fingerprint {
 		if due, wait := sched.due(now); !due {
+			obj.Status.SecretName = name
 			obj.Status.ExpiresAt, obj.Status.RenewalTime = timePtr(sched.ExpiresAt), timePtr(sched.RenewAt)
 			conds.ready(cdv1.TokenIssuedReason, "Access token is in Secret "+name)
 			return ctrl.Result{RequeueAfter: wait}, nil
@@ -124,6 +124,7 @@ func (r *CDCredentialReconciler) reconcileToken(ctx context.Context, obj *cdv1.C
 	if err != nil {
 		return outputSecretFailure(conds, err)
 	}
+	obj.Status.SecretName = name
 	obj.Status.ExpiresAt, obj.Status.RenewalTime = timePtr(issued.Schedule.ExpiresAt), timePtr(issued.Schedule.RenewAt)
 	obj.Status.LastIssuedTime = timePtr(issued.Schedule.Issued)
 	obj.Status.GrantedScopes = tok.Scopes

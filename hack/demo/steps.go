@@ -178,6 +178,9 @@ func watch(ctx context.Context, cfg *rest.Config, k8s client.Client, d time.Dura
 		if err := printSecrets(ctx, k8s); err != nil {
 			return err
 		}
+		if err := printMisuse(ctx, k8s); err != nil {
+			return err
+		}
 		if time.Now().After(deadline) {
 			return nil
 		}
@@ -221,12 +224,33 @@ func printTable(ctx context.Context, cfg *rest.Config, resource string) error {
 		var cells []string
 		for i, c := range row.Cells {
 			if table.ColumnDefinitions[i].Priority == 0 {
-				cells = append(cells, fmt.Sprint(c))
+				cells = append(cells, cell(c))
 			}
 		}
 		fmt.Fprintln(w, "    "+strings.Join(cells, "\t"))
 	}
 	return w.Flush()
+}
+
+func cell(v any) string {
+	if v == nil {
+		return "<none>"
+	}
+	return fmt.Sprint(v)
+}
+
+// printMisuse shows every FlowMisuse=True condition with its message.
+func printMisuse(ctx context.Context, k8s client.Client) error {
+	creds := &cdv1.CDCredentialList{}
+	if err := k8s.List(ctx, creds, client.InNamespace(namespace)); err != nil {
+		return err
+	}
+	for _, c := range creds.Items {
+		if m := meta.FindStatusCondition(c.Status.Conditions, cdv1.FlowMisuseCondition); m != nil && m.Status == metav1.ConditionTrue {
+			fmt.Printf("    cdcredential/%s FlowMisuse=True %s:\n      %s\n", c.Name, m.Reason, m.Message)
+		}
+	}
+	return nil
 }
 
 // printSecrets shows the output Secrets' keys and expiry, never a token.
