@@ -45,6 +45,9 @@ type CDCredentialReconciler struct {
 func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	obj := &cdv1.CDCredential{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			forget("CDCredential", req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := obj.DeepCopy()
@@ -52,6 +55,7 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	defer func() {
 		obj.Status.ObservedGeneration = obj.Generation
 		recordTransitions(r.Recorder, obj, conds)
+		observeStatus("CDCredential", obj, obj.Status.Conditions, obj.Status.ExpiresAt, obj.Status.RenewalTime)
 		if equality.Semantic.DeepEqual(before.Status, obj.Status) {
 			return
 		}
@@ -108,7 +112,7 @@ func (r *CDCredentialReconciler) reconcileToken(ctx context.Context, obj *cdv1.C
 		}
 	}
 
-	tok, err := r.Tokens.ClientCredentials(ctx, ep)
+	tok, err := instrumented{Issuer: r.Tokens, kind: "CDCredential"}.ClientCredentials(ctx, ep)
 	if err != nil {
 		log.FromContext(ctx).Info("Token request failed", "cdcredential", client.ObjectKeyFromObject(obj), "reason", token.KindOf(err))
 		return tokenFailure(conds, obj.Spec.Flow, r.misuseNeighbours(ctx, obj, err), err)

@@ -54,6 +54,9 @@ type CDUserGrantReconciler struct {
 func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	grant := &cdv1.CDUserGrant{}
 	if err := r.Get(ctx, req.NamespacedName, grant); err != nil {
+		if apierrors.IsNotFound(err) {
+			forget("CDUserGrant", req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := grant.DeepCopy()
@@ -61,6 +64,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	defer func() {
 		grant.Status.ObservedGeneration = grant.Generation
 		recordTransitions(r.Recorder, grant, conds)
+		observeStatus("CDUserGrant", grant, grant.Status.Conditions, grant.Status.ExpiresAt, grant.Status.RenewalTime)
 		if equality.Semantic.DeepEqual(before.Status, grant.Status) {
 			return
 		}

@@ -109,7 +109,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		return ctrl.Result{}, err // a conflict means someone else changed the Secret: nothing was sent
 	}
 	now := r.Clock.Now()
-	tok, err := r.Tokens.Refresh(ctx, rot.endpoint, rot.stored.value)
+	tok, err := instrumented{Issuer: r.Tokens, kind: "CDUserGrant"}.Refresh(ctx, rot.endpoint, rot.stored.value)
 	if err != nil {
 		return r.refreshFailed(ctx, grant, conds, rot, recovering, err)
 	}
@@ -259,6 +259,7 @@ func (r *CDUserGrantReconciler) finishRotation(ctx context.Context, grant *cdv1.
 		return outputSecretFailure(conds, err)
 	}
 	r.setPending(grant.UID, nil)
+	rotations.Inc()
 	s := p.access.Schedule
 	grant.Status.ExpiresAt, grant.Status.RenewalTime = timePtr(s.ExpiresAt), timePtr(s.RenewAt)
 	grant.Status.LastRotationTime = timePtr(s.Issued)

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -55,7 +56,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	hook := s.onToken
 	s.mu.Unlock()
-	s.logger.Printf("token request grant_type=%s client_id=%s -> %d %v", grantType, res.client, res.status, res.body["error"])
+	s.logger.Print(logLine(grantType, res))
 	if hook != nil {
 		hook(grantType, res.ok())
 	}
@@ -261,6 +262,19 @@ func (s *Server) misbehave(w http.ResponseWriter, r *http.Request, f *Fault, res
 		}
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// logLine describes a token request without any token, secret or code.
+func logLine(grantType string, res tokenResult) string {
+	line := "token request grant_type=" + grantType + " client_id=" + res.client
+	if res.ok() {
+		return line + " -> 200 issued"
+	}
+	line += " -> " + http.StatusText(res.status) + " " + fmt.Sprint(res.body["error"])
+	if d, _ := res.body["error_description"].(string); strings.HasPrefix(d, "refresh token reuse") {
+		line += " (" + d + ")"
+	}
+	return line
 }
 
 func writeJSON(w http.ResponseWriter, res tokenResult) {

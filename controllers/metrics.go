@@ -1,0 +1,126 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/token"
+)
+
+// Metrics on controller-runtime's registry (served on --metrics-bind-address). Per-CR
+// series are deleted when the CR is, so cardinality follows the number of CRs. No label
+// ever carries a token, a secret or a client id.
+var (
+	tokenExpiration = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "cdcredops_token_expiration_timestamp_seconds",
+		Help: "When the access token in a CR's output Secret expires (Unix seconds).",
+	}, []string{"kind", "namespace", "name"})
+	tokenRenewal = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "cdcredops_token_renewal_timestamp_seconds",
+		Help: "When the operator will renew a CR's access token (Unix seconds).",
+	}, []string{"kind", "namespace", "name"})
+	tokenRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cdcredops_token_requests_total",
+		Help: "Token requests sent to identity servers, by CR kind, grant type and result.",
+	}, []string{"kind", "grant_type", "result"})
+	tokenRequestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "cdcredops_token_request_duration_seconds",
+		Help:    "Duration of token requests.",
+		Buckets: prometheus.ExponentialBuckets(0.05, 2, 10),
+	}, []string{"kind", "grant_type"})
+	rotations = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cdcredops_refresh_token_rotations_total",
+		Help: "Refresh tokens rotated and stored.",
+	})
+	conditionGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "cdcredops_condition",
+		Help: "1 for each current condition of a CR (Ready, FlowMisuse, ReauthorizationRequired) with its status and reason.",
+	}, []string{"kind", "namespace", "name", "type", "status", "reason"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(tokenExpiration, tokenRenewal, tokenRequests, tokenRequestDuration, rotations, conditionGauge)
+}
+
+// observeStatus publishes a CR's conditions and token times after a reconcile.
+func observeStatus(kind string, obj metav1.Object, conds []metav1.Condition, expires, renew *metav1.Time) {
+	id := prometheus.Labels{"kind": kind, "namespace": obj.GetNamespace(), "name": obj.GetName()}
+	conditionGauge.DeletePartialMatch(id)
+	for _, typ := range []string{cdv1.ReadyCondition, cdv1.FlowMisuseCondition, cdv1.ReauthorizationRequiredCondition} {
+		if c := meta.FindStatusCondition(conds, typ); c != nil {
+			conditionGauge.WithLabelValues(kind, obj.GetNamespace(), obj.GetName(), typ, string(c.Status), c.Reason).Set(1)
+		}
+	}
+	if expires != nil {
+		tokenExpiration.With(id).Set(float64(expires.Unix()))
+	}
+	if renew != nil {
+		tokenRenewal.With(id).Set(float64(renew.Unix()))
+	}
+}
+
+// forget drops a deleted CR's series.
+func forget(kind, namespace, name string) {
+	id := prometheus.Labels{"kind": kind, "namespace": namespace, "name": name}
+	conditionGauge.DeletePartialMatch(id)
+	tokenExpiration.DeletePartialMatch(id)
+	tokenRenewal.DeletePartialMatch(id)
+}
+
+// instrumented counts and times the token requests of one controller.
+type instrumented struct {
+	token.Issuer
+	kind string
+}
+
+func (i instrumented) observe(grantType string, start time.Time, err error) {
+	tokenRequestDuration.WithLabelValues(i.kind, grantType).Observe(time.Since(start).Seconds())
+	tokenRequests.WithLabelValues(i.kind, grantType, requestResult(err)).Inc()
+}
+
+func (i instrumented) ClientCredentials(ctx context.Context, ep token.Endpoint) (*token.Token, error) {
+	start := time.Now()
+	t, err := i.Issuer.ClientCredentials(ctx, ep)
+	i.observe("client_credentials", start, err)
+	return t, err
+}
+
+func (i instrumented) Refresh(ctx context.Context, ep token.Endpoint, rt string) (*token.Token, error) {
+	start := time.Now()
+	t, err := i.Issuer.Refresh(ctx, ep, rt)
+	i.observe("refresh_token", start, err)
+	return t, err
+}
+
+func (i instrumented) Exchange(ctx context.Context, ep token.Endpoint, code, redirectURL, verifier string) (*token.Token, error) {
+	start := time.Now()
+	t, err := i.Issuer.Exchange(ctx, ep, code, redirectURL, verifier)
+	i.observe("authorization_code", start, err)
+	return t, err
+}
+
+// requestResult is the result label: a small fixed set, whatever the server said.
+func requestResult(err error) string {
+	switch token.KindOf(err) {
+	case "":
+		if err == nil {
+			return "success"
+		}
+		return "error"
+	case token.KindInvalidGrant:
+		return "invalid_grant"
+	case token.KindInvalidClient:
+		return "invalid_client"
+	case token.KindGrantTypeNotAllowed:
+		return "unauthorized_client"
+	case token.KindRateLimited:
+		return "rate_limited"
+	}
+	return "error"
+}
