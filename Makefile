@@ -42,6 +42,13 @@ envtest: ## Build or fetch kube-apiserver and etcd for envtest into ./bin.
 .PHONY: test
 test: manifests generate fmt vet envtest ## Run every test (unit, envtest integration, e2e) and a short fuzz pass.
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test $(GO_TEST_FLAGS) ./...
+	$(MAKE) fuzz
+
+FUZZ_TIME ?= 10s
+.PHONY: fuzz
+fuzz: ## Run each fuzz target briefly (longer: make fuzz FUZZ_TIME=10m).
+	go test -run='^$$' -fuzz='^FuzzParseTokenResponse$$' -fuzztime=$(FUZZ_TIME) ./internal/token
+	go test -run='^$$' -fuzz='^FuzzSecretValue$$' -fuzztime=$(FUZZ_TIME) ./controllers
 
 .PHONY: verify
 verify: manifests generate fmt ## Fail if generated or formatted files are stale.

@@ -37,7 +37,7 @@ type CDCredentialReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials,verbs=get;list;watch
-// +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials/status,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 

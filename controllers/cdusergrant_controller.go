@@ -47,7 +47,7 @@ type CDUserGrantReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=cd.credops.io,resources=cdusergrants,verbs=get;list;watch
-// +kubebuilder:rbac:groups=cd.credops.io,resources=cdusergrants/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=cd.credops.io,resources=cdusergrants/status,verbs=get;patch
 // +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials,verbs=get;list;watch
 
 // Reconcile fetches the CDUserGrant, runs the reconcile steps and patches status once.

@@ -1,0 +1,53 @@
+package integration
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/manager"
+	"github.com/credops/cd-credentials-operator/internal/sandbox"
+)
+
+// TestACRCannotReadASecretInAnotherNamespace: a CR in namespace A naming a Secret that
+// exists only in namespace B gets ClientSecretNotFound; B's Secret is never read (the
+// operator would have labelled it) and nothing is sent.
+func TestACRCannotReadASecretInAnotherNamespace(t *testing.T) {
+	nsA, nsB := newNamespace(t), newNamespace(t)
+	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients()})
+	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}})
+	victim := clientSecret(nsB, "shared-client", apiClientID, apiClientSecret)
+	victim.Labels = nil
+	create(t, victim)
+	create(t, credential(nsA, "thief", cdv1.FlowClientCredentials, "shared-client", idp.URL))
+	eventually(t, 10*time.Second, "ClientSecretNotFound", credentialCondition(nsA, "thief", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.ClientSecretNotFoundReason))
+	s, _ := getSecret(nsB, "shared-client")
+	if _, labelled := s.Labels[cdv1.WatchLabel]; labelled {
+		t.Errorf("the Secret in the other namespace was read (it carries the watch label)")
+	}
+	if n := len(idp.Stats().TokenRequests); n != 0 {
+		t.Errorf("token requests were sent with another namespace's Secret")
+	}
+}
+
+// TestWatchNamespacesIgnoresOthers: a manager limited to namespace A never touches a
+// CR in namespace B.
+func TestWatchNamespacesIgnoresOthers(t *testing.T) {
+	nsA, nsB := newNamespace(t), newNamespace(t)
+	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients()})
+	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{nsA}})
+	for _, ns := range []string{nsB, nsA} {
+		create(t, clientSecret(ns, "api-client", apiClientID, apiClientSecret))
+		create(t, credential(ns, "api", cdv1.FlowClientCredentials, "api-client", idp.URL))
+	}
+	eventually(t, 10*time.Second, "the watched namespace is served", credentialCondition(nsA, "api", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	c, _ := getCredential(nsB, "api")
+	if len(c.Status.Conditions) != 0 {
+		t.Errorf("a CR outside --watch-namespaces got conditions: %+v", c.Status.Conditions)
+	}
+	if n := idp.Stats().TokenRequests["client_credentials"]; n != 1 {
+		t.Errorf("%d token requests, want 1 (namespace %s only)", n, nsA)
+	}
+}
