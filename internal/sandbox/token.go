@@ -168,8 +168,10 @@ func (s *Server) codeGrant(c *Client, form url.Values) tokenResult {
 	case !s.opts.Now().Before(code.expires):
 		return oauthError(http.StatusBadRequest, "invalid_grant", "authorization code expired")
 	case form.Get("redirect_uri") != code.redirectURI:
+		code.used = true // a misused code is burnt, as careful servers do
 		return oauthError(http.StatusBadRequest, "invalid_grant", "redirect_uri does not match")
 	case !pkceOK(code.challenge, code.method, form.Get("code_verifier")):
+		code.used = true
 		return oauthError(http.StatusBadRequest, "invalid_grant", "PKCE verification failed")
 	}
 	code.used = true
