@@ -277,3 +277,13 @@ func defaultString(v, def string) string {
 	}
 	return v
 }
+
+// ClientEndpoint reads a CDCredential's client Secret and returns where and how its
+// client asks for tokens. The onboarding callback uses it to exchange codes.
+func ClientEndpoint(ctx context.Context, c client.Client, api client.Reader, cred *cdv1.CDCredential) (token.Endpoint, error) {
+	creds, err := readClientSecret(ctx, secretStore{client: c, api: api, scheme: c.Scheme()}, cred)
+	if err != nil {
+		return token.Endpoint{}, err
+	}
+	return endpointFor(cred, creds), nil
+}

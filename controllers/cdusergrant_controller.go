@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/token"
@@ -40,13 +41,17 @@ type CDUserGrantReconciler struct {
 	// taken for a dead process's (and the stored token is tried once). Default 2 minutes.
 	InFlightTimeout time.Duration
 
+	// Authorizer, when set (the callback server is on), puts an authorization URL in the
+	// status of every grant that needs a customer to log in.
+	Authorizer Authorizer
+
 	pendingMu sync.Mutex
 	// pending holds new refresh tokens the API server has not accepted yet, by grant
 	// UID. While a grant has one, its stored (spent) token is never sent again.
 	pending map[types.UID]pendingToken
 }
 
-// +kubebuilder:rbac:groups=cd.credops.io,resources=cdusergrants,verbs=get;list;watch
+// +kubebuilder:rbac:groups=cd.credops.io,resources=cdusergrants,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=cd.credops.io,resources=cdusergrants/status,verbs=get;patch
 // +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials,verbs=get;list;watch
 
@@ -88,6 +93,16 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 	if cred == nil {
 		return res, err
 	}
+	res, err = r.reconcileToken(ctx, grant, conds, ep)
+	if conds.isTrue(cdv1.ReauthorizationRequiredCondition) {
+		return r.offerAuthorization(grant, cred, ep.ClientID, res, err)
+	}
+	grant.Status.AuthorizationURL = ""
+	return res, err
+}
+
+// reconcileToken keeps the access token fresh with the stored refresh token.
+func (r *CDUserGrantReconciler) reconcileToken(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions, ep token.Endpoint) (ctrl.Result, error) {
 	rt, res, err := r.readRefreshToken(ctx, grant, conds)
 	if rt == nil {
 		return res, err
@@ -153,7 +168,7 @@ func (r *CDUserGrantReconciler) readRefreshToken(ctx context.Context, grant *cdv
 	rt := &storedToken{secret: secret, key: defaultString(ref.Key, "refresh_token"), value: value}
 	if rt.rejected() {
 		// invalid_grant is terminal: wait for a new refresh token, send nothing.
-		reason := secret.Annotations[rejectedReasonAnnotation]
+		reason := secret.Annotations[cdv1.RejectedReasonAnnotation]
 		msg := rejectionMessage(reason)
 		conds.set(cdv1.ReauthorizationRequiredCondition, true, reason, msg)
 		conds.stalled(reason, msg)
@@ -188,6 +203,29 @@ func (r *CDUserGrantReconciler) checkFresh(ctx context.Context, grant *cdv1.CDUs
 		}
 	}
 	return ctrl.Result{}, false, nil
+}
+
+// Authorizer builds the URL a customer opens to authorize a grant (internal/onboarding).
+type Authorizer interface {
+	AuthorizationURL(grant *cdv1.CDUserGrant, cred *cdv1.CDCredential, clientID, current string, now time.Time) (string, time.Time)
+}
+
+// offerAuthorization shows a grant that needs a login where to log in, and comes back
+// before that link expires. Without a callback server it changes nothing.
+func (r *CDUserGrantReconciler) offerAuthorization(grant *cdv1.CDUserGrant, cred *cdv1.CDCredential, clientID string, res ctrl.Result, err error) (ctrl.Result, error) {
+	if r.Authorizer == nil || (err != nil && !errors.Is(err, reconcile.TerminalError(nil))) {
+		return res, err
+	}
+	now := r.Clock.Now()
+	url, expires := r.Authorizer.AuthorizationURL(grant, cred, clientID, grant.Status.AuthorizationURL, now)
+	grant.Status.AuthorizationURL = url
+	// The grant waits for the customer, not for a retry: a terminal error still sends
+	// nothing, but the link is renewed before it expires.
+	refresh := expires.Add(-time.Minute).Sub(now)
+	if res.RequeueAfter > 0 && res.RequeueAfter < refresh {
+		refresh = res.RequeueAfter
+	}
+	return ctrl.Result{RequeueAfter: max(refresh, time.Second)}, nil
 }
 
 func rejectionMessage(reason string) string {

@@ -253,7 +253,7 @@ func TestInvalidGrantIsTerminalAndRemembered(t *testing.T) {
 func TestInterruptedRotationTriesTheStoredTokenOnceThenStops(t *testing.T) {
 	w := newGrantWorld(t)
 	s := w.secret("acme-refresh")
-	s.Annotations = map[string]string{cdv1.RotationInFlightAnnotation: tokenHash("refresh-0"), rotationHolderAnnotation: "dead-process@2026-11-23T09:00:00Z"}
+	s.Annotations = map[string]string{cdv1.RotationInFlightAnnotation: tokenHash("refresh-0"), cdv1.RotationHolderAnnotation: "dead-process@2026-11-23T09:00:00Z"}
 	if err := w.client.Update(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestInterruptedRotationTriesTheStoredTokenOnceThenStops(t *testing.T) {
 func TestALiveRotationByAnotherProcessIsWaitedFor(t *testing.T) {
 	w := newGrantWorld(t)
 	s := w.secret("acme-refresh")
-	s.Annotations = map[string]string{cdv1.RotationInFlightAnnotation: tokenHash("refresh-0"), rotationHolderAnnotation: "other-replica@" + epoch.Add(-30*time.Second).Format(time.RFC3339)}
+	s.Annotations = map[string]string{cdv1.RotationInFlightAnnotation: tokenHash("refresh-0"), cdv1.RotationHolderAnnotation: "other-replica@" + epoch.Add(-30*time.Second).Format(time.RFC3339)}
 	if err := w.client.Update(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}

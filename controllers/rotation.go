@@ -19,18 +19,6 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/token"
 )
 
-// Annotations on the refresh-token Secret. Values are hashes, never tokens.
-const (
-	// rotationHolderAnnotation says which process marked the rotation in flight and
-	// when, so a live rotation by another process is not mistaken for a dead one.
-	rotationHolderAnnotation = "cd.credops.io/rotation-holder"
-	// rejectedAnnotation holds the hash of a refresh token the identity server answered
-	// invalid_grant for: it is never sent again, and a new token clears the state.
-	rejectedAnnotation = "cd.credops.io/rejected"
-	// rejectedReasonAnnotation is the ReauthorizationRequired reason of the rejection.
-	rejectedReasonAnnotation = "cd.credops.io/rejected-reason"
-)
-
 // tokenHash identifies a refresh token without revealing it.
 func tokenHash(v string) string {
 	sum := sha256.Sum256([]byte(v))
@@ -48,7 +36,7 @@ func (t *storedToken) hash() string { return tokenHash(t.value) }
 
 // rejected reports whether the identity server already rejected this very token.
 func (t *storedToken) rejected() bool {
-	return t.secret.Annotations[rejectedAnnotation] == t.hash()
+	return t.secret.Annotations[cdv1.RejectedAnnotation] == t.hash()
 }
 
 // interrupted reports whether this token was marked in flight and its outcome never
@@ -136,7 +124,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 func (r *CDUserGrantReconciler) markInFlight(ctx context.Context, t *storedToken) error {
 	s := t.secret.DeepCopy()
 	metav1.SetMetaDataAnnotation(&s.ObjectMeta, cdv1.RotationInFlightAnnotation, t.hash())
-	metav1.SetMetaDataAnnotation(&s.ObjectMeta, rotationHolderAnnotation, holderID+"@"+r.Clock.Now().UTC().Format(time.RFC3339))
+	metav1.SetMetaDataAnnotation(&s.ObjectMeta, cdv1.RotationHolderAnnotation, holderID+"@"+r.Clock.Now().UTC().Format(time.RFC3339))
 	if err := r.Update(ctx, s); err != nil {
 		return err
 	}
@@ -147,7 +135,7 @@ func (r *CDUserGrantReconciler) markInFlight(ctx context.Context, t *storedToken
 // liveHolder returns how long to wait when another live process holds the in-flight
 // mark, or 0 when the mark is ours or old enough that its holder must be gone.
 func (r *CDUserGrantReconciler) liveHolder(s *corev1.Secret) time.Duration {
-	id, since, ok := strings.Cut(s.Annotations[rotationHolderAnnotation], "@")
+	id, since, ok := strings.Cut(s.Annotations[cdv1.RotationHolderAnnotation], "@")
 	if !ok || id == holderID {
 		return 0
 	}
@@ -225,16 +213,16 @@ func (r *CDUserGrantReconciler) mustPending(uid types.UID) pendingToken {
 func (r *CDUserGrantReconciler) recordRejection(ctx context.Context, t *storedToken, reason string) error {
 	s := t.secret.DeepCopy()
 	delete(s.Annotations, cdv1.RotationInFlightAnnotation)
-	delete(s.Annotations, rotationHolderAnnotation)
-	metav1.SetMetaDataAnnotation(&s.ObjectMeta, rejectedAnnotation, t.hash())
-	metav1.SetMetaDataAnnotation(&s.ObjectMeta, rejectedReasonAnnotation, reason)
+	delete(s.Annotations, cdv1.RotationHolderAnnotation)
+	metav1.SetMetaDataAnnotation(&s.ObjectMeta, cdv1.RejectedAnnotation, t.hash())
+	metav1.SetMetaDataAnnotation(&s.ObjectMeta, cdv1.RejectedReasonAnnotation, reason)
 	return r.Update(ctx, s)
 }
 
 func (r *CDUserGrantReconciler) clearMark(ctx context.Context, t *storedToken) error {
 	s := t.secret.DeepCopy()
 	delete(s.Annotations, cdv1.RotationInFlightAnnotation)
-	delete(s.Annotations, rotationHolderAnnotation)
+	delete(s.Annotations, cdv1.RotationHolderAnnotation)
 	return r.Update(ctx, s)
 }
 
@@ -318,9 +306,15 @@ func (r *CDUserGrantReconciler) tryPersist(ctx context.Context, p pendingToken) 
 	if p.refresh != "" {
 		s.Data[p.key] = []byte(p.refresh)
 	}
-	for _, a := range []string{cdv1.RotationInFlightAnnotation, rotationHolderAnnotation, rejectedAnnotation, rejectedReasonAnnotation} {
-		delete(s.Annotations, a)
-	}
+	ClearRotationMarks(s)
 	err = r.Update(ctx, s)
 	return err == nil, err
+}
+
+// ClearRotationMarks removes the in-flight and rejection marks from a refresh-token
+// Secret whose token was just replaced.
+func ClearRotationMarks(s *corev1.Secret) {
+	for _, a := range []string{cdv1.RotationInFlightAnnotation, cdv1.RotationHolderAnnotation, cdv1.RejectedAnnotation, cdv1.RejectedReasonAnnotation} {
+		delete(s.Annotations, a)
+	}
 }

@@ -63,6 +63,7 @@ type ClientSecretReference struct {
 
 // CDCredentialSpec declares one Central Dispatch API client.
 // +kubebuilder:validation:XValidation:rule="!has(self.redirectURL) || self.flow == 'AuthorizationCode'",message="redirectURL is only valid with flow AuthorizationCode"
+// +kubebuilder:validation:XValidation:rule="!has(self.authorizeURL) || self.flow == 'AuthorizationCode'",message="authorizeURL is only valid with flow AuthorizationCode"
 // +kubebuilder:validation:XValidation:rule="!has(self.secretName) || self.flow == 'ClientCredentials'",message="secretName is only valid with flow ClientCredentials: an AuthorizationCode credential mints no token of its own (its CDUserGrants do)"
 // +kubebuilder:validation:XValidation:rule="!has(self.secretName) || self.secretName != self.clientSecretRef.name",message="secretName must differ from clientSecretRef.name: the operator would overwrite the client secret with a token"
 type CDCredentialSpec struct {
@@ -124,6 +125,12 @@ type CDCredentialSpec struct {
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1' || url(self).getHostname().startsWith('127.'))))",message="must be an https:// URL (http:// only to a loopback host)"
 	RedirectURL string `json:"redirectURL,omitempty"`
+
+	// disablePKCE leaves PKCE (S256 code_challenge) out of the authorization URLs the
+	// operator builds for this client's CDUserGrants, for providers that reject it
+	// (AuthorizationCode only). PKCE is on by default.
+	// +optional
+	DisablePKCE bool `json:"disablePKCE,omitempty"`
 
 	// secretName is the Secret that receives the access token (ClientCredentials
 	// only). Default: <name>-token.

@@ -48,6 +48,14 @@ const (
 	// holds is being spent. Its value is a hash of that token (never the token). If it
 	// is still there when the operator starts, the previous process died mid-rotation.
 	RotationInFlightAnnotation = "cd.credops.io/rotation-in-flight"
+	// RotationHolderAnnotation says which process set RotationInFlightAnnotation and
+	// when, so a live rotation by another replica is not mistaken for a dead one.
+	RotationHolderAnnotation = "cd.credops.io/rotation-holder"
+	// RejectedAnnotation holds the hash of a refresh token the identity server answered
+	// invalid_grant for: it is never sent again. A new token clears it.
+	RejectedAnnotation = "cd.credops.io/rejected"
+	// RejectedReasonAnnotation is the ReauthorizationRequired reason of that rejection.
+	RejectedReasonAnnotation = "cd.credops.io/rejected-reason"
 )
 
 // DefaultIssuer is Central Dispatch's identity server.

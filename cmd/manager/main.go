@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -26,11 +27,19 @@ func main() {
 	flag.Float64Var(&opts.TokenRequestsPerSecond, "token-requests-per-second", 20, "Most token requests per second the manager sends, across all CRs; 0 means no limit.")
 	flag.DurationVar(&opts.TokenRequestTimeout, "token-request-timeout", 20*time.Second, "Timeout of one token request.")
 	flag.DurationVar(&opts.GracefulShutdownTimeout, "graceful-shutdown-timeout", 25*time.Second, "How long in-flight rotations may take to finish and persist after SIGTERM.")
+	flag.StringVar(&opts.CallbackBindAddress, "callback-bind-address", "", "Address the customer-authorization callback server binds to, e.g. :9443; empty turns it off.")
+	flag.StringVar(&opts.CallbackURL, "callback-url", "", "External URL of the callback (https://.../callback): the redirect URI registered at Central Dispatch.")
+	flag.StringVar(&opts.CallbackCertDir, "callback-cert-dir", "", "Folder with tls.crt and tls.key to serve the callback over TLS; empty serves HTTP behind a TLS-terminating Ingress.")
+	callbackKey := flag.String("callback-key-secret", defaultNamespace()+"/cd-credentials-callback-key", "namespace/name of the Secret holding the key that signs authorization state; created on first start and shared by all replicas.")
+	flag.DurationVar(&opts.AuthorizationStateTTL, "authorization-link-ttl", 15*time.Minute, "How long an authorization link stays valid.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	opts.AllowedTokenHosts = splitList(allowedHosts)
 	opts.WatchNamespaces = splitList(watchNamespaces)
+	if ns, name, ok := strings.Cut(*callbackKey, "/"); ok {
+		opts.CallbackKeySecret = types.NamespacedName{Namespace: ns, Name: name}
+	}
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
@@ -45,6 +54,15 @@ func main() {
 		log.Error(err, "Manager exited with an error")
 		os.Exit(1)
 	}
+}
+
+// defaultNamespace is the namespace the manager runs in (POD_NAMESPACE, set from the
+// downward API in config/manager), or the one config/default installs it in.
+func defaultNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "cd-credentials-operator"
 }
 
 func splitList(s string) []string {

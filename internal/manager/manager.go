@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -24,6 +25,7 @@ import (
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/controllers"
+	"github.com/credops/cd-credentials-operator/internal/onboarding"
 	"github.com/credops/cd-credentials-operator/internal/token"
 )
 
@@ -43,6 +45,20 @@ type Options struct {
 	TokenRequestsPerSecond  float64
 	TokenRequestTimeout     time.Duration
 	GracefulShutdownTimeout time.Duration
+
+	// CallbackBindAddress turns the onboarding callback server on (empty: off).
+	CallbackBindAddress string
+	// CallbackURL is the callback's external URL, the redirect URI registered at the
+	// identity server (a CDCredential's redirectURL, when set, must point at it too).
+	CallbackURL string
+	// CallbackCertDir holds tls.crt and tls.key to serve the callback over TLS;
+	// empty serves plain HTTP (behind an Ingress that terminates TLS).
+	CallbackCertDir string
+	// CallbackKeySecret is the Secret holding the state-signing key all replicas share;
+	// created on first start.
+	CallbackKeySecret types.NamespacedName
+	// AuthorizationStateTTL is how long an authorization link is valid; default 15m.
+	AuthorizationStateTTL time.Duration
 
 	// PersistTimeout and InFlightTimeout tune rotation safety (see
 	// controllers.CDUserGrantReconciler); zero means the defaults.
@@ -114,6 +130,12 @@ func withDefaults(opts Options) Options {
 	if opts.TokenRequestTimeout == 0 {
 		opts.TokenRequestTimeout = 20 * time.Second
 	}
+	if opts.CallbackKeySecret.Name == "" {
+		opts.CallbackKeySecret.Name = "cd-credentials-callback-key"
+	}
+	if opts.CallbackKeySecret.Namespace == "" {
+		opts.CallbackKeySecret.Namespace = "cd-credentials-operator"
+	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
@@ -145,6 +167,34 @@ func cacheOptions(namespaces []string) cache.Options {
 	return o
 }
 
+// setupCallback starts the onboarding callback server when it is configured, and
+// returns the Authorizer that puts authorization URLs in grant status.
+func setupCallback(ctx context.Context, mgr ctrl.Manager, opts Options) (controllers.Authorizer, error) {
+	if opts.CallbackBindAddress == "" {
+		return nil, nil
+	}
+	if opts.CallbackURL == "" {
+		return nil, fmt.Errorf("--callback-url is required with --callback-bind-address")
+	}
+	signer, err := loadOrCreateSigner(ctx, mgr.GetConfig(), opts.CallbackKeySecret)
+	if err != nil {
+		return nil, err
+	}
+	cb := &onboarding.Callback{
+		Client:      mgr.GetClient(),
+		APIReader:   mgr.GetAPIReader(),
+		Signer:      signer,
+		Tokens:      opts.Tokens,
+		Recorder:    mgr.GetEventRecorder("cdusergrant-callback"),
+		Clock:       opts.Clock,
+		CallbackURL: opts.CallbackURL,
+	}
+	if err := mgr.Add(&callbackServer{addr: opts.CallbackBindAddress, certDir: opts.CallbackCertDir, handler: cb}); err != nil {
+		return nil, err
+	}
+	return &onboarding.Authorizer{Signer: signer, CallbackURL: opts.CallbackURL, StateTTL: opts.AuthorizationStateTTL}, nil
+}
+
 func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	copts := controllers.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}
 	cred := &controllers.CDCredentialReconciler{
@@ -157,7 +207,12 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options) error
 	if err := cred.SetupWithManager(ctx, mgr, copts); err != nil {
 		return fmt.Errorf("setting up the CDCredential controller: %w", err)
 	}
+	authorizer, err := setupCallback(ctx, mgr, opts)
+	if err != nil {
+		return err
+	}
 	grant := &controllers.CDUserGrantReconciler{
+		Authorizer:      authorizer,
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),
 		Clock:           opts.Clock,
