@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
-	"github.com/credops/cd-credentials-operator/internal/token"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
 // CDCredentialReconciler keeps a fresh client-credentials token in the output Secret of
@@ -32,7 +32,7 @@ type CDCredentialReconciler struct {
 	// the informer may not have caught up with.
 	APIReader client.Reader
 	Clock     clock.PassiveClock
-	Tokens    token.Issuer
+	Tokens    tokenclient.Issuer
 	Recorder  events.EventRecorder
 }
 
@@ -114,7 +114,7 @@ func (r *CDCredentialReconciler) reconcileToken(ctx context.Context, obj *cdv1.C
 
 	tok, err := instrumented{Issuer: r.Tokens, kind: "CDCredential"}.ClientCredentials(ctx, ep)
 	if err != nil {
-		log.FromContext(ctx).Info("Token request failed", "cdcredential", client.ObjectKeyFromObject(obj), "reason", token.KindOf(err))
+		log.FromContext(ctx).Info("Token request failed", "cdcredential", client.ObjectKeyFromObject(obj), "reason", tokenclient.KindOf(err))
 		return tokenFailure(conds, obj.Spec.Flow, r.misuseNeighbours(ctx, obj, err), err)
 	}
 	issued := issuedToken{
@@ -141,7 +141,7 @@ func (r *CDCredentialReconciler) reconcileToken(ctx context.Context, obj *cdv1.C
 // misuseNeighbours names, for a ClientCredentials CDCredential refused its grant type,
 // the AuthorizationCode CDCredentials in its namespace: the likely mix-up.
 func (r *CDCredentialReconciler) misuseNeighbours(ctx context.Context, obj *cdv1.CDCredential, err error) string {
-	if token.KindOf(err) != token.KindGrantTypeNotAllowed || obj.Spec.Flow != cdv1.FlowClientCredentials {
+	if tokenclient.KindOf(err) != tokenclient.KindGrantTypeNotAllowed || obj.Spec.Flow != cdv1.FlowClientCredentials {
 		return ""
 	}
 	list := &cdv1.CDCredentialList{}
@@ -165,7 +165,7 @@ func (r *CDCredentialReconciler) secrets() secretStore {
 }
 
 // endpointFor is where and how a CDCredential's client asks for tokens.
-func endpointFor(obj *cdv1.CDCredential, creds clientCreds) token.Endpoint {
+func endpointFor(obj *cdv1.CDCredential, creds clientCreds) tokenclient.Endpoint {
 	tokenURL := obj.Spec.TokenURL
 	if tokenURL == "" {
 		issuer := obj.Spec.Issuer
@@ -174,11 +174,11 @@ func endpointFor(obj *cdv1.CDCredential, creds clientCreds) token.Endpoint {
 		}
 		tokenURL = strings.TrimRight(issuer, "/") + "/connect/token"
 	}
-	method := token.ClientSecretPost
+	method := tokenclient.ClientSecretPost
 	if obj.Spec.ClientAuthMethod == cdv1.ClientSecretBasic {
-		method = token.ClientSecretBasic
+		method = tokenclient.ClientSecretBasic
 	}
-	return token.Endpoint{
+	return tokenclient.Endpoint{
 		TokenURL:     tokenURL,
 		AuthMethod:   method,
 		ClientID:     creds.ID,
@@ -280,10 +280,10 @@ func defaultString(v, def string) string {
 
 // ClientEndpoint reads a CDCredential's client Secret and returns where and how its
 // client asks for tokens. The onboarding callback uses it to exchange codes.
-func ClientEndpoint(ctx context.Context, c client.Client, api client.Reader, cred *cdv1.CDCredential) (token.Endpoint, error) {
+func ClientEndpoint(ctx context.Context, c client.Client, api client.Reader, cred *cdv1.CDCredential) (tokenclient.Endpoint, error) {
 	creds, err := readClientSecret(ctx, secretStore{client: c, api: api, scheme: c.Scheme()}, cred)
 	if err != nil {
-		return token.Endpoint{}, err
+		return tokenclient.Endpoint{}, err
 	}
 	return endpointFor(cred, creds), nil
 }

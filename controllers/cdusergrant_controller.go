@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
-	"github.com/credops/cd-credentials-operator/internal/token"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
 // CDUserGrantReconciler keeps a fresh access token in the output Secret of every
@@ -31,7 +31,7 @@ type CDUserGrantReconciler struct {
 	// stale cache would hand back a token that is already spent.
 	APIReader client.Reader
 	Clock     clock.Clock
-	Tokens    token.Issuer
+	Tokens    tokenclient.Issuer
 	Recorder  events.EventRecorder
 	// PersistTimeout bounds how long one reconcile keeps retrying the write of a new
 	// refresh token before it hands the token to the next reconcile (it is never
@@ -102,7 +102,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 }
 
 // reconcileToken keeps the access token fresh with the stored refresh token.
-func (r *CDUserGrantReconciler) reconcileToken(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions, ep token.Endpoint) (ctrl.Result, error) {
+func (r *CDUserGrantReconciler) reconcileToken(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions, ep tokenclient.Endpoint) (ctrl.Result, error) {
 	rt, res, err := r.readRefreshToken(ctx, grant, conds)
 	if rt == nil {
 		return res, err
@@ -118,27 +118,27 @@ func (r *CDUserGrantReconciler) reconcileToken(ctx context.Context, grant *cdv1.
 
 // resolveCredential finds the grant's CDCredential and its client. A nil credential means
 // the grant cannot proceed; the conditions say why.
-func (r *CDUserGrantReconciler) resolveCredential(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions) (*cdv1.CDCredential, token.Endpoint, ctrl.Result, error) {
+func (r *CDUserGrantReconciler) resolveCredential(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions) (*cdv1.CDCredential, tokenclient.Endpoint, ctrl.Result, error) {
 	cred := &cdv1.CDCredential{}
 	key := types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.CredentialRef.Name}
 	if err := r.Get(ctx, key, cred); err != nil {
 		if apierrors.IsNotFound(err) {
 			// Waiting: the credential watch brings the grant back when it appears.
 			conds.notReady(cdv1.CredentialNotFoundReason, "CDCredential "+key.Name+" not found in namespace "+key.Namespace)
-			return nil, token.Endpoint{}, ctrl.Result{}, nil
+			return nil, tokenclient.Endpoint{}, ctrl.Result{}, nil
 		}
-		return nil, token.Endpoint{}, ctrl.Result{}, err
+		return nil, tokenclient.Endpoint{}, ctrl.Result{}, err
 	}
 	if cred.Spec.Flow == cdv1.FlowClientCredentials {
 		msg := "CDCredential " + cred.Name + " is a ClientCredentials (server-to-server) client; a customer grant needs the AuthorizationCode credential set. Point spec.credentialRef at an AuthorizationCode CDCredential. Nothing was sent to the identity server"
 		conds.set(cdv1.FlowMisuseCondition, true, cdv1.UserGrantOnClientCredentialsReason, msg)
 		conds.stalled(cdv1.UserGrantOnClientCredentialsReason, msg)
-		return nil, token.Endpoint{}, ctrl.Result{}, stalledError(msg)
+		return nil, tokenclient.Endpoint{}, ctrl.Result{}, stalledError(msg)
 	}
 	creds, err := readClientSecret(ctx, secretStore{client: r.Client, api: r.APIReader, scheme: r.Scheme()}, cred)
 	if err != nil || !meta.IsStatusConditionTrue(cred.Status.Conditions, cdv1.ReadyCondition) {
 		conds.notReady(cdv1.CredentialNotReadyReason, "CDCredential "+cred.Name+" is not Ready; see its conditions")
-		return nil, token.Endpoint{}, ctrl.Result{}, nil
+		return nil, tokenclient.Endpoint{}, ctrl.Result{}, nil
 	}
 	return cred, endpointFor(cred, creds), ctrl.Result{}, nil
 }

@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
-	"github.com/credops/cd-credentials-operator/internal/token"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
 // fakeIssuer is a token endpoint that answers from a script and records what was sent.
@@ -38,14 +38,14 @@ type fakeIssuer struct {
 	fail     error // returned (once) instead of a token when set
 }
 
-func (f *fakeIssuer) ClientCredentials(context.Context, token.Endpoint) (*token.Token, error) {
+func (f *fakeIssuer) ClientCredentials(context.Context, tokenclient.Endpoint) (*tokenclient.Token, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ccCount++
-	return &token.Token{AccessToken: "cc-access", TokenType: "Bearer", Lifetime: f.lifetime}, nil
+	return &tokenclient.Token{AccessToken: "cc-access", TokenType: "Bearer", Lifetime: f.lifetime}, nil
 }
 
-func (f *fakeIssuer) Refresh(_ context.Context, _ token.Endpoint, rt string) (*token.Token, error) {
+func (f *fakeIssuer) Refresh(_ context.Context, _ tokenclient.Endpoint, rt string) (*tokenclient.Token, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.sent = append(f.sent, rt)
@@ -54,7 +54,7 @@ func (f *fakeIssuer) Refresh(_ context.Context, _ token.Endpoint, rt string) (*t
 		return nil, err
 	}
 	f.next++
-	return &token.Token{
+	return &tokenclient.Token{
 		AccessToken:  fmt.Sprintf("access-%d", f.next),
 		TokenType:    "Bearer",
 		RefreshToken: fmt.Sprintf("refresh-%d", f.next),
@@ -63,7 +63,7 @@ func (f *fakeIssuer) Refresh(_ context.Context, _ token.Endpoint, rt string) (*t
 	}, nil
 }
 
-func (f *fakeIssuer) Exchange(context.Context, token.Endpoint, string, string, string) (*token.Token, error) {
+func (f *fakeIssuer) Exchange(context.Context, tokenclient.Endpoint, string, string, string) (*tokenclient.Token, error) {
 	return nil, errors.New("not used")
 }
 
@@ -230,7 +230,7 @@ func TestEachRefreshTokenIsSentExactlyOnceAcrossRenewals(t *testing.T) {
 
 func TestInvalidGrantIsTerminalAndRemembered(t *testing.T) {
 	w := newGrantWorld(t)
-	w.tokens.fail = &token.Error{Kind: token.KindInvalidGrant, Code: "invalid_grant"}
+	w.tokens.fail = &tokenclient.Error{Kind: tokenclient.KindInvalidGrant, Code: "invalid_grant"}
 	_, err := w.reconcile()
 	if !errors.Is(err, reconcile.TerminalError(nil)) {
 		t.Errorf("err = %v, want a terminal error", err)
@@ -257,7 +257,7 @@ func TestInterruptedRotationTriesTheStoredTokenOnceThenStops(t *testing.T) {
 	if err := w.client.Update(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
-	w.tokens.fail = &token.Error{Kind: token.KindInvalidGrant, Code: "invalid_grant"}
+	w.tokens.fail = &tokenclient.Error{Kind: tokenclient.KindInvalidGrant, Code: "invalid_grant"}
 	if _, err := w.reconcile(); err == nil {
 		t.Fatal("want a terminal error")
 	}
@@ -293,7 +293,7 @@ func TestALiveRotationByAnotherProcessIsWaitedFor(t *testing.T) {
 
 func TestAmbiguousFailureLeavesTheMarkAndTheNextAttemptIsARecovery(t *testing.T) {
 	w := newGrantWorld(t)
-	w.tokens.fail = &token.Error{Kind: token.KindTransient, StatusCode: 502, Ambiguous: true}
+	w.tokens.fail = &tokenclient.Error{Kind: tokenclient.KindTransient, StatusCode: 502, Ambiguous: true}
 	if _, err := w.reconcile(); err == nil {
 		t.Fatal("want a transient error")
 	}
@@ -304,7 +304,7 @@ func TestAmbiguousFailureLeavesTheMarkAndTheNextAttemptIsARecovery(t *testing.T)
 		t.Errorf("Ready %+v", c)
 	}
 	// The server had in fact spent it.
-	w.tokens.fail = &token.Error{Kind: token.KindInvalidGrant, Code: "invalid_grant"}
+	w.tokens.fail = &tokenclient.Error{Kind: tokenclient.KindInvalidGrant, Code: "invalid_grant"}
 	_, _ = w.reconcile()
 	if c := w.condition(cdv1.ReauthorizationRequiredCondition); c.Reason != cdv1.RotationInterruptedReason {
 		t.Errorf("ReauthorizationRequired %+v", c)
@@ -313,7 +313,7 @@ func TestAmbiguousFailureLeavesTheMarkAndTheNextAttemptIsARecovery(t *testing.T)
 
 func TestUnambiguousFailureClearsTheMark(t *testing.T) {
 	w := newGrantWorld(t)
-	w.tokens.fail = &token.Error{Kind: token.KindRateLimited, StatusCode: 429, RetryAfter: 30 * time.Second}
+	w.tokens.fail = &tokenclient.Error{Kind: tokenclient.KindRateLimited, StatusCode: 429, RetryAfter: 30 * time.Second}
 	res, err := w.reconcile()
 	if err != nil || res.RequeueAfter != 30*time.Second {
 		t.Fatalf("res %+v err %v, want a 30 s wait", res, err)

@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
-	"github.com/credops/cd-credentials-operator/internal/token"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
 // Metrics on controller-runtime's registry (served on --metrics-bind-address). Per-CR
@@ -75,7 +75,7 @@ func forget(kind, namespace, name string) {
 
 // instrumented counts and times the token requests of one controller.
 type instrumented struct {
-	token.Issuer
+	tokenclient.Issuer
 	kind string
 }
 
@@ -84,21 +84,21 @@ func (i instrumented) observe(grantType string, start time.Time, err error) {
 	tokenRequests.WithLabelValues(i.kind, grantType, requestResult(err)).Inc()
 }
 
-func (i instrumented) ClientCredentials(ctx context.Context, ep token.Endpoint) (*token.Token, error) {
+func (i instrumented) ClientCredentials(ctx context.Context, ep tokenclient.Endpoint) (*tokenclient.Token, error) {
 	start := time.Now()
 	t, err := i.Issuer.ClientCredentials(ctx, ep)
 	i.observe("client_credentials", start, err)
 	return t, err
 }
 
-func (i instrumented) Refresh(ctx context.Context, ep token.Endpoint, rt string) (*token.Token, error) {
+func (i instrumented) Refresh(ctx context.Context, ep tokenclient.Endpoint, rt string) (*tokenclient.Token, error) {
 	start := time.Now()
 	t, err := i.Issuer.Refresh(ctx, ep, rt)
 	i.observe("refresh_token", start, err)
 	return t, err
 }
 
-func (i instrumented) Exchange(ctx context.Context, ep token.Endpoint, code, redirectURL, verifier string) (*token.Token, error) {
+func (i instrumented) Exchange(ctx context.Context, ep tokenclient.Endpoint, code, redirectURL, verifier string) (*tokenclient.Token, error) {
 	start := time.Now()
 	t, err := i.Issuer.Exchange(ctx, ep, code, redirectURL, verifier)
 	i.observe("authorization_code", start, err)
@@ -107,19 +107,19 @@ func (i instrumented) Exchange(ctx context.Context, ep token.Endpoint, code, red
 
 // requestResult is the result label: a small fixed set, whatever the server said.
 func requestResult(err error) string {
-	switch token.KindOf(err) {
+	switch tokenclient.KindOf(err) {
 	case "":
 		if err == nil {
 			return "success"
 		}
 		return "error"
-	case token.KindInvalidGrant:
+	case tokenclient.KindInvalidGrant:
 		return "invalid_grant"
-	case token.KindInvalidClient:
+	case tokenclient.KindInvalidClient:
 		return "invalid_client"
-	case token.KindGrantTypeNotAllowed:
+	case tokenclient.KindGrantTypeNotAllowed:
 		return "unauthorized_client"
-	case token.KindRateLimited:
+	case tokenclient.KindRateLimited:
 		return "rate_limited"
 	}
 	return "error"

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
-	"github.com/credops/cd-credentials-operator/internal/token"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
 // tokenHash identifies a refresh token without revealing it.
@@ -47,7 +47,7 @@ func (t *storedToken) interrupted() bool {
 
 // rotation is one attempt to spend a refresh token.
 type rotation struct {
-	endpoint    token.Endpoint
+	endpoint    tokenclient.Endpoint
 	stored      *storedToken
 	fingerprint string
 }
@@ -168,10 +168,10 @@ func (r *CDUserGrantReconciler) persistTimeout() time.Duration {
 // may have spent the token) leaves the in-flight mark: the next attempt is a recovery
 // that sends the stored token once and treats invalid_grant as an interrupted rotation.
 func (r *CDUserGrantReconciler) refreshFailed(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions, rot rotation, recovering bool, err error) (ctrl.Result, error) {
-	var te *token.Error
+	var te *tokenclient.Error
 	errors.As(err, &te)
 	switch {
-	case te != nil && te.Kind == token.KindInvalidGrant:
+	case te != nil && te.Kind == tokenclient.KindInvalidGrant:
 		reason := cdv1.RefreshTokenRejectedReason
 		if recovering {
 			reason = cdv1.RotationInterruptedReason

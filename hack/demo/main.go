@@ -25,8 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 	"github.com/credops/cd-credentials-operator/internal/manager"
-	"github.com/credops/cd-credentials-operator/internal/sandbox"
 )
 
 const namespace = "demo"
@@ -106,7 +106,7 @@ func step(n int, format string, args ...any) {
 
 // demoIdP is the running sandbox.
 type demoIdP struct {
-	*sandbox.Server
+	*cdsandbox.Server
 	url, host string
 }
 
@@ -118,7 +118,7 @@ func startSandbox(ttl time.Duration) (demoIdP, func(), error) {
 	host := l.Addr().String()
 	url := "http://" + host
 	step(2, "Starting the Central Dispatch sandbox at %s (one client per flow, single-use refresh tokens)", url)
-	s := sandbox.New(sandbox.Options{
+	s := cdsandbox.New(cdsandbox.Options{
 		Issuer:         url,
 		Clients:        demoClients(),
 		AccessTokenTTL: ttl,

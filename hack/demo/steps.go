@@ -27,8 +27,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
-	"github.com/credops/cd-credentials-operator/internal/sandbox"
-	"github.com/credops/cd-credentials-operator/internal/token"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
 // The sample client Secrets' ids and secrets, registered at the sandbox the way Central
@@ -40,8 +40,8 @@ const (
 	redirectURL   = "https://tms.example.com/cd/callback"
 )
 
-func demoClients() []sandbox.Client {
-	return []sandbox.Client{
+func demoClients() []cdsandbox.Client {
+	return []cdsandbox.Client{
 		{ID: apiClientID, Secret: sampleSecret, GrantTypes: []string{"client_credentials"}},
 		{ID: loginClientID, Secret: sampleSecret, GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{redirectURL}},
 	}
@@ -118,8 +118,8 @@ func seedGrant(ctx context.Context, k8s client.Client, idp demoIdP) error {
 	if err != nil {
 		return err
 	}
-	tokens := token.New(token.Options{AllowedHosts: []string{idp.host}})
-	ep := token.Endpoint{TokenURL: idp.url + "/connect/token", AuthMethod: token.ClientSecretPost, ClientID: loginClientID, ClientSecret: sampleSecret}
+	tokens := tokenclient.New(tokenclient.Options{AllowedHosts: []string{idp.host}})
+	ep := tokenclient.Endpoint{TokenURL: idp.url + "/connect/token", AuthMethod: tokenclient.ClientSecretPost, ClientID: loginClientID, ClientSecret: sampleSecret}
 	tok, err := tokens.Exchange(ctx, ep, code, redirectURL, verifier)
 	if err != nil {
 		return fmt.Errorf("exchanging the authorization code: %w", err)

@@ -26,7 +26,7 @@ import (
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/controllers"
 	"github.com/credops/cd-credentials-operator/internal/onboarding"
-	"github.com/credops/cd-credentials-operator/internal/token"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
 // Options configure one manager process.
@@ -68,7 +68,7 @@ type Options struct {
 	// Clock and Tokens replace the real ones in tests; NewClient, when set, wraps the
 	// manager's client (tests inject API-server failures with it).
 	Clock     clock.Clock
-	Tokens    token.Issuer
+	Tokens    tokenclient.Issuer
 	NewClient client.NewClientFunc
 	// SeveralPerProcess lets tests run more than one manager in one process (controller
 	// names are otherwise unique per process, for their metrics).
@@ -140,7 +140,7 @@ func withDefaults(opts Options) Options {
 		opts.Clock = clock.RealClock{}
 	}
 	if opts.Tokens == nil {
-		opts.Tokens = token.New(token.Options{
+		opts.Tokens = tokenclient.New(tokenclient.Options{
 			AllowedHosts:      opts.AllowedTokenHosts,
 			Timeout:           opts.TokenRequestTimeout,
 			RequestsPerSecond: opts.TokenRequestsPerSecond,

@@ -21,7 +21,7 @@ import (
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/controllers"
-	"github.com/credops/cd-credentials-operator/internal/token"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
 // UsedStateAnnotation on a CDUserGrant holds the hash of the last state whose callback
@@ -41,7 +41,7 @@ type Callback struct {
 	Client    client.Client
 	APIReader client.Reader
 	Signer    *Signer
-	Tokens    token.Issuer
+	Tokens    tokenclient.Issuer
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
 	// CallbackURL is this endpoint's external URL (the redirect_uri, unless a

@@ -16,8 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 	"github.com/credops/cd-credentials-operator/internal/manager"
-	"github.com/credops/cd-credentials-operator/internal/sandbox"
 )
 
 // setupClientCredentials starts a sandbox and a manager for one namespace and creates a
@@ -25,7 +25,7 @@ import (
 func setupClientCredentials(t *testing.T, ttl time.Duration, mutate func(*cdv1.CDCredential)) (string, identityServer) {
 	t.Helper()
 	ns := newNamespace(t)
-	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients(), AccessTokenTTL: ttl})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients(), AccessTokenTTL: ttl})
 	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
 	create(t, clientSecret(ns, "pricing-client", apiClientID, apiClientSecret))
 	cred := credential(ns, "pricing", cdv1.FlowClientCredentials, "pricing-client", idp.URL)
@@ -121,7 +121,7 @@ func TestClientCredentialsTokenIsRenewedBeforeExpiry(t *testing.T) {
 
 func TestMissingClientSecretThenCreatedIsPickedUpAtOnce(t *testing.T) {
 	ns := newNamespace(t)
-	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients()})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
 	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
 	create(t, credential(ns, "pricing", cdv1.FlowClientCredentials, "pricing-client", idp.URL))
 	eventually(t, 10*time.Second, "ClientSecretNotFound", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.ClientSecretNotFoundReason))
@@ -133,7 +133,7 @@ func TestMissingClientSecretThenCreatedIsPickedUpAtOnce(t *testing.T) {
 
 func TestClientSecretWithoutKeysIsInvalidUntilFixed(t *testing.T) {
 	ns := newNamespace(t)
-	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients()})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
 	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
 	bad := clientSecret(ns, "pricing-client", apiClientID, "")
 	create(t, bad)
@@ -161,7 +161,7 @@ func TestClientSecretWithoutKeysIsInvalidUntilFixed(t *testing.T) {
 
 func TestInvalidClientIsTerminalUntilTheSecretChanges(t *testing.T) {
 	ns := newNamespace(t)
-	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients()})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
 	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
 	create(t, clientSecret(ns, "pricing-client", apiClientID, "wrong-secret"))
 	create(t, credential(ns, "pricing", cdv1.FlowClientCredentials, "pricing-client", idp.URL))
@@ -231,7 +231,7 @@ func TestDeletedOrEditedOutputSecretIsRepaired(t *testing.T) {
 
 func TestRestartDoesNotReMintAFreshToken(t *testing.T) {
 	ns := newNamespace(t)
-	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients(), AccessTokenTTL: 30 * time.Minute})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients(), AccessTokenTTL: 30 * time.Minute})
 	opts := manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}}
 	first := startManager(t, opts)
 	create(t, clientSecret(ns, "pricing-client", apiClientID, apiClientSecret))
@@ -258,7 +258,7 @@ func TestRestartDoesNotReMintAFreshToken(t *testing.T) {
 
 func TestTokenHostOutsideAllowListIsRefusedAndNothingSent(t *testing.T) {
 	ns := newNamespace(t)
-	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients()})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
 	// An attacker's endpoint on loopback: it counts every connection it gets.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -300,7 +300,7 @@ func TestTokenHostOutsideAllowListIsRefusedAndNothingSent(t *testing.T) {
 
 func TestAuthorizationCodeCredentialIsReadyWithoutMinting(t *testing.T) {
 	ns := newNamespace(t)
-	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients()})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
 	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
 	create(t, clientSecret(ns, "login-client", loginClientID, loginClientSecret))
 	create(t, credential(ns, "login", cdv1.FlowAuthorizationCode, "login-client", idp.URL))

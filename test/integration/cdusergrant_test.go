@@ -15,8 +15,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 	"github.com/credops/cd-credentials-operator/internal/manager"
-	"github.com/credops/cd-credentials-operator/internal/sandbox"
 )
 
 // grantFixture is one namespace with a sandbox, an AuthorizationCode credential
@@ -31,7 +31,7 @@ type grantFixture struct {
 func newGrantFixture(t *testing.T, ttl time.Duration) *grantFixture {
 	t.Helper()
 	ns := newNamespace(t)
-	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients(), AccessTokenTTL: ttl})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients(), AccessTokenTTL: ttl})
 	create(t, clientSecret(ns, "login-client", loginClientID, loginClientSecret))
 	create(t, credential(ns, "login", cdv1.FlowAuthorizationCode, "login-client", idp.URL))
 	return &grantFixture{t: t, ns: ns, idp: idp, opts: manager.Options{
@@ -321,7 +321,7 @@ func TestAPIServerOutageWhileHoldingTheNewToken(t *testing.T) {
 // manager exits.
 func TestSIGTERMDuringARotationLosesNothing(t *testing.T) {
 	f := newGrantFixture(t, 30*time.Minute)
-	f.idp.InjectFault(sandbox.Fault{GrantType: "refresh_token", After: true, Mode: sandbox.FaultHang, Delay: 1500 * time.Millisecond})
+	f.idp.InjectFault(cdsandbox.Fault{GrantType: "refresh_token", After: true, Mode: cdsandbox.FaultHang, Delay: 1500 * time.Millisecond})
 	f.addGrant("acme")
 	m := startManager(t, f.opts)
 	eventually(t, 10*time.Second, "a refresh in flight", func() error {

@@ -11,8 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 	"github.com/credops/cd-credentials-operator/internal/manager"
-	"github.com/credops/cd-credentials-operator/internal/sandbox"
 )
 
 // flowMisuse returns a check that a CDCredential's FlowMisuse has a status and reason,
@@ -34,7 +34,7 @@ func conditionMessage(conds []metav1.Condition, typ string) string {
 // clears when the right client is put in its Secret.
 func TestTheIncidentIsReportedAsGrantTypeNotAllowed(t *testing.T) {
 	ns := newNamespace(t)
-	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients()})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
 	opts := manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}}
 	first := startManager(t, opts)
 	create(t, clientSecret(ns, "login-client", loginClientID, loginClientSecret))
@@ -94,7 +94,7 @@ func TestTheIncidentIsReportedAsGrantTypeNotAllowed(t *testing.T) {
 // reading a Secret outside either CR's namespace, and both clear when one is deleted.
 func TestAClientIDDeclaredForBothFlowsIsReportedOnBoth(t *testing.T) {
 	nsA, nsB := newNamespace(t), newNamespace(t)
-	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients()})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
 	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}})
 	create(t, clientSecret(nsA, "login-client", loginClientID, loginClientSecret))
 	create(t, credential(nsA, "login", cdv1.FlowAuthorizationCode, "login-client", idp.URL))
@@ -177,8 +177,8 @@ func TestAGrantWhoseClientMayNotRefreshIsGrantTypeNotAllowed(t *testing.T) {
 
 func TestA402IsProductNotAllocated(t *testing.T) {
 	ns := newNamespace(t)
-	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients()})
-	idp.InjectFault(sandbox.Fault{GrantType: "client_credentials", Mode: sandbox.FaultStatus, Status: 402})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
+	idp.InjectFault(cdsandbox.Fault{GrantType: "client_credentials", Mode: cdsandbox.FaultStatus, Status: 402})
 	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
 	create(t, clientSecret(ns, "pricing-client", apiClientID, apiClientSecret))
 	create(t, credential(ns, "pricing", cdv1.FlowClientCredentials, "pricing-client", idp.URL))

@@ -7,8 +7,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 	"github.com/credops/cd-credentials-operator/internal/manager"
-	"github.com/credops/cd-credentials-operator/internal/sandbox"
 )
 
 // TestACRCannotReadASecretInAnotherNamespace: a CR in namespace A naming a Secret that
@@ -16,7 +16,7 @@ import (
 // operator would have labelled it) and nothing is sent.
 func TestACRCannotReadASecretInAnotherNamespace(t *testing.T) {
 	nsA, nsB := newNamespace(t), newNamespace(t)
-	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients()})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
 	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}})
 	victim := clientSecret(nsB, "shared-client", apiClientID, apiClientSecret)
 	victim.Labels = nil
@@ -36,7 +36,7 @@ func TestACRCannotReadASecretInAnotherNamespace(t *testing.T) {
 // CR in namespace B.
 func TestWatchNamespacesIgnoresOthers(t *testing.T) {
 	nsA, nsB := newNamespace(t), newNamespace(t)
-	idp := startSandbox(t, sandbox.Options{Clients: centralDispatchClients()})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
 	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{nsA}})
 	for _, ns := range []string{nsB, nsA} {
 		create(t, clientSecret(ns, "api-client", apiClientID, apiClientSecret))

@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
-	"github.com/credops/cd-credentials-operator/internal/sandbox"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 )
 
 const (
@@ -23,8 +23,8 @@ const (
 )
 
 // centralDispatchClients registers clients the way Central Dispatch does: one per flow.
-func centralDispatchClients() []sandbox.Client {
-	return []sandbox.Client{
+func centralDispatchClients() []cdsandbox.Client {
+	return []cdsandbox.Client{
 		{ID: apiClientID, Secret: apiClientSecret, GrantTypes: []string{"client_credentials"}},
 		{ID: loginClientID, Secret: loginClientSecret, GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{"http://127.0.0.1/callback"}},
 	}

@@ -17,9 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 	"github.com/credops/cd-credentials-operator/internal/manager"
 	"github.com/credops/cd-credentials-operator/internal/onboarding"
-	"github.com/credops/cd-credentials-operator/internal/sandbox"
 )
 
 // onboardingFixture runs a manager with the callback server, a sandbox whose
@@ -41,7 +41,7 @@ func newOnboardingFixture(t *testing.T) *onboardingFixture {
 	addr := l.Addr().String()
 	l.Close()
 	callbackURL := "http://" + addr + "/callback"
-	idp := startSandbox(t, sandbox.Options{Clients: []sandbox.Client{
+	idp := startSandbox(t, cdsandbox.Options{Clients: []cdsandbox.Client{
 		{ID: loginClientID, Secret: loginClientSecret, GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{callbackURL}},
 	}})
 	startManager(t, manager.Options{

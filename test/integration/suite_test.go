@@ -25,8 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 	"github.com/credops/cd-credentials-operator/internal/manager"
-	"github.com/credops/cd-credentials-operator/internal/sandbox"
 )
 
 var (
@@ -79,14 +79,14 @@ func newNamespace(t *testing.T) string {
 
 // identityServer is a running sandbox identity server.
 type identityServer struct {
-	*sandbox.Server
+	*cdsandbox.Server
 	URL  string
 	Host string // host:port, for --allowed-token-hosts
 }
 
-func startSandbox(t *testing.T, opts sandbox.Options) identityServer {
+func startSandbox(t *testing.T, opts cdsandbox.Options) identityServer {
 	t.Helper()
-	s := sandbox.New(opts)
+	s := cdsandbox.New(opts)
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
 	s.SetIssuer(hs.URL)

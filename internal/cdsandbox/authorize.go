@@ -1,4 +1,4 @@
-package sandbox
+package cdsandbox
 
 import (
 	"encoding/json"

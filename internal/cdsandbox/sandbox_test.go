@@ -1,4 +1,4 @@
-package sandbox
+package cdsandbox
 
 import (
 	"crypto/sha256"

@@ -1,4 +1,4 @@
-// Package sandbox is a faithful stand-in for Central Dispatch's identity server, used by
+// Package cdsandbox is a faithful stand-in for Central Dispatch's identity server, used by
 // every test in this repository and by `make demo`, and runnable on its own
 // (cmd/cd-sandbox) for developing against Central Dispatch locally.
 //
@@ -9,7 +9,7 @@
 // and real expires_in. It also stubs the Marketplace API, which refuses tokens not
 // minted by a client-credentials client, as Central Dispatch does since it enforced the
 // split between the two credential sets.
-package sandbox
+package cdsandbox
 
 import (
 	"crypto/rand"

@@ -1,4 +1,4 @@
-// Package token asks an OAuth 2.0 token endpoint for tokens: client credentials, a
+// Package tokenclient asks an OAuth 2.0 token endpoint for tokens: client credentials, a
 // refresh, or an authorization-code exchange. It wraps golang.org/x/oauth2 with the
 // settings single-use refresh tokens need:
 //
@@ -10,7 +10,7 @@
 //     server may already have processed the request (Ambiguous).
 //   - Secrets are sent only to hosts on an allow-list, over https (http only to
 //     loopback), so a custom resource cannot point the operator at an attacker's host.
-package token
+package tokenclient
 
 import (
 	"context"
