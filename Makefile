@@ -47,7 +47,7 @@ test: manifests generate fmt vet envtest ## Run every test (unit, envtest integr
 FUZZ_TIME ?= 10s
 .PHONY: fuzz
 fuzz: ## Run each fuzz target briefly (longer: make fuzz FUZZ_TIME=10m).
-	go test -run='^$$' -fuzz='^FuzzParseTokenResponse$$' -fuzztime=$(FUZZ_TIME) ./internal/token
+	go test -run='^$$' -fuzz='^FuzzParseTokenResponse$$' -fuzztime=$(FUZZ_TIME) ./internal/tokenclient
 	go test -run='^$$' -fuzz='^FuzzSecretValue$$' -fuzztime=$(FUZZ_TIME) ./controllers
 
 .PHONY: verify

@@ -19,10 +19,10 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/credops/cd-credentials-operator/internal/sandbox"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 )
 
-type clientFlags []sandbox.Client
+type clientFlags []cdsandbox.Client
 
 func (c *clientFlags) String() string { return fmt.Sprint(len(*c)) }
 
@@ -32,7 +32,7 @@ func (c *clientFlags) Set(v string) error {
 	if len(parts) < 3 {
 		return errors.New("want id:secret:grantType[:redirectURI]")
 	}
-	cl := sandbox.Client{ID: parts[0], Secret: parts[1], GrantTypes: []string{parts[2]}}
+	cl := cdsandbox.Client{ID: parts[0], Secret: parts[1], GrantTypes: []string{parts[2]}}
 	if len(parts) == 4 {
 		cl.RedirectURIs = []string{parts[3]}
 	}
@@ -56,7 +56,7 @@ func main() {
 	}
 }
 
-func run(listen string, allowRemote bool, issuer, clientsFile string, ttl time.Duration, seed string, clients []sandbox.Client, logger *log.Logger) error {
+func run(listen string, allowRemote bool, issuer, clientsFile string, ttl time.Duration, seed string, clients []cdsandbox.Client, logger *log.Logger) error {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
 		return err
@@ -69,7 +69,7 @@ func run(listen string, allowRemote bool, issuer, clientsFile string, ttl time.D
 		if err != nil {
 			return err
 		}
-		var fromFile []sandbox.Client
+		var fromFile []cdsandbox.Client
 		if err := yaml.Unmarshal(data, &fromFile); err != nil {
 			return fmt.Errorf("%s: %w", clientsFile, err)
 		}
@@ -82,7 +82,7 @@ func run(listen string, allowRemote bool, issuer, clientsFile string, ttl time.D
 	if issuer == "" {
 		issuer = "http://" + l.Addr().String()
 	}
-	s := sandbox.New(sandbox.Options{Issuer: issuer, Clients: clients, AccessTokenTTL: ttl, Logger: logger})
+	s := cdsandbox.New(cdsandbox.Options{Issuer: issuer, Clients: clients, AccessTokenTTL: ttl, Logger: logger})
 	if seed != "" {
 		if err := seedGrant(s, seed); err != nil {
 			return err
@@ -104,7 +104,7 @@ func run(listen string, allowRemote bool, issuer, clientsFile string, ttl time.D
 	return nil
 }
 
-func seedGrant(s *sandbox.Server, spec string) error {
+func seedGrant(s *cdsandbox.Server, spec string) error {
 	parts := strings.SplitN(spec, ":", 3)
 	if len(parts) != 3 {
 		return errors.New("--seed-grant wants clientID:subject:path")
