@@ -3,10 +3,12 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -20,6 +22,8 @@ func main() {
 	flag.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; \"0\" disables it.")
 	flag.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "Elect a leader so only one replica rotates refresh tokens. Turn on whenever more than one replica may run.")
+	flag.StringVar(&opts.LeaderElectionID, "leader-election-id", "cd-credentials-operator.credops.io", "Name of the leader election Lease; give each shard its own.")
+	shard := flag.String("shard-label-selector", "", "Only reconcile CDCredentials and CDUserGrants matching this label selector (e.g. shard=a), to split CRs across managers.")
 	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; default: the one the manager runs in.")
 	flag.StringVar(&allowedHosts, "allowed-token-hosts", "id.centraldispatch.com", "Comma-separated host or host:port list of token endpoints the manager may send client secrets and refresh tokens to.")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
@@ -37,6 +41,12 @@ func main() {
 	flag.Parse()
 	opts.AllowedTokenHosts = splitList(allowedHosts)
 	opts.WatchNamespaces = splitList(watchNamespaces)
+	sel, err := labels.Parse(*shard)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "--shard-label-selector: %v\n", err)
+		os.Exit(2)
+	}
+	opts.ShardSelector = sel
 	if ns, name, ok := strings.Cut(*callbackKey, "/"); ok {
 		opts.CallbackKeySecret = types.NamespacedName{Namespace: ns, Name: name}
 	}

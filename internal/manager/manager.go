@@ -40,7 +40,11 @@ type Options struct {
 	// refresh token is ever sent to.
 	AllowedTokenHosts []string
 	// WatchNamespaces limits the operator to these namespaces; empty means all.
-	WatchNamespaces         []string
+	WatchNamespaces []string
+	// ShardSelector limits the operator to the CDCredentials and CDUserGrants whose
+	// labels match it, so several managers (each with its own LeaderElectionID) split
+	// the CRs. A grant's CDCredential must carry its shard's label too.
+	ShardSelector           labels.Selector
 	MaxConcurrentReconciles int
 	TokenRequestsPerSecond  float64
 	TokenRequestTimeout     time.Duration
@@ -95,7 +99,7 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (ctrl.Manager, err
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &opts.GracefulShutdownTimeout,
-		Cache:                         cacheOptions(opts.WatchNamespaces),
+		Cache:                         cacheOptions(opts.WatchNamespaces, opts.ShardSelector),
 		NewClient:                     opts.NewClient,
 		Controller:                    config.Controller{SkipNameValidation: &opts.SeveralPerProcess},
 	})
@@ -152,11 +156,15 @@ func withDefaults(opts Options) Options {
 
 // cacheOptions keep only the Secrets the operator labels in memory (its outputs and the
 // Secrets CRs reference), so memory does not grow with unrelated Secrets.
-func cacheOptions(namespaces []string) cache.Options {
+func cacheOptions(namespaces []string, shard labels.Selector) cache.Options {
 	o := cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{cdv1.WatchLabel: "true"})},
 		},
+	}
+	if shard != nil && !shard.Empty() {
+		o.ByObject[&cdv1.CDCredential{}] = cache.ByObject{Label: shard}
+		o.ByObject[&cdv1.CDUserGrant{}] = cache.ByObject{Label: shard}
 	}
 	if len(namespaces) > 0 {
 		o.DefaultNamespaces = map[string]cache.Config{}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
@@ -49,5 +50,34 @@ func TestWatchNamespacesIgnoresOthers(t *testing.T) {
 	}
 	if n := idp.Stats().TokenRequests["client_credentials"]; n != 1 {
 		t.Errorf("%d token requests, want 1 (namespace %s only)", n, nsA)
+	}
+}
+
+// TestShardsSplitTheCRsByLabel runs two managers with different shard selectors: each
+// serves only its own CRs.
+func TestShardsSplitTheCRsByLabel(t *testing.T) {
+	ns := newNamespace(t)
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
+	for _, shard := range []string{"a", "b"} {
+		sel, _ := labels.Parse("shard=" + shard)
+		startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}, ShardSelector: sel, LeaderElectionID: "shard-" + shard})
+	}
+	create(t, clientSecret(ns, "api-client", apiClientID, apiClientSecret))
+	for _, name := range []string{"a1", "b1", "a2", "unsharded"} {
+		c := credential(ns, name, cdv1.FlowClientCredentials, "api-client", idp.URL)
+		if name != "unsharded" {
+			c.Labels = map[string]string{"shard": name[:1]}
+		}
+		create(t, c)
+	}
+	for _, name := range []string{"a1", "b1", "a2"} {
+		eventually(t, 10*time.Second, name+" Ready", credentialCondition(ns, name, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	}
+	if n := idp.Stats().TokenRequests["client_credentials"]; n != 3 {
+		t.Errorf("%d token requests, want 3: one per sharded CR, none twice", n)
+	}
+	c, _ := getCredential(ns, "unsharded")
+	if len(c.Status.Conditions) != 0 {
+		t.Errorf("a CR outside every shard was reconciled")
 	}
 }
