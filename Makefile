@@ -74,6 +74,13 @@ demo: manifests ## Run the whole product on a local control plane and the sandbo
 	go build -o $(LOCALBIN)/manager ./cmd/manager
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go run ./hack/demo --manager $(LOCALBIN)/manager
 
+.PHONY: bench
+bench: manifests ## Measure N CDUserGrants against a baseline loop (BENCH_N, BENCH_TTL, BENCH_UNRELATED) and print a table.
+	@hack/setup-envtest.sh >/dev/null
+	go build -o $(LOCALBIN)/manager ./cmd/manager
+	go build -o $(LOCALBIN)/bench ./hack/bench
+	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" $(LOCALBIN)/bench --manager $(LOCALBIN)/manager
+
 .PHONY: install
 install: manifests ## Install the CRDs into the current cluster.
 	$(KUSTOMIZE) config/crd | kubectl apply --server-side -f -

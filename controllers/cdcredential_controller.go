@@ -133,7 +133,7 @@ func (r *CDCredentialReconciler) reconcileToken(ctx context.Context, obj *cdv1.C
 	obj.Status.LastIssuedTime = timePtr(issued.Schedule.Issued)
 	obj.Status.GrantedScopes = tok.Scopes
 	conds.ready(cdv1.TokenIssuedReason, "Access token is in Secret "+name)
-	r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, cdv1.TokenIssuedReason, "IssueToken", "Issued an access token into Secret %s", name)
+	r.Recorder.Eventf(eventTarget(obj), nil, corev1.EventTypeNormal, cdv1.TokenIssuedReason, "IssueToken", "Issued an access token into Secret %s", name)
 	_, wait := issued.Schedule.due(now)
 	return ctrl.Result{RequeueAfter: wait}, nil
 }

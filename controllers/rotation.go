@@ -256,7 +256,7 @@ func (r *CDUserGrantReconciler) finishRotation(ctx context.Context, grant *cdv1.
 	grant.Status.Subject = p.subject
 	conds.ready(cdv1.TokenIssuedReason, "Access token is in Secret "+grant.Status.SecretName)
 	conds.set(cdv1.ReauthorizationRequiredCondition, false, cdv1.RefreshTokenValidReason, "The grant holds a refresh token")
-	r.Recorder.Eventf(grant, nil, corev1.EventTypeNormal, cdv1.RefreshTokenRotatedReason, "RotateRefreshToken", "Rotated the refresh token and issued an access token into Secret %s", grant.Status.SecretName)
+	r.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeNormal, cdv1.RefreshTokenRotatedReason, "RotateRefreshToken", "Rotated the refresh token and issued an access token into Secret %s", grant.Status.SecretName)
 	_, wait := s.due(r.Clock.Now())
 	return ctrl.Result{RequeueAfter: wait}, nil
 }

@@ -338,3 +338,19 @@ func TestDiscoveryDocument(t *testing.T) {
 		t.Errorf("discovery %v", doc)
 	}
 }
+
+func TestARefreshAfterTheAccessTokenExpiredCountsAsLate(t *testing.T) {
+	h := newHarness(t)
+	rt := h.s.SeedGrant("login", "cust", nil)
+	_, body := h.post(refreshForm(rt), false)
+	h.now = h.now.Add(60 * time.Second) // within the 90 s lifetime
+	_, body = h.post(refreshForm(body["refresh_token"].(string)), false)
+	if n := h.s.Stats().LateRenewals; n != 0 {
+		t.Fatalf("%d late renewals, want 0", n)
+	}
+	h.now = h.now.Add(91 * time.Second)
+	h.post(refreshForm(body["refresh_token"].(string)), false)
+	if n := h.s.Stats().LateRenewals; n != 1 {
+		t.Errorf("%d late renewals, want 1", n)
+	}
+}

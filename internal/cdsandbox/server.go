@@ -79,6 +79,9 @@ type Stats struct {
 	GrantsRevoked int
 	// Rejected counts error answers by OAuth error code.
 	Rejected map[string]int
+	// LateRenewals counts refreshes that came after the grant's previous access token
+	// had expired: a pod holding it would have been refused in between.
+	LateRenewals int
 }
 
 // FaultMode is how an injected fault misbehaves.
@@ -130,6 +133,8 @@ type grant struct {
 	subject  string
 	scopes   []string
 	revoked  bool
+	// expires is when the newest access token of the grant expires.
+	expires time.Time
 }
 
 type refreshToken struct {

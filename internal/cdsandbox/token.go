@@ -150,6 +150,9 @@ func (s *Server) refreshGrant(c *Client, token string) tokenResult {
 		return oauthError(http.StatusBadRequest, "invalid_grant", "")
 	}
 	rt.spent = true
+	if now := s.opts.Now(); !rt.grant.expires.IsZero() && now.After(rt.grant.expires) {
+		s.stats.LateRenewals++
+	}
 	return s.issue(c.ID, rt.grant.subject, "refresh_token", rt.grant.scopes, rt.grant, s.newRefreshToken(rt.grant))
 }
 
@@ -204,6 +207,9 @@ func (s *Server) issue(clientID, subject, grantType string, scopes []string, g *
 	}
 	signed, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(s.key)
 	s.access[signed] = &accessToken{info: TokenInfo{ClientID: clientID, Subject: subject, GrantType: grantType, Scopes: scopes, ExpiresAt: exp}, grant: g}
+	if g != nil {
+		g.expires = exp
+	}
 	body := map[string]any{
 		"access_token": signed,
 		"token_type":   "Bearer",

@@ -80,7 +80,7 @@ func (c *Callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log.FromContext(r.Context()).Error(err, "Callback failed")
 	}
 	if grant != nil {
-		c.Recorder.Eventf(grant, nil, corev1.EventTypeWarning, AuthorizationFailedReason, "Authorize", "Authorization callback refused: %s", msg)
+		c.Recorder.Eventf(controllers.EventTarget(grant), nil, corev1.EventTypeWarning, AuthorizationFailedReason, "Authorize", "Authorization callback refused: %s", msg)
 	}
 	w.WriteHeader(status)
 	_ = page.Execute(w, map[string]string{"Title": "Not authorized", "Message": msg})
@@ -175,7 +175,7 @@ func (c *Callback) exchange(ctx context.Context, grant *cdv1.CDUserGrant, code s
 	if err := c.storeRefreshToken(context.WithoutCancel(ctx), grant, tok.RefreshToken); err != nil {
 		return err
 	}
-	c.Recorder.Eventf(grant, nil, corev1.EventTypeNormal, CustomerAuthorizedReason, "Authorize", "The customer authorized the integration; the refresh token is stored in Secret %s", grant.Spec.RefreshTokenSecretRef.Name)
+	c.Recorder.Eventf(controllers.EventTarget(grant), nil, corev1.EventTypeNormal, CustomerAuthorizedReason, "Authorize", "The customer authorized the integration; the refresh token is stored in Secret %s", grant.Spec.RefreshTokenSecretRef.Name)
 	return nil
 }
 

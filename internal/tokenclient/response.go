@@ -4,129 +4,144 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"net/http"
+	"mime"
+	"net/url"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/oauth2"
 )
 
-// response is the raw answer of one token request, kept so the caller can be told
-// exactly what happened even where x/oauth2 only returns a string error, and so a new
-// refresh token is never lost in an otherwise unusable answer.
-type response struct {
-	sent   bool // the request was handed to the connection
-	status int
-	header http.Header
-	body   []byte
-	tooBig bool
+// maxLifetime caps an absurd expires_in: a token is renewed at least daily.
+const maxLifetime = 24 * time.Hour
+
+var (
+	errNotJSON           = errors.New("the response is not a JSON object")
+	errNoAccessToken     = errors.New("the response has no access_token")
+	errNotBearer         = errors.New("the response's token_type is not Bearer")
+	numericExpiry        = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
+	formResponseMIMEType = map[string]bool{"application/x-www-form-urlencoded": true, "text/plain": true}
+)
+
+// tokenFields are a token response's fields, every one optional and read leniently:
+// a field of an unexpected type counts as absent rather than spoiling the rest, so a
+// new refresh token survives a malformed neighbour.
+type tokenFields struct {
+	accessToken, tokenType, refreshToken, expiresIn string
+	scope                                           []string
 }
 
-// capturingTransport records the response of the one request x/oauth2 sends and bounds
-// its size.
-type capturingTransport struct {
-	base http.RoundTripper
-	max  int64
-	into *response
-}
-
-func (t *capturingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	req.Header.Set("User-Agent", "cd-credentials-operator")
-	t.into.sent = true
-	resp, err := t.base.RoundTrip(req)
+// parseTokenResponse reads a 2xx body. It returns an error when the answer cannot be
+// used; the Token it returns alongside holds whatever could be read (above all a
+// refresh token), or is nil when nothing could. Errors never quote the body.
+func parseTokenResponse(contentType string, body []byte, requested []string) (*Token, error) {
+	f, err := decodeFields(contentType, body)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, t.max+1))
+	tok := &Token{
+		AccessToken:  f.accessToken,
+		TokenType:    f.tokenType,
+		RefreshToken: f.refreshToken,
+		Scopes:       slices.Clone(requested),
+		Lifetime:     lifetime(f.expiresIn),
+	}
+	if len(f.scope) > 0 {
+		tok.Scopes = f.scope
+	}
+	switch {
+	case tok.AccessToken == "":
+		return tok, errNoAccessToken
+	case tok.TokenType == "" || strings.EqualFold(tok.TokenType, "Bearer"):
+		tok.TokenType = "Bearer"
+	default:
+		return tok, errNotBearer
+	}
+	return tok, nil
+}
+
+// decodeFields reads JSON, the standard's format. A form-encoded answer, which
+// x/oauth2 also accepts, is read only when labelled as one: refusing it would lose the
+// refresh token in it.
+func decodeFields(contentType string, body []byte) (tokenFields, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(bytes.TrimSpace(body), &m); err == nil && m != nil {
+		f := tokenFields{expiresIn: jsonNumberText(m["expires_in"]), scope: jsonScope(m["scope"])}
+		f.accessToken, _ = jsonString(m["access_token"])
+		f.tokenType, _ = jsonString(m["token_type"])
+		f.refreshToken, _ = jsonString(m["refresh_token"])
+		return f, nil
+	}
+	mt, _, _ := mime.ParseMediaType(contentType)
+	if !formResponseMIMEType[mt] {
+		return tokenFields{}, errNotJSON
+	}
+	v, err := url.ParseQuery(string(body))
 	if err != nil {
-		return nil, err
+		return tokenFields{}, errNotJSON
 	}
-	t.into.status, t.into.header = resp.StatusCode, resp.Header
-	if int64(len(body)) > t.max {
-		t.into.tooBig = true
-		return nil, errResponseTooLarge
-	}
-	t.into.body = body
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	return resp, nil
+	return tokenFields{
+		accessToken:  v.Get("access_token"),
+		tokenType:    v.Get("token_type"),
+		refreshToken: v.Get("refresh_token"),
+		expiresIn:    v.Get("expires_in"),
+		scope:        strings.Fields(v.Get("scope")),
+	}, nil
 }
 
-var errResponseTooLarge = errors.New("token response larger than the limit")
-
-// rawToken is a lenient reading of a token response: every field optional, expires_in a
-// number or a numeric string.
-type rawToken struct {
-	AccessToken  string          `json:"access_token"`
-	TokenType    string          `json:"token_type"`
-	RefreshToken string          `json:"refresh_token"`
-	Scope        string          `json:"scope"`
-	ExpiresIn    json.RawMessage `json:"expires_in"`
+func jsonString(raw json.RawMessage) (string, bool) {
+	var s string
+	if raw == nil || json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
 }
 
-// parseTokenResponse reads a successful token response body leniently.
-func parseTokenResponse(body []byte) (rawToken, error) {
-	var raw rawToken
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&raw); err != nil {
-		// A body that is not an object, or has a field of the wrong type: try the refresh
-		// token alone, which must never be lost.
-		var loose map[string]any
-		if json.Unmarshal(body, &loose) == nil {
-			raw.RefreshToken, _ = loose["refresh_token"].(string)
+// jsonNumberText returns a number, or a string's content (some servers quote
+// expires_in), as text for lifetime to judge.
+func jsonNumberText(raw json.RawMessage) string {
+	if s, ok := jsonString(raw); ok {
+		return s
+	}
+	return string(raw)
+}
+
+// jsonScope reads `scope` as the standard's space-separated string, or as the list of
+// strings some servers send instead.
+func jsonScope(raw json.RawMessage) []string {
+	if s, ok := jsonString(raw); ok {
+		return strings.Fields(s)
+	}
+	var list []any
+	if raw == nil || json.Unmarshal(raw, &list) != nil {
+		return nil
+	}
+	var out []string
+	for _, item := range list {
+		if s, ok := item.(string); ok {
+			out = append(out, strings.Fields(s)...)
 		}
-		return raw, fmt.Errorf("response is not a token JSON object")
 	}
-	return raw, nil
+	return out
 }
 
-// lifetime reads expires_in; 0 when missing, not a number, zero or negative.
-func lifetime(rawExpires json.RawMessage) time.Duration {
-	s := strings.Trim(strings.TrimSpace(string(rawExpires)), `"`)
-	n, err := strconv.ParseFloat(s, 64)
-	if err != nil || n <= 0 {
+// lifetime reads expires_in in whole seconds: 0 when missing, not a number, zero,
+// negative or under a second (the caller then uses its fallback); at most 24 h.
+func lifetime(expiresIn string) time.Duration {
+	s := strings.TrimSpace(expiresIn)
+	if !numericExpiry.MatchString(s) {
 		return 0
 	}
-	if n > maxLifetime.Seconds() {
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0
+	}
+	switch {
+	case !(n >= 1):
+		return 0
+	case n >= maxLifetime.Seconds():
 		return maxLifetime
 	}
 	return time.Duration(n) * time.Second
-}
-
-// fromResponse turns a response x/oauth2 accepted into a Token, checking what x/oauth2
-// does not: the token type, and expires_in read from the raw body.
-func fromResponse(tok *oauth2.Token, r *response, requested []string) (*Token, error) {
-	raw, _ := parseTokenResponse(r.body)
-	out := &Token{
-		AccessToken:  tok.AccessToken,
-		TokenType:    tok.TokenType,
-		RefreshToken: tok.RefreshToken,
-		Scopes:       requested,
-		Lifetime:     lifetime(raw.ExpiresIn),
-	}
-	if out.Lifetime == 0 && tok.ExpiresIn > 0 {
-		out.Lifetime = min(time.Duration(tok.ExpiresIn)*time.Second, maxLifetime)
-	}
-	if f := strings.Fields(raw.Scope); len(f) > 0 {
-		out.Scopes = f
-	}
-	if out.TokenType == "" {
-		out.TokenType = "Bearer"
-	}
-	if !strings.EqualFold(out.TokenType, "Bearer") {
-		return nil, &Error{Kind: KindInvalidResponse, StatusCode: r.status, Description: "token_type is not Bearer", Token: salvage(out.RefreshToken)}
-	}
-	out.TokenType = "Bearer"
-	return out, nil
-}
-
-// salvage wraps a refresh token found in an unusable answer, so the caller stores it.
-func salvage(refreshToken string) *Token {
-	if refreshToken == "" {
-		return nil
-	}
-	return &Token{RefreshToken: refreshToken}
 }

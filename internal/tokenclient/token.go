@@ -1,24 +1,9 @@
-// Package tokenclient asks an OAuth 2.0 token endpoint for tokens: client credentials, a
-// refresh, or an authorization-code exchange. It wraps golang.org/x/oauth2 with the
-// settings single-use refresh tokens need:
-//
-//   - The client authentication style is always explicit. x/oauth2's auto-detect sends
-//     the form once in the body and, on any error, again in a header: that would spend a
-//     refresh token twice, and reusing a spent token revokes the customer's grant.
-//   - A request is never retried here, and redirects are never followed. Whether to try
-//     again is the caller's decision, made from a typed Error that says whether the
-//     server may already have processed the request (Ambiguous).
-//   - Secrets are sent only to hosts on an allow-list, over https (http only to
-//     loopback), so a custom resource cannot point the operator at an attacker's host.
 package tokenclient
 
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -46,16 +31,19 @@ type Endpoint struct {
 }
 
 // Token is what the endpoint returned. Lifetime comes from expires_in; the caller stamps
-// the expiry from its own clock.
+// the expiry from its own clock, so a skewed server clock cannot make a token look fresh.
 type Token struct {
 	AccessToken string
-	// TokenType as returned; "Bearer" when absent.
+	// TokenType is always "Bearer": it is the default when the response has none, any
+	// other type is refused, and "bearer" in another case is written canonically so
+	// that "<TokenType> <AccessToken>" is a valid Authorization header.
 	TokenType string
 	// RefreshToken is empty when the response carried none: the caller keeps the old one.
 	RefreshToken string
 	// Scopes granted (`scope` split on spaces); the requested scopes when absent.
 	Scopes []string
-	// Lifetime from expires_in; 0 when missing or unusable.
+	// Lifetime from expires_in, in whole seconds, at most 24 h; 0 when missing or
+	// unusable, and the caller falls back to its own default.
 	Lifetime time.Duration
 }
 
@@ -63,6 +51,7 @@ type Token struct {
 type Issuer interface {
 	ClientCredentials(ctx context.Context, ep Endpoint) (*Token, error)
 	Refresh(ctx context.Context, ep Endpoint, refreshToken string) (*Token, error)
+	// Exchange trades an authorization code; codeVerifier is the PKCE verifier, or "".
 	Exchange(ctx context.Context, ep Endpoint, code, redirectURL, codeVerifier string) (*Token, error)
 }
 
@@ -70,60 +59,63 @@ type Issuer interface {
 type Options struct {
 	// AllowedHosts are the only hosts (host, or host:port) a request is sent to.
 	AllowedHosts []string
-	// Timeout bounds one whole request; default 30 s.
+	// Timeout bounds one whole request, body included; default 30 s.
 	Timeout time.Duration
 	// MaxResponseBytes bounds a response body; default 1 MiB.
 	MaxResponseBytes int64
 	// RequestsPerSecond limits requests across all callers; 0 means no limit.
 	RequestsPerSecond float64
-	// Burst is the rate limiter's burst; default 1.
+	// Burst is the rate limiter's burst; at least 1.
 	Burst int
-	// HTTPClient's Transport is reused when set (tests).
+	// HTTPClient's Transport is reused when set (tests). Its CheckRedirect, Timeout and
+	// Jar are not: redirects and cookies have no place in a token request.
 	HTTPClient *http.Client
 }
 
-// Client is the real Issuer.
+const (
+	defaultTimeout          = 30 * time.Second
+	defaultMaxResponseBytes = 1 << 20
+	userAgent               = "cd-credentials-operator"
+)
+
+// Client is the real Issuer. It is safe for concurrent use.
 type Client struct {
-	allowed map[string]bool
-	http    *http.Client
-	maxBody int64
-	limiter *rate.Limiter
+	allowed   allowList
+	transport http.RoundTripper
+	timeout   time.Duration
+	maxBody   int64
+	limiter   *rate.Limiter
+	now       func() time.Time
 }
 
-// maxLifetime caps an absurd expires_in: a token is renewed at least daily.
-const maxLifetime = 24 * time.Hour
+var _ Issuer = (*Client)(nil)
 
 // New returns a Client.
 func New(opts Options) *Client {
-	if opts.Timeout <= 0 {
-		opts.Timeout = 30 * time.Second
-	}
-	if opts.MaxResponseBytes <= 0 {
-		opts.MaxResponseBytes = 1 << 20
-	}
-	transport := http.DefaultTransport
-	if opts.HTTPClient != nil && opts.HTTPClient.Transport != nil {
-		transport = opts.HTTPClient.Transport
-	}
 	c := &Client{
-		allowed: map[string]bool{},
-		maxBody: opts.MaxResponseBytes,
-		http: &http.Client{
-			Transport: transport,
-			Timeout:   opts.Timeout,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		},
+		allowed:   newAllowList(opts.AllowedHosts),
+		transport: http.DefaultTransport,
+		timeout:   opts.Timeout,
+		maxBody:   opts.MaxResponseBytes,
+		now:       time.Now,
 	}
-	for _, h := range opts.AllowedHosts {
-		c.allowed[strings.ToLower(strings.TrimSpace(h))] = true
+	if c.timeout <= 0 {
+		c.timeout = defaultTimeout
+	}
+	if c.maxBody <= 0 {
+		c.maxBody = defaultMaxResponseBytes
+	}
+	if opts.HTTPClient != nil && opts.HTTPClient.Transport != nil {
+		c.transport = opts.HTTPClient.Transport
 	}
 	if opts.RequestsPerSecond > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(opts.RequestsPerSecond), max(1, opts.Burst))
 	}
 	return c
 }
+
+// grant sends one token request through x/oauth2, using the *http.Client in ctx.
+type grant func(ctx context.Context, conf *oauth2.Config) (*oauth2.Token, error)
 
 // ClientCredentials asks for a token with grant_type=client_credentials.
 func (c *Client) ClientCredentials(ctx context.Context, ep Endpoint) (*Token, error) {
@@ -139,17 +131,23 @@ func (c *Client) ClientCredentials(ctx context.Context, ep Endpoint) (*Token, er
 	})
 }
 
-// Refresh spends a refresh token, exactly once.
+// Refresh spends a refresh token. It sends it at most once, whatever happens.
 func (c *Client) Refresh(ctx context.Context, ep Endpoint, refreshToken string) (*Token, error) {
+	if refreshToken == "" {
+		return nil, &Error{Kind: KindInvalidGrant, Description: "no refresh token to send"}
+	}
 	return c.do(ctx, ep, []string{refreshToken}, func(ctx context.Context, conf *oauth2.Config) (*oauth2.Token, error) {
-		// TokenSource refreshes because the token has no access token; it sends the
-		// request once and never retries.
+		// A token without an access token is never valid, so the token source refreshes
+		// exactly once. It sends no scope: a refresh keeps the grant's scope.
 		return conf.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
 	})
 }
 
 // Exchange trades an authorization code (and its PKCE verifier, if any) for tokens.
 func (c *Client) Exchange(ctx context.Context, ep Endpoint, code, redirectURL, codeVerifier string) (*Token, error) {
+	if code == "" {
+		return nil, &Error{Kind: KindInvalidGrant, Description: "no authorization code to send"}
+	}
 	return c.do(ctx, ep, []string{code, codeVerifier}, func(ctx context.Context, conf *oauth2.Config) (*oauth2.Token, error) {
 		conf.RedirectURL = redirectURL
 		var opts []oauth2.AuthCodeOption
@@ -160,19 +158,19 @@ func (c *Client) Exchange(ctx context.Context, ep Endpoint, code, redirectURL, c
 	})
 }
 
-// do checks the endpoint, waits for the rate limiter and runs one request.
-func (c *Client) do(ctx context.Context, ep Endpoint, secrets []string, call func(context.Context, *oauth2.Config) (*oauth2.Token, error)) (*Token, error) {
+// do refuses what must not be sent, waits for the rate limiter, sends one request and
+// turns the outcome into a Token or an *Error. spent are the grant's own secrets (refresh
+// token, code), which the answer must not repeat back to the caller.
+func (c *Client) do(ctx context.Context, ep Endpoint, spent []string, send grant) (*Token, error) {
 	style, err := authStyle(ep.AuthMethod)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.checkHost(ep.TokenURL); err != nil {
+	if err := c.allowed.check(ep.TokenURL); err != nil {
 		return nil, err
 	}
-	if c.limiter != nil {
-		if err := c.limiter.Wait(ctx); err != nil {
-			return nil, &Error{Kind: KindTransient, Description: "waiting for the token request rate limit: " + err.Error()}
-		}
+	if err := c.wait(ctx); err != nil {
+		return nil, err
 	}
 	conf := &oauth2.Config{
 		ClientID:     ep.ClientID,
@@ -180,15 +178,31 @@ func (c *Client) do(ctx context.Context, ep Endpoint, secrets []string, call fun
 		Endpoint:     oauth2.Endpoint{TokenURL: ep.TokenURL, AuthStyle: style},
 		Scopes:       ep.Scopes,
 	}
-	redact := append([]string{ep.ClientSecret}, secrets...)
-	capture := &response{}
-	hc := *c.http
-	hc.Transport = &capturingTransport{base: c.http.Transport, max: c.maxBody, into: capture}
-	tok, err := call(context.WithValue(ctx, oauth2.HTTPClient, &hc), conf)
-	if err != nil {
-		return nil, classify(err, capture, redact)
+	ex := &exchange{max: c.maxBody}
+	hc := &http.Client{
+		Transport:     &onceTransport{base: c.transport, ex: ex},
+		Timeout:       c.timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return fromResponse(tok, capture, ep.Scopes)
+	_, err = send(context.WithValue(ctx, oauth2.HTTPClient, hc), conf)
+	return c.outcome(ctx, ex, err, ep.Scopes, newRedactor(ep, spent...))
+}
+
+// outcome reads what happened to the one request. x/oauth2 decides nothing on success:
+// its parser rejects answers this package accepts (expires_in "3600.0", a JSON body
+// labelled text/plain) and fills in the old refresh token when the answer has none, so
+// a 2xx body is always read here, from the bytes that arrived.
+func (c *Client) outcome(ctx context.Context, ex *exchange, err error, requested []string, red redactor) (*Token, error) {
+	re, refused := asRetrieveError(err)
+	switch {
+	case ex.tooBig:
+		return nil, tooLarge(ex, c.maxBody, c.now())
+	case refused:
+		return nil, refusal(re, red, c.now())
+	case ex.read && is2xx(ex.status):
+		return success(ex, requested, red)
+	}
+	return nil, transportFailure(ctx, ex, err, red)
 }
 
 func authStyle(m AuthMethod) (oauth2.AuthStyle, error) {
@@ -198,30 +212,23 @@ func authStyle(m AuthMethod) (oauth2.AuthStyle, error) {
 	case ClientSecretBasic:
 		return oauth2.AuthStyleInHeader, nil
 	}
-	return 0, &Error{Kind: KindInvalidClient, Description: fmt.Sprintf("unknown client auth method %q", m)}
+	return 0, &Error{Kind: KindInvalidClient, Description: scrubPatterns(fmt.Sprintf("unknown client auth method %q: want %s or %s", m, ClientSecretPost, ClientSecretBasic))}
 }
 
-// checkHost refuses, before anything is sent, a URL whose host is not allowed or whose
-// scheme is not https (http is allowed to loopback hosts only).
-func (c *Client) checkHost(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return &Error{Kind: KindHostNotAllowed, Description: "token URL is not an absolute URL"}
+// wait honours the client-side rate limit. A request that gives up waiting was never
+// sent, so the caller may send it later without any doubt.
+func (c *Client) wait(ctx context.Context) error {
+	if c.limiter == nil {
+		return nil
 	}
-	host := strings.ToLower(u.Hostname())
-	if u.Scheme != "https" && (u.Scheme != "http" || !isLoopback(host)) {
-		return &Error{Kind: KindHostNotAllowed, Description: fmt.Sprintf("token URL scheme %q not allowed for host %s: https is required (http only to loopback)", u.Scheme, host)}
+	err := c.limiter.Wait(ctx)
+	if err == nil {
+		return nil
 	}
-	if !c.allowed[host] && !c.allowed[strings.ToLower(u.Host)] {
-		return &Error{Kind: KindHostNotAllowed, Description: fmt.Sprintf("host %s is not on the allowed token hosts", u.Host)}
+	cause := ctx.Err()
+	if cause == nil {
+		// The limiter gives up early when the wait would outlast the deadline.
+		cause = context.DeadlineExceeded
 	}
-	return nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return &Error{Kind: KindTransient, Description: "gave up waiting for the token request rate limit: " + cause.Error(), cause: cause}
 }

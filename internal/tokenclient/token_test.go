@@ -2,365 +2,200 @@ package tokenclient
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"strings"
-	"sync/atomic"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
 
-// endpoint is a test token endpoint: it records each request's form and credentials and
-// answers with the configured status, headers and body.
-type endpoint struct {
-	*httptest.Server
-	requests atomic.Int32
-	last     atomic.Pointer[seen]
-	status   int
-	header   map[string]string
-	body     string
-	delay    time.Duration
+// call is one Issuer method with fixed grant arguments.
+type call func(context.Context, *Client, Endpoint) (*Token, error)
+
+func clientCredentials(ctx context.Context, c *Client, ep Endpoint) (*Token, error) {
+	return c.ClientCredentials(ctx, ep)
 }
 
-type seen struct {
-	form                 map[string]string
-	basicUser, basicPass string
-	basicOK              bool
+func refresh(ctx context.Context, c *Client, ep Endpoint) (*Token, error) {
+	return c.Refresh(ctx, ep, testRefresh)
 }
 
-func newEndpoint(t *testing.T, status int, body string) *endpoint {
-	t.Helper()
-	e := &endpoint{status: status, body: body}
-	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e.requests.Add(1)
-		_ = r.ParseForm()
-		s := &seen{form: map[string]string{}}
-		for k := range r.PostForm {
-			s.form[k] = r.PostForm.Get(k)
-		}
-		s.basicUser, s.basicPass, s.basicOK = r.BasicAuth()
-		e.last.Store(s)
-		if e.delay > 0 {
-			time.Sleep(e.delay) // the server is slow; the client's timeout is under test
-		}
-		w.Header().Set("Content-Type", "application/json")
-		for k, v := range e.header {
-			w.Header().Set(k, v)
-		}
-		w.WriteHeader(e.status)
-		_, _ = w.Write([]byte(e.body))
-	}))
-	t.Cleanup(e.Close)
-	return e
-}
-
-func (e *endpoint) host() string { return strings.TrimPrefix(e.URL, "http://") }
-
-func (e *endpoint) ep(method AuthMethod) Endpoint {
-	return Endpoint{TokenURL: e.URL + "/connect/token", AuthMethod: method, ClientID: "client-1", ClientSecret: "s3cret-value", Scopes: []string{"marketplace"}}
-}
-
-func okBody(extra map[string]any) string {
-	m := map[string]any{"access_token": "at-1", "token_type": "Bearer", "expires_in": 1800, "scope": "marketplace offline_access", "refresh_token": "rt-2"}
-	for k, v := range extra {
-		if v == nil {
-			delete(m, k)
-		} else {
-			m[k] = v
-		}
+func codeExchange(code, redirectURL, verifier string) call {
+	return func(ctx context.Context, c *Client, ep Endpoint) (*Token, error) {
+		return c.Exchange(ctx, ep, code, redirectURL, verifier)
 	}
-	b, _ := json.Marshal(m)
-	return string(b)
 }
 
-func TestAuthMethodIsExplicitAndRequestsCarryTheRightForm(t *testing.T) {
+func TestTheClientAuthenticatesExactlyWhereItsAuthMethodSays(t *testing.T) {
+	type credentials struct {
+		FormClientID, FormClientSecret string
+		HasBasic                       bool
+		BasicUser, BasicPass           string
+	}
+	inForm := credentials{FormClientID: testClientID, FormClientSecret: testSecret}
+	inHeader := credentials{HasBasic: true, BasicUser: testClientID, BasicPass: url.QueryEscape(testSecret)}
 	cases := map[string]struct {
-		method   AuthMethod
-		call     func(*Client, Endpoint) (*Token, error)
-		wantForm map[string]string
-		basic    bool
+		method AuthMethod
+		call   call
+		want   credentials
 	}{
-		"client credentials with client_secret_post": {
-			method:   ClientSecretPost,
-			call:     func(c *Client, ep Endpoint) (*Token, error) { return c.ClientCredentials(context.Background(), ep) },
-			wantForm: map[string]string{"grant_type": "client_credentials", "scope": "marketplace", "client_id": "client-1", "client_secret": "s3cret-value"},
+		"client credentials with ClientSecretPost put them in the body only":    {ClientSecretPost, clientCredentials, inForm},
+		"client credentials with ClientSecretBasic put them in the header only": {ClientSecretBasic, clientCredentials, inHeader},
+		"a refresh with ClientSecretPost puts them in the body only":            {ClientSecretPost, refresh, inForm},
+		"a refresh with ClientSecretBasic puts them in the header only":         {ClientSecretBasic, refresh, inHeader},
+		"a code exchange with ClientSecretPost puts them in the body only":      {ClientSecretPost, codeExchange("code-1", "https://app.example.com/cb", ""), inForm},
+		"a code exchange with ClientSecretBasic puts them in the header only":   {ClientSecretBasic, codeExchange("code-1", "https://app.example.com/cb", ""), inHeader},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := newIDP(t, reply(200, nil, tokenJSON(nil)))
+			if _, err := tc.call(context.Background(), s.client(Options{}), s.endpoint(tc.method)); err != nil {
+				t.Fatal(err)
+			}
+			seen := s.last(t)
+			got := credentials{
+				FormClientID: seen.Form.Get("client_id"), FormClientSecret: seen.Form.Get("client_secret"),
+				HasBasic: seen.HasBasic, BasicUser: seen.BasicUser, BasicPass: seen.BasicPass,
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("credentials (-want +got):\n%s", diff)
+			}
+			s.assertRequests(t, 1)
+		})
+	}
+}
+
+func TestEachGrantSendsTheFormTheProtocolAsksFor(t *testing.T) {
+	client := url.Values{"client_id": {testClientID}, "client_secret": {testSecret}}
+	with := func(v url.Values) url.Values {
+		for k, vv := range client {
+			v[k] = vv
+		}
+		return v
+	}
+	cases := map[string]struct {
+		scopes []string
+		call   call
+		want   url.Values
+	}{
+		"client credentials ask for the scopes, space-separated": {
+			[]string{"marketplace", "pricing"}, clientCredentials,
+			with(url.Values{"grant_type": {"client_credentials"}, "scope": {"marketplace pricing"}}),
 		},
-		"client credentials with client_secret_basic": {
-			method:   ClientSecretBasic,
-			call:     func(c *Client, ep Endpoint) (*Token, error) { return c.ClientCredentials(context.Background(), ep) },
-			wantForm: map[string]string{"grant_type": "client_credentials", "scope": "marketplace"},
-			basic:    true,
+		"client credentials without scopes send no scope": {
+			nil, clientCredentials, with(url.Values{"grant_type": {"client_credentials"}}),
 		},
-		"refresh with client_secret_post": {
-			method:   ClientSecretPost,
-			call:     func(c *Client, ep Endpoint) (*Token, error) { return c.Refresh(context.Background(), ep, "rt-1") },
-			wantForm: map[string]string{"grant_type": "refresh_token", "refresh_token": "rt-1", "client_id": "client-1", "client_secret": "s3cret-value"},
+		"a refresh sends the refresh token and no scope": {
+			[]string{"marketplace"}, refresh, with(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {testRefresh}}),
 		},
-		"refresh with client_secret_basic": {
-			method:   ClientSecretBasic,
-			call:     func(c *Client, ep Endpoint) (*Token, error) { return c.Refresh(context.Background(), ep, "rt-1") },
-			wantForm: map[string]string{"grant_type": "refresh_token", "refresh_token": "rt-1"},
-			basic:    true,
+		"a code exchange with PKCE sends the code, the redirect URI and the verifier": {
+			nil, codeExchange("code-1", "https://app.example.com/cb", "verifier-1"),
+			with(url.Values{"grant_type": {"authorization_code"}, "code": {"code-1"}, "redirect_uri": {"https://app.example.com/cb"}, "code_verifier": {"verifier-1"}}),
 		},
-		"code exchange with PKCE": {
-			method: ClientSecretPost,
-			call: func(c *Client, ep Endpoint) (*Token, error) {
-				return c.Exchange(context.Background(), ep, "code-1", "https://app.example.com/cb", "verifier-1")
-			},
-			wantForm: map[string]string{"grant_type": "authorization_code", "code": "code-1", "redirect_uri": "https://app.example.com/cb", "code_verifier": "verifier-1", "client_id": "client-1", "client_secret": "s3cret-value"},
+		"a code exchange without PKCE sends no verifier": {
+			nil, codeExchange("code-1", "https://app.example.com/cb", ""),
+			with(url.Values{"grant_type": {"authorization_code"}, "code": {"code-1"}, "redirect_uri": {"https://app.example.com/cb"}}),
 		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			e := newEndpoint(t, 200, okBody(nil))
-			c := New(Options{AllowedHosts: []string{e.host()}})
-			tok, err := tc.call(c, e.ep(tc.method))
-			if err != nil {
+			s := newIDP(t, reply(200, nil, tokenJSON(nil)))
+			ep := s.endpoint(ClientSecretPost)
+			ep.Scopes = tc.scopes
+			if _, err := tc.call(context.Background(), s.client(Options{}), ep); err != nil {
 				t.Fatal(err)
 			}
-			s := e.last.Load()
-			if diff := cmp.Diff(tc.wantForm, s.form); diff != "" {
+			seen := s.last(t)
+			if diff := cmp.Diff(tc.want, seen.Form); diff != "" {
 				t.Errorf("form (-want +got):\n%s", diff)
 			}
-			if s.basicOK != tc.basic || (tc.basic && (s.basicUser != "client-1" || s.basicPass != "s3cret-value")) {
-				t.Errorf("basic auth = %v %q %q, want %v", s.basicOK, s.basicUser, s.basicPass, tc.basic)
+			head := []string{seen.Method, seen.ContentType, seen.UserAgent}
+			if diff := cmp.Diff([]string{http.MethodPost, "application/x-www-form-urlencoded", "cd-credentials-operator"}, head); diff != "" {
+				t.Errorf("method, Content-Type, User-Agent (-want +got):\n%s", diff)
 			}
-			want := &Token{AccessToken: "at-1", TokenType: "Bearer", RefreshToken: "rt-2", Scopes: []string{"marketplace", "offline_access"}, Lifetime: 30 * time.Minute}
-			if diff := cmp.Diff(want, tok); diff != "" {
-				t.Errorf("token (-want +got):\n%s", diff)
-			}
-			if n := e.requests.Load(); n != 1 {
-				t.Errorf("%d requests, want 1", n)
-			}
+			s.assertRequests(t, 1)
 		})
 	}
 }
 
-func TestTokenResponseFields(t *testing.T) {
+func TestASuccessfulAnswerBecomesAToken(t *testing.T) {
+	std := Token{AccessToken: "at-new-0001", TokenType: "Bearer", RefreshToken: "rt-new-0002", Scopes: []string{"marketplace", "offline_access"}, Lifetime: 30 * time.Minute}
+	changed := func(f func(*Token)) *Token {
+		t := std
+		f(&t)
+		return &t
+	}
+	lifetime := func(d time.Duration) *Token { return changed(func(t *Token) { t.Lifetime = d }) }
 	cases := map[string]struct {
-		body string
-		want Token
+		contentType string
+		body        string
+		want        *Token
 	}{
-		"expires_in as a string":       {okBody(map[string]any{"expires_in": "600"}), Token{Lifetime: 10 * time.Minute}},
-		"expires_in missing":           {okBody(map[string]any{"expires_in": nil}), Token{Lifetime: 0}},
-		"expires_in zero":              {okBody(map[string]any{"expires_in": 0}), Token{Lifetime: 0}},
-		"expires_in negative":          {okBody(map[string]any{"expires_in": -5}), Token{Lifetime: 0}},
-		"expires_in absurd is capped":  {okBody(map[string]any{"expires_in": 99999999999}), Token{Lifetime: 24 * time.Hour}},
-		"expires_in not a number":      {okBody(map[string]any{"expires_in": "soon"}), Token{Lifetime: 0}},
-		"no refresh token in response": {okBody(map[string]any{"refresh_token": nil}), Token{Lifetime: 30 * time.Minute}},
-		"no scope: the requested ones": {okBody(map[string]any{"scope": nil}), Token{Lifetime: 30 * time.Minute, Scopes: []string{"marketplace"}}},
-		"token_type in lower case":     {okBody(map[string]any{"token_type": "bearer"}), Token{Lifetime: 30 * time.Minute}},
+		"Central Dispatch's answer":                               {"", tokenJSON(nil), &std},
+		"expires_in as a numeric string":                          {"", tokenJSON(map[string]any{"expires_in": "600"}), lifetime(10 * time.Minute)},
+		"expires_in as a decimal string":                          {"", tokenJSON(map[string]any{"expires_in": "3600.0"}), lifetime(time.Hour)},
+		"expires_in as a fraction of a second":                    {"", tokenJSON(map[string]any{"expires_in": 0.5}), lifetime(0)},
+		"expires_in missing":                                      {"", tokenJSON(map[string]any{"expires_in": nil}), lifetime(0)},
+		"expires_in zero":                                         {"", tokenJSON(map[string]any{"expires_in": 0}), lifetime(0)},
+		"expires_in negative":                                     {"", tokenJSON(map[string]any{"expires_in": -60}), lifetime(0)},
+		"expires_in not a number":                                 {"", tokenJSON(map[string]any{"expires_in": "soon"}), lifetime(0)},
+		"expires_in a boolean":                                    {"", tokenJSON(map[string]any{"expires_in": true}), lifetime(0)},
+		"expires_in huge is capped at a day":                      {"", tokenJSON(map[string]any{"expires_in": 99999999999}), lifetime(24 * time.Hour)},
+		"expires_in beyond float64 is capped at a day":            {"", `{"access_token":"at-new-0001","expires_in":1e400}`, &Token{AccessToken: "at-new-0001", TokenType: "Bearer", Scopes: []string{"marketplace"}, Lifetime: 24 * time.Hour}},
+		"no refresh token: empty, the caller keeps the old one":   {"", tokenJSON(map[string]any{"refresh_token": nil}), changed(func(t *Token) { t.RefreshToken = "" })},
+		"no scope: the requested ones":                            {"", tokenJSON(map[string]any{"scope": nil}), changed(func(t *Token) { t.Scopes = []string{"marketplace"} })},
+		"an empty scope: the requested ones":                      {"", tokenJSON(map[string]any{"scope": " "}), changed(func(t *Token) { t.Scopes = []string{"marketplace"} })},
+		"scope with extra spaces":                                 {"", tokenJSON(map[string]any{"scope": " marketplace  pricing "}), changed(func(t *Token) { t.Scopes = []string{"marketplace", "pricing"} })},
+		"scope as a list":                                         {"", tokenJSON(map[string]any{"scope": []string{"a", "b"}}), changed(func(t *Token) { t.Scopes = []string{"a", "b"} })},
+		"no token_type: Bearer":                                   {"", tokenJSON(map[string]any{"token_type": nil}), &std},
+		"token_type in lower case is written canonically":         {"", tokenJSON(map[string]any{"token_type": "bearer"}), &std},
+		"JSON labelled text/plain":                                {"text/plain", tokenJSON(nil), &std},
+		"a form-encoded answer labelled as one":                   {"application/x-www-form-urlencoded", "access_token=at-new-0001&token_type=bearer&expires_in=1800&scope=marketplace+offline_access&refresh_token=rt-new-0002", &std},
+		"an unknown field is ignored":                             {"", tokenJSON(map[string]any{"id_token": "x", "expires_at": 5}), &std},
+		"a refresh_token of the wrong type counts as none at all": {"", tokenJSON(map[string]any{"refresh_token": 12}), changed(func(t *Token) { t.RefreshToken = "" })},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			e := newEndpoint(t, 200, tc.body)
-			tok, err := New(Options{AllowedHosts: []string{e.host()}}).Refresh(context.Background(), e.ep(ClientSecretPost), "rt-1")
-			if err != nil && !strings.Contains(name, "not a number") {
+			s := newIDP(t, reply(200, map[string]string{"Content-Type": tc.contentType}, tc.body))
+			if tc.contentType == "" {
+				s.respond = reply(200, nil, tc.body)
+			}
+			got, err := s.client(Options{}).Refresh(context.Background(), s.endpoint(ClientSecretPost), testRefresh)
+			if err != nil {
 				t.Fatal(err)
 			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("token (-want +got):\n%s", diff)
+			}
+			s.assertRequests(t, 1)
+		})
+	}
+}
+
+func TestConcurrentRequestsDoNotShareState(t *testing.T) {
+	s := newIDP(t, func(w http.ResponseWriter, r *http.Request) {
+		reply(200, nil, tokenJSON(map[string]any{"access_token": "at-for-" + r.PostForm.Get("refresh_token")}))(w, r)
+	})
+	c := s.client(Options{RequestsPerSecond: 1000, Burst: 16})
+	var wg sync.WaitGroup
+	got := make([]string, 16)
+	for i := range got {
+		wg.Go(func() {
+			tok, err := c.Refresh(context.Background(), s.endpoint(ClientSecretPost), "rt-"+string(rune('a'+i)))
 			if err != nil {
-				// A non-numeric expires_in makes the answer unusable, but the new refresh
-				// token in it must come back to the caller.
-				var te *Error
-				if !errors.As(err, &te) || te.Token == nil || te.Token.RefreshToken != "rt-2" {
-					t.Fatalf("err %v does not carry the new refresh token", err)
-				}
+				t.Error(err)
 				return
 			}
-			if tok.Lifetime != tc.want.Lifetime {
-				t.Errorf("Lifetime %s, want %s", tok.Lifetime, tc.want.Lifetime)
-			}
-			if tc.want.Scopes != nil && !cmp.Equal(tok.Scopes, tc.want.Scopes) {
-				t.Errorf("Scopes %v, want %v", tok.Scopes, tc.want.Scopes)
-			}
-			if tok.TokenType != "Bearer" {
-				t.Errorf("TokenType %q", tok.TokenType)
-			}
+			got[i] = tok.AccessToken
 		})
 	}
-}
-
-func TestErrorClassification(t *testing.T) {
-	cases := map[string]struct {
-		status    int
-		header    map[string]string
-		body      string
-		kind      ErrorKind
-		ambiguous bool
-		retry     time.Duration
-		newRT     string
-	}{
-		"IdentityServer unauthorized_client":                    {400, nil, `{"error":"unauthorized_client"}`, KindGrantTypeNotAllowed, false, 0, ""},
-		"unsupported_grant_type":                                {400, nil, `{"error":"unsupported_grant_type"}`, KindGrantTypeNotAllowed, false, 0, ""},
-		"invalid_request saying grant not allowed":              {400, nil, `{"error":"invalid_request","error_description":"Grant type not allowed for this client"}`, KindGrantTypeNotAllowed, false, 0, ""},
-		"Keycloak-style wording":                                {400, nil, `{"error":"invalid_request","error_description":"Client not allowed for direct access grants"}`, KindGrantTypeNotAllowed, false, 0, ""},
-		"Okta-style wording":                                    {400, nil, `{"error":"invalid_request","error_description":"The client is not authorized to use the provided grant type. Configured grant types: [authorization_code, refresh_token]."}`, KindGrantTypeNotAllowed, false, 0, ""},
-		"a bare 403":                                            {403, nil, ``, KindGrantTypeNotAllowed, false, 0, ""},
-		"402 payment required":                                  {402, nil, `{"message":"product not allocated"}`, KindProductNotAllocated, false, 0, ""},
-		"invalid_client as 400":                                 {400, nil, `{"error":"invalid_client"}`, KindInvalidClient, false, 0, ""},
-		"invalid_client as 401":                                 {401, nil, `{"error":"invalid_client"}`, KindInvalidClient, false, 0, ""},
-		"invalid_grant":                                         {400, nil, `{"error":"invalid_grant"}`, KindInvalidGrant, false, 0, ""},
-		"a 500 may have spent the token":                        {500, nil, `{"error":"server_error"}`, KindTransient, true, 0, ""},
-		"an HTML 502 page":                                      {502, map[string]string{"Content-Type": "text/html"}, `<html><body>Bad gateway</body></html>`, KindTransient, true, 0, ""},
-		"503 with Retry-After seconds":                          {503, map[string]string{"Retry-After": "120"}, ``, KindRateLimited, false, 2 * time.Minute, ""},
-		"429 with an HTTP-date Retry-After":                     {429, map[string]string{"Retry-After": time.Now().Add(10 * time.Minute).UTC().Format(http.TimeFormat)}, ``, KindRateLimited, false, 10 * time.Minute, ""},
-		"429 without Retry-After waits 30 s":                    {429, nil, ``, KindRateLimited, false, 30 * time.Second, ""},
-		"malformed JSON on 200":                                 {200, nil, `{"access_token": `, KindInvalidResponse, true, 0, ""},
-		"200 without access_token but with a new refresh token": {200, nil, `{"refresh_token":"rt-9","expires_in":60}`, KindInvalidResponse, false, 0, "rt-9"},
-		"200 without access_token or refresh token":             {200, nil, `{"expires_in":60}`, KindInvalidResponse, true, 0, ""},
-		"token_type mac":                                        {200, nil, okBody(map[string]any{"token_type": "mac"}), KindInvalidResponse, false, 0, "rt-2"},
-		"a redirect is not followed":                            {302, map[string]string{"Location": "https://elsewhere.example.com/token"}, ``, KindInvalidResponse, false, 0, ""},
-		"another 4xx":                                           {404, nil, `not found`, KindTransient, false, 0, ""},
-	}
-	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
-			e := newEndpoint(t, tc.status, tc.body)
-			e.header = tc.header
-			_, err := New(Options{AllowedHosts: []string{e.host()}}).Refresh(context.Background(), e.ep(ClientSecretPost), "rt-1")
-			var te *Error
-			if !errors.As(err, &te) {
-				t.Fatalf("err %v is not a *Error", err)
-			}
-			if te.Kind != tc.kind || te.Ambiguous != tc.ambiguous {
-				t.Errorf("Kind %s Ambiguous %v, want %s %v (%v)", te.Kind, te.Ambiguous, tc.kind, tc.ambiguous, te)
-			}
-			if tc.retry != 0 && (te.RetryAfter < tc.retry-2*time.Second || te.RetryAfter > tc.retry) {
-				t.Errorf("RetryAfter %s, want about %s", te.RetryAfter, tc.retry)
-			}
-			gotRT := ""
-			if te.Token != nil {
-				gotRT = te.Token.RefreshToken
-			}
-			if gotRT != tc.newRT {
-				t.Errorf("salvaged refresh token %q, want %q", gotRT, tc.newRT)
-			}
-			if n := e.requests.Load(); n != 1 {
-				t.Errorf("%d requests, want exactly 1", n)
-			}
-		})
-	}
-}
-
-func TestHostsOffTheAllowListGetNothing(t *testing.T) {
-	var conns atomic.Int32
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: http.NotFoundHandler(), ConnState: func(net.Conn, http.ConnState) { conns.Add(1) }}}
-	srv.Start()
-	defer srv.Close()
-	cases := map[string]Endpoint{
-		"a host not on the list":            {TokenURL: srv.URL + "/token", AuthMethod: ClientSecretPost, ClientSecret: "x"},
-		"plain http to a non-loopback host": {TokenURL: "http://id.centraldispatch.com/connect/token", AuthMethod: ClientSecretPost, ClientSecret: "x"},
-		"not a URL":                         {TokenURL: "id.centraldispatch.com", AuthMethod: ClientSecretPost},
-	}
-	c := New(Options{AllowedHosts: []string{"id.centraldispatch.com", "127.0.0.1:1"}})
-	for name, ep := range cases {
-		t.Run(name, func(t *testing.T) {
-			_, err := c.ClientCredentials(context.Background(), ep)
-			if KindOf(err) != KindHostNotAllowed {
-				t.Errorf("err %v, want HostNotAllowed", err)
-			}
-		})
-	}
-	if n := conns.Load(); n != 0 {
-		t.Errorf("%d connections to a host off the list", n)
-	}
-}
-
-func TestARedirectToAnotherHostSendsItNothing(t *testing.T) {
-	other := newEndpoint(t, 200, okBody(nil))
-	e := newEndpoint(t, 307, ``)
-	e.header = map[string]string{"Location": other.URL + "/connect/token"}
-	_, err := New(Options{AllowedHosts: []string{e.host(), other.host()}}).Refresh(context.Background(), e.ep(ClientSecretPost), "rt-1")
-	if KindOf(err) != KindInvalidResponse {
-		t.Errorf("err %v, want InvalidResponse", err)
-	}
-	if n := other.requests.Load(); n != 0 {
-		t.Errorf("the redirect target got %d requests", n)
-	}
-}
-
-func TestASlowServerTimesOutAmbiguouslyAndOnce(t *testing.T) {
-	e := newEndpoint(t, 200, okBody(nil))
-	e.delay = 500 * time.Millisecond
-	_, err := New(Options{AllowedHosts: []string{e.host()}, Timeout: 100 * time.Millisecond}).Refresh(context.Background(), e.ep(ClientSecretPost), "rt-1")
-	var te *Error
-	if !errors.As(err, &te) || te.Kind != KindTransient || !te.Ambiguous {
-		t.Fatalf("err %v, want an ambiguous transient error", err)
-	}
-	if n := e.requests.Load(); n != 1 {
-		t.Errorf("%d requests, want 1", n)
-	}
-}
-
-func TestAConnectionRefusedIsNotAmbiguous(t *testing.T) {
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
-	_, err := New(Options{AllowedHosts: []string{addr}}).Refresh(context.Background(), Endpoint{TokenURL: "http://" + addr + "/t", AuthMethod: ClientSecretPost}, "rt-1")
-	var te *Error
-	if !errors.As(err, &te) || te.Kind != KindTransient || te.Ambiguous {
-		t.Fatalf("err %+v, want a transient, unambiguous error", err)
-	}
-}
-
-func TestAHugeBodyIsRefused(t *testing.T) {
-	e := newEndpoint(t, 200, `{"access_token":"`+strings.Repeat("a", 4096)+`"}`)
-	_, err := New(Options{AllowedHosts: []string{e.host()}, MaxResponseBytes: 1024}).ClientCredentials(context.Background(), e.ep(ClientSecretPost))
-	if KindOf(err) != KindInvalidResponse {
-		t.Errorf("err %v, want InvalidResponse", err)
-	}
-}
-
-func TestErrorsNeverCarrySecrets(t *testing.T) {
-	jwt := "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjdXN0b21lciJ9.c2lnbmF0dXJlLXZhbHVlLWhlcmU"
-	e := newEndpoint(t, 400, `{"error":"invalid_grant","error_description":"token rt-secret-1 for client with secret s3cret-value rejected; last access `+jwt+`\u0007"}`)
-	_, err := New(Options{AllowedHosts: []string{e.host()}}).Refresh(context.Background(), e.ep(ClientSecretPost), "rt-secret-1")
-	msg := err.Error()
-	for _, secret := range []string{"rt-secret-1", "s3cret-value", jwt, "\a"} {
-		if strings.Contains(msg, secret) {
-			t.Errorf("error %q contains %q", msg, secret)
+	wg.Wait()
+	for i, at := range got {
+		if want := "at-for-rt-" + string(rune('a'+i)); at != want {
+			t.Errorf("request %d got %q, want %q", i, at, want)
 		}
 	}
-	if !strings.Contains(msg, "invalid_grant") || !strings.Contains(msg, "[redacted]") {
-		t.Errorf("error %q lost its meaning", msg)
-	}
-}
-
-func TestARequestCancelledWhileRateLimitedIsUnambiguousAndNotSent(t *testing.T) {
-	e := newEndpoint(t, 200, okBody(nil))
-	c := New(Options{AllowedHosts: []string{e.host()}, RequestsPerSecond: 0.001, Burst: 1})
-	if _, err := c.ClientCredentials(context.Background(), e.ep(ClientSecretPost)); err != nil {
-		t.Fatal(err) // the burst
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	_, err := c.Refresh(ctx, e.ep(ClientSecretPost), "rt-1")
-	var te *Error
-	if !errors.As(err, &te) || te.Kind != KindTransient || te.Ambiguous {
-		t.Errorf("err %v: a request cancelled while waiting for the limiter must be unambiguous", err)
-	}
-	if n := e.requests.Load(); n != 1 {
-		t.Errorf("%d requests, want 1 (the second never sent)", n)
-	}
-}
-
-func FuzzParseTokenResponse(f *testing.F) {
-	for _, seed := range []string{okBody(nil), `{}`, `[]`, `null`, `{"expires_in":"12"}`, `{"expires_in":1e400}`, `<html>`, `{"refresh_token":5}`, ``} {
-		f.Add([]byte(seed))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		raw, _ := parseTokenResponse(body)
-		if d := lifetime(raw.ExpiresIn); d < 0 || d > maxLifetime {
-			t.Errorf("lifetime %s out of range", d)
-		}
-		_ = scrub(string(body), []string{"secret"})
-	})
+	s.assertRequests(t, 16)
 }

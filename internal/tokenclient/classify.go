@@ -1,0 +1,202 @@
+package tokenclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+const (
+	defaultRetryAfter = 30 * time.Second
+	maxRetryAfter     = time.Hour
+)
+
+// asRetrieveError finds x/oauth2's error for an answer with a non-2xx status or an
+// `error` field.
+func asRetrieveError(err error) (*oauth2.RetrieveError, bool) {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) && re.Response != nil {
+		return re, true
+	}
+	return nil, false
+}
+
+// refusal classifies an answer the server meant as an error.
+func refusal(re *oauth2.RetrieveError, red redactor, now time.Time) *Error {
+	status := re.Response.StatusCode
+	code := strings.ToLower(strings.TrimSpace(re.ErrorCode))
+	e := &Error{
+		StatusCode:  status,
+		Code:        truncate(red.scrub(re.ErrorCode), 64),
+		Description: red.scrub(re.ErrorDescription),
+	}
+	e.Kind, e.Ambiguous = kindFor(status, code, re.ErrorDescription, re.Response.Header)
+	switch {
+	case e.Kind == KindRateLimited:
+		e.RetryAfter = retryAfter(re.Response.Header, now)
+	case status >= 300 && status < 400:
+		e.Description = "token endpoint redirected to another location"
+	case code == "" && e.Description == "":
+		e.Description = describeBody(re.Response.Header.Get("Content-Type"), re.Body, red)
+	}
+	return e
+}
+
+// kindFor maps an error answer to a kind: a recognised OAuth code first, then the
+// status. It also says whether the server may have processed the request anyway.
+func kindFor(status int, code, description string, h http.Header) (ErrorKind, bool) {
+	switch code {
+	case "invalid_client":
+		return KindInvalidClient, false
+	case "invalid_grant":
+		return KindInvalidGrant, false
+	case "unauthorized_client", "unsupported_grant_type":
+		return KindGrantTypeNotAllowed, false
+	}
+	switch {
+	case status == http.StatusUnauthorized:
+		return KindInvalidClient, false
+	case status == http.StatusPaymentRequired:
+		return KindProductNotAllocated, false
+	case status == http.StatusForbidden:
+		return KindGrantTypeNotAllowed, false
+	case status == http.StatusTooManyRequests:
+		return KindRateLimited, false
+	case status == http.StatusServiceUnavailable && h.Get("Retry-After") != "":
+		return KindRateLimited, true
+	case status >= 500:
+		return KindTransient, true
+	case status >= 300 && status < 400:
+		return KindInvalidResponse, false
+	case status == http.StatusBadRequest && grantTypeRefused(description):
+		return KindGrantTypeNotAllowed, false
+	}
+	return KindTransient, false
+}
+
+// grantRefusals are how servers word "this client may not use this grant type" when
+// they answer invalid_request instead of unauthorized_client.
+var grantRefusals = []string{
+	"not allowed", "disallowed", "not authorized", "not authorised", "unauthorized",
+	"unauthorised", "not permitted", "not enabled", "not supported", "unsupported", "forbidden",
+}
+
+func grantTypeRefused(description string) bool {
+	d := strings.ToLower(strings.NewReplacer("_", " ", "-", " ").Replace(description))
+	if !strings.Contains(d, "grant") {
+		return false
+	}
+	for _, w := range grantRefusals {
+		if strings.Contains(d, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// retryAfter reads Retry-After, in seconds or as an HTTP date, measured against the
+// answer's own Date so a skewed clock does not stretch or cancel the wait. Default 30 s,
+// at least 1 s (a zero wait would mean "no requeue" to a controller), at most an hour.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	d := defaultRetryAfter
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs >= 0 {
+			d = time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
+		}
+	} else if at, err := http.ParseTime(v); err == nil {
+		if date, err := http.ParseTime(h.Get("Date")); err == nil {
+			now = date
+		}
+		d = at.Sub(now)
+	}
+	return min(max(d, time.Second), maxRetryAfter)
+}
+
+// describeBody says something useful about an error answer without an OAuth error,
+// never the body itself: an HTML error page can hold anything.
+func describeBody(contentType string, body []byte, red redactor) string {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return ""
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) == nil {
+		for _, k := range []string{"message", "detail", "title"} {
+			if s, ok := jsonString(m[k]); ok && s != "" {
+				return red.scrub(s)
+			}
+		}
+		return ""
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		mt = "unknown type"
+	}
+	return "non-JSON response (" + truncate(scrubPatterns(mt), 40) + ")"
+}
+
+// tooLarge classifies an answer whose body went over the limit. A 2xx that big cannot
+// be read, so a refresh token in it is lost: the caller must treat the refresh as
+// ambiguous.
+func tooLarge(ex *exchange, limit int64, now time.Time) *Error {
+	desc := fmt.Sprintf("response body larger than %d bytes", limit)
+	if is2xx(ex.status) {
+		return &Error{Kind: KindInvalidResponse, StatusCode: ex.status, Description: desc, Ambiguous: true}
+	}
+	e := refusal(&oauth2.RetrieveError{Response: &http.Response{StatusCode: ex.status, Header: ex.header}}, nil, now)
+	if e.Kind != KindInvalidResponse {
+		e.Description = desc
+	}
+	return e
+}
+
+// success reads a 2xx answer. An unusable one that still carries a refresh token hands
+// it back in the error, because the token it replaced is spent.
+func success(ex *exchange, requested []string, red redactor) (*Token, error) {
+	tok, err := parseTokenResponse(ex.header.Get("Content-Type"), ex.body, requested)
+	if err == nil {
+		return tok, nil
+	}
+	e := &Error{Kind: KindInvalidResponse, StatusCode: ex.status, Description: red.scrub(err.Error())}
+	if tok != nil && tok.RefreshToken != "" {
+		e.Token = &Token{RefreshToken: tok.RefreshToken}
+	} else {
+		e.Ambiguous = true
+	}
+	return nil, e
+}
+
+// transportFailure classifies a request that got no complete answer. It is ambiguous as
+// soon as request bytes went out: the server may have acted on them.
+func transportFailure(ctx context.Context, ex *exchange, err error, red redactor) *Error {
+	e := &Error{Kind: KindTransient, StatusCode: ex.status, Ambiguous: ex.wrote.Load()}
+	var ne net.Error
+	switch {
+	case ctx.Err() != nil:
+		e.cause = ctx.Err()
+		e.Description = "the request was abandoned: " + ctx.Err().Error()
+	case errors.As(err, &ne) && ne.Timeout():
+		e.cause = context.DeadlineExceeded
+		e.Description = "no answer within the timeout"
+	case err == nil:
+		e.Description = "no usable answer"
+	default:
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL is known to the caller; the cause is what matters
+		}
+		e.Description = red.scrub(err.Error())
+	}
+	return e
+}

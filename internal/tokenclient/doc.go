@@ -1,0 +1,25 @@
+// Package tokenclient asks an OAuth 2.0 token endpoint for tokens: client credentials, a
+// refresh, or an authorization-code exchange. It wraps golang.org/x/oauth2 with the
+// settings that Central Dispatch's single-use refresh tokens need.
+//
+// The client authentication style is always explicit. x/oauth2's auto-detect
+// (AuthStyleAutoDetect) sends the form with the secret in a Basic header and, on any
+// error, sends the same form again with the secret in the body. For a refresh that
+// second request spends the refresh token twice; Central Dispatch answers the reuse with
+// invalid_grant and may revoke the customer's whole grant, so a human has to log in
+// again. An unknown AuthMethod is therefore an error, never a guess.
+//
+// A refresh is never retried, here or below. x/oauth2 sends one request when the style
+// is explicit; redirects are not followed (a redirect would replay the form at another
+// URL); and each request goes through a transport that refuses to be called twice. The
+// net/http transport only re-sends a POST when not a single byte of it was written, which
+// cannot spend anything. Whether to try again is the caller's decision, made from the
+// typed *Error: Ambiguous says the server may already have processed the request, so a
+// refresh token may be spent even though no answer arrived.
+//
+// Secrets are only sent to hosts on an allow-list, over https (http only to loopback),
+// so whoever can create a custom resource cannot point the operator at their own server
+// and collect a client secret. Nothing a server says is trusted to be free of secrets
+// either: error descriptions are scrubbed before they reach a condition, an event or a
+// log line. The package itself never logs.
+package tokenclient

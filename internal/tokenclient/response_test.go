@@ -1,0 +1,97 @@
+package tokenclient
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+func TestLifetime(t *testing.T) {
+	cases := map[string]struct {
+		in   string
+		want time.Duration
+	}{
+		"seconds":                     {"3600", time.Hour},
+		"with spaces":                 {" 60 ", time.Minute},
+		"a decimal is cut to seconds": {"90.9", 90 * time.Second},
+		"an exponent":                 {"3.6e3", time.Hour},
+		"missing":                     {"", 0},
+		"zero":                        {"0", 0},
+		"negative":                    {"-1", 0},
+		"under a second":              {"0.9", 0},
+		"not a number":                {"soon", 0},
+		"hex is not a number here":    {"0x10", 0},
+		"NaN":                         {"NaN", 0},
+		"infinity":                    {"Inf", 0},
+		"a JSON null":                 {"null", 0},
+		"a day exactly":               {"86400", 24 * time.Hour},
+		"more than a day":             {"86401", 24 * time.Hour},
+		"beyond float64":              {"1e400", 24 * time.Hour},
+		"beyond float64, negative":    {"-1e400", 0},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := lifetime(tc.in); got != tc.want {
+				t.Errorf("lifetime(%q) = %s, want %s", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzParseTokenResponse feeds token endpoint answers to the parser and to the code
+// that describes error bodies: neither may panic, a usable token must really be
+// usable, and nothing that reaches a message may be long or carry control characters.
+func FuzzParseTokenResponse(f *testing.F) {
+	seeds := []struct{ contentType, body string }{
+		{"application/json", tokenJSON(nil)},
+		{"application/json", tokenJSON(map[string]any{"expires_in": "600", "scope": []any{"a", 1, nil}})},
+		{"application/json", `{"access_token":"x","expires_in":1e400,"token_type":"BEARER"}`},
+		{"application/json", `{"access_token":"x","expires_in":"NaN"}`},
+		{"application/json", `{"refresh_token":"rt","token_type":"mac"}`},
+		{"application/json", `{"access_token":{"nested":true},"refresh_token":["rt"]}`},
+		{"application/json", `{"message":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl\u0007"}`},
+		{"application/json", `{}`},
+		{"application/json", `[]`},
+		{"application/json", `null`},
+		{"application/json", `"string"`},
+		{"application/json", ``},
+		{"text/html; charset=utf-8", `<html><title>502</title></html>`},
+		{"text/plain", `access_token=at&expires_in=60&refresh_token=rt`},
+		{"application/x-www-form-urlencoded", `access_token=%zz;refresh_token=rt`},
+		{"", "\xff\xfe{\"access_token\":\"x\"}"},
+		{"multipart/form-data; boundary=", `--`},
+	}
+	for _, s := range seeds {
+		f.Add(s.contentType, []byte(s.body))
+	}
+	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
+		tok, err := parseTokenResponse(contentType, body, []string{"marketplace"})
+		switch {
+		case err == nil && (tok == nil || tok.AccessToken == "" || tok.TokenType != "Bearer"):
+			t.Fatalf("accepted an unusable token %+v", tok)
+		case err != nil && !errors.Is(err, errNotJSON) && !errors.Is(err, errNoAccessToken) && !errors.Is(err, errNotBearer):
+			t.Fatalf("error %v is not one of the parser's own (it might quote the body)", err)
+		case tok != nil && (tok.Lifetime < 0 || tok.Lifetime > maxLifetime || tok.Lifetime%time.Second != 0):
+			t.Fatalf("lifetime %s out of range", tok.Lifetime)
+		}
+		for _, msg := range []string{describeBody(contentType, body, newRedactor(Endpoint{ClientSecret: "s"})), scrubPatterns(string(body))} {
+			checkMessage(t, msg)
+		}
+	})
+}
+
+func checkMessage(t *testing.T, msg string) {
+	t.Helper()
+	if n := utf8.RuneCountInString(msg); n > maxDescription {
+		t.Fatalf("message of %d runes", n)
+	}
+	if !utf8.ValidString(msg) {
+		t.Fatalf("message %q is not UTF-8", msg)
+	}
+	if strings.IndexFunc(msg, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }) >= 0 {
+		t.Fatalf("message %q carries control characters", msg)
+	}
+}
