@@ -421,3 +421,18 @@ func TestGrantOnClientCredentialsCredentialSendsNothing(t *testing.T) {
 		t.Errorf("sent %d", n)
 	}
 }
+
+func TestA503WithRetryAfterWaitsAsToldAndKeepsTheMark(t *testing.T) {
+	w := newGrantWorld(t)
+	w.tokens.fail = &tokenclient.Error{Kind: tokenclient.KindRateLimited, StatusCode: 503, RetryAfter: 45 * time.Second, Ambiguous: true}
+	res, err := w.reconcile()
+	if err != nil || res.RequeueAfter != 45*time.Second {
+		t.Fatalf("res %+v err %v, want a 45 s wait", res, err)
+	}
+	if a := w.secret("acme-refresh").Annotations[cdv1.RotationInFlightAnnotation]; a != tokenHash("refresh-0") {
+		t.Errorf("the mark of a possibly spent token was dropped")
+	}
+	if c := w.condition(cdv1.ReadyCondition); c.Reason != cdv1.RateLimitedReason {
+		t.Errorf("Ready %+v", c)
+	}
+}

@@ -192,6 +192,15 @@ func (r *CDUserGrantReconciler) refreshFailed(ctx context.Context, grant *cdv1.C
 		}
 		r.setPending(grant.UID, nil)
 		return tokenFailure(conds, cdv1.FlowAuthorizationCode, "", err)
+	case te != nil && te.Kind == tokenclient.KindRateLimited:
+		// Told to slow down: wait as long as asked. If the server may have processed the
+		// refresh anyway (a 503), the mark stays and the next attempt is a recovery.
+		if !te.Ambiguous && !recovering {
+			if werr := r.clearMark(ctx, rot.stored); werr != nil {
+				return ctrl.Result{}, werr
+			}
+		}
+		return tokenFailure(conds, cdv1.FlowAuthorizationCode, "", err)
 	case te == nil || te.Ambiguous:
 		conds.notReady(cdv1.TokenRequestFailedReason, "The identity server gave no clear answer to the refresh; the stored token is tried once more before the customer is asked to log in again")
 		return ctrl.Result{}, err

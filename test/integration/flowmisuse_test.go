@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
@@ -71,6 +73,22 @@ func TestTheIncidentIsReportedAsGrantTypeNotAllowed(t *testing.T) {
 	after := meta.FindStatusCondition(again.Status.Conditions, cdv1.FlowMisuseCondition)
 	if !before.LastTransitionTime.Equal(&after.LastTransitionTime) || before.Message != after.Message {
 		t.Errorf("FlowMisuse moved across reconciles: %+v -> %+v", before, after)
+	}
+	evs := &eventsv1.EventList{}
+	if err := k8s.List(context.Background(), evs, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	onsets := 0
+	for _, e := range evs.Items {
+		if e.Regarding.Name == "pricing" && e.Reason == cdv1.FlowMisuseDetectedReason {
+			onsets++
+			if e.Series != nil {
+				onsets += int(e.Series.Count) - 1
+			}
+		}
+	}
+	if onsets != 1 {
+		t.Errorf("%d FlowMisuseDetected events, want exactly 1 (one onset)", onsets)
 	}
 	if n := idp.Stats().Rejected["unauthorized_client"]; n > 2 {
 		t.Errorf("%d refused requests: a retry storm (want one per manager start at most)", n)
