@@ -124,7 +124,11 @@ func (s secretStore) apply(ctx context.Context, want outputSecret) error {
 		}
 		return s.client.Create(ctx, secret)
 	}
-	if !metav1.IsControlledBy(existing, want.owner) && existing.Labels[cdv1.ManagedByLabel] != cdv1.ManagedByValue {
+	controller := metav1.GetControllerOf(existing)
+	ours := controller != nil && controller.UID == want.owner.GetUID()
+	unowned := controller == nil && existing.Labels[cdv1.ManagedByLabel] == cdv1.ManagedByValue
+	if !ours && !unowned {
+		// A user's Secret, or another CR's output: never take it over.
 		return errSecretNotOurs{name: key.Name}
 	}
 	updated := existing.DeepCopy()

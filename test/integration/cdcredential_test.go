@@ -321,3 +321,21 @@ func stringData(s *corev1.Secret) map[string]string {
 	}
 	return out
 }
+
+func TestAnOutputSecretNameTakenByAnotherSecretIsAConflict(t *testing.T) {
+	ns := newNamespace(t)
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
+	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
+	create(t, clientSecret(ns, "api-client", apiClientID, apiClientSecret))
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shared-token"}, StringData: map[string]string{"mine": "keep"}})
+	for _, name := range []string{"first", "second"} {
+		c := credential(ns, name, cdv1.FlowClientCredentials, "api-client", idp.URL)
+		c.Spec.SecretName = "shared-token"
+		create(t, c)
+		eventually(t, 10*time.Second, name+" OutputSecretConflict", credentialCondition(ns, name, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.OutputSecretConflictReason))
+	}
+	s, _ := getSecret(ns, "shared-token")
+	if string(s.Data["mine"]) != "keep" || len(s.OwnerReferences) != 0 || s.Data[cdv1.AccessTokenKey] != nil {
+		t.Errorf("the user's Secret was taken over: %+v", s)
+	}
+}
