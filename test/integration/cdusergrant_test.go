@@ -64,6 +64,17 @@ func (f *grantFixture) rotations(name string, n int64) func() error {
 	}
 }
 
+// withFaults is the fixture's manager options with fc as the manager's client, a short
+// persist timeout, and a short shutdown, so a manager "killed" by failing writes stops
+// quickly.
+func (f *grantFixture) withFaults(fc *faultyClient, persist time.Duration) manager.Options {
+	opts := f.opts
+	opts.NewClient = fc.newClientFunc()
+	opts.PersistTimeout = persist
+	opts.GracefulShutdownTimeout = 2 * time.Second
+	return opts
+}
+
 func (f *grantFixture) refreshCount() int { return f.idp.Stats().TokenRequests["refresh_token"] }
 
 // assertNoTokenReused fails the test if the sandbox ever saw a spent refresh token.
@@ -212,10 +223,7 @@ func TestCrashAfterTheServerSpentTheTokenEndsInRotationInterrupted(t *testing.T)
 	f := newGrantFixture(t, 30*time.Minute)
 	f.addGrant("acme")
 	fc := &faultyClient{}
-	opts := f.opts
-	opts.NewClient = fc.newClientFunc()
-	opts.PersistTimeout = 500 * time.Millisecond
-	opts.GracefulShutdownTimeout = 2 * time.Second
+	opts := f.withFaults(fc, 500*time.Millisecond)
 	f.idp.OnTokenRequest(func(grantType string, ok bool) {
 		if grantType == "refresh_token" && ok {
 			fc.setFault(func(verb string, obj client.Object) bool { return true }) // the process is gone
@@ -256,10 +264,7 @@ func TestCrashAfterStoringTheNewTokenKeepsTheGrantAlive(t *testing.T) {
 	f := newGrantFixture(t, 30*time.Minute)
 	f.addGrant("acme")
 	fc := &faultyClient{}
-	opts := f.opts
-	opts.NewClient = fc.newClientFunc()
-	opts.PersistTimeout = 500 * time.Millisecond
-	opts.GracefulShutdownTimeout = 2 * time.Second
+	opts := f.withFaults(fc, 500*time.Millisecond)
 	var stored atomic.Bool
 	fc.setFault(func(verb string, obj client.Object) bool {
 		if stored.Load() {
@@ -293,9 +298,7 @@ func TestAPIServerOutageWhileHoldingTheNewToken(t *testing.T) {
 	f := newGrantFixture(t, 30*time.Minute)
 	f.addGrant("acme")
 	fc := &faultyClient{}
-	opts := f.opts
-	opts.NewClient = fc.newClientFunc()
-	opts.PersistTimeout = 300 * time.Millisecond
+	opts := f.withFaults(fc, 300*time.Millisecond)
 	var failures atomic.Int32
 	fc.setFault(func(verb string, obj client.Object) bool {
 		s, ok := obj.(*corev1.Secret)
