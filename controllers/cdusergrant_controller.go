@@ -103,7 +103,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 
 // reconcileToken keeps the access token fresh with the stored refresh token.
 func (r *CDUserGrantReconciler) reconcileToken(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions, ep tokenclient.Endpoint) (ctrl.Result, error) {
-	rt, res, err := r.readRefreshToken(ctx, grant, conds)
+	rt, res, err := r.readRefreshToken(ctx, grant, conds, false)
 	if rt == nil {
 		return res, err
 	}
@@ -112,6 +112,9 @@ func (r *CDUserGrantReconciler) reconcileToken(ctx context.Context, grant *cdv1.
 		if res, fresh, err := r.checkFresh(ctx, grant, conds, fingerprint); fresh || err != nil {
 			return res, err
 		}
+	}
+	if rt, res, err = r.readRefreshToken(ctx, grant, conds, true); rt == nil {
+		return res, err
 	}
 	return r.rotate(ctx, grant, conds, rotation{endpoint: ep, stored: rt, fingerprint: fingerprint})
 }
@@ -143,20 +146,25 @@ func (r *CDUserGrantReconciler) resolveCredential(ctx context.Context, grant *cd
 	return cred, endpointFor(cred, creds), ctrl.Result{}, nil
 }
 
-// readRefreshToken reads the refresh-token Secret around the cache. A nil result means
-// there is nothing to spend; the conditions say why.
-func (r *CDUserGrantReconciler) readRefreshToken(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions) (*storedToken, ctrl.Result, error) {
+// readRefreshToken reads the refresh-token Secret: through the cache (which labels it
+// for the watch on first sight) to decide whether anything is due, or around it (direct)
+// right before the token is spent, since a stale cache would hand back a spent token. A
+// nil result means there is nothing to spend; the conditions say why.
+func (r *CDUserGrantReconciler) readRefreshToken(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions, direct bool) (*storedToken, ctrl.Result, error) {
 	ref := grant.Spec.RefreshTokenSecretRef
-	store := secretStore{client: r.Client, api: r.APIReader, scheme: r.Scheme()}
 	key := types.NamespacedName{Namespace: grant.Namespace, Name: ref.Name}
-	// Through the cache first, so the Secret gets the watch label; then around it.
-	if _, err := store.get(ctx, key); err != nil && !apierrors.IsNotFound(err) {
-		return nil, ctrl.Result{}, err
-	}
 	secret := &corev1.Secret{}
-	err := r.APIReader.Get(ctx, key, secret)
+	var err error
+	if direct {
+		err = r.APIReader.Get(ctx, key, secret)
+	} else {
+		secret, err = secretStore{client: r.Client, api: r.APIReader, scheme: r.Scheme()}.get(ctx, key)
+	}
 	if err != nil && !apierrors.IsNotFound(err) {
 		return nil, ctrl.Result{}, err
+	}
+	if secret == nil {
+		secret = &corev1.Secret{}
 	}
 	value, valueErr := secretValue(secret, defaultString(ref.Key, "refresh_token"))
 	if err != nil || valueErr != nil {

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,6 +62,9 @@ type pendingToken struct {
 	refresh   string // the new refresh token; "" when the server sent none (the old one stays)
 	access    issuedToken
 	subject   string
+	// known is the Secret as the in-flight mark left it, so the first attempt to store
+	// the new token needs no read; later attempts read it again.
+	known *corev1.Secret
 }
 
 func (r *CDUserGrantReconciler) pendingFor(uid types.UID) (pendingToken, bool) {
@@ -102,6 +107,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		return r.refreshFailed(ctx, grant, conds, rot, recovering, err)
 	}
 	p := &pendingToken{
+		known:     rot.stored.secret,
 		secret:    client.ObjectKeyFromObject(rot.stored.secret),
 		key:       rot.stored.key,
 		spentHash: rot.stored.hash(),
@@ -281,6 +287,7 @@ func (r *CDUserGrantReconciler) persistRefreshToken(ctx context.Context, p pendi
 		if done {
 			return nil
 		}
+		p.known = nil
 		if apierrors.IsConflict(err) {
 			continue // re-read and try again at once
 		}
@@ -296,7 +303,12 @@ func (r *CDUserGrantReconciler) persistRefreshToken(ctx context.Context, p pendi
 // token, or when someone replaced the spent token meanwhile (a new login wins).
 func (r *CDUserGrantReconciler) tryPersist(ctx context.Context, p pendingToken) (bool, error) {
 	s := &corev1.Secret{}
-	err := r.APIReader.Get(ctx, p.secret, s)
+	var err error
+	if p.known != nil {
+		s = p.known.DeepCopy()
+	} else {
+		err = r.APIReader.Get(ctx, p.secret, s)
+	}
 	if apierrors.IsNotFound(err) {
 		// Deleted mid-rotation: the new token is the customer's only session.
 		s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: p.secret.Namespace, Name: p.secret.Name, Labels: map[string]string{cdv1.WatchLabel: "true"}}}
@@ -316,8 +328,25 @@ func (r *CDUserGrantReconciler) tryPersist(ctx context.Context, p pendingToken) 
 		s.Data[p.key] = []byte(p.refresh)
 	}
 	ClearRotationMarks(s)
+	metav1.SetMetaDataAnnotation(&s.ObjectMeta, storedHashAnnotation, dataHash(s.Data))
 	err = r.Update(ctx, s)
 	return err == nil, err
+}
+
+// storedHashAnnotation records a hash of the refresh-token Secret's data as the operator
+// wrote it, so its own rotation does not come back as "a new refresh token appeared".
+const storedHashAnnotation = "cd.credops.io/stored-hash"
+
+// dataHash identifies a Secret's data without revealing it.
+func dataHash(data map[string][]byte) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(data)) {
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+		h.Write(data[k])
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 // ClearRotationMarks removes the in-flight and rejection marks from a refresh-token

@@ -47,7 +47,7 @@ func (r *CDCredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&cdv1.CDCredential{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&corev1.Secret{}).
+		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDCredentialList{}, credentialClientSecretIndex)), builder.WithPredicates(secretDataChanged)).
 		Watches(&cdv1.CDCredential{}, sharersHandler(mgr.GetClient())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
@@ -62,7 +62,26 @@ var secretDataChanged = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		old, okOld := e.ObjectOld.(*corev1.Secret)
 		cur, okNew := e.ObjectNew.(*corev1.Secret)
-		return !okOld || !okNew || !equality.Semantic.DeepEqual(old.Data, cur.Data)
+		if !okOld || !okNew {
+			return true
+		}
+		// A rotation's own write of the new refresh token is not news.
+		ownWrite := cur.Annotations[storedHashAnnotation] == dataHash(cur.Data)
+		return !equality.Semantic.DeepEqual(old.Data, cur.Data) && !ownWrite
+	},
+}
+
+// outputTampered lets through an output Secret's deletion, and updates that leave it
+// incomplete or inconsistent (a hand edit): the operator's own writes are consistent,
+// and reconciling after each of them would only find the token fresh.
+var outputTampered = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		cur, ok := e.ObjectNew.(*corev1.Secret)
+		if !ok {
+			return true
+		}
+		_, consistent := currentSchedule(cur)
+		return !consistent
 	},
 }
 
@@ -107,7 +126,7 @@ func (r *CDUserGrantReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&cdv1.CDUserGrant{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&corev1.Secret{}).
+		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantRefreshSecretIndex)), builder.WithPredicates(secretDataChanged)).
 		Watches(&cdv1.CDCredential{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantCredentialIndex))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
