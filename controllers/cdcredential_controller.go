@@ -67,6 +67,7 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 }
 
 func (r *CDCredentialReconciler) reconcile(ctx context.Context, obj *cdv1.CDCredential, conds conditions) (ctrl.Result, error) {
+	conds.ensure(cdv1.ReadyCondition, false, cdv1.ReconcilingReason, "The operator has not finished a first pass yet")
 	conds.set(cdv1.FlowMisuseCondition, false, cdv1.FlowCorrectReason, "No sign that this client is used for the wrong flow")
 	creds, err := readClientSecret(ctx, r.secrets(), obj)
 	if err != nil {

@@ -83,6 +83,8 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 
 func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions) (ctrl.Result, error) {
 	grant.Status.SecretName = outputSecretName(grant.Name, grant.Spec.SecretName)
+	conds.ensure(cdv1.ReadyCondition, false, cdv1.ReconcilingReason, "The operator has not finished a first pass yet")
+	conds.ensure(cdv1.ReauthorizationRequiredCondition, false, cdv1.RefreshTokenNotCheckedReason, "The refresh token has not been checked yet")
 	conds.set(cdv1.FlowMisuseCondition, false, cdv1.FlowCorrectReason, "The grant uses an AuthorizationCode credential")
 	if p, ok := r.pendingFor(grant.UID); ok {
 		// A rotation succeeded but its new refresh token is not stored yet: store it

@@ -436,3 +436,25 @@ func TestA503WithRetryAfterWaitsAsToldAndKeepsTheMark(t *testing.T) {
 		t.Errorf("Ready %+v", c)
 	}
 }
+
+func TestEveryPromisedConditionIsPresentEvenWhenTheCredentialIsMissing(t *testing.T) {
+	w := newGrantWorld(t)
+	cred := &cdv1.CDCredential{}
+	_ = w.client.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: "login"}, cred)
+	if err := w.client.Delete(context.Background(), cred); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		cdv1.ReadyCondition:                   cdv1.CredentialNotFoundReason,
+		cdv1.FlowMisuseCondition:              cdv1.FlowCorrectReason,
+		cdv1.ReauthorizationRequiredCondition: cdv1.RefreshTokenNotCheckedReason,
+	}
+	for typ, reason := range want {
+		if c := w.condition(typ); c.Reason != reason || c.Status != metav1.ConditionFalse {
+			t.Errorf("%s = %s/%s, want False/%s", typ, c.Status, c.Reason, reason)
+		}
+	}
+}

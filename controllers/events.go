@@ -29,7 +29,7 @@ func eventTarget(obj runtime.Object) runtime.Object {
 func recordTransitions(rec events.EventRecorder, obj runtime.Object, conds conditions) {
 	now := meta.FindStatusCondition(*conds.list, cdv1.ReadyCondition)
 	was := meta.FindStatusCondition(conds.before, cdv1.ReadyCondition)
-	if now != nil && now.Status == "False" && (was == nil || was.Reason != now.Reason) {
+	if now != nil && now.Status == "False" && now.Reason != cdv1.ReconcilingReason && (was == nil || was.Reason != now.Reason) {
 		rec.Eventf(eventTarget(obj), nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
 	}
 	if conds.onset(cdv1.FlowMisuseCondition) {

@@ -55,6 +55,14 @@ func (c conditions) set(typ string, status bool, reason, message string) {
 	*c.list = append(*c.list, cond)
 }
 
+// ensure sets a condition only if the object has none of that type yet, so the
+// conditions the API promises are present from the first status write on.
+func (c conditions) ensure(typ string, status bool, reason, message string) {
+	if meta.FindStatusCondition(*c.list, typ) == nil {
+		c.set(typ, status, reason, message)
+	}
+}
+
 // onset reports whether condition typ became True during this pass.
 func (c conditions) onset(typ string) bool {
 	return meta.IsStatusConditionTrue(*c.list, typ) && !meta.IsStatusConditionTrue(c.before, typ)

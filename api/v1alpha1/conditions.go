@@ -34,6 +34,10 @@ const (
 
 // Reasons for Ready=False. Stalled carries the same reason as Ready when it is set.
 const (
+	// ReconcilingReason is set on Ready=False on an object the operator has not finished
+	// a first pass on (so Ready is present from the start).
+	ReconcilingReason = "Reconciling"
+
 	// ClientSecretNotFoundReason: the Secret named by spec.clientSecretRef does not exist
 	// in the CDCredential's namespace.
 	ClientSecretNotFoundReason = "ClientSecretNotFound"
@@ -107,6 +111,11 @@ const (
 	// RefreshTokenValidReason is set on ReauthorizationRequired=False: the grant holds a
 	// refresh token the identity server last accepted.
 	RefreshTokenValidReason = "RefreshTokenValid"
+
+	// RefreshTokenNotCheckedReason is set on ReauthorizationRequired=False before the
+	// operator has got as far as reading the refresh token (the credential is missing or
+	// not ready), so the condition is present from the start.
+	RefreshTokenNotCheckedReason = "RefreshTokenNotChecked"
 
 	// RefreshTokenMissingReason: the refresh-token Secret or its key does not exist.
 	RefreshTokenMissingReason = "RefreshTokenMissing"
