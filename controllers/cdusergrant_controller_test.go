@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	goruntime "runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -193,6 +194,10 @@ func TestFreshTokenIsNotRotatedAgainAndNothingIsWritten(t *testing.T) {
 	if _, err := w.reconcile(); err != nil {
 		t.Fatal(err)
 	}
+	rec := w.r.Recorder.(*events.FakeRecorder)
+	if got := <-rec.Events; !strings.Contains(got, cdv1.RefreshTokenRotatedReason) {
+		t.Errorf("event %q, want RefreshTokenRotated", got)
+	}
 	w.clock.Step(10 * time.Minute)
 	res, err := w.reconcile()
 	if err != nil {
@@ -200,6 +205,11 @@ func TestFreshTokenIsNotRotatedAgainAndNothingIsWritten(t *testing.T) {
 	}
 	if len(w.writes) != 0 {
 		t.Errorf("a reconcile with nothing to do wrote %v", w.writes)
+	}
+	select {
+	case e := <-rec.Events:
+		t.Errorf("a reconcile with nothing to do recorded %q", e)
+	default:
 	}
 	if n := len(w.tokens.sentTokens()); n != 1 {
 		t.Errorf("%d refreshes, want 1", n)
