@@ -230,8 +230,10 @@ type CDCredential struct {
 // +kubebuilder:object:root=true
 type CDCredentialList struct {
 	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard list metadata.
 	metav1.ListMeta `json:"metadata,omitempty"`
-	Items           []CDCredential `json:"items"`
+	// items are the CDCredentials.
+	Items []CDCredential `json:"items"`
 }
 
 func init() {

@@ -153,8 +153,10 @@ type CDUserGrant struct {
 // +kubebuilder:object:root=true
 type CDUserGrantList struct {
 	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard list metadata.
 	metav1.ListMeta `json:"metadata,omitempty"`
-	Items           []CDUserGrant `json:"items"`
+	// items are the CDUserGrants.
+	Items []CDUserGrant `json:"items"`
 }
 
 func init() {
