@@ -11,7 +11,7 @@ set -euo pipefail
 
 K8S_VERSION="${ENVTEST_K8S_VERSION:-1.37.2}"
 ETCD_VERSION="${ENVTEST_ETCD_VERSION:-3.6.6}"
-SETUP_ENVTEST_VERSION="${SETUP_ENVTEST_VERSION:-v0.25.2}"
+SETUP_ENVTEST_VERSION="${SETUP_ENVTEST_VERSION:-v0.25.1}"  # its own module; tagged separately
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bindir="${LOCALBIN:-$root/bin}"
