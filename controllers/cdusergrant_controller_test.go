@@ -32,6 +32,7 @@ import (
 // fakeIssuer is a token endpoint that answers from a script and records what was sent.
 type fakeIssuer struct {
 	mu       sync.Mutex
+	noRotate bool     // answer without a new refresh token, as some servers do
 	sent     []string // refresh tokens received, in order
 	ccCount  int
 	lifetime time.Duration
@@ -55,10 +56,14 @@ func (f *fakeIssuer) Refresh(_ context.Context, _ tokenclient.Endpoint, rt strin
 		return nil, err
 	}
 	f.next++
+	newRT := fmt.Sprintf("refresh-%d", f.next)
+	if f.noRotate {
+		newRT = ""
+	}
 	return &tokenclient.Token{
 		AccessToken:  fmt.Sprintf("access-%d", f.next),
 		TokenType:    "Bearer",
-		RefreshToken: fmt.Sprintf("refresh-%d", f.next),
+		RefreshToken: newRT,
 		Scopes:       []string{"marketplace", "offline_access"},
 		Lifetime:     f.lifetime,
 	}, nil
@@ -466,5 +471,33 @@ func TestEveryPromisedConditionIsPresentEvenWhenTheCredentialIsMissing(t *testin
 		if c := w.condition(typ); c.Reason != reason || c.Status != metav1.ConditionFalse {
 			t.Errorf("%s = %s/%s, want False/%s", typ, c.Status, c.Reason, reason)
 		}
+	}
+}
+
+func TestAnAnswerWithoutANewRefreshTokenKeepsTheOldOne(t *testing.T) {
+	w := newGrantWorld(t)
+	w.tokens.noRotate = true
+	res, err := w.reconcile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := w.secret("acme-refresh")
+	if got := string(rs.Data["refresh_token"]); got != "refresh-0" {
+		t.Errorf("stored %q, want the old refresh-0 kept", got)
+	}
+	if rs.Annotations[cdv1.RotationInFlightAnnotation] != "" {
+		t.Errorf("in-flight mark left behind")
+	}
+	if got := string(w.secret("acme-token").Data[cdv1.AccessTokenKey]); got != "access-1" {
+		t.Errorf("access token %q, want access-1", got)
+	}
+	// The next renewal spends the kept token again, legitimately: it was never spent
+	// from the operator's point of view, since the server did not replace it.
+	w.clock.Step(res.RequeueAfter)
+	if _, err := w.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"refresh-0", "refresh-0"}, w.tokens.sentTokens()); diff != "" {
+		t.Errorf("sent (-want +got):\n%s", diff)
 	}
 }

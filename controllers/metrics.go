@@ -150,3 +150,9 @@ func requestResult(err error) string {
 	}
 	return "error"
 }
+
+// Instrumented wraps an Issuer so its requests are counted and timed under kind: the
+// onboarding callback uses it for its code exchanges.
+func Instrumented(issuer tokenclient.Issuer, kind string) tokenclient.Issuer {
+	return instrumented{Issuer: issuer, kind: kind}
+}

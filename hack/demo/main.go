@@ -19,7 +19,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -195,5 +194,3 @@ func checkf(ok bool, format string, args ...any) error {
 	}
 	return nil
 }
-
-func trimLines(s string) string { return strings.TrimSpace(s) }

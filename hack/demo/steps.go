@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -260,24 +262,10 @@ func printSecrets(ctx context.Context, k8s client.Client) error {
 		return err
 	}
 	for _, s := range list.Items {
-		keys := make([]string, 0, len(s.Data))
-		for k := range s.Data {
-			keys = append(keys, k)
-		}
-		fmt.Printf("    secret/%s keys=%s expires_at=%s\n", s.Name, strings.Join(sortedKeys(keys), ","), s.Data[cdv1.ExpiresAtKey])
+		keys := slices.Sorted(maps.Keys(s.Data))
+		fmt.Printf("    secret/%s keys=%s expires_at=%s\n", s.Name, strings.Join(keys, ","), s.Data[cdv1.ExpiresAtKey])
 	}
 	return nil
-}
-
-func sortedKeys(k []string) []string {
-	for i := range k {
-		for j := i + 1; j < len(k); j++ {
-			if k[j] < k[i] {
-				k[i], k[j] = k[j], k[i]
-			}
-		}
-	}
-	return k
 }
 
 // check verifies what the demo showed, and fails the demo if any of it did not work.

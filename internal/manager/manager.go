@@ -192,7 +192,7 @@ func setupCallback(ctx context.Context, mgr ctrl.Manager, opts Options) (control
 		Client:      mgr.GetClient(),
 		APIReader:   mgr.GetAPIReader(),
 		Signer:      signer,
-		Tokens:      opts.Tokens,
+		Tokens:      controllers.Instrumented(opts.Tokens, "CDUserGrant"),
 		Recorder:    mgr.GetEventRecorder("cdusergrant-callback"),
 		Clock:       opts.Clock,
 		CallbackURL: opts.CallbackURL,

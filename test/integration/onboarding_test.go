@@ -179,6 +179,9 @@ func TestCustomerOnboardingRoundTrip(t *testing.T) {
 	if n := f.exchanges(); n != 1 {
 		t.Errorf("%d code exchanges, want 1", n)
 	}
+	if len(series(t, "cdcredops_token_requests_total", map[string]string{"kind": "CDUserGrant", "grant_type": "authorization_code", "result": "success"})) != 1 {
+		t.Errorf("the code exchange is not counted in cdcredops_token_requests_total")
+	}
 	f.assertEvent(t, "acme", onboarding.CustomerAuthorizedReason)
 }
 
