@@ -112,12 +112,16 @@ func TestTheIncidentIsReportedAsGrantTypeNotAllowed(t *testing.T) {
 // reading a Secret outside either CR's namespace, and both clear when one is deleted.
 func TestAClientIDDeclaredForBothFlowsIsReportedOnBoth(t *testing.T) {
 	nsA, nsB := newNamespace(t), newNamespace(t)
-	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
+	// The check is cluster-wide, and envtest never empties a namespace: a client id of
+	// this test's own keeps other tests' (and earlier -count runs') CRs out of it.
+	sharedID, sharedSecret := "shared-"+nsA, "shared-secret-value-1"
+	clients := append(centralDispatchClients(), cdsandbox.Client{ID: sharedID, Secret: sharedSecret, GrantTypes: []string{"authorization_code"}})
+	idp := startSandbox(t, cdsandbox.Options{Clients: clients})
 	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}})
-	create(t, clientSecret(nsA, "login-client", loginClientID, loginClientSecret))
+	create(t, clientSecret(nsA, "login-client", sharedID, sharedSecret))
 	create(t, credential(nsA, "login", cdv1.FlowAuthorizationCode, "login-client", idp.URL))
 	eventually(t, 10*time.Second, "login Ready", credentialCondition(nsA, "login", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.ClientReadyReason))
-	create(t, clientSecret(nsB, "api-client", loginClientID, loginClientSecret))
+	create(t, clientSecret(nsB, "api-client", sharedID, sharedSecret))
 	create(t, credential(nsB, "api", cdv1.FlowClientCredentials, "api-client", idp.URL))
 
 	eventually(t, 10*time.Second, "both report ClientSharedAcrossFlows", func() error {
