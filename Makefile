@@ -61,9 +61,10 @@ verify: manifests generate fmt ## Fail if generated or formatted files are stale
 ##@ Build and run
 
 .PHONY: build
-build: manifests generate fmt vet ## Build the manager and the sandbox into ./bin.
+build: manifests generate fmt vet ## Build the manager, the sandbox and the kubectl plugin (kubectl-cd) into ./bin.
 	go build -o $(LOCALBIN)/manager ./cmd/manager
 	go build -o $(LOCALBIN)/cd-sandbox ./cmd/cd-sandbox
+	go build -o $(LOCALBIN)/kubectl-cd ./cmd/kubectl-cd
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager against the current kubeconfig.

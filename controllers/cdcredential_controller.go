@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
@@ -84,12 +86,28 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, obj *cdv1.CDCred
 		// its customers' rotations, the very outage this operator exists to prevent.
 		conds.set(cdv1.FlowMisuseCondition, true, cdv1.ClientSharedAcrossFlowsReason, sharedClientMessage(obj, others))
 	}
+	var res ctrl.Result
 	if obj.Spec.Flow == cdv1.FlowAuthorizationCode {
 		obj.Status.SecretName = ""
 		conds.ready(cdv1.ClientReadyReason, "Client Secret holds a client id and secret; CDUserGrants can use this client")
-		return ctrl.Result{}, nil
+	} else if res, err = r.reconcileToken(ctx, obj, conds, creds); err != nil {
+		return res, err
 	}
-	return r.reconcileToken(ctx, obj, conds, creds)
+	if len(others) > 0 {
+		showSharedClient(conds)
+	}
+	return res, nil
+}
+
+// showSharedClient puts ClientSharedAcrossFlows in the reason of a CDCredential that is
+// still Ready, so the Reason column of `kubectl get cdcred` shows the misuse at a glance
+// while its customers keep working. A not-Ready one already shows why it is not.
+func showSharedClient(conds conditions) {
+	ready := meta.FindStatusCondition(*conds.list, cdv1.ReadyCondition)
+	if ready == nil || ready.Status != metav1.ConditionTrue {
+		return
+	}
+	conds.ready(cdv1.ClientSharedAcrossFlowsReason, ready.Message+"; but see FlowMisuse: its client id is also declared for the other flow")
 }
 
 // reconcileToken renews the access token when the output Secret's is due, missing,

@@ -31,7 +31,8 @@ const renewAtAnnotation = "cd.credops.io/renew-at"
 const fingerprintAnnotation = "cd.credops.io/token-request"
 
 // missingSecretRetry is how often a CR whose referenced Secret does not exist looks
-// again. Secrets created with the cd.credops.io/watch label are seen at once.
+// again. It is the fallback: SecretCreations and the labelled-Secret watch bring the CR
+// back as soon as the Secret is created.
 const missingSecretRetry = 30 * time.Second
 
 // issuedToken is an access token ready to be written to an output Secret.

@@ -30,6 +30,9 @@ const (
 // Options tune the controllers.
 type Options struct {
 	MaxConcurrentReconciles int
+	// SecretCreations, when set, brings a CR back at once when a Secret it names is
+	// created without the operator's label.
+	SecretCreations *SecretCreations
 }
 
 // SetupWithManager registers the CDCredential controller and its indexes.
@@ -45,13 +48,13 @@ func (r *CDCredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 			return err
 		}
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&cdv1.CDCredential{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDCredentialList{}, credentialClientSecretIndex)), builder.WithPredicates(secretDataChanged)).
 		Watches(&cdv1.CDCredential{}, sharersHandler(mgr.GetClient())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
-		Complete(r)
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles})
+	return opts.SecretCreations.watchReferencing(b, mgr.GetClient(), &cdv1.CDCredentialList{}, credentialClientSecretIndex).Complete(r)
 }
 
 // secretDataChanged lets through a referenced Secret's creation, deletion and changes
@@ -124,11 +127,11 @@ func (r *CDUserGrantReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 			return err
 		}
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&cdv1.CDUserGrant{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantRefreshSecretIndex)), builder.WithPredicates(secretDataChanged)).
 		Watches(&cdv1.CDCredential{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantCredentialIndex))).
-		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
-		Complete(r)
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles})
+	return opts.SecretCreations.watchReferencing(b, mgr.GetClient(), &cdv1.CDUserGrantList{}, grantRefreshSecretIndex).Complete(r)
 }

@@ -102,7 +102,9 @@ const (
 	GrantTypeNotAllowedReason = "GrantTypeNotAllowed"
 
 	// ClientSharedAcrossFlowsReason: the same client id is declared by CDCredentials of
-	// both flows somewhere in the cluster (the incident's root cause).
+	// both flows somewhere in the cluster (the incident's root cause). Set on FlowMisuse
+	// of every one of them, and on Ready=True of those that still work, so the Reason
+	// column of `kubectl get cdcred` shows it.
 	ClientSharedAcrossFlowsReason = "ClientSharedAcrossFlows"
 )
 

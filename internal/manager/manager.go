@@ -204,7 +204,14 @@ func setupCallback(ctx context.Context, mgr ctrl.Manager, opts Options) (control
 }
 
 func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options) error {
-	copts := controllers.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}
+	creations, err := controllers.NewSecretCreations(mgr, opts.WatchNamespaces)
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(creations); err != nil {
+		return err
+	}
+	copts := controllers.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles, SecretCreations: creations}
 	cred := &controllers.CDCredentialReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),

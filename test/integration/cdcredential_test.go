@@ -126,9 +126,14 @@ func TestMissingClientSecretThenCreatedIsPickedUpAtOnce(t *testing.T) {
 	create(t, credential(ns, "pricing", cdv1.FlowClientCredentials, "pricing-client", idp.URL))
 	eventually(t, 10*time.Second, "ClientSecretNotFound", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.ClientSecretNotFoundReason))
 
-	create(t, clientSecret(ns, "pricing-client", apiClientID, apiClientSecret))
-	// Well under the 30 s retry of a missing Secret: the watch brings it in.
+	// Created as `kubectl create secret` does, without the operator's label, so the
+	// label-selected cache never sees it. Well under the 30 s retry of a missing Secret:
+	// the watch of Secret creations brings the CR back.
+	create(t, unlabelled(clientSecret(ns, "pricing-client", apiClientID, apiClientSecret)))
 	eventually(t, 10*time.Second, "Ready after the Secret appears", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	if s, _ := getSecret(ns, "pricing-client"); s.Labels[cdv1.WatchLabel] != "true" {
+		t.Errorf("the referenced Secret was not labelled for the cache: %v", s.Labels)
+	}
 }
 
 func TestClientSecretWithoutKeysIsInvalidUntilFixed(t *testing.T) {

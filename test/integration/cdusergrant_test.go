@@ -170,7 +170,8 @@ func TestMissingRefreshTokenAwaitsAuthorizationThenProceeds(t *testing.T) {
 		return grantCondition(f.ns, "acme", cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenMissingReason)()
 	})
 	rt := f.idp.SeedGrant(loginClientID, "acme", []string{"marketplace", "offline_access"})
-	create(t, refreshSecret(f.ns, "acme-refresh", rt))
+	// Unlabelled, as a person would create it; seen well before the 30 s retry.
+	create(t, unlabelled(refreshSecret(f.ns, "acme-refresh", rt)))
 	eventually(t, 10*time.Second, "Ready once the token appears", f.rotations("acme", 1))
 }
 

@@ -139,8 +139,9 @@ func TestAClientIDDeclaredForBothFlowsIsReportedOnBoth(t *testing.T) {
 		// The identity server's refusal is the more specific finding for the wrong one.
 		return conditionIs(b.Status.Conditions, cdv1.FlowMisuseCondition, metav1.ConditionTrue, cdv1.GrantTypeNotAllowedReason)
 	})
-	// The right credential keeps working: its customers' rotations must not stop.
-	if err := credentialCondition(nsA, "login", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.ClientReadyReason)(); err != nil {
+	// The right credential keeps working (its customers' rotations must not stop), and
+	// its Ready reason shows the misuse in the Reason column of `kubectl get cdcred`.
+	if err := credentialCondition(nsA, "login", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.ClientSharedAcrossFlowsReason)(); err != nil {
 		t.Error(err)
 	}
 
@@ -148,7 +149,12 @@ func TestAClientIDDeclaredForBothFlowsIsReportedOnBoth(t *testing.T) {
 	if err := k8s.Delete(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "cleared when the other is deleted", flowMisuse(nsA, "login", metav1.ConditionFalse, cdv1.FlowCorrectReason))
+	eventually(t, 10*time.Second, "cleared when the other is deleted", func() error {
+		if err := flowMisuse(nsA, "login", metav1.ConditionFalse, cdv1.FlowCorrectReason)(); err != nil {
+			return err
+		}
+		return credentialCondition(nsA, "login", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.ClientReadyReason)()
+	})
 }
 
 func TestAUserGrantOnClientCredentialsClearsWhenPointedAtTheRightCredential(t *testing.T) {

@@ -44,6 +44,12 @@ func clientSecret(ns, name, id, secret string) *corev1.Secret {
 	}
 }
 
+// unlabelled is s without the operator's watch label, as `kubectl create secret` makes it.
+func unlabelled(s *corev1.Secret) *corev1.Secret {
+	s.Labels = nil
+	return s
+}
+
 func refreshSecret(ns, name, token string) *corev1.Secret {
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{cdv1.WatchLabel: "true"}},
