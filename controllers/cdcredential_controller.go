@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -36,6 +37,8 @@ type CDCredentialReconciler struct {
 	Clock     clock.PassiveClock
 	Tokens    tokenclient.Issuer
 	Recorder  events.EventRecorder
+
+	refused refusals
 }
 
 // +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials,verbs=get;list;watch
@@ -49,6 +52,7 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
 		if apierrors.IsNotFound(err) {
 			forget("CDCredential", req.Namespace, req.Name)
+			r.refused.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -131,11 +135,20 @@ func (r *CDCredentialReconciler) reconcileToken(ctx context.Context, obj *cdv1.C
 		}
 	}
 
+	key := client.ObjectKeyFromObject(obj)
+	request := requestFingerprint(fingerprint, tokenHash(creds.Secret), string(obj.UID), strconv.FormatInt(obj.Generation, 10))
+	if prev, ok := r.refused.lookup(key, request); ok {
+		// This very request was refused for good: report it again, send nothing.
+		return tokenFailure(conds, obj.Spec.Flow, prev.hint, prev.err)
+	}
 	tok, err := instrumented{Issuer: r.Tokens, kind: "CDCredential"}.ClientCredentials(ctx, ep)
 	if err != nil {
-		log.FromContext(ctx).Info("Token request failed", "cdcredential", client.ObjectKeyFromObject(obj), "reason", tokenclient.KindOf(err))
-		return tokenFailure(conds, obj.Spec.Flow, r.misuseNeighbours(ctx, obj, err), err)
+		log.FromContext(ctx).Info("Token request failed", "cdcredential", key, "reason", tokenclient.KindOf(err))
+		hint := r.misuseNeighbours(ctx, obj, err)
+		r.refused.record(key, request, err, hint)
+		return tokenFailure(conds, obj.Spec.Flow, hint, err)
 	}
+	r.refused.forget(key)
 	issued := issuedToken{
 		AccessToken: tok.AccessToken,
 		TokenType:   tok.TokenType,
