@@ -24,11 +24,14 @@ const (
 // Reasons for Ready=True.
 const (
 	// TokenIssuedReason is set on Ready=True when the output Secret holds a token that
-	// is not yet due for renewal. It is also the reason of the TokenIssued event.
+	// is not yet due for renewal (ClientSharedAcrossFlowsReason takes its place while the
+	// client id is also declared for the other flow). It is also the reason of the
+	// TokenIssued event.
 	TokenIssuedReason = "TokenIssued"
 
 	// ClientReadyReason is set on Ready=True for an AuthorizationCode CDCredential whose
-	// client Secret holds both keys: CDUserGrants can use it.
+	// client Secret holds both keys: CDUserGrants can use it (ClientSharedAcrossFlowsReason
+	// takes its place while the client id is also declared for the other flow).
 	ClientReadyReason = "ClientReady"
 )
 

@@ -13,13 +13,14 @@ import (
 	"os"
 	"time"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/authorizecli"
-	"github.com/credops/cd-credentials-operator/internal/manager"
 )
 
 const usage = `Usage: kubectl cd authorize GRANT [flags]
@@ -74,7 +75,11 @@ func run(grant, kubeconfig, namespace, endpoint string, waitFor time.Duration) e
 			return err
 		}
 	}
-	c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
+	scheme := runtime.NewScheme()
+	if err := cdv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return err
 	}

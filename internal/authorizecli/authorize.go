@@ -153,6 +153,7 @@ func waitReady(ctx context.Context, c client.Client, key types.NamespacedName, t
 	err := wait.PollUntilContextTimeout(ctx, time.Second, timeout, true, func(ctx context.Context) (bool, error) {
 		grant := &cdv1.CDUserGrant{}
 		if err := c.Get(ctx, key, grant); err != nil {
+			last = err.Error() // perhaps passing (a dropped connection); say so if it lasts
 			return false, nil
 		}
 		ready := meta.FindStatusCondition(grant.Status.Conditions, cdv1.ReadyCondition)

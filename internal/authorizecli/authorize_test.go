@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -153,5 +154,13 @@ func TestRunRefusals(t *testing.T) {
 				t.Errorf("sent to the callback: %v, want %v", sent, tc.sent)
 			}
 		})
+	}
+}
+
+func TestWaitReadySaysWhyItGaveUp(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(manager.Scheme()).Build() // the grant is gone
+	err := waitReady(context.Background(), c, types.NamespacedName{Namespace: "ns", Name: "acme"}, 1500*time.Millisecond, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("err %v, want it to say the grant was not found", err)
 	}
 }

@@ -366,7 +366,9 @@ func (f *onboardingFixture) runAuthorizeCLI(grant string, paste func(authURL str
 		}
 		return nil
 	})
-	go func() { _, _ = fmt.Fprintln(typed, paste(authURL)) }()
+	// paste may fail the test, so it runs here; only the write waits on the CLI.
+	line := paste(authURL)
+	go func() { _, _ = fmt.Fprintln(typed, line) }()
 	select {
 	case err := <-done:
 		return out.String(), err
