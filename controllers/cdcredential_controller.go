@@ -41,11 +41,6 @@ type CDCredentialReconciler struct {
 	refused refusals
 }
 
-// +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials,verbs=get;list;watch
-// +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials/status,verbs=get;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-
 // Reconcile fetches the CDCredential, runs the reconcile steps and patches status once.
 func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	obj := &cdv1.CDCredential{}

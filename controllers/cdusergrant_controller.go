@@ -51,10 +51,6 @@ type CDUserGrantReconciler struct {
 	pending map[types.UID]pendingToken
 }
 
-// +kubebuilder:rbac:groups=cd.credops.io,resources=cdusergrants,verbs=get;list;watch;patch
-// +kubebuilder:rbac:groups=cd.credops.io,resources=cdusergrants/status,verbs=get;patch
-// +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials,verbs=get;list;watch
-
 // Reconcile fetches the CDUserGrant, runs the reconcile steps and patches status once.
 func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	grant := &cdv1.CDUserGrant{}

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/internal/version"
 )
 
 type clientFlags []cdsandbox.Client
@@ -47,9 +48,14 @@ func main() {
 	clientsFile := flag.String("clients-file", "", "YAML list of clients (id, secret, grantTypes, redirectURIs, scopes).")
 	ttl := flag.Duration("access-token-ttl", 30*time.Minute, "Access token lifetime (expires_in).")
 	seed := flag.String("seed-grant", "", "clientID:subject:path: log a customer in and write their refresh token to path (mode 0600).")
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	var clients clientFlags
 	flag.Var(&clients, "client", "A client as id:secret:grantType[:redirectURI]; repeatable.")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("cd-sandbox", version.Get())
+		return
+	}
 	logger := log.New(os.Stdout, "cd-sandbox: ", log.LstdFlags)
 	if err := run(*listen, *allowRemote, *issuer, *clientsFile, *ttl, *seed, clients, logger); err != nil {
 		logger.Fatal(err)

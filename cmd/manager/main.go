@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/credops/cd-credentials-operator/internal/manager"
+	"github.com/credops/cd-credentials-operator/internal/version"
 )
 
 func main() {
@@ -24,6 +25,9 @@ func main() {
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "Elect a leader so only one replica rotates refresh tokens. Turn on whenever more than one replica may run.")
 	flag.StringVar(&opts.LeaderElectionID, "leader-election-id", "cd-credentials-operator.credops.io", "Name of the leader election Lease; give each shard its own.")
 	shard := flag.String("shard-label-selector", "", "Only reconcile CDCredentials and CDUserGrants matching this label selector (e.g. shard=a), to split CRs across managers.")
+	flag.DurationVar(&opts.LeaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a follower waits before taking over from a leader that stopped renewing.")
+	flag.DurationVar(&opts.RenewDeadline, "leader-election-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it steps down.")
+	flag.DurationVar(&opts.RetryPeriod, "leader-election-retry-period", 2*time.Second, "How often leader election clients retry.")
 	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; default: the one the manager runs in.")
 	flag.StringVar(&allowedHosts, "allowed-token-hosts", "id.centraldispatch.com", "Comma-separated host or host:port list of token endpoints the manager may send client secrets and refresh tokens to.")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
@@ -36,9 +40,14 @@ func main() {
 	flag.StringVar(&opts.CallbackCertDir, "callback-cert-dir", "", "Folder with tls.crt and tls.key to serve the callback over TLS; empty serves HTTP behind a TLS-terminating Ingress.")
 	callbackKey := flag.String("callback-key-secret", defaultNamespace()+"/cd-credentials-callback-key", "namespace/name of the Secret holding the key that signs authorization state; created on first start and shared by all replicas.")
 	flag.DurationVar(&opts.AuthorizationStateTTL, "authorization-link-ttl", 15*time.Minute, "How long an authorization link stays valid.")
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("manager", version.Get())
+		return
+	}
 	opts.AllowedTokenHosts = splitList(allowedHosts)
 	opts.WatchNamespaces = splitList(watchNamespaces)
 	sel, err := labels.Parse(*shard)

@@ -36,6 +36,11 @@ type Options struct {
 	LeaderElection          bool
 	LeaderElectionNamespace string
 	LeaderElectionID        string
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election; zero means
+	// controller-runtime's defaults (15 s, 10 s, 2 s).
+	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
 	// AllowedTokenHosts are the only hosts (host or host:port) a client secret or
 	// refresh token is ever sent to.
 	AllowedTokenHosts []string
@@ -98,6 +103,9 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (ctrl.Manager, err
 		LeaderElectionID:              opts.LeaderElectionID,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 durationPtr(opts.LeaseDuration),
+		RenewDeadline:                 durationPtr(opts.RenewDeadline),
+		RetryPeriod:                   durationPtr(opts.RetryPeriod),
 		GracefulShutdownTimeout:       &opts.GracefulShutdownTimeout,
 		Cache:                         cacheOptions(opts.WatchNamespaces, opts.ShardSelector),
 		NewClient:                     opts.NewClient,
@@ -116,6 +124,14 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (ctrl.Manager, err
 		return nil, err
 	}
 	return mgr, nil
+}
+
+// durationPtr is nil for zero, so controller-runtime applies its default.
+func durationPtr(d time.Duration) *time.Duration {
+	if d == 0 {
+		return nil
+	}
+	return &d
 }
 
 func withDefaults(opts Options) Options {
