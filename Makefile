@@ -51,7 +51,7 @@ FUZZ_TIME ?= 20000x
 .PHONY: fuzz
 fuzz: ## Run each fuzz target briefly (longer: make fuzz FUZZ_TIME=5000000x).
 	go test -run='^$$' -fuzz='^FuzzParseTokenResponse$$' -fuzztime=$(FUZZ_TIME) ./internal/tokenclient
-	go test -run='^$$' -fuzz='^FuzzSecretValue$$' -fuzztime=$(FUZZ_TIME) ./controllers
+	go test -run='^$$' -fuzz='^FuzzSecretValue$$' -fuzztime=$(FUZZ_TIME) ./internal/secrets
 
 .PHONY: verify
 verify: manifests generate fmt ## Fail if generated or formatted files are stale.

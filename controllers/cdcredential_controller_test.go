@@ -1,105 +1,219 @@
 package controllers
 
 import (
-	"context"
 	"errors"
-	"sync"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/events"
-	clocktesting "k8s.io/utils/clock/testing"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
-// refusingIssuer refuses every client-credentials request the way Central Dispatch
-// refuses an authorization-code client, and counts the requests.
-type refusingIssuer struct {
-	mu   sync.Mutex
-	sent int
-	err  error
+func TestAClientCredentialsTokenIsOneRequestAndTwoWrites(t *testing.T) {
+	w := newWorld(t)
+	res, err := w.reconcileCred("pricing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"apply pricing-token", "status pricing"}, w.takeWrites()); diff != "" {
+		t.Errorf("writes (-want +got):\n%s", diff)
+	}
+	c := w.cred("pricing")
+	wantCondition(t, c.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	if c.Status.ClientID != "pricing-id" || !strings.HasPrefix(c.Status.ClientSecretHash, "hmac-sha256:") || strings.Contains(c.Status.ClientSecretHash, "pricing-secret") {
+		t.Errorf("status %+v", c.Status)
+	}
+	w.clock.Step(res.RequeueAfter - time.Second)
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.tokens.ccCount(); n != 1 {
+		t.Errorf("%d requests before the renewal time, want 1", n)
+	}
 }
 
-func (f *refusingIssuer) ClientCredentials(context.Context, tokenclient.Endpoint) (*tokenclient.Token, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.sent++
-	return nil, f.err
-}
-
-func (f *refusingIssuer) Refresh(context.Context, tokenclient.Endpoint, string) (*tokenclient.Token, error) {
-	return nil, errors.New("not used")
-}
-
-func (f *refusingIssuer) Exchange(context.Context, tokenclient.Endpoint, string, string, string) (*tokenclient.Token, error) {
-	return nil, errors.New("not used")
-}
-
-// TestARefusedRequestIsNotSentAgainUntilItChanges: a CR brought back by an event that
-// changes nothing about its request (a sharer's status, say) reports the refusal again
-// without sending; a new client secret, or a new generation, is a new request.
+// TestARefusedRequestIsNotSentAgainUntilItChanges: a CR brought back by anything that
+// changes nothing about its request (a sharer's status, a resync, a restart) reports the
+// refusal again without sending; a new client secret, or a new generation, is a new
+// request.
 func TestARefusedRequestIsNotSentAgainUntilItChanges(t *testing.T) {
-	scheme := runtime.NewScheme()
-	_ = corev1.AddToScheme(scheme)
-	_ = cdv1.AddToScheme(scheme)
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pricing-client", Labels: map[string]string{cdv1.WatchLabel: "true"}},
-		Data: map[string][]byte{"client_id": []byte("login-id"), "client_secret": []byte("secret-1")}}
-	cred := &cdv1.CDCredential{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pricing", UID: "uid-pricing", Generation: 1},
-		Spec: cdv1.CDCredentialSpec{Flow: cdv1.FlowClientCredentials, ClientSecretRef: cdv1.ClientSecretReference{Name: "pricing-client"}, Issuer: "https://id.example.com"}}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(secret, cred).WithStatusSubresource(&cdv1.CDCredential{}).
-		WithIndex(&cdv1.CDCredential{}, credentialClientIDIndex, indexClientID).Build()
-	tokens := &refusingIssuer{err: &tokenclient.Error{Kind: tokenclient.KindGrantTypeNotAllowed, Code: "unauthorized_client", StatusCode: 400}}
-	r := &CDCredentialReconciler{Client: c, APIReader: c, Clock: clocktesting.NewFakeClock(epoch), Tokens: tokens, Recorder: events.NewFakeRecorder(100)}
-	key := types.NamespacedName{Namespace: "ns", Name: "pricing"}
-
+	w := newWorld(t)
+	refused := &tokenclient.Error{Kind: tokenclient.KindGrantTypeNotAllowed, Code: "unauthorized_client", StatusCode: 400}
+	w.tokens.failNext(refused, refused, refused)
 	steps := []struct {
 		name   string
 		change func()
 		sent   int
 	}{
-		{"the first reconcile sends and is refused", func() {}, 1},
-		{"a reconcile that changes nothing sends nothing", func() {}, 1},
-		{"another one still sends nothing", func() {}, 1},
+		{"the first pass sends and is refused", func() {}, 1},
+		{"a pass that changes nothing sends nothing", func() {}, 1},
+		{"nor does a restarted process", func() {
+			w.creds = &CDCredentialReconciler{Client: w.client, APIReader: w.client, Clock: w.clock, Tokens: w.tokens, Recorder: w.events, Key: w.creds.Key}
+		}, 1},
 		{"a new client secret is a new request", func() {
-			secret.Data["client_secret"] = []byte("secret-2")
-			if err := c.Update(context.Background(), secret); err != nil {
-				t.Fatal(err)
-			}
+			s := w.secret("pricing-client")
+			w.update(s, func() { s.Data["client_secret"] = []byte("secret-2") })
 		}, 2},
 		{"a new generation is a new request", func() {
-			got := &cdv1.CDCredential{}
-			_ = c.Get(context.Background(), key, got)
-			got.Generation++
-			if err := c.Update(context.Background(), got); err != nil {
-				t.Fatal(err)
-			}
+			c := w.cred("pricing")
+			w.update(c, func() { c.Generation++ })
 		}, 3},
 	}
 	for _, s := range steps {
 		s.change()
-		_, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: key})
-		if !errors.Is(err, reconcile.TerminalError(nil)) {
+		w.clock.Step(time.Hour)
+		if _, err := w.reconcileCred("pricing"); !errors.Is(err, reconcile.TerminalError(nil)) {
 			t.Fatalf("%s: err %v, want a terminal error", s.name, err)
 		}
-		if tokens.sent != s.sent {
-			t.Fatalf("%s: %d requests sent, want %d", s.name, tokens.sent, s.sent)
+		if n := w.tokens.ccCount(); n != s.sent {
+			t.Fatalf("%s: %d requests sent, want %d", s.name, n, s.sent)
 		}
-		got := &cdv1.CDCredential{}
-		if err := c.Get(context.Background(), key, got); err != nil {
-			t.Fatal(err)
-		}
+		c := w.cred("pricing")
 		for _, typ := range []string{cdv1.FlowMisuseCondition, cdv1.StalledCondition} {
-			if cond := meta.FindStatusCondition(got.Status.Conditions, typ); cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != cdv1.GrantTypeNotAllowedReason {
-				t.Errorf("%s: %s is %+v, want True/GrantTypeNotAllowed", s.name, typ, cond)
-			}
+			wantCondition(t, c.Status.Conditions, typ, metav1.ConditionTrue, cdv1.GrantTypeNotAllowedReason)
 		}
 	}
 }
+
+func TestAnUnplacedRefusalOfAClientIsTriedThreeTimes(t *testing.T) {
+	w := newWorld(t)
+	odd := &tokenclient.Error{Kind: tokenclient.KindRefused, StatusCode: 418, Description: "I'm a teapot"}
+	w.tokens.failNext(odd, odd, odd, odd)
+	for range 5 {
+		res, _ := w.reconcileCred("pricing")
+		w.clock.Step(max(res.RequeueAfter, time.Minute))
+	}
+	if n := w.tokens.ccCount(); n != 3 {
+		t.Errorf("%d requests, want 3", n)
+	}
+	wantCondition(t, w.cred("pricing").Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.TokenRequestRefusedReason)
+}
+
+func TestARefusedScopeStopsAfterOneRequestAndNamesIt(t *testing.T) {
+	w := newWorld(t)
+	c := w.cred("pricing")
+	w.update(c, func() { c.Spec.Scopes = []string{"marketplace", "pricing:write"} })
+	w.tokens.failNext(&tokenclient.Error{Kind: tokenclient.KindInvalidScope, Code: "invalid_scope", StatusCode: 400, Scopes: []string{"pricing:write"}})
+	for range 3 {
+		_, _ = w.reconcileCred("pricing")
+		w.clock.Step(time.Hour)
+	}
+	if n := w.tokens.ccCount(); n != 1 {
+		t.Errorf("%d requests, want 1", n)
+	}
+	ready := condition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition)
+	if ready.Reason != cdv1.ScopeNotAllowedReason || !strings.Contains(ready.Message, "pricing:write") {
+		t.Errorf("Ready %+v", ready)
+	}
+}
+
+func TestAHeldAccessTokenIsWrittenWithoutANewRequest(t *testing.T) {
+	w := newWorld(t)
+	w.setFault(func(verb string, obj client.Object) error {
+		if verb == "apply" {
+			return forbidden
+		}
+		return nil
+	})
+	res, err := w.reconcileCred("pricing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCondition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretWriteFailedReason)
+	w.clock.Step(res.RequeueAfter)
+	_, _ = w.reconcileCred("pricing")
+	w.setFault(nil)
+	w.clock.Step(time.Minute)
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.tokens.ccCount(); n != 1 {
+		t.Errorf("%d requests, want the one token held and written", n)
+	}
+	if got := string(w.secret("pricing-token").Data[cdv1.AccessTokenKey]); got != "cc-access-1" {
+		t.Errorf("token %q", got)
+	}
+}
+
+func TestAClientSecretIsReadOnlyWhenOptedIn(t *testing.T) {
+	w := newWorld(t)
+	// The attack: a namespace user points a CR at a Secret that holds something else.
+	db := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "db"}, Data: map[string][]byte{"password": []byte("hunter2-db-password")}}
+	if err := w.client.Create(t.Context(), db); err != nil {
+		t.Fatal(err)
+	}
+	c := w.cred("pricing")
+	w.update(c, func() {
+		c.Spec.ClientSecretRef = cdv1.ClientSecretReference{Name: "db", ClientIDKey: "password", ClientSecretKey: "password"}
+	})
+	if _, err := w.reconcileCred("pricing"); !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatalf("err %v, want terminal", err)
+	}
+	c = w.cred("pricing")
+	ready := condition(t, c.Status.Conditions, cdv1.ReadyCondition)
+	if ready.Reason != cdv1.SecretNotOptedInReason || !strings.Contains(ready.Message, "kubectl -n ns label secret db cd.credops.io/secret-type=client") {
+		t.Errorf("Ready %+v", ready)
+	}
+	if strings.Contains(toString(c.Status), "hunter2") || w.tokens.ccCount() != 0 {
+		t.Errorf("the Secret's value reached status or a request: %+v", c.Status)
+	}
+}
+
+func TestTheClientIDComesFromTheSpecWhenSet(t *testing.T) {
+	w := newWorld(t)
+	s := w.secret("pricing-client")
+	w.update(s, func() { delete(s.Data, "client_id") })
+	c := w.cred("pricing")
+	w.update(c, func() { c.Spec.ClientID = "public-id" })
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.cred("pricing").Status.ClientID; got != "public-id" {
+		t.Errorf("clientID %q", got)
+	}
+}
+
+func TestOneClientDeclaredForBothFlowsIsFlaggedOnlyWhenTheSecretMatchesToo(t *testing.T) {
+	cases := map[string]struct {
+		secret   string
+		flagged  bool
+		readyWhy string
+	}{
+		"the same id and secret: the incident":             {secret: "pricing-secret", flagged: true, readyWhy: cdv1.ClientSharedAcrossFlowsReason},
+		"the same public id with another secret: no claim": {secret: "someone-elses-guess", readyWhy: cdv1.TokenIssuedReason},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			other := &cdv1.CDCredential{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "copycat", UID: "uid-copycat", Generation: 1},
+				Spec:       cdv1.CDCredentialSpec{Flow: cdv1.FlowAuthorizationCode, ClientID: "pricing-id", ClientSecretRef: cdv1.ClientSecretReference{Name: "copy"}},
+			}
+			copySecret := optedIn(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "copy"}, Data: map[string][]byte{"client_secret": []byte(tc.secret)}}, cdv1.SecretTypeClient)
+			w := newWorld(t, other, copySecret)
+			if _, err := w.creds.Reconcile(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(other)}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.reconcileCred("pricing"); err != nil {
+				t.Fatal(err)
+			}
+			c := w.cred("pricing")
+			wantCondition(t, c.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, tc.readyWhy)
+			misuse := condition(t, c.Status.Conditions, cdv1.FlowMisuseCondition)
+			if (misuse.Status == metav1.ConditionTrue) != tc.flagged {
+				t.Fatalf("FlowMisuse %+v, flagged want %v", misuse, tc.flagged)
+			}
+			if tc.flagged && (strings.Contains(misuse.Message, "copycat") || !strings.Contains(misuse.Message, "1 CDCredential(s) in other namespaces")) {
+				t.Errorf("message %q names another namespace's object or does not count it", misuse.Message)
+			}
+		})
+	}
+}
+
+func toString(v any) string { return strings.ReplaceAll(cmp.Diff(nil, v), " ", "") }

@@ -3,7 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
-	"sync"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,9 +17,11 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/metrics"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
@@ -27,45 +29,53 @@ import (
 // CDUserGrant by rotating the customer's single-use refresh token (DESIGN §6).
 type CDUserGrantReconciler struct {
 	client.Client
-	// APIReader reads the refresh-token Secret around the cache before spending it: a
-	// stale cache would hand back a token that is already spent.
+	// APIReader reads around the cache: Secrets that are not opted in (metadata only),
+	// and refresh-token Secrets again while a new token is being stored.
 	APIReader client.Reader
 	Clock     clock.Clock
 	Tokens    tokenclient.Issuer
-	Recorder  events.EventRecorder
-	// PersistTimeout bounds how long one reconcile keeps retrying the write of a new
-	// refresh token before it hands the token to the next reconcile (it is never
-	// dropped while the process lives). Default 1 minute.
-	PersistTimeout time.Duration
-	// InFlightTimeout is how old another process's in-flight mark must be before it is
-	// taken for a dead process's (and the stored token is tried once). Default 2 minutes.
-	InFlightTimeout time.Duration
-
+	// Revoker revokes a deleted grant's refresh token (deletionPolicy Delete); nil
+	// skips revocation.
+	Revoker  tokenclient.Revoker
+	Recorder events.EventRecorder
 	// Authorizer, when set (the callback server is on), puts an authorization URL in the
 	// status of every grant that needs a customer to log in.
 	Authorizer Authorizer
+	// Holder names this process in in-flight marks; default: host name and a random part.
+	Holder string
+	// HolderTimeout is how old another process's in-flight mark must be before it is
+	// taken for a dead process's (and the stored token is sent once more). It must be
+	// longer than a token request plus the time a process may still spend storing its
+	// result after it lost leadership. Default 2 minutes.
+	HolderTimeout time.Duration
+	// PersistTimeout bounds how long one reconcile retries storing a new refresh token
+	// through an API server outage before it hands the token to the next reconcile (it
+	// is never dropped while the process lives). Default 1 minute.
+	PersistTimeout time.Duration
 
-	pendingMu sync.Mutex
-	// pending holds new refresh tokens the API server has not accepted yet, by grant
-	// UID. While a grant has one, its stored (spent) token is never sent again.
-	pending map[types.UID]pendingToken
+	held heldResults
 }
 
-// Reconcile fetches the CDUserGrant, runs the reconcile steps and patches status once.
-func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+// Authorizer builds the URL a customer opens to authorize a grant (internal/onboarding).
+type Authorizer interface {
+	AuthorizationURL(grant *cdv1.CDUserGrant, cred *cdv1.CDCredential, clientID, current string, now time.Time) (string, time.Time)
+}
+
+// Reconcile fetches the CDUserGrant, carries out one pass and patches status once.
+func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	grant := &cdv1.CDUserGrant{}
 	if err := r.Get(ctx, req.NamespacedName, grant); err != nil {
 		if apierrors.IsNotFound(err) {
-			forget("CDUserGrant", req.Namespace, req.Name)
+			metrics.Forget(kindGrant, req.Namespace, req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if done, err := r.deletion(ctx, grant); done || err != nil {
+		return ctrl.Result{}, err
+	}
 	before := grant.DeepCopy()
-	conds := newConditions(&grant.Status.Conditions, grant.Generation, r.Clock.Now())
 	defer func() {
-		grant.Status.ObservedGeneration = grant.Generation
-		recordTransitions(r.Recorder, grant, conds)
-		observeStatus("CDUserGrant", grant, grant.Status.Conditions, grant.Status.ExpiresAt, grant.Status.RenewalTime)
+		metrics.ObserveStatus(kindGrant, grant, grant.Status.Conditions, grant.Status.ExpiresAt, grant.Status.RenewalTime)
 		if equality.Semantic.DeepEqual(before.Status, grant.Status) {
 			return
 		}
@@ -74,171 +84,200 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
-	return r.reconcile(ctx, grant, conds)
+	out, cred, err := r.reconcile(ctx, grant)
+	if out == nil {
+		return ctrl.Result{}, err
+	}
+	res, err = r.report(grant, out)
+	return r.offerAuthorization(grant, cred, res, err)
 }
 
-func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions) (ctrl.Result, error) {
-	grant.Status.SecretName = outputSecretName(grant.Name, grant.Spec.SecretName)
-	conds.ensure(cdv1.ReadyCondition, false, cdv1.ReconcilingReason, "The operator has not finished a first pass yet")
-	conds.ensure(cdv1.ReauthorizationRequiredCondition, false, cdv1.RefreshTokenNotCheckedReason, "The refresh token has not been checked yet")
-	conds.set(cdv1.FlowMisuseCondition, false, cdv1.FlowCorrectReason, "The grant uses an AuthorizationCode credential")
-	if p, ok := r.pendingFor(grant.UID); ok {
-		// A rotation succeeded but its new refresh token is not stored yet: store it
-		// before anything else, and never fall back to the spent one.
-		return r.finishRotation(ctx, grant, conds, p)
-	}
-	cred, ep, res, err := r.resolveCredential(ctx, grant, conds)
-	if cred == nil {
-		return res, err
-	}
-	res, err = r.reconcileToken(ctx, grant, conds, ep)
-	if conds.isTrue(cdv1.ReauthorizationRequiredCondition) {
-		return r.offerAuthorization(grant, cred, ep.ClientID, res, err)
-	}
-	grant.Status.AuthorizationURL = ""
-	return res, err
+// attempt is what a refresh needs once the decision is to send.
+type attempt struct {
+	client  secrets.Client
+	stored  *storedToken
+	request string
 }
 
-// reconcileToken keeps the access token fresh with the stored refresh token.
-func (r *CDUserGrantReconciler) reconcileToken(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions, ep tokenclient.Endpoint) (ctrl.Result, error) {
-	rt, res, err := r.readRefreshToken(ctx, grant, conds, false)
-	if rt == nil {
-		return res, err
-	}
-	fingerprint := requestFingerprint(ep.TokenURL, ep.ClientID, string(ep.AuthMethod))
-	if !rt.interrupted() {
-		if res, fresh, err := r.checkFresh(ctx, grant, conds, fingerprint); fresh || err != nil {
-			return res, err
-		}
-	}
-	if rt, res, err = r.readRefreshToken(ctx, grant, conds, true); rt == nil {
-		return res, err
-	}
-	return r.rotate(ctx, grant, conds, rotation{endpoint: ep, stored: rt, fingerprint: fingerprint})
+// storedToken is the refresh token as stored in its Secret.
+type storedToken struct {
+	secret *corev1.Secret
+	key    string
+	value  string
+	hash   string
 }
 
-// resolveCredential finds the grant's CDCredential and its client. A nil credential means
-// the grant cannot proceed; the conditions say why.
-func (r *CDUserGrantReconciler) resolveCredential(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions) (*cdv1.CDCredential, tokenclient.Endpoint, ctrl.Result, error) {
+// reconcile reads what the pass needs, decides, and carries the decision out. It also
+// returns the grant's CDCredential when it could be read, for the authorization URL.
+func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUserGrant) (outcome, *cdv1.CDCredential, error) {
+	grant.Status.SecretName = secrets.OutputName(grant.Name, grant.Spec.SecretName)
+	in := rotation.Input{Now: r.Clock.Now(), Pending: r.held.has(grant.UID)}
+	if in.Pending {
+		// A rotation succeeded but its result is not stored yet: store it before
+		// anything else, whatever else changed, and never fall back to the spent token.
+		out, err := r.carryOut(ctx, grant, in, nil)
+		return out, nil, err
+	}
+	cred, c, out, err := r.credential(ctx, grant)
+	if out != nil || err != nil {
+		return out, cred, err
+	}
+	rt, out, err := r.refreshToken(ctx, grant)
+	if out != nil || err != nil {
+		return out, cred, err
+	}
+	current, err := r.outputSecret(ctx, grant)
+	if err != nil {
+		out, err := outputProblem(err)
+		return out, cred, err
+	}
+	fingerprint := secrets.GrantFingerprint(c)
+	in.Request = rotation.Request(fingerprint, c.SecretHash, rt.hash, string(grant.UID), strconv.FormatInt(grant.Generation, 10))
+	in.Failure = fromFailureStatus(grant.Status.LastFailure)
+	if s, ok := secrets.Schedule(current, fingerprint); ok && metav1.IsControlledBy(current, grant) {
+		in.Current = &s
+	}
+	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout()}
+	out, err = r.carryOut(ctx, grant, in, &attempt{client: c, stored: rt, request: in.Request})
+	return out, cred, err
+}
+
+// carryOut decides and does what the decision says: the only token requests and Secret
+// writes of a CDUserGrant.
+func (r *CDUserGrantReconciler) carryOut(ctx context.Context, grant *cdv1.CDUserGrant, in rotation.Input, a *attempt) (outcome, error) {
+	switch d := rotation.Decide(in).(type) {
+	case rotation.Persist:
+		return r.persist(ctx, grant)
+	case rotation.Wait:
+		return fresh{schedule: *in.Current}, nil
+	case rotation.Hold:
+		return holding{until: d.Until}, nil
+	case rotation.Stop:
+		return remembered{failure: d.Failure}, nil
+	case rotation.Backoff:
+		return remembered{failure: *in.Failure}, nil
+	case rotation.Abandon:
+		return abandoned{request: in.Request}, nil
+	case rotation.Send:
+		return r.rotate(ctx, grant, a, d)
+	}
+	panic("unknown decision")
+}
+
+// credential finds the grant's CDCredential and its client. A non-nil outcome says why
+// the grant cannot proceed.
+func (r *CDUserGrantReconciler) credential(ctx context.Context, grant *cdv1.CDUserGrant) (*cdv1.CDCredential, secrets.Client, outcome, error) {
 	cred := &cdv1.CDCredential{}
 	key := types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.CredentialRef.Name}
 	if err := r.Get(ctx, key, cred); err != nil {
 		if apierrors.IsNotFound(err) {
 			// Waiting: the credential watch brings the grant back when it appears.
-			conds.notReady(cdv1.CredentialNotFoundReason, "CDCredential "+key.Name+" not found in namespace "+key.Namespace)
-			return nil, tokenclient.Endpoint{}, ctrl.Result{}, nil
+			return nil, secrets.Client{}, credentialMissing{name: key.Name}, nil
 		}
-		return nil, tokenclient.Endpoint{}, ctrl.Result{}, err
+		return nil, secrets.Client{}, nil, err
 	}
 	if cred.Spec.Flow == cdv1.FlowClientCredentials {
-		msg := "CDCredential " + cred.Name + " is a ClientCredentials (server-to-server) client; a customer grant needs the AuthorizationCode credential set. Point spec.credentialRef at an AuthorizationCode CDCredential. Nothing was sent to the identity server"
-		conds.set(cdv1.FlowMisuseCondition, true, cdv1.UserGrantOnClientCredentialsReason, msg)
-		conds.stalled(cdv1.UserGrantOnClientCredentialsReason, msg)
-		return nil, tokenclient.Endpoint{}, ctrl.Result{}, stalledError(msg)
+		return cred, secrets.Client{}, wrongFlow{name: cred.Name}, nil
 	}
-	creds, err := readClientSecret(ctx, secretStore{client: r.Client, api: r.APIReader, scheme: r.Scheme()}, cred)
-	if err != nil || !meta.IsStatusConditionTrue(cred.Status.Conditions, cdv1.ReadyCondition) {
-		conds.notReady(cdv1.CredentialNotReadyReason, "CDCredential "+cred.Name+" is not Ready; see its conditions")
-		return nil, tokenclient.Endpoint{}, ctrl.Result{}, nil
+	if !meta.IsStatusConditionTrue(cred.Status.Conditions, cdv1.ReadyCondition) {
+		return cred, secrets.Client{}, credentialNotReady{name: cred.Name}, nil
 	}
-	return cred, endpointFor(cred, creds), ctrl.Result{}, nil
+	c, err := r.readers().ReadClient(ctx, cred)
+	if err != nil {
+		if _, err := clientProblem(err); err != nil {
+			return cred, secrets.Client{}, nil, err
+		}
+		return cred, secrets.Client{}, credentialNotReady{name: cred.Name}, nil
+	}
+	return cred, c, nil, nil
 }
 
-// readRefreshToken reads the refresh-token Secret: through the cache (which labels it
-// for the watch on first sight) to decide whether anything is due, or around it (direct)
-// right before the token is spent, since a stale cache would hand back a spent token. A
-// nil result means there is nothing to spend; the conditions say why.
-func (r *CDUserGrantReconciler) readRefreshToken(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions, direct bool) (*storedToken, ctrl.Result, error) {
+// refreshToken reads the grant's refresh-token Secret, opted in and bound to this grant
+// (binding it on first use, before anything is sent). A non-nil outcome says why there
+// is nothing to spend.
+func (r *CDUserGrantReconciler) refreshToken(ctx context.Context, grant *cdv1.CDUserGrant) (*storedToken, outcome, error) {
 	ref := grant.Spec.RefreshTokenSecretRef
-	key := types.NamespacedName{Namespace: grant.Namespace, Name: ref.Name}
-	secret := &corev1.Secret{}
-	var err error
-	if direct {
-		err = r.APIReader.Get(ctx, key, secret)
-	} else {
-		secret, err = secretStore{client: r.Client, api: r.APIReader, scheme: r.Scheme()}.get(ctx, key)
+	key := secrets.RefreshKey(grant)
+	s, err := r.readers().Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: ref.Name}, cdv1.SecretTypeRefreshToken)
+	switch out, err := refreshProblem(err, ref.Name, key); {
+	case out != nil || err != nil:
+		return nil, out, err
 	}
-	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, ctrl.Result{}, err
-	}
-	if secret == nil {
-		secret = &corev1.Secret{}
-	}
-	value, valueErr := secretValue(secret, defaultString(ref.Key, "refresh_token"))
-	if err != nil || valueErr != nil {
-		msg := "No refresh token in Secret " + ref.Name + ": the customer has to log in (or put a refresh token under key " + defaultString(ref.Key, "refresh_token") + ")"
-		conds.notReady(cdv1.AwaitingAuthorizationReason, msg)
-		conds.set(cdv1.ReauthorizationRequiredCondition, true, cdv1.RefreshTokenMissingReason, msg)
-		return nil, ctrl.Result{RequeueAfter: missingSecretRetry}, nil
-	}
-	rt := &storedToken{secret: secret, key: defaultString(ref.Key, "refresh_token"), value: value}
-	if rt.rejected() {
-		// invalid_grant is terminal: wait for a new refresh token, send nothing.
-		reason := secret.Annotations[cdv1.RejectedReasonAnnotation]
-		msg := rejectionMessage(reason)
-		conds.set(cdv1.ReauthorizationRequiredCondition, true, reason, msg)
-		conds.stalled(reason, msg)
-		return nil, ctrl.Result{}, stalledError(msg)
-	}
-	conds.set(cdv1.ReauthorizationRequiredCondition, false, cdv1.RefreshTokenValidReason, "The grant holds a refresh token")
-	return rt, ctrl.Result{}, nil
-}
-
-// checkFresh reports whether the output Secret holds a token not yet due for renewal,
-// and if so fills the status from it and requeues for its renewal. A cached Secret that
-// looks due is read again around the cache before a refresh token is spent on it.
-func (r *CDUserGrantReconciler) checkFresh(ctx context.Context, grant *cdv1.CDUserGrant, conds conditions, fingerprint string) (ctrl.Result, bool, error) {
-	key := types.NamespacedName{Namespace: grant.Namespace, Name: grant.Status.SecretName}
-	now := r.Clock.Now()
-	for _, reader := range []client.Reader{r.Client, r.APIReader} {
-		secret := &corev1.Secret{}
-		if err := reader.Get(ctx, key, secret); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue
-			}
-			return ctrl.Result{}, false, err
-		}
-		sched, ok := currentSchedule(secret)
-		if !ok || secret.Annotations[fingerprintAnnotation] != fingerprint || !metav1.IsControlledBy(secret, grant) {
-			continue
-		}
-		if due, wait := sched.due(now); !due {
-			grant.Status.ExpiresAt, grant.Status.RenewalTime = timePtr(sched.ExpiresAt), timePtr(sched.RenewAt)
-			conds.ready(cdv1.TokenIssuedReason, "Access token is in Secret "+key.Name)
-			return ctrl.Result{RequeueAfter: wait}, true, nil
+	if !secrets.BoundTo(s, grant) {
+		if err := r.bind(ctx, grant, s); err != nil {
+			out, err := refreshProblem(err, ref.Name, key)
+			return nil, out, err
 		}
 	}
-	return ctrl.Result{}, false, nil
-}
-
-// Authorizer builds the URL a customer opens to authorize a grant (internal/onboarding).
-type Authorizer interface {
-	AuthorizationURL(grant *cdv1.CDUserGrant, cred *cdv1.CDCredential, clientID, current string, now time.Time) (string, time.Time)
-}
-
-// offerAuthorization shows a grant that needs a login where to log in, and comes back
-// before that link expires. Without a callback server it changes nothing.
-func (r *CDUserGrantReconciler) offerAuthorization(grant *cdv1.CDUserGrant, cred *cdv1.CDCredential, clientID string, res ctrl.Result, err error) (ctrl.Result, error) {
-	if r.Authorizer == nil || (err != nil && !errors.Is(err, reconcile.TerminalError(nil))) {
-		return res, err
+	value, err := secrets.Value(s, key)
+	if err != nil {
+		return nil, refreshTokenMissing{secret: ref.Name, key: key, err: err}, nil
 	}
-	now := r.Clock.Now()
-	url, expires := r.Authorizer.AuthorizationURL(grant, cred, clientID, grant.Status.AuthorizationURL, now)
-	grant.Status.AuthorizationURL = url
-	// The grant waits for the customer, not for a retry: a terminal error still sends
-	// nothing, but the link is renewed before it expires.
-	refresh := expires.Add(-time.Minute).Sub(now)
-	if res.RequeueAfter > 0 && res.RequeueAfter < refresh {
-		refresh = res.RequeueAfter
-	}
-	return ctrl.Result{RequeueAfter: max(refresh, time.Second)}, nil
+	return &storedToken{secret: s, key: key, value: value, hash: rotation.Hash(value)}, nil, nil
 }
 
-func rejectionMessage(reason string) string {
-	if reason == cdv1.RotationInterruptedReason {
-		return "A previous rotation was interrupted after the refresh token was sent, and the identity server has rejected the stored token (invalid_grant): the customer must log in again"
+// bind binds the refresh-token Secret to grant with a resourceVersion-guarded update,
+// unless it is bound to another grant that still exists.
+func (r *CDUserGrantReconciler) bind(ctx context.Context, grant *cdv1.CDUserGrant, s *corev1.Secret) error {
+	if b := secrets.BindingOf(s); b.UID != "" {
+		other := &cdv1.CDUserGrant{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: b.Name}, other)
+		if err == nil && other.UID == b.UID {
+			return errBoundElsewhere
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
 	}
-	return "The identity server rejected the refresh token (invalid_grant): it is spent, expired or revoked; the customer must log in again"
+	secrets.Bind(s, grant)
+	return r.Update(ctx, s)
 }
 
-var errPersistPending = errors.New("the new refresh token is not stored yet; retrying")
+func refreshProblem(err error, secret, key string) (outcome, error) {
+	switch {
+	case err == nil:
+		return nil, nil
+	case apierrors.IsNotFound(err):
+		return refreshTokenMissing{secret: secret, key: key}, nil
+	}
+	if out, _ := clientProblem(err); out != nil {
+		return refreshSecretUnusable{err: out.(clientUnusable).err}, nil
+	}
+	if errors.Is(err, errBoundElsewhere) {
+		return refreshSecretUnusable{err: err}, nil
+	}
+	return nil, err
+}
+
+// outputSecret returns the grant's output Secret when the grant may write it.
+func (r *CDUserGrantReconciler) outputSecret(ctx context.Context, grant *cdv1.CDUserGrant) (*corev1.Secret, error) {
+	if err := secrets.ValidateTemplate(grant.Spec.SecretTemplate); err != nil {
+		return nil, wrapTemplate(err)
+	}
+	return existingOutput(ctx, r.readers(), types.NamespacedName{Namespace: grant.Namespace, Name: grant.Status.SecretName}, grant)
+}
+
+func (r *CDUserGrantReconciler) readers() secrets.Readers {
+	return secrets.Readers{Cache: r.Client, API: r.APIReader}
+}
+
+func (r *CDUserGrantReconciler) holder() string {
+	if r.Holder != "" {
+		return r.Holder
+	}
+	return holderID
+}
+
+func (r *CDUserGrantReconciler) holderTimeout() time.Duration {
+	if r.HolderTimeout > 0 {
+		return r.HolderTimeout
+	}
+	return 2 * time.Minute
+}
+
+func (r *CDUserGrantReconciler) persistTimeout() time.Duration {
+	if r.PersistTimeout > 0 {
+		return r.PersistTimeout
+	}
+	return time.Minute
+}

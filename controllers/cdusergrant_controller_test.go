@@ -1,369 +1,306 @@
 package controllers
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	goruntime "runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/events"
-	clocktesting "k8s.io/utils/clock/testing"
-	ctrl "sigs.k8s.io/controller-runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
-// fakeIssuer is a token endpoint that answers from a script and records what was sent.
-type fakeIssuer struct {
-	mu       sync.Mutex
-	noRotate bool     // answer without a new refresh token, as some servers do
-	sent     []string // refresh tokens received, in order
-	ccCount  int
-	lifetime time.Duration
-	next     int
-	fail     error // returned (once) instead of a token when set
-}
+var (
+	invalidGrant = &tokenclient.Error{Kind: tokenclient.KindInvalidGrant, Code: "invalid_grant", StatusCode: 400}
+	lostAnswer   = &tokenclient.Error{Kind: tokenclient.KindTransient, Ambiguous: true, Description: "no answer within the timeout"}
+	badGateway   = &tokenclient.Error{Kind: tokenclient.KindTransient, StatusCode: 502, Ambiguous: true}
+	forbidden    = apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "x", errors.New(`cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on`))
+)
 
-func (f *fakeIssuer) ClientCredentials(context.Context, tokenclient.Endpoint) (*tokenclient.Token, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.ccCount++
-	return &tokenclient.Token{AccessToken: "cc-access", TokenType: "Bearer", Lifetime: f.lifetime}, nil
-}
-
-func (f *fakeIssuer) Refresh(_ context.Context, _ tokenclient.Endpoint, rt string) (*tokenclient.Token, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.sent = append(f.sent, rt)
-	if err := f.fail; err != nil {
-		f.fail = nil
-		return nil, err
-	}
-	f.next++
-	newRT := fmt.Sprintf("refresh-%d", f.next)
-	if f.noRotate {
-		newRT = ""
-	}
-	return &tokenclient.Token{
-		AccessToken:  fmt.Sprintf("access-%d", f.next),
-		TokenType:    "Bearer",
-		RefreshToken: newRT,
-		Scopes:       []string{"marketplace", "offline_access"},
-		Lifetime:     f.lifetime,
-	}, nil
-}
-
-func (f *fakeIssuer) Exchange(context.Context, tokenclient.Endpoint, string, string, string) (*tokenclient.Token, error) {
-	return nil, errors.New("not used")
-}
-
-func (f *fakeIssuer) sentTokens() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.sent...)
-}
-
-var epoch = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-
-// grantWorld is a fake cluster with an AuthorizationCode credential "login" (Ready), a
-// grant "acme" and its refresh-token Secret holding "refresh-0".
-type grantWorld struct {
-	t      *testing.T
-	client client.WithWatch
-	clock  *clocktesting.FakeClock
-	tokens *fakeIssuer
-	r      *CDUserGrantReconciler
-	writes []string
-}
-
-func newGrantWorld(t *testing.T, objs ...client.Object) *grantWorld {
-	t.Helper()
-	scheme := runtime.NewScheme()
-	_ = corev1.AddToScheme(scheme)
-	_ = cdv1.AddToScheme(scheme)
-	cred := &cdv1.CDCredential{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "login", Generation: 1},
-		Spec:       cdv1.CDCredentialSpec{Flow: cdv1.FlowAuthorizationCode, ClientSecretRef: cdv1.ClientSecretReference{Name: "login-client"}, Issuer: "https://id.example.com"},
-		Status: cdv1.CDCredentialStatus{Conditions: []metav1.Condition{{
-			Type: cdv1.ReadyCondition, Status: metav1.ConditionTrue, Reason: cdv1.ClientReadyReason, LastTransitionTime: metav1.NewTime(epoch),
-		}}},
-	}
-	w := &grantWorld{t: t, clock: clocktesting.NewFakeClock(epoch), tokens: &fakeIssuer{lifetime: 30 * time.Minute}}
-	all := append([]client.Object{
-		cred,
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "login-client", Labels: map[string]string{cdv1.WatchLabel: "true"}},
-			Data: map[string][]byte{"client_id": []byte("login-id"), "client_secret": []byte("login-secret")}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme-refresh", Labels: map[string]string{cdv1.WatchLabel: "true"}},
-			Data: map[string][]byte{"refresh_token": []byte("refresh-0")}},
-		&cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme", UID: "uid-acme", Generation: 1},
-			Spec: cdv1.CDUserGrantSpec{CredentialRef: cdv1.CredentialReference{Name: "login"}, RefreshTokenSecretRef: cdv1.RefreshTokenSecretReference{Name: "acme-refresh"}}},
-	}, objs...)
-	w.client = fake.NewClientBuilder().WithScheme(scheme).WithObjects(all...).
-		WithStatusSubresource(&cdv1.CDUserGrant{}, &cdv1.CDCredential{}).
-		WithInterceptorFuncs(interceptor.Funcs{
-			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-				w.writes = append(w.writes, "create "+obj.GetName())
-				return c.Create(ctx, obj, opts...)
-			},
-			Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
-				w.writes = append(w.writes, "update "+obj.GetName())
-				return c.Update(ctx, obj, opts...)
-			},
-			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-				w.writes = append(w.writes, sub+" "+obj.GetName())
-				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
-			},
-		}).Build()
-	w.r = &CDUserGrantReconciler{Client: w.client, APIReader: w.client, Clock: w.clock, Tokens: w.tokens, Recorder: events.NewFakeRecorder(100)}
-	return w
-}
-
-func (w *grantWorld) reconcile() (ctrl.Result, error) {
-	w.t.Helper()
-	w.writes = nil
-	return w.r.Reconcile(context.Background(), reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "acme"}})
-}
-
-func (w *grantWorld) grant() *cdv1.CDUserGrant {
-	g := &cdv1.CDUserGrant{}
-	if err := w.client.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: "acme"}, g); err != nil {
-		w.t.Fatal(err)
-	}
-	return g
-}
-
-func (w *grantWorld) secret(name string) *corev1.Secret {
-	s := &corev1.Secret{}
-	if err := w.client.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: name}, s); err != nil {
-		w.t.Fatal(err)
-	}
-	return s
-}
-
-func (w *grantWorld) condition(typ string) metav1.Condition {
-	c := meta.FindStatusCondition(w.grant().Status.Conditions, typ)
-	if c == nil {
-		w.t.Fatalf("no %s condition", typ)
-	}
-	return *c
-}
-
-func TestRotationWritesInOrderAndRequeuesAtRenewal(t *testing.T) {
-	w := newGrantWorld(t)
-	res, err := w.reconcile()
+func TestARoutineRotationIsFourWritesInTheProtocolsOrder(t *testing.T) {
+	w := newWorld(t)
+	res, err := w.reconcileGrant("acme")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Mark, new refresh token, access token, status: DESIGN §9's four writes, in §6's order.
-	want := []string{"update acme-refresh", "update acme-refresh", "create acme-token", "status acme"}
-	if diff := cmp.Diff(want, w.writes); diff != "" {
+	want := []string{"update acme-refresh", "update acme-refresh", "apply acme-token", "status acme"}
+	if diff := cmp.Diff(want, w.takeWrites()); diff != "" {
 		t.Errorf("writes (-want +got):\n%s", diff)
 	}
 	if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "refresh-1" {
 		t.Errorf("stored refresh token %q, want refresh-1", got)
 	}
-	if a := w.secret("acme-refresh").Annotations; a[cdv1.RotationInFlightAnnotation] != "" {
-		t.Errorf("in-flight mark left behind: %v", a)
+	if m := rotation.ReadMark(w.secret("acme-refresh").Annotations); m.Hash != "" {
+		t.Errorf("in-flight mark left behind: %+v", m)
 	}
-	g := w.grant()
-	s := renewalSchedule(epoch, 30*time.Minute, 0, "uid-acme")
+	s, _ := rotation.Plan(epoch, 30*time.Minute, 0, "uid-acme")
 	if res.RequeueAfter != s.RenewAt.Sub(epoch) {
 		t.Errorf("RequeueAfter %s, want %s", res.RequeueAfter, s.RenewAt.Sub(epoch))
 	}
-	if g.Status.RotationCount != 1 || !g.Status.ExpiresAt.Time.Equal(s.ExpiresAt) || !g.Status.RenewalTime.Time.Equal(s.RenewAt) {
+	g := w.grant("acme")
+	if g.Status.RotationCount != 1 || !g.Status.ExpiresAt.Time.Equal(s.ExpiresAt) || !g.Status.RenewalTime.Time.Equal(s.RenewAt) || g.Status.LastFailure != nil {
 		t.Errorf("status %+v", g.Status)
 	}
-	if c := w.condition(cdv1.ReadyCondition); c.Status != metav1.ConditionTrue || c.Reason != cdv1.TokenIssuedReason {
-		t.Errorf("Ready %+v", c)
+	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
+	wantCondition(t, g.Status.Conditions, cdv1.FlowMisuseCondition, metav1.ConditionFalse, cdv1.FlowCorrectReason)
+	out := w.secret("acme-token")
+	if string(out.Data[cdv1.AccessTokenKey]) != "access-1" || string(out.Data[cdv1.AuthorizationKey]) != "Bearer access-1" || !metav1.IsControlledBy(out, g) {
+		t.Errorf("output Secret %+v", out)
 	}
 }
 
-func TestFreshTokenIsNotRotatedAgainAndNothingIsWritten(t *testing.T) {
-	w := newGrantWorld(t)
-	if _, err := w.reconcile(); err != nil {
-		t.Fatal(err)
-	}
-	rec := w.r.Recorder.(*events.FakeRecorder)
-	if got := <-rec.Events; !strings.Contains(got, cdv1.RefreshTokenRotatedReason) {
-		t.Errorf("event %q, want RefreshTokenRotated", got)
-	}
-	w.clock.Step(10 * time.Minute)
-	res, err := w.reconcile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(w.writes) != 0 {
-		t.Errorf("a reconcile with nothing to do wrote %v", w.writes)
-	}
-	select {
-	case e := <-rec.Events:
-		t.Errorf("a reconcile with nothing to do recorded %q", e)
-	default:
-	}
-	if n := len(w.tokens.sentTokens()); n != 1 {
-		t.Errorf("%d refreshes, want 1", n)
-	}
-	want := renewalSchedule(epoch, 30*time.Minute, 0, "uid-acme").RenewAt.Sub(epoch.Add(10 * time.Minute))
-	if res.RequeueAfter != want {
-		t.Errorf("RequeueAfter %s, want %s", res.RequeueAfter, want)
-	}
-}
-
-func TestEachRefreshTokenIsSentExactlyOnceAcrossRenewals(t *testing.T) {
-	w := newGrantWorld(t)
-	for range 5 {
-		res, err := w.reconcile()
+func TestAFreshTokenIsNotRotatedAndOnlyChangesRecordEvents(t *testing.T) {
+	w := newWorld(t)
+	for i := range 4 {
+		res, err := w.reconcileGrant("acme")
 		if err != nil {
 			t.Fatal(err)
 		}
-		w.clock.Step(res.RequeueAfter)
+		if i < 3 {
+			w.clock.Step(res.RequeueAfter)
+		}
 	}
-	want := []string{"refresh-0", "refresh-1", "refresh-2", "refresh-3", "refresh-4"}
-	if diff := cmp.Diff(want, w.tokens.sentTokens()); diff != "" {
-		t.Errorf("refresh tokens sent (-want +got):\n%s", diff)
+	events := w.recorded()
+	if len(events) != 1 || !strings.Contains(events[0], "Normal "+cdv1.TokenIssuedReason) {
+		t.Errorf("events %q, want one TokenIssued for the first token and none for routine rotations", events)
 	}
-	if n := w.grant().Status.RotationCount; n != 5 {
-		t.Errorf("rotationCount %d, want 5", n)
-	}
-}
-
-func TestInvalidGrantIsTerminalAndRemembered(t *testing.T) {
-	w := newGrantWorld(t)
-	w.tokens.fail = &tokenclient.Error{Kind: tokenclient.KindInvalidGrant, Code: "invalid_grant"}
-	_, err := w.reconcile()
-	if !errors.Is(err, reconcile.TerminalError(nil)) {
-		t.Errorf("err = %v, want a terminal error", err)
-	}
-	if c := w.condition(cdv1.ReauthorizationRequiredCondition); c.Status != metav1.ConditionTrue || c.Reason != cdv1.RefreshTokenRejectedReason {
-		t.Errorf("ReauthorizationRequired %+v", c)
-	}
-	if c := w.condition(cdv1.StalledCondition); c.Status != metav1.ConditionTrue {
-		t.Errorf("Stalled %+v", c)
-	}
-	// A later reconcile (a restart, a resync) sends nothing: the rejection is on the Secret.
-	if _, err := w.reconcile(); err == nil {
-		t.Errorf("second reconcile succeeded")
-	}
-	if n := len(w.tokens.sentTokens()); n != 1 {
-		t.Errorf("%d refreshes, want 1", n)
-	}
-}
-
-func TestInterruptedRotationTriesTheStoredTokenOnceThenStops(t *testing.T) {
-	w := newGrantWorld(t)
-	s := w.secret("acme-refresh")
-	s.Annotations = map[string]string{cdv1.RotationInFlightAnnotation: tokenHash("refresh-0"), cdv1.RotationHolderAnnotation: "dead-process@2026-11-23T09:00:00Z"}
-	if err := w.client.Update(context.Background(), s); err != nil {
+	w.clock.Step(time.Minute) // well before the next renewal
+	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
-	w.tokens.fail = &tokenclient.Error{Kind: tokenclient.KindInvalidGrant, Code: "invalid_grant"}
-	if _, err := w.reconcile(); err == nil {
+	if writes := w.takeWrites(); len(writes) != 0 {
+		t.Errorf("a pass with nothing to do wrote %v", writes)
+	}
+	if diff := cmp.Diff([]string{"refresh-0", "refresh-1", "refresh-2", "refresh-3"}, w.tokens.refreshes()); diff != "" {
+		t.Errorf("each refresh token is sent exactly once (-want +got):\n%s", diff)
+	}
+}
+
+func TestInvalidGrantIsTerminalAndRememberedInStatus(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.failNext(invalidGrant)
+	if _, err := w.reconcileGrant("acme"); !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatalf("err %v, want a terminal error", err)
+	}
+	g := w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenRejectedReason)
+	wantCondition(t, g.Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.RefreshTokenRejectedReason)
+	if f := g.Status.LastFailure; f == nil || f.Reason != cdv1.RefreshTokenRejectedReason || f.FailedAttempts != 1 || f.RetryTime != nil {
+		t.Errorf("lastFailure %+v, want a terminal RefreshTokenRejected", f)
+	}
+	// A restarted process (a new reconciler, nothing in memory) sends nothing either.
+	w.grants = &CDUserGrantReconciler{Client: w.client, APIReader: w.client, Clock: w.clock, Tokens: w.tokens, Recorder: w.events, Holder: "me-after-restart"}
+	w.clock.Step(time.Hour)
+	if _, err := w.reconcileGrant("acme"); !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatalf("err %v, want a terminal error", err)
+	}
+	if n := len(w.tokens.refreshes()); n != 1 {
+		t.Errorf("%d refreshes, want 1", n)
+	}
+	// A new refresh token is a new request.
+	w.update(w.secret("acme-refresh"), func() {})
+	s := w.secret("acme-refresh")
+	s.Data["refresh_token"] = []byte("new-login")
+	w.update(s, func() { s.Data["refresh_token"] = []byte("new-login") })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+}
+
+func TestAnInterruptedRotationSendsTheStoredTokenOnceThenStops(t *testing.T) {
+	w := newWorld(t)
+	w.mark("dead-process", epoch.Add(-time.Hour), 1)
+	w.tokens.failNext(invalidGrant)
+	if _, err := w.reconcileGrant("acme"); err == nil {
 		t.Fatal("want a terminal error")
 	}
-	if c := w.condition(cdv1.ReauthorizationRequiredCondition); c.Reason != cdv1.RotationInterruptedReason || c.Status != metav1.ConditionTrue {
-		t.Errorf("ReauthorizationRequired %+v", c)
-	}
-	if _, err := w.reconcile(); err == nil {
-		t.Fatal("want a terminal error")
-	}
-	if diff := cmp.Diff([]string{"refresh-0"}, w.tokens.sentTokens()); diff != "" {
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RotationInterruptedReason)
+	_, _ = w.reconcileGrant("acme")
+	if diff := cmp.Diff([]string{"refresh-0"}, w.tokens.refreshes()); diff != "" {
 		t.Errorf("sent (-want +got):\n%s", diff)
 	}
 }
 
 func TestALiveRotationByAnotherProcessIsWaitedFor(t *testing.T) {
-	w := newGrantWorld(t)
-	s := w.secret("acme-refresh")
-	s.Annotations = map[string]string{cdv1.RotationInFlightAnnotation: tokenHash("refresh-0"), cdv1.RotationHolderAnnotation: "other-replica@" + epoch.Add(-30*time.Second).Format(time.RFC3339)}
-	if err := w.client.Update(context.Background(), s); err != nil {
-		t.Fatal(err)
-	}
-	res, err := w.reconcile()
+	w := newWorld(t)
+	w.mark("other-replica", epoch.Add(-30*time.Second), 1)
+	res, err := w.reconcileGrant("acme")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.RequeueAfter != 90*time.Second {
 		t.Errorf("RequeueAfter %s, want the 90 s left of the other holder's 2-minute mark", res.RequeueAfter)
 	}
-	if n := len(w.tokens.sentTokens()); n != 0 {
+	if n := len(w.tokens.refreshes()); n != 0 {
 		t.Errorf("sent %d refresh tokens while another process holds the rotation", n)
 	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReconcilingCondition, metav1.ConditionTrue, cdv1.ReconcilingReason)
 }
 
-func TestAmbiguousFailureLeavesTheMarkAndTheNextAttemptIsARecovery(t *testing.T) {
-	w := newGrantWorld(t)
-	w.tokens.fail = &tokenclient.Error{Kind: tokenclient.KindTransient, StatusCode: 502, Ambiguous: true}
-	if _, err := w.reconcile(); err == nil {
-		t.Fatal("want a transient error")
+func TestALostAnswerKeepsTheMarkAndTheResendIsTheLastPresentation(t *testing.T) {
+	cases := map[string]struct {
+		second        error
+		wantRefreshes int
+		wantReason    string
+	}{
+		"the resend is rejected: the lost attempt spent it": {second: invalidGrant, wantRefreshes: 2, wantReason: cdv1.RotationInterruptedReason},
+		"the resend is lost too: never a third time":        {second: lostAnswer, wantRefreshes: 2, wantReason: cdv1.RotationInterruptedReason},
 	}
-	if a := w.secret("acme-refresh").Annotations[cdv1.RotationInFlightAnnotation]; a != tokenHash("refresh-0") {
-		t.Fatalf("in-flight mark %q, want the spent token's hash", a)
-	}
-	if c := w.condition(cdv1.ReadyCondition); c.Reason != cdv1.TokenRequestFailedReason {
-		t.Errorf("Ready %+v", c)
-	}
-	// The server had in fact spent it.
-	w.tokens.fail = &tokenclient.Error{Kind: tokenclient.KindInvalidGrant, Code: "invalid_grant"}
-	_, _ = w.reconcile()
-	if c := w.condition(cdv1.ReauthorizationRequiredCondition); c.Reason != cdv1.RotationInterruptedReason {
-		t.Errorf("ReauthorizationRequired %+v", c)
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			w.tokens.failNext(lostAnswer, tc.second)
+			res, err := w.reconcileGrant("acme")
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := rotation.ReadMark(w.secret("acme-refresh").Annotations)
+			if m.Hash != rotation.Hash("refresh-0") || m.Attempts != 1 {
+				t.Fatalf("mark %+v, want the possibly spent token's, first attempt", m)
+			}
+			g := w.grant("acme")
+			wantCondition(t, g.Status.Conditions, cdv1.ReconcilingCondition, metav1.ConditionTrue, cdv1.TokenRequestFailedReason)
+			if g.Status.LastFailure == nil || g.Status.LastFailure.RetryTime == nil {
+				t.Fatalf("lastFailure %+v, want a retry time", g.Status.LastFailure)
+			}
+			for range 3 {
+				w.clock.Step(max(res.RequeueAfter, time.Second))
+				res, _ = w.reconcileGrant("acme")
+			}
+			if n := len(w.tokens.refreshes()); n != tc.wantRefreshes {
+				t.Errorf("%d refreshes, want %d", n, tc.wantRefreshes)
+			}
+			wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, tc.wantReason)
+		})
 	}
 }
 
-func TestUnambiguousFailureClearsTheMark(t *testing.T) {
-	w := newGrantWorld(t)
-	w.tokens.fail = &tokenclient.Error{Kind: tokenclient.KindRateLimited, StatusCode: 429, RetryAfter: 30 * time.Second}
-	res, err := w.reconcile()
-	if err != nil || res.RequeueAfter != 30*time.Second {
-		t.Fatalf("res %+v err %v, want a 30 s wait", res, err)
+func TestAServerErrorSpentNothing(t *testing.T) {
+	t.Run("after a first send the mark goes", func(t *testing.T) {
+		w := newWorld(t)
+		w.tokens.failNext(badGateway)
+		if _, err := w.reconcileGrant("acme"); err != nil {
+			t.Fatal(err)
+		}
+		if m := rotation.ReadMark(w.secret("acme-refresh").Annotations); m.Hash != "" {
+			t.Errorf("mark %+v left after an answer that spent nothing", m)
+		}
+	})
+	t.Run("after a resend the resend budget is given back", func(t *testing.T) {
+		w := newWorld(t)
+		w.tokens.failNext(lostAnswer, badGateway)
+		res, _ := w.reconcileGrant("acme")
+		w.clock.Step(res.RequeueAfter)
+		res, _ = w.reconcileGrant("acme")
+		if m := rotation.ReadMark(w.secret("acme-refresh").Annotations); m.Attempts != 1 {
+			t.Fatalf("mark %+v, want the first attempt's again", m)
+		}
+		w.clock.Step(res.RequeueAfter)
+		if _, err := w.reconcileGrant("acme"); err != nil {
+			t.Fatal(err)
+		}
+		wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+		if diff := cmp.Diff([]string{"refresh-0", "refresh-0", "refresh-0"}, w.tokens.refreshes()); diff != "" {
+			t.Errorf("sent (-want +got):\n%s", diff)
+		}
+	})
+}
+
+func TestA503WithRetryAfterWaitsAsToldAndRestoresTheMark(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.failNext(&tokenclient.Error{Kind: tokenclient.KindRateLimited, StatusCode: 503, RetryAfter: 45 * time.Second, Ambiguous: true})
+	res, err := w.reconcileGrant("acme")
+	if err != nil || res.RequeueAfter != 45*time.Second {
+		t.Fatalf("res %+v err %v, want a 45 s wait", res, err)
 	}
-	if a := w.secret("acme-refresh").Annotations[cdv1.RotationInFlightAnnotation]; a != "" {
-		t.Errorf("in-flight mark left after a refusal that spent nothing")
+	if m := rotation.ReadMark(w.secret("acme-refresh").Annotations); m.Hash != "" {
+		t.Errorf("mark %+v left after a refusal that spent nothing", m)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.RateLimitedReason)
+}
+
+func TestTransientFailuresBackOffExponentiallyAndTheBackoffSurvivesARestart(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.failNext(badGateway, badGateway, badGateway)
+	var waits []time.Duration
+	for range 3 {
+		res, err := w.reconcileGrant("acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits = append(waits, res.RequeueAfter)
+		// A restart in between: the next attempt still waits for the retry time.
+		w.grants = &CDUserGrantReconciler{Client: w.client, APIReader: w.client, Clock: w.clock, Tokens: w.tokens, Recorder: w.events, Holder: "me"}
+		if _, err := w.reconcileGrant("acme"); err != nil {
+			t.Fatal(err)
+		}
+		w.clock.Step(res.RequeueAfter)
+	}
+	if n := len(w.tokens.refreshes()); n != 3 {
+		t.Errorf("%d refreshes, want 3: a restart does not retry early", n)
+	}
+	if !(waits[0] >= 5*time.Second && waits[1] >= 2*waits[0]*5/6 && waits[2] >= 2*waits[1]*5/6) {
+		t.Errorf("waits %v do not double", waits)
+	}
+	if f := w.grant("acme").Status.LastFailure; f == nil || f.FailedAttempts != 3 {
+		t.Errorf("lastFailure %+v, want 3 attempts", f)
 	}
 }
 
-func TestNewRefreshTokenIsHeldUntilTheAPIServerTakesIt(t *testing.T) {
-	w := newGrantWorld(t)
-	w.r.PersistTimeout = 3 * time.Second // then the next reconcile retries
+func TestAnUnplacedRefusalIsTriedThreeTimesThenStops(t *testing.T) {
+	w := newWorld(t)
+	dex := &tokenclient.Error{Kind: tokenclient.KindRefused, Code: "invalid_request", StatusCode: 400, Description: "Refresh token is invalid or has already been claimed by another client."}
+	w.tokens.failNext(dex, dex, dex, dex)
+	for range 5 {
+		res, _ := w.reconcileGrant("acme")
+		w.clock.Step(max(res.RequeueAfter, time.Minute))
+	}
+	if n := len(w.tokens.refreshes()); n != 3 {
+		t.Errorf("%d refreshes, want 3", n)
+	}
+	g := w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenRefusedReason)
+	wantCondition(t, g.Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.RefreshTokenRefusedReason)
+	if msg := condition(t, g.Status.Conditions, cdv1.ReadyCondition).Message; !strings.Contains(msg, "already been claimed") {
+		t.Errorf("message %q does not carry the provider's words", msg)
+	}
+}
+
+func TestANewRefreshTokenIsHeldThroughAnAPIServerOutage(t *testing.T) {
+	w := newWorld(t)
+	w.grants.PersistTimeout = 3 * time.Second // then the next reconcile retries
 	stop := advanceWhenWaited(w.clock)
 	defer stop()
-	var failing atomic.Bool
-	failing.Store(true)
-	w.r.Client = interceptor.NewClient(w.client, interceptor.Funcs{
-		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
-			if failing.Load() && obj.GetAnnotations()[cdv1.RotationInFlightAnnotation] == "" {
-				return errors.New("apiserver unavailable")
-			}
-			return c.Update(ctx, obj, opts...)
-		},
+	outage := errors.New("connection refused")
+	w.setFault(func(verb string, obj client.Object) error {
+		if verb == "update" && obj.GetName() == "acme-refresh" && obj.GetAnnotations()[cdv1.RotationInFlightAnnotation] == "" {
+			return outage
+		}
+		return nil
 	})
-	if _, err := w.reconcile(); err == nil {
-		t.Fatal("want an error while the write fails")
+	for range 2 {
+		if _, err := w.reconcileGrant("acme"); err != nil {
+			t.Fatal(err)
+		}
+		wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretWriteFailedReason)
 	}
-	if _, err := w.reconcile(); err == nil {
-		t.Fatal("want an error while the write fails")
-	}
-	if diff := cmp.Diff([]string{"refresh-0"}, w.tokens.sentTokens()); diff != "" {
+	if diff := cmp.Diff([]string{"refresh-0"}, w.tokens.refreshes()); diff != "" {
 		t.Fatalf("the spent token was sent again (-want +got):\n%s", diff)
 	}
-	failing.Store(false)
-	if _, err := w.reconcile(); err != nil {
+	w.setFault(nil)
+	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
 	if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "refresh-1" {
@@ -372,132 +309,290 @@ func TestNewRefreshTokenIsHeldUntilTheAPIServerTakesIt(t *testing.T) {
 	if got := string(w.secret("acme-token").Data[cdv1.AccessTokenKey]); got != "access-1" {
 		t.Errorf("access token %q, want access-1", got)
 	}
-	if n := len(w.tokens.sentTokens()); n != 1 {
-		t.Errorf("%d refreshes, want 1", n)
-	}
 }
 
-// advanceWhenWaited moves the fake clock on whenever code waits on it (the persist
-// retry backoff), so a test of retries runs without real waiting.
-func advanceWhenWaited(c *clocktesting.FakeClock) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
+func TestASecretWriteTheAPIServerRefusesIsOnTheCRAndNoNewTokenIsRequested(t *testing.T) {
+	cases := map[string]struct {
+		verb, name string
+	}{
+		"the new refresh token is forbidden": {verb: "update", name: "acme-refresh"},
+		"the output Secret is forbidden":     {verb: "apply", name: "acme-token"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			w.setFault(func(verb string, obj client.Object) error {
+				if verb == tc.verb && obj.GetName() == tc.name && obj.GetAnnotations()[cdv1.RotationInFlightAnnotation] == "" {
+					return forbidden
+				}
+				return nil
+			})
+			res, err := w.reconcileGrant("acme")
+			if err != nil {
+				t.Fatal(err)
 			}
-			if c.HasWaiters() {
-				c.Step(time.Second)
+			g := w.grant("acme")
+			ready := condition(t, g.Status.Conditions, cdv1.ReadyCondition)
+			if ready.Reason != cdv1.SecretWriteFailedReason || !strings.Contains(ready.Message, "Forbidden") || !strings.Contains(ready.Message, "blockOwnerDeletion") {
+				t.Errorf("Ready %+v, want SecretWriteFailed with the API server's reason and message", ready)
 			}
-			goruntime.Gosched()
-		}
-	}()
-	return func() { close(done) }
-}
-
-func TestMissingRefreshTokenAwaitsAuthorization(t *testing.T) {
-	w := newGrantWorld(t)
-	s := w.secret("acme-refresh")
-	s.Data = map[string][]byte{"other": []byte("x")}
-	if err := w.client.Update(context.Background(), s); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.reconcile(); err != nil {
-		t.Fatal(err)
-	}
-	if c := w.condition(cdv1.ReadyCondition); c.Reason != cdv1.AwaitingAuthorizationReason {
-		t.Errorf("Ready %+v", c)
-	}
-	if c := w.condition(cdv1.ReauthorizationRequiredCondition); c.Reason != cdv1.RefreshTokenMissingReason || c.Status != metav1.ConditionTrue {
-		t.Errorf("ReauthorizationRequired %+v", c)
-	}
-	if n := len(w.tokens.sentTokens()); n != 0 {
-		t.Errorf("sent %d", n)
-	}
-}
-
-func TestGrantOnClientCredentialsCredentialSendsNothing(t *testing.T) {
-	w := newGrantWorld(t)
-	cred := &cdv1.CDCredential{}
-	_ = w.client.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: "login"}, cred)
-	cred.Spec.Flow = cdv1.FlowClientCredentials
-	if err := w.client.Update(context.Background(), cred); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.reconcile(); err == nil {
-		t.Fatal("want a terminal error")
-	}
-	if c := w.condition(cdv1.FlowMisuseCondition); c.Status != metav1.ConditionTrue || c.Reason != cdv1.UserGrantOnClientCredentialsReason {
-		t.Errorf("FlowMisuse %+v", c)
-	}
-	if n := len(w.tokens.sentTokens()); n != 0 {
-		t.Errorf("sent %d", n)
-	}
-}
-
-func TestA503WithRetryAfterWaitsAsToldAndKeepsTheMark(t *testing.T) {
-	w := newGrantWorld(t)
-	w.tokens.fail = &tokenclient.Error{Kind: tokenclient.KindRateLimited, StatusCode: 503, RetryAfter: 45 * time.Second, Ambiguous: true}
-	res, err := w.reconcile()
-	if err != nil || res.RequeueAfter != 45*time.Second {
-		t.Fatalf("res %+v err %v, want a 45 s wait", res, err)
-	}
-	if a := w.secret("acme-refresh").Annotations[cdv1.RotationInFlightAnnotation]; a != tokenHash("refresh-0") {
-		t.Errorf("the mark of a possibly spent token was dropped")
-	}
-	if c := w.condition(cdv1.ReadyCondition); c.Reason != cdv1.RateLimitedReason {
-		t.Errorf("Ready %+v", c)
-	}
-}
-
-func TestEveryPromisedConditionIsPresentEvenWhenTheCredentialIsMissing(t *testing.T) {
-	w := newGrantWorld(t)
-	cred := &cdv1.CDCredential{}
-	_ = w.client.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: "login"}, cred)
-	if err := w.client.Delete(context.Background(), cred); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.reconcile(); err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{
-		cdv1.ReadyCondition:                   cdv1.CredentialNotFoundReason,
-		cdv1.FlowMisuseCondition:              cdv1.FlowCorrectReason,
-		cdv1.ReauthorizationRequiredCondition: cdv1.RefreshTokenNotCheckedReason,
-	}
-	for typ, reason := range want {
-		if c := w.condition(typ); c.Reason != reason || c.Status != metav1.ConditionFalse {
-			t.Errorf("%s = %s/%s, want False/%s", typ, c.Status, c.Reason, reason)
-		}
+			if strings.Contains(ready.Message, "refresh-1") || strings.Contains(ready.Message, "access-1") {
+				t.Errorf("a token leaked into the condition: %q", ready.Message)
+			}
+			if events := w.recorded(); len(events) != 1 || !strings.Contains(events[0], "Warning "+cdv1.SecretWriteFailedReason) {
+				t.Errorf("events %q, want one SecretWriteFailed warning", events)
+			}
+			for range 3 {
+				w.clock.Step(res.RequeueAfter)
+				res, _ = w.reconcileGrant("acme")
+			}
+			if n := len(w.tokens.refreshes()); n != 1 {
+				t.Errorf("%d refreshes while the token could not be stored, want 1", n)
+			}
+			w.setFault(nil)
+			w.clock.Step(res.RequeueAfter)
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+			if got := string(w.secret("acme-token").Data[cdv1.AccessTokenKey]); got != "access-1" {
+				t.Errorf("access token %q, want the held access-1", got)
+			}
+			wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+		})
 	}
 }
 
 func TestAnAnswerWithoutANewRefreshTokenKeepsTheOldOne(t *testing.T) {
-	w := newGrantWorld(t)
+	w := newWorld(t)
 	w.tokens.noRotate = true
-	res, err := w.reconcile()
+	res, err := w.reconcileGrant("acme")
 	if err != nil {
 		t.Fatal(err)
 	}
 	rs := w.secret("acme-refresh")
-	if got := string(rs.Data["refresh_token"]); got != "refresh-0" {
-		t.Errorf("stored %q, want the old refresh-0 kept", got)
+	if got := string(rs.Data["refresh_token"]); got != "refresh-0" || rotation.ReadMark(rs.Annotations).Hash != "" {
+		t.Errorf("stored %q with mark %v, want the old refresh-0 kept and no mark", got, rs.Annotations)
 	}
-	if rs.Annotations[cdv1.RotationInFlightAnnotation] != "" {
-		t.Errorf("in-flight mark left behind")
-	}
-	if got := string(w.secret("acme-token").Data[cdv1.AccessTokenKey]); got != "access-1" {
-		t.Errorf("access token %q, want access-1", got)
-	}
-	// The next renewal spends the kept token again, legitimately: it was never spent
-	// from the operator's point of view, since the server did not replace it.
 	w.clock.Step(res.RequeueAfter)
-	if _, err := w.reconcile(); err != nil {
+	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"refresh-0", "refresh-0"}, w.tokens.sentTokens()); diff != "" {
+	if diff := cmp.Diff([]string{"refresh-0", "refresh-0"}, w.tokens.refreshes()); diff != "" {
 		t.Errorf("sent (-want +got):\n%s", diff)
+	}
+}
+
+func TestAGrantThatCannotStartSendsNothingAndSaysWhy(t *testing.T) {
+	cases := map[string]struct {
+		change  func(w *world)
+		ready   string
+		stalled bool
+		reauth  string
+		misuse  string
+	}{
+		"the credential is missing": {
+			change: func(w *world) { _ = w.client.Delete(t.Context(), w.cred("login")) },
+			ready:  cdv1.CredentialNotFoundReason, reauth: cdv1.RefreshTokenNotCheckedReason,
+		},
+		"the credential is a ClientCredentials one": {
+			change: func(w *world) {
+				w.update(w.grant("acme"), func() {})
+				g := w.grant("acme")
+				w.update(g, func() { g.Spec.CredentialRef.Name = "pricing" })
+			},
+			ready: cdv1.UserGrantOnClientCredentialsReason, stalled: true, reauth: cdv1.RefreshTokenNotCheckedReason, misuse: cdv1.UserGrantOnClientCredentialsReason,
+		},
+		"the refresh-token Secret is missing": {
+			change: func(w *world) { _ = w.client.Delete(t.Context(), w.secret("acme-refresh")) },
+			ready:  cdv1.AwaitingAuthorizationReason, reauth: cdv1.RefreshTokenMissingReason,
+		},
+		"the refresh-token key is missing": {
+			change: func(w *world) {
+				s := w.secret("acme-refresh")
+				w.update(s, func() { s.Data = map[string][]byte{"other": []byte("x")} })
+			},
+			ready: cdv1.AwaitingAuthorizationReason, reauth: cdv1.RefreshTokenMissingReason,
+		},
+		"the refresh-token Secret is not opted in": {
+			change: func(w *world) {
+				s := w.secret("acme-refresh")
+				w.update(s, func() { delete(s.Labels, cdv1.SecretTypeLabel) })
+			},
+			ready: cdv1.SecretNotOptedInReason, stalled: true, reauth: cdv1.RefreshTokenNotCheckedReason,
+		},
+		"the output Secret's name is a user's Secret": {
+			change: func(w *world) {
+				_ = w.client.Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme-token"}, Data: map[string][]byte{"password": []byte("x")}})
+			},
+			ready: cdv1.SecretNameConflictReason, stalled: true, reauth: cdv1.RefreshTokenNotCheckedReason,
+		},
+		"the secret template is invalid": {
+			change: func(w *world) {
+				g := w.grant("acme")
+				w.update(g, func() {
+					g.Spec.SecretTemplate = &cdv1.SecretTemplate{Labels: map[string]cdv1.LabelValue{"bad key!": "x"}}
+				})
+			},
+			ready: cdv1.SecretTemplateInvalidReason, stalled: true, reauth: cdv1.RefreshTokenNotCheckedReason,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			tc.change(w)
+			_, err := w.reconcileGrant("acme")
+			if tc.stalled != errors.Is(err, reconcile.TerminalError(nil)) {
+				t.Errorf("err %v, terminal want %v", err, tc.stalled)
+			}
+			g := w.grant("acme")
+			wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, tc.ready)
+			if tc.reauth == cdv1.RefreshTokenMissingReason {
+				wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, tc.reauth)
+			} else {
+				wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, tc.reauth)
+			}
+			if tc.misuse != "" {
+				wantCondition(t, g.Status.Conditions, cdv1.FlowMisuseCondition, metav1.ConditionTrue, tc.misuse)
+			} else {
+				wantCondition(t, g.Status.Conditions, cdv1.FlowMisuseCondition, metav1.ConditionFalse, cdv1.FlowCorrectReason)
+			}
+			if tc.stalled {
+				wantCondition(t, g.Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, tc.ready)
+			}
+			if n := len(w.tokens.refreshes()); n != 0 {
+				t.Errorf("sent %d refresh tokens", n)
+			}
+		})
+	}
+}
+
+func TestARefreshTokenSecretIsBoundToOneGrant(t *testing.T) {
+	t.Run("an unbound Secret is bound before anything is sent", func(t *testing.T) {
+		w := newWorld(t)
+		s := w.secret("acme-refresh")
+		w.update(s, func() { delete(s.Annotations, cdv1.BoundToAnnotation) })
+		if _, err := w.reconcileGrant("acme"); err != nil {
+			t.Fatal(err)
+		}
+		if got := w.secret("acme-refresh").Annotations[cdv1.BoundToAnnotation]; got != "acme/uid-acme" {
+			t.Errorf("binding %q", got)
+		}
+	})
+	t.Run("a second grant naming it sends nothing and the first keeps rotating", func(t *testing.T) {
+		w := newWorld(t, grantObj("thief", "acme-refresh"))
+		if _, err := w.reconcileGrant("thief"); !errors.Is(err, reconcile.TerminalError(nil)) {
+			t.Fatalf("err %v, want terminal", err)
+		}
+		ready := condition(t, w.grant("thief").Status.Conditions, cdv1.ReadyCondition)
+		if ready.Reason != cdv1.RefreshTokenSecretInUseReason || strings.Contains(ready.Message, "refresh-0") {
+			t.Errorf("Ready %+v", ready)
+		}
+		if _, err := w.reconcileGrant("acme"); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{"refresh-0"}, w.tokens.refreshes()); diff != "" {
+			t.Errorf("sent (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("a binding to a grant that no longer exists is taken over", func(t *testing.T) {
+		w := newWorld(t, grantObj("heir", "acme-refresh"))
+		_ = w.client.Delete(t.Context(), w.grant("acme"))
+		if _, err := w.reconcileGrant("heir"); err != nil {
+			t.Fatal(err)
+		}
+		if got := w.secret("acme-refresh").Annotations[cdv1.BoundToAnnotation]; got != "heir/uid-heir" {
+			t.Errorf("binding %q, want heir's", got)
+		}
+	})
+}
+
+func TestAnAbsurdRenewBeforeIsClampedAndSaidSo(t *testing.T) {
+	w := newWorld(t)
+	g := w.grant("acme")
+	w.update(g, func() { g.Spec.RenewBefore = &metav1.Duration{Duration: 29 * time.Minute} })
+	for range 10 {
+		res, err := w.reconcileGrant("acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.RequeueAfter < 10*time.Minute {
+			t.Fatalf("requeue after %s: sooner than a third of the 30 m lifetime", res.RequeueAfter)
+		}
+		w.clock.Step(res.RequeueAfter)
+	}
+	if n := len(w.tokens.refreshes()); n != 10 {
+		t.Errorf("%d refreshes in 10 renewal periods", n)
+	}
+	if msg := condition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition).Message; !strings.Contains(msg, "renewBefore 29m0s") {
+		t.Errorf("Ready message %q does not say renewBefore was clamped", msg)
+	}
+}
+
+func TestAReauthorizationRequestKeepsTheGrantWorking(t *testing.T) {
+	w := newWorld(t)
+	w.grants.Authorizer = fixedAuthorizer{}
+	g := w.grant("acme")
+	w.update(g, func() { g.Annotations = map[string]string{cdv1.ReauthorizeAnnotation: epoch.Format(time.RFC3339)} })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	g = w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.ReauthorizationRequestedReason)
+	if g.Status.AuthorizationURL != "https://login.example/authorize" {
+		t.Errorf("authorizationURL %q", g.Status.AuthorizationURL)
+	}
+	w.update(g, func() { delete(g.Annotations, cdv1.ReauthorizeAnnotation) })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	g = w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
+	if g.Status.AuthorizationURL != "" {
+		t.Errorf("authorizationURL %q left after the request was done", g.Status.AuthorizationURL)
+	}
+}
+
+type fixedAuthorizer struct{}
+
+func (fixedAuthorizer) AuthorizationURL(*cdv1.CDUserGrant, *cdv1.CDCredential, string, string, time.Time) (string, time.Time) {
+	return "https://login.example/authorize", epoch.Add(15 * time.Minute)
+}
+
+func TestDeletionPolicy(t *testing.T) {
+	cases := map[string]struct {
+		policy      cdv1.DeletionPolicy
+		wantRevoked []string
+		wantSecret  bool
+	}{
+		"Retain keeps the customer's refresh token":      {policy: cdv1.DeletionPolicyRetain, wantSecret: true},
+		"Delete revokes the refresh token and deletes it": {policy: cdv1.DeletionPolicyDelete, wantRevoked: []string{"refresh-0"}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			g := w.grant("acme")
+			w.update(g, func() { g.Spec.DeletionPolicy = tc.policy })
+			w.tokens.failNext(invalidGrant) // so the stored token stays refresh-0
+			_, _ = w.reconcileGrant("acme")
+			if err := w.client.Delete(t.Context(), w.grant("acme")); err != nil {
+				t.Fatal(err)
+			}
+			if tc.policy == cdv1.DeletionPolicyDelete {
+				if _, err := w.reconcileGrant("acme"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.client.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "acme"}, &cdv1.CDUserGrant{}); !apierrors.IsNotFound(err) {
+				t.Errorf("the grant is still there: %v", err)
+			}
+			err := w.client.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "acme-refresh"}, &corev1.Secret{})
+			if exists := err == nil; exists != tc.wantSecret {
+				t.Errorf("refresh-token Secret exists %v, want %v", exists, tc.wantSecret)
+			}
+			if diff := cmp.Diff(tc.wantRevoked, w.grants.Revoker.(*fakeRevoker).revoked); diff != "" {
+				t.Errorf("revoked (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -2,10 +2,12 @@ package controllers
 
 import (
 	"context"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -17,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
 )
 
 // Field indexes, so a changed Secret or CDCredential maps to the CRs that reference it
@@ -30,9 +33,6 @@ const (
 // Options tune the controllers.
 type Options struct {
 	MaxConcurrentReconciles int
-	// SecretCreations, when set, brings a CR back at once when a Secret it names is
-	// created without the operator's label.
-	SecretCreations *SecretCreations
 }
 
 // SetupWithManager registers the CDCredential controller and its indexes.
@@ -43,73 +43,16 @@ func (r *CDCredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		},
 		credentialClientIDIndex: indexClientID,
 	}
-	for name, fn := range indexes {
-		if err := mgr.GetFieldIndexer().IndexField(ctx, &cdv1.CDCredential{}, name, fn); err != nil {
-			return err
-		}
+	if err := addIndexes(ctx, mgr, &cdv1.CDCredential{}, indexes); err != nil {
+		return err
 	}
-	b := ctrl.NewControllerManagedBy(mgr).
+	return ctrl.NewControllerManagedBy(mgr).
 		For(&cdv1.CDCredential{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDCredentialList{}, credentialClientSecretIndex)), builder.WithPredicates(secretDataChanged)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDCredentialList{}, credentialClientSecretIndex)), builder.WithPredicates(secretChanged)).
 		Watches(&cdv1.CDCredential{}, sharersHandler(mgr.GetClient())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles})
-	return opts.SecretCreations.watchReferencing(b, mgr.GetClient(), &cdv1.CDCredentialList{}, credentialClientSecretIndex).Complete(r)
-}
-
-// secretDataChanged lets through a referenced Secret's creation, deletion and changes
-// to its data: a new client secret or refresh token. The operator's own metadata writes
-// (the watch label, in-flight and rejection marks) must not bring a CR straight back,
-// or a refused request would be retried in a loop.
-var secretDataChanged = predicate.Funcs{
-	UpdateFunc: func(e event.UpdateEvent) bool {
-		old, okOld := e.ObjectOld.(*corev1.Secret)
-		cur, okNew := e.ObjectNew.(*corev1.Secret)
-		if !okOld || !okNew {
-			return true
-		}
-		// A rotation's own write of the new refresh token is not news.
-		ownWrite := cur.Annotations[storedHashAnnotation] == dataHash(cur.Data)
-		return !equality.Semantic.DeepEqual(old.Data, cur.Data) && !ownWrite
-	},
-}
-
-// outputTampered lets through an output Secret's deletion, and updates that leave it
-// incomplete or inconsistent (a hand edit): the operator's own writes are consistent,
-// and reconciling after each of them would only find the token fresh.
-var outputTampered = predicate.Funcs{
-	UpdateFunc: func(e event.UpdateEvent) bool {
-		cur, ok := e.ObjectNew.(*corev1.Secret)
-		if !ok {
-			return true
-		}
-		_, consistent := currentSchedule(cur)
-		return !consistent
-	},
-}
-
-// referencing maps an object to the CRs of one kind in its namespace whose index field
-// names it.
-func referencing(c client.Client, list client.ObjectList, index string) handler.MapFunc {
-	return func(ctx context.Context, obj client.Object) []reconcile.Request {
-		l := list.DeepCopyObject().(client.ObjectList)
-		if err := c.List(ctx, l, client.InNamespace(obj.GetNamespace()), client.MatchingFields{index: obj.GetName()}); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing referencing objects failed", "index", index)
-			return nil
-		}
-		var reqs []reconcile.Request
-		_ = forEachItem(l, func(o client.Object) {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
-		})
-		return reqs
-	}
-}
-
-func forEachItem(l client.ObjectList, fn func(client.Object)) error {
-	return meta.EachListItem(l, func(o runtime.Object) error {
-		fn(o.(client.Object))
-		return nil
-	})
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
+		Complete(r)
 }
 
 // SetupWithManager registers the CDUserGrant controller and its indexes.
@@ -122,16 +65,95 @@ func (r *CDUserGrantReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 			return []string{o.(*cdv1.CDUserGrant).Spec.CredentialRef.Name}
 		},
 	}
+	if err := addIndexes(ctx, mgr, &cdv1.CDUserGrant{}, indexes); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&cdv1.CDUserGrant{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, lastAuthorizationChanged))).
+		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantRefreshSecretIndex)), builder.WithPredicates(secretChanged)).
+		Watches(&cdv1.CDCredential{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantCredentialIndex))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
+		Complete(r)
+}
+
+func addIndexes(ctx context.Context, mgr ctrl.Manager, obj client.Object, indexes map[string]client.IndexerFunc) error {
 	for name, fn := range indexes {
-		if err := mgr.GetFieldIndexer().IndexField(ctx, &cdv1.CDUserGrant{}, name, fn); err != nil {
+		if err := mgr.GetFieldIndexer().IndexField(ctx, obj, name, fn); err != nil {
 			return err
 		}
 	}
-	b := ctrl.NewControllerManagedBy(mgr).
-		For(&cdv1.CDUserGrant{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantRefreshSecretIndex)), builder.WithPredicates(secretDataChanged)).
-		Watches(&cdv1.CDCredential{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantCredentialIndex))).
-		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles})
-	return opts.SecretCreations.watchReferencing(b, mgr.GetClient(), &cdv1.CDUserGrantList{}, grantRefreshSecretIndex).Complete(r)
+	return nil
+}
+
+// secretChanged lets through a referenced Secret's creation (which, for the cache,
+// includes the moment it is opted in), deletion, and changes to its data or its opt-in
+// label: a new client secret or refresh token. The operator's own writes (a stored
+// refresh token, in-flight marks, the binding) must not bring a CR straight back, or a
+// refused request would be retried in a loop.
+var secretChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		old, okOld := e.ObjectOld.(*corev1.Secret)
+		cur, okNew := e.ObjectNew.(*corev1.Secret)
+		if !okOld || !okNew {
+			return true
+		}
+		if old.Labels[cdv1.SecretTypeLabel] != cur.Labels[cdv1.SecretTypeLabel] {
+			return true
+		}
+		return !equality.Semantic.DeepEqual(old.Data, cur.Data) && !secrets.WrittenByOperator(cur)
+	},
+}
+
+// outputTampered lets through an output Secret's deletion, and updates that leave it
+// incomplete or inconsistent (a hand edit): the operator's own writes are consistent,
+// and reconciling after each of them would only find the token fresh.
+var outputTampered = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		cur, ok := e.ObjectNew.(*corev1.Secret)
+		if !ok {
+			return true
+		}
+		_, consistent := secrets.Consistent(cur)
+		return !consistent
+	},
+}
+
+// lastAuthorizationChanged lets through the callback's report of a customer login, so
+// the grant says at once why a login failed.
+var lastAuthorizationChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		old, okOld := e.ObjectOld.(*cdv1.CDUserGrant)
+		cur, okNew := e.ObjectNew.(*cdv1.CDUserGrant)
+		return okOld && okNew && !equality.Semantic.DeepEqual(old.Status.LastAuthorization, cur.Status.LastAuthorization)
+	},
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+// referencing maps an object to the CRs of one kind in its namespace whose index field
+// names it.
+func referencing(c client.Client, list client.ObjectList, index string) handler.MapFunc {
+	return func(ctx context.Context, obj client.Object) []reconcile.Request {
+		l := list.DeepCopyObject().(client.ObjectList)
+		if err := c.List(ctx, l, client.InNamespace(obj.GetNamespace()), client.MatchingFields{index: obj.GetName()}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Listing referencing objects failed", "index", index)
+			return nil
+		}
+		var reqs []reconcile.Request
+		_ = meta.EachListItem(l, func(o runtime.Object) error {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o.(client.Object))})
+			return nil
+		})
+		return reqs
+	}
+}
+
+// renewBefore is a spec's renewBefore, 0 when unset.
+func renewBefore(d *metav1.Duration) time.Duration {
+	if d == nil {
+		return 0
+	}
+	return d.Duration
 }

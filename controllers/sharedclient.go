@@ -3,9 +3,10 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,8 +18,7 @@ import (
 )
 
 // credentialClientIDIndex indexes CDCredentials cluster-wide by status.clientID, so a
-// client id declared for both flows is found without reading any Secret outside the
-// CR's own namespace.
+// client declared for both flows is found without reading any Secret.
 const credentialClientIDIndex = "status.clientID"
 
 func indexClientID(o client.Object) []string {
@@ -28,31 +28,55 @@ func indexClientID(o client.Object) []string {
 	return nil
 }
 
-// otherFlowSharers lists, as namespace/name, the CDCredentials anywhere in the cluster
-// that declare the same client id as obj with the other flow.
-func otherFlowSharers(ctx context.Context, c client.Reader, obj *cdv1.CDCredential, clientID string) ([]string, error) {
+// sharing lists the CDCredentials of the other flow that hold the same client: the
+// same public id and the same secret (compared by keyed hash). Matching the id alone
+// would let anyone flag another namespace's CRs by declaring their public id.
+type sharing []types.NamespacedName
+
+func (r *CDCredentialReconciler) sharers(ctx context.Context, cred *cdv1.CDCredential) (sharing, error) {
+	if cred.Status.ClientID == "" || cred.Status.ClientSecretHash == "" {
+		return nil, nil
+	}
 	list := &cdv1.CDCredentialList{}
-	if err := c.List(ctx, list, client.MatchingFields{credentialClientIDIndex: clientID}); err != nil {
+	if err := r.List(ctx, list, client.MatchingFields{credentialClientIDIndex: cred.Status.ClientID}); err != nil {
 		return nil, err
 	}
-	var out []string
+	var out sharing
 	for _, o := range list.Items {
-		if o.Spec.Flow != obj.Spec.Flow && o.UID != obj.UID {
-			out = append(out, o.Namespace+"/"+o.Name)
+		if o.Spec.Flow != cred.Spec.Flow && o.UID != cred.UID && o.Status.ClientSecretHash == cred.Status.ClientSecretHash {
+			out = append(out, client.ObjectKeyFromObject(&o))
 		}
 	}
-	sort.Strings(out)
+	slices.SortFunc(out, func(a, b types.NamespacedName) int { return strings.Compare(a.String(), b.String()) })
 	return out, nil
 }
 
-func sharedClientMessage(obj *cdv1.CDCredential, others []string) string {
-	return fmt.Sprintf("Client id %s is declared for flow %s here and for the other flow by %s: Central Dispatch issues a separate client per flow, so one of them uses the wrong credential set (the incident's root cause). Give each flow its own client",
-		obj.Status.ClientID, obj.Spec.Flow, strings.Join(others, ", "))
+// message names the sharers in the credential's own namespace and counts the others:
+// who may read this CR's status may not know what other namespaces hold.
+func (s sharing) message(cred *cdv1.CDCredential) string {
+	var here []string
+	elsewhere := 0
+	for _, n := range s {
+		if n.Namespace == cred.Namespace {
+			here = append(here, n.Name)
+		} else {
+			elsewhere++
+		}
+	}
+	var who []string
+	if len(here) > 0 {
+		who = append(who, "CDCredential "+strings.Join(here, ", ")+" in this namespace")
+	}
+	if elsewhere > 0 {
+		who = append(who, fmt.Sprintf("%d CDCredential(s) in other namespaces", elsewhere))
+	}
+	return fmt.Sprintf("Client id %s is declared with the same client secret for flow %s here and for the other flow by %s: Central Dispatch issues a separate client per flow, so one of them uses the wrong credential set (the incident's root cause). Give each flow its own client",
+		cred.Status.ClientID, cred.Spec.Flow, strings.Join(who, " and "))
 }
 
 // sharersHandler enqueues the CDCredentials that share a client id with a changed one,
-// under its old and its new client id, so the condition appears on all of them and
-// clears when one is fixed or deleted.
+// under its old and its new id, so the condition appears on all of them and clears when
+// one is fixed or deleted.
 func sharersHandler(c client.Reader) handler.EventHandler {
 	enqueue := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], objs ...client.Object) {
 		for _, o := range objs {
@@ -78,7 +102,7 @@ func sharersHandler(c client.Reader) handler.EventHandler {
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			old, cur := e.ObjectOld.(*cdv1.CDCredential), e.ObjectNew.(*cdv1.CDCredential)
-			if old.Status.ClientID != cur.Status.ClientID || old.Spec.Flow != cur.Spec.Flow {
+			if old.Status.ClientID != cur.Status.ClientID || old.Status.ClientSecretHash != cur.Status.ClientSecretHash || old.Spec.Flow != cur.Spec.Flow {
 				enqueue(ctx, q, old, cur)
 			}
 		},

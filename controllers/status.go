@@ -4,17 +4,22 @@ import (
 	"errors"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
 )
 
-// conditions sets conditions on one object's status during one reconcile pass. Every
-// condition carries the same observedGeneration and transition time (from the injected
-// clock), so a pass that changes nothing leaves the status byte-for-byte equal and no
-// status patch is sent.
+// conditions edits one object's conditions during one report. Every condition carries
+// the object's generation and a transition time from the injected clock; a condition
+// whose status does not change keeps its transition time, so a pass that changes nothing
+// leaves the status byte-for-byte equal and no status patch is sent. Only the report
+// functions use it.
 type conditions struct {
 	list       *[]metav1.Condition
 	before     []metav1.Condition
@@ -23,14 +28,9 @@ type conditions struct {
 }
 
 func newConditions(list *[]metav1.Condition, generation int64, now time.Time) conditions {
-	before := make([]metav1.Condition, len(*list))
-	copy(before, *list)
-	return conditions{list: list, before: before, generation: generation, now: now}
+	return conditions{list: list, before: append([]metav1.Condition(nil), *list...), generation: generation, now: now}
 }
 
-// set sets a condition. The transition time is the one the object had at the start of
-// the pass when the status is the same, so a step that sets a condition twice in a pass
-// (a default, then the outcome) does not move it.
 func (c conditions) set(typ string, status bool, reason, message string) {
 	s := metav1.ConditionFalse
 	if status {
@@ -40,14 +40,7 @@ func (c conditions) set(typ string, status bool, reason, message string) {
 	if old := meta.FindStatusCondition(c.before, typ); old != nil && old.Status == s {
 		transition = old.LastTransitionTime
 	}
-	cond := metav1.Condition{
-		Type:               typ,
-		Status:             s,
-		ObservedGeneration: c.generation,
-		LastTransitionTime: transition,
-		Reason:             reason,
-		Message:            message,
-	}
+	cond := metav1.Condition{Type: typ, Status: s, ObservedGeneration: c.generation, LastTransitionTime: transition, Reason: reason, Message: message}
 	if cur := meta.FindStatusCondition(*c.list, typ); cur != nil {
 		*cur = cond
 		return
@@ -55,47 +48,122 @@ func (c conditions) set(typ string, status bool, reason, message string) {
 	*c.list = append(*c.list, cond)
 }
 
-// ensure sets a condition only if the object has none of that type yet, so the
-// conditions the API promises are present from the first status write on.
-func (c conditions) ensure(typ string, status bool, reason, message string) {
-	if meta.FindStatusCondition(*c.list, typ) == nil {
+// keep re-stamps a condition as it is with the current generation (a pass that
+// confirmed it), or sets the given default when there is none yet.
+func (c conditions) keep(typ string, status bool, reason, message string) {
+	cur := meta.FindStatusCondition(*c.list, typ)
+	if cur == nil {
 		c.set(typ, status, reason, message)
+		return
 	}
+	cur.ObservedGeneration = c.generation
 }
 
-// onset reports whether condition typ became True during this pass.
-func (c conditions) onset(typ string) bool {
-	return meta.IsStatusConditionTrue(*c.list, typ) && !meta.IsStatusConditionTrue(c.before, typ)
-}
+func (c conditions) find(typ string) *metav1.Condition { return meta.FindStatusCondition(*c.list, typ) }
 
-func (c conditions) isTrue(typ string) bool {
-	return meta.IsStatusConditionTrue(*c.list, typ)
-}
+func (c conditions) remove(typ string) { meta.RemoveStatusCondition(c.list, typ) }
 
-// ready marks the object Ready and clears Stalled.
+// The kstatus states an object can be in after a pass.
+
+// ready: Ready=True; neither Reconciling nor Stalled.
 func (c conditions) ready(reason, message string) {
 	c.set(cdv1.ReadyCondition, true, reason, message)
-	meta.RemoveStatusCondition(c.list, cdv1.StalledCondition)
+	c.remove(cdv1.ReconcilingCondition)
+	c.remove(cdv1.StalledCondition)
 }
 
-// notReady marks the object not Ready for a reason that may resolve by itself (waiting
-// or transient). Stalled is cleared: the operator is still trying.
-func (c conditions) notReady(reason, message string) {
+// waiting: Ready=False on something outside the operator (a customer, a Secret to be
+// created); not Reconciling (nothing to retry) and not Stalled (it resolves by itself).
+func (c conditions) waiting(reason, message string) {
 	c.set(cdv1.ReadyCondition, false, reason, message)
-	meta.RemoveStatusCondition(c.list, cdv1.StalledCondition)
+	c.remove(cdv1.ReconcilingCondition)
+	c.remove(cdv1.StalledCondition)
 }
 
-// stalled marks the object not Ready and Stalled: the operator will not retry until the
-// spec or a referenced object changes.
+// retrying: Ready=False and Reconciling=True: the operator tries again by itself.
+func (c conditions) retrying(reason, message string) {
+	c.set(cdv1.ReadyCondition, false, reason, message)
+	c.set(cdv1.ReconcilingCondition, true, reason, message)
+	c.remove(cdv1.StalledCondition)
+}
+
+// stalled: Ready=False and Stalled=True: nothing happens until the spec or a referenced
+// object changes.
 func (c conditions) stalled(reason, message string) {
 	c.set(cdv1.ReadyCondition, false, reason, message)
 	c.set(cdv1.StalledCondition, true, reason, message)
+	c.remove(cdv1.ReconcilingCondition)
 }
 
-// stalledError is returned by a step that stalled the object: the message is already in
-// the conditions, and controller-runtime must not retry.
-func stalledError(message string) error {
-	return reconcile.TerminalError(errors.New(message))
+// terminal is the error a reconcile returns when the object is Stalled: a terminal error,
+// which controller-runtime counts and logs but does not retry (a change to the object or
+// to what it references brings it back). nil otherwise.
+func (c conditions) terminal() error {
+	if s := c.find(cdv1.StalledCondition); s != nil && s.Status == metav1.ConditionTrue {
+		return reconcile.TerminalError(errors.New(s.Message))
+	}
+	return nil
+}
+
+// becameTrue reports whether condition typ turned True in this pass.
+func (c conditions) becameTrue(typ string) bool {
+	return meta.IsStatusConditionTrue(*c.list, typ) && !meta.IsStatusConditionTrue(c.before, typ)
+}
+
+// recordChanges records one event per change of state in this pass and none when
+// nothing changed: Ready turning True (a first token, or the first after a failure), a
+// new failure reason on Ready, and the onset of FlowMisuse or ReauthorizationRequired. A
+// routine renewal changes nothing here and records nothing (DESIGN §9). Condition
+// messages never hold a secret, so events built from them do not either.
+func (c conditions) recordChanges(rec events.EventRecorder, obj runtime.Object) {
+	target := eventTarget(obj)
+	now, was := c.find(cdv1.ReadyCondition), meta.FindStatusCondition(c.before, cdv1.ReadyCondition)
+	switch {
+	case now == nil:
+	case c.becameTrue(cdv1.ReadyCondition):
+		rec.Eventf(target, nil, corev1.EventTypeNormal, now.Reason, "Reconcile", "%s", now.Message)
+	case now.Status == metav1.ConditionFalse && now.Reason != cdv1.ReconcilingReason && (was == nil || was.Reason != now.Reason):
+		rec.Eventf(target, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
+	}
+	if c.becameTrue(cdv1.FlowMisuseCondition) {
+		m := c.find(cdv1.FlowMisuseCondition)
+		rec.Eventf(target, nil, corev1.EventTypeWarning, cdv1.FlowMisuseDetectedReason, "Reconcile", "%s: %s", m.Reason, m.Message)
+	}
+	if c.becameTrue(cdv1.ReauthorizationRequiredCondition) {
+		m := c.find(cdv1.ReauthorizationRequiredCondition)
+		rec.Eventf(target, nil, corev1.EventTypeWarning, cdv1.ReauthorizationRequiredReason, "Reconcile", "%s: %s", m.Reason, m.Message)
+	}
+}
+
+// eventTarget is obj without its resourceVersion. The events recorder groups repeated
+// events into one series by the object reference they regard; a reference carrying the
+// resourceVersion differs after every status write.
+func eventTarget(obj runtime.Object) runtime.Object {
+	cp := obj.DeepCopyObject()
+	if m, ok := cp.(metav1.Object); ok {
+		m.SetResourceVersion("")
+	}
+	return cp
+}
+
+// failureStatus and fromFailureStatus convert the failure memory to and from status.
+func failureStatus(f rotation.Failure) *cdv1.FailureStatus {
+	s := &cdv1.FailureStatus{Request: f.Request, Reason: f.Reason, LastFailureTime: metav1.NewTime(f.Time), FailedAttempts: int32(min(f.Attempts, 1<<30))}
+	if !f.Retry.IsZero() {
+		s.RetryTime = timePtr(f.Retry)
+	}
+	return s
+}
+
+func fromFailureStatus(s *cdv1.FailureStatus) *rotation.Failure {
+	if s == nil {
+		return nil
+	}
+	f := &rotation.Failure{Request: s.Request, Reason: s.Reason, Time: s.LastFailureTime.Time, Attempts: int(s.FailedAttempts)}
+	if s.RetryTime != nil {
+		f.Retry = s.RetryTime.Time
+	}
+	return f
 }
 
 // timePtr returns t as an API time, or nil for the zero time.

@@ -34,17 +34,20 @@ const (
 )
 
 // ClientSecretReference names the Secret, in the CDCredential's own namespace, that
-// holds the client's id and secret.
+// holds the client secret (and the client id, when spec.clientID is unset). The Secret
+// must be opted in with the label cd.credops.io/secret-type=client; the operator reads no
+// other Secret.
 type ClientSecretReference struct {
-	// name of the Secret in the CDCredential's namespace. Secrets in other namespaces
-	// cannot be referenced.
+	// name of the Secret in the CDCredential's namespace, labelled
+	// cd.credops.io/secret-type=client. Secrets in other namespaces cannot be referenced.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	Name string `json:"name"`
 
-	// clientIDKey is the key in the Secret that holds the client id.
+	// clientIDKey is the key in the Secret that holds the client id, read only when
+	// spec.clientID is unset. Prefer spec.clientID: a client id is public.
 	// +optional
 	// +kubebuilder:default=client_id
 	// +kubebuilder:validation:MinLength=1
@@ -66,6 +69,8 @@ type ClientSecretReference struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.authorizeURL) || self.flow == 'AuthorizationCode'",message="authorizeURL is only valid with flow AuthorizationCode"
 // +kubebuilder:validation:XValidation:rule="!has(self.secretName) || self.flow == 'ClientCredentials'",message="secretName is only valid with flow ClientCredentials: an AuthorizationCode credential mints no token of its own (its CDUserGrants do)"
 // +kubebuilder:validation:XValidation:rule="!has(self.secretName) || self.secretName != self.clientSecretRef.name",message="secretName must differ from clientSecretRef.name: the operator would overwrite the client secret with a token"
+// +kubebuilder:validation:XValidation:rule="!has(self.authorizationParameters) || self.flow == 'AuthorizationCode'",message="authorizationParameters is only valid with flow AuthorizationCode"
+// +kubebuilder:validation:XValidation:rule="!has(self.requireIssuerInResponse) || !self.requireIssuerInResponse || self.flow == 'AuthorizationCode'",message="requireIssuerInResponse is only valid with flow AuthorizationCode"
 type CDCredentialSpec struct {
 	// flow is the flow Central Dispatch issued this client for: ClientCredentials
 	// (server-to-server: pricing, listings) or AuthorizationCode (customer logins:
@@ -74,7 +79,15 @@ type CDCredentialSpec struct {
 	// +required
 	Flow Flow `json:"flow"`
 
-	// clientSecretRef names the Secret holding the client id and secret.
+	// clientID is the client's public id (OAuth 2.0 client ids are not secret). When
+	// unset, it is read from the client Secret's clientIDKey.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[ -~]+$`
+	ClientID string `json:"clientID,omitempty"`
+
+	// clientSecretRef names the opted-in Secret holding the client secret.
 	// +required
 	ClientSecretRef ClientSecretReference `json:"clientSecretRef"`
 
@@ -126,6 +139,34 @@ type CDCredentialSpec struct {
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1' || url(self).getHostname().startsWith('127.'))))",message="must be an https:// URL (http:// only to a loopback host)"
 	RedirectURL string `json:"redirectURL,omitempty"`
 
+	// authorizationParameters are extra parameters added to every authorization URL the
+	// operator builds for this client's CDUserGrants (AuthorizationCode only), for
+	// providers that need them: `prompt: consent`, Google's `access_type: offline`, a
+	// tenant or audience. The parameters the operator owns (client_id, redirect_uri,
+	// response_type, scope, state, code_challenge, code_challenge_method) are refused.
+	// When offline_access is requested and prompt is not set here, the operator sends
+	// prompt=consent (OpenID Connect Core §11: providers drop offline access without
+	// it); set `prompt: ""` to send no prompt at all.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=16
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['client_id', 'redirect_uri', 'response_type', 'scope', 'state', 'code_challenge', 'code_challenge_method']))",message="client_id, redirect_uri, response_type, scope, state, code_challenge and code_challenge_method are set by the operator"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 64 && size(self[k]) <= 512)",message="parameter names are limited to 64 characters and values to 512"
+	AuthorizationParameters map[string]string `json:"authorizationParameters,omitempty"`
+
+	// requireIssuerInResponse makes the callback refuse an authorization response
+	// without the RFC 9207 `iss` parameter (AuthorizationCode only). An `iss` that is
+	// present must always equal the issuer, whatever this says.
+	// +optional
+	RequireIssuerInResponse bool `json:"requireIssuerInResponse,omitempty"`
+
+	// revocationURL is the RFC 7009 token revocation endpoint. When set, deleting a
+	// CDUserGrant with deletionPolicy Delete revokes its refresh token there first.
+	// Same URL rules as issuer, and its host must be on --allowed-token-hosts.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1' || url(self).getHostname().startsWith('127.'))))",message="must be an https:// URL (http:// only to a loopback host)"
+	RevocationURL string `json:"revocationURL,omitempty"`
+
 	// disablePKCE leaves PKCE (S256 code_challenge) out of the authorization URLs the
 	// operator builds for this client's CDUserGrants, for providers that reject it
 	// (AuthorizationCode only). PKCE is on by default.
@@ -147,7 +188,9 @@ type CDCredentialSpec struct {
 	// renewBefore is how long before expiry the token is renewed, for example "10m".
 	// Default: a third of the token's lifetime plus up to 10% jitter. Never less than
 	// 2 minutes (kubelet needs that long to refresh a mounted Secret) unless the token
-	// lives shorter than that.
+	// lives shorter than that, and never sooner than a third of the lifetime after the
+	// token was issued (at most 3 token requests per lifetime); a clamped value is said
+	// in the Ready condition's message.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
@@ -161,8 +204,9 @@ type CDCredentialStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions: Ready (always), Stalled (while a terminal error holds) and FlowMisuse
-	// (always, True or False).
+	// conditions: Ready (always), Reconciling (while the operator works towards a token
+	// or retries), Stalled (while a terminal error holds) and FlowMisuse (always, True or
+	// False).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -170,11 +214,22 @@ type CDCredentialStatus struct {
 	// +patchMergeKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
 
-	// clientID is the public client id read from the client Secret, so two flows
-	// sharing one id are visible (and detectable across namespaces without reading
-	// Secrets there).
+	// clientID is the public client id in use (spec.clientID, or the client Secret's),
+	// so two flows sharing one id are visible.
 	// +optional
 	ClientID string `json:"clientID,omitempty"`
+
+	// clientSecretHash is a keyed hash (HMAC-SHA256 under a key only the operator
+	// holds) of the client secret: equal for CDCredentials that hold the same secret,
+	// and of no use to anyone without the key. With clientID it detects one client used
+	// for both flows (ClientSharedAcrossFlows).
+	// +optional
+	ClientSecretHash string `json:"clientSecretHash,omitempty"`
+
+	// lastFailure remembers the last failed token request, so backoff and "refused for
+	// good" survive restarts. Absent after a success.
+	// +optional
+	LastFailure *FailureStatus `json:"lastFailure,omitempty"`
 
 	// expiresAt is when the current access token expires.
 	// +optional

@@ -15,10 +15,12 @@ type CredentialReference struct {
 }
 
 // RefreshTokenSecretReference names the Secret, in the CDUserGrant's own namespace, that
-// holds the customer's current refresh token.
+// holds the customer's current refresh token. The Secret must be opted in with the label
+// cd.credops.io/secret-type=refresh-token, and is bound to the first grant that uses it.
 type RefreshTokenSecretReference struct {
-	// name of the Secret in the CDUserGrant's namespace. The operator rewrites it on
-	// every rotation; pods never mount it.
+	// name of the Secret in the CDUserGrant's namespace, labelled
+	// cd.credops.io/secret-type=refresh-token (the operator's callback creates it so).
+	// The operator rewrites it on every rotation; pods never mount it.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
@@ -34,6 +36,20 @@ type RefreshTokenSecretReference struct {
 	Key string `json:"key,omitempty"`
 }
 
+// DeletionPolicy says what happens to a customer's refresh token when its CDUserGrant
+// is deleted.
+// +kubebuilder:validation:Enum=Retain;Delete
+type DeletionPolicy string
+
+const (
+	// DeletionPolicyRetain keeps the refresh-token Secret: the customer's session
+	// outlives the grant (and an uninstall of the operator).
+	DeletionPolicyRetain DeletionPolicy = "Retain"
+	// DeletionPolicyDelete revokes the refresh token at the identity server (when the
+	// credential has a revocationURL) and deletes the refresh-token Secret.
+	DeletionPolicyDelete DeletionPolicy = "Delete"
+)
+
 // CDUserGrantSpec declares one Central Dispatch customer's authorization.
 // +kubebuilder:validation:XValidation:rule="!has(self.secretName) || self.secretName != self.refreshTokenSecretRef.name",message="secretName must differ from refreshTokenSecretRef.name: pods would mount the customer's refresh token"
 type CDUserGrantSpec struct {
@@ -44,7 +60,8 @@ type CDUserGrantSpec struct {
 
 	// refreshTokenSecretRef names the Secret holding the customer's current refresh
 	// token. Refresh tokens are single-use: the operator replaces the value on every
-	// rotation. The Secret is never deleted by the operator.
+	// rotation. The Secret is never owned by the grant, so garbage collection never
+	// deletes it; only deletionPolicy Delete does.
 	// +required
 	RefreshTokenSecretRef RefreshTokenSecretReference `json:"refreshTokenSecretRef"`
 
@@ -61,12 +78,22 @@ type CDUserGrantSpec struct {
 
 	// renewBefore is how long before expiry the token is renewed, for example "10m".
 	// Default: a third of the token's lifetime plus up to 10% jitter. Never less than
-	// 2 minutes unless the token lives shorter than that.
+	// 2 minutes unless the token lives shorter than that, and never sooner than a third
+	// of the lifetime after the token was issued (at most 3 refreshes per lifetime); a
+	// clamped value is said in the Ready condition's message.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="renewBefore must be a positive duration"
 	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
+
+	// deletionPolicy says what happens to the customer's refresh token when this grant
+	// is deleted: Retain (default) keeps the refresh-token Secret; Delete revokes the
+	// token at the identity server (when the credential has a revocationURL) and
+	// deletes the Secret.
+	// +optional
+	// +kubebuilder:default=Retain
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
 }
 
 // CDUserGrantStatus is what the operator observed and did.
@@ -75,8 +102,9 @@ type CDUserGrantStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions: Ready (always), Stalled (while a terminal error holds), FlowMisuse
-	// and ReauthorizationRequired (always, True or False).
+	// conditions: Ready (always), Reconciling (while the operator works towards a
+	// token or retries), Stalled (while a terminal error holds), FlowMisuse and
+	// ReauthorizationRequired (always, True or False).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -111,13 +139,48 @@ type CDUserGrantStatus struct {
 	Subject string `json:"subject,omitempty"`
 
 	// authorizationURL is where the customer logs in while the grant awaits
-	// authorization (set when the manager's callback server is enabled).
+	// authorization or a reauthorization was asked for (set when the manager's callback
+	// server is enabled).
 	// +optional
 	AuthorizationURL string `json:"authorizationURL,omitempty"`
+
+	// lastAuthorization is the outcome of the last customer login the callback
+	// received for this grant.
+	// +optional
+	LastAuthorization *AuthorizationResult `json:"lastAuthorization,omitempty"`
+
+	// lastFailure remembers the last failed refresh or write, so backoff and "refused for
+	// good" survive restarts. Absent after a success.
+	// +optional
+	LastFailure *FailureStatus `json:"lastFailure,omitempty"`
 
 	// secretName is the Secret that holds the access token.
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
+}
+
+// AuthorizationResult is what the operator's callback saw of one customer login.
+type AuthorizationResult struct {
+	// time is when the callback received the identity server's answer.
+	// +required
+	Time metav1.Time `json:"time"`
+
+	// reason is CustomerAuthorized, AuthorizationDenied, AuthorizationFailed or
+	// RefreshTokenSecretConflict.
+	// +required
+	// +kubebuilder:validation:MaxLength=128
+	Reason string `json:"reason"`
+
+	// error is the OAuth 2.0 error code of the authorization response, if any
+	// (access_denied, invalid_scope, consent_required, …).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Error string `json:"error,omitempty"`
+
+	// message says what happened and what to change. It never holds a code or token.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
 }
 
 // CDUserGrant is one Central Dispatch customer's authorization of an

@@ -1,12 +1,18 @@
 package v1alpha1
 
-// Condition types. Ready is always present; Stalled only while a terminal error holds
-// (kstatus); FlowMisuse on both kinds and ReauthorizationRequired on CDUserGrant are
-// always present with True or False so `kubectl wait --for=condition=X=false` works.
+// Condition types. Ready is always present; Reconciling and Stalled follow kstatus:
+// Reconciling is present while the operator works towards a token or retries a failure
+// that may pass, Stalled while a terminal error holds. FlowMisuse (both kinds) and
+// ReauthorizationRequired (CDUserGrant) are always present with True or False, so
+// `kubectl wait --for=condition=X=false` works.
 const (
 	// ReadyCondition is True when the output Secret holds a current token (or, for an
-	// AuthorizationCode CDCredential, when its client Secret is usable).
+	// AuthorizationCode CDCredential, when its client is usable).
 	ReadyCondition = "Ready"
+
+	// ReconcilingCondition is True while the operator is still working towards Ready: a
+	// first pass, a token being stored, a failure it retries with backoff.
+	ReconcilingCondition = "Reconciling"
 
 	// StalledCondition is True while a terminal error holds: the operator will not
 	// retry until the spec or a referenced object changes.
@@ -17,7 +23,8 @@ const (
 	FlowMisuseCondition = "FlowMisuse"
 
 	// ReauthorizationRequiredCondition is True when the customer behind a CDUserGrant
-	// must log in again because no usable refresh token is left.
+	// must log in again because no usable refresh token is left (or a new login was
+	// asked for).
 	ReauthorizationRequiredCondition = "ReauthorizationRequired"
 )
 
@@ -25,29 +32,36 @@ const (
 const (
 	// TokenIssuedReason is set on Ready=True when the output Secret holds a token that
 	// is not yet due for renewal (ClientSharedAcrossFlowsReason takes its place while the
-	// client id is also declared for the other flow). It is also the reason of the
-	// TokenIssued event.
+	// client is also declared for the other flow). It is also the reason of the event
+	// recorded when a CR gets its first token, or its first after a failure.
 	TokenIssuedReason = "TokenIssued"
 
 	// ClientReadyReason is set on Ready=True for an AuthorizationCode CDCredential whose
-	// client Secret holds both keys: CDUserGrants can use it (ClientSharedAcrossFlowsReason
-	// takes its place while the client id is also declared for the other flow).
+	// client id and secret are usable (ClientSharedAcrossFlowsReason takes its place
+	// while the client is also declared for the other flow).
 	ClientReadyReason = "ClientReady"
 )
 
-// Reasons for Ready=False. Stalled carries the same reason as Ready when it is set.
+// Reasons for Ready=False (and Reconciling or Stalled, which carry Ready's reason).
 const (
 	// ReconcilingReason is set on Ready=False on an object the operator has not finished
 	// a first pass on (so Ready is present from the start).
 	ReconcilingReason = "Reconciling"
 
 	// ClientSecretNotFoundReason: the Secret named by spec.clientSecretRef does not exist
-	// in the CDCredential's namespace.
+	// in the CDCredential's namespace. Waiting: its creation brings the CR back.
 	ClientSecretNotFoundReason = "ClientSecretNotFound"
 
-	// ClientSecretInvalidReason: the client Secret lacks the client id or secret key, or
-	// a value is empty or not printable text.
+	// ClientSecretInvalidReason: the client Secret lacks the client secret (or the
+	// client id, when spec.clientID is unset), or a value is empty or not printable text.
+	// Terminal until the Secret or the spec changes.
 	ClientSecretInvalidReason = "ClientSecretInvalid"
+
+	// SecretNotOptedInReason: a referenced Secret exists but lacks the
+	// cd.credops.io/secret-type label with the expected value, so nothing is read from it.
+	// The message gives the `kubectl label` command. Terminal until the Secret or the
+	// spec changes.
+	SecretNotOptedInReason = "SecretNotOptedIn"
 
 	// CredentialNotFoundReason: the CDCredential named by a CDUserGrant's
 	// spec.credentialRef does not exist in its namespace.
@@ -56,16 +70,22 @@ const (
 	// CredentialNotReadyReason: the CDCredential a CDUserGrant uses is not Ready.
 	CredentialNotReadyReason = "CredentialNotReady"
 
-	// TokenRequestFailedReason: the token endpoint could not be reached or answered with
-	// a server error. Transient: retried with backoff.
+	// TokenRequestFailedReason: the token endpoint could not be reached, timed out or
+	// answered with a server error. Transient: retried with exponential backoff.
 	TokenRequestFailedReason = "TokenRequestFailed"
+
+	// TokenRequestRefusedReason: the token endpoint refused a client-credentials request
+	// with an answer no known provider uses for a specific error. It is tried twice more
+	// with backoff, then Stalled until the spec or the client Secret changes.
+	TokenRequestRefusedReason = "TokenRequestRefused"
 
 	// InvalidClientReason: the token endpoint rejected the client id or secret
 	// (`invalid_client`). Terminal until the client Secret or the spec changes.
 	InvalidClientReason = "InvalidClient"
 
 	// InvalidTokenResponseReason: the token endpoint answered success with a response
-	// that cannot be used (no access_token, not a Bearer token, not JSON).
+	// that cannot be used (no access_token, not a Bearer token, not JSON, a token with
+	// characters a header or a Secret must not hold). Retried with backoff.
 	InvalidTokenResponseReason = "InvalidTokenResponse"
 
 	// TokenHostNotAllowedReason: the token endpoint's host is not on the manager's
@@ -77,20 +97,58 @@ const (
 	// behind this client lacks the product, or the client is the wrong credential set.
 	ProductNotAllocatedReason = "ProductNotAllocated"
 
+	// ScopeNotAllowedReason: the identity server refused a requested scope. The message
+	// names the requested scopes and any the server named. Terminal until the spec
+	// changes.
+	ScopeNotAllowedReason = "ScopeNotAllowed"
+
 	// RateLimitedReason: the token endpoint answered 429 or 503 with Retry-After; the
 	// operator waits as long as it was told.
 	RateLimitedReason = "RateLimited"
 
-	// OutputSecretConflictReason: the output Secret's name is taken by a Secret the
-	// operator did not create. Terminal until spec.secretName or that Secret changes.
-	OutputSecretConflictReason = "OutputSecretConflict"
+	// SecretNameConflictReason: the output Secret's name is taken by a Secret this CR
+	// does not own. Nothing is requested until spec.secretName or that Secret changes.
+	SecretNameConflictReason = "SecretNameConflict"
+
+	// SecretTemplateInvalidReason: spec.secretTemplate would make the output Secret
+	// invalid (bad keys, values, or too much metadata). Nothing is requested until the
+	// spec changes.
+	SecretTemplateInvalidReason = "SecretTemplateInvalid"
+
+	// SecretWriteFailedReason: the API server refused to store a token (forbidden,
+	// invalid, too large, a quota, an admission policy). The message carries the API
+	// server's reason and message, never a value. The token already issued is held in
+	// memory and written again with backoff; no new token is requested meanwhile.
+	SecretWriteFailedReason = "SecretWriteFailed"
 
 	// AwaitingAuthorizationReason: a CDUserGrant has no refresh token yet; the customer
 	// has to log in (or someone has to put a refresh token in its Secret).
 	AwaitingAuthorizationReason = "AwaitingAuthorization"
+
+	// AuthorizationDeniedReason: the customer (or the identity server on their behalf)
+	// declined the authorization (`error=access_denied` on the callback). The link in
+	// status stays valid: the customer can try again.
+	AuthorizationDeniedReason = "AuthorizationDenied"
+
+	// AuthorizationFailedReason: the callback received an OAuth error other than a
+	// denial (`invalid_scope`, `consent_required`, `login_required`, …), or the code
+	// exchange failed. The message names the error and what to change.
+	AuthorizationFailedReason = "AuthorizationFailed"
+
+	// RefreshTokenSecretInUseReason: the refresh-token Secret is bound to another
+	// CDUserGrant. Nothing is sent. Terminal until the spec changes or that grant is
+	// deleted.
+	RefreshTokenSecretInUseReason = "RefreshTokenSecretInUse"
+
+	// RefreshTokenSecretConflictReason: a customer logged in, but the grant's
+	// refresh-token Secret exists and is not one the callback may write (not opted in,
+	// or bound to another grant), so the new refresh token was not stored and the code
+	// was not exchanged.
+	RefreshTokenSecretConflictReason = "RefreshTokenSecretConflict"
 )
 
-// Reasons for FlowMisuse. When FlowMisuse is True, Ready is False with the same reason.
+// Reasons for FlowMisuse. When FlowMisuse is True, Ready is False with the same reason
+// (except ClientSharedAcrossFlows on a credential that still works).
 const (
 	// FlowCorrectReason is set on FlowMisuse=False: nothing suggests a wrong flow.
 	FlowCorrectReason = "FlowCorrect"
@@ -104,14 +162,15 @@ const (
 	// grant type is not allowed): the client id belongs to the other credential set.
 	GrantTypeNotAllowedReason = "GrantTypeNotAllowed"
 
-	// ClientSharedAcrossFlowsReason: the same client id is declared by CDCredentials of
-	// both flows somewhere in the cluster (the incident's root cause). Set on FlowMisuse
-	// of every one of them, and on Ready=True of those that still work, so the Reason
-	// column of `kubectl get cdcred` shows it.
+	// ClientSharedAcrossFlowsReason: the same client (id and secret) is declared by
+	// CDCredentials of both flows somewhere in the cluster (the incident's root cause).
+	// Set on FlowMisuse of every one of them, and on Ready=True of those that still
+	// work, so the Reason column of `kubectl get cdcred` shows it.
 	ClientSharedAcrossFlowsReason = "ClientSharedAcrossFlows"
 )
 
-// Reasons for ReauthorizationRequired.
+// Reasons for ReauthorizationRequired. When it is True, Ready is False with the same
+// reason, except ReauthorizationRequested (the grant keeps working meanwhile).
 const (
 	// RefreshTokenValidReason is set on ReauthorizationRequired=False: the grant holds a
 	// refresh token the identity server last accepted.
@@ -125,25 +184,46 @@ const (
 	// RefreshTokenMissingReason: the refresh-token Secret or its key does not exist.
 	RefreshTokenMissingReason = "RefreshTokenMissing"
 
-	// RefreshTokenRejectedReason: the identity server answered invalid_grant: the
-	// refresh token is spent, expired or revoked. Terminal until the Secret changes.
+	// RefreshTokenRejectedReason: the identity server refused the refresh token for good
+	// (invalid_grant, or a provider's own words for a spent, expired or revoked token).
+	// Terminal until the Secret holds a new refresh token.
 	RefreshTokenRejectedReason = "RefreshTokenRejected"
 
-	// RotationInterruptedReason: a previous process died after sending the refresh
-	// token and before storing its successor, and the identity server has since
-	// rejected the stored token. The customer must log in again.
+	// RefreshTokenRefusedReason: the identity server refused the refresh token three
+	// times with an answer no known provider uses for a specific error. The operator
+	// stops rather than loop on one token; the message carries the provider's words.
+	RefreshTokenRefusedReason = "RefreshTokenRefused"
+
+	// RotationInterruptedReason: a rotation was cut short after the refresh token was
+	// sent (the process died, or the answer was lost), and the identity server has since
+	// rejected the stored token, or it was sent twice without an answer. The customer
+	// must log in again.
 	RotationInterruptedReason = "RotationInterrupted"
+
+	// ReauthorizationRequestedReason: someone asked for a new customer login (the
+	// cd.credops.io/reauthorize annotation, `kubectl cd reauthorize`). The grant keeps
+	// rotating its current token until the customer logs in.
+	ReauthorizationRequestedReason = "ReauthorizationRequested"
 )
 
 // Event reasons that are not also condition reasons.
 const (
-	// RefreshTokenRotatedReason is the event recorded after each successful rotation.
-	RefreshTokenRotatedReason = "RefreshTokenRotated"
-
 	// FlowMisuseDetectedReason is the event recorded once per onset of FlowMisuse=True.
 	FlowMisuseDetectedReason = "FlowMisuseDetected"
 
 	// ReauthorizationRequiredReason is the event recorded once per onset of
 	// ReauthorizationRequired=True.
 	ReauthorizationRequiredReason = "ReauthorizationRequired"
+
+	// CustomerAuthorizedReason is the event recorded when the callback stored a
+	// customer's refresh token.
+	CustomerAuthorizedReason = "CustomerAuthorized"
+
+	// RefreshTokenRevokedReason is the event recorded when a deleted grant's refresh
+	// token was revoked at the identity server (deletionPolicy Delete).
+	RefreshTokenRevokedReason = "RefreshTokenRevoked"
+
+	// RevocationFailedReason is the event recorded when revoking a deleted grant's
+	// refresh token failed; the Secret is deleted all the same.
+	RevocationFailedReason = "RevocationFailed"
 )

@@ -1,19 +1,37 @@
 package v1alpha1
 
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
 // SecretTemplate is extra metadata the operator puts on an output Secret, for example
-// labels a Reloader or a policy engine selects on. The operator's own labels and
-// annotations win over these.
+// labels a Reloader or a policy engine selects on. Keys must be valid Kubernetes label and
+// annotation keys outside the operator's own cd.credops.io/ prefix and
+// app.kubernetes.io/managed-by; the API server refuses anything else, so a bad template is
+// caught at `kubectl apply` instead of costing a token.
 type SecretTemplate struct {
 	// labels are copied onto the output Secret.
 	// +optional
-	// +kubebuilder:validation:MaxProperties=64
-	Labels map[string]string `json:"labels,omitempty"`
+	// +kubebuilder:validation:MaxProperties=16
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && !k.startsWith('cd.credops.io/') && k != 'app.kubernetes.io/managed-by')",message="label keys must be valid Kubernetes label keys ([prefix/]name, the name at most 63 characters), outside the operator's own cd.credops.io/ prefix and app.kubernetes.io/managed-by"
+	Labels map[string]LabelValue `json:"labels,omitempty"`
 
 	// annotations are copied onto the output Secret.
 	// +optional
-	// +kubebuilder:validation:MaxProperties=64
-	Annotations map[string]string `json:"annotations,omitempty"`
+	// +kubebuilder:validation:MaxProperties=16
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && !k.startsWith('cd.credops.io/'))",message="annotation keys must be valid Kubernetes annotation keys ([prefix/]name, the name at most 63 characters), outside the operator's own cd.credops.io/ prefix"
+	Annotations map[string]AnnotationValue `json:"annotations,omitempty"`
 }
+
+// LabelValue is a Kubernetes label value: at most 63 characters, letters, digits, '-',
+// '_' and '.', starting and ending with a letter or digit.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`
+type LabelValue string
+
+// AnnotationValue is an annotation value the operator copies onto an output Secret.
+// +kubebuilder:validation:MaxLength=4096
+type AnnotationValue string
 
 // Keys of an output Secret (DESIGN §3). Pods mount these.
 const (
@@ -29,34 +47,89 @@ const (
 	AuthorizationKey = "authorization"
 )
 
-// Labels and annotations the operator sets.
+// Labels and annotations the operator reads and sets.
 const (
+	// SecretTypeLabel opts a Secret in: the operator reads only Secrets carrying it, with
+	// the value saying what the Secret is for (SecretTypeClient, SecretTypeRefreshToken),
+	// and puts it on the Secrets it writes (SecretTypeAccessToken). A CR that names a
+	// Secret without it gets Ready=False, SecretNotOptedIn, and nothing is read from it, so
+	// whoever may create CRs in a namespace cannot make the operator disclose or spend the
+	// values of the namespace's other Secrets. It is also the label the operator's cache
+	// selects on, so its memory does not grow with the cluster's other Secrets.
+	SecretTypeLabel = "cd.credops.io/secret-type"
+	// SecretTypeClient marks a Secret holding an OAuth client secret (and, optionally,
+	// its client id) that CDCredentials may use.
+	SecretTypeClient = "client"
+	// SecretTypeRefreshToken marks a Secret holding one customer's refresh token that one
+	// CDUserGrant may use. The operator's callback sets it on the Secrets it creates.
+	SecretTypeRefreshToken = "refresh-token"
+	// SecretTypeAccessToken marks an output Secret the operator writes for pods to mount.
+	SecretTypeAccessToken = "access-token"
+
 	// ManagedByLabel marks every Secret the operator writes.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	// ManagedByValue is ManagedByLabel's value.
 	ManagedByValue = "cd-credentials-operator"
 	// OwnerLabel names the CR an output Secret belongs to, as "<kind>.<name>".
 	OwnerLabel = "cd.credops.io/owner"
-	// WatchLabel makes a Secret visible to the operator's cache, so a change to it
-	// triggers a reconcile at once. The operator puts it on its output Secrets and on
-	// every Secret a CR references; set it yourself on a Secret you create after the
-	// CR that references it to have it picked up without waiting for a retry.
-	WatchLabel = "cd.credops.io/watch"
 	// ExpiresAtAnnotation repeats the expiry on the output Secret's metadata.
 	ExpiresAtAnnotation = "cd.credops.io/expires-at"
+
+	// BoundToAnnotation binds a refresh-token Secret to the one CDUserGrant that may
+	// spend it, as "<grant name>/<grant UID>". The operator writes it, guarded by the
+	// Secret's resourceVersion, before it sends anything; another grant naming the Secret
+	// gets Ready=False, RefreshTokenSecretInUse and sends nothing. A binding to a grant
+	// that no longer exists may be taken over.
+	BoundToAnnotation = "cd.credops.io/bound-to"
 	// RotationInFlightAnnotation is set on a refresh-token Secret while the token it
 	// holds is being spent. Its value is a hash of that token (never the token). If it
 	// is still there when the operator starts, the previous process died mid-rotation.
 	RotationInFlightAnnotation = "cd.credops.io/rotation-in-flight"
 	// RotationHolderAnnotation says which process set RotationInFlightAnnotation and
-	// when, so a live rotation by another replica is not mistaken for a dead one.
+	// when, as "<process>@<RFC 3339 time>", so a live rotation by another replica is not
+	// mistaken for a dead one.
 	RotationHolderAnnotation = "cd.credops.io/rotation-holder"
-	// RejectedAnnotation holds the hash of a refresh token the identity server answered
-	// invalid_grant for: it is never sent again. A new token clears it.
-	RejectedAnnotation = "cd.credops.io/rejected"
-	// RejectedReasonAnnotation is the ReauthorizationRequired reason of that rejection.
-	RejectedReasonAnnotation = "cd.credops.io/rejected-reason"
+	// RotationAttemptAnnotation counts the presentations of the marked token whose answer
+	// never arrived. The operator presents such a token once more (DESIGN §6.5), and
+	// never a third time.
+	RotationAttemptAnnotation = "cd.credops.io/rotation-attempt"
+	// ReauthorizeAnnotation on a CDUserGrant asks for a new customer login (its value is
+	// the time of the request, RFC 3339), even while the grant works: the operator puts a
+	// fresh authorizationURL in status, and the callback removes the annotation once the
+	// customer has logged in. `kubectl cd reauthorize` sets it.
+	ReauthorizeAnnotation = "cd.credops.io/reauthorize"
 )
 
 // DefaultIssuer is Central Dispatch's identity server.
 const DefaultIssuer = "https://id.centraldispatch.com"
+
+// FailureStatus is the operator's memory of failed token requests, kept in status so it
+// survives restarts: the next attempt waits out an exponential backoff with jitter, and a
+// request refused for good is not sent again until it changes (a new client secret,
+// refresh token, endpoint or spec).
+type FailureStatus struct {
+	// request identifies what was sent (endpoint, client, a hash of the secret and of
+	// the refresh token, the spec generation), never the values themselves.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	Request string `json:"request"`
+
+	// reason is the Ready reason the failure was reported with.
+	// +required
+	// +kubebuilder:validation:MaxLength=128
+	Reason string `json:"reason"`
+
+	// lastFailureTime is when the last attempt failed.
+	// +required
+	LastFailureTime metav1.Time `json:"lastFailureTime"`
+
+	// failedAttempts counts the consecutive failed attempts at request.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	FailedAttempts int32 `json:"failedAttempts"`
+
+	// retryTime is when the operator tries again. Absent while the failure is terminal:
+	// nothing is sent until request changes.
+	// +optional
+	RetryTime *metav1.Time `json:"retryTime,omitempty"`
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -18,28 +17,30 @@ import (
 )
 
 func main() {
+	d := manager.Defaults
 	var opts manager.Options
 	var allowedHosts, watchNamespaces string
-	flag.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; \"0\" disables it.")
-	flag.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	flag.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", d.MetricsBindAddress, "Address the metrics endpoint binds to; \"0\" disables it.")
+	flag.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", d.HealthProbeBindAddress, "Address the health and readiness probes bind to.")
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "Elect a leader so only one replica rotates refresh tokens. Turn on whenever more than one replica may run.")
-	flag.StringVar(&opts.LeaderElectionID, "leader-election-id", "cd-credentials-operator.credops.io", "Name of the leader election Lease; give each shard its own.")
-	shard := flag.String("shard-label-selector", "", "Only reconcile CDCredentials and CDUserGrants matching this label selector (e.g. shard=a), to split CRs across managers.")
-	flag.DurationVar(&opts.LeaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a follower waits before taking over from a leader that stopped renewing.")
-	flag.DurationVar(&opts.RenewDeadline, "leader-election-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it steps down.")
-	flag.DurationVar(&opts.RetryPeriod, "leader-election-retry-period", 2*time.Second, "How often leader election clients retry.")
+	flag.StringVar(&opts.LeaderElectionID, "leader-election-id", d.LeaderElectionID, "Name of the leader election Lease; give each shard its own.")
+	flag.DurationVar(&opts.LeaseDuration, "leader-election-lease-duration", d.LeaseDuration, "How long a follower waits before taking over from a leader that stopped renewing.")
+	flag.DurationVar(&opts.RenewDeadline, "leader-election-renew-deadline", d.RenewDeadline, "How long the leader keeps trying to renew before it steps down.")
+	flag.DurationVar(&opts.RetryPeriod, "leader-election-retry-period", d.RetryPeriod, "How often leader election clients retry.")
 	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; default: the one the manager runs in.")
-	flag.StringVar(&allowedHosts, "allowed-token-hosts", "id.centraldispatch.com", "Comma-separated host or host:port list of token endpoints the manager may send client secrets and refresh tokens to.")
+	shard := flag.String("shard-label-selector", "", "Only reconcile CDCredentials and CDUserGrants matching this label selector (e.g. shard=a), to split CRs across managers.")
+	flag.StringVar(&allowedHosts, "allowed-token-hosts", strings.Join(d.AllowedTokenHosts, ","), "Comma-separated host or host:port list of token endpoints the manager may send client secrets and refresh tokens to.")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
-	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "Reconciles each controller runs in parallel.")
-	flag.Float64Var(&opts.TokenRequestsPerSecond, "token-requests-per-second", 20, "Most token requests per second the manager sends, across all CRs; 0 means no limit.")
-	flag.DurationVar(&opts.TokenRequestTimeout, "token-request-timeout", 20*time.Second, "Timeout of one token request.")
-	flag.DurationVar(&opts.GracefulShutdownTimeout, "graceful-shutdown-timeout", 25*time.Second, "How long in-flight rotations may take to finish and persist after SIGTERM.")
+	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", d.MaxConcurrentReconciles, "Reconciles each controller runs in parallel.")
+	flag.Float64Var(&opts.TokenRequestsPerSecond, "token-requests-per-second", d.TokenRequestsPerSecond, "Most token requests per second the manager sends, across all CRs; 0 means no limit.")
+	flag.DurationVar(&opts.TokenRequestTimeout, "token-request-timeout", d.TokenRequestTimeout, "Timeout of one token request.")
+	flag.DurationVar(&opts.GracefulShutdownTimeout, "graceful-shutdown-timeout", d.GracefulShutdownTimeout, "How long in-flight rotations may take to finish and persist after SIGTERM.")
+	flag.DurationVar(&opts.HolderTimeout, "in-flight-timeout", d.HolderTimeout, "How old another process's in-flight mark must be before it is taken for a dead process's; longer than a token request plus the time a process may still spend storing its result.")
 	flag.StringVar(&opts.CallbackBindAddress, "callback-bind-address", "", "Address the customer-authorization callback server binds to, e.g. :9443; empty turns it off.")
-	flag.StringVar(&opts.CallbackURL, "callback-url", "", "External URL of the callback (https://.../callback): the redirect URI registered at Central Dispatch.")
+	flag.StringVar(&opts.CallbackURL, "callback-url", "", "External URL of the callback (https://.../callback): the redirect URI registered at the identity server.")
 	flag.StringVar(&opts.CallbackCertDir, "callback-cert-dir", "", "Folder with tls.crt and tls.key to serve the callback over TLS; empty serves HTTP behind a TLS-terminating Ingress.")
-	callbackKey := flag.String("callback-key-secret", defaultNamespace()+"/cd-credentials-callback-key", "namespace/name of the Secret holding the key that signs authorization state; created on first start and shared by all replicas.")
-	flag.DurationVar(&opts.AuthorizationStateTTL, "authorization-link-ttl", 15*time.Minute, "How long an authorization link stays valid.")
+	keySecret := flag.String("key-secret", os.Getenv("POD_NAMESPACE")+"/"+manager.KeySecretName, "namespace/name of the Secret holding the operator's key (signs authorization state, keys client-secret hashes); created on first start and shared by all replicas. Default: $POD_NAMESPACE/"+manager.KeySecretName+".")
+	flag.DurationVar(&opts.AuthorizationStateTTL, "authorization-link-ttl", d.AuthorizationStateTTL, "How long an authorization link stays valid.")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -56,32 +57,24 @@ func main() {
 		os.Exit(2)
 	}
 	opts.ShardSelector = sel
-	if ns, name, ok := strings.Cut(*callbackKey, "/"); ok {
-		opts.CallbackKeySecret = types.NamespacedName{Namespace: ns, Name: name}
-	}
+	ns, name, _ := strings.Cut(*keySecret, "/")
+	opts.KeySecret = types.NamespacedName{Namespace: ns, Name: name}
 
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	// client-go logs request and response bodies, Secrets included, at verbosity 8 and
+	// above through the logger in the context: no verbosity may reach that far.
+	ctrl.SetLogger(manager.CapVerbosity(zap.New(zap.UseFlagOptions(&zapOpts)), manager.MaxLogVerbosity))
 	log := ctrl.Log.WithName("setup")
 	ctx := ctrl.SetupSignalHandler()
-	mgr, err := manager.New(ctx, ctrl.GetConfigOrDie(), opts)
+	op, err := manager.New(ctx, ctrl.GetConfigOrDie(), opts)
 	if err != nil {
 		log.Error(err, "Unable to set up the manager")
 		os.Exit(1)
 	}
-	log.Info("Starting manager", "allowedTokenHosts", opts.AllowedTokenHosts, "leaderElection", opts.LeaderElection)
-	if err := mgr.Start(ctx); err != nil {
+	log.Info("Starting manager", "version", version.Get().Version, "allowedTokenHosts", opts.AllowedTokenHosts, "leaderElection", opts.LeaderElection)
+	if err := op.Start(ctx); err != nil {
 		log.Error(err, "Manager exited with an error")
 		os.Exit(1)
 	}
-}
-
-// defaultNamespace is the namespace the manager runs in (POD_NAMESPACE, set from the
-// downward API in config/manager), or the one config/default installs it in.
-func defaultNamespace() string {
-	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
-		return ns
-	}
-	return "cd-credentials-operator"
 }
 
 func splitList(s string) []string {

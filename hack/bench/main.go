@@ -102,7 +102,8 @@ func run(cfg config) error {
 	metricsAddr := freeAddr()
 	mgr := exec.Command(cfg.manager, "--kubeconfig", kubeconfig, "--allowed-token-hosts", host,
 		"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", "0",
-		"--max-concurrent-reconciles", "16", "--token-requests-per-second", "500")
+		"--max-concurrent-reconciles", "16", "--token-requests-per-second", "500",
+		"--key-secret", "default/cd-credentials-operator-key")
 	mgr.Stdout, mgr.Stderr = nil, nil
 	if err := mgr.Start(); err != nil {
 		return err
@@ -198,7 +199,7 @@ func startSandbox(ttl time.Duration) (*cdsandbox.Server, string, string) {
 func seed(ctx context.Context, k8s client.Client, idp *cdsandbox.Server, ns, issuer string, n int) error {
 	objs := []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "login-client", Labels: map[string]string{cdv1.WatchLabel: "true"}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "login-client", Labels: map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeClient}},
 			StringData: map[string]string{"client_id": clientID, "client_secret": clientSecret}},
 		&cdv1.CDCredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "login"},
 			Spec: cdv1.CDCredentialSpec{Flow: cdv1.FlowAuthorizationCode, ClientSecretRef: cdv1.ClientSecretReference{Name: "login-client"}, Issuer: issuer}},
@@ -211,7 +212,7 @@ func seed(ctx context.Context, k8s client.Client, idp *cdsandbox.Server, ns, iss
 	return parallel(n, func(i int) error {
 		name := fmt.Sprintf("g%05d", i)
 		rt := idp.SeedGrant(clientID, name, []string{"offline_access"})
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-refresh", Labels: map[string]string{cdv1.WatchLabel: "true"}},
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-refresh", Labels: map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeRefreshToken}},
 			StringData: map[string]string{"refresh_token": rt}}
 		if err := k8s.Create(ctx, s); err != nil {
 			return err

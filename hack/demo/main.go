@@ -137,7 +137,8 @@ func startManager(ctx context.Context, bin, kubeconfig, host, dir string) (func(
 		return nil, err
 	}
 	cmd := exec.Command(bin, "--kubeconfig", kubeconfig, "--allowed-token-hosts", host,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--graceful-shutdown-timeout", "10s")
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--graceful-shutdown-timeout", "10s",
+		"--key-secret", "default/cd-credentials-operator-key")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s (run `make demo`, which builds it): %w", bin, err)

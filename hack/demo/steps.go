@@ -127,7 +127,7 @@ func seedGrant(ctx context.Context, k8s client.Client, idp demoIdP) error {
 		return fmt.Errorf("exchanging the authorization code: %w", err)
 	}
 	s := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "acme-refresh-token", Labels: map[string]string{cdv1.WatchLabel: "true"}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "acme-refresh-token", Labels: map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeRefreshToken}},
 		Data:       map[string][]byte{"refresh_token": []byte(tok.RefreshToken)},
 	}
 	if err := k8s.Create(ctx, s); err != nil {

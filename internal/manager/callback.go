@@ -2,7 +2,8 @@ package manager
 
 import (
 	"context"
-	"errors"
+	"crypto/rand"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,30 +16,42 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/controllers"
 	"github.com/credops/cd-credentials-operator/internal/onboarding"
 )
 
-// callbackKeyKey is the data key of the state-signing key in its Secret.
-const callbackKeyKey = "hmac-key"
+// keyDataKey is the data key of the operator's key in its Secret.
+const keyDataKey = "hmac-key"
 
-// loadOrCreateSigner reads the state-signing key shared by all replicas from its Secret,
-// creating it on first start. Two replicas starting at once both try to create it; the
-// loser reads the winner's.
-func loadOrCreateSigner(ctx context.Context, cfg *rest.Config, key types.NamespacedName) (*onboarding.Signer, error) {
+// loadOrCreateKey reads the key all replicas share from its Secret, creating it on first
+// start. Two replicas starting at once both try to create it; the loser reads the
+// winner's. The Secret carries no opt-in label, so no CR can name it and the cache does
+// not hold it.
+func loadOrCreateKey(ctx context.Context, cfg *rest.Config, key types.NamespacedName) ([]byte, error) {
+	if key.Namespace == "" {
+		return nil, fmt.Errorf("the operator's namespace is unknown: set the POD_NAMESPACE environment variable (the chart sets it from the Downward API) or --key-secret=<namespace>/<name>")
+	}
 	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
 	if err != nil {
 		return nil, err
 	}
+	if err := c.Get(ctx, types.NamespacedName{Name: key.Namespace}, &corev1.Namespace{}); apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("the operator's namespace %q does not exist: create it, or set POD_NAMESPACE or --key-secret=<namespace>/<name> to the namespace the operator runs in", key.Namespace)
+	}
 	s := &corev1.Secret{}
 	err = c.Get(ctx, key, s)
 	if apierrors.IsNotFound(err) {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
 		s = &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{cdv1.ManagedByLabel: cdv1.ManagedByValue}},
 			Type:       corev1.SecretTypeOpaque,
-			Data:       map[string][]byte{callbackKeyKey: onboarding.NewKey()},
+			Data:       map[string][]byte{keyDataKey: b},
 		}
 		err = c.Create(ctx, s)
 		if apierrors.IsAlreadyExists(err) {
@@ -46,43 +59,62 @@ func loadOrCreateSigner(ctx context.Context, cfg *rest.Config, key types.Namespa
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading or creating the callback state key Secret %s: %w", key, err)
+		return nil, fmt.Errorf("reading or creating the operator's key Secret %s: %w", key, err)
 	}
-	return onboarding.NewSigner(s.Data[callbackKeyKey])
+	if len(s.Data[keyDataKey]) < 32 {
+		return nil, fmt.Errorf("the operator's key Secret %s holds no %s of at least 32 bytes", key, keyDataKey)
+	}
+	return s.Data[keyDataKey], nil
 }
 
-// callbackServer serves the onboarding callback on its own listener. Every replica
-// serves it (it needs no leader), and it stops with the manager.
-type callbackServer struct {
-	addr    string
-	certDir string
-	handler http.Handler
-}
-
-func (s *callbackServer) NeedLeaderElection() bool { return false }
-
-func (s *callbackServer) Start(ctx context.Context) error {
-	mux := http.NewServeMux()
-	mux.Handle("/callback", s.handler)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second}
-	l, err := net.Listen("tcp", s.addr)
+// setupCallback adds the onboarding callback server to the manager when it is
+// configured, and returns the Authorizer that puts authorization URLs in grant status.
+// Every replica serves the callback: it needs no leader.
+func setupCallback(mgr ctrl.Manager, opts Options, key []byte) (controllers.Authorizer, error) {
+	if opts.CallbackBindAddress == "" {
+		return nil, nil
+	}
+	if opts.CallbackURL == "" {
+		return nil, fmt.Errorf("--callback-url is required with --callback-bind-address")
+	}
+	signer, err := onboarding.SignerFromKey(key)
 	if err != nil {
-		return fmt.Errorf("callback server: %w", err)
+		return nil, err
 	}
-	go func() {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdown)
-	}()
-	ctrl.Log.WithName("callback").Info("Serving the authorization callback", "address", l.Addr().String(), "tls", s.certDir != "")
-	if s.certDir != "" {
-		err = srv.ServeTLS(l, filepath.Join(s.certDir, "tls.crt"), filepath.Join(s.certDir, "tls.key"))
-	} else {
-		err = srv.Serve(l)
+	cb := &onboarding.Callback{
+		Client:      mgr.GetClient(),
+		APIReader:   mgr.GetAPIReader(),
+		Signer:      signer,
+		Tokens:      opts.Tokens,
+		Recorder:    mgr.GetEventRecorder("cdusergrant-callback"),
+		Clock:       opts.Clock,
+		CallbackURL: opts.CallbackURL,
 	}
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+	mux := http.NewServeMux()
+	mux.Handle("/callback", cb)
+	shutdown := 10 * time.Second
+	server := &manager.Server{
+		Name:            "callback",
+		Server:          &http.Server{Addr: opts.CallbackBindAddress, Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second},
+		ShutdownTimeout: &shutdown,
 	}
-	return err
+	if opts.CallbackCertDir != "" {
+		// The certificate is reloaded when it is renewed (cert-manager rotates it).
+		watcher, err := certwatcher.New(filepath.Join(opts.CallbackCertDir, "tls.crt"), filepath.Join(opts.CallbackCertDir, "tls.key"))
+		if err != nil {
+			return nil, fmt.Errorf("callback TLS: %w", err)
+		}
+		if err := mgr.Add(watcher); err != nil {
+			return nil, err
+		}
+		l, err := net.Listen("tcp", opts.CallbackBindAddress)
+		if err != nil {
+			return nil, fmt.Errorf("callback server: %w", err)
+		}
+		server.Listener = tls.NewListener(l, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: watcher.GetCertificate})
+	}
+	if err := mgr.Add(server); err != nil {
+		return nil, err
+	}
+	return &onboarding.Authorizer{Signer: signer, CallbackURL: opts.CallbackURL, StateTTL: opts.AuthorizationStateTTL}, nil
 }

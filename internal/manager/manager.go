@@ -1,6 +1,7 @@
 // Package manager wires the operator: the scheme, the cache (which Secrets it holds),
-// the token client and the controllers. cmd/manager parses flags into Options and the
-// integration tests build the very same manager, so what is tested is what runs.
+// the token client, the controllers and the onboarding callback. cmd/manager parses flags
+// into Options and the integration tests build the very same manager, so what is tested
+// is what runs.
 package manager
 
 import (
@@ -11,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -29,15 +31,14 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
-// Options configure one manager process.
+// Options configure one manager process. Zero values take the defaults in Defaults.
 type Options struct {
 	MetricsBindAddress      string
 	HealthProbeBindAddress  string
 	LeaderElection          bool
 	LeaderElectionNamespace string
 	LeaderElectionID        string
-	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election; zero means
-	// controller-runtime's defaults (15 s, 10 s, 2 s).
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election.
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
@@ -55,6 +56,13 @@ type Options struct {
 	TokenRequestTimeout     time.Duration
 	GracefulShutdownTimeout time.Duration
 
+	// KeySecret is the Secret holding the operator's key, which signs authorization
+	// state and keys the client-secret hashes in status. All replicas share it; it is
+	// created on first start. Its namespace is the operator's own.
+	KeySecret types.NamespacedName
+	// Key replaces the key from KeySecret (tests).
+	Key []byte
+
 	// CallbackBindAddress turns the onboarding callback server on (empty: off).
 	CallbackBindAddress string
 	// CallbackURL is the callback's external URL, the redirect URI registered at the
@@ -63,25 +71,44 @@ type Options struct {
 	// CallbackCertDir holds tls.crt and tls.key to serve the callback over TLS;
 	// empty serves plain HTTP (behind an Ingress that terminates TLS).
 	CallbackCertDir string
-	// CallbackKeySecret is the Secret holding the state-signing key all replicas share;
-	// created on first start.
-	CallbackKeySecret types.NamespacedName
-	// AuthorizationStateTTL is how long an authorization link is valid; default 15m.
+	// AuthorizationStateTTL is how long an authorization link is valid.
 	AuthorizationStateTTL time.Duration
 
-	// PersistTimeout and InFlightTimeout tune rotation safety (see
-	// controllers.CDUserGrantReconciler); zero means the defaults.
-	PersistTimeout  time.Duration
-	InFlightTimeout time.Duration
+	// PersistTimeout and HolderTimeout tune rotation safety (see
+	// controllers.CDUserGrantReconciler).
+	PersistTimeout time.Duration
+	HolderTimeout  time.Duration
 
-	// Clock and Tokens replace the real ones in tests; NewClient, when set, wraps the
-	// manager's client (tests inject API-server failures with it).
+	// Clock and Tokens replace the real ones in tests; NewClient, when set, builds the
+	// manager's client (tests inject API-server failures with interceptor.Funcs).
 	Clock     clock.Clock
 	Tokens    tokenclient.Issuer
 	NewClient client.NewClientFunc
 	// SeveralPerProcess lets tests run more than one manager in one process (controller
 	// names are otherwise unique per process, for their metrics).
 	SeveralPerProcess bool
+}
+
+// KeySecretName is the default name of the operator's key Secret.
+const KeySecretName = "cd-credentials-operator-key"
+
+// Defaults are the values zero Options fields take; cmd/manager shows them as its flags'
+// defaults, so they are written once.
+var Defaults = Options{
+	MetricsBindAddress:      ":8080",
+	HealthProbeBindAddress:  ":8081",
+	LeaderElectionID:        "cd-credentials-operator.credops.io",
+	LeaseDuration:           15 * time.Second,
+	RenewDeadline:           10 * time.Second,
+	RetryPeriod:             2 * time.Second,
+	AllowedTokenHosts:       []string{"id.centraldispatch.com"},
+	MaxConcurrentReconciles: 4,
+	TokenRequestsPerSecond:  20,
+	TokenRequestTimeout:     20 * time.Second,
+	GracefulShutdownTimeout: 25 * time.Second,
+	AuthorizationStateTTL:   onboarding.DefaultStateTTL,
+	PersistTimeout:          time.Minute,
+	HolderTimeout:           2 * time.Minute,
 }
 
 // Scheme holds the Kubernetes types and this operator's.
@@ -92,8 +119,29 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
-// New builds a manager with both controllers registered. Call Start on it.
-func New(ctx context.Context, cfg *rest.Config, opts Options) (ctrl.Manager, error) {
+// Operator is a manager with the operator's controllers, ready to Start.
+type Operator struct {
+	ctrl.Manager
+	grants        *controllers.CDUserGrantReconciler
+	holderTimeout time.Duration
+}
+
+// Start runs the manager until ctx is done or leadership is lost, then stores the new
+// refresh tokens still held in memory. A lost leader election gives in-flight work no
+// grace period at all; without this, a rotation whose new token met an API server
+// outage would lose the customer's session when the process exits.
+func (o *Operator) Start(ctx context.Context) error {
+	err := o.Manager.Start(ctx)
+	drain, cancel := context.WithTimeout(context.Background(), o.holderTimeout)
+	defer cancel()
+	if lost := o.grants.Drain(drain); lost > 0 {
+		ctrl.Log.WithName("setup").Error(nil, "New refresh tokens could not be stored before exiting; those customers must log in again", "count", lost)
+	}
+	return err
+}
+
+// New builds the operator. Call Start on it.
+func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error) {
 	opts = withDefaults(opts)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        Scheme(),
@@ -103,9 +151,9 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (ctrl.Manager, err
 		LeaderElectionID:              opts.LeaderElectionID,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
-		LeaseDuration:                 durationPtr(opts.LeaseDuration),
-		RenewDeadline:                 durationPtr(opts.RenewDeadline),
-		RetryPeriod:                   durationPtr(opts.RetryPeriod),
+		LeaseDuration:                 &opts.LeaseDuration,
+		RenewDeadline:                 &opts.RenewDeadline,
+		RetryPeriod:                   &opts.RetryPeriod,
 		GracefulShutdownTimeout:       &opts.GracefulShutdownTimeout,
 		Cache:                         cacheOptions(opts.WatchNamespaces, opts.ShardSelector),
 		NewClient:                     opts.NewClient,
@@ -120,41 +168,47 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (ctrl.Manager, err
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return nil, err
 	}
-	if err := setupControllers(ctx, mgr, opts); err != nil {
+	key := opts.Key
+	if key == nil {
+		if key, err = loadOrCreateKey(ctx, cfg, opts.KeySecret); err != nil {
+			return nil, err
+		}
+	}
+	grants, err := setupControllers(ctx, mgr, opts, key)
+	if err != nil {
 		return nil, err
 	}
-	return mgr, nil
-}
-
-// durationPtr is nil for zero, so controller-runtime applies its default.
-func durationPtr(d time.Duration) *time.Duration {
-	if d == 0 {
-		return nil
-	}
-	return &d
+	return &Operator{Manager: mgr, grants: grants, holderTimeout: opts.HolderTimeout}, nil
 }
 
 func withDefaults(opts Options) Options {
+	d := Defaults
+	set := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	for _, p := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&opts.LeaseDuration, d.LeaseDuration}, {&opts.RenewDeadline, d.RenewDeadline}, {&opts.RetryPeriod, d.RetryPeriod},
+		{&opts.TokenRequestTimeout, d.TokenRequestTimeout}, {&opts.GracefulShutdownTimeout, d.GracefulShutdownTimeout},
+		{&opts.AuthorizationStateTTL, d.AuthorizationStateTTL}, {&opts.PersistTimeout, d.PersistTimeout}, {&opts.HolderTimeout, d.HolderTimeout},
+	} {
+		set(p.v, p.def)
+	}
 	if opts.LeaderElectionID == "" {
-		opts.LeaderElectionID = "cd-credentials-operator.credops.io"
+		opts.LeaderElectionID = d.LeaderElectionID
 	}
 	if len(opts.AllowedTokenHosts) == 0 {
-		opts.AllowedTokenHosts = []string{"id.centraldispatch.com"}
+		opts.AllowedTokenHosts = d.AllowedTokenHosts
 	}
 	if opts.MaxConcurrentReconciles == 0 {
-		opts.MaxConcurrentReconciles = 4
+		opts.MaxConcurrentReconciles = d.MaxConcurrentReconciles
 	}
-	if opts.GracefulShutdownTimeout == 0 {
-		opts.GracefulShutdownTimeout = 25 * time.Second
-	}
-	if opts.TokenRequestTimeout == 0 {
-		opts.TokenRequestTimeout = 20 * time.Second
-	}
-	if opts.CallbackKeySecret.Name == "" {
-		opts.CallbackKeySecret.Name = "cd-credentials-callback-key"
-	}
-	if opts.CallbackKeySecret.Namespace == "" {
-		opts.CallbackKeySecret.Namespace = "cd-credentials-operator"
+	if opts.KeySecret.Name == "" {
+		opts.KeySecret.Name = KeySecretName
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
@@ -170,12 +224,14 @@ func withDefaults(opts Options) Options {
 	return opts
 }
 
-// cacheOptions keep only the Secrets the operator labels in memory (its outputs and the
-// Secrets CRs reference), so memory does not grow with unrelated Secrets.
+// cacheOptions keep only opted-in and operator-written Secrets in memory (the ones
+// carrying cd.credops.io/secret-type), so memory does not grow with unrelated Secrets.
 func cacheOptions(namespaces []string, shard labels.Selector) cache.Options {
+	optedIn, err := labels.NewRequirement(cdv1.SecretTypeLabel, selection.Exists, nil)
+	utilruntime.Must(err)
 	o := cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{cdv1.WatchLabel: "true"})},
+			&corev1.Secret{}: {Label: labels.NewSelector().Add(*optedIn)},
 		},
 	}
 	if shard != nil && !shard.Empty() {
@@ -191,69 +247,37 @@ func cacheOptions(namespaces []string, shard labels.Selector) cache.Options {
 	return o
 }
 
-// setupCallback starts the onboarding callback server when it is configured, and
-// returns the Authorizer that puts authorization URLs in grant status.
-func setupCallback(ctx context.Context, mgr ctrl.Manager, opts Options) (controllers.Authorizer, error) {
-	if opts.CallbackBindAddress == "" {
-		return nil, nil
-	}
-	if opts.CallbackURL == "" {
-		return nil, fmt.Errorf("--callback-url is required with --callback-bind-address")
-	}
-	signer, err := loadOrCreateSigner(ctx, mgr.GetConfig(), opts.CallbackKeySecret)
-	if err != nil {
-		return nil, err
-	}
-	cb := &onboarding.Callback{
-		Client:      mgr.GetClient(),
-		APIReader:   mgr.GetAPIReader(),
-		Signer:      signer,
-		Tokens:      controllers.Instrumented(opts.Tokens, "CDUserGrant"),
-		Recorder:    mgr.GetEventRecorder("cdusergrant-callback"),
-		Clock:       opts.Clock,
-		CallbackURL: opts.CallbackURL,
-	}
-	if err := mgr.Add(&callbackServer{addr: opts.CallbackBindAddress, certDir: opts.CallbackCertDir, handler: cb}); err != nil {
-		return nil, err
-	}
-	return &onboarding.Authorizer{Signer: signer, CallbackURL: opts.CallbackURL, StateTTL: opts.AuthorizationStateTTL}, nil
-}
-
-func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options) error {
-	creations, err := controllers.NewSecretCreations(mgr, opts.WatchNamespaces)
-	if err != nil {
-		return err
-	}
-	if err := mgr.Add(creations); err != nil {
-		return err
-	}
-	copts := controllers.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles, SecretCreations: creations}
+func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options, key []byte) (*controllers.CDUserGrantReconciler, error) {
+	copts := controllers.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}
 	cred := &controllers.CDCredentialReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Clock:     opts.Clock,
 		Tokens:    opts.Tokens,
 		Recorder:  mgr.GetEventRecorder("cdcredential-controller"),
+		Key:       key,
 	}
 	if err := cred.SetupWithManager(ctx, mgr, copts); err != nil {
-		return fmt.Errorf("setting up the CDCredential controller: %w", err)
+		return nil, fmt.Errorf("setting up the CDCredential controller: %w", err)
 	}
-	authorizer, err := setupCallback(ctx, mgr, opts)
+	authorizer, err := setupCallback(mgr, opts, key)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	revoker, _ := opts.Tokens.(tokenclient.Revoker)
 	grant := &controllers.CDUserGrantReconciler{
-		Authorizer:      authorizer,
-		Client:          mgr.GetClient(),
-		APIReader:       mgr.GetAPIReader(),
-		Clock:           opts.Clock,
-		Tokens:          opts.Tokens,
-		Recorder:        mgr.GetEventRecorder("cdusergrant-controller"),
-		PersistTimeout:  opts.PersistTimeout,
-		InFlightTimeout: opts.InFlightTimeout,
+		Authorizer:     authorizer,
+		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
+		Clock:          opts.Clock,
+		Tokens:         opts.Tokens,
+		Revoker:        revoker,
+		Recorder:       mgr.GetEventRecorder("cdusergrant-controller"),
+		PersistTimeout: opts.PersistTimeout,
+		HolderTimeout:  opts.HolderTimeout,
 	}
 	if err := grant.SetupWithManager(ctx, mgr, copts); err != nil {
-		return fmt.Errorf("setting up the CDUserGrant controller: %w", err)
+		return nil, fmt.Errorf("setting up the CDUserGrant controller: %w", err)
 	}
-	return nil
+	return grant, nil
 }

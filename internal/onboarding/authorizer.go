@@ -1,11 +1,16 @@
 package onboarding
 
 import (
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
 )
 
 // DefaultStateTTL is how long an authorization link stays valid.
@@ -22,36 +27,60 @@ type Authorizer struct {
 }
 
 // AuthorizationURL returns the URL a customer opens to authorize a grant, and when it
-// stops working. current is the URL the grant already shows; it is kept while it has
-// more than a minute to live, so status does not change on every reconcile.
+// stops working. current is the URL the grant already shows: its state is kept while it
+// has more than a minute to live, so status does not change on every reconcile, and the
+// URL is rebuilt around it so a changed credential (scopes, parameters) shows at once.
 func (a *Authorizer) AuthorizationURL(grant *cdv1.CDUserGrant, cred *cdv1.CDCredential, clientID, current string, now time.Time) (string, time.Time) {
-	if current != "" {
-		if u, err := url.Parse(current); err == nil {
-			if exp := ExpiresAt(u.Query().Get("state")); exp.After(now.Add(time.Minute)) {
-				if st, err := a.Signer.Verify(u.Query().Get("state"), now); err == nil && st.UID == grant.UID {
-					return current, exp
-				}
-			}
-		}
+	if st, ok := a.currentState(grant, current, now); ok {
+		return a.build(cred, clientID, st), time.Unix(st.Expires, 0)
 	}
 	ttl := a.StateTTL
 	if ttl <= 0 {
 		ttl = DefaultStateTTL
 	}
 	st := NewState(grant.Namespace, grant.Name, grant.UID, now, ttl)
-	q := url.Values{
-		"client_id":     {clientID},
-		"response_type": {"code"},
-		"grant_type":    {"authorization_code"}, // Central Dispatch documents it
-		"redirect_uri":  {RedirectURI(cred, a.CallbackURL)},
-		"scope":         {strings.Join(Scopes(cred), " ")},
-		"state":         {a.Signer.Sign(st)},
+	return a.build(cred, clientID, st), time.Unix(st.Expires, 0)
+}
+
+// currentState is the state of the URL a grant shows, while it is genuine, the grant's
+// and good for more than a minute.
+func (a *Authorizer) currentState(grant *cdv1.CDUserGrant, current string, now time.Time) (State, bool) {
+	u, err := url.Parse(current)
+	if current == "" || err != nil {
+		return State{}, false
+	}
+	st, err := a.Signer.Verify(u.Query().Get("state"), now.Add(time.Minute))
+	return st, err == nil && st.UID == grant.UID
+}
+
+// build is the authorization request (RFC 6749 §4.1.1) for one state, through x/oauth2
+// so an authorize endpoint that carries its own query keeps it: client_id,
+// response_type=code, grant_type=authorization_code (Central Dispatch documents it),
+// redirect_uri, scope, state, PKCE S256, and the credential's authorizationParameters.
+// When offline_access is requested and the credential sets no prompt, prompt=consent is
+// sent: OpenID Connect Core §11 has providers ignore offline_access without it. A
+// parameter with an empty value is not sent at all (`prompt: ""` turns that off).
+func (a *Authorizer) build(cred *cdv1.CDCredential, clientID string, st State) string {
+	conf := oauth2.Config{
+		ClientID:    clientID,
+		Endpoint:    oauth2.Endpoint{AuthURL: AuthorizeEndpoint(cred)},
+		RedirectURL: RedirectURI(cred, a.CallbackURL),
+		Scopes:      Scopes(cred),
+	}
+	opts := []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("grant_type", "authorization_code")}
+	params := cred.Spec.AuthorizationParameters
+	if _, set := params["prompt"]; !set && slices.Contains(conf.Scopes, "offline_access") {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "consent"))
+	}
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		if v := params[k]; v != "" {
+			opts = append(opts, oauth2.SetAuthURLParam(k, v))
+		}
 	}
 	if !cred.Spec.DisablePKCE {
-		q.Set("code_challenge", Challenge(a.Signer.Verifier(st)))
-		q.Set("code_challenge_method", "S256")
+		opts = append(opts, oauth2.S256ChallengeOption(a.Signer.Verifier(st)))
 	}
-	return AuthorizeEndpoint(cred) + "?" + q.Encode(), time.Unix(st.Expires, 0)
+	return conf.AuthCodeURL(a.Signer.Sign(st), opts...)
 }
 
 // AuthorizeEndpoint is a credential's authorize endpoint.
@@ -59,11 +88,7 @@ func AuthorizeEndpoint(cred *cdv1.CDCredential) string {
 	if cred.Spec.AuthorizeURL != "" {
 		return cred.Spec.AuthorizeURL
 	}
-	issuer := cred.Spec.Issuer
-	if issuer == "" {
-		issuer = cdv1.DefaultIssuer
-	}
-	return strings.TrimRight(issuer, "/") + "/connect/authorize"
+	return strings.TrimRight(secrets.Issuer(cred), "/") + "/connect/authorize"
 }
 
 // RedirectURI is the redirect URI registered for a credential.

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"html/template"
 	"net/http"
-	"regexp"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,24 +16,18 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
-	"github.com/credops/cd-credentials-operator/controllers"
+	"github.com/credops/cd-credentials-operator/internal/metrics"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
-// UsedStateAnnotation on a CDUserGrant holds the hash of the last state whose callback
-// was accepted. Setting it is a resourceVersion-guarded write, so across replicas only
-// one callback per state gets to exchange its code.
+// UsedStateAnnotation on a CDUserGrant holds the hash of the last state whose code was
+// exchanged. Setting it is a resourceVersion-guarded write, so across replicas only one
+// callback per state gets to exchange its code.
 const UsedStateAnnotation = "cd.credops.io/authorization-state"
-
-// Event reasons of the callback.
-const (
-	CustomerAuthorizedReason  = "CustomerAuthorized"
-	AuthorizationFailedReason = "AuthorizationFailed"
-)
 
 // Callback serves the redirect back from the identity server. Any replica may serve it:
 // every write goes through the API server with a resourceVersion guard.
@@ -54,169 +48,259 @@ var page = template.Must(template.New("page").Parse(`<!doctype html>
 <body><h1>{{.Title}}</h1><p>{{.Message}}</p></body></html>
 `))
 
-// callbackError is a refusal: an HTTP status and a message safe to show.
-type callbackError struct {
+// answer is what the callback tells the customer, and what it records on the grant.
+type answer struct {
 	status int
 	msg    string
+	// reason, when set, is recorded in the grant's status.lastAuthorization.
+	reason, oauthError string
 }
 
-func (e *callbackError) Error() string { return e.msg }
+func (a *answer) Error() string { return a.msg }
 
-func refuse(status int, msg string) error { return &callbackError{status: status, msg: msg} }
+func refuse(status int, msg string) *answer { return &answer{status: status, msg: msg} }
+
+// failed is a refusal recorded on the grant: the customer tried and the grant says why
+// it did not work.
+func failed(status int, reason, oauthError, msg string) *answer {
+	return &answer{status: status, msg: msg, reason: reason, oauthError: oauthError}
+}
 
 func (c *Callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	grant, err := c.handle(r.Context(), r)
-	if err == nil {
-		_ = page.Execute(w, map[string]string{"Title": "Authorized", "Message": "Thank you: the integration can now act on your behalf. You can close this window."})
-		return
-	}
-	status, msg := http.StatusInternalServerError, "The authorization could not be completed; try again from the authorization link."
-	var ce *callbackError
-	if errors.As(err, &ce) {
-		status, msg = ce.status, ce.msg
-	} else {
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	grant, spent, err := c.handle(r.Context(), r)
+	a := &answer{status: http.StatusOK, reason: cdv1.CustomerAuthorizedReason, msg: "Thank you: the integration can now act on your behalf. You can close this window."}
+	if err != nil && !errors.As(err, &a) {
 		log.FromContext(r.Context()).Error(err, "Callback failed")
+		a = refuse(http.StatusInternalServerError, "The authorization could not be completed; try again from the authorization link.")
 	}
-	if grant != nil {
-		c.Recorder.Eventf(controllers.EventTarget(grant), nil, corev1.EventTypeWarning, AuthorizationFailedReason, "Authorize", "Authorization callback refused: %s", msg)
+	if grant != nil && a.reason != "" {
+		c.record(r.Context(), grant, a, spent)
 	}
-	w.WriteHeader(status)
-	_ = page.Execute(w, map[string]string{"Title": "Not authorized", "Message": msg})
+	title := "Authorized"
+	if a.status != http.StatusOK {
+		title = "Not authorized"
+	}
+	w.WriteHeader(a.status)
+	_ = page.Execute(w, map[string]string{"Title": title, "Message": a.msg})
 }
 
-// handle runs one callback. It returns the grant (when known) for events.
-func (c *Callback) handle(ctx context.Context, r *http.Request) (*cdv1.CDUserGrant, error) {
+// handle runs one callback. It validates everything before it spends anything: the
+// state, the grant still waiting, the issuer (RFC 9207), an error or a code, and where the
+// refresh token would go. Only then is the link claimed and the code exchanged, once. It
+// returns the grant, when known, so the outcome is recorded on it, and whether the link
+// was spent.
+func (c *Callback) handle(ctx context.Context, r *http.Request) (*cdv1.CDUserGrant, bool, error) {
 	q := r.URL.Query()
 	st, stateErr := c.Signer.Verify(q.Get("state"), c.Clock.Now())
 	if errors.Is(stateErr, ErrStateMalformed) || errors.Is(stateErr, ErrStateForged) {
-		return nil, refuse(http.StatusBadRequest, stateErr.Error())
+		return nil, false, refuse(http.StatusBadRequest, stateErr.Error())
 	}
 	grant, err := c.grantFor(ctx, q.Get("state"), st, stateErr)
 	if grant == nil || err != nil {
-		return grant, err
+		return grant, false, err
 	}
 	if stateErr != nil {
-		return grant, refuse(http.StatusBadRequest, stateErr.Error())
+		return grant, false, failed(http.StatusBadRequest, cdv1.AuthorizationFailedReason, "", stateErr.Error())
 	}
-	if err := c.claimState(ctx, grant, st); err != nil {
-		return grant, err
+	cred, err := c.credential(ctx, grant)
+	if err != nil {
+		return grant, false, err
 	}
-	if e := q.Get("error"); e != "" {
-		return grant, refuse(http.StatusForbidden, "The identity server did not authorize the integration: "+oauthCode(e))
+	if err := checkIssuer(cred, q); err != nil {
+		return grant, false, err
+	}
+	if code := q.Get("error"); code != "" {
+		reason, msg := describeError(code, q.Get("error_description"))
+		return grant, false, failed(http.StatusForbidden, reason, code, msg)
 	}
 	if q.Get("code") == "" {
-		return grant, refuse(http.StatusBadRequest, "the callback carries no code")
+		return grant, false, refuse(http.StatusBadRequest, "The callback carries neither a code nor an error; open the authorization link again.")
 	}
-	return grant, c.exchange(ctx, grant, q.Get("code"), st)
+	if err := c.checkTarget(ctx, grant); err != nil {
+		return grant, false, err
+	}
+	ep, err := secrets.Readers{Cache: c.Client, API: c.APIReader}.ReadClient(ctx, cred)
+	if err != nil {
+		return grant, false, refuse(http.StatusConflict, "The grant's client cannot be used right now; see the CDCredential's conditions.")
+	}
+	if err := c.claimState(ctx, grant, st); err != nil {
+		return grant, false, err
+	}
+	return grant, true, c.exchange(ctx, grant, cred, ep.Endpoint, q.Get("code"), st)
 }
 
 // grantFor finds the grant a state was issued for; a deleted or recreated grant, or one
 // that does not need authorizing, is refused.
 func (c *Callback) grantFor(ctx context.Context, raw string, st State, stateErr error) (*cdv1.CDUserGrant, error) {
 	if stateErr != nil {
-		// Expired but genuine: the grant is known, for the event.
+		// Expired but genuine: the grant is known, to record the attempt on it.
 		st, _ = c.Signer.Verify(raw, time.Unix(0, 0))
 	}
 	grant := &cdv1.CDUserGrant{}
 	err := c.APIReader.Get(ctx, types.NamespacedName{Namespace: st.Namespace, Name: st.Name}, grant)
 	if apierrors.IsNotFound(err) || (err == nil && grant.UID != st.UID) {
-		return nil, refuse(http.StatusNotFound, "the grant this authorization was for no longer exists")
+		return nil, refuse(http.StatusNotFound, "The grant this authorization was for no longer exists.")
 	}
 	if err != nil {
 		return nil, err
 	}
+	if grant.Annotations[UsedStateAnnotation] == NonceHash(st) {
+		return nil, refuse(http.StatusConflict, "This authorization link was already used.")
+	}
 	if stateErr == nil && !meta.IsStatusConditionTrue(grant.Status.Conditions, cdv1.ReauthorizationRequiredCondition) {
-		return grant, refuse(http.StatusConflict, "this grant is already authorized")
+		return nil, refuse(http.StatusConflict, "This grant is already authorized.")
 	}
 	return grant, nil
+}
+
+func (c *Callback) credential(ctx context.Context, grant *cdv1.CDUserGrant) (*cdv1.CDCredential, error) {
+	cred := &cdv1.CDCredential{}
+	if err := c.APIReader.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.CredentialRef.Name}, cred); err != nil {
+		return nil, refuse(http.StatusConflict, "The grant's CDCredential cannot be read.")
+	}
+	if cred.Spec.Flow != cdv1.FlowAuthorizationCode {
+		return nil, refuse(http.StatusConflict, "The grant's CDCredential is not an AuthorizationCode credential.")
+	}
+	return cred, nil
+}
+
+// checkIssuer is the RFC 9207 mix-up defence: an `iss` in the authorization response
+// must be the credential's issuer exactly, and with requireIssuerInResponse it must be
+// there. The link stays valid: a forged or misrouted response spends nothing.
+func checkIssuer(cred *cdv1.CDCredential, q map[string][]string) error {
+	iss, present := q["iss"]
+	switch {
+	case present && (len(iss) != 1 || iss[0] != secrets.Issuer(cred)):
+		return failed(http.StatusBadRequest, cdv1.AuthorizationFailedReason, "", "The authorization response names another issuer than the CDCredential's ("+secrets.Issuer(cred)+"): it was refused before any code was exchanged (RFC 9207). If the identity server's issuer really is different, set spec.issuer to it.")
+	case !present && cred.Spec.RequireIssuerInResponse:
+		return failed(http.StatusBadRequest, cdv1.AuthorizationFailedReason, "", "The authorization response carries no iss parameter, which spec.requireIssuerInResponse requires (RFC 9207); it was refused before any code was exchanged.")
+	}
+	return nil
+}
+
+// checkTarget refuses, before the code is exchanged, a grant whose refresh-token Secret
+// may not be written: only a missing Secret, or an opted-in one bound to this grant, is.
+// Anything else would overwrite a Secret the operator must not touch.
+func (c *Callback) checkTarget(ctx context.Context, grant *cdv1.CDUserGrant) error {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	err := c.APIReader.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.RefreshTokenSecretRef.Name}, m)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	bound := secrets.BindingOf(&corev1.Secret{ObjectMeta: m.ObjectMeta}).UID == grant.UID
+	if m.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeRefreshToken && bound {
+		return nil
+	}
+	return failed(http.StatusConflict, cdv1.RefreshTokenSecretConflictReason, "", "Secret "+m.Name+" exists and is not this grant's refresh-token Secret (it must be labelled "+cdv1.SecretTypeLabel+"="+cdv1.SecretTypeRefreshToken+" and bound to this grant), so the login was not completed and nothing was exchanged. Point spec.refreshTokenSecretRef at a new Secret name and log in again.")
 }
 
 // claimState records the state as used with a resourceVersion-guarded patch; a replay,
 // or a second replica racing on the same callback, is refused before any exchange.
 func (c *Callback) claimState(ctx context.Context, grant *cdv1.CDUserGrant, st State) error {
-	if grant.Annotations[UsedStateAnnotation] == NonceHash(st) {
-		return refuse(http.StatusConflict, "this authorization link was already used")
-	}
 	before := grant.DeepCopy()
 	metav1.SetMetaDataAnnotation(&grant.ObjectMeta, UsedStateAnnotation, NonceHash(st))
 	err := c.Client.Patch(ctx, grant, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
 	if apierrors.IsConflict(err) {
-		return refuse(http.StatusConflict, "this authorization is already being completed")
+		return refuse(http.StatusConflict, "This authorization is already being completed.")
 	}
 	return err
 }
 
 // exchange trades the code once and stores the refresh token.
-func (c *Callback) exchange(ctx context.Context, grant *cdv1.CDUserGrant, code string, st State) error {
-	cred := &cdv1.CDCredential{}
-	if err := c.APIReader.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.CredentialRef.Name}, cred); err != nil {
-		return refuse(http.StatusConflict, "the grant's CDCredential cannot be read")
-	}
-	if cred.Spec.Flow != cdv1.FlowAuthorizationCode {
-		return refuse(http.StatusConflict, "the grant's CDCredential is not an AuthorizationCode credential")
-	}
-	ep, err := controllers.ClientEndpoint(ctx, c.Client, c.APIReader, cred)
-	if err != nil {
-		return refuse(http.StatusConflict, "the grant's client Secret cannot be used")
-	}
+func (c *Callback) exchange(ctx context.Context, grant *cdv1.CDUserGrant, cred *cdv1.CDCredential, ep tokenclient.Endpoint, code string, st State) error {
+	ctx = context.WithoutCancel(ctx) // a spent code must not be lost to a closed browser tab
 	verifier := ""
 	if !cred.Spec.DisablePKCE {
 		verifier = c.Signer.Verifier(st)
 	}
-	tok, err := c.Tokens.Exchange(context.WithoutCancel(ctx), ep, code, RedirectURI(cred, c.CallbackURL), verifier)
+	tok, err := metrics.Instrument(c.Tokens, "CDUserGrant").Exchange(ctx, ep, code, RedirectURI(cred, c.CallbackURL), verifier)
 	if err != nil {
-		return refuse(http.StatusBadGateway, "the identity server refused the code: "+err.Error())
+		return failed(http.StatusBadGateway, cdv1.AuthorizationFailedReason, "", "The identity server refused the authorization code: "+err.Error()+". Open the grant's new authorization link and log in again.")
 	}
 	if tok.RefreshToken == "" {
-		return refuse(http.StatusBadGateway, "the identity server returned no refresh token: request the offline_access scope")
+		return failed(http.StatusBadGateway, cdv1.AuthorizationFailedReason, "", noRefreshToken(cred, tok.Scopes))
 	}
-	if err := c.storeRefreshToken(context.WithoutCancel(ctx), grant, tok.RefreshToken); err != nil {
-		return err
+	if err := c.store(ctx, grant, tok.RefreshToken); err != nil {
+		var a *answer
+		if errors.As(err, &a) {
+			return err
+		}
+		return failed(http.StatusInternalServerError, cdv1.AuthorizationFailedReason, "", "The refresh token could not be stored ("+string(apierrors.ReasonForError(err))+"); log in again from the grant's new authorization link.")
 	}
-	c.Recorder.Eventf(controllers.EventTarget(grant), nil, corev1.EventTypeNormal, CustomerAuthorizedReason, "Authorize", "The customer authorized the integration; the refresh token is stored in Secret %s", grant.Spec.RefreshTokenSecretRef.Name)
+	c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeNormal, cdv1.CustomerAuthorizedReason, "Authorize", "The customer authorized the integration; the refresh token is stored in Secret %s", grant.Spec.RefreshTokenSecretRef.Name)
 	return nil
 }
 
-// storeRefreshToken writes the customer's refresh token: into a new Secret owned by the
-// grant, or replacing the dead token (and its rejection marks) in the existing one.
-func (c *Callback) storeRefreshToken(ctx context.Context, grant *cdv1.CDUserGrant, rt string) error {
-	ref := grant.Spec.RefreshTokenSecretRef
-	key := ref.Key
-	if key == "" {
-		key = "refresh_token"
+// noRefreshToken says truthfully why a login gave no refresh token.
+func noRefreshToken(cred *cdv1.CDCredential, granted []string) string {
+	msg := "The identity server issued no refresh token, so the grant cannot be kept alive. Likely causes: consent to offline access was not forced (spec.authorizationParameters: prompt=consent, or Google's access_type=offline); the client is not allowed offline access or refresh tokens at the identity server; or the scope was not granted"
+	if len(granted) > 0 {
+		msg += " (granted: " + strings.Join(granted, " ") + ")"
 	}
+	if !strings.Contains(strings.Join(Scopes(cred), " "), "offline_access") {
+		msg += "; spec.scopes does not request offline_access"
+	}
+	return msg + "."
+}
+
+// store writes the customer's refresh token into the grant's Secret: a new one, opted
+// in and bound to the grant but owned by nobody (the session outlives the grant), or the
+// bound one, replacing a dead token and its in-flight mark. Then the reauthorization
+// request, if any, is done.
+func (c *Callback) store(ctx context.Context, grant *cdv1.CDUserGrant, rt string) error {
+	key := types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.RefreshTokenSecretRef.Name}
 	s := &corev1.Secret{}
-	err := c.APIReader.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: ref.Name}, s)
-	if apierrors.IsNotFound(err) {
-		s = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: grant.Namespace, Name: ref.Name, Labels: map[string]string{cdv1.WatchLabel: "true", cdv1.ManagedByLabel: cdv1.ManagedByValue}},
-			Type:       corev1.SecretTypeOpaque,
-			Data:       map[string][]byte{key: []byte(rt)},
-		}
-		if err := controllerutil.SetControllerReference(grant, s, c.Client.Scheme()); err != nil {
-			return err
-		}
-		return c.Client.Create(ctx, s)
+	err := c.APIReader.Get(ctx, key, s)
+	switch {
+	case apierrors.IsNotFound(err):
+		s = secrets.NewRefreshSecret(grant)
+		secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
+		err = c.Client.Create(ctx, s)
+	case err == nil && secrets.BoundTo(s, grant) && s.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeRefreshToken:
+		secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
+		err = c.Client.Update(ctx, s) // guarded by the resourceVersion just read
+	case err == nil:
+		return failed(http.StatusConflict, cdv1.RefreshTokenSecretConflictReason, "", "Secret "+s.Name+" changed while the customer logged in and is no longer this grant's; the refresh token was not stored.")
 	}
 	if err != nil {
 		return err
 	}
-	if s.Data == nil {
-		s.Data = map[string][]byte{}
+	if _, requested := grant.Annotations[cdv1.ReauthorizeAnnotation]; requested {
+		patch := client.MergeFrom(grant.DeepCopy())
+		delete(grant.Annotations, cdv1.ReauthorizeAnnotation)
+		return c.Client.Patch(ctx, grant, patch)
 	}
-	s.Data[key] = []byte(rt)
-	controllers.ClearRotationMarks(s)
-	return c.Client.Update(ctx, s) // guarded by the resourceVersion just read
+	return nil
 }
 
-var oauthCodePattern = regexp.MustCompile(`^[a-z_]{1,64}$`)
-
-// oauthCode shows an OAuth error code from the query only if it looks like one.
-func oauthCode(s string) string {
-	if oauthCodePattern.MatchString(s) {
-		return s
+// record writes the outcome of a login to the grant's status (where its controller
+// turns it into conditions) and as an event. A claimed link leaves status: it is spent.
+func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, a *answer, spent bool) {
+	before := grant.DeepCopy()
+	grant.Status.LastAuthorization = &cdv1.AuthorizationResult{
+		Time: metav1.NewTime(c.Clock.Now().Truncate(time.Second)), Reason: a.reason, Error: a.oauthError, Message: truncate(a.msg, 1000),
 	}
-	return "an error"
+	if spent {
+		grant.Status.AuthorizationURL = ""
+	}
+	if err := c.Client.Status().Patch(context.WithoutCancel(ctx), grant, client.MergeFrom(before)); err != nil {
+		log.FromContext(ctx).Error(err, "Recording the authorization outcome failed", "cdusergrant", client.ObjectKeyFromObject(grant))
+	}
+	if a.reason != cdv1.CustomerAuthorizedReason {
+		c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, a.reason, "Authorize", "Customer authorization failed: %s", truncate(a.msg, 1000))
+	}
+}
+
+// eventTarget is obj without its resourceVersion, so repeated events aggregate.
+func eventTarget(grant *cdv1.CDUserGrant) *cdv1.CDUserGrant {
+	cp := grant.DeepCopy()
+	cp.ResourceVersion = ""
+	return cp
 }

@@ -49,6 +49,17 @@ func NewSigner(key []byte) (*Signer, error) {
 	return &Signer{key: key}, nil
 }
 
+// SignerFromKey returns the Signer of the operator's key, with a key derived for state
+// signing alone, so signatures and the client-secret hashes never share a key.
+func SignerFromKey(operatorKey []byte) (*Signer, error) {
+	if len(operatorKey) < 32 {
+		return nil, errors.New("the operator's key must be at least 32 bytes")
+	}
+	m := hmac.New(sha256.New, operatorKey)
+	m.Write([]byte("authorization-state"))
+	return NewSigner(m.Sum(nil))
+}
+
 // NewKey returns a fresh random signing key.
 func NewKey() []byte {
 	b := make([]byte, 32)

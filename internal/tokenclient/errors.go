@@ -28,8 +28,13 @@ const (
 	KindProductNotAllocated ErrorKind = "ProductNotAllocated"
 	// KindRateLimited: 429, or 503 with Retry-After; RetryAfter says how long to wait.
 	KindRateLimited ErrorKind = "RateLimited"
-	// KindTransient: 5xx, timeouts, connection errors, other 4xx without a recognised
-	// code.
+	// KindInvalidScope: a requested scope is refused; Error.Scopes names the ones the
+	// server named.
+	KindInvalidScope ErrorKind = "InvalidScope"
+	// KindRefused: a 4xx no known wording places. The server answered, so nothing is
+	// ambiguous, but nothing says a retry can help either: callers bound their retries.
+	KindRefused ErrorKind = "Refused"
+	// KindTransient: 5xx, timeouts, connection errors.
 	KindTransient ErrorKind = "Transient"
 	// KindInvalidResponse: a 2xx that cannot be used, or a redirect.
 	KindInvalidResponse ErrorKind = "InvalidResponse"
@@ -43,7 +48,9 @@ type Error struct {
 	// Description is the server's error_description, or this package's own words,
 	// scrubbed of anything secret and cut to 200 runes.
 	Description string
-	RetryAfter  time.Duration
+	// Scopes are the scope names a KindInvalidScope answer named, scrubbed.
+	Scopes     []string
+	RetryAfter time.Duration
 	// Ambiguous is true when the server may have processed the request without the
 	// caller getting a usable answer: a timeout or a broken connection after the request
 	// was written, a 5xx, an unreadable 2xx. For a refresh the token may be spent, so the
@@ -101,7 +108,7 @@ func (e *Error) Unwrap() error { return e.cause }
 // changes: the client, its secret, the grant or the configuration.
 func (e *Error) Terminal() bool {
 	switch e.Kind {
-	case KindInvalidClient, KindInvalidGrant, KindGrantTypeNotAllowed, KindProductNotAllocated, KindHostNotAllowed:
+	case KindInvalidClient, KindInvalidGrant, KindGrantTypeNotAllowed, KindProductNotAllocated, KindHostNotAllowed, KindInvalidScope:
 		return true
 	}
 	return false

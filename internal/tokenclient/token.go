@@ -232,3 +232,8 @@ func (c *Client) wait(ctx context.Context) error {
 	}
 	return &Error{Kind: KindTransient, Description: "gave up waiting for the token request rate limit: " + cause.Error(), cause: cause}
 }
+
+// Revoker revokes a token at an RFC 7009 revocation endpoint.
+type Revoker interface {
+	Revoke(ctx context.Context, ep Endpoint, revocationURL, token, tokenTypeHint string) error
+}

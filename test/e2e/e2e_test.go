@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +27,7 @@ import (
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/manager"
+	"github.com/credops/cd-credentials-operator/test/support"
 )
 
 const (
@@ -88,38 +88,11 @@ next:
 	return n
 }
 
-func build(t *testing.T, dir, pkg string) string {
-	t.Helper()
-	out := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = filepath.Join("..", "..")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return out
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		last = check()
-		return last == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("%s: not within %s: %v", what, timeout, last)
-	}
-}
+var (
+	build      = support.Build
+	freeAddr   = support.FreeAddr
+	eventually = support.Eventually
+)
 
 func TestTheBinariesEndToEnd(t *testing.T) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
@@ -157,7 +130,7 @@ func TestTheBinariesEndToEnd(t *testing.T) {
 		}
 		return err
 	})
-	managerArgs := []string{"--kubeconfig", kubeconfig, "--allowed-token-hosts", addr, "--metrics-bind-address", "0", "--health-probe-bind-address", "0"}
+	managerArgs := []string{"--kubeconfig", kubeconfig, "--allowed-token-hosts", addr, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--key-secret", "default/cd-credentials-operator-key"}
 	mgr := start(t, managerBin, managerArgs...)
 
 	ctx := context.Background()
@@ -168,14 +141,13 @@ func TestTheBinariesEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, o := range []client.Object{
-		secret(ns, "api-client", map[string]string{"client_id": apiID, "client_secret": apiSecret}),
-		secret(ns, "login-client", map[string]string{"client_id": loginID, "client_secret": loginSecret}),
-		secret(ns, "acme-refresh", map[string]string{"refresh_token": string(rt)}),
-		cred(ns, "api", cdv1.FlowClientCredentials, "api-client", issuer),
-		cred(ns, "login", cdv1.FlowAuthorizationCode, "login-client", issuer),
-		cred(ns, "misused", cdv1.FlowClientCredentials, "login-client", issuer),
-		&cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "acme"}, Spec: cdv1.CDUserGrantSpec{
-			CredentialRef: cdv1.CredentialReference{Name: "login"}, RefreshTokenSecretRef: cdv1.RefreshTokenSecretReference{Name: "acme-refresh"}}},
+		support.ClientSecret(ns, "api-client", apiID, apiSecret),
+		support.ClientSecret(ns, "login-client", loginID, loginSecret),
+		support.RefreshSecret(ns, "acme-refresh", string(rt)),
+		support.Credential(ns, "api", cdv1.FlowClientCredentials, "api-client", issuer),
+		support.Credential(ns, "login", cdv1.FlowAuthorizationCode, "login-client", issuer),
+		support.Credential(ns, "misused", cdv1.FlowClientCredentials, "login-client", issuer),
+		support.UserGrant(ns, "acme", "login", "acme-refresh"),
 	} {
 		must(t, k8s.Create(ctx, o))
 	}
@@ -270,15 +242,6 @@ func listings(issuer, authorization string, want int) error {
 		return fmt.Errorf("Marketplace answered %d, want %d", resp.StatusCode, want)
 	}
 	return nil
-}
-
-func secret(ns, name string, data map[string]string) *corev1.Secret {
-	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{cdv1.WatchLabel: "true"}}, StringData: data}
-}
-
-func cred(ns, name string, flow cdv1.Flow, secretName, issuer string) *cdv1.CDCredential {
-	return &cdv1.CDCredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: cdv1.CDCredentialSpec{
-		Flow: flow, ClientSecretRef: cdv1.ClientSecretReference{Name: secretName}, Issuer: issuer}}
 }
 
 func must(t *testing.T, err error) {

@@ -39,7 +39,7 @@ func setupClientCredentials(t *testing.T, ttl time.Duration, mutate func(*cdv1.C
 func TestClientCredentialsTokenLandsInSecretByContract(t *testing.T) {
 	ns, idp := setupClientCredentials(t, 30*time.Minute, func(c *cdv1.CDCredential) {
 		c.Spec.Scopes = []string{"marketplace"}
-		c.Spec.SecretTemplate = &cdv1.SecretTemplate{Labels: map[string]string{"team": "pricing"}, Annotations: map[string]string{"reloader/match": "true"}}
+		c.Spec.SecretTemplate = &cdv1.SecretTemplate{Labels: map[string]cdv1.LabelValue{"team": "pricing"}, Annotations: map[string]cdv1.AnnotationValue{"reloader/match": "true"}}
 	})
 	eventually(t, 20*time.Second, "Ready", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
 
@@ -125,15 +125,34 @@ func TestMissingClientSecretThenCreatedIsPickedUpAtOnce(t *testing.T) {
 	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
 	create(t, credential(ns, "pricing", cdv1.FlowClientCredentials, "pricing-client", idp.URL))
 	eventually(t, 10*time.Second, "ClientSecretNotFound", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.ClientSecretNotFoundReason))
-
-	// Created as `kubectl create secret` does, without the operator's label, so the
-	// label-selected cache never sees it. Well under the 30 s retry of a missing Secret:
-	// the watch of Secret creations brings the CR back.
-	create(t, unlabelled(clientSecret(ns, "pricing-client", apiClientID, apiClientSecret)))
+	create(t, clientSecret(ns, "pricing-client", apiClientID, apiClientSecret))
 	eventually(t, 10*time.Second, "Ready after the Secret appears", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
-	if s, _ := getSecret(ns, "pricing-client"); s.Labels[cdv1.WatchLabel] != "true" {
-		t.Errorf("the referenced Secret was not labelled for the cache: %v", s.Labels)
+}
+
+func TestAClientSecretIsReadOnlyOnceOptedIn(t *testing.T) {
+	ns := newNamespace(t)
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
+	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
+	// Created as `kubectl create secret` does, without the opt-in label: nothing is read
+	// from it, and the condition says how to opt it in.
+	create(t, unlabelled(clientSecret(ns, "pricing-client", apiClientID, apiClientSecret)))
+	create(t, credential(ns, "pricing", cdv1.FlowClientCredentials, "pricing-client", idp.URL))
+	eventually(t, 10*time.Second, "SecretNotOptedIn", credentialCondition(ns, "pricing", cdv1.StalledCondition, metav1.ConditionTrue, cdv1.SecretNotOptedInReason))
+	c, _ := getCredential(ns, "pricing")
+	if ready := meta.FindStatusCondition(c.Status.Conditions, cdv1.ReadyCondition); !strings.Contains(ready.Message, "kubectl -n "+ns+" label secret pricing-client cd.credops.io/secret-type=client") {
+		t.Errorf("Ready message %q does not give the command", ready.Message)
 	}
+	if c.Status.ClientID != "" || idp.Stats().TokenRequests["client_credentials"] != 0 {
+		t.Errorf("a Secret that is not opted in was read (clientID %q) or used", c.Status.ClientID)
+	}
+	// `kubectl label secret pricing-client cd.credops.io/secret-type=client`: the watch
+	// brings the CR back at once.
+	s, _ := getSecret(ns, "pricing-client")
+	s.Labels = map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeClient}
+	if err := k8s.Update(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "Ready once opted in", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
 }
 
 func TestClientSecretWithoutKeysIsInvalidUntilFixed(t *testing.T) {
@@ -337,7 +356,7 @@ func TestAnOutputSecretNameTakenByAnotherSecretIsAConflict(t *testing.T) {
 		c := credential(ns, name, cdv1.FlowClientCredentials, "api-client", idp.URL)
 		c.Spec.SecretName = "shared-token"
 		create(t, c)
-		eventually(t, 10*time.Second, name+" OutputSecretConflict", credentialCondition(ns, name, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.OutputSecretConflictReason))
+		eventually(t, 10*time.Second, name+" SecretNameConflict", credentialCondition(ns, name, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.SecretNameConflictReason))
 	}
 	s, _ := getSecret(ns, "shared-token")
 	if string(s.Data["mine"]) != "keep" || len(s.OwnerReferences) != 0 || s.Data[cdv1.AccessTokenKey] != nil {

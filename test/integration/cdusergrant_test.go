@@ -38,7 +38,7 @@ func newGrantFixture(t *testing.T, ttl time.Duration) *grantFixture {
 		AllowedTokenHosts:       []string{idp.Host},
 		WatchNamespaces:         []string{ns},
 		GracefulShutdownTimeout: 20 * time.Second,
-		InFlightTimeout:         2 * time.Second,
+		HolderTimeout:           2 * time.Second,
 	}}
 }
 
@@ -64,12 +64,12 @@ func (f *grantFixture) rotations(name string, n int64) func() error {
 	}
 }
 
-// withFaults is the fixture's manager options with fc as the manager's client, a short
-// persist timeout, and a short shutdown, so a manager "killed" by failing writes stops
-// quickly.
-func (f *grantFixture) withFaults(fc *faultyClient, persist time.Duration) manager.Options {
+// withFaults is the fixture's manager options with fc around the manager's client, a
+// short persist timeout, and a short shutdown, so a manager "killed" by failing writes
+// stops quickly.
+func (f *grantFixture) withFaults(fc *faults, persist time.Duration) manager.Options {
 	opts := f.opts
-	opts.NewClient = fc.newClientFunc()
+	opts.NewClient = fc.newClient()
 	opts.PersistTimeout = persist
 	opts.GracefulShutdownTimeout = 2 * time.Second
 	return opts
@@ -170,9 +170,11 @@ func TestMissingRefreshTokenAwaitsAuthorizationThenProceeds(t *testing.T) {
 		return grantCondition(f.ns, "acme", cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenMissingReason)()
 	})
 	rt := f.idp.SeedGrant(loginClientID, "acme", []string{"marketplace", "offline_access"})
-	// Unlabelled, as a person would create it; seen well before the 30 s retry.
-	create(t, unlabelled(refreshSecret(f.ns, "acme-refresh", rt)))
-	eventually(t, 10*time.Second, "Ready once the token appears", f.rotations("acme", 1))
+	create(t, refreshSecret(f.ns, "acme-refresh", rt))
+	eventually(t, 10*time.Second, "Ready at once when the token appears", f.rotations("acme", 1))
+	if rs, _ := getSecret(f.ns, "acme-refresh"); rs.Annotations[cdv1.BoundToAnnotation] == "" {
+		t.Errorf("the refresh-token Secret was not bound to the grant on first use")
+	}
 }
 
 func TestInvalidGrantIsTerminalUntilANewRefreshTokenArrives(t *testing.T) {
@@ -223,11 +225,11 @@ func TestUserGrantOnClientCredentialsSendsNothing(t *testing.T) {
 func TestCrashAfterTheServerSpentTheTokenEndsInRotationInterrupted(t *testing.T) {
 	f := newGrantFixture(t, 30*time.Minute)
 	f.addGrant("acme")
-	fc := &faultyClient{}
+	fc := &faults{}
 	opts := f.withFaults(fc, 500*time.Millisecond)
 	f.idp.OnTokenRequest(func(grantType string, ok bool) {
 		if grantType == "refresh_token" && ok {
-			fc.setFault(func(verb string, obj client.Object) bool { return true }) // the process is gone
+			fc.set(func(string, client.Object) error { return errInjected }) // the process is gone
 		}
 	})
 	m := startManager(t, opts)
@@ -250,7 +252,7 @@ func TestCrashAfterTheServerSpentTheTokenEndsInRotationInterrupted(t *testing.T)
 	if n := f.refreshCount(); n != 2 {
 		t.Errorf("%d refresh requests, want 2: the lost rotation and exactly one recovery attempt", n)
 	}
-	// No silent loop: a third manager sees the rejection on the Secret and sends nothing.
+	// No silent loop: a third manager sees the rejection in status and sends nothing.
 	startManager(t, f.opts)
 	f.addGrant("probe")
 	eventually(t, 10*time.Second, "probe rotated (the third manager is working)", f.rotations("probe", 1))
@@ -264,17 +266,17 @@ func TestCrashAfterTheServerSpentTheTokenEndsInRotationInterrupted(t *testing.T)
 func TestCrashAfterStoringTheNewTokenKeepsTheGrantAlive(t *testing.T) {
 	f := newGrantFixture(t, 30*time.Minute)
 	f.addGrant("acme")
-	fc := &faultyClient{}
+	fc := &faults{}
 	opts := f.withFaults(fc, 500*time.Millisecond)
 	var stored atomic.Bool
-	fc.setFault(func(verb string, obj client.Object) bool {
+	fc.set(func(verb string, obj client.Object) error {
 		if stored.Load() {
-			return true // dead after the refresh token landed
+			return errInjected // dead after the refresh token landed
 		}
 		if s, ok := obj.(*corev1.Secret); ok && s.Name == "acme-refresh" && verb == "update" && s.Annotations[cdv1.RotationInFlightAnnotation] == "" {
 			stored.Store(true) // this write is the new token landing; let it through
 		}
-		return false
+		return nil
 	})
 	m := startManager(t, opts)
 	eventually(t, 10*time.Second, "the new token stored", func() error {
@@ -298,15 +300,15 @@ func TestCrashAfterStoringTheNewTokenKeepsTheGrantAlive(t *testing.T) {
 func TestAPIServerOutageWhileHoldingTheNewToken(t *testing.T) {
 	f := newGrantFixture(t, 30*time.Minute)
 	f.addGrant("acme")
-	fc := &faultyClient{}
+	fc := &faults{}
 	opts := f.withFaults(fc, 300*time.Millisecond)
 	var failures atomic.Int32
-	fc.setFault(func(verb string, obj client.Object) bool {
+	fc.set(func(verb string, obj client.Object) error {
 		s, ok := obj.(*corev1.Secret)
-		if !ok || s.Name != "acme-refresh" || s.Annotations[cdv1.RotationInFlightAnnotation] != "" {
-			return false // the in-flight mark goes through
+		if !ok || s.Name != "acme-refresh" || s.Annotations[cdv1.RotationInFlightAnnotation] != "" || failures.Add(1) > 12 {
+			return nil // the in-flight mark goes through
 		}
-		return failures.Add(1) <= 12
+		return errInjected
 	})
 	startManager(t, opts)
 	eventually(t, 60*time.Second, "rotated once writes recover", f.rotations("acme", 1))

@@ -5,86 +5,88 @@ import (
 	"errors"
 	"sync"
 
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 )
 
-// errInjected is what a faulty client answers while a fault holds.
+// errInjected is what a write fails with while a fault holds: not an API status, so the
+// operator takes it for the API server being unreachable.
 var errInjected = errors.New("injected API server failure")
 
-// faultyClient wraps the manager's client so a test can make writes fail: an API
-// server outage, or (failing every write for good) a process that died.
-type faultyClient struct {
-	client.Client
+// faults injects API server failures into a manager's writes, with controller-runtime's
+// interceptor: an outage, a refusal, or (failing every write for good) a process that
+// died.
+type faults struct {
 	mu sync.Mutex
-	// fail decides, per write, whether it fails. nil lets everything through.
-	fail func(verb string, obj client.Object) bool
+	// fail decides, per write, whether it fails and how; nil lets everything through.
+	fail func(verb string, obj client.Object) error
 }
 
-func (f *faultyClient) setFault(fn func(verb string, obj client.Object) bool) {
+func (f *faults) set(fn func(verb string, obj client.Object) error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.fail = fn
 }
 
-func (f *faultyClient) check(verb string, obj client.Object) error {
+func (f *faults) check(verb string, obj client.Object) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fail != nil && f.fail(verb, obj) {
-		return errInjected
+	if f.fail == nil {
+		return nil
 	}
-	return nil
+	return f.fail(verb, obj)
 }
 
-// newClientFunc is the manager option that installs f as the manager's client.
-func (f *faultyClient) newClientFunc() client.NewClientFunc {
+// newClient is the manager option that puts the interceptor around the manager's
+// client (which reads from the cache, as it would without the faults).
+func (f *faults) newClient() client.NewClientFunc {
 	return func(config *rest.Config, options client.Options) (client.Client, error) {
 		c, err := client.New(config, options)
-		f.Client = c
-		return f, err
+		if err != nil {
+			return nil, err
+		}
+		return interceptor.NewClient(noWatch{c}, interceptor.Funcs{
+			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+				if err := f.check("create", obj); err != nil {
+					return err
+				}
+				return c.Create(ctx, obj, opts...)
+			},
+			Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+				if err := f.check("update", obj); err != nil {
+					return err
+				}
+				return c.Update(ctx, obj, opts...)
+			},
+			Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+				if err := f.check("patch", obj); err != nil {
+					return err
+				}
+				return c.Patch(ctx, obj, patch, opts...)
+			},
+			Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+				if err := f.check("apply", nil); err != nil {
+					return err
+				}
+				return c.Apply(ctx, obj, opts...)
+			},
+			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+				if err := f.check(sub, obj); err != nil {
+					return err
+				}
+				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+			},
+		}), nil
 	}
 }
 
-func (f *faultyClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
-	if err := f.check("create", obj); err != nil {
-		return err
-	}
-	return f.Client.Create(ctx, obj, opts...)
-}
+// noWatch adapts the manager's client to the interceptor's interface; the manager
+// watches through its cache, never through this client.
+type noWatch struct{ client.Client }
 
-func (f *faultyClient) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
-	if err := f.check("update", obj); err != nil {
-		return err
-	}
-	return f.Client.Update(ctx, obj, opts...)
-}
-
-func (f *faultyClient) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-	if err := f.check("patch", obj); err != nil {
-		return err
-	}
-	return f.Client.Patch(ctx, obj, patch, opts...)
-}
-
-func (f *faultyClient) Status() client.SubResourceWriter {
-	return faultyStatus{SubResourceWriter: f.Client.Status(), f: f}
-}
-
-type faultyStatus struct {
-	client.SubResourceWriter
-	f *faultyClient
-}
-
-func (s faultyStatus) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-	if err := s.f.check("status", obj); err != nil {
-		return err
-	}
-	return s.SubResourceWriter.Patch(ctx, obj, patch, opts...)
-}
-
-func (s faultyStatus) Update(ctx context.Context, obj client.Object, opts ...client.SubResourceUpdateOption) error {
-	if err := s.f.check("status", obj); err != nil {
-		return err
-	}
-	return s.SubResourceWriter.Update(ctx, obj, opts...)
+func (noWatch) Watch(context.Context, client.ObjectList, ...client.ListOption) (watch.Interface, error) {
+	return nil, errors.New("the manager's client does not watch")
 }

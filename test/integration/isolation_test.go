@@ -13,20 +13,17 @@ import (
 )
 
 // TestACRCannotReadASecretInAnotherNamespace: a CR in namespace A naming a Secret that
-// exists only in namespace B gets ClientSecretNotFound; B's Secret is never read (the
-// operator would have labelled it) and nothing is sent.
+// exists only in namespace B, opted in there, gets ClientSecretNotFound; B's Secret is
+// never read and nothing is sent.
 func TestACRCannotReadASecretInAnotherNamespace(t *testing.T) {
 	nsA, nsB := newNamespace(t), newNamespace(t)
 	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
 	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}})
-	victim := clientSecret(nsB, "shared-client", apiClientID, apiClientSecret)
-	victim.Labels = nil
-	create(t, victim)
+	create(t, clientSecret(nsB, "shared-client", apiClientID, apiClientSecret))
 	create(t, credential(nsA, "thief", cdv1.FlowClientCredentials, "shared-client", idp.URL))
 	eventually(t, 10*time.Second, "ClientSecretNotFound", credentialCondition(nsA, "thief", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.ClientSecretNotFoundReason))
-	s, _ := getSecret(nsB, "shared-client")
-	if _, labelled := s.Labels[cdv1.WatchLabel]; labelled {
-		t.Errorf("the Secret in the other namespace was read (it carries the watch label)")
+	if c, _ := getCredential(nsA, "thief"); c.Status.ClientID != "" {
+		t.Errorf("status.clientID %q came from another namespace's Secret", c.Status.ClientID)
 	}
 	if n := len(idp.Stats().TokenRequests); n != 0 {
 		t.Errorf("token requests were sent with another namespace's Secret")

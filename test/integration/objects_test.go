@@ -2,17 +2,16 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/test/support"
 )
 
 const (
@@ -37,62 +36,23 @@ func create(t *testing.T, obj client.Object) {
 	}
 }
 
-func clientSecret(ns, name, id, secret string) *corev1.Secret {
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{cdv1.WatchLabel: "true"}},
-		StringData: map[string]string{"client_id": id, "client_secret": secret},
-	}
-}
+var (
+	clientSecret  = support.ClientSecret
+	refreshSecret = support.RefreshSecret
+	credential    = support.Credential
+	userGrant     = support.UserGrant
+	conditionIs   = support.ConditionIs
+)
 
-// unlabelled is s without the operator's watch label, as `kubectl create secret` makes it.
+// unlabelled is s without its opt-in label, as `kubectl create secret` makes it.
 func unlabelled(s *corev1.Secret) *corev1.Secret {
 	s.Labels = nil
 	return s
 }
 
-func refreshSecret(ns, name, token string) *corev1.Secret {
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{cdv1.WatchLabel: "true"}},
-		StringData: map[string]string{"refresh_token": token},
-	}
-}
-
-func credential(ns, name string, flow cdv1.Flow, secretName, issuer string) *cdv1.CDCredential {
-	return &cdv1.CDCredential{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: cdv1.CDCredentialSpec{
-			Flow:            flow,
-			ClientSecretRef: cdv1.ClientSecretReference{Name: secretName},
-			Issuer:          issuer,
-		},
-	}
-}
-
-func userGrant(ns, name, credName, refreshSecretName string) *cdv1.CDUserGrant {
-	return &cdv1.CDUserGrant{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: cdv1.CDUserGrantSpec{
-			CredentialRef:         cdv1.CredentialReference{Name: credName},
-			RefreshTokenSecretRef: cdv1.RefreshTokenSecretReference{Name: refreshSecretName},
-		},
-	}
-}
-
 func getSecret(ns, name string) (*corev1.Secret, error) {
 	s := &corev1.Secret{}
 	return s, k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, s)
-}
-
-// conditionIs checks one condition's status and reason.
-func conditionIs(conds []metav1.Condition, typ string, status metav1.ConditionStatus, reason string) error {
-	c := meta.FindStatusCondition(conds, typ)
-	if c == nil {
-		return fmt.Errorf("no %s condition in %+v", typ, conds)
-	}
-	if c.Status != status || c.Reason != reason {
-		return fmt.Errorf("%s is %s/%s (%q), want %s/%s", typ, c.Status, c.Reason, c.Message, status, reason)
-	}
-	return nil
 }
 
 func getCredential(ns, name string) (*cdv1.CDCredential, error) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -32,15 +31,10 @@ type onboardingFixture struct {
 	callbackURL string
 }
 
-func newOnboardingFixture(t *testing.T) *onboardingFixture {
+func newOnboardingFixture(t *testing.T, mutate ...func(*cdv1.CDCredential)) *onboardingFixture {
 	t.Helper()
 	ns := newNamespace(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	callbackURL := "http://" + addr + "/callback"
 	idp := startSandbox(t, cdsandbox.Options{Clients: []cdsandbox.Client{
 		{ID: loginClientID, Secret: loginClientSecret, GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{callbackURL}},
@@ -50,10 +44,14 @@ func newOnboardingFixture(t *testing.T) *onboardingFixture {
 		WatchNamespaces:     []string{ns},
 		CallbackBindAddress: addr,
 		CallbackURL:         callbackURL,
-		CallbackKeySecret:   types.NamespacedName{Namespace: ns, Name: "callback-key"},
+		KeySecret:           types.NamespacedName{Namespace: ns, Name: "operator-key"},
 	})
 	create(t, clientSecret(ns, "login-client", loginClientID, loginClientSecret))
-	create(t, credential(ns, "login", cdv1.FlowAuthorizationCode, "login-client", idp.URL))
+	cred := credential(ns, "login", cdv1.FlowAuthorizationCode, "login-client", idp.URL)
+	for _, m := range mutate {
+		m(cred)
+	}
+	create(t, cred)
 	return &onboardingFixture{t: t, ns: ns, idp: idp, callbackURL: callbackURL}
 }
 
@@ -128,11 +126,11 @@ func (f *onboardingFixture) exchanges() int { return f.idp.Stats().TokenRequests
 // signer reads the key the manager created and shared through its Secret.
 func (f *onboardingFixture) signer() *onboarding.Signer {
 	f.t.Helper()
-	s, err := getSecret(f.ns, "callback-key")
+	s, err := getSecret(f.ns, "operator-key")
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	signer, err := onboarding.NewSigner(s.Data["hmac-key"])
+	signer, err := onboarding.SignerFromKey(s.Data["hmac-key"])
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -152,7 +150,7 @@ func TestCustomerOnboardingRoundTrip(t *testing.T) {
 	authURL := f.awaiting("acme")
 	u, _ := url.Parse(authURL)
 	q := u.Query()
-	for k, want := range map[string]string{"client_id": loginClientID, "response_type": "code", "grant_type": "authorization_code", "redirect_uri": f.callbackURL, "scope": "marketplace offline_access", "code_challenge_method": "S256"} {
+	for k, want := range map[string]string{"client_id": loginClientID, "response_type": "code", "grant_type": "authorization_code", "redirect_uri": f.callbackURL, "scope": "marketplace offline_access", "code_challenge_method": "S256", "prompt": "consent"} {
 		if q.Get(k) != want {
 			t.Errorf("authorization URL %s = %q, want %q", k, q.Get(k), want)
 		}
@@ -177,8 +175,11 @@ func TestCustomerOnboardingRoundTrip(t *testing.T) {
 	})
 	g, _ := getGrant(f.ns, "acme")
 	rs, _ := getSecret(f.ns, "acme-refresh")
-	if !metav1.IsControlledBy(rs, g) {
-		t.Errorf("the refresh-token Secret the operator created is not owned by the grant")
+	if len(rs.OwnerReferences) != 0 || rs.Labels[cdv1.SecretTypeLabel] != cdv1.SecretTypeRefreshToken || rs.Annotations[cdv1.BoundToAnnotation] != "acme/"+string(g.UID) {
+		t.Errorf("the refresh-token Secret the callback created is owned, not opted in or not bound: %+v", rs.ObjectMeta)
+	}
+	if a := g.Status.LastAuthorization; a == nil || a.Reason != cdv1.CustomerAuthorizedReason {
+		t.Errorf("lastAuthorization %+v", a)
 	}
 	if strings.Contains(body, string(rs.Data["refresh_token"])) || g.Status.Subject != "dispatcher@acme.example" {
 		t.Errorf("the page shows a token, or the subject is wrong: %q", g.Status.Subject)
@@ -189,7 +190,7 @@ func TestCustomerOnboardingRoundTrip(t *testing.T) {
 	if len(series(t, "cdcredops_token_requests_total", map[string]string{"kind": "CDUserGrant", "grant_type": "authorization_code", "result": "success"})) != 1 {
 		t.Errorf("the code exchange is not counted in cdcredops_token_requests_total")
 	}
-	f.assertEvent(t, "acme", onboarding.CustomerAuthorizedReason)
+	f.assertEvent(t, "acme", cdv1.CustomerAuthorizedReason)
 }
 
 func (f *onboardingFixture) assertEvent(t *testing.T, grant, reason string) {
@@ -250,7 +251,7 @@ func TestCallbackRefusals(t *testing.T) {
 		if f.exchanges() != before {
 			t.Errorf("a code was exchanged")
 		}
-		f.assertEvent(t, "expired", onboarding.AuthorizationFailedReason)
+		f.assertEvent(t, "expired", cdv1.AuthorizationFailedReason)
 	})
 
 	t.Run("a state bound to another grant's identity", func(t *testing.T) {
@@ -280,20 +281,24 @@ func TestCallbackRefusals(t *testing.T) {
 		if _, err := getSecret(f.ns, "stolen-refresh"); err == nil {
 			t.Errorf("a refresh token was stored")
 		}
-		f.assertEvent(t, "stolen", onboarding.AuthorizationFailedReason)
+		f.assertEvent(t, "stolen", cdv1.AuthorizationFailedReason)
 	})
 
-	t.Run("the customer denies access", func(t *testing.T) {
-		cb := f.login(f.awaiting("denied"), "deny")
+	t.Run("the customer denies access, then changes their mind with the same link", func(t *testing.T) {
+		authURL := f.awaiting("denied")
 		before := f.exchanges()
-		status, body := f.callback(cb)
+		status, body := f.callback(f.login(authURL, "deny"))
 		if status != http.StatusForbidden || !strings.Contains(body, "access_denied") {
 			t.Errorf("HTTP %d %s, want 403 access_denied", status, body)
 		}
 		if f.exchanges() != before {
 			t.Errorf("a code was exchanged")
 		}
-		f.assertEvent(t, "denied", onboarding.AuthorizationFailedReason)
+		f.assertEvent(t, "denied", cdv1.AuthorizationDeniedReason)
+		eventually(t, 10*time.Second, "the grant says the customer declined", grantCondition(f.ns, "denied", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.AuthorizationDeniedReason))
+		if status, body := f.callback(f.login(authURL, "login")); status != http.StatusOK {
+			t.Errorf("the link no longer works after a denial: %d %s", status, body)
+		}
 	})
 
 	t.Run("the grant is deleted before the callback", func(t *testing.T) {

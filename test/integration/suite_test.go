@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
@@ -18,15 +17,14 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 	"github.com/credops/cd-credentials-operator/internal/manager"
+	"github.com/credops/cd-credentials-operator/test/support"
 )
 
 var (
@@ -77,21 +75,18 @@ func newNamespace(t *testing.T) string {
 	return ns.Name
 }
 
-// identityServer is a running sandbox identity server.
-type identityServer struct {
-	*cdsandbox.Server
-	URL  string
-	Host string // host:port, for --allowed-token-hosts
-}
+// The shared helpers, under the names these tests use.
+type identityServer = support.IdentityServer
 
-func startSandbox(t *testing.T, opts cdsandbox.Options) identityServer {
-	t.Helper()
-	s := cdsandbox.New(opts)
-	hs := httptest.NewServer(s)
-	t.Cleanup(hs.Close)
-	s.SetIssuer(hs.URL)
-	return identityServer{Server: s, URL: hs.URL, Host: hs.Listener.Addr().String()}
-}
+var (
+	startSandbox = support.StartSandbox
+	eventually   = support.Eventually
+	freeAddr     = support.FreeAddr
+)
+
+// testKey is the operator key of the managers these tests run (Options.Key), so no
+// key Secret is needed unless a test is about it.
+var testKey = []byte("integration-test-key-0123456789abcdef")
 
 // runningManager is a manager started by a test.
 type runningManager struct {
@@ -109,14 +104,17 @@ func startManager(t *testing.T, opts manager.Options) *runningManager {
 	if opts.HealthProbeBindAddress == "" {
 		opts.HealthProbeBindAddress = "0"
 	}
+	if opts.Key == nil && opts.KeySecret.Namespace == "" {
+		opts.Key = testKey
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	mgr, err := manager.New(ctx, cfg, opts)
+	op, err := manager.New(ctx, cfg, opts)
 	if err != nil {
 		cancel()
 		t.Fatalf("creating manager: %v", err)
 	}
 	rm := &runningManager{cancel: cancel, done: make(chan error, 1)}
-	go func() { rm.done <- mgr.Start(ctx) }()
+	go func() { rm.done <- op.Start(ctx) }()
 	t.Cleanup(func() { rm.stop(t) })
 	return rm
 }
@@ -136,21 +134,6 @@ func (m *runningManager) stop(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Errorf("manager did not stop within a minute")
-	}
-}
-
-// eventually polls check until it returns nil, failing the test with its last error
-// after timeout. Polling for an observable state is the synchronisation here; nothing
-// waits a fixed time.
-func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		last = check()
-		return last == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("%s: not within %s: %v", what, timeout, last)
 	}
 }
 

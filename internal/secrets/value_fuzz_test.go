@@ -1,4 +1,4 @@
-package controllers
+package secrets
 
 import (
 	"strings"
@@ -25,7 +25,7 @@ func TestSecretValueRejectsWhatCannotBeACredential(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			s := &corev1.Secret{Data: map[string][]byte{"k": tc.value}}
-			got, err := secretValue(s, "k")
+			got, err := Value(s, "k")
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want %q", err, tc.wantErr)
@@ -40,7 +40,7 @@ func TestSecretValueRejectsWhatCannotBeACredential(t *testing.T) {
 			}
 		})
 	}
-	if _, err := secretValue(&corev1.Secret{}, "missing"); err == nil || !strings.Contains(err.Error(), "missing") {
+	if _, err := Value(&corev1.Secret{}, "missing"); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("a missing key: %v", err)
 	}
 }
@@ -50,14 +50,14 @@ func FuzzSecretValue(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		v, err := secretValue(&corev1.Secret{Data: map[string][]byte{"k": b}}, "k")
+		v, err := Value(&corev1.Secret{Data: map[string][]byte{"k": b}}, "k")
 		if err != nil {
 			if strings.Contains(err.Error(), string(b)) && strings.TrimSpace(string(b)) != "" && len(b) > 3 {
 				t.Errorf("error %q repeats the value", err)
 			}
 			return
 		}
-		if v == "" || len(v) > maxSecretValue || v != strings.TrimSpace(v) {
+		if v == "" || len(v) > MaxValue || v != strings.TrimSpace(v) {
 			t.Errorf("accepted %q", v)
 		}
 		for _, r := range v {

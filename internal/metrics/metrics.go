@@ -1,4 +1,8 @@
-package controllers
+// Package metrics holds the operator's Prometheus metrics, on controller-runtime's
+// registry (served on --metrics-bind-address). Per-CR series are deleted when the CR is,
+// so cardinality follows the number of CRs. No label ever carries a token, a secret or a
+// client id.
+package metrics
 
 import (
 	"context"
@@ -14,9 +18,6 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
-// Metrics on controller-runtime's registry (served on --metrics-bind-address). Per-CR
-// series are deleted when the CR is, so cardinality follows the number of CRs. No label
-// ever carries a token, a secret or a client id.
 var (
 	tokenExpiration = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "cdcredops_token_expiration_timestamp_seconds",
@@ -54,8 +55,8 @@ func init() {
 // every CR: at ten thousand grants it made each reconcile cost O(N).)
 var published sync.Map // "kind/namespace/name/type" -> [2]string{status, reason}
 
-// observeStatus publishes a CR's conditions and token times after a reconcile.
-func observeStatus(kind string, obj metav1.Object, conds []metav1.Condition, expires, renew *metav1.Time) {
+// ObserveStatus publishes a CR's conditions and token times after a reconcile.
+func ObserveStatus(kind string, obj metav1.Object, conds []metav1.Condition, expires, renew *metav1.Time) {
 	ns, name := obj.GetNamespace(), obj.GetName()
 	for _, typ := range conditionTypes {
 		key := kind + "/" + ns + "/" + name + "/" + typ
@@ -86,8 +87,8 @@ func observeStatus(kind string, obj metav1.Object, conds []metav1.Condition, exp
 
 var conditionTypes = []string{cdv1.ReadyCondition, cdv1.FlowMisuseCondition, cdv1.ReauthorizationRequiredCondition}
 
-// forget drops a deleted CR's series, each by its exact labels.
-func forget(kind, namespace, name string) {
+// Forget drops a deleted CR's series, each by its exact labels.
+func Forget(kind, namespace, name string) {
 	for _, typ := range conditionTypes {
 		key := kind + "/" + namespace + "/" + name + "/" + typ
 		if prev, ok := published.LoadAndDelete(key); ok {
@@ -131,7 +132,8 @@ func (i instrumented) Exchange(ctx context.Context, ep tokenclient.Endpoint, cod
 	return t, err
 }
 
-// requestResult is the result label: a small fixed set, whatever the server said.
+// requestResult is the result label: a small fixed set, whatever the server said, so
+// refusals are counted by what they mean, whichever provider worded them.
 func requestResult(err error) string {
 	switch tokenclient.KindOf(err) {
 	case "":
@@ -145,14 +147,22 @@ func requestResult(err error) string {
 		return "invalid_client"
 	case tokenclient.KindGrantTypeNotAllowed:
 		return "unauthorized_client"
+	case tokenclient.KindInvalidScope:
+		return "invalid_scope"
+	case tokenclient.KindRefused:
+		return "refused"
 	case tokenclient.KindRateLimited:
 		return "rate_limited"
+	case tokenclient.KindInvalidResponse:
+		return "invalid_response"
 	}
 	return "error"
 }
 
-// Instrumented wraps an Issuer so its requests are counted and timed under kind: the
-// onboarding callback uses it for its code exchanges.
-func Instrumented(issuer tokenclient.Issuer, kind string) tokenclient.Issuer {
+// RotationStored counts a refresh token rotated and stored.
+func RotationStored() { rotations.Inc() }
+
+// Instrument wraps an Issuer so its requests are counted and timed under kind.
+func Instrument(issuer tokenclient.Issuer, kind string) tokenclient.Issuer {
 	return instrumented{Issuer: issuer, kind: kind}
 }

@@ -1,4 +1,4 @@
-package controllers
+package rotation
 
 import (
 	"testing"
@@ -11,6 +11,8 @@ func TestRenewalSchedule(t *testing.T) {
 		lifetime, renewBefore time.Duration
 		// The renewal must fall in [earliest, latest] after issue.
 		earliest, latest time.Duration
+		// clamped: the spec's renewBefore had to be shortened, and Plan says so.
+		clamped bool
 	}{
 		"an hour-long token renews between 34 and 40 minutes in (2/3 minus up to 10% jitter)": {
 			lifetime: time.Hour, earliest: 34 * time.Minute, latest: 40 * time.Minute,
@@ -30,8 +32,17 @@ func TestRenewalSchedule(t *testing.T) {
 		"a token shorter than the floor renews at 2/3 of its life minus jitter": {
 			lifetime: 90 * time.Second, earliest: 51 * time.Second, latest: 60 * time.Second,
 		},
-		"renewBefore longer than the lifetime falls back to the default": {
-			lifetime: 30 * time.Minute, renewBefore: time.Hour, earliest: 17 * time.Minute, latest: 20 * time.Minute,
+		"renewBefore longer than the lifetime is clamped to renewing a third of the way in": {
+			lifetime: 30 * time.Minute, renewBefore: time.Hour, earliest: 10 * time.Minute, latest: 10 * time.Minute, clamped: true,
+		},
+		"renewBefore of nearly the whole lifetime is clamped the same way": {
+			lifetime: 30 * time.Minute, renewBefore: 29*time.Minute + 59*time.Second, earliest: 10 * time.Minute, latest: 10 * time.Minute, clamped: true,
+		},
+		"renewBefore of exactly two thirds of the lifetime is taken as it is": {
+			lifetime: 30 * time.Minute, renewBefore: 20 * time.Minute, earliest: 10 * time.Minute, latest: 10 * time.Minute,
+		},
+		"the 2-minute floor gives way to the third-of-a-lifetime rule for a 150 s token": {
+			lifetime: 150 * time.Second, earliest: 50 * time.Second, latest: 50 * time.Second,
 		},
 		"no usable lifetime assumes the short fallback": {
 			lifetime: 0, earliest: 2 * time.Minute, latest: 3 * time.Minute,
@@ -39,7 +50,10 @@ func TestRenewalSchedule(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			s := renewalSchedule(issued, tc.lifetime, tc.renewBefore, "uid-1")
+			s, clamp := Plan(issued, tc.lifetime, tc.renewBefore, "uid-1")
+			if (clamp != "") != tc.clamped {
+				t.Errorf("clamp message %q, want one: %v", clamp, tc.clamped)
+			}
 			base := issued.Truncate(time.Second)
 			if s.RenewAt.Before(base.Add(tc.earliest)) || s.RenewAt.After(base.Add(tc.latest)) {
 				t.Errorf("RenewAt = %s after issue, want within [%s, %s]", s.RenewAt.Sub(base), tc.earliest, tc.latest)
@@ -49,7 +63,7 @@ func TestRenewalSchedule(t *testing.T) {
 			}
 			lifetime := tc.lifetime
 			if lifetime == 0 {
-				lifetime = fallbackLifetime
+				lifetime = FallbackLifetime
 			}
 			if want := issued.Add(lifetime).Truncate(time.Second); !s.ExpiresAt.Equal(want) {
 				t.Errorf("ExpiresAt = %s, want %s", s.ExpiresAt, want)
@@ -62,7 +76,7 @@ func TestRenewalJitterSpreadsObjects(t *testing.T) {
 	issued := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 	seen := map[time.Time]int{}
 	for i := range 1000 {
-		s := renewalSchedule(issued, time.Hour, 0, "grant-"+string(rune('a'+i%26))+time.Duration(i).String())
+		s, _ := Plan(issued, time.Hour, 0, "grant-"+string(rune('a'+i%26))+time.Duration(i).String())
 		seen[s.RenewAt]++
 	}
 	// 1,000 grants issued in the same second must spread over the 6-minute jitter
@@ -79,29 +93,27 @@ func TestRenewalJitterSpreadsObjects(t *testing.T) {
 
 func TestRenewalIsDeterministic(t *testing.T) {
 	issued := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	a := renewalSchedule(issued, time.Hour, 0, "uid")
-	b := renewalSchedule(issued, time.Hour, 0, "uid")
+	a, _ := Plan(issued, time.Hour, 0, "uid")
+	b, _ := Plan(issued, time.Hour, 0, "uid")
 	if a != b {
 		t.Errorf("same inputs gave %+v and %+v", a, b)
 	}
 }
 
 func TestScheduleDue(t *testing.T) {
-	s := schedule{RenewAt: time.Date(2026, 11, 23, 10, 40, 0, 0, time.UTC)}
+	s := Schedule{RenewAt: time.Date(2026, 11, 23, 10, 40, 0, 0, time.UTC)}
 	cases := map[string]struct {
-		now      time.Time
-		due      bool
-		wantWait time.Duration
+		now time.Time
+		due bool
 	}{
-		"before the renewal time it waits for the rest": {now: s.RenewAt.Add(-90 * time.Second), wantWait: 90 * time.Second},
-		"at the renewal time it is due":                 {now: s.RenewAt, due: true},
-		"after the renewal time it is due":              {now: s.RenewAt.Add(time.Hour), due: true},
+		"before the renewal time it is not due": {now: s.RenewAt.Add(-time.Second)},
+		"at the renewal time it is due":         {now: s.RenewAt, due: true},
+		"after the renewal time it is due":      {now: s.RenewAt.Add(time.Hour), due: true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			due, wait := s.due(tc.now)
-			if due != tc.due || wait != tc.wantWait {
-				t.Errorf("due(%s) = %v, %s; want %v, %s", tc.now, due, wait, tc.due, tc.wantWait)
+			if got := s.Due(tc.now); got != tc.due {
+				t.Errorf("Due(%s) = %v, want %v", tc.now, got, tc.due)
 			}
 		})
 	}

@@ -1,0 +1,150 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
+)
+
+// report is the one place that turns a CDCredential's outcome into status: conditions,
+// failure memory, token times, events and the requeue. sharers are the CDCredentials of
+// the other flow that hold the same client (id and secret).
+func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, sharers sharing) (ctrl.Result, error) {
+	now := r.Clock.Now()
+	cred.Status.ObservedGeneration = cred.Generation
+	c := newConditions(&cred.Status.Conditions, cred.Generation, now)
+	misuse := ""
+	var res ctrl.Result
+
+	switch o := o.(type) {
+	case clientUnusable:
+		reason, terminal := blockedReason(o.err)
+		msg := o.err.Error()
+		if apierrors.IsNotFound(o.err) {
+			msg = "Client Secret " + cred.Spec.ClientSecretRef.Name + " not found in namespace " + cred.Namespace + "; the operator picks it up as soon as it is created and labelled " + cdv1.SecretTypeLabel + "=" + cdv1.SecretTypeClient
+		}
+		if terminal {
+			c.stalled(reason, msg)
+		} else {
+			c.waiting(reason, msg)
+			res.RequeueAfter = missingSecretRecheck
+		}
+	case outputBlocked:
+		reason, _ := blockedReason(o.err)
+		c.stalled(reason, o.err.Error()+"; no token is requested until this changes")
+	case clientReady:
+		c.ready(cdv1.ClientReadyReason, "The client id and secret are usable; CDUserGrants can use this client")
+	case fresh:
+		cred.Status.ExpiresAt, cred.Status.RenewalTime = timePtr(o.schedule.ExpiresAt), timePtr(o.schedule.RenewAt)
+		c.ready(cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, ""))
+		res.RequeueAfter = untilRenewal(o.schedule, now)
+	case stored:
+		s := o.token.schedule
+		cred.Status.ExpiresAt, cred.Status.RenewalTime, cred.Status.LastIssuedTime = timePtr(s.ExpiresAt), timePtr(s.RenewAt), timePtr(s.Issued)
+		cred.Status.GrantedScopes = o.token.scopes
+		cred.Status.LastFailure = nil
+		c.ready(cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, o.token.clamp))
+		res.RequeueAfter = untilRenewal(s, now)
+	case remembered:
+		misuse = keepFailure(c, o.failure)
+		res.RequeueAfter = retryAfter(o.failure, now)
+	case answered:
+		ref, msg := refusalOf(o, false)
+		f := rotation.Fail(fromFailureStatus(cred.Status.LastFailure), o.request, ref.reason, now, o.outcome.Retry(), string(cred.UID))
+		cred.Status.LastFailure = failureStatus(f)
+		if o.outcome.Verdict == rotation.Misuse {
+			misuse = msg
+		}
+		reportFailure(c, f, msg)
+		res.RequeueAfter = retryAfter(f, now)
+	case writeFailed:
+		f := rotation.Fail(fromFailureStatus(cred.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, rotation.Retry{}, string(cred.UID))
+		cred.Status.LastFailure = failureStatus(f)
+		c.retrying(cdv1.SecretWriteFailedReason, writeFailure(o.err))
+		res.RequeueAfter = retryAfter(f, now)
+	}
+
+	switch {
+	case misuse != "":
+		c.set(cdv1.FlowMisuseCondition, true, cdv1.GrantTypeNotAllowedReason, misuse)
+	case len(sharers) > 0:
+		c.set(cdv1.FlowMisuseCondition, true, cdv1.ClientSharedAcrossFlowsReason, sharers.message(cred))
+		if ready := c.find(cdv1.ReadyCondition); ready.Status == "True" {
+			// Still working, on purpose: the identity server decides which of the
+			// sharers is wrong, and stalling the right one would stop its customers.
+			// The Reason column of `kubectl get cdcred` shows the misuse all the same.
+			c.ready(cdv1.ClientSharedAcrossFlowsReason, ready.Message+"; but see FlowMisuse: this client is also declared for the other flow")
+		}
+	default:
+		c.set(cdv1.FlowMisuseCondition, false, cdv1.FlowCorrectReason, "No sign that this client is used for the wrong flow")
+	}
+	c.recordChanges(r.Recorder, cred)
+	return res, c.terminal()
+}
+
+// missingSecretRecheck is how often a CR whose Secret is missing looks again. An opted-in
+// Secret brings the CR back at once through the watch; this catches one created without
+// the label, so the CR can say how to opt it in.
+const missingSecretRecheck = 5 * time.Minute
+
+// readyMessage says where the token is, and whether the renewal time was clamped.
+func readyMessage(secret, clamp string) string {
+	msg := "Access token is in Secret " + secret
+	if clamp != "" {
+		msg += "; " + clamp
+	}
+	return msg
+}
+
+// reportFailure sets the conditions of a failed attempt: Stalled when it is terminal,
+// Reconciling while it is retried.
+func reportFailure(c conditions, f rotation.Failure, msg string) {
+	if f.Terminal() {
+		c.stalled(f.Reason, msg+"; nothing is sent again until the spec or a referenced Secret changes")
+		return
+	}
+	c.retrying(f.Reason, fmt.Sprintf("%s (attempt %d, next at %s)", msg, f.Attempts, f.Retry.UTC().Format(time.RFC3339)))
+}
+
+// keepFailure confirms the conditions of a failure remembered in status: the pass sent
+// nothing, so they stand as they were written (after a restart too). It returns the
+// FlowMisuse message when the failure was a refused grant type.
+func keepFailure(c conditions, f rotation.Failure) string {
+	state := cdv1.ReconcilingCondition
+	if f.Terminal() {
+		state = cdv1.StalledCondition
+	}
+	ready := c.find(cdv1.ReadyCondition)
+	if ready == nil || ready.Reason != f.Reason || c.find(state) == nil {
+		reportFailure(c, f, "The last request failed ("+f.Reason+")")
+	} else {
+		c.keep(cdv1.ReadyCondition, false, f.Reason, "")
+		c.keep(state, true, f.Reason, "")
+	}
+	if f.Reason == cdv1.GrantTypeNotAllowedReason {
+		if m := c.find(cdv1.FlowMisuseCondition); m != nil && m.Status == "True" {
+			return m.Message
+		}
+		return "The identity server refused this grant type for the client"
+	}
+	return ""
+}
+
+// retryAfter is the requeue of a failure: its retry time, or none while it is terminal
+// (a change to the spec or a referenced Secret brings the CR back).
+func retryAfter(f rotation.Failure, now time.Time) time.Duration {
+	if f.Terminal() {
+		return 0
+	}
+	return max(f.Retry.Sub(now), time.Second)
+}
+
+// untilRenewal is the requeue of a token: at its renewal time, and never "no requeue".
+func untilRenewal(s rotation.Schedule, now time.Time) time.Duration {
+	return max(s.RenewAt.Sub(now), time.Second)
+}

@@ -1,0 +1,150 @@
+package controllers
+
+import (
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/metrics"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
+)
+
+// grantReport is what a grant's outcome says beyond Ready: FlowMisuse and
+// ReauthorizationRequired. An empty reason keeps the condition as it is (or sets its
+// default when absent): the pass learnt nothing about it.
+type grantReport struct {
+	misuse, misuseMsg string
+	reauth, reauthMsg string
+	// valid: the pass saw a refresh token that works (ReauthorizationRequired=False).
+	valid bool
+}
+
+// report is the one place that turns a CDUserGrant's outcome into status: conditions,
+// failure memory, token times, events and the requeue.
+func (r *CDUserGrantReconciler) report(grant *cdv1.CDUserGrant, o outcome) (ctrl.Result, error) {
+	now := r.Clock.Now()
+	grant.Status.ObservedGeneration = grant.Generation
+	c := newConditions(&grant.Status.Conditions, grant.Generation, now)
+	var g grantReport
+	var res ctrl.Result
+
+	switch o := o.(type) {
+	case credentialMissing:
+		c.waiting(cdv1.CredentialNotFoundReason, "CDCredential "+o.name+" not found in namespace "+grant.Namespace)
+	case wrongFlow:
+		msg := "CDCredential " + o.name + " is a ClientCredentials (server-to-server) client; a customer grant needs the AuthorizationCode credential set. Point spec.credentialRef at an AuthorizationCode CDCredential. Nothing was sent to the identity server"
+		c.stalled(cdv1.UserGrantOnClientCredentialsReason, msg)
+		g.misuse, g.misuseMsg = cdv1.UserGrantOnClientCredentialsReason, msg
+	case credentialNotReady:
+		c.waiting(cdv1.CredentialNotReadyReason, "CDCredential "+o.name+" is not Ready; see its conditions")
+	case refreshTokenMissing:
+		msg := "No refresh token in Secret " + o.secret + ": the customer has to log in (or put a refresh token under key " + o.key + " of a Secret labelled " + cdv1.SecretTypeLabel + "=" + cdv1.SecretTypeRefreshToken + ")"
+		if o.err != nil {
+			msg = "No usable refresh token in Secret " + o.secret + " (" + o.err.Error() + "): the customer has to log in"
+		}
+		c.waiting(cdv1.AwaitingAuthorizationReason, msg)
+		g.reauth, g.reauthMsg = cdv1.RefreshTokenMissingReason, msg
+		showLastAuthorization(c, grant.Status.LastAuthorization)
+		res.RequeueAfter = missingSecretRecheck
+	case refreshSecretUnusable:
+		reason, _ := blockedReason(o.err)
+		msg := o.err.Error()
+		if reason == cdv1.RefreshTokenSecretInUseReason {
+			msg = "Secret " + grant.Spec.RefreshTokenSecretRef.Name + " holds the refresh token of another CDUserGrant; a refresh token can be spent by one grant only. Nothing was sent. Give this grant its own refresh-token Secret"
+		}
+		c.stalled(reason, msg)
+	case outputBlocked:
+		reason, _ := blockedReason(o.err)
+		c.stalled(reason, o.err.Error()+"; nothing is sent until this changes")
+	case fresh:
+		grant.Status.ExpiresAt, grant.Status.RenewalTime = timePtr(o.schedule.ExpiresAt), timePtr(o.schedule.RenewAt)
+		c.ready(cdv1.TokenIssuedReason, readyMessage(grant.Status.SecretName, ""))
+		g.valid = true
+		res.RequeueAfter = untilRenewal(o.schedule, now)
+	case holding:
+		c.keep(cdv1.ReadyCondition, false, cdv1.ReconcilingReason, "The operator has not finished a first pass yet")
+		c.set(cdv1.ReconcilingCondition, true, cdv1.ReconcilingReason, "Another operator process is rotating this grant's refresh token; waiting for it to finish")
+		res.RequeueAfter = max(o.until.Sub(now), time.Second)
+	case remembered:
+		if msg := keepFailure(c, o.failure); msg != "" {
+			g.misuse, g.misuseMsg = cdv1.GrantTypeNotAllowedReason, msg
+		}
+		res.RequeueAfter = retryAfter(o.failure, now)
+	case abandoned:
+		msg := "The stored refresh token was sent twice and no answer came back either time: it was most likely spent, and is not sent a third time. The customer must log in again"
+		f := rotation.Fail(fromFailureStatus(grant.Status.LastFailure), o.request, cdv1.RotationInterruptedReason, now, rotation.Retry{Terminal: true}, string(grant.UID))
+		grant.Status.LastFailure = failureStatus(f)
+		reportFailure(c, f, msg)
+		g.reauth, g.reauthMsg = cdv1.RotationInterruptedReason, msg
+	case answered:
+		ref, msg := refusalOf(o, true)
+		f := rotation.Fail(fromFailureStatus(grant.Status.LastFailure), o.request, ref.reason, now, o.outcome.Retry(), string(grant.UID))
+		grant.Status.LastFailure = failureStatus(f)
+		reportFailure(c, f, msg)
+		switch {
+		case o.outcome.Verdict == rotation.Misuse:
+			g.misuse, g.misuseMsg = cdv1.GrantTypeNotAllowedReason, msg+"; "+misuseHint(cdv1.FlowAuthorizationCode)
+		case f.Terminal() && (o.outcome.Verdict == rotation.Rejected || o.outcome.Verdict == rotation.Interrupted || o.outcome.Verdict == rotation.Refused):
+			g.reauth, g.reauthMsg = ref.reason, msg
+		default:
+			g.valid = o.outcome.Verdict != rotation.Lost
+		}
+		res.RequeueAfter = retryAfter(f, now)
+	case stored:
+		s := o.token.schedule
+		grant.Status.ExpiresAt, grant.Status.RenewalTime = timePtr(s.ExpiresAt), timePtr(s.RenewAt)
+		if o.token.rotated {
+			grant.Status.LastRotationTime = timePtr(s.Issued)
+			grant.Status.RotationCount++
+			metrics.RotationStored()
+		}
+		grant.Status.GrantedScopes, grant.Status.Subject = o.token.scopes, o.token.subject
+		grant.Status.LastFailure = nil
+		c.ready(cdv1.TokenIssuedReason, readyMessage(grant.Status.SecretName, o.token.clamp))
+		g.valid = true
+		res.RequeueAfter = untilRenewal(s, now)
+	case writeFailed:
+		f := rotation.Fail(fromFailureStatus(grant.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, rotation.Retry{}, string(grant.UID))
+		grant.Status.LastFailure = failureStatus(f)
+		c.retrying(cdv1.SecretWriteFailedReason, writeFailure(o.err))
+		res.RequeueAfter = retryAfter(f, now)
+	}
+	r.reportGrantConditions(grant, c, g)
+	c.recordChanges(r.Recorder, grant)
+	return res, c.terminal()
+}
+
+// reportGrantConditions sets FlowMisuse and ReauthorizationRequired from the pass.
+func (r *CDUserGrantReconciler) reportGrantConditions(grant *cdv1.CDUserGrant, c conditions, g grantReport) {
+	if g.misuse != "" {
+		c.set(cdv1.FlowMisuseCondition, true, g.misuse, g.misuseMsg)
+	} else {
+		c.set(cdv1.FlowMisuseCondition, false, cdv1.FlowCorrectReason, "The grant uses an AuthorizationCode credential")
+	}
+	_, requested := grant.Annotations[cdv1.ReauthorizeAnnotation]
+	switch {
+	case g.reauth != "":
+		c.set(cdv1.ReauthorizationRequiredCondition, true, g.reauth, g.reauthMsg)
+	case requested && r.Authorizer != nil:
+		c.set(cdv1.ReauthorizationRequiredCondition, true, cdv1.ReauthorizationRequestedReason, "A new customer login was asked for ("+cdv1.ReauthorizeAnnotation+"); the grant keeps rotating its current refresh token until the customer logs in at status.authorizationURL")
+	case g.valid:
+		c.set(cdv1.ReauthorizationRequiredCondition, false, cdv1.RefreshTokenValidReason, "The grant holds a refresh token the identity server last accepted")
+	case c.find(cdv1.ReauthorizationRequiredCondition) == nil || c.find(cdv1.ReauthorizationRequiredCondition).Reason == cdv1.ReauthorizationRequestedReason:
+		c.set(cdv1.ReauthorizationRequiredCondition, false, cdv1.RefreshTokenNotCheckedReason, "The refresh token has not been checked yet")
+	default:
+		c.keep(cdv1.ReauthorizationRequiredCondition, false, "", "")
+	}
+}
+
+// showLastAuthorization puts a failed customer login on Ready while the grant waits for
+// one: the customer tried, and the identity server or the callback said why not.
+func showLastAuthorization(c conditions, a *cdv1.AuthorizationResult) {
+	if a == nil || a.Reason == cdv1.CustomerAuthorizedReason {
+		return
+	}
+	if ready := c.find(cdv1.ReadyCondition); ready.LastTransitionTime.After(a.Time.Time) {
+		return // older than the wait it would explain
+	}
+	c.waiting(a.Reason, a.Message)
+}

@@ -1,0 +1,190 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/metrics"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
+)
+
+// errHeldTokenExpired: a held access token expired before it could be written; the next
+// pass asks for a new one.
+var errHeldTokenExpired = errors.New("a held access token expired before it could be stored")
+
+// rotate spends the stored refresh token once (DESIGN §6): mark it in flight, send it,
+// then store what came back before anything else. From the mark on, the work runs on a
+// context shutdown does not cancel: a rotation cut in half loses the customer.
+func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGrant, a *attempt, d rotation.Send) (outcome, error) {
+	ctx = context.WithoutCancel(ctx)
+	previous := rotation.ReadMark(a.stored.secret.Annotations)
+	marked, err := r.writeMark(ctx, a.stored.secret, d.Mark)
+	if err != nil {
+		return nil, err // a conflict means someone changed the Secret: nothing was sent
+	}
+	now := r.Clock.Now()
+	tok, err := metrics.Instrument(r.Tokens, kindGrant).Refresh(ctx, a.client.Endpoint, a.stored.value)
+	o := rotation.Judge(tok, err, d.Resume)
+	refresh := &heldRefresh{
+		grant: grant.DeepCopy(), secret: client.ObjectKeyFromObject(marked), key: a.stored.key, spentHash: a.stored.hash,
+		marked: marked, deadline: d.Mark.Since.Add(r.holderTimeout() - 5*time.Second),
+	}
+	switch {
+	case o.Verdict == rotation.Issued:
+		// The token may come without a successor (the server does not rotate): then
+		// the old one stays and only the mark goes.
+		refresh.token = tok.RefreshToken
+		sched, clamp := rotation.Plan(now, tok.Lifetime, renewBefore(grant.Spec.RenewBefore), string(grant.UID))
+		r.held.put(grant.UID, &result{request: a.request, refresh: refresh, access: &issued{
+			token: tok.AccessToken, tokenType: tok.TokenType, scopes: tok.Scopes, schedule: sched, clamp: clamp,
+			fingerprint: secrets.GrantFingerprint(a.client), subject: jwtSubject(tok.AccessToken), rotated: true,
+		}})
+		return r.persist(ctx, grant)
+	case o.NewRefreshToken != "":
+		// Unusable, but it carried a successor: the old token is spent, store the new.
+		refresh.token = o.NewRefreshToken
+		r.held.put(grant.UID, &result{request: a.request, refresh: refresh})
+		if out, err := r.persist(ctx, grant); err != nil || isWriteFailure(out) {
+			return out, err
+		}
+	case !o.MaySpend():
+		// The server answered without spending the token: the mark goes back to what
+		// it was, so the resend budget of an interrupted rotation is not used up.
+		if _, err := r.writeMark(ctx, marked, previous); err != nil {
+			return nil, err
+		}
+	}
+	return answered{outcome: o, request: a.request}, nil
+}
+
+// writeMark writes the in-flight mark m (or removes it, for the zero Mark) with a
+// resourceVersion-guarded update and returns the Secret as written.
+func (r *CDUserGrantReconciler) writeMark(ctx context.Context, s *corev1.Secret, m rotation.Mark) (*corev1.Secret, error) {
+	s = s.DeepCopy()
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	rotation.WriteMark(s.Annotations, m)
+	if err := r.Update(ctx, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// persist stores a held result in order: the new refresh token first, then the access
+// token (the status follows in Reconcile). The result stays held until each part landed.
+func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserGrant) (outcome, error) {
+	ctx = context.WithoutCancel(ctx)
+	held, _ := r.held.get(grant.UID)
+	if held.refresh != nil {
+		if err := r.storeRefresh(ctx, held.refresh, r.Clock.Now().Add(r.persistTimeout())); err != nil {
+			return writeFailed{err: err, request: held.request}, nil
+		}
+		held = &result{request: held.request, access: held.access}
+		r.held.put(grant.UID, held)
+	}
+	if held.access == nil {
+		r.held.drop(grant.UID)
+		return nil, nil
+	}
+	if !r.Clock.Now().Before(held.access.schedule.ExpiresAt) {
+		r.held.drop(grant.UID)
+		return nil, errHeldTokenExpired
+	}
+	if err := applyOutput(ctx, r.Client, grant, cdv1.GroupVersion.WithKind("CDUserGrant"), grant.Status.SecretName, grant.Spec.SecretTemplate, held.access); err != nil {
+		if isTransientAPIError(err) {
+			return nil, err
+		}
+		return writeFailed{err: err, request: held.request}, nil
+	}
+	r.held.drop(grant.UID)
+	return stored{token: held.access}, nil
+}
+
+// storeRefresh stores a new refresh token with resourceVersion-guarded updates,
+// retrying through an API server outage until it lands or until (then the token stays
+// held and the next attempt goes on). A refusal of the write itself (forbidden, invalid,
+// too large) is returned at once. The spent token is never restored.
+func (r *CDUserGrantReconciler) storeRefresh(ctx context.Context, h *heldRefresh, until time.Time) error {
+	if h.deadline.Before(until) {
+		until = h.deadline
+	}
+	known := h.marked
+	backoff := 100 * time.Millisecond
+	for {
+		err := r.tryStoreRefresh(ctx, h, known)
+		if err == nil {
+			return nil
+		}
+		known = nil // read it again
+		if !isTransientAPIError(err) && !apierrors.IsConflict(err) {
+			return err
+		}
+		if !r.Clock.Now().Before(until) {
+			return err
+		}
+		if !apierrors.IsConflict(err) {
+			<-r.Clock.After(backoff)
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}
+}
+
+// tryStoreRefresh makes one attempt to store h. It succeeds without writing when the
+// Secret no longer holds the spent token: someone stored a new login meanwhile, which
+// wins.
+func (r *CDUserGrantReconciler) tryStoreRefresh(ctx context.Context, h *heldRefresh, known *corev1.Secret) error {
+	s := &corev1.Secret{}
+	var err error
+	if known != nil {
+		s = known.DeepCopy()
+	} else {
+		err = r.APIReader.Get(ctx, h.secret, s)
+	}
+	if apierrors.IsNotFound(err) {
+		// Deleted mid-rotation: the new token is the customer's only session.
+		s = secrets.NewRefreshSecret(h.grant)
+		secrets.StoreRefreshToken(s, h.key, h.token)
+		return r.Create(ctx, s)
+	}
+	if err != nil {
+		return err
+	}
+	if v, _ := secrets.Value(s, h.key); rotation.Hash(v) != h.spentHash {
+		return nil
+	}
+	if h.token == "" {
+		rotation.ClearMark(s.Annotations)
+	} else {
+		secrets.StoreRefreshToken(s, h.key, h.token)
+	}
+	return r.Update(ctx, s)
+}
+
+// Drain stores the refresh tokens still held after the manager stopped (SIGTERM, or a
+// lost leader election, which gives in-flight work no grace): each until it lands or
+// its deadline passes. It returns how many could not be stored: those customers must
+// log in again.
+func (r *CDUserGrantReconciler) Drain(ctx context.Context) int {
+	lost := 0
+	for uid, held := range r.held.refreshTokens() {
+		if err := r.storeRefresh(ctx, held.refresh, held.refresh.deadline); err != nil {
+			lost++
+			continue
+		}
+		r.held.drop(uid)
+	}
+	return lost
+}
+
+func isWriteFailure(o outcome) bool {
+	_, ok := o.(writeFailed)
+	return ok
+}

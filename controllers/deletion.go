@@ -1,0 +1,87 @@
+package controllers
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
+)
+
+// deleteFinalizer holds a grant with deletionPolicy Delete until its refresh token is
+// revoked and its Secret deleted. Grants that retain their token carry no finalizer, so
+// deleting them (or uninstalling the operator) never waits on the operator.
+const deleteFinalizer = "cd.credops.io/delete-refresh-token"
+
+// deletion carries out spec.deletionPolicy: it keeps the finalizer in step with the
+// policy and, once the grant is being deleted, revokes and deletes its refresh token.
+// done is true when the grant is being deleted and nothing else is to be done.
+func (r *CDUserGrantReconciler) deletion(ctx context.Context, grant *cdv1.CDUserGrant) (done bool, err error) {
+	deleting := !grant.DeletionTimestamp.IsZero()
+	want := grant.Spec.DeletionPolicy == cdv1.DeletionPolicyDelete && !deleting
+	has := controllerutil.ContainsFinalizer(grant, deleteFinalizer)
+	if deleting {
+		r.held.drop(grant.UID)
+		if has {
+			if err := r.deleteRefreshToken(ctx, grant); err != nil {
+				return true, err
+			}
+		}
+	}
+	if want == has {
+		return deleting, nil
+	}
+	patch := client.MergeFrom(grant.DeepCopy())
+	if want {
+		controllerutil.AddFinalizer(grant, deleteFinalizer)
+	} else {
+		controllerutil.RemoveFinalizer(grant, deleteFinalizer)
+	}
+	return deleting, client.IgnoreNotFound(r.Patch(ctx, grant, patch))
+}
+
+// deleteRefreshToken revokes the grant's refresh token at the identity server when the
+// credential has a revocationURL, then deletes the Secret — only one bound to this
+// grant, never another's. A failed revocation is said in an event; the Secret is deleted
+// all the same, since the grant that could use it is gone.
+func (r *CDUserGrantReconciler) deleteRefreshToken(ctx context.Context, grant *cdv1.CDUserGrant) error {
+	ref := grant.Spec.RefreshTokenSecretRef
+	s, err := r.readers().Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: ref.Name}, cdv1.SecretTypeRefreshToken)
+	if _, problem := refreshProblem(err, ref.Name, ""); problem != nil {
+		return problem
+	}
+	if err != nil || !secrets.BoundTo(s, grant) {
+		return nil // missing, not opted in, or not this grant's: nothing of ours to delete
+	}
+	if token, err := secrets.Value(s, secrets.RefreshKey(grant)); err == nil {
+		r.revoke(ctx, grant, token)
+	}
+	err = r.Delete(ctx, s, client.Preconditions{UID: &s.UID})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	ctrl.LoggerFrom(ctx).Info("Deleted the refresh-token Secret of a deleted grant (deletionPolicy Delete)", "secret", ref.Name)
+	return nil
+}
+
+func (r *CDUserGrantReconciler) revoke(ctx context.Context, grant *cdv1.CDUserGrant, token string) {
+	cred := &cdv1.CDCredential{}
+	if r.Revoker == nil || r.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.CredentialRef.Name}, cred) != nil || cred.Spec.RevocationURL == "" {
+		return
+	}
+	c, err := r.readers().ReadClient(ctx, cred)
+	if err == nil {
+		err = r.Revoker.Revoke(ctx, c.Endpoint, cred.Spec.RevocationURL, token, "refresh_token")
+	}
+	if err != nil {
+		r.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, cdv1.RevocationFailedReason, "Delete", "Revoking the refresh token failed (%s); the refresh-token Secret is deleted all the same", err.Error())
+		return
+	}
+	r.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeNormal, cdv1.RefreshTokenRevokedReason, "Delete", "Revoked the refresh token at the identity server; deleting Secret %s", grant.Spec.RefreshTokenSecretRef.Name)
+}

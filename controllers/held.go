@@ -1,0 +1,103 @@
+package controllers
+
+import (
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
+)
+
+// result is a token the identity server issued that is not fully stored yet (DESIGN
+// §6.3). It lives in memory only, for as long as the process does: a new refresh token
+// is the customer's only session once the old one is spent, and a new access token is
+// not requested while the last one cannot be stored.
+type result struct {
+	// refresh is the new refresh token, until it is stored; nil for a CDCredential and
+	// once stored.
+	refresh *heldRefresh
+	// access is the new access token, until it is in the output Secret.
+	access *issued
+	// request is the request that was answered, for the failure memory.
+	request string
+}
+
+// heldRefresh is a new refresh token and where it goes.
+type heldRefresh struct {
+	// grant is the grant it belongs to, to recreate a deleted Secret bound to it.
+	grant     *cdv1.CDUserGrant
+	secret    types.NamespacedName
+	key       string
+	token     string
+	spentHash string
+	// marked is the Secret as the in-flight mark left it, so the first attempt to store
+	// the new token needs no read; later attempts read it again.
+	marked *corev1.Secret
+	// deadline is when another process may take the mark for a dead one's and resend
+	// the spent token: storing this token after that could overwrite its outcome.
+	deadline time.Time
+}
+
+// issued is an access token to write into an output Secret.
+type issued struct {
+	token     string
+	tokenType string
+	scopes    []string
+	schedule  rotation.Schedule
+	clamp     string
+	// fingerprint is what the token was requested for.
+	fingerprint string
+	// subject is the access token's `sub` (grants).
+	subject string
+	// rotated says a refresh token was spent for it (grants).
+	rotated bool
+}
+
+// heldResults holds results by CR UID. Safe for concurrent use.
+type heldResults struct {
+	mu sync.Mutex
+	m  map[types.UID]*result
+}
+
+func (h *heldResults) get(uid types.UID) (*result, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r, ok := h.m[uid]
+	return r, ok
+}
+
+func (h *heldResults) has(uid types.UID) bool {
+	_, ok := h.get(uid)
+	return ok
+}
+
+func (h *heldResults) put(uid types.UID, r *result) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[types.UID]*result{}
+	}
+	h.m[uid] = r
+}
+
+func (h *heldResults) drop(uid types.UID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.m, uid)
+}
+
+// refreshTokens lists the held refresh tokens not stored yet, for Drain.
+func (h *heldResults) refreshTokens() map[types.UID]*result {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[types.UID]*result{}
+	for uid, r := range h.m {
+		if r.refresh != nil {
+			out[uid] = r
+		}
+	}
+	return out
+}

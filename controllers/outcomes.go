@@ -1,0 +1,174 @@
+package controllers
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
+)
+
+// outcome is what one reconcile pass found or did, in the protocol's terms. Each kind has
+// one report function, the only place that turns an outcome into conditions, events,
+// failure memory and a requeue.
+type outcome interface{ isOutcome() }
+
+type (
+	// clientUnusable: the client Secret is missing, not opted in, or unusable.
+	clientUnusable struct{ err error }
+	// credentialMissing: a grant's CDCredential does not exist.
+	credentialMissing struct{ name string }
+	// wrongFlow: a grant names a ClientCredentials CDCredential.
+	wrongFlow struct{ name string }
+	// credentialNotReady: a grant's CDCredential is not Ready.
+	credentialNotReady struct{ name string }
+	// refreshTokenMissing: there is no refresh token to spend.
+	refreshTokenMissing struct {
+		secret, key string
+		err         error
+	}
+	// refreshSecretUnusable: the refresh-token Secret is not opted in, or is bound to
+	// another grant.
+	refreshSecretUnusable struct{ err error }
+	// outputBlocked: the output Secret could not be written whatever the token: its
+	// name is taken, or the template is invalid. Nothing is requested.
+	outputBlocked struct{ err error }
+	// clientReady: an AuthorizationCode CDCredential's client is usable.
+	clientReady struct{}
+	// fresh: the output Secret holds a token that is not due yet.
+	fresh struct{ schedule rotation.Schedule }
+	// holding: another process is spending the refresh token right now.
+	holding struct{ until time.Time }
+	// remembered: a failure remembered in status still holds, terminal or backing off.
+	remembered struct{ failure rotation.Failure }
+	// abandoned: the stored refresh token was sent twice without an answer.
+	abandoned struct{ request string }
+	// answered: a token request was sent (or refused before sending) and yielded no
+	// token to store; hint adds what the operator knows of the likely cause.
+	answered struct {
+		outcome rotation.Outcome
+		request string
+		hint    string
+	}
+	// stored: a token is in the output Secret.
+	stored struct{ token *issued }
+	// writeFailed: the API server refused to store a token the operator holds.
+	writeFailed struct {
+		err     error
+		request string
+	}
+)
+
+func (clientUnusable) isOutcome()        {}
+func (credentialMissing) isOutcome()     {}
+func (wrongFlow) isOutcome()             {}
+func (credentialNotReady) isOutcome()    {}
+func (refreshTokenMissing) isOutcome()   {}
+func (refreshSecretUnusable) isOutcome() {}
+func (outputBlocked) isOutcome()         {}
+func (clientReady) isOutcome()           {}
+func (fresh) isOutcome()                 {}
+func (holding) isOutcome()               {}
+func (remembered) isOutcome()            {}
+func (abandoned) isOutcome()             {}
+func (answered) isOutcome()              {}
+func (stored) isOutcome()                {}
+func (writeFailed) isOutcome()           {}
+
+// refusal is how an answer that yielded no token is reported: the Ready reason, whether
+// it is terminal (Stalled) or retried (Reconciling), and the message's lead.
+type refusal struct {
+	reason string
+	lead   string
+}
+
+// refusals maps each verdict to its report. Grants and credentials share it; grantReasons
+// overrides what differs for a refresh.
+var refusals = map[rotation.Verdict]refusal{
+	rotation.Rejected:       {cdv1.TokenRequestRefusedReason, "The identity server rejected the grant"},
+	rotation.Lost:           {cdv1.TokenRequestFailedReason, "The identity server's answer was lost; the request is retried with backoff"},
+	rotation.Transient:      {cdv1.TokenRequestFailedReason, "Token request failed, retrying with backoff"},
+	rotation.RateLimited:    {cdv1.RateLimitedReason, "The identity server asked the operator to slow down; it waits as long as it was told"},
+	rotation.Misuse:         {cdv1.GrantTypeNotAllowedReason, "The identity server refused this grant type for the client"},
+	rotation.ScopeRefused:   {cdv1.ScopeNotAllowedReason, "The identity server refused a requested scope"},
+	rotation.ClientRejected: {cdv1.InvalidClientReason, "The identity server rejected the client id or secret: fix the client Secret"},
+	rotation.HostRefused:    {cdv1.TokenHostNotAllowedReason, "The token endpoint's host is not on the manager's --allowed-token-hosts list, or the URL is plain http to a host other than loopback; nothing was sent"},
+	rotation.NotAllocated:   {cdv1.ProductNotAllocatedReason, "The identity server answered 402: the subscription behind this client lacks the product, or this is the wrong credential set"},
+	rotation.Refused:        {cdv1.TokenRequestRefusedReason, "The identity server refused the request"},
+	rotation.Unusable:       {cdv1.InvalidTokenResponseReason, "The identity server's answer cannot be used"},
+}
+
+// grantRefusals are the refresh-specific reports.
+var grantRefusals = map[rotation.Verdict]refusal{
+	rotation.Rejected:    {cdv1.RefreshTokenRejectedReason, "The identity server rejected the refresh token: it is spent, expired or revoked; the customer must log in again"},
+	rotation.Interrupted: {cdv1.RotationInterruptedReason, "A previous rotation was interrupted after the refresh token was sent, and the identity server has since rejected the stored token: the customer must log in again"},
+	rotation.Lost:        {cdv1.TokenRequestFailedReason, "The identity server's answer to the refresh was lost; the stored token is sent once more, and if it was spent the customer is asked to log in again"},
+	rotation.Refused:     {cdv1.RefreshTokenRefusedReason, "The identity server refused the refresh token"},
+}
+
+// refusalOf is the report of an answered request.
+func refusalOf(a answered, grant bool) (refusal, string) {
+	ref, ok := grantRefusals[a.outcome.Verdict]
+	if !grant || !ok {
+		ref = refusals[a.outcome.Verdict]
+	}
+	msg := ref.lead
+	if a.hint != "" {
+		msg += ": " + a.hint
+	}
+	if e := a.outcome.Err; e != nil {
+		msg += ": " + e.Error()
+		if a.outcome.Verdict == rotation.ScopeRefused && len(e.Scopes) > 0 {
+			msg += " (the server named: " + strings.Join(e.Scopes, ", ") + ")"
+		}
+	}
+	return ref, msg
+}
+
+// writeFailure describes an API server's refusal to store a token: its reason and
+// message, never a value (the API server does not echo Secret data in errors).
+func writeFailure(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		s := status.Status()
+		return fmt.Sprintf("The API server refused to store the token (%s): %s. The operator holds the token and writes it again with backoff; no new token is requested meanwhile", s.Reason, truncate(s.Message, 400))
+	}
+	return "The token could not be stored: " + truncate(err.Error(), 400) + ". The operator holds the token and writes it again with backoff"
+}
+
+// blockedMessage words a precondition that stops the pass.
+func blockedReason(err error) (reason string, terminal bool) {
+	var notOptedIn *secrets.NotOptedInError
+	var invalid *secrets.InvalidError
+	switch {
+	case errors.As(err, &notOptedIn):
+		return cdv1.SecretNotOptedInReason, true
+	case errors.As(err, &invalid):
+		return cdv1.ClientSecretInvalidReason, true
+	case errors.Is(err, secrets.ErrNameConflict):
+		return cdv1.SecretNameConflictReason, true
+	case errors.Is(err, errBoundElsewhere):
+		return cdv1.RefreshTokenSecretInUseReason, true
+	case errors.Is(err, errTemplateInvalid):
+		return cdv1.SecretTemplateInvalidReason, true
+	}
+	return cdv1.ClientSecretNotFoundReason, false
+}
+
+func truncate(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
+}
+
+// The kind label of the two CRs in metrics and logs.
+const (
+	kindCredential = "CDCredential"
+	kindGrant      = "CDUserGrant"
+)

@@ -1,0 +1,72 @@
+package onboarding
+
+import (
+	"regexp"
+	"strings"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+)
+
+// authorizationError is how the callback reports an OAuth error in an authorization
+// response (RFC 6749 §4.1.2.1, OpenID Connect Core §3.1.2.6): the grant's reason, and
+// what the customer or the platform team can do about it.
+type authorizationError struct {
+	reason string
+	advice string
+}
+
+// authorizationErrors are the error codes of RFC 6749 and OpenID Connect, with what to
+// change. The link stays valid for all of them: the state is spent only by a code
+// exchange, so the customer can try again once the cause is fixed.
+var authorizationErrors = map[string]authorizationError{
+	"access_denied":              {cdv1.AuthorizationDeniedReason, "The customer declined, or the identity server refused them. They can try again from the same link."},
+	"invalid_scope":              {cdv1.AuthorizationFailedReason, "The identity server refused a requested scope. Check spec.scopes of the CDCredential (some providers, Dex for one, require openid in every login)."},
+	"consent_required":           {cdv1.AuthorizationFailedReason, "The identity server needs the customer to consent interactively: do not send prompt=none in spec.authorizationParameters."},
+	"login_required":             {cdv1.AuthorizationFailedReason, "The identity server needs the customer to log in interactively: do not send prompt=none in spec.authorizationParameters."},
+	"interaction_required":       {cdv1.AuthorizationFailedReason, "The identity server needs the customer to interact (consent, multi-factor): do not send prompt=none in spec.authorizationParameters."},
+	"account_selection_required": {cdv1.AuthorizationFailedReason, "The identity server needs the customer to choose an account: do not send prompt=none in spec.authorizationParameters."},
+	"unauthorized_client":        {cdv1.AuthorizationFailedReason, "This client may not use the authorization-code flow: is the CDCredential's client the authorization-code credential set?"},
+	"unsupported_response_type":  {cdv1.AuthorizationFailedReason, "The identity server does not allow response_type=code for this client: check the client's registration."},
+	"invalid_request":            {cdv1.AuthorizationFailedReason, "The identity server found the authorization request malformed: check spec.authorizeURL, spec.redirectURL and spec.authorizationParameters."},
+	"server_error":               {cdv1.AuthorizationFailedReason, "The identity server failed. The customer can try again from the same link."},
+	"temporarily_unavailable":    {cdv1.AuthorizationFailedReason, "The identity server is temporarily unavailable. The customer can try again from the same link."},
+}
+
+var oauthCodePattern = regexp.MustCompile(`^[a-z_]{1,64}$`)
+
+// describeError is the reason and message of an authorization response's error. The
+// description is the server's (or whoever forged the redirect's) words: it is cut short
+// and shown only as text, never as markup.
+func describeError(code, description string) (reason, message string) {
+	if !oauthCodePattern.MatchString(code) {
+		code = "unknown_error"
+	}
+	e, ok := authorizationErrors[code]
+	if !ok {
+		e = authorizationError{cdv1.AuthorizationFailedReason, "The identity server did not authorize the integration."}
+	}
+	message = "The identity server answered " + code
+	if d := cleanDescription(description); d != "" {
+		message += " (" + d + ")"
+	}
+	return e.reason, message + ". " + e.advice
+}
+
+// cleanDescription keeps a description printable and short: it ends up in status,
+// events and a page.
+func cleanDescription(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	return truncate(strings.Join(strings.Fields(s), " "), 200)
+}
+
+func truncate(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
+}

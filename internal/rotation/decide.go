@@ -1,0 +1,172 @@
+// Package rotation holds the token protocol of both kinds as pure decisions over typed
+// values, with no Kubernetes client: given what is stored (the output Secret's token,
+// the refresh token and its in-flight mark, the failure memory in status, a result held
+// in memory) Decide says what to do; given the token endpoint's answer Judge says what it
+// means. The controllers carry out the decisions and report the outcomes; nothing here
+// touches the API server or the network, so every rule has a table test.
+//
+// The single-use refresh-token protocol (DESIGN §6) in one paragraph: mark the token in
+// flight on its Secret before sending it; send it once; store the new refresh token
+// first, then the access token, then status; a mark found on the stored token means its
+// outcome was never recorded, so the token is sent once more and a rejection then means
+// the rotation was interrupted; a token sent twice without an answer is never sent a
+// third time.
+package rotation
+
+import "time"
+
+// Input is everything a decision depends on, read by the controller before it acts.
+type Input struct {
+	Now time.Time
+	// Request identifies what would be sent now (see Request).
+	Request string
+	// Current is the schedule of the token in the output Secret, or nil when there is
+	// none, it is incomplete, hand-edited, or was issued for another endpoint or client.
+	Current *Schedule
+	// Failure is the failure memory from status, nil when the last attempt succeeded.
+	Failure *Failure
+	// Pending is true when a result that is not fully stored yet is held in memory.
+	Pending bool
+	// Refresh is the stored refresh token of a CDUserGrant; nil for a CDCredential.
+	Refresh *Refresh
+}
+
+// Refresh is a CDUserGrant's stored refresh token as the decision needs it.
+type Refresh struct {
+	// Hash of the stored token.
+	Hash string
+	// Mark is the in-flight mark on its Secret.
+	Mark Mark
+	// Self is this process, as it writes Mark.Holder.
+	Self string
+	// HolderTimeout is how long another process's mark is taken for a live rotation.
+	HolderTimeout time.Duration
+}
+
+// marked reports whether the stored token carries an in-flight mark: an attempt to spend
+// it whose outcome was never recorded.
+func (r *Refresh) marked() bool { return r != nil && r.Mark.Hash == r.Hash }
+
+// Decision is what to do next. One of Persist, Stop, Hold, Abandon, Wait, Backoff, Send.
+type Decision interface{ decision() }
+
+// Persist: a result held in memory is not stored yet; store it before anything else and
+// never spend the old refresh token again.
+type Persist struct{}
+
+// Stop: this very request was refused for good; report it again and send nothing.
+type Stop struct{ Failure Failure }
+
+// Hold: another live process is spending the token; come back at Until.
+type Hold struct{ Until time.Time }
+
+// Abandon: the stored token was sent twice and no answer arrived either time; it is
+// most likely spent and is not sent a third time. The customer must log in again.
+type Abandon struct{}
+
+// Wait: the token in the output Secret is fresh until Until.
+type Wait struct{ Until time.Time }
+
+// Backoff: the last attempt at this request failed; the next may go out at Until.
+type Backoff struct{ Until time.Time }
+
+// Send: ask for a token. For a CDUserGrant, first mark the stored token in flight with
+// Mark (the attempt counted), then spend it; Resume says the token was marked before and
+// its outcome is unknown, so a rejection means the rotation was interrupted.
+type Send struct {
+	Resume bool
+	Mark   Mark
+}
+
+func (Persist) decision() {}
+func (Stop) decision()    {}
+func (Hold) decision()    {}
+func (Abandon) decision() {}
+func (Wait) decision()    {}
+func (Backoff) decision() {}
+func (Send) decision()    {}
+
+// policies are checked in order; the first that decides wins. The order is the
+// protocol's: a held result first (the spent token must never be sent again), then
+// refusals remembered for this very request, then another process's live rotation, then
+// the resend budget of an interrupted rotation, and only then freshness and backoff.
+var policies = []func(Input) Decision{
+	pendingResult,
+	refusedForGood,
+	heldByAnother,
+	sentTwiceUnanswered,
+	stillFresh,
+	backingOff,
+}
+
+// Decide says what to do next.
+func Decide(in Input) Decision {
+	for _, p := range policies {
+		if d := p(in); d != nil {
+			return d
+		}
+	}
+	return send(in)
+}
+
+func pendingResult(in Input) Decision {
+	if in.Pending {
+		return Persist{}
+	}
+	return nil
+}
+
+func refusedForGood(in Input) Decision {
+	if f := in.Failure; f != nil && f.Request == in.Request && f.Terminal() {
+		return Stop{Failure: *f}
+	}
+	return nil
+}
+
+func heldByAnother(in Input) Decision {
+	r := in.Refresh
+	if !r.marked() || r.Mark.Holder == r.Self || r.Mark.Since.IsZero() {
+		return nil
+	}
+	if until := r.Mark.Since.Add(r.HolderTimeout); in.Now.Before(until) {
+		return Hold{Until: until}
+	}
+	return nil
+}
+
+func sentTwiceUnanswered(in Input) Decision {
+	if r := in.Refresh; r.marked() && r.Mark.Attempts >= 2 {
+		return Abandon{}
+	}
+	return nil
+}
+
+func stillFresh(in Input) Decision {
+	if in.Refresh.marked() {
+		return nil // an interrupted rotation is finished before anything else
+	}
+	if in.Current != nil && !in.Current.Due(in.Now) {
+		return Wait{Until: in.Current.RenewAt}
+	}
+	return nil
+}
+
+func backingOff(in Input) Decision {
+	if f := in.Failure; f != nil && f.Request == in.Request && in.Now.Before(f.Retry) {
+		return Backoff{Until: f.Retry}
+	}
+	return nil
+}
+
+func send(in Input) Decision {
+	r := in.Refresh
+	if r == nil {
+		return Send{}
+	}
+	m := Mark{Hash: r.Hash, Holder: r.Self, Since: in.Now.Truncate(time.Second), Attempts: 1}
+	if r.marked() {
+		m.Attempts = r.Mark.Attempts + 1
+		return Send{Resume: true, Mark: m}
+	}
+	return Send{Mark: m}
+}

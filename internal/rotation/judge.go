@@ -1,0 +1,133 @@
+package rotation
+
+import (
+	"errors"
+
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
+)
+
+// Verdict is what one answer of the token endpoint means for the CR that asked.
+type Verdict int
+
+const (
+	// Issued: a usable token (for a refresh, with or without a new refresh token).
+	Issued Verdict = iota
+	// Rejected: the refresh token (or code) is refused for good, in any provider's words.
+	Rejected
+	// Interrupted: a resent token (an interrupted rotation) was rejected: it was spent
+	// by the attempt whose answer was lost.
+	Interrupted
+	// Lost: the request went out and no answer came back; a refresh token may be spent.
+	Lost
+	// Transient: a server error, a network error or a timeout before anything was sent.
+	Transient
+	// RateLimited: the server asked to wait (Outcome.Err.RetryAfter).
+	RateLimited
+	// Misuse: the server refused this grant type for this client: the wrong credential
+	// set (FlowMisuse).
+	Misuse
+	// ScopeRefused: a requested scope is not allowed for this client.
+	ScopeRefused
+	// ClientRejected: the client id or secret is wrong.
+	ClientRejected
+	// HostRefused: the token endpoint is not on the allow-list; nothing was sent.
+	HostRefused
+	// NotAllocated: HTTP 402, the subscription lacks the product.
+	NotAllocated
+	// Refused: a 4xx no known wording places; retried a bounded number of times.
+	Refused
+	// Unusable: a success answer that cannot be used. Outcome.NewRefreshToken holds a
+	// refresh token it still carried, which replaces the spent one.
+	Unusable
+)
+
+var verdictNames = [...]string{"Issued", "Rejected", "Interrupted", "Lost", "Transient", "RateLimited", "Misuse", "ScopeRefused", "ClientRejected", "HostRefused", "NotAllocated", "Refused", "Unusable"}
+
+func (v Verdict) String() string { return verdictNames[v] }
+
+// Outcome is one answer, judged.
+type Outcome struct {
+	Verdict Verdict
+	// Token is the issued token (Issued only).
+	Token *tokenclient.Token
+	// NewRefreshToken is a refresh token an otherwise unusable answer carried.
+	NewRefreshToken string
+	// Err is the token client's error (every verdict but Issued).
+	Err *tokenclient.Error
+}
+
+// MaySpend reports whether the stored refresh token may have been spent by this
+// attempt, so its in-flight mark must stay until a successor is stored. When false the
+// server answered without spending it (or nothing was sent), and the mark goes back to
+// what it was before the attempt.
+func (o Outcome) MaySpend() bool {
+	switch o.Verdict {
+	case Issued, Lost, Rejected, Interrupted:
+		return true
+	case Unusable:
+		return o.NewRefreshToken != "" || o.Err.Ambiguous
+	}
+	return false
+}
+
+// Judge turns the token client's answer into an Outcome. resumed says the refresh token
+// was sent before without an answer (Send.Resume).
+func Judge(tok *tokenclient.Token, err error, resumed bool) Outcome {
+	if err == nil {
+		return Outcome{Verdict: Issued, Token: tok}
+	}
+	var te *tokenclient.Error
+	if !errors.As(err, &te) {
+		te = &tokenclient.Error{Kind: tokenclient.KindTransient, Description: "token request failed"}
+	}
+	o := Outcome{Err: te}
+	switch te.Kind {
+	case tokenclient.KindInvalidGrant:
+		o.Verdict = Rejected
+		if resumed {
+			o.Verdict = Interrupted
+		}
+	case tokenclient.KindInvalidResponse:
+		o.Verdict = Unusable
+		if te.Token != nil {
+			o.NewRefreshToken = te.Token.RefreshToken
+		}
+	case tokenclient.KindRateLimited:
+		o.Verdict = RateLimited
+	case tokenclient.KindGrantTypeNotAllowed:
+		o.Verdict = Misuse
+	case tokenclient.KindInvalidScope:
+		o.Verdict = ScopeRefused
+	case tokenclient.KindInvalidClient:
+		o.Verdict = ClientRejected
+	case tokenclient.KindHostNotAllowed:
+		o.Verdict = HostRefused
+	case tokenclient.KindProductNotAllocated:
+		o.Verdict = NotAllocated
+	case tokenclient.KindRefused:
+		o.Verdict = Refused
+	default:
+		o.Verdict = Transient
+		// Only an attempt with no answer at all may have spent the token: a server that
+		// answered, even with a 5xx, did not hand out a successor we could have lost.
+		if te.Ambiguous && te.StatusCode == 0 {
+			o.Verdict = Lost
+		}
+	}
+	return o
+}
+
+// Retry says how the attempt that led to o is retried: refusals that no retry can fix
+// are terminal until the request changes; an unplaced 4xx is tried three times in all,
+// so no answer makes the operator loop on one token; the rest back off.
+func (o Outcome) Retry() Retry {
+	switch o.Verdict {
+	case Rejected, Interrupted, Misuse, ScopeRefused, ClientRejected, HostRefused, NotAllocated:
+		return Retry{Terminal: true}
+	case Refused:
+		return Retry{MaxAttempts: 3}
+	case RateLimited:
+		return Retry{After: o.Err.RetryAfter}
+	}
+	return Retry{}
+}

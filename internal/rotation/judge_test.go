@@ -1,0 +1,141 @@
+package rotation
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
+)
+
+func TestJudge(t *testing.T) {
+	tok := &tokenclient.Token{AccessToken: "at", TokenType: "Bearer"}
+	kind := func(k tokenclient.ErrorKind) *tokenclient.Error { return &tokenclient.Error{Kind: k, StatusCode: 400} }
+	cases := map[string]struct {
+		tok      *tokenclient.Token
+		err      error
+		resumed  bool
+		want     Verdict
+		maySpend bool
+		retry    Retry
+	}{
+		"a token is issued": {
+			tok: tok, want: Issued, maySpend: true,
+		},
+		"invalid_grant rejects the refresh token for good": {
+			err: kind(tokenclient.KindInvalidGrant), want: Rejected, maySpend: true, retry: Retry{Terminal: true},
+		},
+		"invalid_grant after a resend means the lost attempt spent it": {
+			err: kind(tokenclient.KindInvalidGrant), resumed: true, want: Interrupted, maySpend: true, retry: Retry{Terminal: true},
+		},
+		"no answer after the request was written may have spent the token": {
+			err: &tokenclient.Error{Kind: tokenclient.KindTransient, Ambiguous: true}, want: Lost, maySpend: true,
+		},
+		"a connection refused before anything was written spent nothing": {
+			err: &tokenclient.Error{Kind: tokenclient.KindTransient}, want: Transient,
+		},
+		"a server error answered, so it handed out no successor we could lose": {
+			err: &tokenclient.Error{Kind: tokenclient.KindTransient, StatusCode: 502, Ambiguous: true}, want: Transient,
+		},
+		"a rate limit waits as long as asked": {
+			err: &tokenclient.Error{Kind: tokenclient.KindRateLimited, StatusCode: 429, RetryAfter: 42 * time.Second}, want: RateLimited, retry: Retry{After: 42 * time.Second},
+		},
+		"a grant type not allowed is flow misuse, terminal": {
+			err: kind(tokenclient.KindGrantTypeNotAllowed), want: Misuse, retry: Retry{Terminal: true},
+		},
+		"a refused scope is terminal": {
+			err: kind(tokenclient.KindInvalidScope), want: ScopeRefused, retry: Retry{Terminal: true},
+		},
+		"a wrong client secret is terminal": {
+			err: kind(tokenclient.KindInvalidClient), want: ClientRejected, retry: Retry{Terminal: true},
+		},
+		"a host off the allow-list is terminal": {
+			err: &tokenclient.Error{Kind: tokenclient.KindHostNotAllowed}, want: HostRefused, retry: Retry{Terminal: true},
+		},
+		"a 402 is terminal": {
+			err: kind(tokenclient.KindProductNotAllocated), want: NotAllocated, retry: Retry{Terminal: true},
+		},
+		"an unplaced 4xx is tried three times in all": {
+			err: kind(tokenclient.KindRefused), want: Refused, retry: Retry{MaxAttempts: 3},
+		},
+		"an unusable answer carrying a new refresh token spent the old one": {
+			err: &tokenclient.Error{Kind: tokenclient.KindInvalidResponse, StatusCode: 200, Token: &tokenclient.Token{RefreshToken: "rt-2"}}, want: Unusable, maySpend: true,
+		},
+		"an unreadable success may have spent the token": {
+			err: &tokenclient.Error{Kind: tokenclient.KindInvalidResponse, StatusCode: 200, Ambiguous: true}, want: Unusable, maySpend: true,
+		},
+		"an unusable answer without a refresh token that was read spent nothing we know of": {
+			err: &tokenclient.Error{Kind: tokenclient.KindInvalidResponse, StatusCode: 200}, want: Unusable,
+		},
+		"an error from elsewhere is transient": {
+			err: errors.New("boom"), want: Transient,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			o := Judge(tc.tok, tc.err, tc.resumed)
+			if o.Verdict != tc.want {
+				t.Errorf("verdict %s, want %s", o.Verdict, tc.want)
+			}
+			if o.MaySpend() != tc.maySpend {
+				t.Errorf("MaySpend %v, want %v", o.MaySpend(), tc.maySpend)
+			}
+			if o.Verdict != Issued {
+				if diff := cmp.Diff(tc.retry, o.Retry()); diff != "" {
+					t.Errorf("Retry (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+}
+
+func TestFailureMemory(t *testing.T) {
+	cases := map[string]struct {
+		prev          *Failure
+		request       string
+		retry         Retry
+		wantAttempts  int
+		wantTerminal  bool
+		minWait, most time.Duration
+	}{
+		"a first failure backs off 5 to 6 seconds": {
+			request: "r", wantAttempts: 1, minWait: 5 * time.Second, most: 6 * time.Second,
+		},
+		"a fourth failure at the same request backs off 40 to 48 seconds": {
+			prev: &Failure{Request: "r", Attempts: 3}, request: "r", wantAttempts: 4, minWait: 40 * time.Second, most: 48 * time.Second,
+		},
+		"the backoff never exceeds 12 minutes": {
+			prev: &Failure{Request: "r", Attempts: 40}, request: "r", wantAttempts: 41, minWait: 10 * time.Minute, most: 12 * time.Minute,
+		},
+		"a failure of a changed request counts from one again": {
+			prev: &Failure{Request: "old", Attempts: 7}, request: "r", wantAttempts: 1, minWait: 5 * time.Second, most: 6 * time.Second,
+		},
+		"a server's Retry-After longer than the backoff wins": {
+			request: "r", retry: Retry{After: time.Minute}, wantAttempts: 1, minWait: time.Minute, most: time.Minute,
+		},
+		"a terminal failure has no retry time": {
+			request: "r", retry: Retry{Terminal: true}, wantAttempts: 1, wantTerminal: true,
+		},
+		"a bounded failure turns terminal at its last attempt": {
+			prev: &Failure{Request: "r", Attempts: 2}, request: "r", retry: Retry{MaxAttempts: 3}, wantAttempts: 3, wantTerminal: true,
+		},
+		"a bounded failure before its last attempt backs off": {
+			prev: &Failure{Request: "r", Attempts: 1}, request: "r", retry: Retry{MaxAttempts: 3}, wantAttempts: 2, minWait: 10 * time.Second, most: 12 * time.Second,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			f := Fail(tc.prev, tc.request, "Reason", t0, tc.retry, "uid")
+			if f.Attempts != tc.wantAttempts || f.Terminal() != tc.wantTerminal {
+				t.Fatalf("attempts %d terminal %v, want %d %v", f.Attempts, f.Terminal(), tc.wantAttempts, tc.wantTerminal)
+			}
+			if !tc.wantTerminal {
+				if wait := f.Retry.Sub(t0); wait < tc.minWait || wait > tc.most {
+					t.Errorf("retry after %s, want within [%s, %s]", wait, tc.minWait, tc.most)
+				}
+			}
+		})
+	}
+}

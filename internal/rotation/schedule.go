@@ -1,0 +1,80 @@
+package rotation
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"time"
+)
+
+// MinRenewMargin is the least time before expiry at which a token is renewed: kubelet
+// takes up to about a minute (its sync period plus the cache TTL) to project a changed
+// Secret into a pod, and the pod needs time to read it.
+const MinRenewMargin = 2 * time.Minute
+
+// FallbackLifetime is assumed when the token endpoint gives no usable expires_in. It is
+// short on purpose: renewing too early costs one request, renewing too late breaks pods.
+const FallbackLifetime = 5 * time.Minute
+
+// Schedule is when a token was issued, expires and is renewed.
+type Schedule struct {
+	Issued    time.Time
+	ExpiresAt time.Time
+	RenewAt   time.Time
+}
+
+// Due reports whether a token on schedule s must be renewed at now.
+func (s Schedule) Due(now time.Time) bool { return !now.Before(s.RenewAt) }
+
+// Plan decides when a token issued at issued with the given lifetime is renewed
+// (DESIGN §4): at 2/3 of the lifetime minus a jitter of up to 10% of it, or renewBefore
+// ahead of expiry when set; never less than MinRenewMargin ahead unless the token lives
+// shorter than that; and whatever the spec says, never sooner than lifetime/3 after
+// issuance, so no spec value makes more than 3 requests per lifetime. clamp says so when
+// renewBefore had to be shortened. seed spreads the jitter of different objects apart
+// (thousands of grants must not renew in the same second) while keeping Plan pure. Times
+// are truncated to whole seconds, downwards, so a requeue a hair early never skips a
+// renewal and an expiry is never later than the real one.
+func Plan(issued time.Time, lifetime, renewBefore time.Duration, seed string) (s Schedule, clamp string) {
+	if lifetime <= 0 {
+		lifetime = FallbackLifetime
+	}
+	margin := renewBefore
+	if margin <= 0 {
+		margin = lifetime/3 + jitter(lifetime/10, seed, issued)
+	}
+	if margin < MinRenewMargin && lifetime > MinRenewMargin {
+		margin = MinRenewMargin
+	}
+	if most := lifetime * 2 / 3; margin > most {
+		if renewBefore > 0 {
+			clamp = fmt.Sprintf("spec.renewBefore %s is more than two thirds of the token's %s lifetime; renewing %s before expiry instead (at most 3 requests per lifetime)",
+				renewBefore, lifetime, most.Truncate(time.Second))
+		}
+		margin = most
+	}
+	expires := issued.Add(lifetime)
+	return Schedule{
+		Issued:    issued.Truncate(time.Second),
+		ExpiresAt: expires.Truncate(time.Second),
+		RenewAt:   expires.Add(-margin).Truncate(time.Second),
+	}, clamp
+}
+
+// jitter returns a duration in [0, maxJitter) derived from seed and t, so it differs
+// between objects and between renewals of one object, yet is reproducible.
+func jitter(maxJitter time.Duration, seed string, t time.Time) time.Duration {
+	if maxJitter <= 0 {
+		return 0
+	}
+	return time.Duration(seeded(seed, uint64(t.Unix())) % uint64(maxJitter))
+}
+
+func seeded(seed string, n uint64) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(seed))
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], n)
+	_, _ = h.Write(b[:])
+	return h.Sum64()
+}

@@ -1,0 +1,199 @@
+package secrets
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metavalidation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
+)
+
+// FieldOwner is the server-side apply field manager of everything the operator writes
+// into an output Secret. Keys, labels and annotations other managers add are left alone.
+const FieldOwner = "cd-credentials-operator"
+
+// Annotations of an output Secret that let the operator judge it after a restart
+// without minting a new token.
+const (
+	// renewAtAnnotation: when the token is due for renewal.
+	renewAtAnnotation = "cd.credops.io/renew-at"
+	// fingerprintAnnotation: what the token was requested for (Client.Fingerprint).
+	fingerprintAnnotation = "cd.credops.io/token-request"
+)
+
+// OutputName is the Secret a CR's access token goes to.
+func OutputName(crName, specName string) string {
+	if specName != "" {
+		return specName
+	}
+	return crName + "-token"
+}
+
+// Output is the desired state of one CR's output Secret.
+type Output struct {
+	Owner       client.Object
+	OwnerGVK    schema.GroupVersionKind
+	Name        string
+	Template    *cdv1.SecretTemplate
+	AccessToken string
+	TokenType   string
+	Scopes      []string
+	Schedule    rotation.Schedule
+	Fingerprint string
+}
+
+// Apply is the server-side apply configuration of o: the keys pods mount (DESIGN §3), the
+// operator's labels and annotations over the template's, and a controller reference.
+func (o Output) Apply() *corev1ac.SecretApplyConfiguration {
+	labels := map[string]string{}
+	annotations := map[string]string{}
+	if t := o.Template; t != nil {
+		for k, v := range t.Labels {
+			labels[k] = string(v)
+		}
+		for k, v := range t.Annotations {
+			annotations[k] = string(v)
+		}
+	}
+	maps.Copy(labels, map[string]string{
+		cdv1.ManagedByLabel:  cdv1.ManagedByValue,
+		cdv1.OwnerLabel:      ownerLabelValue(o.OwnerGVK.Kind, o.Owner.GetName()),
+		cdv1.SecretTypeLabel: cdv1.SecretTypeAccessToken,
+	})
+	expires := o.Schedule.ExpiresAt.UTC().Format(time.RFC3339)
+	maps.Copy(annotations, map[string]string{
+		cdv1.ExpiresAtAnnotation: expires,
+		renewAtAnnotation:        o.Schedule.RenewAt.UTC().Format(time.RFC3339),
+		fingerprintAnnotation:    o.Fingerprint,
+	})
+	return corev1ac.Secret(o.Name, o.Owner.GetNamespace()).
+		WithType(corev1.SecretTypeOpaque).
+		WithLabels(labels).
+		WithAnnotations(annotations).
+		WithOwnerReferences(metav1ac.OwnerReference().
+			WithAPIVersion(o.OwnerGVK.GroupVersion().String()).
+			WithKind(o.OwnerGVK.Kind).
+			WithName(o.Owner.GetName()).
+			WithUID(o.Owner.GetUID()).
+			WithController(true).
+			WithBlockOwnerDeletion(true)).
+		WithData(map[string][]byte{
+			cdv1.AccessTokenKey:   []byte(o.AccessToken),
+			cdv1.TokenTypeKey:     []byte(o.TokenType),
+			cdv1.ExpiresAtKey:     []byte(expires),
+			cdv1.ScopeKey:         []byte(strings.Join(o.Scopes, " ")),
+			cdv1.AuthorizationKey: []byte(o.TokenType + " " + o.AccessToken),
+		})
+}
+
+// Schedule reads the schedule of the token in an output Secret issued for fingerprint.
+// ok is false when the Secret is missing, not a complete and self-consistent output of
+// this operator (deleted keys, a hand-edited token or expiry), or was issued for another
+// request: such a Secret is repaired with a new token.
+func Schedule(s *corev1.Secret, fingerprint string) (rotation.Schedule, bool) {
+	if s == nil || s.Annotations[fingerprintAnnotation] != fingerprint {
+		return rotation.Schedule{}, false
+	}
+	return Consistent(s)
+}
+
+// Consistent reads the schedule of an output Secret's token when the Secret is complete
+// and self-consistent; the operator's own writes always are, a hand edit seldom.
+func Consistent(s *corev1.Secret) (rotation.Schedule, bool) {
+	d := s.Data
+	token, typ := string(d[cdv1.AccessTokenKey]), string(d[cdv1.TokenTypeKey])
+	if token == "" || typ == "" || string(d[cdv1.AuthorizationKey]) != typ+" "+token {
+		return rotation.Schedule{}, false
+	}
+	expiresRaw := string(d[cdv1.ExpiresAtKey])
+	if s.Annotations[cdv1.ExpiresAtAnnotation] != expiresRaw {
+		return rotation.Schedule{}, false
+	}
+	expires, err := time.Parse(time.RFC3339, expiresRaw)
+	if err != nil {
+		return rotation.Schedule{}, false
+	}
+	renew, err := time.Parse(time.RFC3339, s.Annotations[renewAtAnnotation])
+	if err != nil || renew.After(expires) {
+		return rotation.Schedule{}, false
+	}
+	return rotation.Schedule{ExpiresAt: expires, RenewAt: renew}, true
+}
+
+// ErrNameConflict says the output Secret's name is taken by a Secret the CR does not
+// control: a user's Secret, or another CR's output.
+var ErrNameConflict = errors.New("the output Secret's name is taken")
+
+// CheckOwner returns ErrNameConflict (wrapped, with the name) unless existing is nil or
+// controlled by owner. An operator output left without a controller (its CR was deleted
+// with --cascade=orphan) may be taken over.
+func CheckOwner(existing *corev1.Secret, owner client.Object) error {
+	if existing == nil {
+		return nil
+	}
+	ctrl := metav1.GetControllerOf(existing)
+	ours := ctrl != nil && ctrl.UID == owner.GetUID()
+	orphan := ctrl == nil && existing.Labels[cdv1.ManagedByLabel] == cdv1.ManagedByValue
+	if ours || orphan {
+		return nil
+	}
+	return fmt.Errorf("%w: Secret %s exists and is not managed by this CR; choose another spec.secretName or delete that Secret", ErrNameConflict, existing.Name)
+}
+
+// ValidateTemplate checks, before any token is requested, that a secretTemplate makes a
+// valid Secret: the API server would refuse it after the token was spent otherwise.
+// Admission (CEL) catches most of this; this also covers what CEL cannot express, such as
+// the total size of the annotations.
+func ValidateTemplate(t *cdv1.SecretTemplate) error {
+	if t == nil {
+		return nil
+	}
+	path := field.NewPath("spec", "secretTemplate")
+	labels := map[string]string{}
+	for k, v := range t.Labels {
+		labels[k] = string(v)
+	}
+	annotations := map[string]string{}
+	for k, v := range t.Annotations {
+		annotations[k] = string(v)
+	}
+	errs := metavalidation.ValidateLabels(labels, path.Child("labels"))
+	errs = append(errs, apivalidation.ValidateAnnotations(annotations, path.Child("annotations"))...)
+	for k := range labels {
+		if strings.HasPrefix(k, "cd.credops.io/") || k == cdv1.ManagedByLabel {
+			errs = append(errs, field.Forbidden(path.Child("labels").Key(k), "the operator's own label"))
+		}
+	}
+	for k := range annotations {
+		if strings.HasPrefix(k, "cd.credops.io/") {
+			errs = append(errs, field.Forbidden(path.Child("annotations").Key(k), "the operator's own annotation"))
+		}
+	}
+	return errs.ToAggregate()
+}
+
+// ownerLabelValue is "<kind>.<name>", shortened with a hash when it would not fit in a
+// label value (63 characters).
+func ownerLabelValue(kind, name string) string {
+	v := kind + "." + name
+	if len(v) <= 63 {
+		return v
+	}
+	sum := sha256.Sum256([]byte(v))
+	return strings.TrimRight(v[:52], ".-_") + "-" + hex.EncodeToString(sum[:])[:10]
+}

@@ -1,0 +1,103 @@
+// Package secrets is the operator's contract with Secrets: which ones it may read (only
+// those opted in with cd.credops.io/secret-type), how a client Secret becomes a token
+// endpoint, how a refresh-token Secret is bound to one grant and rewritten, and what an
+// output Secret looks like (DESIGN §3, §8). Both the controllers and the onboarding
+// callback use it, so the rules exist once.
+package secrets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+)
+
+// NotOptedInError says a referenced Secret exists but is not opted in for the use a CR
+// makes of it. Nothing was read from it but its labels.
+type NotOptedInError struct {
+	Namespace, Name string
+	// Want is the cd.credops.io/secret-type value the use requires; Got the one it has.
+	Want, Got string
+}
+
+func (e *NotOptedInError) Error() string {
+	cmd := fmt.Sprintf("kubectl -n %s label secret %s %s=%s", e.Namespace, e.Name, cdv1.SecretTypeLabel, e.Want)
+	if e.Got != "" {
+		return fmt.Sprintf("Secret %s is labelled %s=%s, not %s; nothing was read from it. If it really holds this value, run: %s --overwrite", e.Name, cdv1.SecretTypeLabel, e.Got, e.Want, cmd)
+	}
+	return fmt.Sprintf("Secret %s is not opted in for the operator, so nothing was read from it. If it holds what this CR needs, run: %s", e.Name, cmd)
+}
+
+// Readers are the two ways to read a Secret: through the manager's cache, which holds
+// only opted-in Secrets, and around it.
+type Readers struct {
+	Cache client.Reader
+	API   client.Reader
+}
+
+// Get returns the Secret key if it is opted in as want. A cache miss is confirmed around
+// the cache with a metadata-only read, which tells a missing Secret (NotFound) from one
+// that is not opted in (*NotOptedInError) without reading its data; a Secret the informer
+// has not caught up with yet is then read directly.
+func (r Readers) Get(ctx context.Context, key types.NamespacedName, want string) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	err := r.Cache.Get(ctx, key, s)
+	if err == nil {
+		return s, optedIn(s.ObjectMeta, want)
+	}
+	if !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := r.API.Get(ctx, key, m); err != nil {
+		return nil, err
+	}
+	if err := optedIn(m.ObjectMeta, want); err != nil {
+		return nil, err
+	}
+	if err := r.API.Get(ctx, key, s); err != nil {
+		return nil, err
+	}
+	return s, optedIn(s.ObjectMeta, want)
+}
+
+func optedIn(m metav1.ObjectMeta, want string) error {
+	if got := m.Labels[cdv1.SecretTypeLabel]; got != want {
+		return &NotOptedInError{Namespace: m.Namespace, Name: m.Name, Want: want, Got: got}
+	}
+	return nil
+}
+
+// MaxValue bounds a credential read from a Secret: anything longer is a mistake (a
+// whole file pasted in), and would be sent to the identity server on every request.
+const MaxValue = 4096
+
+// Value reads one credential from a Secret, trimming the whitespace a shell `echo` or
+// an editor leaves, and refusing values that cannot be a credential. Errors name the
+// key, never the value.
+func Value(s *corev1.Secret, key string) (string, error) {
+	raw, ok := s.Data[key]
+	if !ok {
+		return "", errors.New("key " + key + " is missing")
+	}
+	v := strings.TrimSpace(string(raw))
+	switch {
+	case v == "":
+		return "", errors.New("key " + key + " is empty")
+	case len(v) > MaxValue:
+		return "", errors.New("key " + key + " is longer than 4096 bytes")
+	case strings.IndexFunc(v, func(r rune) bool { return !unicode.IsPrint(r) || r == unicode.ReplacementChar }) >= 0:
+		return "", errors.New("key " + key + " holds characters that are not printable text")
+	}
+	return v, nil
+}

@@ -1,0 +1,105 @@
+package secrets
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"maps"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
+)
+
+// RefreshKey is the key of a grant's refresh token in its Secret.
+func RefreshKey(grant *cdv1.CDUserGrant) string {
+	return defaultString(grant.Spec.RefreshTokenSecretRef.Key, "refresh_token")
+}
+
+// GrantFingerprint identifies what a grant's access token was issued for: the endpoint,
+// client and auth method (a refresh sends no scope).
+func GrantFingerprint(ep Client) string {
+	return fingerprint(ep.Endpoint.TokenURL, ep.Endpoint.ClientID, string(ep.Endpoint.AuthMethod))
+}
+
+// Binding is the grant a refresh-token Secret is bound to.
+type Binding struct {
+	Name string
+	UID  types.UID
+}
+
+// BindingOf reads a refresh-token Secret's binding; the zero Binding when unbound.
+func BindingOf(s *corev1.Secret) Binding {
+	name, uid, ok := strings.Cut(s.Annotations[cdv1.BoundToAnnotation], "/")
+	if !ok {
+		return Binding{}
+	}
+	return Binding{Name: name, UID: types.UID(uid)}
+}
+
+// Bind binds s to grant. The caller writes s with its resourceVersion as read, so two
+// grants racing for one Secret cannot both win.
+func Bind(s *corev1.Secret, grant *cdv1.CDUserGrant) {
+	metav1.SetMetaDataAnnotation(&s.ObjectMeta, cdv1.BoundToAnnotation, grant.Name+"/"+string(grant.UID))
+}
+
+// BoundTo reports whether s is bound to grant.
+func BoundTo(s *corev1.Secret, grant *cdv1.CDUserGrant) bool {
+	return BindingOf(s).UID == grant.UID
+}
+
+// NewRefreshSecret is a refresh-token Secret the callback creates: opted in, bound to
+// grant, and owned by nobody, so neither garbage collection nor an uninstall deletes the
+// customer's session.
+func NewRefreshSecret(grant *cdv1.CDUserGrant) *corev1.Secret {
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: grant.Namespace,
+			Name:      grant.Spec.RefreshTokenSecretRef.Name,
+			Labels:    map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeRefreshToken, cdv1.ManagedByLabel: cdv1.ManagedByValue},
+		},
+		Type: corev1.SecretTypeOpaque,
+	}
+	Bind(s, grant)
+	return s
+}
+
+// storedHashAnnotation records a hash of the refresh-token Secret's data as the operator
+// wrote it, so its own rotation does not come back as "a new refresh token appeared".
+const storedHashAnnotation = "cd.credops.io/stored-hash"
+
+// StoreRefreshToken puts a new refresh token into s (in place) and clears the in-flight
+// mark: the spent token is gone for good.
+func StoreRefreshToken(s *corev1.Secret, key, token string) {
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	s.Data[key] = []byte(token)
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	rotation.ClearMark(s.Annotations)
+	s.Annotations[storedHashAnnotation] = dataHash(s.Data)
+}
+
+// WrittenByOperator reports whether s's data is what the operator last stored in it: an
+// update event for it is the operator's own write, not news.
+func WrittenByOperator(s *corev1.Secret) bool {
+	return s.Annotations[storedHashAnnotation] == dataHash(s.Data)
+}
+
+// dataHash identifies a Secret's data without revealing it.
+func dataHash(data map[string][]byte) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(data)) {
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+		h.Write(data[k])
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
