@@ -565,7 +565,7 @@ func TestDeletionPolicy(t *testing.T) {
 		wantRevoked []string
 		wantSecret  bool
 	}{
-		"Retain keeps the customer's refresh token":      {policy: cdv1.DeletionPolicyRetain, wantSecret: true},
+		"Retain keeps the customer's refresh token":       {policy: cdv1.DeletionPolicyRetain, wantSecret: true},
 		"Delete revokes the refresh token and deletes it": {policy: cdv1.DeletionPolicyDelete, wantRevoked: []string{"refresh-0"}},
 	}
 	for name, tc := range cases {
