@@ -62,7 +62,7 @@ func main() {
 
 	// client-go logs request and response bodies, Secrets included, at verbosity 8 and
 	// above through the logger in the context: no verbosity may reach that far.
-	ctrl.SetLogger(manager.CapVerbosity(zap.New(zap.UseFlagOptions(&zapOpts)), manager.MaxLogVerbosity))
+	ctrl.SetLogger(manager.Logger(zapOpts))
 	log := ctrl.Log.WithName("setup")
 	ctx := ctrl.SetupSignalHandler()
 	op, err := manager.New(ctx, ctrl.GetConfigOrDie(), opts)

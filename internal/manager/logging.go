@@ -1,11 +1,20 @@
 package manager
 
-import "github.com/go-logr/logr"
+import (
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+)
 
 // MaxLogVerbosity is the highest V-level that is ever logged. client-go logs request
 // URLs at 6, headers at 7 and request and response bodies — Secrets included — at 8 and
 // above, through the logger it finds in the context, which is the manager's.
 const MaxLogVerbosity = 5
+
+// Logger is the operator's logger for the given zap options (the --zap-* flags), capped
+// at MaxLogVerbosity.
+func Logger(opts zap.Options) logr.Logger {
+	return CapVerbosity(zap.New(zap.UseFlagOptions(&opts)), MaxLogVerbosity)
+}
 
 // CapVerbosity returns l with every V-level above max switched off, whatever the log
 // level flag says.

@@ -2,7 +2,10 @@ package integration
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -78,8 +81,22 @@ func TestMetricsFollowTheCRsAndAreRemovedWithThem(t *testing.T) {
 	})
 }
 
-// TestNoSecretLeavesTheOperator runs rotations and misuse at maximum log verbosity and
-// searches every log line, event, status and metric for the secrets involved.
+// encodings are the forms a secret takes on its way through an API request or response
+// body, a header or a URL.
+func encodings(s string) map[string]string {
+	return map[string]string{
+		"raw":          s,
+		"in base64":    base64.StdEncoding.EncodeToString([]byte(s)),
+		"in base64url": base64.RawURLEncoding.EncodeToString([]byte(s)),
+		"in hex":       hex.EncodeToString([]byte(s)),
+		"URL-escaped":  url.QueryEscape(s),
+	}
+}
+
+// TestNoSecretLeavesTheOperator runs rotations and misuse at the highest log verbosity
+// the --zap-log-level flag accepts (where client-go would log request and response
+// bodies) and searches every log line, event, status and metric for the secrets
+// involved, raw and encoded.
 func TestNoSecretLeavesTheOperator(t *testing.T) {
 	f := newGrantFixture(t, 2*time.Second)
 	startManager(t, f.opts)
@@ -130,8 +147,10 @@ func TestNoSecretLeavesTheOperator(t *testing.T) {
 
 	for _, h := range haystacks {
 		for _, s := range secrets {
-			if strings.Contains(h, s) {
-				t.Errorf("a secret (%d chars, starting %q) appears in logs, events, status or metrics", len(s), s[:4])
+			for form, encoded := range encodings(s) {
+				if strings.Contains(h, encoded) {
+					t.Errorf("a secret (%d chars, starting %q) appears %s in logs, events, status or metrics", len(s), s[:4], form)
+				}
 			}
 		}
 	}

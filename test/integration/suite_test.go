@@ -47,7 +47,8 @@ func run(m *testing.M) int {
 	if os.Getenv("TEST_VERBOSE_LOGS") != "" {
 		logOut = io.MultiWriter(&logSink, os.Stderr)
 	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(logOut), zap.UseDevMode(true), zap.Level(zapcore.Level(-10))))
+	// The operator's own logger at the highest verbosity --zap-log-level accepts (127).
+	ctrl.SetLogger(manager.Logger(zap.Options{Development: true, DestWriter: logOut, Level: zapcore.Level(-127)}))
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
