@@ -22,7 +22,9 @@
 // (wordings.go, each row citing its source: Dex answers a spent refresh token with
 // invalid_request, Auth0 with 403, Keycloak says "unauthorized_client" for a wrong
 // secret), then the status. A 4xx nothing places is KindRefused, never KindTransient:
-// the server answered, and the caller bounds its retries.
+// the server answered, and the caller bounds its retries. Tokens that could split a
+// header or a Secret (RFC 6750 b64token, RFC 6749 appendix A.17) are refused before
+// the caller sees them.
 //
 // Secrets are only sent to hosts on an allow-list, over https (http only to loopback),
 // so whoever can create a custom resource cannot point the operator at their own server

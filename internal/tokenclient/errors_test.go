@@ -116,6 +116,22 @@ func TestUnusableSuccessAnswersAreRefusedWithoutLosingARefreshToken(t *testing.T
 			Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response's token_type is not Bearer", Token: &Token{RefreshToken: "rt-new-0002"}}},
 		"token_type mac without a refresh token": {200, nil, tokenJSON(map[string]any{"token_type": "mac", "refresh_token": nil}),
 			Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response's token_type is not Bearer", Ambiguous: true}},
+		"an access token that would split a header keeps the new refresh token": {200, nil, tokenJSON(map[string]any{"access_token": "at-1\r\nX-Injected: 1"}),
+			Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response's access_token is not an RFC 6750 bearer token (b64token)", Token: &Token{RefreshToken: "rt-new-0002"}}},
+		"an access token with a space": {200, nil, tokenJSON(map[string]any{"access_token": "at 1"}),
+			Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response's access_token is not an RFC 6750 bearer token (b64token)", Token: &Token{RefreshToken: "rt-new-0002"}}},
+		"an access token with padding in the middle": {200, nil, tokenJSON(map[string]any{"access_token": "at=1"}),
+			Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response's access_token is not an RFC 6750 bearer token (b64token)", Token: &Token{RefreshToken: "rt-new-0002"}}},
+		"an access token with a non-ASCII letter": {200, nil, tokenJSON(map[string]any{"access_token": "at-é"}),
+			Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response's access_token is not an RFC 6750 bearer token (b64token)", Token: &Token{RefreshToken: "rt-new-0002"}}},
+		"a refresh token with a line break cannot be stored: the refresh may be lost": {200, nil, tokenJSON(map[string]any{"refresh_token": "rt-new\n0002"}),
+			Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response's refresh_token has characters a refresh token cannot have (RFC 6749 appendix A.17)", Ambiguous: true}},
+		"a refresh token with a control character": {200, nil, tokenJSON(map[string]any{"refresh_token": "rt-new\u00000002"}),
+			Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response's refresh_token has characters a refresh token cannot have (RFC 6749 appendix A.17)", Ambiguous: true}},
+		"a refresh token with a non-ASCII letter": {200, nil, tokenJSON(map[string]any{"refresh_token": "rt-ñ"}),
+			Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response's refresh_token has characters a refresh token cannot have (RFC 6749 appendix A.17)", Ambiguous: true}},
+		"a bad refresh token next to a bad access token is the one reported": {200, nil, tokenJSON(map[string]any{"access_token": "at\r\n", "refresh_token": "rt\r\n"}),
+			Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response's refresh_token has characters a refresh token cannot have (RFC 6749 appendix A.17)", Ambiguous: true}},
 	})
 }
 

@@ -2,6 +2,7 @@ package tokenclient
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,8 @@ func FuzzParseTokenResponse(f *testing.F) {
 		{"application/json", `{"refresh_token":"rt","token_type":"mac"}`},
 		{"application/json", `{"access_token":{"nested":true},"refresh_token":["rt"]}`},
 		{"application/json", `{"message":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl\u0007"}`},
+		{"application/json", `{"access_token":"at\r\nX: 1","refresh_token":"rt\u0000"}`},
+		{"application/json", `{"access_token":"a b","refresh_token":"rt é"}`},
 		{"application/json", `{}`},
 		{"application/json", `[]`},
 		{"application/json", `null`},
@@ -70,9 +73,11 @@ func FuzzParseTokenResponse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
 		tok, err := parseTokenResponse(contentType, body, []string{"marketplace"})
 		switch {
-		case err == nil && (tok == nil || tok.AccessToken == "" || tok.TokenType != "Bearer"):
+		case err == nil && (tok == nil || !b64token.MatchString(tok.AccessToken) || tok.TokenType != "Bearer"):
 			t.Fatalf("accepted an unusable token %+v", tok)
-		case err != nil && !errors.Is(err, errNotJSON) && !errors.Is(err, errNoAccessToken) && !errors.Is(err, errNotBearer):
+		case tok != nil && tok.RefreshToken != "" && !validRefreshToken(tok.RefreshToken):
+			t.Fatalf("handed back a refresh token that cannot be stored: %q", tok.RefreshToken)
+		case err != nil && !slices.ContainsFunc(parserErrors, func(e error) bool { return errors.Is(err, e) }):
 			t.Fatalf("error %v is not one of the parser's own (it might quote the body)", err)
 		case tok != nil && (tok.Lifetime < 0 || tok.Lifetime > maxLifetime || tok.Lifetime%time.Second != 0):
 			t.Fatalf("lifetime %s out of range", tok.Lifetime)
@@ -82,6 +87,10 @@ func FuzzParseTokenResponse(f *testing.F) {
 		}
 	})
 }
+
+// parserErrors are the only errors parseTokenResponse may return: fixed texts, none
+// quoting the body.
+var parserErrors = []error{errNotJSON, errNoAccessToken, errNotBearer, errBadAccessToken, errBadRefreshToken}
 
 func checkMessage(t *testing.T, msg string) {
 	t.Helper()
