@@ -233,3 +233,21 @@ func transportFailure(ctx context.Context, ex *exchange, err error, red redactor
 	}
 	return e
 }
+
+// retrieveError reads an error answer that did not go through x/oauth2 (a revocation)
+// into the shape refusal classifies: the OAuth error fields of a JSON or form body.
+func retrieveError(ex *exchange) *oauth2.RetrieveError {
+	re := &oauth2.RetrieveError{Response: &http.Response{StatusCode: ex.status, Header: ex.header}, Body: ex.body}
+	var fields struct {
+		Error            string `json:"error"`
+		ErrorDescription string `json:"error_description"`
+	}
+	if json.Unmarshal(ex.body, &fields) == nil {
+		re.ErrorCode, re.ErrorDescription = fields.Error, fields.ErrorDescription
+	} else if mt, _, _ := mime.ParseMediaType(ex.header.Get("Content-Type")); formResponseMIMEType[mt] {
+		if v, err := url.ParseQuery(string(ex.body)); err == nil {
+			re.ErrorCode, re.ErrorDescription = v.Get("error"), v.Get("error_description")
+		}
+	}
+	return re
+}

@@ -24,7 +24,8 @@
 // secret), then the status. A 4xx nothing places is KindRefused, never KindTransient:
 // the server answered, and the caller bounds its retries. Tokens that could split a
 // header or a Secret (RFC 6750 b64token, RFC 6749 appendix A.17) are refused before
-// the caller sees them.
+// the caller sees them. Revoke speaks RFC 7009 with the same guarantees as a token
+// request.
 //
 // Secrets are only sent to hosts on an allow-list, over https (http only to loopback),
 // so whoever can create a custom resource cannot point the operator at their own server
