@@ -82,7 +82,7 @@ func kindFor(status int, code, description string, h http.Header) (ErrorKind, bo
 		return w.kind, false
 	}
 	switch {
-	case scopeRefused(code + " " + d):
+	case strings.Contains(code, "scope") || scopeRefused(d):
 		return KindInvalidScope, false
 	case status == http.StatusBadRequest && grantTypeRefused(description):
 		return KindGrantTypeNotAllowed, false
@@ -100,7 +100,7 @@ func kindFor(status int, code, description string, h http.Header) (ErrorKind, bo
 }
 
 // scopeRefusals are how servers word "this scope is refused" when their code does not
-// say so (an access_denied, a bare 403): "scope" with one of these.
+// say so (an access_denied, a bare 403): "scope" with one of these in the description.
 var scopeRefusals = []string{
 	"invalid", "not allowed", "not granted", "unauthorized", "unauthorised", "not permitted",
 	"unknown", "unrecognized", "unrecognised", "not valid", "isn't valid", "not configured", "denied", "missing required",
