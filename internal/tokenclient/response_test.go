@@ -66,6 +66,8 @@ func FuzzParseTokenResponse(f *testing.F) {
 		{"application/x-www-form-urlencoded", `access_token=%zz;refresh_token=rt`},
 		{"", "\xff\xfe{\"access_token\":\"x\"}"},
 		{"multipart/form-data; boundary=", `--`},
+		{"invalid_scope", `Unrecognized scope(s) ["a" "b\"c"] {valid=[x], invalid=[y, z]} Invalid scopes: q`},
+		{"access_denied", `{"scope":"a b","error_description":"Client has not been granted scopes: r, s"}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.contentType, []byte(s.body))
@@ -84,6 +86,21 @@ func FuzzParseTokenResponse(f *testing.F) {
 		}
 		for _, msg := range []string{describeBody(contentType, body, newRedactor(Endpoint{ClientSecret: "s"})), scrubPatterns(string(body))} {
 			checkMessage(t, msg)
+		}
+		// The same bytes as an error description: classified without a panic, and any
+		// scope names read from it are valid scope tokens fit for a message.
+		if kind, _ := kindFor(400, contentType, string(body), nil); kind == "" {
+			t.Fatal("no kind for a 400")
+		}
+		names := scopesNamed(string(body), body, newRedactor(Endpoint{ClientSecret: "s"}))
+		if len(names) > maxScopeNames {
+			t.Fatalf("%d scope names", len(names))
+		}
+		for _, name := range names {
+			if !isScopeToken(name) {
+				t.Fatalf("scope name %q is not a scope token", name)
+			}
+			checkMessage(t, name)
 		}
 	})
 }
