@@ -41,58 +41,67 @@ func (c *clientFlags) Set(v string) error {
 	return nil
 }
 
+// config is what the flags say.
+type config struct {
+	listen, issuer, clientsFile, seed string
+	allowRemote                       bool
+	ttl                               time.Duration
+	clients                           []cdsandbox.Client
+	profile                           string
+	offlineAccessWithoutConsent       bool
+}
+
 func main() {
-	listen := flag.String("listen", "127.0.0.1:8085", "Address to listen on.")
-	allowRemote := flag.Bool("allow-remote", false, "Allow a non-loopback --listen address.")
-	issuer := flag.String("issuer", "", "Issuer URL; default http://<listen>.")
-	clientsFile := flag.String("clients-file", "", "YAML list of clients (id, secret, grantTypes, redirectURIs, scopes).")
-	ttl := flag.Duration("access-token-ttl", 30*time.Minute, "Access token lifetime (expires_in).")
-	seed := flag.String("seed-grant", "", "clientID:subject:path: log a customer in and write their refresh token to path (mode 0600).")
+	var cfg config
+	flag.StringVar(&cfg.listen, "listen", "127.0.0.1:8085", "Address to listen on.")
+	flag.BoolVar(&cfg.allowRemote, "allow-remote", false, "Allow a non-loopback --listen address.")
+	flag.StringVar(&cfg.issuer, "issuer", "", "Issuer URL; default http://<listen>.")
+	flag.StringVar(&cfg.clientsFile, "clients-file", "", "YAML list of clients (id, secret, grantTypes, redirectURIs, scopes).")
+	flag.DurationVar(&cfg.ttl, "access-token-ttl", 30*time.Minute, "Access token lifetime (expires_in).")
+	flag.StringVar(&cfg.seed, "seed-grant", "", "clientID:subject:path: log a customer in and write their refresh token to path (mode 0600).")
+	flag.StringVar(&cfg.profile, "profile", string(cdsandbox.ProfileCD), "Identity server whose refusals (spent refresh token, unknown scope, disallowed grant type) to imitate: "+profileNames()+".")
+	flag.BoolVar(&cfg.offlineAccessWithoutConsent, "offline-access-without-consent", false,
+		"Issue a refresh token for offline_access without prompt=consent (by default the sandbox follows OpenID Connect Core §11; the google profile follows Google's access_type rule).")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
-	var clients clientFlags
-	flag.Var(&clients, "client", "A client as id:secret:grantType[:redirectURI]; repeatable.")
+	flag.Var((*clientFlags)(&cfg.clients), "client", "A client as id:secret:grantType[:redirectURI]; repeatable.")
 	flag.Parse()
 	if *showVersion {
 		fmt.Println("cd-sandbox", version.Get())
 		return
 	}
 	logger := log.New(os.Stdout, "cd-sandbox: ", log.LstdFlags)
-	if err := run(*listen, *allowRemote, *issuer, *clientsFile, *ttl, *seed, clients, logger); err != nil {
+	if err := run(cfg, logger); err != nil {
 		logger.Fatal(err)
 	}
 }
 
-func run(listen string, allowRemote bool, issuer, clientsFile string, ttl time.Duration, seed string, clients []cdsandbox.Client, logger *log.Logger) error {
-	host, _, err := net.SplitHostPort(listen)
+func profileNames() string {
+	var names []string
+	for _, p := range cdsandbox.Profiles() {
+		names = append(names, string(p))
+	}
+	return strings.Join(names, "|")
+}
+
+func run(cfg config, logger *log.Logger) error {
+	host, _, err := net.SplitHostPort(cfg.listen)
 	if err != nil {
 		return err
 	}
-	if ip := net.ParseIP(host); !allowRemote && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return fmt.Errorf("--listen %s is not a loopback address; pass --allow-remote to expose the sandbox", listen)
+	if ip := net.ParseIP(host); !cfg.allowRemote && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("--listen %s is not a loopback address; pass --allow-remote to expose the sandbox", cfg.listen)
 	}
-	if clientsFile != "" {
-		data, err := os.ReadFile(clientsFile)
-		if err != nil {
-			return err
-		}
-		var fromFile []cdsandbox.Client
-		if err := yaml.Unmarshal(data, &fromFile); err != nil {
-			return fmt.Errorf("%s: %w", clientsFile, err)
-		}
-		clients = append(clients, fromFile...)
-	}
-	l, err := net.Listen("tcp", listen)
+	l, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return err
 	}
-	if issuer == "" {
-		issuer = "http://" + l.Addr().String()
+	if cfg.issuer == "" {
+		cfg.issuer = "http://" + l.Addr().String()
 	}
-	s := cdsandbox.New(cdsandbox.Options{Issuer: issuer, Clients: clients, AccessTokenTTL: ttl, Logger: logger})
-	if seed != "" {
-		if err := seedGrant(s, seed); err != nil {
-			return err
-		}
+	s, clients, err := newServer(cfg, logger)
+	if err != nil {
+		l.Close()
+		return err
 	}
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -103,11 +112,42 @@ func run(listen string, allowRemote bool, issuer, clientsFile string, ttl time.D
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	}()
-	logger.Printf("serving %s with %d clients; access tokens live %s", issuer, len(clients), ttl)
+	logger.Printf("serving %s as %s with %d clients; access tokens live %s", cfg.issuer, cfg.profile, clients, cfg.ttl)
 	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// newServer builds the sandbox the flags describe: clients from the flags and the
+// file, the profile, and the seeded grant. It returns the number of clients too.
+func newServer(cfg config, logger *log.Logger) (*cdsandbox.Server, int, error) {
+	profile, err := cdsandbox.ParseProfile(cfg.profile)
+	if err != nil {
+		return nil, 0, fmt.Errorf("--profile: %w", err)
+	}
+	clients := cfg.clients
+	if cfg.clientsFile != "" {
+		data, err := os.ReadFile(cfg.clientsFile)
+		if err != nil {
+			return nil, 0, err
+		}
+		var fromFile []cdsandbox.Client
+		if err := yaml.Unmarshal(data, &fromFile); err != nil {
+			return nil, 0, fmt.Errorf("%s: %w", cfg.clientsFile, err)
+		}
+		clients = append(clients, fromFile...)
+	}
+	s := cdsandbox.New(cdsandbox.Options{
+		Issuer: cfg.issuer, Clients: clients, AccessTokenTTL: cfg.ttl, Logger: logger,
+		Profile: profile, OfflineAccessWithoutConsent: cfg.offlineAccessWithoutConsent,
+	})
+	if cfg.seed != "" {
+		if err := seedGrant(s, cfg.seed); err != nil {
+			return nil, 0, err
+		}
+	}
+	return s, len(clients), nil
 }
 
 func seedGrant(s *cdsandbox.Server, spec string) error {

@@ -115,6 +115,9 @@ func seedGrant(ctx context.Context, k8s client.Client, idp demoIdP) error {
 		"client_id": {loginClientID}, "response_type": {"code"}, "grant_type": {"authorization_code"},
 		"redirect_uri": {redirectURL}, "scope": {"marketplace offline_access"}, "state": {"demo-state"},
 		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
+		// OpenID Connect Core §11: without consent the sandbox, like certified providers,
+		// ignores offline_access and issues no refresh token.
+		"prompt": {"consent"},
 	}
 	code, err := login(idp.url, params, "dispatcher@acme-hauling.example")
 	if err != nil {

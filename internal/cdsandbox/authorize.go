@@ -3,15 +3,16 @@ package cdsandbox
 import (
 	"encoding/json"
 	"html/template"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 )
 
-// authorizeParams are the query parameters Central Dispatch's authorize endpoint takes,
-// carried through the login form in hidden fields.
-var authorizeParams = []string{"client_id", "response_type", "grant_type", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"}
+// loginFields are the login form's own fields; every other parameter of the
+// authorization request is carried through the form in a hidden field.
+var loginFields = []string{"username", "password", "action"}
 
 var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 <html><head><title>Central Dispatch sandbox: log in</title></head>
@@ -19,7 +20,7 @@ var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 <h1>Central Dispatch sandbox</h1>
 <p>Log in to let <b>{{.ClientID}}</b> act on your behalf (scopes: {{.Scope}}).</p>
 <form method="post" action="/connect/authorize">
-{{range $k, $v := .Hidden}}<input type="hidden" name="{{$k}}" value="{{$v}}">
+{{range .Hidden}}<input type="hidden" name="{{.Name}}" value="{{.Value}}">
 {{end}}<label>User name <input name="username" autocomplete="username"></label>
 <label>Password <input name="password" type="password"></label>
 <button name="action" value="login" type="submit">Log in</button>
@@ -32,6 +33,24 @@ var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
 <html><head><title>Central Dispatch sandbox: error</title></head>
 <body><h1>Cannot authorize</h1><p>{{.}}</p></body></html>
 `))
+
+// hiddenField is one authorization parameter carried through the login form.
+type hiddenField struct{ Name, Value string }
+
+// hiddenFields are every parameter of the request but the login form's own, in a
+// stable order, each value of a repeated parameter in its own field.
+func hiddenFields(q url.Values) []hiddenField {
+	var out []hiddenField
+	for _, k := range slices.Sorted(maps.Keys(q)) {
+		if slices.Contains(loginFields, k) {
+			continue
+		}
+		for _, v := range q[k] {
+			out = append(out, hiddenField{k, v})
+		}
+	}
+	return out
+}
 
 // checkAuthorize validates an authorization request. A non-empty message means it must
 // be refused with an error page, never a redirect (the redirect URI is not trusted).
@@ -48,30 +67,87 @@ func (s *Server) checkAuthorize(q url.Values) (*Client, string) {
 		return nil, "response_type must be code"
 	case q.Get("code_challenge") != "" && q.Get("code_challenge_method") != "" && q.Get("code_challenge_method") != "S256" && q.Get("code_challenge_method") != "plain":
 		return nil, "unsupported code_challenge_method"
-	case !c.scopesAllowed(strings.Fields(q.Get("scope"))):
-		return nil, "a requested scope is not allowed for this client"
 	}
 	return c, ""
+}
+
+// scopeRefusal is an authorization request refused for its scopes, worded as the
+// profile's server words it.
+type scopeRefusal struct {
+	description string
+	// page: the server shows an error page instead of redirecting back.
+	page bool
+}
+
+// checkScopes applies the profile's scope rules to a valid request; nil when the
+// scopes pass. s.mu is held.
+func (s *Server) checkScopes(c *Client, q url.Values) *scopeRefusal {
+	scopes := strings.Fields(q.Get("scope"))
+	if s.refusals.requireOpenID && !slices.Contains(scopes, "openid") {
+		return &scopeRefusal{description: `Missing required scope(s) ["openid"].`}
+	}
+	if unknown := c.unknownScopes(scopes); len(unknown) > 0 {
+		description, page := s.refusals.authorizeScope(scopes, unknown)
+		return &scopeRefusal{description: description, page: page}
+	}
+	return nil
+}
+
+// refuseScopes answers an authorization request refused for its scopes: an
+// invalid_scope redirect to the (registered) redirect URI, as RFC 6749 §4.1.2.1 says,
+// or the error page of a server that shows one.
+func (s *Server) refuseScopes(w http.ResponseWriter, r *http.Request, q url.Values, refusal *scopeRefusal) {
+	if refusal.page {
+		w.WriteHeader(http.StatusBadRequest)
+		_ = errorPage.Execute(w, "invalid_scope: "+refusal.description)
+		return
+	}
+	back := url.Values{"error": {"invalid_scope"}}
+	if refusal.description != "" {
+		back.Set("error_description", refusal.description)
+	}
+	if st := q.Get("state"); st != "" {
+		back.Set("state", st)
+	}
+	http.Redirect(w, r, withQuery(q.Get("redirect_uri"), back), s.refusals.errorRedirect)
+}
+
+// withQuery adds params to a redirect URI and keeps the query it has (RFC 6749 §3.1.2).
+func withQuery(redirectURI string, params url.Values) string {
+	u, err := url.Parse(redirectURI)
+	if err != nil {
+		// Registered redirect URIs parse; this keeps an odd one working as before.
+		return redirectURI + "?" + params.Encode()
+	}
+	q := u.Query()
+	for k, vs := range params {
+		q[k] = vs
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 func (s *Server) handleAuthorizePage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	s.mu.Lock()
-	_, msg := s.checkAuthorize(q)
+	s.recordAuthorizationRequest(q)
+	c, msg := s.checkAuthorize(q)
+	var refusal *scopeRefusal
+	if c != nil {
+		refusal = s.checkScopes(c, q)
+	}
 	s.mu.Unlock()
-	if msg != "" {
+	switch {
+	case msg != "":
 		w.WriteHeader(http.StatusBadRequest)
 		_ = errorPage.Execute(w, msg)
 		return
-	}
-	hidden := map[string]string{}
-	for _, k := range authorizeParams {
-		if v := q.Get(k); v != "" {
-			hidden[k] = v
-		}
+	case refusal != nil:
+		s.refuseScopes(w, r, q, refusal)
+		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = loginPage.Execute(w, map[string]any{"ClientID": q.Get("client_id"), "Scope": q.Get("scope"), "Hidden": hidden})
+	_ = loginPage.Execute(w, map[string]any{"ClientID": q.Get("client_id"), "Scope": q.Get("scope"), "Hidden": hiddenFields(q)})
 }
 
 // handleAuthorizeSubmit takes the login form: any non-empty user name logs in as that
@@ -85,9 +161,14 @@ func (s *Server) handleAuthorizeSubmit(w http.ResponseWriter, r *http.Request) {
 	f := r.PostForm
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, msg := s.checkAuthorize(f); msg != "" {
+	c, msg := s.checkAuthorize(f)
+	if msg != "" {
 		w.WriteHeader(http.StatusBadRequest)
 		_ = errorPage.Execute(w, msg)
+		return
+	}
+	if refusal := s.checkScopes(c, f); refusal != nil {
+		s.refuseScopes(w, r, f, refusal)
 		return
 	}
 	back := url.Values{}
@@ -97,20 +178,47 @@ func (s *Server) handleAuthorizeSubmit(w http.ResponseWriter, r *http.Request) {
 	user := strings.TrimSpace(f.Get("username"))
 	if f.Get("action") == "deny" || user == "" {
 		back.Set("error", "access_denied")
-		http.Redirect(w, r, f.Get("redirect_uri")+"?"+back.Encode(), http.StatusFound)
+		http.Redirect(w, r, withQuery(f.Get("redirect_uri"), back), s.refusals.errorRedirect)
 		return
 	}
+	scopes, offline := s.grantOffline(c.ID, user, f)
 	code := randomString(32)
 	s.codes[code] = &authCode{
 		clientID: f.Get("client_id"), redirectURI: f.Get("redirect_uri"), subject: user,
-		scopes: strings.Fields(f.Get("scope")), challenge: f.Get("code_challenge"), method: f.Get("code_challenge_method"),
-		expires: s.opts.Now().Add(s.opts.CodeTTL),
+		scopes: scopes, challenge: f.Get("code_challenge"), method: f.Get("code_challenge_method"),
+		expires: s.opts.Now().Add(s.opts.CodeTTL), offline: offline,
 	}
 	back.Set("code", code)
-	back.Set("scope", f.Get("scope"))
+	back.Set("scope", strings.Join(scopes, " "))
 	back.Set("iss", s.opts.Issuer)
-	s.logger.Printf("customer %q logged in for client_id=%s", user, f.Get("client_id"))
-	http.Redirect(w, r, f.Get("redirect_uri")+"?"+back.Encode(), http.StatusFound)
+	s.logger.Printf("customer %q logged in for client_id=%s (refresh token: %t)", user, f.Get("client_id"), offline)
+	http.Redirect(w, r, withQuery(f.Get("redirect_uri"), back), http.StatusFound)
+}
+
+// grantOffline applies the consent rules to a login: it returns the scopes the code
+// grants and whether its exchange brings a refresh token. s.mu is held.
+func (s *Server) grantOffline(clientID, subject string, q url.Values) ([]string, bool) {
+	scopes := strings.Fields(q.Get("scope"))
+	consent := slices.Contains(strings.Fields(q.Get("prompt")), "consent")
+	if s.opts.Profile == ProfileGoogle {
+		// Google: a refresh token needs access_type=offline, and comes only the first
+		// time, or again when prompt=consent makes the user consent again
+		// (googleapis/google-api-php-client#1686, a Google maintainer's answer).
+		key := clientID + "\x00" + subject
+		offline := q.Get("access_type") == "offline" && (consent || !s.offlineIssued[key])
+		if offline {
+			s.offlineIssued[key] = true
+		}
+		return scopes, offline
+	}
+	switch {
+	case !slices.Contains(scopes, "offline_access"):
+		return scopes, false
+	case consent || s.opts.OfflineAccessWithoutConsent:
+		return scopes, true
+	}
+	// OpenID Connect Core §11: without prompt=consent, offline_access is ignored.
+	return slices.DeleteFunc(scopes, func(sc string) bool { return sc == "offline_access" }), false
 }
 
 // handleRevocation revokes a refresh or access token (RFC 7009). Unknown tokens are not
@@ -128,6 +236,11 @@ func (s *Server) handleRevocation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := r.PostForm.Get("token")
+	if t == "" {
+		writeJSON(w, oauthError(http.StatusBadRequest, "invalid_request", "the token parameter is required"))
+		return
+	}
+	s.stats.Revocations++
 	if rt, ok := s.refresh[t]; ok && rt.grant.clientID == c.ID {
 		s.revoke(rt.grant)
 	}

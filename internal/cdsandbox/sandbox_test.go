@@ -24,17 +24,27 @@ type harness struct {
 	now time.Time
 }
 
-func newHarness(t *testing.T) *harness {
+// newHarness starts a sandbox with a client per flow, each unrestricted, and one per
+// flow that may only have the scopes "openid marketplace offline_access". change
+// adjusts the options.
+func newHarness(t *testing.T, change ...func(*Options)) *harness {
 	t.Helper()
 	h := &harness{t: t, now: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)}
-	h.s = New(Options{
+	scopes := []string{"openid", "marketplace", "offline_access"}
+	opts := Options{
 		Clients: []Client{
 			{ID: "api", Secret: "api-secret", GrantTypes: []string{"client_credentials"}},
 			{ID: "login", Secret: "login-secret", GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{redirect}},
+			{ID: "scoped-api", Secret: "scoped-api-secret", GrantTypes: []string{"client_credentials"}, Scopes: scopes},
+			{ID: "scoped-login", Secret: "scoped-login-secret", GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{redirect}, Scopes: scopes},
 		},
 		AccessTokenTTL: 90 * time.Second,
 		Now:            func() time.Time { return h.now },
-	})
+	}
+	for _, c := range change {
+		c(&opts)
+	}
+	h.s = New(opts)
 	srv := httptest.NewServer(h.s)
 	t.Cleanup(srv.Close)
 	h.url = srv.URL
@@ -193,7 +203,9 @@ func (h *harness) login(params url.Values, action string) url.Values {
 	for k, v := range params {
 		form[k] = v
 	}
-	form.Set("username", "dispatcher")
+	if form.Get("username") == "" {
+		form.Set("username", "dispatcher")
+	}
 	form.Set("action", action)
 	resp, err = noFollow.PostForm(h.url+"/connect/authorize", form)
 	if err != nil {
@@ -207,9 +219,11 @@ func (h *harness) login(params url.Values, action string) url.Values {
 	return loc.Query()
 }
 
+// authorizeQuery is the authorization request the operator sends: with prompt=consent,
+// which offline_access needs (OpenID Connect Core §11).
 func authorizeQuery(challenge string) url.Values {
 	return url.Values{"client_id": {"login"}, "response_type": {"code"}, "grant_type": {"authorization_code"}, "redirect_uri": {redirect},
-		"scope": {"marketplace offline_access"}, "state": {"st-1"}, "code_challenge": {challenge}, "code_challenge_method": {"S256"}}
+		"scope": {"marketplace offline_access"}, "state": {"st-1"}, "code_challenge": {challenge}, "code_challenge_method": {"S256"}, "prompt": {"consent"}}
 }
 
 func TestAuthorizationCodeFlowWithPKCE(t *testing.T) {

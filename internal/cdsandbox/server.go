@@ -9,6 +9,13 @@
 // and real expires_in. It also stubs the Marketplace API, which refuses tokens not
 // minted by a client-credentials client, as Central Dispatch does since it enforced the
 // split between the two credential sets.
+//
+// Like certified OpenID providers it ignores offline_access unless the authorization
+// request asked for prompt=consent (OpenID Connect Core §11), and it keeps the queries
+// of recent authorization requests for tests to inspect. Options.Profile makes it answer
+// a spent refresh token, an unknown scope and a disallowed grant type in the words and
+// status codes of another identity server (Dex, Keycloak, Microsoft Entra ID, Okta,
+// Auth0, Google), so the operator can be tested against each.
 package cdsandbox
 
 import (
@@ -17,6 +24,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -32,6 +40,18 @@ type Client struct {
 	RedirectURIs []string `json:"redirectURIs"`
 	// Scopes allowed; empty allows any.
 	Scopes []string `json:"scopes"`
+}
+
+// grantTypes are the grant types the client may use, refresh_token spelled out.
+func (c *Client) grantTypes() []string {
+	var out []string
+	for _, g := range c.GrantTypes {
+		out = append(out, g)
+		if g == "authorization_code" {
+			out = append(out, "refresh_token")
+		}
+	}
+	return out
 }
 
 func (c *Client) allows(grantType string) bool {
@@ -57,6 +77,16 @@ type Options struct {
 	// Logger gets one line per token request (grant type, client, result), never a
 	// token, secret or code. nil discards.
 	Logger *log.Logger
+	// Profile is the identity server whose refusals the sandbox imitates; "" is
+	// ProfileCD. New panics on a name ParseProfile would refuse.
+	Profile Profile
+	// OfflineAccessWithoutConsent issues a refresh token for offline_access even when
+	// the authorization request did not ask for prompt=consent. By default the sandbox
+	// follows OpenID Connect Core §11, as certified providers do: without consent,
+	// offline_access is ignored (and left out of the granted scopes). The google
+	// profile ignores this and follows Google's rule instead: a refresh token only for
+	// access_type=offline, and after the first one only when prompt=consent.
+	OfflineAccessWithoutConsent bool
 }
 
 // TokenInfo describes a valid access token.
@@ -82,6 +112,9 @@ type Stats struct {
 	// LateRenewals counts refreshes that came after the grant's previous access token
 	// had expired: a pod holding it would have been refused in between.
 	LateRenewals int
+	// Revocations counts revocation requests (RFC 7009) the sandbox accepted from an
+	// authenticated client, whether or not it knew the token.
+	Revocations int
 }
 
 // FaultMode is how an injected fault misbehaves.
@@ -124,6 +157,13 @@ type Server struct {
 	onToken func(grantType string, ok bool)
 	mux     *http.ServeMux
 	logger  *log.Logger
+	// refusals are the profile's wordings.
+	refusals refusals
+	// offlineIssued holds client and subject pairs that were issued a refresh token at
+	// login, for Google's "only the first time, or with prompt=consent".
+	offlineIssued map[string]bool
+	// authRequests are the queries of the most recent authorization requests.
+	authRequests []url.Values
 }
 
 // grant is one customer's authorization of one client.
@@ -154,6 +194,8 @@ type authCode struct {
 	expires                        time.Time
 	used                           bool
 	grant                          *grant
+	// offline: the exchange brings a refresh token (consent rules of authorize.go).
+	offline bool
 }
 
 // New returns a Server.
@@ -167,6 +209,11 @@ func New(opts Options) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	profile, err := ParseProfile(string(opts.Profile))
+	if err != nil {
+		panic("cdsandbox: " + err.Error())
+	}
+	opts.Profile = profile
 	s := &Server{
 		opts:    opts,
 		key:     []byte(randomString(32)),
@@ -177,6 +224,9 @@ func New(opts Options) *Server {
 		grants:  map[string]*grant{},
 		stats:   Stats{TokenRequests: map[string]int{}, Issued: map[string]int{}, Rejected: map[string]int{}},
 		logger:  opts.Logger,
+
+		refusals:      profileRefusals[profile],
+		offlineIssued: map[string]bool{},
 	}
 	if s.logger == nil {
 		s.logger = log.New(io.Discard, "", 0)
@@ -239,6 +289,37 @@ func (s *Server) Stats() Stats {
 	defer s.mu.Unlock()
 	out := s.stats
 	out.TokenRequests, out.Issued, out.Rejected = copyMap(s.stats.TokenRequests), copyMap(s.stats.Issued), copyMap(s.stats.Rejected)
+	return out
+}
+
+// maxAuthRequests bounds the authorization requests the sandbox remembers.
+const maxAuthRequests = 100
+
+// AuthorizationRequests returns the queries of the most recent authorization requests
+// (GET /connect/authorize, refused ones included), oldest first, at most 100: tests
+// assert what a client put into its authorization URLs.
+func (s *Server) AuthorizationRequests() []url.Values {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]url.Values, len(s.authRequests))
+	for i, q := range s.authRequests {
+		out[i] = cloneQuery(q)
+	}
+	return out
+}
+
+func (s *Server) recordAuthorizationRequest(q url.Values) {
+	if len(s.authRequests) == maxAuthRequests {
+		s.authRequests = s.authRequests[1:]
+	}
+	s.authRequests = append(s.authRequests, cloneQuery(q))
+}
+
+func cloneQuery(q url.Values) url.Values {
+	out := make(url.Values, len(q))
+	for k, vs := range q {
+		out[k] = append([]string(nil), vs...)
+	}
 	return out
 }
 

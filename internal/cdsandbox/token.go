@@ -21,6 +21,8 @@ type tokenResult struct {
 	body   map[string]any
 	header map[string]string
 	client string
+	// note is said in the log line (never a token).
+	note string
 }
 
 func (t tokenResult) ok() bool { return t.status == http.StatusOK }
@@ -77,7 +79,7 @@ func (s *Server) processToken(r *http.Request, grantType string) tokenResult {
 	switch grantType {
 	case "client_credentials", "refresh_token", "authorization_code":
 		if !client.allows(grantType) {
-			out = oauthError(http.StatusBadRequest, "unauthorized_client", "The client is not authorized to use the "+grantType+" grant type")
+			out = s.refusals.grantTypeRefused(s.opts.Now(), grantType, true, client.grantTypes())
 			break
 		}
 		switch grantType {
@@ -89,7 +91,7 @@ func (s *Server) processToken(r *http.Request, grantType string) tokenResult {
 			out = s.codeGrant(client, r.PostForm)
 		}
 	default:
-		out = oauthError(http.StatusBadRequest, "unsupported_grant_type", "")
+		out = s.refusals.grantTypeRefused(s.opts.Now(), grantType, false, client.grantTypes())
 	}
 	out.client = client.ID
 	return out
@@ -117,37 +119,45 @@ func (s *Server) authenticate(r *http.Request) (*Client, tokenResult) {
 
 func (s *Server) clientCredentials(c *Client, scope string) tokenResult {
 	scopes := strings.Fields(scope)
-	if !c.scopesAllowed(scopes) {
-		return oauthError(http.StatusBadRequest, "invalid_scope", "")
+	if unknown := c.unknownScopes(scopes); len(unknown) > 0 {
+		return s.refusals.unknownScope(s.opts.Now(), scopes, unknown)
 	}
 	return s.issue(c.ID, c.ID, "client_credentials", scopes, nil, "")
 }
 
 func (c *Client) scopesAllowed(scopes []string) bool {
+	return len(c.unknownScopes(scopes)) == 0
+}
+
+// unknownScopes are the requested scopes the client may not have.
+func (c *Client) unknownScopes(scopes []string) []string {
 	if len(c.Scopes) == 0 {
-		return true
+		return nil
 	}
+	var unknown []string
 	for _, sc := range scopes {
-		if !slices.Contains(c.Scopes, sc) {
-			return false
+		if !slices.Contains(c.Scopes, sc) && !slices.Contains(unknown, sc) {
+			unknown = append(unknown, sc)
 		}
 	}
-	return true
+	return unknown
 }
 
 // refreshGrant spends a single-use refresh token. A spent one revokes the whole grant.
 func (s *Server) refreshGrant(c *Client, token string) tokenResult {
 	rt, ok := s.refresh[token]
 	if !ok || rt.grant.clientID != c.ID {
-		return oauthError(http.StatusBadRequest, "invalid_grant", "")
+		return s.refusals.rejectedRefreshToken(s.opts.Now())
 	}
 	if rt.spent {
 		s.stats.RefreshTokensReused++
 		s.revoke(rt.grant)
-		return oauthError(http.StatusBadRequest, "invalid_grant", "refresh token reuse detected: the grant is revoked")
+		res := s.refusals.spentRefreshToken(s.opts.Now())
+		res.note = "refresh token reuse detected: the grant is revoked"
+		return res
 	}
 	if rt.grant.revoked {
-		return oauthError(http.StatusBadRequest, "invalid_grant", "")
+		return s.refusals.rejectedRefreshToken(s.opts.Now())
 	}
 	rt.spent = true
 	if now := s.opts.Now(); !rt.grant.expires.IsZero() && now.After(rt.grant.expires) {
@@ -180,7 +190,7 @@ func (s *Server) codeGrant(c *Client, form url.Values) tokenResult {
 	code.used = true
 	code.grant = s.newGrant(c.ID, code.subject, code.scopes)
 	refresh := ""
-	if slices.Contains(code.scopes, "offline_access") {
+	if code.offline {
 		refresh = s.newRefreshToken(code.grant)
 	}
 	return s.issue(c.ID, code.subject, "authorization_code", code.scopes, code.grant, refresh)
@@ -279,8 +289,8 @@ func logLine(grantType string, res tokenResult) string {
 		return line + " -> 200 issued"
 	}
 	line += " -> " + http.StatusText(res.status) + " " + fmt.Sprint(res.body["error"])
-	if d, _ := res.body["error_description"].(string); strings.HasPrefix(d, "refresh token reuse") {
-		line += " (" + d + ")"
+	if res.note != "" {
+		line += " (" + res.note + ")"
 	}
 	return line
 }

@@ -45,6 +45,8 @@ func refusal(re *oauth2.RetrieveError, red redactor, now time.Time) *Error {
 	switch {
 	case e.Kind == KindRateLimited:
 		e.RetryAfter = retryAfter(re.Response.Header, now)
+	case e.Kind == KindInvalidScope:
+		e.Scopes = scopesNamed(re.ErrorDescription, re.Body, red)
 	case status >= 300 && status < 400:
 		e.Description = "token endpoint redirected to another location"
 	case code == "" && e.Description == "":
@@ -53,24 +55,20 @@ func refusal(re *oauth2.RetrieveError, red redactor, now time.Time) *Error {
 	return e
 }
 
-// kindFor maps an error answer to a kind: a recognised OAuth code first, then the
-// status. It also says whether the server may have processed the request anyway.
+// kindFor maps an error answer to a kind, and says whether the server may have
+// processed the request anyway. In order: a provider's known wording for this code (it
+// may overrule the code), the code, what only the server side can mean (rate limits,
+// 5xx, redirects), a known wording under any code, the description's own words, the
+// status, and last KindRefused: the server answered, but nothing here places it.
 func kindFor(status int, code, description string, h http.Header) (ErrorKind, bool) {
-	switch code {
-	case "invalid_client":
-		return KindInvalidClient, false
-	case "invalid_grant":
-		return KindInvalidGrant, false
-	case "unauthorized_client", "unsupported_grant_type":
-		return KindGrantTypeNotAllowed, false
+	d := normalizeDescription(description)
+	if w, ok := wordingFor(code, d, false); ok {
+		return w.kind, false
+	}
+	if k, ok := codeKinds[code]; ok {
+		return k, false
 	}
 	switch {
-	case status == http.StatusUnauthorized:
-		return KindInvalidClient, false
-	case status == http.StatusPaymentRequired:
-		return KindProductNotAllocated, false
-	case status == http.StatusForbidden:
-		return KindGrantTypeNotAllowed, false
 	case status == http.StatusTooManyRequests:
 		return KindRateLimited, false
 	case status == http.StatusServiceUnavailable && h.Get("Retry-After") != "":
@@ -79,10 +77,45 @@ func kindFor(status int, code, description string, h http.Header) (ErrorKind, bo
 		return KindTransient, true
 	case status >= 300 && status < 400:
 		return KindInvalidResponse, false
+	}
+	if w, ok := wordingFor(code, d, true); ok {
+		return w.kind, false
+	}
+	switch {
+	case strings.Contains(code, "scope") || scopeRefused(d):
+		return KindInvalidScope, false
 	case status == http.StatusBadRequest && grantTypeRefused(description):
 		return KindGrantTypeNotAllowed, false
+	case status == http.StatusUnauthorized:
+		return KindInvalidClient, false
+	case status == http.StatusPaymentRequired:
+		return KindProductNotAllocated, false
+	case status == http.StatusForbidden:
+		return KindGrantTypeNotAllowed, false
+	case status == http.StatusRequestTimeout:
+		// The server gave up waiting for the request: nothing was processed.
+		return KindTransient, false
 	}
-	return KindTransient, false
+	return KindRefused, false
+}
+
+// scopeRefusals are how servers word "this scope is refused" when their code does not
+// say so (an access_denied, a bare 403): "scope" with one of these in the description.
+var scopeRefusals = []string{
+	"invalid", "not allowed", "not granted", "unauthorized", "unauthorised", "not permitted",
+	"unknown", "unrecognized", "unrecognised", "not valid", "isn't valid", "not configured", "denied", "missing required",
+}
+
+func scopeRefused(text string) bool {
+	if !strings.Contains(text, "scope") {
+		return false
+	}
+	for _, w := range scopeRefusals {
+		if strings.Contains(text, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // grantRefusals are how servers word "this client may not use this grant type" when
@@ -199,4 +232,22 @@ func transportFailure(ctx context.Context, ex *exchange, err error, red redactor
 		e.Description = red.scrub(err.Error())
 	}
 	return e
+}
+
+// retrieveError reads an error answer that did not go through x/oauth2 (a revocation)
+// into the shape refusal classifies: the OAuth error fields of a JSON or form body.
+func retrieveError(ex *exchange) *oauth2.RetrieveError {
+	re := &oauth2.RetrieveError{Response: &http.Response{StatusCode: ex.status, Header: ex.header}, Body: ex.body}
+	var fields struct {
+		Error            string `json:"error"`
+		ErrorDescription string `json:"error_description"`
+	}
+	if json.Unmarshal(ex.body, &fields) == nil {
+		re.ErrorCode, re.ErrorDescription = fields.Error, fields.ErrorDescription
+	} else if mt, _, _ := mime.ParseMediaType(ex.header.Get("Content-Type")); formResponseMIMEType[mt] {
+		if v, err := url.ParseQuery(string(ex.body)); err == nil {
+			re.ErrorCode, re.ErrorDescription = v.Get("error"), v.Get("error_description")
+		}
+	}
+	return re
 }

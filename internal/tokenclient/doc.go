@@ -17,6 +17,16 @@
 // typed *Error: Ambiguous says the server may already have processed the request, so a
 // refresh token may be spent even though no answer arrived.
 //
+// Every refusal becomes one ErrorKind, whatever the provider's words: the OAuth error
+// code (RFC 6749 §5.2) first, then the known wordings of widely used identity servers
+// (wordings.go, each row citing its source: Dex answers a spent refresh token with
+// invalid_request, Auth0 with 403, Keycloak says "unauthorized_client" for a wrong
+// secret), then the status. A 4xx nothing places is KindRefused, never KindTransient:
+// the server answered, and the caller bounds its retries. Tokens that could split a
+// header or a Secret (RFC 6750 b64token, RFC 6749 appendix A.17) are refused before
+// the caller sees them. Revoke speaks RFC 7009 with the same guarantees as a token
+// request.
+//
 // Secrets are only sent to hosts on an allow-list, over https (http only to loopback),
 // so whoever can create a custom resource cannot point the operator at their own server
 // and collect a client secret. Nothing a server says is trusted to be free of secrets

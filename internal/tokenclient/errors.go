@@ -17,9 +17,14 @@ const (
 	// KindInvalidClient: `invalid_client`, or 401 without a recognised code: the client
 	// id or secret is wrong. Also an unknown AuthMethod (nothing sent).
 	KindInvalidClient ErrorKind = "InvalidClient"
-	// KindInvalidGrant: `invalid_grant`: the refresh token or code is spent, expired or
-	// revoked.
+	// KindInvalidGrant: the refresh token or code is rejected for good: spent, expired,
+	// revoked, its session gone, or user interaction required, whatever the provider's
+	// wording (`invalid_grant`, OIDC's `interaction_required`, Dex's `invalid_request`
+	// "already been claimed", …). Only a new authorization helps.
 	KindInvalidGrant ErrorKind = "InvalidGrant"
+	// KindInvalidScope: a requested scope is refused (`invalid_scope`, or a 403 saying a
+	// scope was not granted). Error.Scopes names the scopes the answer named.
+	KindInvalidScope ErrorKind = "InvalidScope"
 	// KindGrantTypeNotAllowed: the server refused this grant type for this client
 	// (`unauthorized_client`, `unsupported_grant_type`, 403, or a 400 saying so): the
 	// credential is used for the wrong flow.
@@ -28,14 +33,14 @@ const (
 	KindProductNotAllocated ErrorKind = "ProductNotAllocated"
 	// KindRateLimited: 429, or 503 with Retry-After; RetryAfter says how long to wait.
 	KindRateLimited ErrorKind = "RateLimited"
-	// KindInvalidScope: a requested scope is refused; Error.Scopes names the ones the
-	// server named.
-	KindInvalidScope ErrorKind = "InvalidScope"
-	// KindRefused: a 4xx no known wording places. The server answered, so nothing is
-	// ambiguous, but nothing says a retry can help either: callers bound their retries.
-	KindRefused ErrorKind = "Refused"
-	// KindTransient: 5xx, timeouts, connection errors.
+	// KindTransient: 5xx, timeouts, connection errors, and a client-side rate-limit
+	// wait that was given up. Sending again later may work.
 	KindTransient ErrorKind = "Transient"
+	// KindRefused: the server answered with a 4xx that no known code, wording or status
+	// places. It answered, so it is not ambiguous; it may work again (a fault at the
+	// server) or never (a configuration the server rejects), so callers retry it a
+	// bounded number of times, never in a loop.
+	KindRefused ErrorKind = "Refused"
 	// KindInvalidResponse: a 2xx that cannot be used, or a redirect.
 	KindInvalidResponse ErrorKind = "InvalidResponse"
 )
@@ -48,9 +53,7 @@ type Error struct {
 	// Description is the server's error_description, or this package's own words,
 	// scrubbed of anything secret and cut to 200 runes.
 	Description string
-	// Scopes are the scope names a KindInvalidScope answer named, scrubbed.
-	Scopes     []string
-	RetryAfter time.Duration
+	RetryAfter  time.Duration
 	// Ambiguous is true when the server may have processed the request without the
 	// caller getting a usable answer: a timeout or a broken connection after the request
 	// was written, a 5xx, an unreadable 2xx. For a refresh the token may be spent, so the
@@ -59,6 +62,9 @@ type Error struct {
 	// Token is set only on an unusable 2xx that still carried a refresh token (only
 	// RefreshToken is filled in): the old one is spent, so the caller must store this one.
 	Token *Token
+	// Scopes are the scope names a KindInvalidScope answer named, scrubbed like the
+	// description; empty when none could be read with confidence.
+	Scopes []string
 
 	// cause is a context error, for errors.Is; never anything that holds a body.
 	cause error
@@ -108,7 +114,7 @@ func (e *Error) Unwrap() error { return e.cause }
 // changes: the client, its secret, the grant or the configuration.
 func (e *Error) Terminal() bool {
 	switch e.Kind {
-	case KindInvalidClient, KindInvalidGrant, KindGrantTypeNotAllowed, KindProductNotAllocated, KindHostNotAllowed, KindInvalidScope:
+	case KindInvalidClient, KindInvalidGrant, KindInvalidScope, KindGrantTypeNotAllowed, KindProductNotAllocated, KindHostNotAllowed:
 		return true
 	}
 	return false

@@ -24,6 +24,14 @@ var (
 	formResponseMIMEType = map[string]bool{"application/x-www-form-urlencoded": true, "text/plain": true}
 )
 
+var (
+	errBadAccessToken  = errors.New("the response's access_token is not an RFC 6750 bearer token (b64token)")
+	errBadRefreshToken = errors.New("the response's refresh_token has characters a refresh token cannot have (RFC 6749 appendix A.17)")
+	// b64token is RFC 6750 §2.1's b64token syntax: the only access tokens that can go
+	// into an Authorization header, and none can split a header or a Secret line.
+	b64token = regexp.MustCompile(`^[A-Za-z0-9\-._~+/]+=*$`)
+)
+
 // tokenFields are a token response's fields, every one optional and read leniently:
 // a field of an unexpected type counts as absent rather than spoiling the rest, so a
 // new refresh token survives a malformed neighbour.
@@ -34,7 +42,8 @@ type tokenFields struct {
 
 // parseTokenResponse reads a 2xx body. It returns an error when the answer cannot be
 // used; the Token it returns alongside holds whatever could be read (above all a
-// refresh token), or is nil when nothing could. Errors never quote the body.
+// refresh token that can be stored), or is nil when nothing could. Errors never quote
+// the body.
 func parseTokenResponse(contentType string, body []byte, requested []string) (*Token, error) {
 	f, err := decodeFields(contentType, body)
 	if err != nil {
@@ -51,14 +60,32 @@ func parseTokenResponse(contentType string, body []byte, requested []string) (*T
 		tok.Scopes = f.scope
 	}
 	switch {
+	case tok.RefreshToken != "" && !validRefreshToken(tok.RefreshToken):
+		// It cannot be stored, and the token it replaced may be spent: the answer is
+		// lost as surely as if it never came.
+		tok.RefreshToken = ""
+		return tok, errBadRefreshToken
 	case tok.AccessToken == "":
 		return tok, errNoAccessToken
+	case !b64token.MatchString(tok.AccessToken):
+		return tok, errBadAccessToken
 	case tok.TokenType == "" || strings.EqualFold(tok.TokenType, "Bearer"):
 		tok.TokenType = "Bearer"
 	default:
 		return tok, errNotBearer
 	}
 	return tok, nil
+}
+
+// validRefreshToken reports whether t is RFC 6749 appendix A.17's refresh-token,
+// 1*VSCHAR: printable ASCII and space, so no line break can reach a Secret or a log.
+func validRefreshToken(t string) bool {
+	for i := 0; i < len(t); i++ {
+		if t[i] < 0x20 || t[i] > 0x7e {
+			return false
+		}
+	}
+	return t != ""
 }
 
 // decodeFields reads JSON, the standard's format. A form-encoded answer, which

@@ -2,6 +2,7 @@ package tokenclient
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,8 @@ func FuzzParseTokenResponse(f *testing.F) {
 		{"application/json", `{"refresh_token":"rt","token_type":"mac"}`},
 		{"application/json", `{"access_token":{"nested":true},"refresh_token":["rt"]}`},
 		{"application/json", `{"message":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl\u0007"}`},
+		{"application/json", `{"access_token":"at\r\nX: 1","refresh_token":"rt\u0000"}`},
+		{"application/json", `{"access_token":"a b","refresh_token":"rt é"}`},
 		{"application/json", `{}`},
 		{"application/json", `[]`},
 		{"application/json", `null`},
@@ -63,6 +66,8 @@ func FuzzParseTokenResponse(f *testing.F) {
 		{"application/x-www-form-urlencoded", `access_token=%zz;refresh_token=rt`},
 		{"", "\xff\xfe{\"access_token\":\"x\"}"},
 		{"multipart/form-data; boundary=", `--`},
+		{"invalid_scope", `Unrecognized scope(s) ["a" "b\"c"] {valid=[x], invalid=[y, z]} Invalid scopes: q`},
+		{"access_denied", `{"scope":"a b","error_description":"Client has not been granted scopes: r, s"}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.contentType, []byte(s.body))
@@ -70,9 +75,11 @@ func FuzzParseTokenResponse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
 		tok, err := parseTokenResponse(contentType, body, []string{"marketplace"})
 		switch {
-		case err == nil && (tok == nil || tok.AccessToken == "" || tok.TokenType != "Bearer"):
+		case err == nil && (tok == nil || !b64token.MatchString(tok.AccessToken) || tok.TokenType != "Bearer"):
 			t.Fatalf("accepted an unusable token %+v", tok)
-		case err != nil && !errors.Is(err, errNotJSON) && !errors.Is(err, errNoAccessToken) && !errors.Is(err, errNotBearer):
+		case tok != nil && tok.RefreshToken != "" && !validRefreshToken(tok.RefreshToken):
+			t.Fatalf("handed back a refresh token that cannot be stored: %q", tok.RefreshToken)
+		case err != nil && !slices.ContainsFunc(parserErrors, func(e error) bool { return errors.Is(err, e) }):
 			t.Fatalf("error %v is not one of the parser's own (it might quote the body)", err)
 		case tok != nil && (tok.Lifetime < 0 || tok.Lifetime > maxLifetime || tok.Lifetime%time.Second != 0):
 			t.Fatalf("lifetime %s out of range", tok.Lifetime)
@@ -80,8 +87,27 @@ func FuzzParseTokenResponse(f *testing.F) {
 		for _, msg := range []string{describeBody(contentType, body, newRedactor(Endpoint{ClientSecret: "s"})), scrubPatterns(string(body))} {
 			checkMessage(t, msg)
 		}
+		// The same bytes as an error description: classified without a panic, and any
+		// scope names read from it are valid scope tokens fit for a message.
+		if kind, _ := kindFor(400, contentType, string(body), nil); kind == "" {
+			t.Fatal("no kind for a 400")
+		}
+		names := scopesNamed(string(body), body, newRedactor(Endpoint{ClientSecret: "s"}))
+		if len(names) > maxScopeNames {
+			t.Fatalf("%d scope names", len(names))
+		}
+		for _, name := range names {
+			if !isScopeToken(name) {
+				t.Fatalf("scope name %q is not a scope token", name)
+			}
+			checkMessage(t, name)
+		}
 	})
 }
+
+// parserErrors are the only errors parseTokenResponse may return: fixed texts, none
+// quoting the body.
+var parserErrors = []error{errNotJSON, errNoAccessToken, errNotBearer, errBadAccessToken, errBadRefreshToken}
 
 func checkMessage(t *testing.T, msg string) {
 	t.Helper()

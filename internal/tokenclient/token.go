@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -55,6 +57,14 @@ type Issuer interface {
 	Exchange(ctx context.Context, ep Endpoint, code, redirectURL, codeVerifier string) (*Token, error)
 }
 
+// Revoker revokes a token at an RFC 7009 revocation endpoint. It is apart from Issuer:
+// only deletion needs it.
+type Revoker interface {
+	// Revoke asks the server to revoke token; tokenTypeHint is "refresh_token",
+	// "access_token" or "". A server that does not know the token answers success.
+	Revoke(ctx context.Context, ep Endpoint, revocationURL, token, tokenTypeHint string) error
+}
+
 // Options for New.
 type Options struct {
 	// AllowedHosts are the only hosts (host, or host:port) a request is sent to.
@@ -88,7 +98,10 @@ type Client struct {
 	now       func() time.Time
 }
 
-var _ Issuer = (*Client)(nil)
+var (
+	_ Issuer  = (*Client)(nil)
+	_ Revoker = (*Client)(nil)
+)
 
 // New returns a Client.
 func New(opts Options) *Client {
@@ -179,13 +192,81 @@ func (c *Client) do(ctx context.Context, ep Endpoint, spent []string, send grant
 		Scopes:       ep.Scopes,
 	}
 	ex := &exchange{max: c.maxBody}
-	hc := &http.Client{
+	_, err = send(context.WithValue(ctx, oauth2.HTTPClient, c.httpClient(ex)), conf)
+	return c.outcome(ctx, ex, err, ep.Scopes, newRedactor(ep, spent...))
+}
+
+// httpClient sends one request of ex: no redirects, no cookies, the whole request
+// bounded by the timeout.
+func (c *Client) httpClient(ex *exchange) *http.Client {
+	return &http.Client{
 		Transport:     &onceTransport{base: c.transport, ex: ex},
 		Timeout:       c.timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	_, err = send(context.WithValue(ctx, oauth2.HTTPClient, hc), conf)
-	return c.outcome(ctx, ex, err, ep.Scopes, newRedactor(ep, spent...))
+}
+
+// Revoke revokes token at revocationURL (RFC 7009), with the same guarantees as a token
+// request: the allow-list, the explicit auth style, the rate limit, one send, and
+// errors that never carry the token or the secret. Any 2xx is success: the server
+// revoked the token or did not know it.
+func (c *Client) Revoke(ctx context.Context, ep Endpoint, revocationURL, token, tokenTypeHint string) error {
+	if token == "" {
+		return &Error{Kind: KindInvalidGrant, Description: "no token to revoke"}
+	}
+	style, err := authStyle(ep.AuthMethod)
+	if err != nil {
+		return err
+	}
+	if err := c.allowed.check(revocationURL); err != nil {
+		return err
+	}
+	if err := c.wait(ctx); err != nil {
+		return err
+	}
+	req, err := revocationRequest(ctx, ep, style, revocationURL, token, tokenTypeHint)
+	if err != nil {
+		return &Error{Kind: KindHostNotAllowed, Description: "the revocation URL cannot be requested"}
+	}
+	ex := &exchange{max: c.maxBody}
+	resp, err := c.httpClient(ex).Do(req)
+	if resp != nil {
+		resp.Body.Close()
+	}
+	red := newRedactor(ep, token)
+	switch {
+	case is2xx(ex.status):
+		// Revoked, or unknown to the server; what the body says does not matter.
+		return nil
+	case ex.tooBig:
+		return tooLarge(ex, c.maxBody, c.now())
+	case ex.read:
+		return refusal(retrieveError(ex), red, c.now())
+	}
+	return transportFailure(ctx, ex, err, red)
+}
+
+// revocationRequest builds the RFC 7009 form, authenticated exactly as style says.
+func revocationRequest(ctx context.Context, ep Endpoint, style oauth2.AuthStyle, revocationURL, token, tokenTypeHint string) (*http.Request, error) {
+	form := url.Values{"token": {token}}
+	if tokenTypeHint != "" {
+		form.Set("token_type_hint", tokenTypeHint)
+	}
+	if style == oauth2.AuthStyleInParams {
+		form.Set("client_id", ep.ClientID)
+		form.Set("client_secret", ep.ClientSecret)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, revocationURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if style == oauth2.AuthStyleInHeader {
+		// RFC 6749 §2.3.1, as x/oauth2 sends it for token requests.
+		req.SetBasicAuth(url.QueryEscape(ep.ClientID), url.QueryEscape(ep.ClientSecret))
+	}
+	return req, nil
 }
 
 // outcome reads what happened to the one request. x/oauth2 decides nothing on success:
@@ -231,9 +312,4 @@ func (c *Client) wait(ctx context.Context) error {
 		cause = context.DeadlineExceeded
 	}
 	return &Error{Kind: KindTransient, Description: "gave up waiting for the token request rate limit: " + cause.Error(), cause: cause}
-}
-
-// Revoker revokes a token at an RFC 7009 revocation endpoint.
-type Revoker interface {
-	Revoke(ctx context.Context, ep Endpoint, revocationURL, token, tokenTypeHint string) error
 }

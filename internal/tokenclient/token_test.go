@@ -155,6 +155,8 @@ func TestASuccessfulAnswerBecomesAToken(t *testing.T) {
 		"a form-encoded answer labelled as one":                   {"application/x-www-form-urlencoded", "access_token=at-new-0001&token_type=bearer&expires_in=1800&scope=marketplace+offline_access&refresh_token=rt-new-0002", &std},
 		"an unknown field is ignored":                             {"", tokenJSON(map[string]any{"id_token": "x", "expires_at": 5}), &std},
 		"a refresh_token of the wrong type counts as none at all": {"", tokenJSON(map[string]any{"refresh_token": 12}), changed(func(t *Token) { t.RefreshToken = "" })},
+		"every b64token character and trailing padding":           {"", tokenJSON(map[string]any{"access_token": "aZ09-._~+/=="}), changed(func(t *Token) { t.AccessToken = "aZ09-._~+/==" })},
+		"a refresh token may hold any VSCHAR, a space included":   {"", tokenJSON(map[string]any{"refresh_token": "rt ~!{}"}), changed(func(t *Token) { t.RefreshToken = "rt ~!{}" })},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+)
+
+var quiet = log.New(io.Discard, "", 0)
+
+func TestTheProfileFlagChoosesTheRefusals(t *testing.T) {
+	dir := t.TempDir()
+	seeded := filepath.Join(dir, "rt")
+	s, clients, err := newServer(config{
+		clients: []cdsandbox.Client{{ID: "login", Secret: "s", GrantTypes: []string{"authorization_code"}}},
+		ttl:     time.Minute, profile: "auth0", seed: "login:cust:" + seeded,
+	}, quiet)
+	if err != nil || clients != 1 {
+		t.Fatalf("newServer: %d clients, %v", clients, err)
+	}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	rt, err := os.ReadFile(seeded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {string(rt)}, "client_id": {"login"}, "client_secret": {"s"}}
+	var statuses []int
+	for range 2 {
+		resp, err := http.PostForm(srv.URL+"/connect/token", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		statuses = append(statuses, resp.StatusCode)
+	}
+	if statuses[0] != http.StatusOK || statuses[1] != http.StatusForbidden {
+		t.Errorf("statuses %v, want [200 403]: Auth0 answers a spent refresh token with 403", statuses)
+	}
+}
+
+func TestAnUnknownProfileIsRefusedWithTheChoices(t *testing.T) {
+	_, _, err := newServer(config{profile: "ping"}, quiet)
+	if err == nil || !strings.Contains(err.Error(), "--profile") || !strings.Contains(err.Error(), "cd, dex, keycloak, entra, okta, auth0, google") {
+		t.Errorf("err %v, want --profile and the choices", err)
+	}
+}
+
+func TestOfflineAccessWithoutConsentReachesTheServer(t *testing.T) {
+	const redirect = "https://app.example.com/cb"
+	for _, without := range []bool{false, true} {
+		s, _, err := newServer(config{
+			clients: []cdsandbox.Client{{ID: "login", Secret: "s", GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{redirect}}},
+			ttl:     time.Minute, offlineAccessWithoutConsent: without,
+		}, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(s)
+		noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := noFollow.PostForm(srv.URL+"/connect/authorize", url.Values{"client_id": {"login"}, "response_type": {"code"},
+			"redirect_uri": {redirect}, "scope": {"offline_access"}, "username": {"cust"}, "action": {"login"}})
+		srv.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		if granted := loc.Query().Get("scope") == "offline_access"; granted != without {
+			t.Errorf("--offline-access-without-consent=%t: offline_access granted %t", without, granted)
+		}
+	}
+}
