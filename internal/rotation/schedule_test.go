@@ -33,16 +33,16 @@ func TestRenewalSchedule(t *testing.T) {
 			lifetime: 90 * time.Second, earliest: 51 * time.Second, latest: 60 * time.Second,
 		},
 		"renewBefore longer than the lifetime is clamped to renewing a third of the way in": {
-			lifetime: 30 * time.Minute, renewBefore: time.Hour, earliest: 10 * time.Minute, latest: 10 * time.Minute, clamped: true,
+			lifetime: 30 * time.Minute, renewBefore: time.Hour, earliest: 10 * time.Minute, latest: 10*time.Minute + time.Second, clamped: true,
 		},
 		"renewBefore of nearly the whole lifetime is clamped the same way": {
-			lifetime: 30 * time.Minute, renewBefore: 29*time.Minute + 59*time.Second, earliest: 10 * time.Minute, latest: 10 * time.Minute, clamped: true,
+			lifetime: 30 * time.Minute, renewBefore: 29*time.Minute + 59*time.Second, earliest: 10 * time.Minute, latest: 10*time.Minute + time.Second, clamped: true,
 		},
 		"renewBefore of exactly two thirds of the lifetime is taken as it is": {
-			lifetime: 30 * time.Minute, renewBefore: 20 * time.Minute, earliest: 10 * time.Minute, latest: 10 * time.Minute,
+			lifetime: 30 * time.Minute, renewBefore: 20 * time.Minute, earliest: 10 * time.Minute, latest: 10*time.Minute + time.Second,
 		},
 		"the 2-minute floor gives way to the third-of-a-lifetime rule for a 150 s token": {
-			lifetime: 150 * time.Second, earliest: 50 * time.Second, latest: 50 * time.Second,
+			lifetime: 150 * time.Second, earliest: 50 * time.Second, latest: 51 * time.Second,
 		},
 		"no usable lifetime assumes the short fallback": {
 			lifetime: 0, earliest: 2 * time.Minute, latest: 3 * time.Minute,
@@ -116,5 +116,19 @@ func TestScheduleDue(t *testing.T) {
 				t.Errorf("Due(%s) = %v, want %v", tc.now, got, tc.due)
 			}
 		})
+	}
+}
+
+func TestRenewalIsNeverSoonerThanAThirdOfTheLifetimeWhateverTheFraction(t *testing.T) {
+	for _, lifetime := range []time.Duration{3 * time.Second, 30 * time.Second, 90 * time.Second, 30 * time.Minute} {
+		for ms := 0; ms < 1000; ms += 37 {
+			issued := time.Date(2026, 11, 29, 10, 0, 0, ms*int(time.Millisecond), time.UTC)
+			for _, renewBefore := range []time.Duration{0, lifetime - 100*time.Millisecond, 10 * lifetime} {
+				s, _ := Plan(issued, lifetime, renewBefore, "uid")
+				if gap := s.RenewAt.Sub(issued); gap < lifetime/3 {
+					t.Fatalf("lifetime %s, issued at +%dms, renewBefore %s: renewal %s after issuance, under a third of the lifetime", lifetime, ms, renewBefore, gap)
+				}
+			}
+		}
 	}
 }

@@ -1,0 +1,262 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/internal/manager"
+)
+
+// The tenant suite: each test is an attack by a user who may create, edit and delete
+// the operator's CRs in a namespace, and nothing else (DESIGN §8). The victims' Secrets
+// are created by someone else, as an administrator would.
+
+// everythingVisible is what a namespace user can see of the operator's doing: the CRs as
+// `kubectl get -o yaml` shows them, the namespace's events, and the manager's logs.
+func everythingVisible(t *testing.T, ns string, objs ...client.Object) string {
+	t.Helper()
+	var b strings.Builder
+	for _, o := range objs {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(o), o); err != nil {
+			t.Fatal(err)
+		}
+		y, _ := yaml.Marshal(o)
+		b.Write(y)
+	}
+	evs := &eventsv1.EventList{}
+	if err := k8s.List(context.Background(), evs, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs.Items {
+		b.WriteString(e.Reason + " " + e.Note + "\n")
+	}
+	b.WriteString(logSink.String())
+	return b.String()
+}
+
+func assertNotDisclosed(t *testing.T, haystack, secret string) {
+	t.Helper()
+	for form, encoded := range encodings(secret) {
+		if strings.Contains(haystack, encoded) {
+			t.Errorf("the victim's secret is disclosed %s", form)
+		}
+	}
+}
+
+// Finding 1: a CR that names a Secret's key as its client id must not copy that key's
+// value into status, conditions, events, logs or an authorization URL.
+func TestTenantCannotReadASecretThroughAClientSecretRef(t *testing.T) {
+	ns := newNamespace(t)
+	const password = "the-database-password-9f2b"
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"}, StringData: map[string]string{"password": password}})
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
+	addr := freeAddr(t)
+	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}, CallbackBindAddress: addr, CallbackURL: "http://" + addr + "/callback"})
+
+	// The attack.
+	cred := credential(ns, "app", cdv1.FlowAuthorizationCode, "db", idp.URL)
+	cred.Spec.ClientSecretRef.ClientIDKey, cred.Spec.ClientSecretRef.ClientSecretKey = "password", "password"
+	create(t, cred)
+	grant := userGrant(ns, "g", "app", "g-refresh")
+	create(t, grant)
+
+	eventually(t, 10*time.Second, "SecretNotOptedIn", credentialCondition(ns, "app", cdv1.StalledCondition, metav1.ConditionTrue, cdv1.SecretNotOptedInReason))
+	eventually(t, 10*time.Second, "the grant waits for its credential", grantCondition(ns, "g", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.CredentialNotReadyReason))
+	assertNotDisclosed(t, everythingVisible(t, ns, cred, grant), password)
+	if n := len(idp.AuthorizationRequests()) + len(idp.Stats().TokenRequests); n != 0 {
+		t.Errorf("%d requests reached the identity server", n)
+	}
+}
+
+// Finding 2: a second grant naming a refresh-token Secret another grant uses must send
+// nothing: two grants spending one single-use token revoke the customer's whole grant.
+func TestTenantCannotSpendAnotherGrantsRefreshToken(t *testing.T) {
+	f := newGrantFixture(t, 3*time.Second)
+	startManager(t, f.opts)
+	f.addGrant("victim")
+	eventually(t, 20*time.Second, "the victim rotates", f.rotations("victim", 1))
+
+	// The attack.
+	create(t, userGrant(f.ns, "thief", "login", "victim-refresh"))
+
+	eventually(t, 10*time.Second, "RefreshTokenSecretInUse", grantCondition(f.ns, "thief", cdv1.StalledCondition, metav1.ConditionTrue, cdv1.RefreshTokenSecretInUseReason))
+	g, _ := getGrant(f.ns, "victim")
+	eventually(t, 30*time.Second, "the victim keeps rotating", f.rotations("victim", g.Status.RotationCount+3))
+	st := f.idp.Stats()
+	if st.RefreshTokensReused != 0 || st.GrantsRevoked != 0 {
+		t.Errorf("the identity server saw %d reused tokens and revoked %d grants", st.RefreshTokensReused, st.GrantsRevoked)
+	}
+	thief, _ := getGrant(f.ns, "thief")
+	if thief.Status.RotationCount != 0 || thief.Status.ExpiresAt != nil {
+		t.Errorf("the thief's grant got a token: %+v", thief.Status)
+	}
+	rs, _ := getSecret(f.ns, "victim-refresh")
+	assertNotDisclosed(t, fmt.Sprintf("%+v", thief.Status), string(rs.Data["refresh_token"]))
+}
+
+// Finding 3: the callback must never write a customer's refresh token into a Secret it
+// may not write (and must not first exchange the code).
+func TestTenantCannotMakeTheCallbackOverwriteASecret(t *testing.T) {
+	f := newOnboardingFixture(t)
+	authURL := f.awaiting("evil") // its refresh-token Secret, "evil-refresh", does not exist yet
+	// Meanwhile a Secret of that name appears, holding something else.
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "evil-refresh"}, StringData: map[string]string{"refresh_token": "someone-elses-value"}}
+	create(t, foreign)
+
+	status, body := f.callback(f.login(authURL, "login"))
+	if status != http.StatusConflict || !strings.Contains(body, "not this grant&#39;s refresh-token Secret") {
+		t.Errorf("callback: HTTP %d %s, want 409", status, body)
+	}
+	s, _ := getSecret(f.ns, "evil-refresh")
+	if string(s.Data["refresh_token"]) != "someone-elses-value" || len(s.Annotations) != 0 || len(s.Labels) != 0 {
+		t.Errorf("the foreign Secret was changed: %+v", s)
+	}
+	if n := f.exchanges(); n != 0 {
+		t.Errorf("%d codes exchanged, want 0", n)
+	}
+	eventually(t, 10*time.Second, "the grant records the conflict", func() error {
+		g, err := getGrant(f.ns, "evil")
+		if err != nil {
+			return err
+		}
+		if a := g.Status.LastAuthorization; a == nil || a.Reason != cdv1.RefreshTokenSecretConflictReason {
+			return fmt.Errorf("lastAuthorization %+v", a)
+		}
+		return nil
+	})
+}
+
+// Finding 4: no spec value may make the operator send more than 3 token requests per
+// token lifetime.
+func TestTenantCannotMakeTheOperatorHammerTheIdentityServer(t *testing.T) {
+	const lifetime = 30 * time.Second
+	ns, idp := setupClientCredentials(t, lifetime, func(c *cdv1.CDCredential) {
+		c.Spec.RenewBefore = &metav1.Duration{Duration: lifetime - time.Second} // the attack
+	})
+	eventually(t, 10*time.Second, "Ready", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	start := time.Now()
+	first := idp.Stats().TokenRequests["client_credentials"]
+	window := 15 * time.Second
+	eventually(t, window+5*time.Second, "the window passes", func() error {
+		if time.Since(start) < window {
+			return fmt.Errorf("watching")
+		}
+		return nil
+	})
+	if n := idp.Stats().TokenRequests["client_credentials"] - first; n > 2 {
+		t.Errorf("%d token requests in %s with %s tokens: more than 3 per lifetime", n, window, lifetime)
+	}
+	c, _ := getCredential(ns, "pricing")
+	if msg := conditionMessage(c.Status.Conditions, cdv1.ReadyCondition); !strings.Contains(msg, "spec.renewBefore 29s") {
+		t.Errorf("Ready message %q does not say renewBefore was clamped", msg)
+	}
+}
+
+// Finding 5: an output Secret that cannot be written must not cost a token on every
+// retry: the conflict is found before anything is requested.
+func TestTenantCannotMakeTheOperatorSpendTokensOnAnUnwritableSecret(t *testing.T) {
+	ns := newNamespace(t)
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
+	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
+	create(t, clientSecret(ns, "api-client", apiClientID, apiClientSecret))
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "taken"}, StringData: map[string]string{"mine": "keep"}})
+	c := credential(ns, "api", cdv1.FlowClientCredentials, "api-client", idp.URL)
+	c.Spec.SecretName = "taken" // the attack
+	create(t, c)
+	eventually(t, 10*time.Second, "SecretNameConflict", credentialCondition(ns, "api", cdv1.StalledCondition, metav1.ConditionTrue, cdv1.SecretNameConflictReason))
+	if n := idp.Stats().TokenRequests["client_credentials"]; n != 0 {
+		t.Errorf("%d token requests for a Secret that cannot be written, want 0", n)
+	}
+}
+
+// Finding 7: declaring another namespace's public client id must not flag its CRs, nor
+// learn their names: a shared client is the same id and the same secret.
+func TestTenantCannotFlagAnotherNamespacesClient(t *testing.T) {
+	victimNS, attackerNS := newNamespace(t), newNamespace(t)
+	victimID := fmt.Sprintf("victim-%d", time.Now().UnixNano()) // a client id of this test's own, see flowmisuse_test
+	clients := append(centralDispatchClients(), cdsandbox.Client{ID: victimID, Secret: "victims-real-secret", GrantTypes: []string{"client_credentials"}})
+	idp := startSandbox(t, cdsandbox.Options{Clients: clients})
+	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}})
+	create(t, clientSecret(victimNS, "api-client", victimID, "victims-real-secret"))
+	create(t, credential(victimNS, "pricing", cdv1.FlowClientCredentials, "api-client", idp.URL))
+	eventually(t, 10*time.Second, "the victim is Ready", credentialCondition(victimNS, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+
+	// The attack: the victim's public id, with a secret of the attacker's own.
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: attackerNS, Name: "guess", Labels: map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeClient}}, StringData: map[string]string{"client_secret": "a-guess"}})
+	fake := credential(attackerNS, "copycat", cdv1.FlowAuthorizationCode, "guess", idp.URL)
+	fake.Spec.ClientID = victimID
+	create(t, fake)
+	eventually(t, 10*time.Second, "the copycat is Ready", credentialCondition(attackerNS, "copycat", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.ClientReadyReason))
+
+	for _, c := range []struct{ ns, name string }{{victimNS, "pricing"}, {attackerNS, "copycat"}} {
+		got, _ := getCredential(c.ns, c.name)
+		if err := conditionIs(got.Status.Conditions, cdv1.FlowMisuseCondition, metav1.ConditionFalse, cdv1.FlowCorrectReason); err != nil {
+			t.Errorf("%s/%s: %v", c.ns, c.name, err)
+		}
+	}
+	got, _ := getCredential(attackerNS, "copycat")
+	if y, _ := yaml.Marshal(got); strings.Contains(string(y), victimNS) {
+		t.Errorf("the attacker's CR names the victim's namespace")
+	}
+}
+
+// Refresh tokens are the customers' sessions: deleting a grant leaves them, unless the
+// grant asks for deletionPolicy Delete, which revokes the token first.
+func TestRefreshTokensOutliveTheirGrantUnlessDeletionPolicyIsDelete(t *testing.T) {
+	f := newGrantFixture(t, 30*time.Minute)
+	cred, _ := getCredential(f.ns, "login")
+	cred.Spec.RevocationURL = f.idp.URL + "/connect/revocation"
+	if err := k8s.Update(context.Background(), cred); err != nil {
+		t.Fatal(err)
+	}
+	startManager(t, f.opts)
+	f.addGrant("kept")
+	f.addGrant("gone")
+	g, _ := getGrant(f.ns, "gone")
+	g.Spec.DeletionPolicy = cdv1.DeletionPolicyDelete
+	if err := k8s.Update(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "both rotated", func() error {
+		if err := f.rotations("kept", 1)(); err != nil {
+			return err
+		}
+		return f.rotations("gone", 1)()
+	})
+	for _, name := range []string{"kept", "gone"} {
+		g, _ := getGrant(f.ns, name)
+		if err := k8s.Delete(context.Background(), g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "the Delete grant is gone with its refresh token", func() error {
+		if _, err := getGrant(f.ns, "gone"); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("grant still there: %v", err)
+		}
+		if _, err := getSecret(f.ns, "gone-refresh"); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("refresh-token Secret still there: %v", err)
+		}
+		return nil
+	})
+	if n := f.idp.Stats().Revocations; n != 1 {
+		t.Errorf("%d revocations, want 1", n)
+	}
+	kept, err := getSecret(f.ns, "kept-refresh")
+	if err != nil || len(kept.OwnerReferences) != 0 {
+		t.Fatalf("the retained refresh-token Secret: %v, owners %v", err, kept.OwnerReferences)
+	}
+	f.assertStoredTokenLive("kept")
+}
