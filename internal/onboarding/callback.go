@@ -204,13 +204,23 @@ func (c *Callback) checkTarget(ctx context.Context, grant *cdv1.CDUserGrant) err
 // claimState records the state as used with a resourceVersion-guarded patch; a replay,
 // or a second replica racing on the same callback, is refused before any exchange.
 func (c *Callback) claimState(ctx context.Context, grant *cdv1.CDUserGrant, st State) error {
-	before := grant.DeepCopy()
-	metav1.SetMetaDataAnnotation(&grant.ObjectMeta, UsedStateAnnotation, NonceHash(st))
-	err := c.Client.Patch(ctx, grant, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
-	if apierrors.IsConflict(err) {
-		return refuse(http.StatusConflict, "This authorization is already being completed.")
+	for range 5 {
+		before := grant.DeepCopy()
+		metav1.SetMetaDataAnnotation(&grant.ObjectMeta, UsedStateAnnotation, NonceHash(st))
+		err := c.Client.Patch(ctx, grant, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+		if !apierrors.IsConflict(err) {
+			return err
+		}
+		// The grant changed since it was read: its controller writes status all the
+		// time. Only another claim of this very state is a refusal.
+		if err := c.APIReader.Get(ctx, client.ObjectKeyFromObject(grant), grant); err != nil {
+			return err
+		}
+		if grant.Annotations[UsedStateAnnotation] == NonceHash(st) {
+			return refuse(http.StatusConflict, "This authorization is already being completed.")
+		}
 	}
-	return err
+	return refuse(http.StatusConflict, "The grant is changing too fast to complete this authorization; try again from the link.")
 }
 
 // exchange trades the code once and stores the refresh token.

@@ -52,6 +52,28 @@ func TestAdmissionRejectsBadSpecs(t *testing.T) {
 		"a grant whose output is its refresh-token Secret":         {grant(func(g *cdv1.CDUserGrant) { g.Spec.SecretName = "g-refresh" }), "pods would mount the customer's refresh token"},
 		"a grant whose default output is its refresh-token Secret": {grant(func(g *cdv1.CDUserGrant) { g.Spec.RefreshTokenSecretRef.Name = "g-token" }), "would overwrite the refresh-token Secret"},
 		"a grant with a negative renewBefore":                      {grant(func(g *cdv1.CDUserGrant) { g.Spec.RenewBefore = &metav1.Duration{Duration: -time.Minute} }), "spec.renewBefore"},
+		"authorizationParameters on a ClientCredentials one": {cc(func(c *cdv1.CDCredential) {
+			c.Spec.AuthorizationParameters = map[string]string{"prompt": "consent"}
+		}), "authorizationParameters is only valid with flow AuthorizationCode"},
+		"an authorization parameter the operator owns": {ac(func(c *cdv1.CDCredential) {
+			c.Spec.AuthorizationParameters = map[string]string{"redirect_uri": "https://evil.example/cb"}
+		}), "are set by the operator"},
+		"requireIssuerInResponse on a ClientCredentials one": {cc(func(c *cdv1.CDCredential) { c.Spec.RequireIssuerInResponse = true }), "requireIssuerInResponse is only valid with flow AuthorizationCode"},
+		"a plain http revocation URL":                        {ac(func(c *cdv1.CDCredential) { c.Spec.RevocationURL = "http://id.example.com/revoke" }), "must be an https:// URL"},
+		"a client id with a line break":                      {cc(func(c *cdv1.CDCredential) { c.Spec.ClientID = "id\nInjected: header" }), "spec.clientID"},
+		"a template label key that is not a label key": {cc(func(c *cdv1.CDCredential) {
+			c.Spec.SecretTemplate = &cdv1.SecretTemplate{Labels: map[string]cdv1.LabelValue{"bad key!": "x"}}
+		}), "label keys must be valid Kubernetes label keys"},
+		"a template label in the operator's own prefix": {cc(func(c *cdv1.CDCredential) {
+			c.Spec.SecretTemplate = &cdv1.SecretTemplate{Labels: map[string]cdv1.LabelValue{"cd.credops.io/owner": "CDCredential.other"}}
+		}), "outside the operator's own cd.credops.io/ prefix"},
+		"a template label value too long": {cc(func(c *cdv1.CDCredential) {
+			c.Spec.SecretTemplate = &cdv1.SecretTemplate{Labels: map[string]cdv1.LabelValue{"team": cdv1.LabelValue(strings.Repeat("a", 64))}}
+		}), "spec.secretTemplate.labels.team"},
+		"a template annotation in the operator's own prefix": {grant(func(g *cdv1.CDUserGrant) {
+			g.Spec.SecretTemplate = &cdv1.SecretTemplate{Annotations: map[string]cdv1.AnnotationValue{"cd.credops.io/expires-at": "never"}}
+		}), "outside the operator's own cd.credops.io/ prefix"},
+		"a deletion policy that does not exist": {grant(func(g *cdv1.CDUserGrant) { g.Spec.DeletionPolicy = "Shred" }), "supported values"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -72,7 +94,15 @@ func TestAdmissionAcceptsAndDefaultsGoodSpecs(t *testing.T) {
 	c := credential(ns, "ok", cdv1.FlowClientCredentials, "client", "")
 	c.Spec.TokenURL = "http://127.0.0.1:8085/connect/token"
 	c.Spec.RenewBefore = &metav1.Duration{Duration: 10 * time.Minute}
+	c.Spec.SecretTemplate = &cdv1.SecretTemplate{
+		Labels:      map[string]cdv1.LabelValue{"team": "pricing", "reloader.stakater.com/match": "true"},
+		Annotations: map[string]cdv1.AnnotationValue{"reloader.stakater.com/match": "true"},
+	}
 	create(t, c)
+	a := credential(ns, "app", cdv1.FlowAuthorizationCode, "client", "")
+	a.Spec.AuthorizationParameters = map[string]string{"prompt": "", "access_type": "offline"}
+	a.Spec.RequireIssuerInResponse = true
+	create(t, a)
 	got, err := getCredential(ns, "ok")
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +114,7 @@ func TestAdmissionAcceptsAndDefaultsGoodSpecs(t *testing.T) {
 	g := userGrant(ns, "g", "login", "g-refresh")
 	create(t, g)
 	gg, _ := getGrant(ns, "g")
-	if gg.Spec.RefreshTokenSecretRef.Key != "refresh_token" {
+	if gg.Spec.RefreshTokenSecretRef.Key != "refresh_token" || gg.Spec.DeletionPolicy != cdv1.DeletionPolicyRetain {
 		t.Errorf("refresh token key default not applied: %+v", gg.Spec)
 	}
 }

@@ -31,14 +31,32 @@ type onboardingFixture struct {
 	callbackURL string
 }
 
-func newOnboardingFixture(t *testing.T, mutate ...func(*cdv1.CDCredential)) *onboardingFixture {
+// fixtureOption changes the sandbox or the credential of an onboarding fixture.
+type fixtureOption func(*cdsandbox.Options, *cdv1.CDCredential)
+
+// asProvider makes the sandbox answer as another identity server would.
+func asProvider(p cdsandbox.Profile) fixtureOption {
+	return func(o *cdsandbox.Options, _ *cdv1.CDCredential) { o.Profile = p }
+}
+
+// withCredential changes the credential "login" before it is created.
+func withCredential(m func(*cdv1.CDCredential)) fixtureOption {
+	return func(_ *cdsandbox.Options, c *cdv1.CDCredential) { m(c) }
+}
+
+func newOnboardingFixture(t *testing.T, opts ...fixtureOption) *onboardingFixture {
 	t.Helper()
 	ns := newNamespace(t)
 	addr := freeAddr(t)
 	callbackURL := "http://" + addr + "/callback"
-	idp := startSandbox(t, cdsandbox.Options{Clients: []cdsandbox.Client{
+	sandbox := cdsandbox.Options{Clients: []cdsandbox.Client{
 		{ID: loginClientID, Secret: loginClientSecret, GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{callbackURL}},
-	}})
+	}}
+	cred := credential(ns, "login", cdv1.FlowAuthorizationCode, "login-client", "")
+	for _, o := range opts {
+		o(&sandbox, cred)
+	}
+	idp := startSandbox(t, sandbox)
 	startManager(t, manager.Options{
 		AllowedTokenHosts:   []string{idp.Host},
 		WatchNamespaces:     []string{ns},
@@ -47,9 +65,9 @@ func newOnboardingFixture(t *testing.T, mutate ...func(*cdv1.CDCredential)) *onb
 		KeySecret:           types.NamespacedName{Namespace: ns, Name: "operator-key"},
 	})
 	create(t, clientSecret(ns, "login-client", loginClientID, loginClientSecret))
-	cred := credential(ns, "login", cdv1.FlowAuthorizationCode, "login-client", idp.URL)
-	for _, m := range mutate {
-		m(cred)
+	cred.Spec.Issuer = idp.URL
+	if cred.Spec.AuthorizeURL != "" {
+		cred.Spec.AuthorizeURL = idp.URL + cred.Spec.AuthorizeURL // a path and query of the sandbox's
 	}
 	create(t, cred)
 	return &onboardingFixture{t: t, ns: ns, idp: idp, callbackURL: callbackURL}
@@ -465,4 +483,226 @@ func mustQuery(t *testing.T, raw string) url.Values {
 		t.Fatal(err)
 	}
 	return u.Query()
+}
+
+// TestACallbackWithoutACodeLeavesTheLinkWorking: a request to the callback that carries
+// a genuine state but no code (a crawler, a curious customer, an attacker who saw the
+// link) is refused without spending the link (issue 14, finding 6).
+func TestACallbackWithoutACodeLeavesTheLinkWorking(t *testing.T) {
+	f := newOnboardingFixture(t)
+	authURL := f.awaiting("acme")
+	state := mustQuery(t, authURL).Get("state")
+	if status, _ := f.callback(f.callbackURL + "?state=" + url.QueryEscape(state)); status != http.StatusBadRequest {
+		t.Errorf("HTTP %d, want 400", status)
+	}
+	if status, body := f.callback(f.login(authURL, "login")); status != http.StatusOK {
+		t.Fatalf("the link no longer works: %d %s", status, body)
+	}
+	eventually(t, 20*time.Second, "Ready", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+}
+
+// TestTheIssuerInTheResponseMustBeTheCredentials is RFC 9207's mix-up defence: an
+// authorization response naming another issuer, or none when the credential requires
+// it, is refused before any code is exchanged, and the link still works afterwards.
+func TestTheIssuerInTheResponseMustBeTheCredentials(t *testing.T) {
+	cases := map[string]struct {
+		require bool
+		tamper  func(url.Values)
+	}{
+		"another issuer": {tamper: func(q url.Values) { q.Set("iss", "https://evil.example") }},
+		"no issuer, with requireIssuerInResponse":         {require: true, tamper: func(q url.Values) { q.Del("iss") }},
+		"the issuer twice, the second another's":          {tamper: func(q url.Values) { q.Add("iss", "https://evil.example") }},
+		"an issuer that differs by a trailing slash only": {tamper: func(q url.Values) { q.Set("iss", q.Get("iss")+"/") }},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			f := newOnboardingFixture(t, withCredential(func(c *cdv1.CDCredential) { c.Spec.RequireIssuerInResponse = tc.require }))
+			authURL := f.awaiting("acme")
+			redirect := f.login(authURL, "login")
+			u, _ := url.Parse(redirect)
+			q := u.Query()
+			tc.tamper(q)
+			u.RawQuery = q.Encode()
+			if status, body := f.callback(u.String()); status != http.StatusBadRequest || !strings.Contains(body, "RFC 9207") {
+				t.Errorf("HTTP %d %s, want 400 naming RFC 9207", status, body)
+			}
+			if n := f.exchanges(); n != 0 {
+				t.Errorf("%d codes exchanged, want 0", n)
+			}
+			if status, body := f.callback(redirect); status != http.StatusOK {
+				t.Errorf("the genuine response after the refusal: %d %s", status, body)
+			}
+		})
+	}
+}
+
+// TestAuthorizationURLsCarryWhatTheProviderNeeds: an authorize endpoint with its own
+// query keeps it, the credential's authorizationParameters are sent, prompt=consent is
+// sent for offline_access unless the credential says otherwise, and the parameters the
+// operator owns cannot be set (CEL, see cel_test.go).
+func TestAuthorizationURLsCarryWhatTheProviderNeeds(t *testing.T) {
+	f := newOnboardingFixture(t, withCredential(func(c *cdv1.CDCredential) {
+		c.Spec.AuthorizeURL = "/connect/authorize?tenant=acme"
+		c.Spec.AuthorizationParameters = map[string]string{"audience": "https://api.example", "prompt": "login consent"}
+	}))
+	authURL := f.awaiting("acme")
+	q := mustQuery(t, authURL)
+	for k, want := range map[string]string{"tenant": "acme", "audience": "https://api.example", "prompt": "login consent", "client_id": loginClientID} {
+		if got := q.Get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	if status, body := f.callback(f.login(authURL, "login")); status != http.StatusOK {
+		t.Fatalf("callback: %d %s", status, body)
+	}
+	reqs := f.idp.AuthorizationRequests()
+	if len(reqs) == 0 || reqs[len(reqs)-1].Get("tenant") != "acme" || reqs[len(reqs)-1].Get("audience") != "https://api.example" {
+		t.Errorf("the identity server did not receive the parameters: %v", reqs)
+	}
+	eventually(t, 20*time.Second, "Ready", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+}
+
+// TestWithoutConsentACertifiedProviderIssuesNoRefreshTokenAndTheGrantSaysWhy: with
+// `prompt: ""` the operator sends no prompt, a certified provider (the sandbox's default)
+// then ignores offline_access (OpenID Connect Core §11), and the grant says so truthfully.
+func TestWithoutConsentACertifiedProviderIssuesNoRefreshTokenAndTheGrantSaysWhy(t *testing.T) {
+	f := newOnboardingFixture(t, withCredential(func(c *cdv1.CDCredential) {
+		c.Spec.AuthorizationParameters = map[string]string{"prompt": ""}
+	}))
+	authURL := f.awaiting("acme")
+	if q := mustQuery(t, authURL); q.Has("prompt") {
+		t.Errorf("prompt %q sent although the credential turned it off", q.Get("prompt"))
+	}
+	status, body := f.callback(f.login(authURL, "login"))
+	if status != http.StatusBadGateway || !strings.Contains(body, "issued no refresh token") {
+		t.Errorf("callback: %d %s", status, body)
+	}
+	eventually(t, 10*time.Second, "the grant says why", func() error {
+		g, err := getGrant(f.ns, "acme")
+		if err != nil {
+			return err
+		}
+		msg := conditionMessage(g.Status.Conditions, cdv1.ReadyCondition)
+		if !strings.Contains(msg, "prompt=consent") || !strings.Contains(msg, "granted: marketplace") {
+			return fmt.Errorf("Ready message %q does not name the likely cause and the granted scopes", msg)
+		}
+		return conditionIs(g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.AuthorizationFailedReason)
+	})
+}
+
+// TestAGoogleStyleProviderNeedsAccessTypeOffline: Google ignores offline_access and
+// issues a refresh token only for access_type=offline; the credential says so with
+// authorizationParameters.
+func TestAGoogleStyleProviderNeedsAccessTypeOffline(t *testing.T) {
+	for name, params := range map[string]map[string]string{
+		"without access_type the provider issues no refresh token": nil,
+		"with access_type=offline and prompt=consent it does":      {"access_type": "offline", "prompt": "consent"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newOnboardingFixture(t, asProvider(cdsandbox.ProfileGoogle), withCredential(func(c *cdv1.CDCredential) {
+				c.Spec.Scopes = []string{"openid", "email"}
+				c.Spec.AuthorizationParameters = params
+			}))
+			status, body := f.callback(f.login(f.awaiting("acme"), "login"))
+			if ok := params != nil; (status == http.StatusOK) != ok {
+				t.Fatalf("callback: %d %s", status, body)
+			}
+			if params != nil {
+				eventually(t, 20*time.Second, "Ready", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+			}
+		})
+	}
+}
+
+// TestAnAuthorizationErrorIsRecordedOnTheGrantAndTheLinkKept: Dex requires openid in
+// every login and answers a login without it with error=invalid_scope. The customer
+// sees why, the grant says what to change, and its link is not spent.
+func TestAnAuthorizationErrorIsRecordedOnTheGrantAndTheLinkKept(t *testing.T) {
+	f := newOnboardingFixture(t, asProvider(cdsandbox.ProfileDex), withCredential(func(c *cdv1.CDCredential) {
+		c.Spec.Scopes = []string{"offline_access"}
+	}))
+	authURL := f.awaiting("acme")
+	resp, err := noFollow.Get(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	redirect := resp.Header.Get("Location")
+	if q := mustQuery(t, redirect); q.Get("error") != "invalid_scope" {
+		t.Fatalf("Dex's answer %d %q, want a redirect with error=invalid_scope", resp.StatusCode, redirect)
+	}
+	status, body := f.callback(redirect)
+	if status != http.StatusForbidden || !strings.Contains(body, "invalid_scope") || !strings.Contains(body, "openid") {
+		t.Errorf("callback: %d %s, want 403 explaining invalid_scope", status, body)
+	}
+	eventually(t, 10*time.Second, "the grant says invalid_scope", func() error {
+		g, err := getGrant(f.ns, "acme")
+		if err != nil {
+			return err
+		}
+		if a := g.Status.LastAuthorization; a == nil || a.Error != "invalid_scope" {
+			return fmt.Errorf("lastAuthorization %+v", a)
+		}
+		if g.Status.AuthorizationURL != authURL {
+			return fmt.Errorf("the link changed or went: %q", g.Status.AuthorizationURL)
+		}
+		return conditionIs(g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.AuthorizationFailedReason)
+	})
+}
+
+// TestReauthorizationOnRequestKeepsTheGrantWorkingUntilTheCustomerLogsIn: the
+// cd.credops.io/reauthorize annotation (what `kubectl cd reauthorize` sets) offers a new
+// link while the current refresh token keeps rotating; the login replaces the token and
+// ends the request.
+func TestReauthorizationOnRequestKeepsTheGrantWorkingUntilTheCustomerLogsIn(t *testing.T) {
+	f := newOnboardingFixture(t)
+	create(t, refreshSecret(f.ns, "acme-refresh", f.idp.SeedGrant(loginClientID, "acme", []string{"marketplace", "offline_access"})))
+	create(t, userGrant(f.ns, "acme", "login", "acme-refresh"))
+	eventually(t, 10*time.Second, "Ready", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	g, _ := getGrant(f.ns, "acme")
+	patch := client.MergeFrom(g.DeepCopy())
+	metav1.SetMetaDataAnnotation(&g.ObjectMeta, cdv1.ReauthorizeAnnotation, time.Now().UTC().Format(time.RFC3339))
+	if err := k8s.Patch(context.Background(), g, patch); err != nil {
+		t.Fatal(err)
+	}
+	var authURL string
+	eventually(t, 10*time.Second, "a link while still Ready", func() error {
+		g, err := getGrant(f.ns, "acme")
+		if err != nil {
+			return err
+		}
+		if authURL = g.Status.AuthorizationURL; authURL == "" {
+			return fmt.Errorf("no link yet")
+		}
+		if err := conditionIs(g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.ReauthorizationRequestedReason); err != nil {
+			return err
+		}
+		return conditionIs(g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	})
+	before, _ := getSecret(f.ns, "acme-refresh")
+	if status, body := f.callback(f.login(authURL, "login")); status != http.StatusOK {
+		t.Fatalf("callback: %d %s", status, body)
+	}
+	eventually(t, 20*time.Second, "request done, new token in use", func() error {
+		g, err := getGrant(f.ns, "acme")
+		if err != nil {
+			return err
+		}
+		if _, still := g.Annotations[cdv1.ReauthorizeAnnotation]; still || g.Status.AuthorizationURL != "" {
+			return fmt.Errorf("annotation or link left: %v %q", g.Annotations, g.Status.AuthorizationURL)
+		}
+		return conditionIs(g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
+	})
+	after, _ := getSecret(f.ns, "acme-refresh")
+	if string(after.Data["refresh_token"]) == string(before.Data["refresh_token"]) {
+		t.Errorf("the refresh token was not replaced by the new login")
+	}
+	f.assertNoReuse(t)
+}
+
+func (f *onboardingFixture) assertNoReuse(t *testing.T) {
+	t.Helper()
+	if n := f.idp.Stats().RefreshTokensReused; n != 0 {
+		t.Errorf("%d spent refresh tokens presented again", n)
+	}
 }

@@ -1,0 +1,119 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/internal/manager"
+)
+
+// refuseTokenSecrets installs a ValidatingAdmissionPolicy that refuses, as Invalid,
+// every write of an operator output Secret in ns: what a platform team's policy engine
+// might do. It returns a func that lifts it.
+func refuseTokenSecrets(t *testing.T, ns string) (lift func()) {
+	t.Helper()
+	ctx := context.Background()
+	invalid := metav1.StatusReasonInvalid
+	fail := admissionv1.Fail
+	inNS := &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}
+	policy := &admissionv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-tokens-" + ns},
+		Spec: admissionv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: &fail,
+			MatchConstraints: &admissionv1.MatchResources{
+				NamespaceSelector: inNS,
+				ResourceRules: []admissionv1.NamedRuleWithOperations{{RuleWithOperations: admissionv1.RuleWithOperations{
+					Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update},
+					Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"secrets"}},
+				}}},
+			},
+			Validations: []admissionv1.Validation{{
+				Expression: "!has(object.metadata.labels) || !('" + cdv1.OwnerLabel + "' in object.metadata.labels)",
+				Message:    "access-token Secrets are not allowed in this namespace",
+				Reason:     &invalid,
+			}},
+		},
+	}
+	binding := &admissionv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
+			MatchResources:    &admissionv1.MatchResources{NamespaceSelector: inNS},
+		},
+	}
+	create(t, policy)
+	create(t, binding)
+	// The API server takes a moment to load a policy: probe until it refuses.
+	eventually(t, 30*time.Second, "the policy refuses", func() error {
+		probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe", Labels: map[string]string{cdv1.OwnerLabel: "probe"}}}
+		if err := k8s.Create(ctx, probe, client.DryRunAll); err == nil {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	return func() {
+		_ = k8s.Delete(ctx, binding)
+		_ = k8s.Delete(ctx, policy)
+	}
+}
+
+// TestAnOutputSecretTheAPIServerRefusesIsOnTheCRAndCostsNoSecondToken: a real API
+// server refuses the output Secret as Invalid. The CR says so with the API server's
+// reason and message, a Warning event is recorded, the write is retried with backoff,
+// and no second token is requested; once the policy is lifted the held token lands.
+func TestAnOutputSecretTheAPIServerRefusesIsOnTheCRAndCostsNoSecondToken(t *testing.T) {
+	ns := newNamespace(t)
+	lift := refuseTokenSecrets(t, ns)
+	defer lift()
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
+	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
+	create(t, clientSecret(ns, "pricing-client", apiClientID, apiClientSecret))
+	create(t, credential(ns, "pricing", cdv1.FlowClientCredentials, "pricing-client", idp.URL))
+	eventually(t, 30*time.Second, "SecretWriteFailed, retried with backoff", func() error {
+		c, err := getCredential(ns, "pricing")
+		if err != nil {
+			return err
+		}
+		if f := c.Status.LastFailure; f == nil || f.FailedAttempts < 2 {
+			return fmt.Errorf("lastFailure %+v", c.Status.LastFailure)
+		}
+		return conditionIs(c.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretWriteFailedReason)
+	})
+	c, _ := getCredential(ns, "pricing")
+	msg := conditionMessage(c.Status.Conditions, cdv1.ReadyCondition)
+	if !strings.Contains(msg, "(Invalid)") || !strings.Contains(msg, "access-token Secrets are not allowed in this namespace") {
+		t.Errorf("Ready message %q lacks the API server's reason and message", msg)
+	}
+	if n := idp.Stats().TokenRequests["client_credentials"]; n != 1 {
+		t.Errorf("%d token requests, want 1: the held token is written again, not re-requested", n)
+	}
+	eventually(t, 10*time.Second, "a SecretWriteFailed warning", func() error {
+		evs := &eventsv1.EventList{}
+		if err := k8s.List(context.Background(), evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Regarding.Name == "pricing" && e.Reason == cdv1.SecretWriteFailedReason && e.Type == corev1.EventTypeWarning {
+				return nil
+			}
+		}
+		return fmt.Errorf("no event")
+	})
+	lift()
+	eventually(t, 60*time.Second, "the held token lands", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	if n := idp.Stats().TokenRequests["client_credentials"]; n != 1 {
+		t.Errorf("%d token requests, want 1", n)
+	}
+}
