@@ -141,7 +141,7 @@ func requestedAt(v string, now time.Time) string {
 
 func printConditions(w io.Writer, conds []metav1.Condition, now time.Time) error {
 	if len(conds) == 0 {
-		_, err := fmt.Fprintln(w, "Conditions:\t<none>")
+		_, err := fmt.Fprintln(w, "Conditions: <none>")
 		return err
 	}
 	fmt.Fprintln(w, "Conditions:")

@@ -163,4 +163,3 @@ func DefaultEnv() Env {
 		OpenBrowser: openBrowser,
 	}
 }
-
