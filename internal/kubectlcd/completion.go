@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -42,7 +43,7 @@ func registerFlagCompletions(root *cobra.Command, o *options) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
 		defer cancel()
-		list, err := k.metadata.Resource(metav1.SchemeGroupVersion.WithResource("namespaces")).List(ctx, metav1.ListOptions{})
+		list, err := k.metadata.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
