@@ -106,7 +106,7 @@ func TestCommandLineMistakesExitOneWithOneLine(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r := kubectlCD(t, "", tc.args...)
 			first, rest, _ := strings.Cut(r.stderr, "\n")
-			if r.code != 1 || first != tc.wantError || !strings.Contains(rest, "Usage:\n  "+tc.wantUsage) || r.stdout != "" {
+			if r.code != 1 || first != tc.wantError || !strings.HasPrefix(rest, "Usage:\n  "+tc.wantUsage) || !strings.HasSuffix(rest, "--help' for the flags and examples.\n") || r.stdout != "" {
 				t.Errorf("want exit 1, %q and the usage of %q:\n%s", tc.wantError, tc.wantUsage, r)
 			}
 		})
@@ -121,7 +121,7 @@ func TestErrorsExitOneWithOneClearLine(t *testing.T) {
 	}{
 		"a name that is not there":         {[]string{"status", "nothing"}, `error: no CDCredential or CDUserGrant named "nothing" in namespace "team-ready"`},
 		"a grant that is not there":        {[]string{"authorize", "nothing"}, `error: CDUserGrant "nothing" not found in namespace "team-ready"`},
-		"a user without rights (--as)":     {[]string{"status", "--as", "nobody"}, `error: listing: cdcredentials.cd.credops.io is forbidden: User "nobody" cannot list resource "cdcredentials" in API group "cd.credops.io" in the namespace "team-ready"`},
+		"a user without rights (--as)":     {[]string{"status", "--as", "nobody"}, `error: listing CDCredentials: cdcredentials.cd.credops.io is forbidden: User "nobody" cannot list resource "cdcredentials" in API group "cd.credops.io" in the namespace "team-ready"`},
 		"a context that does not exist":    {[]string{"status", "--context", "nowhere"}, `error: context "nowhere" does not exist`},
 		"a kubeconfig that does not exist": {[]string{"status", "--kubeconfig", "/nonexistent/kubeconfig"}, "error: stat /nonexistent/kubeconfig: no such file or directory"},
 	}

@@ -180,7 +180,20 @@ func runExe(t *testing.T, exe, stdin string, args ...string) result {
 	} else if err != nil {
 		t.Fatalf("running %v: %v", args, err)
 	}
-	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+	r := result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+	logTranscript(t, filepath.Base(exe), args, r)
+	return r
+}
+
+// logTranscript shows a run as a terminal would (go test -v): the README's transcripts
+// come from here.
+func logTranscript(t *testing.T, exe string, args []string, r result) {
+	t.Helper()
+	name := "kubectl cd"
+	if exe != "kubectl-cd" {
+		name = exe
+	}
+	t.Logf("$ %s %s\n%s%s(exit %d)", name, strings.Join(args, " "), r.stdout, r.stderr, r.code)
 }
 
 // process is a run of the binary in the background.
@@ -250,7 +263,9 @@ func (p *process) wait() result {
 	case <-time.After(time.Minute):
 		p.t.Fatalf("kubectl cd did not exit; stdout %q stderr %q", p.stdout.String(), p.stderr.String())
 	}
-	return result{stdout: p.stdout.String(), stderr: p.stderr.String(), code: p.code}
+	r := result{stdout: p.stdout.String(), stderr: p.stderr.String(), code: p.code}
+	logTranscript(p.t, "kubectl-cd", p.cmd.Args[1:], r)
+	return r
 }
 
 // eventually polls check until it returns nil, failing the test with its last error.

@@ -58,11 +58,23 @@ func Main(args []string, env Env) int {
 	}
 	var usage *usageError
 	if errors.As(err, &usage) {
-		fmt.Fprintf(env.Streams.ErrOut, "error: %s\n\n%s", oneLine(err.Error()), cmd.UsageString())
+		fmt.Fprintf(env.Streams.ErrOut, "error: %s\n%s", oneLine(err.Error()), shortUsage(cmd))
 		return 1
 	}
 	fmt.Fprintf(env.Streams.ErrOut, "error: %s\n", oneLine(err.Error()))
 	return 1
+}
+
+// shortUsage is the usage lines of a command and where to read more: after a typo,
+// the whole flag list would bury the one line that matters.
+func shortUsage(cmd *cobra.Command) string {
+	var b strings.Builder
+	b.WriteString("Usage:\n  " + cmd.UseLine() + "\n")
+	if cmd.HasAvailableSubCommands() {
+		b.WriteString("  " + cmd.CommandPath() + " [command]\n")
+	}
+	b.WriteString("See '" + cmd.CommandPath() + " --help' for the flags and examples.\n")
+	return b.String()
 }
 
 // usageError is a mistake in the command line: it is shown with the usage.

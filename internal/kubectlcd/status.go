@@ -66,10 +66,13 @@ func (so *statusOptions) showAll(ctx context.Context) error {
 		ns = ""
 	}
 	var all []Summary
-	for _, ri := range []dynamic.ResourceInterface{k.credentials(ns), k.grants(ns)} {
-		list, err := ri.List(ctx, metav1.ListOptions{})
+	for _, r := range []struct {
+		plural string
+		ri     dynamic.ResourceInterface
+	}{{"CDCredentials", k.credentials(ns)}, {"CDUserGrants", k.grants(ns)}} {
+		list, err := r.ri.List(ctx, metav1.ListOptions{})
 		if err != nil {
-			return explainAPIError(err, "listing")
+			return explainAPIError(err, "listing "+r.plural)
 		}
 		for i := range list.Items {
 			s, err := summarize(&list.Items[i])
