@@ -60,6 +60,23 @@ func TestProgressWithoutATerminalPrintsEachChangeOnce(t *testing.T) {
 	}
 }
 
+func TestProgressHeldWhileThePersonTypes(t *testing.T) {
+	var buf bytes.Buffer
+	p := &progress{w: &buf, tty: true, clock: clocktesting.NewFakeClock(now), deadline: now.Add(time.Minute), text: "waiting"}
+	p.draw()
+	p.hold()
+	buf.Reset()
+	p.draw() // what the spinner's tick does
+	if buf.Len() != 0 {
+		t.Errorf("the spinner drew over the person's input: %q", buf.String())
+	}
+	p.release()
+	p.draw()
+	if !strings.Contains(buf.String(), "Waiting (60s left)") {
+		t.Errorf("not redrawn after release: %q", buf.String())
+	}
+}
+
 func TestProgressOnATerminalRedrawsOneLine(t *testing.T) {
 	var buf syncWriter
 	c := clocktesting.NewFakeClock(now)

@@ -272,7 +272,7 @@ func claimValue(name string, v any, now time.Time) string {
 	if n, ok := v.(json.Number); ok && timeClaims[name] {
 		if secs, err := n.Int64(); err == nil {
 			t := metav1.NewTime(time.Unix(secs, 0))
-			return n.String() + " (" + timestamp(&t, now) + ")"
+			return n.String() + " = " + timestamp(&t, now)
 		}
 	}
 	if s, ok := v.(string); ok {

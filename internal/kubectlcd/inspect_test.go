@@ -92,7 +92,7 @@ Header:
   alg:   HS256
   typ:   JWT
 Claims:
-  exp:     1795462860 (2026-11-23T19:41:00Z (in 41m))
+  exp:     1795462860 = 2026-11-23T19:41:00Z (in 41m)
   scope:   marketplace
   sub:     dispatcher@acme.example
 `

@@ -38,7 +38,9 @@ func checkCallbackEndpoint(raw string) error {
 // paste takes the redirected address from stdin and hands it to the callback.
 func (ao *authorizeOptions) paste(ctx context.Context, k *kube, name, authURL string, prog *progress) error {
 	prog.printf(ao.env.Streams.ErrOut, "After the login the browser is sent to the redirect URI; that page may not load.\nPaste its full address here and press Enter:\n")
+	prog.hold()
 	line, err := bufio.NewReader(io.LimitReader(ao.env.Streams.In, 64<<10)).ReadString('\n')
+	prog.release()
 	if err != nil && (!errors.Is(err, io.EOF) || strings.TrimSpace(line) == "") {
 		return fmt.Errorf("reading the redirected address: %w", err)
 	}

@@ -22,6 +22,7 @@ type progress struct {
 	text     string
 	frame    int
 	drawn    bool
+	held     bool // while the person types, the line is theirs
 	stop     chan struct{}
 	stopped  chan struct{}
 }
@@ -72,7 +73,7 @@ func (p *progress) set(text string) {
 
 // draw rewrites the spinner line; the caller holds mu.
 func (p *progress) draw() {
-	if p.text == "" {
+	if p.text == "" || p.held {
 		return
 	}
 	left := p.deadline.Sub(p.clock.Now()).Truncate(time.Second)
@@ -100,6 +101,20 @@ func (p *progress) printf(out io.Writer, format string, a ...any) {
 	if p.tty {
 		p.draw()
 	}
+}
+
+// hold stops redrawing (and clears the line) while the person types; release resumes.
+func (p *progress) hold() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clear()
+	p.held = true
+}
+
+func (p *progress) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held = false
 }
 
 // done stops the spinner and clears its line.
