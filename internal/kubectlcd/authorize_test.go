@@ -72,7 +72,7 @@ func TestProgressHeldWhileThePersonTypes(t *testing.T) {
 	}
 	p.release()
 	p.draw()
-	if !strings.Contains(buf.String(), "Waiting (60s left)") {
+	if !strings.Contains(buf.String(), "Waiting [60s left]") {
 		t.Errorf("not redrawn after release: %q", buf.String())
 	}
 }
@@ -85,7 +85,7 @@ func TestProgressOnATerminalRedrawsOneLine(t *testing.T) {
 	p.printf(&buf, "the link\n")
 	p.done()
 	got := buf.String()
-	for _, want := range []string{"\r\x1b[K⠋ Waiting for the customer to log in (2m left)", "\r\x1b[Kthe link\n"} {
+	for _, want := range []string{"\r\x1b[K⠋ Waiting for the customer to log in [2m left]", "\r\x1b[Kthe link\n"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("terminal output %q lacks %q", got, want)
 		}

@@ -80,7 +80,7 @@ func (p *progress) draw() {
 	if left < 0 {
 		left = 0
 	}
-	fmt.Fprintf(p.w, "\r\x1b[K%s %s (%s left)", spinner[p.frame%len(spinner)], capitalize(p.text), duration.HumanDuration(left))
+	fmt.Fprintf(p.w, "\r\x1b[K%s %s [%s left]", spinner[p.frame%len(spinner)], capitalize(p.text), duration.HumanDuration(left))
 	p.drawn = true
 }
 
