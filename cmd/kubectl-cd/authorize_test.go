@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -114,6 +115,26 @@ func TestAuthorizeGivesUpAfterItsTimeout(t *testing.T) {
 	r := kubectlCD(t, "", "--context", "waiting", "authorize", "globex", "--timeout", "2s")
 	want := "error: CDUserGrant team-waiting/globex is not Ready after 2s (waiting for the customer to log in (Ready: False AwaitingAuthorization)); run the command again to keep waiting\n"
 	if r.code != 1 || !strings.HasSuffix(r.stderr, want) || !strings.Contains(r.stdout, globexURL) {
+		t.Errorf("want %q:\n%s", want, r)
+	}
+}
+
+func TestAuthorizeInterruptedSaysWhereItStood(t *testing.T) {
+	fixtures(t)
+	p := start(t, nil, "--context", "waiting", "authorize", "globex")
+	p.waitOutput(globexURL)
+	eventually(t, 10*time.Second, "waiting", func() error {
+		if !strings.Contains(p.stderr.String(), "Waiting for the customer") {
+			return errorf("stderr %q", p.stderr.String())
+		}
+		return nil
+	})
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	r := p.wait()
+	want := "error: interrupted: CDUserGrant team-waiting/globex is not Ready yet (waiting for the customer to log in (Ready: False AwaitingAuthorization)); run the command again to keep waiting\n"
+	if r.code != 1 || !strings.HasSuffix(r.stderr, want) {
 		t.Errorf("want %q:\n%s", want, r)
 	}
 }

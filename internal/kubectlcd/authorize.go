@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -178,6 +181,10 @@ func (ao *authorizeOptions) confirm(question string) error {
 func (ao *authorizeOptions) wait(ctx context.Context, k *kube, name string, mode waitMode, initial grantState) error {
 	ctx, cancel := context.WithTimeout(ctx, ao.timeout)
 	defer cancel()
+	// Ctrl-C ends the wait cleanly (the spinner line cleared, the state said); only
+	// the wait catches it, so a prompt stays interruptible the ordinary way.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	out, errOut := ao.env.Streams.Out, ao.env.Streams.ErrOut
 	key := k.namespace + "/" + name
 	if isFalse(initial.ready) && authorizationFailureReasons[initial.ready.Reason] {
@@ -214,6 +221,8 @@ func (ao *authorizeOptions) wait(ctx context.Context, k *kube, name string, mode
 		return nil
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("CDUserGrant %s is not Ready after %s (%s); run the command again to keep waiting", key, ao.timeout, last.why)
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("interrupted: CDUserGrant %s is not Ready yet (%s); run the command again to keep waiting", key, last.why)
 	}
 	return err
 }

@@ -3,6 +3,7 @@ package kubectlcd
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -90,16 +91,8 @@ func explainAPIError(err error, doing string) error {
 	return fmt.Errorf("%s: %w", doing, err)
 }
 
-// isMissingCRD tells a missing resource type from a missing object: the API server
-// answers 404 without details for an unknown resource.
+// isMissingCRD tells a missing resource type from a missing object: for a type the
+// server does not serve, client-go turns the bare 404 into a generic NotFound.
 func isMissingCRD(err error) bool {
-	var status apierrors.APIStatus
-	if s, ok := err.(apierrors.APIStatus); ok {
-		status = s
-	}
-	if status == nil {
-		return false
-	}
-	d := status.Status().Details
-	return d == nil || d.Name == ""
+	return apierrors.IsNotFound(err) && strings.Contains(err.Error(), "the server could not find the requested resource")
 }

@@ -152,7 +152,7 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// context returns the command's context, or a background one in tests that run a
+// commandContext returns the command's context, or a background one in tests that run a
 // command without Execute.
 func commandContext(cmd *cobra.Command) context.Context {
 	if ctx := cmd.Context(); ctx != nil {
