@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -116,8 +115,8 @@ func buildBinary(dir string) error {
 		}
 	}
 	binary = filepath.Join(binDir, "kubectl-cd")
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	out, err := exec.Command(goTool, "build", "-o", binary, ".").CombinedOutput()
+	// go test puts its own toolchain first on PATH.
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%v: %s", err, out)
 	}
