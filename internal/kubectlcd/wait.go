@@ -171,7 +171,7 @@ func watchGrant(ctx context.Context, k *kube, name string, interrupts <-chan err
 		} else if !apierrors.IsNotFound(err) {
 			return explainAPIError(err, "reading CDUserGrant "+name)
 		}
-		if stop, err := handle(state); stop || err != nil {
+		if stop, err := handle(state); stop || err != nil || u == nil {
 			return err
 		}
 		w, err := ri.Watch(ctx, metav1.ListOptions{
