@@ -46,7 +46,10 @@ type options struct {
 // Main runs the plugin with the process's arguments and returns its exit code: 0 on
 // success (and for --help), 1 on any error, which is printed as one line.
 func Main(args []string, env Env) int {
-	if len(args) > 0 && strings.TrimSuffix(filepath.Base(args[0]), ".exe") == CompletionHelperName {
+	if len(args) == 0 {
+		args = []string{"kubectl-cd"}
+	}
+	if strings.TrimSuffix(filepath.Base(args[0]), ".exe") == CompletionHelperName {
 		// Called by kubectl's completion as the plugin's helper.
 		args = append([]string{args[0], cobra.ShellCompRequestCmd}, args[1:]...)
 	}
