@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
-	"github.com/credops/cd-credentials-operator/internal/authorizecli"
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 	"github.com/credops/cd-credentials-operator/internal/manager"
 	"github.com/credops/cd-credentials-operator/internal/onboarding"
@@ -362,117 +361,6 @@ func TestReauthorizationReplacesADeadToken(t *testing.T) {
 	rs, _ := getSecret(f.ns, "acme-refresh")
 	if len(rs.OwnerReferences) != 0 {
 		t.Errorf("the user's own refresh-token Secret became owned by the grant")
-	}
-}
-
-// runAuthorizeCLI runs `kubectl cd authorize` for a grant against the manager's
-// callback, pastes into it whatever paste returns once the CLI has printed the
-// authorization link, and returns the CLI's result and what it printed.
-func (f *onboardingFixture) runAuthorizeCLI(grant string, paste func(authURL string) string) (string, error) {
-	f.t.Helper()
-	in, typed := io.Pipe()
-	defer in.Close()
-	var out syncBuffer
-	done := make(chan error, 1)
-	opts := authorizecli.Options{
-		Grant: types.NamespacedName{Namespace: f.ns, Name: grant},
-		// What `kubectl port-forward` exposes: the callback's listener, under another
-		// address than the redirect URI the identity server sends the browser to.
-		CallbackEndpoint: strings.Replace(f.callbackURL, "127.0.0.1", "localhost", 1),
-		Wait:             20 * time.Second,
-	}
-	authURL := f.awaitingURL(grant) // a person runs the CLI on a grant awaiting authorization
-	go func() { done <- authorizecli.Run(context.Background(), k8s, opts, in, &out) }()
-	eventually(f.t, 10*time.Second, "the CLI prints the authorization link", func() error {
-		if !strings.Contains(out.String(), authURL) {
-			return fmt.Errorf("output %q", out.String())
-		}
-		return nil
-	})
-	// paste may fail the test, so it runs here; only the write waits on the CLI.
-	line := paste(authURL)
-	go func() { _, _ = fmt.Fprintln(typed, line) }()
-	select {
-	case err := <-done:
-		return out.String(), err
-	case <-time.After(time.Minute):
-		f.t.Fatalf("the CLI did not finish; it printed %q", out.String())
-		return "", nil
-	}
-}
-
-// TestKubectlCDAuthorizeOnboardsWithoutAnIngress: a person runs `kubectl cd authorize`,
-// opens the link, logs in as the customer and pastes back the address the browser was
-// sent to; the operator's own callback exchanges the code once and the grant rotates.
-func TestKubectlCDAuthorizeOnboardsWithoutAnIngress(t *testing.T) {
-	f := newOnboardingFixture(t)
-	create(t, userGrant(f.ns, "acme", "login", "acme-refresh"))
-	var redirect string
-	out, err := f.runAuthorizeCLI("acme", func(authURL string) string {
-		redirect = f.login(authURL, "login")
-		return redirect
-	})
-	if err != nil {
-		t.Fatalf("kubectl cd authorize: %v\n%s", err, out)
-	}
-	if !strings.Contains(out, "CDUserGrant "+f.ns+"/acme is Ready") {
-		t.Errorf("the CLI did not report the grant Ready:\n%s", out)
-	}
-	if code := mustQuery(t, redirect).Get("code"); strings.Contains(out, code) {
-		t.Errorf("the CLI printed the authorization code")
-	}
-	if n := f.exchanges(); n != 1 {
-		t.Errorf("%d code exchanges, want 1", n)
-	}
-	g, _ := getGrant(f.ns, "acme")
-	rs, err := getSecret(f.ns, "acme-refresh")
-	if err != nil || !metav1.IsControlledBy(rs, g) || g.Status.RotationCount < 1 {
-		t.Errorf("refresh-token Secret %v (err %v), rotations %d", rs.OwnerReferences, err, g.Status.RotationCount)
-	}
-}
-
-// TestKubectlCDAuthorizeRefusals: what the CLI refuses itself sends nothing; what the
-// operator refuses comes back with the operator's reason. Nothing is exchanged.
-func TestKubectlCDAuthorizeRefusals(t *testing.T) {
-	f := newOnboardingFixture(t)
-	cases := map[string]struct {
-		paste func(f *onboardingFixture, authURL string) string
-		want  string
-	}{
-		"an address for another grant's link": {
-			paste: func(f *onboardingFixture, _ string) string {
-				create(f.t, userGrant(f.ns, "other", "login", "other-refresh"))
-				return f.login(f.awaitingURL("other"), "login")
-			},
-			want: "another authorization link",
-		},
-		"the customer refused": {
-			paste: func(f *onboardingFixture, authURL string) string { return f.login(authURL, "deny") },
-			want:  "did not authorize the integration: access_denied",
-		},
-		"something that is not the redirect": {
-			paste: func(*onboardingFixture, string) string { return "I logged in" },
-			want:  "carries no state and code",
-		},
-	}
-	i := 0
-	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
-			i++
-			grant := fmt.Sprintf("refused-%d", i)
-			create(t, userGrant(f.ns, grant, "login", grant+"-refresh"))
-			before := f.exchanges()
-			out, err := f.runAuthorizeCLI(grant, func(authURL string) string { return tc.paste(f, authURL) })
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err %v, want %q\n%s", err, tc.want, out)
-			}
-			if f.exchanges() != before {
-				t.Errorf("a code was exchanged")
-			}
-			if g, _ := getGrant(f.ns, grant); conditionIs(g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.AwaitingAuthorizationReason) != nil {
-				t.Errorf("the grant is no longer awaiting authorization: %+v", g.Status.Conditions)
-			}
-		})
 	}
 }
 

@@ -1,0 +1,235 @@
+package main
+
+// The paste flow against the real operator: the manager with its callback server, the
+// sandbox identity server, and kubectl-cd handing the pasted redirect to the callback
+// as `kubectl port-forward` would expose it. (Moved here from test/integration when the
+// plugin was rebuilt; the outcome is now read from the API, not from the callback page.)
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/internal/manager"
+)
+
+const (
+	loginClientID     = "57fd8af0-login"
+	loginClientSecret = "login-secret-value-1"
+)
+
+// onboarding is a running operator with its callback and a sandbox whose
+// authorization-code client has that callback registered, in a namespace of its own
+// with the CDCredential "login".
+type onboarding struct {
+	t           *testing.T
+	ns          string
+	idp         *cdsandbox.Server
+	idpURL      string
+	callbackURL string
+}
+
+func newOnboarding(t *testing.T) *onboarding {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "onboard-"}}
+	create(t, ns)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	callbackURL := "http://" + addr + "/callback"
+	idp := cdsandbox.New(cdsandbox.Options{Clients: []cdsandbox.Client{
+		{ID: loginClientID, Secret: loginClientSecret, GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{callbackURL}},
+	}})
+	hs := httptest.NewServer(idp)
+	t.Cleanup(hs.Close)
+	idp.SetIssuer(hs.URL)
+	startManager(t, manager.Options{
+		AllowedTokenHosts:   []string{hs.Listener.Addr().String()},
+		WatchNamespaces:     []string{ns.Name},
+		CallbackBindAddress: addr,
+		CallbackURL:         callbackURL,
+		Key:                 []byte("kubectl-cd-test-operator-key-0123456789"),
+	})
+	create(t, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "login-client", Labels: map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeClient}},
+		StringData: map[string]string{"client_id": loginClientID, "client_secret": loginClientSecret},
+	})
+	cred := credential(ns.Name, "login", cdv1.FlowAuthorizationCode, "login-client")
+	cred.Spec.Issuer = hs.URL
+	create(t, cred)
+	return &onboarding{t: t, ns: ns.Name, idp: idp, idpURL: hs.URL, callbackURL: callbackURL}
+}
+
+// startManager runs the real manager until the test ends.
+func startManager(t *testing.T, opts manager.Options) {
+	t.Helper()
+	opts.SeveralPerProcess = true
+	opts.MetricsBindAddress, opts.HealthProbeBindAddress = "0", "0"
+	ctx, cancel := context.WithCancel(context.Background())
+	mgr, err := manager.New(ctx, cfg, opts)
+	if err != nil {
+		cancel()
+		t.Fatalf("creating the manager: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("manager: %v", err)
+			}
+		case <-time.After(time.Minute):
+			t.Errorf("the manager did not stop within a minute")
+		}
+	})
+}
+
+// awaiting creates a grant without a refresh token and returns its link.
+func (o *onboarding) awaiting(name string) string {
+	o.t.Helper()
+	create(o.t, userGrant(o.ns, name, "login", name+"-refresh"))
+	var authURL string
+	eventually(o.t, 20*time.Second, "the authorization link of "+name, func() error {
+		authURL = getGrant(o.t, o.ns, name).Status.AuthorizationURL
+		if authURL == "" {
+			return fmt.Errorf("no authorizationURL yet")
+		}
+		return nil
+	})
+	return authURL
+}
+
+var noFollow = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 10 * time.Second}
+
+// login opens the link as a browser would, submits the sandbox's form (action "login"
+// or "deny") and returns where the identity server redirects the browser.
+func (o *onboarding) login(authURL, action string) string {
+	o.t.Helper()
+	resp, err := noFollow.Get(authURL)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		o.t.Fatalf("authorization page: HTTP %d", resp.StatusCode)
+	}
+	u, _ := url.Parse(authURL)
+	form := u.Query()
+	form.Set("username", "dispatcher@acme.example")
+	form.Set("action", action)
+	resp, err = noFollow.PostForm(o.idpURL+"/connect/authorize", form)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, o.callbackURL) {
+		o.t.Fatalf("login: HTTP %d to %q", resp.StatusCode, loc)
+	}
+	return loc
+}
+
+func (o *onboarding) exchanges() int { return o.idp.Stats().TokenRequests["authorization_code"] }
+
+// authorizeByPaste runs `kubectl cd authorize --callback-endpoint` on a grant and, once
+// it asks, pastes what paste returns.
+func (o *onboarding) authorizeByPaste(grant, authURL string, paste func() string) result {
+	o.t.Helper()
+	// What `kubectl port-forward` exposes: the callback's listener under another address
+	// than the redirect URI the identity server sends the browser to.
+	endpoint := strings.Replace(o.callbackURL, "127.0.0.1", "localhost", 1)
+	p := start(o.t, nil, "-n", o.ns, "authorize", grant, "--callback-endpoint", endpoint, "--timeout", "1m")
+	p.waitOutput(authURL)
+	eventually(o.t, 10*time.Second, "the prompt", func() error {
+		if !strings.Contains(p.stderr.String(), "Paste its full address here and press Enter:\n") {
+			return fmt.Errorf("stderr %q", p.stderr.String())
+		}
+		return nil
+	})
+	if _, err := fmt.Fprintln(p.stdin, paste()); err != nil {
+		o.t.Fatal(err)
+	}
+	return p.wait()
+}
+
+// TestAuthorizePasteFlowOnboardsWithoutAnIngress: a person runs kubectl cd authorize,
+// opens the link, logs in as the customer and pastes back the address the browser was
+// sent to; the operator's own callback exchanges the code once and the grant rotates.
+func TestAuthorizePasteFlowOnboardsWithoutAnIngress(t *testing.T) {
+	o := newOnboarding(t)
+	authURL := o.awaiting("acme")
+	var redirect string
+	r := o.authorizeByPaste("acme", authURL, func() string {
+		redirect = o.login(authURL, "login")
+		return redirect
+	})
+	if r.code != 0 || !strings.Contains(r.stdout, "CDUserGrant "+o.ns+"/acme is Ready: TokenIssued") || !strings.Contains(r.stderr, "The operator's callback accepted the login.\n") {
+		t.Errorf("%s", r)
+	}
+	u, _ := url.Parse(redirect)
+	if code := u.Query().Get("code"); code == "" || strings.Contains(r.stdout+r.stderr, code) {
+		t.Errorf("the CLI printed the authorization code (or there was none)")
+	}
+	if n := o.exchanges(); n != 1 {
+		t.Errorf("%d code exchanges, want 1", n)
+	}
+	if g := getGrant(t, o.ns, "acme"); g.Status.RotationCount < 1 {
+		t.Errorf("rotations %d", g.Status.RotationCount)
+	}
+}
+
+// TestAuthorizePasteFlowRefusals: what the CLI refuses itself sends nothing; what the
+// operator refuses comes back with the operator's reason, read from the API. Nothing is
+// exchanged.
+func TestAuthorizePasteFlowRefusals(t *testing.T) {
+	o := newOnboarding(t)
+	cases := map[string]struct {
+		paste func(authURL string) string
+		want  string
+	}{
+		"an address for another grant's link": {
+			paste: func(string) string { return o.login(o.awaiting("other"), "login") },
+			want:  "error: that address answers another authorization link (its state differs): open the link printed above and paste where it leads\n",
+		},
+		"the customer refused": {
+			paste: func(authURL string) string { return o.login(authURL, "deny") },
+			want:  "is not authorized: AuthorizationDenied: The identity server answered access_denied. The customer declined, or the identity server refused them. They can try again from the same link.\n",
+		},
+		"something that is not the redirect": {
+			paste: func(string) string { return "I logged in" },
+			want:  "error: that address carries no state and code: paste the address the browser was sent to after logging in\n",
+		},
+	}
+	i := 0
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			i++
+			grant := fmt.Sprintf("refused-%d", i)
+			authURL := o.awaiting(grant)
+			before := o.exchanges()
+			r := o.authorizeByPaste(grant, authURL, func() string { return tc.paste(authURL) })
+			if r.code != 1 || !strings.HasSuffix(r.stderr, tc.want) {
+				t.Errorf("want exit 1 and %q:\n%s", tc.want, r)
+			}
+			if o.exchanges() != before {
+				t.Errorf("a code was exchanged")
+			}
+		})
+	}
+}

@@ -1,0 +1,169 @@
+package kubectlcd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// The paste flow, for clusters whose callback the customer's browser cannot reach:
+// the person pastes the address the browser was redirected to, and the plugin hands its
+// query to the operator's callback (typically through kubectl port-forward), the same
+// code path as a browser redirect. The plugin looks only at the HTTP status of the
+// answer; what happened is read from the grant's status and Events, never from the page.
+
+// refusalWait bounds how long a refused callback's reason is looked for in the API.
+const refusalWait = 15 * time.Second
+
+// checkCallbackEndpoint refuses what is not an http(s) URL before anything is sent.
+func checkCallbackEndpoint(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--callback-endpoint %q is not an http(s) URL", raw)
+	}
+	return nil
+}
+
+// paste takes the redirected address from stdin and hands it to the callback.
+func (ao *authorizeOptions) paste(ctx context.Context, k *kube, name, authURL string, prog *progress) error {
+	prog.printf(ao.env.Streams.ErrOut, "After the login the browser is sent to the redirect URI; that page may not load.\nPaste its full address here and press Enter:\n")
+	prog.hold()
+	line, err := bufio.NewReader(io.LimitReader(ao.env.Streams.In, 64<<10)).ReadString('\n')
+	prog.release()
+	if err != nil && (!errors.Is(err, io.EOF) || strings.TrimSpace(line) == "") {
+		return fmt.Errorf("reading the redirected address: %w", err)
+	}
+	query, err := redirectQuery(strings.TrimSpace(line), authURL)
+	if err != nil {
+		return err
+	}
+	since := ao.env.Clock.Now()
+	status, err := replay(ctx, ao.callbackEndpoint, query)
+	if err != nil {
+		return err
+	}
+	if status >= 200 && status < 300 {
+		prog.printf(ao.env.Streams.ErrOut, "The operator's callback accepted the login.\n")
+		return nil
+	}
+	return fmt.Errorf("the operator refused the authorization (HTTP %d): %s", status, refusalReason(ctx, k, name, since))
+}
+
+// redirectQuery checks a pasted address is the redirect for this very link (same state)
+// and returns the query to hand on. Nothing is sent for an address that is not.
+func redirectQuery(pasted, authURL string) (url.Values, error) {
+	u, err := url.Parse(pasted)
+	if err != nil || pasted == "" {
+		return nil, errors.New("that is not an address: paste the full address the browser was sent to")
+	}
+	q := u.Query()
+	if q.Get("state") == "" || (q.Get("code") == "" && q.Get("error") == "") {
+		return nil, errors.New("that address carries no state and code: paste the address the browser was sent to after logging in")
+	}
+	want, _ := url.Parse(authURL)
+	if want == nil || q.Get("state") != want.Query().Get("state") {
+		return nil, errors.New("that address answers another authorization link (its state differs): open the link printed above and paste where it leads")
+	}
+	return q, nil
+}
+
+// replay sends the redirect's query to the callback and returns the HTTP status. The
+// body is not read: it is a page for people.
+func replay(ctx context.Context, endpoint string, query url.Values) (int, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return 0, err
+	}
+	u.RawQuery = query.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		// The error names the URL, which carries the code: say where, not what.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, fmt.Errorf("reaching the operator's callback at %s://%s%s (is kubectl port-forward running?): %w", u.Scheme, u.Host, u.Path, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// refusalReason finds why the callback refused: the grant's Ready condition when it
+// names an authorization failure, or the AuthorizationFailed Event the callback
+// recorded since the replay. Both are written by the operator for people to read.
+func refusalReason(ctx context.Context, k *kube, name string, since time.Time) string {
+	var why string
+	_ = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, refusalWait, true, func(ctx context.Context) (bool, error) {
+		if u, err := k.grants(k.namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			if s := stateOf(u); isFalse(s.ready) && authorizationFailureReasons[s.ready.Reason] {
+				why = describe(s.ready)
+				return true, nil
+			}
+		}
+		why = latestFailureEvent(ctx, k, name, since)
+		return why != "", nil
+	})
+	if why == "" {
+		return "the reason is in `kubectl describe cdusergrant " + name + "`"
+	}
+	return why
+}
+
+// latestFailureEvent is the message of the newest AuthorizationFailed Event on the
+// grant recorded at or after since ("" if none).
+func latestFailureEvent(ctx context.Context, k *kube, name string, since time.Time) string {
+	list, err := k.dynamic.Resource(eventsResource).Namespace(k.namespace).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.SelectorFromSet(fields.Set{
+			"involvedObject.kind": grantKind,
+			"involvedObject.name": name,
+			"reason":              "AuthorizationFailed",
+		}).String(),
+	})
+	if err != nil {
+		return ""
+	}
+	var newest time.Time
+	var msg string
+	for i := range list.Items {
+		at := eventTime(&list.Items[i])
+		if at.Before(since.Add(-time.Second)) || at.Before(newest) {
+			continue
+		}
+		newest = at
+		msg, _, _ = unstructured.NestedString(list.Items[i].Object, "message")
+	}
+	return oneLine(msg)
+}
+
+// eventTime is when an Event last happened, whichever API recorded it.
+func eventTime(e *unstructured.Unstructured) time.Time {
+	latest := e.GetCreationTimestamp().Time
+	for _, path := range [][]string{{"eventTime"}, {"lastTimestamp"}, {"series", "lastObservedTime"}} {
+		s, _, _ := unstructured.NestedString(e.Object, path...)
+		for _, layout := range []string{time.RFC3339Nano, time.RFC3339} {
+			if t, err := time.Parse(layout, s); err == nil {
+				if t.After(latest) {
+					latest = t
+				}
+				break
+			}
+		}
+	}
+	return latest
+}

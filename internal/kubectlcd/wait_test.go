@@ -1,0 +1,157 @@
+package kubectlcd
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func cond(typ string, status metav1.ConditionStatus, reason string, ltt time.Duration) *metav1.Condition {
+	return &metav1.Condition{Type: typ, Status: status, Reason: reason, Message: reason + " message", LastTransitionTime: *at(ltt)}
+}
+
+// States a grant goes through, as the operator writes them.
+var (
+	awaitingLogin = grantState{
+		ready:  cond("Ready", "False", "AwaitingAuthorization", -time.Hour),
+		reauth: cond("ReauthorizationRequired", "True", "RefreshTokenMissing", -time.Hour),
+		url:    "https://idp/authorize?state=S1",
+	}
+	awaitingNoLink = grantState{
+		ready:  cond("Ready", "False", "AwaitingAuthorization", -time.Hour),
+		reauth: cond("ReauthorizationRequired", "True", "RefreshTokenMissing", -time.Hour),
+	}
+	rejectedAwaiting = grantState{
+		ready:   cond("Ready", "False", "RefreshTokenRejected", -time.Hour),
+		reauth:  cond("ReauthorizationRequired", "True", "RefreshTokenRejected", -time.Hour),
+		stalled: cond("Stalled", "True", "RefreshTokenRejected", -time.Hour),
+		url:     "https://idp/authorize?state=S1",
+	}
+	tokenStored = grantState{
+		ready:  cond("Ready", "False", "AwaitingAuthorization", -time.Hour),
+		reauth: cond("ReauthorizationRequired", "False", "RefreshTokenValid", 0),
+	}
+	readyNow = grantState{
+		ready:  cond("Ready", "True", "TokenIssued", 0),
+		reauth: cond("ReauthorizationRequired", "False", "RefreshTokenValid", 0),
+	}
+	deniedNow = grantState{
+		ready:  cond("Ready", "False", "AuthorizationDenied", -time.Hour),
+		reauth: cond("ReauthorizationRequired", "True", "RefreshTokenMissing", -time.Hour),
+		url:    "https://idp/authorize?state=S1",
+	}
+	rejectedAfterLogin = grantState{
+		ready:   cond("Ready", "False", "RefreshTokenRejected", time.Second),
+		reauth:  cond("ReauthorizationRequired", "True", "RefreshTokenRejected", time.Second),
+		stalled: cond("Stalled", "True", "RefreshTokenRejected", time.Second),
+	}
+	conflictNow = grantState{
+		ready:   cond("Ready", "False", "RefreshTokenSecretConflict", 0),
+		reauth:  cond("ReauthorizationRequired", "False", "RefreshTokenNotChecked", 0),
+		stalled: cond("Stalled", "True", "RefreshTokenSecretConflict", 0),
+	}
+	// Reauthorization: the grant stays Ready while the annotation is set.
+	readyRequested            = with(readyNow, func(s *grantState) { s.reauthorize = "2026-11-23T19:00:00Z" })
+	readyRequestedWithLink    = with(readyRequested, func(s *grantState) { s.url = "https://idp/authorize?state=S2" })
+	oldTokenRejectedMeanwhile = with(rejectedAfterLogin, func(s *grantState) {
+		s.reauthorize = "2026-11-23T19:00:00Z"
+		s.url = "https://idp/authorize?state=S2"
+	})
+	readyAgainAfterNewLogin = with(readyNow, func(s *grantState) { s.ready.LastTransitionTime = *at(time.Minute) })
+)
+
+func with(s grantState, change func(*grantState)) grantState {
+	c := s
+	for _, p := range []**metav1.Condition{&c.ready, &c.reauth, &c.stalled} {
+		if *p != nil {
+			copied := **p
+			*p = &copied
+		}
+	}
+	change(&c)
+	return c
+}
+
+func TestTrackerDecides(t *testing.T) {
+	cases := map[string]struct {
+		mode    waitMode
+		initial grantState
+		states  []grantState
+		want    outcome
+		wantWhy string
+	}{
+		"authorize: the customer logs in and the token is issued": {
+			mode: authorizeMode, initial: awaitingLogin, states: []grantState{awaitingLogin, tokenStored, readyNow},
+			want: succeeded, wantWhy: "TokenIssued",
+		},
+		"authorize: waits while the link is not yet published": {
+			mode: authorizeMode, initial: awaitingNoLink, states: []grantState{awaitingNoLink},
+			want: waiting, wantWhy: "publish an authorization link",
+		},
+		"authorize: waits for the customer while the link is there": {
+			mode: authorizeMode, initial: awaitingLogin, states: []grantState{awaitingLogin},
+			want: waiting, wantWhy: "waiting for the customer to log in (Ready: False AwaitingAuthorization)",
+		},
+		"authorize: a stored token is reported while the first token is minted": {
+			mode: authorizeMode, initial: awaitingLogin, states: []grantState{tokenStored},
+			want: waiting, wantWhy: "the customer logged in",
+		},
+		"authorize: the customer refuses": {
+			mode: authorizeMode, initial: awaitingLogin, states: []grantState{deniedNow},
+			want: failed, wantWhy: "AuthorizationDenied: AuthorizationDenied message",
+		},
+		"authorize: a denial already there when the wait began is not news": {
+			mode: authorizeMode, initial: deniedNow, states: []grantState{deniedNow},
+			want: waiting, wantWhy: "waiting for the customer to log in",
+		},
+		"authorize: a dead grant being re-authorized waits despite its Stalled rejection": {
+			mode: authorizeMode, initial: rejectedAwaiting, states: []grantState{rejectedAwaiting},
+			want: waiting, wantWhy: "waiting for the customer to log in (Ready: False RefreshTokenRejected)",
+		},
+		"authorize: the new token is rejected after the login": {
+			mode: authorizeMode, initial: rejectedAwaiting, states: []grantState{tokenStored, rejectedAfterLogin},
+			want: failed, wantWhy: "the customer must log in again: RefreshTokenRejected",
+		},
+		"authorize: the refresh-token Secret belongs to another grant": {
+			mode: authorizeMode, initial: awaitingLogin, states: []grantState{conflictNow},
+			want: failed, wantWhy: "RefreshTokenSecretConflict: RefreshTokenSecretConflict message",
+		},
+		"authorize: the grant is deleted": {
+			mode: authorizeMode, initial: awaitingLogin, states: []grantState{{deleted: true}},
+			want: failed, wantWhy: "deleted",
+		},
+		"reauthorize: a Ready grant is not done while the annotation is there": {
+			mode: reauthorizeMode, initial: readyRequested, states: []grantState{readyRequested, readyRequestedWithLink},
+			want: waiting, wantWhy: "waiting for the customer to log in (Ready: True TokenIssued)",
+		},
+		"reauthorize: done when the operator removes the annotation": {
+			mode: reauthorizeMode, initial: readyRequested, states: []grantState{readyRequestedWithLink, readyAgainAfterNewLogin},
+			want: succeeded, wantWhy: "TokenIssued",
+		},
+		"reauthorize: the old token rejected meanwhile does not end the wait, the link still works": {
+			mode: reauthorizeMode, initial: readyRequested, states: []grantState{readyRequestedWithLink, oldTokenRejectedMeanwhile},
+			want: waiting, wantWhy: "waiting for the customer to log in",
+		},
+		"reauthorize: the new token rejected after the login fails": {
+			mode: reauthorizeMode, initial: readyRequested, states: []grantState{readyRequestedWithLink, rejectedAfterLogin},
+			want: failed, wantWhy: "the customer must log in again: RefreshTokenRejected",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			tr := newTracker(tc.mode, tc.initial)
+			var v verdict
+			for i, s := range tc.states {
+				v = tr.observe(s)
+				if v.outcome != waiting && i < len(tc.states)-1 {
+					t.Fatalf("state %d already decided %v: %s", i, v.outcome, v.why)
+				}
+			}
+			if v.outcome != tc.want || !strings.Contains(v.why, tc.wantWhy) {
+				t.Errorf("verdict %v %q, want %v containing %q", v.outcome, v.why, tc.want, tc.wantWhy)
+			}
+		})
+	}
+}
