@@ -127,7 +127,7 @@ func (r *CDCredentialReconciler) issue(ctx context.Context, cred *cdv1.CDCredent
 	o := rotation.Judge(tok, err, false)
 	if o.Verdict != rotation.Issued {
 		ctrl.LoggerFrom(ctx).Info("Token request failed", "verdict", o.Verdict.String(), "reason", tokenclient.KindOf(err))
-		return answered{outcome: o, request: request, hint: r.misuseHint(ctx, cred, o)}, nil
+		return answered{outcome: o, request: request, hint: r.misuseHint(ctx, cred, o), scopes: c.Endpoint.Scopes}, nil
 	}
 	sched, clamp := rotation.Plan(now, tok.Lifetime, renewBefore(cred.Spec.RenewBefore), string(cred.UID))
 	r.held.put(cred.UID, &result{request: request, access: &issued{

@@ -54,6 +54,8 @@ type (
 		outcome rotation.Outcome
 		request string
 		hint    string
+		// scopes are the scopes the request asked for (client credentials).
+		scopes []string
 	}
 	// stored: a token is in the output Secret.
 	stored struct{ token *issued }
@@ -123,8 +125,12 @@ func refusalOf(a answered, grant bool) (refusal, string) {
 	}
 	if e := a.outcome.Err; e != nil {
 		msg += ": " + e.Error()
-		if a.outcome.Verdict == rotation.ScopeRefused && len(e.Scopes) > 0 {
-			msg += " (the server named: " + strings.Join(e.Scopes, ", ") + ")"
+		if a.outcome.Verdict == rotation.ScopeRefused {
+			msg += " (requested: " + strings.Join(a.scopes, " ")
+			if len(e.Scopes) > 0 {
+				msg += "; the server named: " + strings.Join(e.Scopes, ", ")
+			}
+			msg += "). Check spec.scopes against what the client is allowed at the identity server"
 		}
 	}
 	return ref, msg
