@@ -6,8 +6,11 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +19,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -104,7 +110,9 @@ func TestTheBinariesEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	k8s, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
+	scheme := manager.Scheme()
+	must(t, apiextensionsv1.AddToScheme(scheme))
+	k8s, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +138,17 @@ func TestTheBinariesEndToEnd(t *testing.T) {
 		}
 		return err
 	})
-	managerArgs := []string{"--kubeconfig", kubeconfig, "--allowed-token-hosts", addr, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--key-secret", "default/cd-credentials-operator-key"}
+	t.Run("without its namespace the manager stops at once, saying how to give it", func(t *testing.T) {
+		cmd := exec.Command(managerBin, "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
+		cmd.Env = append(os.Environ(), "POD_NAMESPACE=")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "set the POD_NAMESPACE environment variable") || !strings.Contains(string(out), "--key-secret=<namespace>/<name>") {
+			t.Errorf("exit %v, output:\n%s", err, out)
+		}
+	})
+	// The highest verbosity --zap-log-level accepts: nothing secret may be logged even so.
+	managerArgs := []string{"--kubeconfig", kubeconfig, "--allowed-token-hosts", addr, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+		"--key-secret", "default/cd-credentials-operator-key", "--zap-log-level=127"}
 	mgr := start(t, managerBin, managerArgs...)
 
 	ctx := context.Background()
@@ -198,10 +216,33 @@ func TestTheBinariesEndToEnd(t *testing.T) {
 	}
 	stored := &corev1.Secret{}
 	must(t, k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "acme-refresh"}, stored))
-	for _, secretValue := range []string{string(rt), string(stored.Data["refresh_token"]), apiSecret, loginSecret} {
-		if mgr.count(secretValue)+restarted.count(secretValue) != 0 {
-			t.Errorf("the manager's output contains a secret")
+	access := &corev1.Secret{}
+	must(t, k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "api-token"}, access))
+	for _, secretValue := range []string{string(rt), string(stored.Data["refresh_token"]), apiSecret, loginSecret, string(access.Data[cdv1.AccessTokenKey])} {
+		for _, encoded := range []string{secretValue, base64.StdEncoding.EncodeToString([]byte(secretValue)), hex.EncodeToString([]byte(secretValue)), url.QueryEscape(secretValue)} {
+			if mgr.count(encoded)+restarted.count(encoded) != 0 {
+				t.Errorf("the manager's output at --zap-log-level=127 contains a secret")
+			}
 		}
+	}
+
+	// Uninstalling the operator with its CRDs deletes the CRs, and the output Secrets
+	// with them, but never a customer's refresh token.
+	restarted.kill()
+	for _, name := range []string{"cdcredentials.cd.credops.io", "cdusergrants.cd.credops.io"} {
+		must(t, k8s.Delete(ctx, &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: name}}))
+	}
+	eventually(t, 60*time.Second, "the CRDs gone", func() error {
+		err := k8s.Get(ctx, types.NamespacedName{Name: "cdusergrants.cd.credops.io"}, &apiextensionsv1.CustomResourceDefinition{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("still there: %v", err)
+	})
+	after := &corev1.Secret{}
+	must(t, k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "acme-refresh"}, after))
+	if string(after.Data["refresh_token"]) != string(stored.Data["refresh_token"]) || len(after.OwnerReferences) != 0 {
+		t.Errorf("the customer's refresh token did not survive the uninstall unchanged")
 	}
 }
 
