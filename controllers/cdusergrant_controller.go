@@ -67,8 +67,9 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err := r.Get(ctx, req.NamespacedName, grant); err != nil {
 		if apierrors.IsNotFound(err) {
 			metrics.Forget(kindGrant, req.Namespace, req.Name)
+			return ctrl.Result{}, r.storeOrphan(ctx, req.NamespacedName)
 		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		return ctrl.Result{}, err
 	}
 	if done, err := r.deletion(ctx, grant); done || err != nil {
 		return ctrl.Result{}, err

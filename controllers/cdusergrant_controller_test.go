@@ -596,3 +596,29 @@ func TestDeletionPolicy(t *testing.T) {
 		})
 	}
 }
+
+func TestANewRefreshTokenHeldForAGrantDeletedMeanwhileIsStillStored(t *testing.T) {
+	w := newWorld(t)
+	w.grants.PersistTimeout = time.Second
+	stop := advanceWhenWaited(w.clock)
+	defer stop()
+	w.setFault(func(verb string, obj client.Object) error {
+		if verb == "update" && obj.GetName() == "acme-refresh" && obj.GetAnnotations()[cdv1.RotationInFlightAnnotation] == "" {
+			return errors.New("connection refused")
+		}
+		return nil
+	})
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.client.Delete(t.Context(), w.grant("acme")); err != nil {
+		t.Fatal(err)
+	}
+	w.setFault(nil)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "refresh-1" {
+		t.Errorf("the retained refresh-token Secret holds %q, want the live refresh-1", got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -166,6 +167,22 @@ func (r *CDUserGrantReconciler) tryStoreRefresh(ctx context.Context, h *heldRefr
 		secrets.StoreRefreshToken(s, h.key, h.token)
 	}
 	return r.Update(ctx, s)
+}
+
+// storeOrphan stores the new refresh token of a grant deleted while it was held: the
+// refresh-token Secret outlives its grant (deletionPolicy Retain), and the token in it
+// must be the live one, not the spent one.
+func (r *CDUserGrantReconciler) storeOrphan(ctx context.Context, key types.NamespacedName) error {
+	for uid, held := range r.held.refreshTokens() {
+		if held.refresh.grant.Namespace != key.Namespace || held.refresh.grant.Name != key.Name {
+			continue
+		}
+		if err := r.storeRefresh(context.WithoutCancel(ctx), held.refresh, r.Clock.Now().Add(r.persistTimeout())); err != nil {
+			return err
+		}
+		r.held.drop(uid)
+	}
+	return nil
 }
 
 // Drain stores the refresh tokens still held after the manager stopped (SIGTERM, or a
