@@ -54,11 +54,25 @@ func Plan(issued time.Time, lifetime, renewBefore time.Duration, seed string) (s
 		margin = most
 	}
 	expires := issued.Add(lifetime)
-	return Schedule{
+	s = Schedule{
 		Issued:    issued.Truncate(time.Second),
 		ExpiresAt: expires.Truncate(time.Second),
 		RenewAt:   expires.Add(-margin).Truncate(time.Second),
-	}, clamp
+	}
+	// Truncating to whole seconds must not bring a renewal sooner than a third of the
+	// lifetime after the real issuance: that bound is what caps requests per lifetime.
+	if earliest := ceilSecond(issued.Add(lifetime / 3)); s.RenewAt.Before(earliest) && earliest.Before(s.ExpiresAt) {
+		s.RenewAt = earliest
+	}
+	return s, clamp
+}
+
+// ceilSecond rounds t up to a whole second.
+func ceilSecond(t time.Time) time.Time {
+	if tr := t.Truncate(time.Second); tr.Before(t) {
+		return tr.Add(time.Second)
+	}
+	return t
 }
 
 // jitter returns a duration in [0, maxJitter) derived from seed and t, so it differs
