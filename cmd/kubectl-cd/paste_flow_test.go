@@ -6,10 +6,7 @@ package main
 // plugin was rebuilt; the outcome is now read from the API, not from the callback page.)
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -22,6 +19,7 @@ import (
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 	"github.com/credops/cd-credentials-operator/internal/manager"
+	"github.com/credops/cd-credentials-operator/test/support"
 )
 
 const (
@@ -44,12 +42,7 @@ func newOnboarding(t *testing.T) *onboarding {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "onboard-"}}
 	create(t, ns)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := support.FreeAddr(t)
 	callbackURL := "http://" + addr + "/callback"
 	idp := cdsandbox.New(cdsandbox.Options{Clients: []cdsandbox.Client{
 		{ID: loginClientID, Secret: loginClientSecret, GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{callbackURL}},
@@ -57,7 +50,7 @@ func newOnboarding(t *testing.T) *onboarding {
 	hs := httptest.NewServer(idp)
 	t.Cleanup(hs.Close)
 	idp.SetIssuer(hs.URL)
-	startManager(t, manager.Options{
+	support.StartManager(t, cfg, manager.Options{
 		AllowedTokenHosts:   []string{hs.Listener.Addr().String()},
 		WatchNamespaces:     []string{ns.Name},
 		CallbackBindAddress: addr,
@@ -72,32 +65,6 @@ func newOnboarding(t *testing.T) *onboarding {
 	cred.Spec.Issuer = hs.URL
 	create(t, cred)
 	return &onboarding{t: t, ns: ns.Name, idp: idp, idpURL: hs.URL, callbackURL: callbackURL}
-}
-
-// startManager runs the real manager until the test ends.
-func startManager(t *testing.T, opts manager.Options) {
-	t.Helper()
-	opts.SeveralPerProcess = true
-	opts.MetricsBindAddress, opts.HealthProbeBindAddress = "0", "0"
-	ctx, cancel := context.WithCancel(context.Background())
-	mgr, err := manager.New(ctx, cfg, opts)
-	if err != nil {
-		cancel()
-		t.Fatalf("creating the manager: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("manager: %v", err)
-			}
-		case <-time.After(time.Minute):
-			t.Errorf("the manager did not stop within a minute")
-		}
-	})
 }
 
 // awaiting creates a grant without a refresh token and returns its link.
@@ -115,34 +82,11 @@ func (o *onboarding) awaiting(name string) string {
 	return authURL
 }
 
-var noFollow = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 10 * time.Second}
-
-// login opens the link as a browser would, submits the sandbox's form (action "login"
-// or "deny") and returns where the identity server redirects the browser.
+// login plays the customer at the sandbox (action "login" or "deny") and returns where
+// the identity server redirects the browser.
 func (o *onboarding) login(authURL, action string) string {
 	o.t.Helper()
-	resp, err := noFollow.Get(authURL)
-	if err != nil {
-		o.t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		o.t.Fatalf("authorization page: HTTP %d", resp.StatusCode)
-	}
-	u, _ := url.Parse(authURL)
-	form := u.Query()
-	form.Set("username", "dispatcher@acme.example")
-	form.Set("action", action)
-	resp, err = noFollow.PostForm(o.idpURL+"/connect/authorize", form)
-	if err != nil {
-		o.t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, o.callbackURL) {
-		o.t.Fatalf("login: HTTP %d to %q", resp.StatusCode, loc)
-	}
-	return loc
+	return support.Login(o.t, o.idpURL, authURL, o.callbackURL, action)
 }
 
 func (o *onboarding) exchanges() int { return o.idp.Stats().TokenRequests["authorization_code"] }

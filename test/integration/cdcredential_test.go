@@ -261,7 +261,7 @@ func TestRestartDoesNotReMintAFreshToken(t *testing.T) {
 	create(t, clientSecret(ns, "pricing-client", apiClientID, apiClientSecret))
 	create(t, credential(ns, "pricing", cdv1.FlowClientCredentials, "pricing-client", idp.URL))
 	eventually(t, 20*time.Second, "Ready", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
-	first.stop(t)
+	first.Stop(t)
 	before, _ := getSecret(ns, "pricing-token")
 
 	startManager(t, opts)

@@ -123,7 +123,7 @@ func TestGrantRotatesManyTimesWithEveryAccessTokenLive(t *testing.T) {
 		}
 		return f.rotations("acme", 10)()
 	})
-	m.stop(t)
+	m.Stop(t)
 	if n := dead.Load(); n != 0 {
 		t.Errorf("%d observations of a Secret holding a dead token before its expires_at", n)
 	}
@@ -153,7 +153,7 @@ func TestGrantSurvivesRestartsBetweenRotations(t *testing.T) {
 	for i := int64(1); i <= 3; i++ {
 		m := startManager(t, f.opts)
 		eventually(t, 30*time.Second, "2 more rotations", f.rotations("acme", 2*i))
-		m.stop(t)
+		m.Stop(t)
 	}
 	f.assertNoTokenReused()
 	f.assertStoredTokenLive("acme")
@@ -239,7 +239,7 @@ func TestCrashAfterTheServerSpentTheTokenEndsInRotationInterrupted(t *testing.T)
 		}
 		return nil
 	})
-	m.stop(t)
+	m.Stop(t)
 	f.idp.OnTokenRequest(nil)
 
 	startManager(t, f.opts)
@@ -285,7 +285,7 @@ func TestCrashAfterStoringTheNewTokenKeepsTheGrantAlive(t *testing.T) {
 		}
 		return nil
 	})
-	m.stop(t)
+	m.Stop(t)
 
 	startManager(t, f.opts)
 	eventually(t, 20*time.Second, "rotated by the next manager", f.rotations("acme", 1))
@@ -336,7 +336,7 @@ func TestSIGTERMDuringARotationLosesNothing(t *testing.T) {
 		}
 		return nil
 	})
-	m.stop(t) // returns only after the manager has exited
+	m.Stop(t) // returns only after the manager has exited
 	rs, _ := getSecret(f.ns, "acme-refresh")
 	if rs.Annotations[cdv1.RotationInFlightAnnotation] != "" {
 		t.Fatalf("the manager exited with the rotation still in flight")
@@ -362,11 +362,11 @@ func TestTwoManagersWithLeaderElectionNeverSendATokenTwice(t *testing.T) {
 	for _, n := range names {
 		eventually(t, 30*time.Second, n+" rotating", f.rotations(n, 3))
 	}
-	first.stop(t)
+	first.Stop(t)
 	for _, n := range names {
 		eventually(t, 60*time.Second, n+" rotating after the handover", f.rotations(n, 6))
 	}
-	second.stop(t)
+	second.Stop(t)
 	f.assertNoTokenReused()
 	for _, n := range names {
 		f.assertStoredTokenLive(n)

@@ -63,7 +63,7 @@ func TestTheIncidentIsReportedAsGrantTypeNotAllowed(t *testing.T) {
 	}
 	// Stable: a restarted manager, which reconciles everything again, changes nothing
 	// and sends nothing more (the probe proves it has caught up).
-	first.stop(t)
+	first.Stop(t)
 	startManager(t, opts)
 	create(t, clientSecret(ns, "probe-client", apiClientID, apiClientSecret))
 	create(t, credential(ns, "probe", cdv1.FlowClientCredentials, "probe-client", idp.URL))

@@ -19,6 +19,7 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 	"github.com/credops/cd-credentials-operator/internal/manager"
 	"github.com/credops/cd-credentials-operator/internal/onboarding"
+	"github.com/credops/cd-credentials-operator/test/support"
 )
 
 // onboardingFixture runs a manager with the callback server, a sandbox whose
@@ -96,34 +97,13 @@ func (f *onboardingFixture) awaitingURL(name string) string {
 	return authURL
 }
 
-var noFollow = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 10 * time.Second}
+var noFollow = support.NoFollow
 
 // login opens the authorization URL as a browser would, submits the sandbox's login form
 // and returns where the identity server redirects: the callback URL with code and state.
 func (f *onboardingFixture) login(authURL, action string) string {
 	f.t.Helper()
-	resp, err := noFollow.Get(authURL)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		f.t.Fatalf("authorization page: HTTP %d", resp.StatusCode)
-	}
-	u, _ := url.Parse(authURL)
-	form := u.Query()
-	form.Set("username", "dispatcher@acme.example")
-	form.Set("action", action)
-	resp, err = noFollow.PostForm(f.idp.URL+"/connect/authorize", form)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, f.callbackURL) {
-		f.t.Fatalf("login: HTTP %d to %q", resp.StatusCode, loc)
-	}
-	return loc
+	return support.Login(f.t, f.idp.URL, authURL, f.callbackURL, action)
 }
 
 // callback follows the redirect into the operator's callback.

@@ -4,15 +4,12 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
-	"time"
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
@@ -90,70 +87,18 @@ var (
 var testKey = []byte("integration-test-key-0123456789abcdef")
 
 // runningManager is a manager started by a test.
-type runningManager struct {
-	cancel context.CancelFunc
-	done   chan error
-}
+type runningManager = support.RunningManager
 
-// startManager starts the real manager, limited to the test's namespace.
+// startManager starts the real manager with the suite's operator key unless the test
+// gives its own.
 func startManager(t *testing.T, opts manager.Options) *runningManager {
 	t.Helper()
-	opts.SeveralPerProcess = true
-	if opts.MetricsBindAddress == "" {
-		opts.MetricsBindAddress = "0"
-	}
-	if opts.HealthProbeBindAddress == "" {
-		opts.HealthProbeBindAddress = "0"
-	}
 	if opts.Key == nil && opts.KeySecret.Namespace == "" {
 		opts.Key = testKey
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	op, err := manager.New(ctx, cfg, opts)
-	if err != nil {
-		cancel()
-		t.Fatalf("creating manager: %v", err)
-	}
-	rm := &runningManager{cancel: cancel, done: make(chan error, 1)}
-	go func() { rm.done <- op.Start(ctx) }()
-	t.Cleanup(func() { rm.stop(t) })
-	return rm
+	return support.StartManager(t, cfg, opts)
 }
 
-// stop cancels the manager as SIGTERM would and waits for it to return.
-func (m *runningManager) stop(t *testing.T) {
-	t.Helper()
-	if m.cancel == nil {
-		return
-	}
-	m.cancel()
-	m.cancel = nil
-	select {
-	case err := <-m.done:
-		if err != nil {
-			t.Errorf("manager returned: %v", err)
-		}
-	case <-time.After(time.Minute):
-		t.Errorf("manager did not stop within a minute")
-	}
-}
-
-// syncBuffer collects the manager's logs for all tests.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = support.SyncBuffer
 
 var logSink syncBuffer

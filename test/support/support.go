@@ -4,12 +4,17 @@
 package support
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,9 +22,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/internal/manager"
 )
 
 // Eventually polls check until it returns nil, failing the test with its last error
@@ -135,4 +142,103 @@ func ConditionIs(conds []metav1.Condition, typ string, status metav1.ConditionSt
 		return fmt.Errorf("%s is %s/%s (%q), want %s/%s", typ, c.Status, c.Reason, c.Message, status, reason)
 	}
 	return nil
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writers: logs and process output.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// RunningManager is the real manager, started in-process by a test.
+type RunningManager struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// StartManager builds and starts the real manager against cfg; it stops with the test.
+// Metrics and probes are off unless opts says otherwise, and several managers may run
+// in one process.
+func StartManager(t testing.TB, cfg *rest.Config, opts manager.Options) *RunningManager {
+	t.Helper()
+	opts.SeveralPerProcess = true
+	if opts.MetricsBindAddress == "" {
+		opts.MetricsBindAddress = "0"
+	}
+	if opts.HealthProbeBindAddress == "" {
+		opts.HealthProbeBindAddress = "0"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	op, err := manager.New(ctx, cfg, opts)
+	if err != nil {
+		cancel()
+		t.Fatalf("creating manager: %v", err)
+	}
+	rm := &RunningManager{cancel: cancel, done: make(chan error, 1)}
+	go func() { rm.done <- op.Start(ctx) }()
+	t.Cleanup(func() { rm.Stop(t) })
+	return rm
+}
+
+// Stop cancels the manager as SIGTERM would and waits for it to return.
+func (m *RunningManager) Stop(t testing.TB) {
+	t.Helper()
+	if m.cancel == nil {
+		return
+	}
+	m.cancel()
+	m.cancel = nil
+	select {
+	case err := <-m.done:
+		if err != nil {
+			t.Errorf("manager returned: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Errorf("manager did not stop within a minute")
+	}
+}
+
+// NoFollow is an HTTP client that shows redirects instead of following them, as a test
+// playing the customer's browser needs.
+var NoFollow = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 10 * time.Second}
+
+// Login plays the customer at the sandbox: it opens the authorization URL, submits the
+// login form with action "login" or "deny", and returns where the identity server
+// redirects the browser, which must be under callbackURL.
+func Login(t testing.TB, idpURL, authURL, callbackURL, action string) string {
+	t.Helper()
+	resp, err := NoFollow.Get(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("authorization page: HTTP %d", resp.StatusCode)
+	}
+	u, _ := url.Parse(authURL)
+	form := u.Query()
+	form.Set("username", "dispatcher@acme.example")
+	form.Set("action", action)
+	resp, err = NoFollow.PostForm(idpURL+"/connect/authorize", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, callbackURL) {
+		t.Fatalf("login: HTTP %d to %q", resp.StatusCode, loc)
+	}
+	return loc
 }
