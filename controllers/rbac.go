@@ -7,5 +7,5 @@ package controllers
 // +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials,verbs=get;list;watch
 // +kubebuilder:rbac:groups=cd.credops.io,resources=cdusergrants,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=cd.credops.io,resources=cdcredentials/status;cdusergrants/status,verbs=get;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
