@@ -89,6 +89,12 @@ type Options struct {
 	SeveralPerProcess bool
 }
 
+// shutdownDrain bounds the storing of held refresh tokens after SIGTERM: the chart's
+// terminationGracePeriodSeconds (40 s) minus --graceful-shutdown-timeout (25 s), less a
+// margin. After a lost leader election there is no such limit, and the drain may take
+// until another process could take the in-flight marks over (--in-flight-timeout).
+const shutdownDrain = 10 * time.Second
+
 // KeySecretName is the default name of the operator's key Secret.
 const KeySecretName = "cd-credentials-operator-key"
 
@@ -132,7 +138,13 @@ type Operator struct {
 // outage would lose the customer's session when the process exits.
 func (o *Operator) Start(ctx context.Context) error {
 	err := o.Manager.Start(ctx)
-	drain, cancel := context.WithTimeout(context.Background(), o.holderTimeout)
+	budget := o.holderTimeout
+	if ctx.Err() != nil {
+		// SIGTERM: the graceful shutdown already gave rotations their time, and the
+		// pod's grace period is nearly spent.
+		budget = min(budget, shutdownDrain)
+	}
+	drain, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	if lost := o.grants.Drain(drain); lost > 0 {
 		ctrl.Log.WithName("setup").Error(nil, "New refresh tokens could not be stored before exiting; those customers must log in again", "count", lost)
