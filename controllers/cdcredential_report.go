@@ -69,6 +69,19 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		res.RequeueAfter = retryAfter(f, now)
 	}
 
+	reportFlowMisuse(c, cred, misuse, sharers)
+	c.recordChanges(r.Recorder, cred)
+	return res, c.terminal()
+}
+
+// missingSecretRecheck is how often a CR whose Secret is missing looks again. An opted-in
+// Secret brings the CR back at once through the watch; this catches one created without
+// the label, so the CR can say how to opt it in.
+const missingSecretRecheck = 5 * time.Minute
+
+// reportFlowMisuse sets FlowMisuse: a grant type the identity server refused, or the
+// client declared for the other flow too.
+func reportFlowMisuse(c conditions, cred *cdv1.CDCredential, misuse string, sharers sharing) {
 	switch {
 	case misuse != "":
 		c.set(cdv1.FlowMisuseCondition, true, cdv1.GrantTypeNotAllowedReason, misuse)
@@ -83,14 +96,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 	default:
 		c.set(cdv1.FlowMisuseCondition, false, cdv1.FlowCorrectReason, "No sign that this client is used for the wrong flow")
 	}
-	c.recordChanges(r.Recorder, cred)
-	return res, c.terminal()
 }
-
-// missingSecretRecheck is how often a CR whose Secret is missing looks again. An opted-in
-// Secret brings the CR back at once through the watch; this catches one created without
-// the label, so the CR can say how to opt it in.
-const missingSecretRecheck = 5 * time.Minute
 
 // readyMessage says where the token is, and whether the renewal time was clamped.
 func readyMessage(secret, clamp string) string {

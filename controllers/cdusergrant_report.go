@@ -21,14 +21,24 @@ type grantReport struct {
 }
 
 // report is the one place that turns a CDUserGrant's outcome into status: conditions,
-// failure memory, token times, events and the requeue.
+// failure memory, token times, events and the requeue. Outcomes that stopped the pass
+// before anything was decided are worded by reportPrecondition, the rest here.
 func (r *CDUserGrantReconciler) report(grant *cdv1.CDUserGrant, o outcome) (ctrl.Result, error) {
 	now := r.Clock.Now()
 	grant.Status.ObservedGeneration = grant.Generation
 	c := newConditions(&grant.Status.Conditions, grant.Generation, now)
-	var g grantReport
-	var res ctrl.Result
+	g, res, done := reportPrecondition(grant, c, o)
+	if !done {
+		g, res = r.reportAttempt(grant, c, o, now)
+	}
+	r.reportGrantConditions(grant, c, g)
+	c.recordChanges(r.Recorder, grant)
+	return res, c.terminal()
+}
 
+// reportPrecondition words an outcome that stopped the pass before a decision: a
+// missing or unusable credential or Secret. done is false for any other outcome.
+func reportPrecondition(grant *cdv1.CDUserGrant, c conditions, o outcome) (g grantReport, res ctrl.Result, done bool) {
 	switch o := o.(type) {
 	case credentialMissing:
 		c.waiting(cdv1.CredentialNotFoundReason, "CDCredential "+o.name+" not found in namespace "+grant.Namespace)
@@ -57,6 +67,15 @@ func (r *CDUserGrantReconciler) report(grant *cdv1.CDUserGrant, o outcome) (ctrl
 	case outputBlocked:
 		reason, _ := blockedReason(o.err)
 		c.stalled(reason, o.err.Error()+"; nothing is sent until this changes")
+	default:
+		return g, res, false
+	}
+	return g, res, true
+}
+
+// reportAttempt words a decision, an answer of the identity server, or a stored token.
+func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditions, o outcome, now time.Time) (g grantReport, res ctrl.Result) {
+	switch o := o.(type) {
 	case fresh:
 		grant.Status.ExpiresAt, grant.Status.RenewalTime = timePtr(o.schedule.ExpiresAt), timePtr(o.schedule.RenewAt)
 		c.ready(cdv1.TokenIssuedReason, readyMessage(grant.Status.SecretName, ""))
@@ -110,9 +129,7 @@ func (r *CDUserGrantReconciler) report(grant *cdv1.CDUserGrant, o outcome) (ctrl
 		c.retrying(cdv1.SecretWriteFailedReason, writeFailure(o.err))
 		res.RequeueAfter = retryAfter(f, now)
 	}
-	r.reportGrantConditions(grant, c, g)
-	c.recordChanges(r.Recorder, grant)
-	return res, c.terminal()
+	return g, res
 }
 
 // reportGrantConditions sets FlowMisuse and ReauthorizationRequired from the pass.
