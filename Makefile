@@ -67,8 +67,9 @@ build: manifests generate fmt vet ## Build the manager, the sandbox and the kube
 	go build -o $(LOCALBIN)/kubectl-cd ./cmd/kubectl-cd
 
 .PHONY: run
-run: manifests generate fmt vet ## Run the manager against the current kubeconfig.
-	go run ./cmd/manager
+RUN_NAMESPACE ?= default
+run: manifests generate fmt vet ## Run the manager against the current kubeconfig (its key Secret in RUN_NAMESPACE).
+	go run ./cmd/manager --key-secret=$(RUN_NAMESPACE)/cd-credentials-operator-key
 
 .PHONY: demo
 demo: manifests ## Run the whole product on a local control plane and the sandbox identity server.
