@@ -5,8 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
+
+	// CA roots compiled in, used only when the system has none (the image is built from
+	// scratch and ships no CA bundle); SSL_CERT_FILE and SSL_CERT_DIR still take precedence.
+	_ "golang.org/x/crypto/x509roots/fallback"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -14,13 +19,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/credops/cd-credentials-operator/internal/manager"
+	"github.com/credops/cd-credentials-operator/internal/memlimit"
 	"github.com/credops/cd-credentials-operator/internal/version"
 )
 
 func main() {
 	var opts manager.Options
 	var allowedHosts, watchNamespaces string
-	flag.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; \"0\" disables it.")
+	flag.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; \"0\" disables it.")
+	metricsSecure := flag.Bool("metrics-secure", true, "Serve metrics over HTTPS to authenticated and authorized scrapers only; false serves plain HTTP to anyone (local development only).")
+	flag.StringVar(&opts.MetricsCertDir, "metrics-cert-dir", "", "Folder with tls.crt and tls.key for the metrics endpoint (reloaded on change); empty uses a self-signed certificate.")
+	flag.BoolVar(&opts.MetricsHTTP2, "enable-http2", false, "Allow HTTP/2 on the metrics endpoint (off because of the HTTP/2 Rapid Reset advisories).")
 	flag.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "Elect a leader so only one replica rotates refresh tokens. Turn on whenever more than one replica may run.")
 	flag.StringVar(&opts.LeaderElectionID, "leader-election-id", "cd-credentials-operator.credops.io", "Name of the leader election Lease; give each shard its own.")
@@ -28,7 +37,7 @@ func main() {
 	flag.DurationVar(&opts.LeaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a follower waits before taking over from a leader that stopped renewing.")
 	flag.DurationVar(&opts.RenewDeadline, "leader-election-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it steps down.")
 	flag.DurationVar(&opts.RetryPeriod, "leader-election-retry-period", 2*time.Second, "How often leader election clients retry.")
-	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; default: the one the manager runs in.")
+	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the leader election Lease; default: the one the manager runs in ($POD_NAMESPACE, else the in-cluster service account's).")
 	flag.StringVar(&allowedHosts, "allowed-token-hosts", "id.centraldispatch.com", "Comma-separated host or host:port list of token endpoints the manager may send client secrets and refresh tokens to.")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
 	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "Reconciles each controller runs in parallel.")
@@ -48,6 +57,7 @@ func main() {
 		fmt.Println("manager", version.Get())
 		return
 	}
+	opts.MetricsPlainHTTP = !*metricsSecure
 	opts.AllowedTokenHosts = splitList(allowedHosts)
 	opts.WatchNamespaces = splitList(watchNamespaces)
 	sel, err := labels.Parse(*shard)
@@ -62,13 +72,19 @@ func main() {
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
+	mem, err := memlimit.Apply(os.Getenv, debug.SetMemoryLimit, memlimit.DefaultRatio)
+	if err != nil {
+		log.Error(err, "Unable to set the Go memory limit")
+		os.Exit(2)
+	}
+	log.Info("Go memory limit", "bytes", mem.Limit, "source", mem.Source)
 	ctx := ctrl.SetupSignalHandler()
 	mgr, err := manager.New(ctx, ctrl.GetConfigOrDie(), opts)
 	if err != nil {
 		log.Error(err, "Unable to set up the manager")
 		os.Exit(1)
 	}
-	log.Info("Starting manager", "allowedTokenHosts", opts.AllowedTokenHosts, "leaderElection", opts.LeaderElection)
+	log.Info("Starting manager", "version", version.Get().Version, "allowedTokenHosts", opts.AllowedTokenHosts, "leaderElection", opts.LeaderElection)
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "Manager exited with an error")
 		os.Exit(1)
