@@ -70,4 +70,16 @@ func TestKustomizeOverlaysBuild(t *testing.T) {
 			t.Errorf("the manager watches every namespace: args %q", args)
 		}
 	})
+	t.Run("config/callback serves the callback behind an Ingress", func(t *testing.T) {
+		objs := kustomizeBuild(t, "config/callback")
+		args := deployment(t, objs).Spec.Template.Spec.Containers[0].Args
+		for _, want := range []string{"--callback-bind-address=:9443", "--callback-url=https://cd-callback.example.com/callback"} {
+			if !slices.Contains(args, want) {
+				t.Errorf("args %q lack %q", args, want)
+			}
+		}
+		if diff := cmp.Diff([]string{"cd-credentials-operator/cd-credentials-callback"}, names(objs, "Ingress")); diff != "" {
+			t.Errorf("Ingresses (-want +got):\n%s", diff)
+		}
+	})
 }
