@@ -167,16 +167,17 @@ $(CONTROLLER_GEN):
 	GOBIN=$(LOCALBIN)/.gobin go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
 	mv $(LOCALBIN)/.gobin/controller-gen $(CONTROLLER_GEN)
 
-# Built to a temporary name and renamed, so a build cut short leaves no half-written tool.
-$(HELM): $(TOOLS_MOD)
+# Built to a temporary name and renamed, so a build cut short leaves no half-written tool;
+# the version in the name means a changed pin builds anew.
+$(HELM):
 	@mkdir -p $(LOCALBIN)
 	cd hack/tools && go build -o $@.tmp helm.sh/helm/v4/cmd/helm && mv $@.tmp $@
 
-$(KUSTOMIZE): $(TOOLS_MOD)
+$(KUSTOMIZE):
 	@mkdir -p $(LOCALBIN)
 	cd hack/tools && go build -o $@.tmp sigs.k8s.io/kustomize/kustomize/v5 && mv $@.tmp $@
 
-$(HELM_DOCS): $(TOOLS_MOD)
+$(HELM_DOCS):
 	@mkdir -p $(LOCALBIN)
 	cd hack/tools && go build -o $@.tmp github.com/norwoodj/helm-docs/cmd/helm-docs && mv $@.tmp $@
 

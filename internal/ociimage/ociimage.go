@@ -239,9 +239,10 @@ func layer(mtime time.Time, files []file) (v1.Layer, error) {
 		return nil, err
 	}
 	raw := buf.Bytes()
+	// Compressed once and kept: digests, the layout and the tarball all read the layer.
 	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(raw)), nil
-	}, tarball.WithMediaType(types.OCILayer))
+	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressedCaching)
 }
 
 // WriteLayout writes the index as an OCI image layout in dir (replacing what is there),
