@@ -2,11 +2,14 @@ package install
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -18,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/memlimit"
 )
 
 // Versions of the modules the third-party CRDs the chart can render objects of are
@@ -154,6 +158,7 @@ func runInstallation(t *testing.T, cl *cluster, bin string, in *installation, ep
 		cleanUp(t, cl.admin, in.tenant)
 	}()
 
+	checkMemoryLimit(t, p, d)
 	flows(t, cl.admin, in.tenant, idp)
 	checkLeaderElection(t, cl.admin, d.Namespace)
 	checkClientCredentials(t, cl.admin, in.tenant, idp)
@@ -161,6 +166,20 @@ func runInstallation(t *testing.T, cl *cluster, bin string, in *installation, ep
 	checkFlowMisuse(t, cl.admin, in.tenant)
 	checkOnboarding(t, cl.admin, in.tenant, idp, p.callbackURL)
 	checkSecureMetrics(t, cl, p, reader, stranger)
+}
+
+// checkMemoryLimit: the manager gave the Go runtime 90% of the container's memory limit,
+// which the Deployment passes in through the Downward API.
+func checkMemoryLimit(t *testing.T, p *managerProcess, d *appsv1.Deployment) {
+	t.Helper()
+	limit := d.Spec.Template.Spec.Containers[0].Resources.Limits.Memory().Value()
+	want := strconv.FormatInt(int64(math.Floor(float64(limit)*memlimit.DefaultRatio)), 10)
+	eventually(t, flowTimeout, "the Go memory limit logged", func() error {
+		if out := p.output(); !strings.Contains(out, "Go memory limit") || !strings.Contains(out, want) {
+			return fmt.Errorf("no %q with %s bytes in the manager's output", "Go memory limit", want)
+		}
+		return nil
+	})
 }
 
 // scrapers returns a ServiceAccount allowed to read metrics and one that is not.
