@@ -147,7 +147,7 @@ helm-package: chart $(HELM) ## Package the chart into dist/ with version $(VERSI
 	$(HELM) package $(CHART_DIR) --version $(VERSION:v%=%) --app-version $(VERSION) --destination dist
 
 .PHONY: set-version
-set-version: ## Point the chart and config/manager at VERSION (a release commit carries this change).
+set-version: ## Set the chart's version and appVersion to VERSION (build-installer then points config/manager at its image).
 	sed -i.bak -e 's/^version: .*/version: $(VERSION:v%=%)/' -e 's/^appVersion: .*/appVersion: $(VERSION)/' $(CHART_DIR)/Chart.yaml && rm $(CHART_DIR)/Chart.yaml.bak
 
 .PHONY: release
