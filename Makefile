@@ -11,6 +11,9 @@ LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 40m
+# envtest gives kube-apiserver 20 s to start by default; with several suites starting
+# their own while others compile, a loaded 2-core machine needs longer.
+export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT ?= 2m
 
 # The release being built: the chart's appVersion unless given (make release VERSION=v0.2.0).
 CHART_DIR := charts/cd-credentials-operator
