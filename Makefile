@@ -10,9 +10,28 @@ SHELL := /usr/bin/env bash -o pipefail
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
-KUSTOMIZE ?= kubectl kustomize
-IMG ?= cd-credentials-operator:dev
 GO_TEST_FLAGS ?= -race -count=1 -timeout 40m
+# envtest gives kube-apiserver 20 s to start by default; with several suites starting
+# their own while others compile, a loaded 2-core machine needs longer.
+export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT ?= 2m
+
+# The release being built: the chart's appVersion unless given (make release VERSION=v0.2.0).
+CHART_DIR := charts/cd-credentials-operator
+VERSION ?= $(shell awk '$$1 == "appVersion:" { print $$2 }' $(CHART_DIR)/Chart.yaml)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+export SOURCE_DATE_EPOCH
+IMAGE_REPO ?= ghcr.io/credops/cd-credentials-operator
+IMG ?= $(IMAGE_REPO):$(VERSION)
+PLATFORMS ?= linux/amd64,linux/arm64
+
+# helm, kustomize and helm-docs are Go tools of their own module (hack/tools), pinned
+# there and built into ./bin under their versioned names.
+TOOLS_MOD := hack/tools/go.mod
+tool_version = $(shell awk '$$1 == "$(1)" && $$2 ~ /^v/ { print $$2 }' $(TOOLS_MOD))
+HELM ?= $(LOCALBIN)/helm-$(call tool_version,helm.sh/helm/v4)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(call tool_version,sigs.k8s.io/kustomize/kustomize/v5)
+HELM_DOCS ?= $(LOCALBIN)/helm-docs-$(call tool_version,github.com/norwoodj/helm-docs)
 
 .PHONY: all
 all: build
@@ -40,8 +59,8 @@ envtest: ## Build or fetch kube-apiserver and etcd for envtest into ./bin.
 	@hack/setup-envtest.sh >/dev/null
 
 .PHONY: test
-test: manifests generate fmt vet envtest ## Run every test (unit, envtest integration, e2e) and a short fuzz pass.
-	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test $(GO_TEST_FLAGS) ./...
+test: manifests generate fmt vet envtest chart $(HELM) $(KUSTOMIZE) ## Run every test (unit, envtest integration, e2e, the hardened install, the image) and a short fuzz pass.
+	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz
 
 # A count, not a duration: with a duration, Go 1.26's fuzz coordinator can report its own
@@ -54,9 +73,9 @@ fuzz: ## Run each fuzz target briefly (longer: make fuzz FUZZ_TIME=5000000x).
 	go test -run='^$$' -fuzz='^FuzzSecretValue$$' -fuzztime=$(FUZZ_TIME) ./internal/secrets
 
 .PHONY: verify
-verify: manifests generate fmt ## Fail if generated or formatted files are stale.
-	@git diff --exit-code -- . ':!go.sum' || { echo "generated files are stale: run 'make manifests generate fmt' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- api config controllers internal cmd)" || { git status --porcelain -- api config controllers internal cmd; echo "untracked generated files"; exit 1; }
+verify: manifests generate fmt chart build-installer helm-lint ## Fail if generated or formatted files (CRDs, RBAC, deepcopy, the chart's generated parts and README, dist/install.yaml) are stale.
+	@git diff --exit-code -- . ':!go.sum' ':!hack/tools/go.sum' || { echo "generated files are stale: run 'make manifests generate fmt chart build-installer' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- api config controllers internal cmd charts dist/install.yaml)" || { git status --porcelain -- api config controllers internal cmd charts dist/install.yaml; echo "untracked generated files"; exit 1; }
 
 ##@ Build and run
 
@@ -87,21 +106,63 @@ bench: manifests ## Measure N CDUserGrants against a baseline loop (BENCH_N, BEN
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" $(LOCALBIN)/bench --manager $(LOCALBIN)/manager
 
 .PHONY: install
-install: manifests ## Install the CRDs into the current cluster.
-	$(KUSTOMIZE) config/crd | kubectl apply --server-side -f -
+install: manifests $(KUSTOMIZE) ## Install the CRDs into the current cluster.
+	$(KUSTOMIZE) build config/crd | kubectl apply --server-side -f -
 
 .PHONY: uninstall
-uninstall: manifests ## Remove the CRDs from the current cluster.
-	$(KUSTOMIZE) config/crd | kubectl delete --ignore-not-found -f -
+uninstall: manifests $(KUSTOMIZE) ## Remove the CRDs from the current cluster (and with them every CR).
+	$(KUSTOMIZE) build config/crd | kubectl delete --ignore-not-found -f -
 
 .PHONY: deploy
-deploy: manifests ## Deploy the operator (image $(IMG)) into the current cluster.
-	cd config/manager && $(KUSTOMIZE) . >/dev/null
-	$(KUSTOMIZE) config/default | sed 's|image: controller:latest|image: $(IMG)|' | kubectl apply --server-side -f -
+deploy: build-installer ## Deploy the operator (image $(IMG)) into the current cluster, as dist/install.yaml does.
+	kubectl apply --server-side -f dist/install.yaml
 
 .PHONY: undeploy
-undeploy: ## Remove the operator from the current cluster.
-	$(KUSTOMIZE) config/default | kubectl delete --ignore-not-found -f -
+undeploy: $(KUSTOMIZE) ## Remove the operator from the current cluster (the CRDs and every CR too).
+	$(KUSTOMIZE) build config/default | kubectl delete --ignore-not-found -f -
+
+##@ Packaging and release
+
+.PHONY: image
+image: ## Build the multi-arch image without a daemon or registry: OCI layout dist/image/, dist/image-linux-amd64.tar for docker load.
+	go run ./hack/image --version $(VERSION) --commit $(COMMIT) --repository $(IMAGE_REPO) --platforms $(PLATFORMS) --out dist
+
+.PHONY: build-installer
+build-installer: manifests $(KUSTOMIZE) ## Write dist/install.yaml: CRDs, namespace, RBAC and the Deployment of image $(IMG).
+	@mkdir -p dist
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default > dist/install.yaml
+
+.PHONY: chart
+chart: manifests $(HELM_DOCS) ## Regenerate the chart's CRDs, RBAC rules, alert rules (from config/) and README (from values.yaml).
+	go run ./hack/chartgen --config config --chart $(CHART_DIR)
+	$(HELM_DOCS) --chart-search-root $(CHART_DIR) --template-files README.md.gotmpl --sort-values-order file --skip-version-footer --log-level warning
+
+.PHONY: helm-lint
+helm-lint: chart $(HELM) ## helm lint --strict and helm template with the default and the all-features values.
+	$(HELM) lint --strict $(CHART_DIR)
+	$(HELM) lint --strict $(CHART_DIR) -f $(CHART_DIR)/ci/all-features-values.yaml
+	$(HELM) template cd-credentials-operator $(CHART_DIR) -n cd-credentials-operator >/dev/null
+	$(HELM) template cd-credentials-operator $(CHART_DIR) -n cd-credentials-operator -f $(CHART_DIR)/ci/all-features-values.yaml >/dev/null
+
+.PHONY: helm-package
+helm-package: chart $(HELM) ## Package the chart into dist/ with version $(VERSION).
+	@mkdir -p dist
+	$(HELM) package $(CHART_DIR) --version $(VERSION:v%=%) --app-version $(VERSION) --destination dist
+
+.PHONY: set-version
+set-version: ## Set the chart's version and appVersion to VERSION (build-installer then points config/manager at its image).
+	sed -i.bak -e 's/^version: .*/version: $(VERSION:v%=%)/' -e 's/^appVersion: .*/appVersion: $(VERSION)/' $(CHART_DIR)/Chart.yaml && rm $(CHART_DIR)/Chart.yaml.bak
+
+.PHONY: release
+release: ## Fill dist/ for release VERSION=vX.Y.Z: image, install.yaml, chart, kubectl-cd archives, krew manifest, SHA256SUMS.
+	@[[ "$(VERSION)" =~ ^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$$ ]] || { echo "VERSION=$(VERSION) is not vX.Y.Z"; exit 1; }
+	rm -rf dist/image dist/*.tar dist/*.tgz dist/*.tar.gz dist/cd.yaml dist/SHA256SUMS
+	$(MAKE) set-version
+	$(MAKE) image build-installer helm-package
+	go run ./hack/release plugin --version $(VERSION) --commit $(COMMIT) --out dist
+	go run ./hack/release checksums --out dist
+	@echo "Release $(VERSION) is in dist/; commit the version change (Chart.yaml, config/manager, dist/install.yaml) and tag $(VERSION)."
 
 ##@ Tools
 
@@ -109,6 +170,23 @@ $(CONTROLLER_GEN):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN)/.gobin go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
 	mv $(LOCALBIN)/.gobin/controller-gen $(CONTROLLER_GEN)
+
+# Built to a temporary name and renamed, so a build cut short leaves no half-written tool;
+# the version in the name means a changed pin builds anew.
+$(HELM):
+	@mkdir -p $(LOCALBIN)
+	cd hack/tools && go build -o $@.tmp helm.sh/helm/v4/cmd/helm && mv $@.tmp $@
+
+$(KUSTOMIZE):
+	@mkdir -p $(LOCALBIN)
+	cd hack/tools && go build -o $@.tmp sigs.k8s.io/kustomize/kustomize/v5 && mv $@.tmp $@
+
+$(HELM_DOCS):
+	@mkdir -p $(LOCALBIN)
+	cd hack/tools && go build -o $@.tmp github.com/norwoodj/helm-docs/cmd/helm-docs && mv $@.tmp $@
+
+.PHONY: tools
+tools: $(CONTROLLER_GEN) $(HELM) $(KUSTOMIZE) $(HELM_DOCS) ## Build every pinned tool into ./bin.
 
 .PHONY: help
 help: ## Show this help.

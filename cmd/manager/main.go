@@ -5,7 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
+
+	// CA roots compiled in, used only when the system has none (the image is built from
+	// scratch and ships no CA bundle); SSL_CERT_FILE and SSL_CERT_DIR still take precedence.
+	_ "golang.org/x/crypto/x509roots/fallback"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -13,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/credops/cd-credentials-operator/internal/manager"
+	"github.com/credops/cd-credentials-operator/internal/memlimit"
 	"github.com/credops/cd-credentials-operator/internal/version"
 )
 
@@ -21,13 +27,16 @@ func main() {
 	var opts manager.Options
 	var allowedHosts, watchNamespaces string
 	flag.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", d.MetricsBindAddress, "Address the metrics endpoint binds to; \"0\" disables it.")
+	metricsSecure := flag.Bool("metrics-secure", true, "Serve metrics over HTTPS to authenticated and authorized scrapers only; false serves plain HTTP to anyone (local development only).")
+	flag.StringVar(&opts.MetricsCertDir, "metrics-cert-dir", "", "Folder with tls.crt and tls.key for the metrics endpoint (reloaded on change); empty uses a self-signed certificate.")
+	flag.BoolVar(&opts.MetricsHTTP2, "enable-http2", false, "Allow HTTP/2 on the metrics endpoint (off because of the HTTP/2 Rapid Reset advisories).")
 	flag.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", d.HealthProbeBindAddress, "Address the health and readiness probes bind to.")
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "Elect a leader so only one replica rotates refresh tokens. Turn on whenever more than one replica may run.")
 	flag.StringVar(&opts.LeaderElectionID, "leader-election-id", d.LeaderElectionID, "Name of the leader election Lease; give each shard its own.")
 	flag.DurationVar(&opts.LeaseDuration, "leader-election-lease-duration", d.LeaseDuration, "How long a follower waits before taking over from a leader that stopped renewing.")
 	flag.DurationVar(&opts.RenewDeadline, "leader-election-renew-deadline", d.RenewDeadline, "How long the leader keeps trying to renew before it steps down.")
 	flag.DurationVar(&opts.RetryPeriod, "leader-election-retry-period", d.RetryPeriod, "How often leader election clients retry.")
-	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; default: the one the manager runs in.")
+	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the leader election Lease; default: the one the manager runs in ($POD_NAMESPACE, else the in-cluster service account's).")
 	shard := flag.String("shard-label-selector", "", "Only reconcile CDCredentials and CDUserGrants matching this label selector (e.g. shard=a), to split CRs across managers.")
 	flag.StringVar(&allowedHosts, "allowed-token-hosts", strings.Join(d.AllowedTokenHosts, ","), "Comma-separated host or host:port list of token endpoints the manager may send client secrets and refresh tokens to.")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
@@ -49,6 +58,7 @@ func main() {
 		fmt.Println("manager", version.Get())
 		return
 	}
+	opts.MetricsPlainHTTP = !*metricsSecure
 	opts.AllowedTokenHosts = splitList(allowedHosts)
 	opts.WatchNamespaces = splitList(watchNamespaces)
 	sel, err := labels.Parse(*shard)
@@ -64,6 +74,12 @@ func main() {
 	// above through the logger in the context: no verbosity may reach that far.
 	ctrl.SetLogger(manager.Logger(zapOpts))
 	log := ctrl.Log.WithName("setup")
+	mem, err := memlimit.Apply(os.Getenv, debug.SetMemoryLimit, memlimit.DefaultRatio)
+	if err != nil {
+		log.Error(err, "Unable to set the Go memory limit")
+		os.Exit(2)
+	}
+	log.Info("Go memory limit", "bytes", mem.Limit, "source", mem.Source)
 	ctx := ctrl.SetupSignalHandler()
 	op, err := manager.New(ctx, ctrl.GetConfigOrDie(), opts)
 	if err != nil {

@@ -23,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/controllers"
@@ -33,7 +32,16 @@ import (
 
 // Options configure one manager process. Zero values take the defaults in Defaults.
 type Options struct {
-	MetricsBindAddress      string
+	// MetricsBindAddress is where metrics are served; "0" turns the endpoint off.
+	MetricsBindAddress string
+	// MetricsPlainHTTP serves metrics over plain HTTP without authentication, for local
+	// development only; by default they are served over HTTPS to authorized scrapers.
+	MetricsPlainHTTP bool
+	// MetricsCertDir holds tls.crt and tls.key for the metrics endpoint; empty (or
+	// without those files) means a self-signed certificate.
+	MetricsCertDir string
+	// MetricsHTTP2 allows HTTP/2 on the metrics endpoint (off by default).
+	MetricsHTTP2            bool
 	HealthProbeBindAddress  string
 	LeaderElection          bool
 	LeaderElectionNamespace string
@@ -157,7 +165,7 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error)
 	opts = withDefaults(opts)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        Scheme(),
-		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsBindAddress},
+		Metrics:                       metricsServerOptions(opts),
 		HealthProbeBindAddress:        opts.HealthProbeBindAddress,
 		LeaderElection:                opts.LeaderElection,
 		LeaderElectionID:              opts.LeaderElectionID,

@@ -1,0 +1,131 @@
+{{/* Chart name, for the app.kubernetes.io/name label. */}}
+{{- define "cdcreds.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects. */}}
+{{- define "cdcreds.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "cdcreds.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels every object carries. */}}
+{{- define "cdcreds.labels" -}}
+helm.sh/chart: {{ include "cdcreds.chart" . }}
+{{ include "cdcreds.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "cdcreds.imageTag" . | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: cd-credentials-operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the manager's pods. */}}
+{{- define "cdcreds.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cdcreds.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: manager
+{{- end }}
+
+{{- define "cdcreds.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "cdcreds.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "cdcreds.imageTag" -}}
+{{- default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{/* repository:tag, or repository@digest when a digest is given. */}}
+{{- define "cdcreds.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (include "cdcreds.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The ServiceAccount as a subject of role bindings. */}}
+{{- define "cdcreds.subject" -}}
+- kind: ServiceAccount
+  name: {{ include "cdcreds.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end }}
+
+{{/* Host and path of callback.url ("https://h/p" -> h, /p). */}}
+{{- define "cdcreds.callbackHost" -}}
+{{- (urlParse (required "callback.url is required when the callback is enabled" .Values.callback.url)).host | splitList ":" | first }}
+{{- end }}
+{{- define "cdcreds.callbackPath" -}}
+{{- default "/callback" (urlParse .Values.callback.url).path }}
+{{- end }}
+
+{{/* Where mounted TLS Secrets live in the container. */}}
+{{- define "cdcreds.callbackCertDir" -}}/etc/cd-credentials-operator/callback-tls{{- end }}
+{{- define "cdcreds.metricsCertDir" -}}/etc/cd-credentials-operator/metrics-tls{{- end }}
+
+{{/* The manager's flags, every one from a value. */}}
+{{- define "cdcreds.args" -}}
+{{- $v := .Values -}}
+{{- if $v.leaderElection.enabled }}
+- --leader-elect
+{{- with $v.leaderElection.id }}
+- --leader-election-id={{ . }}
+{{- end }}
+- --leader-election-namespace={{ .Release.Namespace }}
+- --leader-election-lease-duration={{ $v.leaderElection.leaseDuration }}
+- --leader-election-renew-deadline={{ $v.leaderElection.renewDeadline }}
+- --leader-election-retry-period={{ $v.leaderElection.retryPeriod }}
+{{- end }}
+- --allowed-token-hosts={{ join "," $v.allowedTokenHosts }}
+{{- with $v.rbac.namespaces }}
+- --watch-namespaces={{ join "," . }}
+{{- end }}
+{{- with $v.shardLabelSelector }}
+- --shard-label-selector={{ . }}
+{{- end }}
+- --max-concurrent-reconciles={{ $v.maxConcurrentReconciles }}
+- --token-requests-per-second={{ $v.tokenRequestsPerSecond }}
+- --token-request-timeout={{ $v.tokenRequestTimeout }}
+- --graceful-shutdown-timeout={{ $v.gracefulShutdownTimeout }}
+- --health-probe-bind-address=:{{ $v.healthPort }}
+- --key-secret={{ .Release.Namespace }}/{{ $v.keySecretName }}
+{{- if $v.metrics.enabled }}
+- --metrics-bind-address=:{{ $v.metrics.port }}
+- --metrics-secure={{ $v.metrics.secure }}
+{{- if $v.metrics.tlsSecretName }}
+- --metrics-cert-dir={{ include "cdcreds.metricsCertDir" . }}
+{{- end }}
+{{- else }}
+- --metrics-bind-address=0
+{{- end }}
+{{- if $v.callback.enabled }}
+- --callback-bind-address=:{{ $v.callback.port }}
+- --callback-url={{ required "callback.url is required when the callback is enabled" $v.callback.url }}
+- --authorization-link-ttl={{ $v.callback.authorizationLinkTTL }}
+{{- if $v.callback.tlsSecretName }}
+- --callback-cert-dir={{ include "cdcreds.callbackCertDir" . }}
+{{- end }}
+{{- end }}
+- --zap-log-level={{ $v.logLevel }}
+- --zap-encoder={{ $v.logFormat }}
+{{- with $v.extraArgs }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
