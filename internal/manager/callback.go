@@ -40,9 +40,6 @@ func loadOrCreateKey(ctx context.Context, cfg *rest.Config, key types.Namespaced
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Get(ctx, types.NamespacedName{Name: key.Namespace}, &corev1.Namespace{}); apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("the operator's namespace %q does not exist: create it, or set POD_NAMESPACE or --key-secret=<namespace>/<name> to the namespace the operator runs in", key.Namespace)
-	}
 	s := &corev1.Secret{}
 	err = c.Get(ctx, key, s)
 	if apierrors.IsNotFound(err) {
@@ -56,6 +53,11 @@ func loadOrCreateKey(ctx context.Context, cfg *rest.Config, key types.Namespaced
 		err = c.Create(ctx, s)
 		if apierrors.IsAlreadyExists(err) {
 			err = c.Get(ctx, key, s)
+		}
+		if apierrors.IsNotFound(err) {
+			// Creating in a namespace that does not exist; the manager may not read
+			// namespaces, so this is where it learns.
+			return nil, fmt.Errorf("the operator's namespace %q does not exist: create it, or set POD_NAMESPACE or --key-secret=<namespace>/<name> to the namespace the operator runs in", key.Namespace)
 		}
 	}
 	if err != nil {

@@ -62,7 +62,7 @@ func TestKustomizeOverlaysBuild(t *testing.T) {
 		if got := names(objs, "ClusterRoleBinding"); slices.Contains(got, "cd-credentials-manager-rolebinding") {
 			t.Errorf("the manager is still bound cluster-wide: %v", got)
 		}
-		want := []string{"cd-credentials-operator/cd-credentials-operator-key", "cd-credentials-operator/cd-credentials-leader-election-rolebinding", "team-a/cd-credentials-manager-rolebinding", "team-b/cd-credentials-manager-rolebinding"}
+		want := []string{"cd-credentials-operator/cd-credentials-leader-election-rolebinding", "cd-credentials-operator/cd-credentials-operator-key", "team-a/cd-credentials-manager-rolebinding", "team-b/cd-credentials-manager-rolebinding"}
 		if diff := cmp.Diff(want, names(objs, "RoleBinding")); diff != "" {
 			t.Errorf("RoleBindings (-want +got):\n%s", diff)
 		}
