@@ -15,6 +15,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -82,22 +83,29 @@ func userGrant(ns, name, cred, refreshSecret string) *cdv1.CDUserGrant {
 }
 
 // flows creates, in namespace ns, what drives every flow the operator has: a
-// client-credentials token, a refresh-token rotation, two flow misuses, and a customer
-// who still has to log in.
+// client-credentials token, a refresh-token rotation, two flow misuses, a customer who
+// still has to log in, and one whose grant revokes and deletes its token when deleted.
 func flows(t *testing.T, c client.Client, ns string, idp identityServer) {
 	t.Helper()
 	refreshToken := idp.SeedGrant(loginClientID, "dispatcher@acme.example", []string{"marketplace", "offline_access"})
+	leaverToken := idp.SeedGrant(loginClientID, "dispatcher@leaver.example", []string{"marketplace", "offline_access"})
+	login := credential(ns, "login", cdv1.FlowAuthorizationCode, "login-client", idp.URL)
+	login.Spec.RevocationURL = idp.URL + "/connect/revocation"
+	leaver := userGrant(ns, "leaver", "login", "leaver-refresh")
+	leaver.Spec.DeletionPolicy = cdv1.DeletionPolicyDelete
 	for _, o := range []client.Object{
 		optedInSecret(ns, "api-client", "client", map[string]string{"client_id": apiClientID, "client_secret": apiClientSecret}),
 		optedInSecret(ns, "login-client", "client", map[string]string{"client_id": loginClientID, "client_secret": loginClientSecret}),
 		optedInSecret(ns, "other-login-client", "client", map[string]string{"client_id": otherLoginID, "client_secret": otherLoginSecret}),
 		optedInSecret(ns, "acme-refresh", "refresh-token", map[string]string{"refresh_token": refreshToken}),
 		credential(ns, "api", cdv1.FlowClientCredentials, "api-client", idp.URL),
-		credential(ns, "login", cdv1.FlowAuthorizationCode, "login-client", idp.URL),
+		optedInSecret(ns, "leaver-refresh", "refresh-token", map[string]string{"refresh_token": leaverToken}),
+		login,
 		credential(ns, "misused", cdv1.FlowClientCredentials, "other-login-client", idp.URL),
 		userGrant(ns, "acme", "login", "acme-refresh"),
 		userGrant(ns, "wrong-flow", "api", "wrong-flow-refresh"),
 		userGrant(ns, "newcomer", "login", "newcomer-refresh"),
+		leaver,
 	} {
 		if err := c.Create(context.Background(), o); err != nil {
 			t.Fatalf("creating %T %s: %v", o, o.GetName(), err)
@@ -189,6 +197,40 @@ func checkRotation(t *testing.T, c client.Client, ns string) {
 		}
 		_, err = ownedOutputSecret(c, ns, "acme-token", "CDUserGrant")
 		return err
+	})
+}
+
+// checkDeletionPolicy: a grant with deletionPolicy Delete holds a finalizer, and its
+// deletion revokes its refresh token and deletes the Secret (the two writes no other
+// flow makes: a finalizer patch and a Secret delete).
+func checkDeletionPolicy(t *testing.T, c client.Client, ns string, idp identityServer) {
+	t.Helper()
+	eventually(t, flowTimeout, ns+": the leaver rotated and holds its finalizer", func() error {
+		g, err := getGrant(c, ns, "leaver")
+		if err != nil {
+			return err
+		}
+		if len(g.Finalizers) == 0 || g.Status.RotationCount < 1 {
+			return fmt.Errorf("finalizers %v, %d rotations", g.Finalizers, g.Status.RotationCount)
+		}
+		return nil
+	})
+	revoked := idp.Stats().Revocations
+	g, _ := getGrant(c, ns, "leaver")
+	if err := c.Delete(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, flowTimeout, ns+": the leaver and its refresh token gone, revoked", func() error {
+		if _, err := getGrant(c, ns, "leaver"); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("grant: %v", err)
+		}
+		if err := c.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "leaver-refresh"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("refresh-token Secret: %v", err)
+		}
+		if idp.Stats().Revocations != revoked+1 {
+			return fmt.Errorf("%d revocations", idp.Stats().Revocations-revoked)
+		}
+		return nil
 	})
 }
 

@@ -165,6 +165,7 @@ func runInstallation(t *testing.T, cl *cluster, bin string, in *installation, ep
 	checkRotation(t, cl.admin, in.tenant)
 	checkFlowMisuse(t, cl.admin, in.tenant)
 	checkOnboarding(t, cl.admin, in.tenant, idp, p.callbackURL)
+	checkDeletionPolicy(t, cl.admin, in.tenant, idp)
 	checkSecureMetrics(t, cl, p, reader, stranger)
 }
 
