@@ -22,6 +22,9 @@ func main() {
 	var allowedHosts, watchNamespaces string
 	flag.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", d.MetricsBindAddress, "Address the metrics endpoint binds to; \"0\" disables it.")
 	flag.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", d.HealthProbeBindAddress, "Address the health and readiness probes bind to.")
+	flag.StringVar(&opts.PprofBindAddress, "pprof-bind-address", "", "Address net/http/pprof (CPU and heap profiles) binds to, e.g. 127.0.0.1:6060; empty serves nothing. Profiles show code, not Secret values, but keep it off a public network.")
+	kubeAPIQPS := flag.Float64("kube-api-qps", float64(d.KubeAPIQPS), "Most requests per second to the API server (client-side limit); negative leaves it to the server's API Priority and Fairness.")
+	flag.IntVar(&opts.KubeAPIBurst, "kube-api-burst", d.KubeAPIBurst, "Burst of requests to the API server above --kube-api-qps.")
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "Elect a leader so only one replica rotates refresh tokens. Turn on whenever more than one replica may run.")
 	flag.StringVar(&opts.LeaderElectionID, "leader-election-id", d.LeaderElectionID, "Name of the leader election Lease; give each shard its own.")
 	flag.DurationVar(&opts.LeaseDuration, "leader-election-lease-duration", d.LeaseDuration, "How long a follower waits before taking over from a leader that stopped renewing.")
@@ -49,6 +52,7 @@ func main() {
 		fmt.Println("manager", version.Get())
 		return
 	}
+	opts.KubeAPIQPS = float32(*kubeAPIQPS)
 	opts.AllowedTokenHosts = splitList(allowedHosts)
 	opts.WatchNamespaces = splitList(watchNamespaces)
 	sel, err := labels.Parse(*shard)

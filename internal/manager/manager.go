@@ -33,8 +33,16 @@ import (
 
 // Options configure one manager process. Zero values take the defaults in Defaults.
 type Options struct {
-	MetricsBindAddress      string
-	HealthProbeBindAddress  string
+	MetricsBindAddress     string
+	HealthProbeBindAddress string
+	// PprofBindAddress serves net/http/pprof (CPU and heap profiles) there; empty or
+	// "0" (the default) serves nothing.
+	PprofBindAddress string
+	// KubeAPIQPS and KubeAPIBurst bound the manager's requests to the API server
+	// (client-go's client-side rate limiter); a negative QPS turns the limit off and
+	// leaves it to the server's API Priority and Fairness.
+	KubeAPIQPS   float32
+	KubeAPIBurst int
 	LeaderElection          bool
 	LeaderElectionNamespace string
 	LeaderElectionID        string
@@ -103,6 +111,8 @@ var Defaults = Options{
 	RetryPeriod:             2 * time.Second,
 	AllowedTokenHosts:       []string{"id.centraldispatch.com"},
 	MaxConcurrentReconciles: 4,
+	KubeAPIQPS:              1000,
+	KubeAPIBurst:            2000,
 	TokenRequestsPerSecond:  20,
 	TokenRequestTimeout:     20 * time.Second,
 	GracefulShutdownTimeout: 25 * time.Second,
@@ -143,10 +153,13 @@ func (o *Operator) Start(ctx context.Context) error {
 // New builds the operator. Call Start on it.
 func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error) {
 	opts = withDefaults(opts)
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = opts.KubeAPIQPS, opts.KubeAPIBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        Scheme(),
 		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsBindAddress},
 		HealthProbeBindAddress:        opts.HealthProbeBindAddress,
+		PprofBindAddress:              opts.PprofBindAddress,
 		LeaderElection:                opts.LeaderElection,
 		LeaderElectionID:              opts.LeaderElectionID,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
@@ -206,6 +219,12 @@ func withDefaults(opts Options) Options {
 	}
 	if opts.MaxConcurrentReconciles == 0 {
 		opts.MaxConcurrentReconciles = d.MaxConcurrentReconciles
+	}
+	if opts.KubeAPIQPS == 0 {
+		opts.KubeAPIQPS = d.KubeAPIQPS
+	}
+	if opts.KubeAPIBurst == 0 {
+		opts.KubeAPIBurst = d.KubeAPIBurst
 	}
 	if opts.KeySecret.Name == "" {
 		opts.KeySecret.Name = KeySecretName
