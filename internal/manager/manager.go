@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -41,8 +42,8 @@ type Options struct {
 	// KubeAPIQPS and KubeAPIBurst bound the manager's requests to the API server
 	// (client-go's client-side rate limiter); a negative QPS turns the limit off and
 	// leaves it to the server's API Priority and Fairness.
-	KubeAPIQPS   float32
-	KubeAPIBurst int
+	KubeAPIQPS              float32
+	KubeAPIBurst            int
 	LeaderElection          bool
 	LeaderElectionNamespace string
 	LeaderElectionID        string
@@ -249,6 +250,7 @@ func cacheOptions(namespaces []string, shard labels.Selector) cache.Options {
 	optedIn, err := labels.NewRequirement(cdv1.SecretTypeLabel, selection.Exists, nil)
 	utilruntime.Must(err)
 	o := cache.Options{
+		DefaultTransform: trimForCache,
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: labels.NewSelector().Add(*optedIn)},
 		},
@@ -264,6 +266,34 @@ func cacheOptions(namespaces []string, shard labels.Selector) cache.Options {
 		}
 	}
 	return o
+}
+
+// lastAppliedAnnotation is where client-side `kubectl apply` keeps a second copy of the
+// whole object.
+const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// trimForCache drops from every cached object what the controllers never read, before
+// it is stored: memory per grant is mostly cached objects. managedFields, server-side
+// apply's bookkeeping (the largest part of an applied output Secret), goes from all of
+// them; an Update of a cached Secret then sends none, which the API server reads as
+// "unchanged". kubectl's last-applied-configuration goes from the CRs only: they are
+// written with patches computed against the cached copy, so what is dropped is never
+// written back, whereas Secrets are updated whole and keep every annotation.
+func trimForCache(obj any) (any, error) {
+	o, ok := obj.(metav1.Object)
+	if !ok {
+		return obj, nil
+	}
+	if o.GetManagedFields() != nil {
+		o.SetManagedFields(nil)
+	}
+	switch obj.(type) {
+	case *cdv1.CDUserGrant, *cdv1.CDCredential:
+		if _, ok := o.GetAnnotations()[lastAppliedAnnotation]; ok {
+			delete(o.GetAnnotations(), lastAppliedAnnotation)
+		}
+	}
+	return obj, nil
 }
 
 func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options, key []byte) (*controllers.CDUserGrantReconciler, error) {

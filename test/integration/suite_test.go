@@ -91,12 +91,19 @@ var testKey = []byte("integration-test-key-0123456789abcdef")
 
 // runningManager is a manager started by a test.
 type runningManager struct {
+	*manager.Operator
 	cancel context.CancelFunc
 	done   chan error
 }
 
 // startManager starts the real manager, limited to the test's namespace.
 func startManager(t *testing.T, opts manager.Options) *runningManager {
+	t.Helper()
+	return startManagerWith(t, cfg, opts)
+}
+
+// startManagerWith starts the real manager on restCfg (a test may wrap its transport).
+func startManagerWith(t *testing.T, restCfg *rest.Config, opts manager.Options) *runningManager {
 	t.Helper()
 	opts.SeveralPerProcess = true
 	if opts.MetricsBindAddress == "" {
@@ -109,12 +116,12 @@ func startManager(t *testing.T, opts manager.Options) *runningManager {
 		opts.Key = testKey
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	op, err := manager.New(ctx, cfg, opts)
+	op, err := manager.New(ctx, restCfg, opts)
 	if err != nil {
 		cancel()
 		t.Fatalf("creating manager: %v", err)
 	}
-	rm := &runningManager{cancel: cancel, done: make(chan error, 1)}
+	rm := &runningManager{Operator: op, cancel: cancel, done: make(chan error, 1)}
 	go func() { rm.done <- op.Start(ctx) }()
 	t.Cleanup(func() { rm.stop(t) })
 	return rm
