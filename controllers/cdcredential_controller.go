@@ -54,7 +54,7 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if equality.Semantic.DeepEqual(before.Status, cred.Status) {
 			return
 		}
-		if err := r.Status().Patch(ctx, cred, client.MergeFrom(before)); err != nil {
+		if err := r.Status().Patch(ctx, cred, patchStatus(&before.Status, &cred.Status)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()

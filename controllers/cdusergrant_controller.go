@@ -80,7 +80,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			return
 		}
 		// Status is the last of a rotation's writes; shutdown must not cancel it.
-		if err := r.Status().Patch(context.WithoutCancel(ctx), grant, client.MergeFrom(before)); err != nil {
+		if err := r.Status().Patch(context.WithoutCancel(ctx), grant, patchStatus(&before.Status, &grant.Status)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
