@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
-	"github.com/credops/cd-credentials-operator/internal/metrics"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
@@ -65,9 +64,6 @@ type Authorizer interface {
 func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	grant := &cdv1.CDUserGrant{}
 	if err := r.Get(ctx, req.NamespacedName, grant); err != nil {
-		if apierrors.IsNotFound(err) {
-			metrics.Forget(kindGrant, req.Namespace, req.Name)
-		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if done, err := r.deletion(ctx, grant); done || err != nil {
@@ -75,7 +71,6 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	before := grant.DeepCopy()
 	defer func() {
-		metrics.ObserveStatus(kindGrant, grant, grant.Status.Conditions, grant.Status.ExpiresAt, grant.Status.RenewalTime)
 		if equality.Semantic.DeepEqual(before.Status, grant.Status) {
 			return
 		}

@@ -192,6 +192,9 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error)
 	if err != nil {
 		return nil, err
 	}
+	if err := publishCRMetrics(mgr); err != nil {
+		return nil, err
+	}
 	return &Operator{Manager: mgr, grants: grants, holderTimeout: opts.HolderTimeout}, nil
 }
 
