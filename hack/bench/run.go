@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log"
+	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -79,6 +83,7 @@ type bench struct {
 	k8s        client.Client
 	kubeconfig string
 	idp        *cdsandbox.Server
+	lifetime   *lifetimeOverride
 	issuer     string
 	host       string
 	tl         *timeline
@@ -103,7 +108,7 @@ func runN(cfg config, n int) (res result, err error) {
 	if err := os.WriteFile(b.kubeconfig, env.KubeConfig, 0o600); err != nil {
 		return res, err
 	}
-	b.idp, b.issuer, b.host = startSandbox(cfg.ttl)
+	b.idp, b.lifetime, b.issuer, b.host = startSandbox(cfg.ttl)
 	b.tl = startTimeline(b.idp)
 	defer func() {
 		samples := b.tl.stop()
@@ -190,6 +195,14 @@ func (b *bench) measureManager(res *result) error {
 		res.rssAfterUnrelated = procRSS(m.pid(), "VmRSS")
 	}
 	res.peakRSS = procRSS(m.pid(), "VmHWM")
+
+	step("N=%d: one round of tokens announced to live %s, so that a restart finds every token fresh", b.n, freshLifetime)
+	b.tl.set("fresh-round", m.pid(), w)
+	b.lifetime.announce(freshLifetime)
+	defer b.lifetime.announce(0)
+	if err := w.waitFresh(b.n, freshLifetime/2, 2*b.cfg.ttl+time.Minute); err != nil {
+		return err
+	}
 
 	step("N=%d: warm restart: a new manager finds every token fresh", b.n)
 	b.tl.set("restart", 0, w)
@@ -380,7 +393,11 @@ func waitReconciled(metricsAddr string, n int, timeout time.Duration) error {
 	}
 }
 
-func startSandbox(ttl time.Duration) (*cdsandbox.Server, string, string) {
+// freshLifetime is the lifetime announced for the round before the warm restart: far
+// longer than a restart takes.
+const freshLifetime = 10 * time.Minute
+
+func startSandbox(ttl time.Duration) (*cdsandbox.Server, *lifetimeOverride, string, string) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
@@ -389,8 +406,41 @@ func startSandbox(ttl time.Duration) (*cdsandbox.Server, string, string) {
 	s := cdsandbox.New(cdsandbox.Options{Issuer: issuer, AccessTokenTTL: ttl, Clients: []cdsandbox.Client{
 		{ID: clientID, Secret: clientSecret, GrantTypes: []string{"authorization_code"}},
 	}})
-	go func() { _ = (&http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}).Serve(l) }()
-	return s, issuer, l.Addr().String()
+	o := &lifetimeOverride{h: s}
+	go func() { _ = (&http.Server{Handler: o, ReadHeaderTimeout: 10 * time.Second}).Serve(l) }()
+	return s, o, issuer, l.Addr().String()
+}
+
+// lifetimeOverride makes the identity server announce another expires_in than the
+// lifetime it enforces, for one phase: before the warm restart every grant gets a token
+// announced to outlive the restart, so the new manager finds every token fresh, as after
+// a real restart with 30-minute tokens. The sandbox still judges renewals by its own
+// lifetime; the bench reads its late renewals before the override.
+type lifetimeOverride struct {
+	h       http.Handler
+	seconds atomic.Int64
+}
+
+func (o *lifetimeOverride) announce(d time.Duration) { o.seconds.Store(int64(d.Seconds())) }
+
+func (o *lifetimeOverride) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	secs := o.seconds.Load()
+	if secs == 0 || r.URL.Path != "/connect/token" {
+		o.h.ServeHTTP(w, r)
+		return
+	}
+	rec := httptest.NewRecorder()
+	o.h.ServeHTTP(rec, r)
+	body := rec.Body.Bytes()
+	var m map[string]any
+	if rec.Code == http.StatusOK && json.Unmarshal(body, &m) == nil && m["expires_in"] != nil {
+		m["expires_in"] = secs
+		body, _ = json.Marshal(m)
+	}
+	maps.Copy(w.Header(), rec.Header())
+	w.Header().Del("Content-Length")
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(body)
 }
 
 // seed creates a namespace, the credential and n grants with their refresh tokens.

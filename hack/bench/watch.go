@@ -145,3 +145,25 @@ func (w *watcher) waitReady(n int, timeout time.Duration) error {
 	}
 	return nil
 }
+
+// waitFresh polls until n output Secrets each have more than left before expiry.
+func (w *watcher) waitFresh(n int, left, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		w.mu.Lock()
+		fresh := 0
+		for _, t := range w.expires {
+			if time.Until(t) > left {
+				fresh++
+			}
+		}
+		w.mu.Unlock()
+		if fresh >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errTimeout("output Secrets with a fresh token", fresh, n, timeout)
+		}
+		time.Sleep(500 * time.Millisecond) // polling the watcher's state
+	}
+}
