@@ -41,8 +41,10 @@ type config struct {
 	// tokenRPS is the manager's --token-requests-per-second: the identity server's
 	// tolerance, a deployment choice rather than a cost of the operator.
 	tokenRPS string
-	// managerArgs are extra manager flags, to measure a lever against the defaults.
+	// managerArgs are extra manager flags, to measure a lever against the defaults;
+	// managerEnv extra environment (GOGC=50, GOMEMLIMIT=200MiB).
 	managerArgs []string
+	managerEnv  []string
 	loopWorkers int
 }
 
@@ -58,6 +60,7 @@ func main() {
 	flag.StringVar(&cfg.out, "out", "bench-out", "folder for CSV, plots and profiles")
 	flag.StringVar(&cfg.tokenRPS, "token-requests-per-second", envString("BENCH_TOKEN_RPS", "500"), "the manager's --token-requests-per-second")
 	flag.StringVar(&managerArgs, "manager-args", os.Getenv("BENCH_MANAGER_ARGS"), "extra manager flags, space-separated")
+	managerEnv := flag.String("manager-env", os.Getenv("BENCH_MANAGER_ENV"), "extra manager environment, space-separated KEY=VALUE")
 	flag.IntVar(&cfg.loopWorkers, "loop-workers", envInt("BENCH_LOOP_WORKERS", 16), "concurrent refreshes of the baseline loop")
 	baseline := flag.Bool("baseline", false, "run as the baseline loop (internal)")
 	flag.Parse()
@@ -75,6 +78,7 @@ func main() {
 		cfg.window = 2 * cfg.ttl
 	}
 	cfg.managerArgs = strings.Fields(managerArgs)
+	cfg.managerEnv = strings.Fields(*managerEnv)
 	raiseFileLimit()
 	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
 		log.Fatal(err)

@@ -36,6 +36,8 @@ type result struct {
 	emptyRSS, emptyHeap int64
 
 	coldStart time.Duration
+	// coldWrites are the manager's API writes from its start until all were Ready.
+	coldWrites int
 
 	rotations      int
 	requestsPerRot float64
@@ -47,6 +49,9 @@ type result struct {
 	cpuPer1000     float64
 	steadyRSS      int64
 	steadyHeap     int64
+	// memstats are the Go runtime's memory figures at the same moment, to tell live heap
+	// from GC headroom and memory not yet returned to the OS.
+	memstats map[string]float64
 	peakRSS        int64
 
 	rssBeforeUnrelated, rssAfterUnrelated int64
@@ -180,6 +185,11 @@ func (b *bench) measureManager(res *result) error {
 		return err
 	}
 	res.coldStart = time.Since(start)
+	cold, err := scrapeRequests(m.metrics)
+	if err != nil {
+		return err
+	}
+	res.coldWrites = cold.writes
 
 	if err := b.measureSteady(res, m, w); err != nil {
 		return err
@@ -269,6 +279,7 @@ func (b *bench) measureSteady(res *result, m *managerProc, w *watcher) error {
 	}
 	res.cpuPer1000 = (cpu1 - cpu0) / rot * 1000
 	res.steadyRSS = procRSS(m.pid(), "VmRSS")
+	res.memstats, _ = scrape(m.metrics, memstatNames...)
 	if err := captureProfile(m.pprof, "heap", "gc=1", res.heapProfile, 0); err != nil {
 		return err
 	}
@@ -337,6 +348,7 @@ func (b *bench) startManager(name string) (*managerProc, error) {
 		return nil, err
 	}
 	m.cmd = exec.Command(b.cfg.manager, args...)
+	m.cmd.Env = append(os.Environ(), b.cfg.managerEnv...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	if err := m.cmd.Start(); err != nil {
 		logf.Close()
