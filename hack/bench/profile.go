@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/pprof/profile"
@@ -45,7 +46,8 @@ type cost struct {
 // topCosts reads a profile and returns the functions with the largest flat and cum
 // values of sampleType (CPU: "cpu"; heap in use: "inuse_space"), n of each, and the
 // profile's total.
-func topCosts(path, sampleType string, n int) (flat, cum []cost, total int64, err error) {
+// keep, when set, leaves out the functions it refuses.
+func topCosts(path, sampleType string, n int, keep func(string) bool) (flat, cum []cost, total int64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, 0, err
@@ -91,12 +93,17 @@ func topCosts(path, sampleType string, n int) (flat, cum []cost, total int64, er
 	}
 	all := make([]cost, 0, len(byFn))
 	for _, c := range byFn {
-		all = append(all, *c)
+		if keep == nil || keep(c.fn) {
+			all = append(all, *c)
+		}
 	}
 	flat = topBy(all, func(c cost) int64 { return c.flat }, n)
 	cum = topBy(all, func(c cost) int64 { return c.cum }, n)
 	return flat, cum, total, nil
 }
+
+// operatorOwn keeps the operator's own functions.
+func operatorOwn(fn string) bool { return strings.HasPrefix(fn, "github.com/credops/") }
 
 func topBy(all []cost, key func(cost) int64, n int) []cost {
 	sorted := slices.Clone(all)
@@ -105,8 +112,8 @@ func topBy(all []cost, key func(cost) int64, n int) []cost {
 }
 
 // printTop prints a profile's top functions, flat and cum, as two small tables.
-func printTop(title, path, sampleType string, unit func(int64) string) {
-	flat, cum, total, err := topCosts(path, sampleType, 5)
+func printTop(title, path, sampleType string, unit func(int64) string, keep func(string) bool) {
+	flat, cum, total, err := topCosts(path, sampleType, 5, keep)
 	if err != nil {
 		fmt.Printf("\n%s: %v\n", title, err)
 		return

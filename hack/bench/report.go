@@ -67,8 +67,9 @@ func printTable(cfg config, r result) {
 // printProfiles prints the top five functions of the steady-state CPU profile and of
 // the heap in use at its end.
 func printProfiles(r result) {
-	printTop(fmt.Sprintf("CPU, steady state, N=%d", r.n), r.cpuProfile, "cpu", cpuUnit)
-	printTop(fmt.Sprintf("Heap in use after the steady state, N=%d", r.n), r.heapProfile, "inuse_space", bytesUnit)
+	printTop(fmt.Sprintf("CPU, steady state, N=%d", r.n), r.cpuProfile, "cpu", cpuUnit, nil)
+	printTop(fmt.Sprintf("CPU, steady state, N=%d, the operator's own functions", r.n), r.cpuProfile, "cpu", cpuUnit, operatorOwn)
+	printTop(fmt.Sprintf("Heap in use after the steady state, N=%d", r.n), r.heapProfile, "inuse_space", bytesUnit, nil)
 }
 
 // printSeries prints the scaling series: cost per rotation and per grant against N.

@@ -155,7 +155,7 @@ func (b *bench) measureEmpty(res *result) error {
 	if err := captureProfile(m.pprof, "heap", "gc=1", heap, 0); err != nil {
 		return err
 	}
-	_, _, res.emptyHeap, _ = topCosts(heap, "inuse_space", 0)
+	_, _, res.emptyHeap, _ = topCosts(heap, "inuse_space", 0, nil)
 	return nil
 }
 
@@ -283,7 +283,7 @@ func (b *bench) measureSteady(res *result, m *managerProc, w *watcher) error {
 	if err := captureProfile(m.pprof, "heap", "gc=1", res.heapProfile, 0); err != nil {
 		return err
 	}
-	_, _, res.steadyHeap, _ = topCosts(res.heapProfile, "inuse_space", 0)
+	_, _, res.steadyHeap, _ = topCosts(res.heapProfile, "inuse_space", 0, nil)
 	return nil
 }
 
