@@ -42,7 +42,9 @@ type result struct {
 	rotations      int
 	requestsPerRot float64
 	rotPerLifetime float64
-	late           int
+	// late and lateCold are tokens expired before renewal in the steady state and
+	// before it (a cold start longer than two thirds of a lifetime makes some).
+	late, lateCold int
 	writesPerRot   float64
 	readsPerRot    float64
 	writesBy       map[string]int
@@ -52,7 +54,7 @@ type result struct {
 	// memstats are the Go runtime's memory figures at the same moment, to tell live heap
 	// from GC headroom and memory not yet returned to the OS.
 	memstats map[string]float64
-	peakRSS        int64
+	peakRSS  int64
 
 	rssBeforeUnrelated, rssAfterUnrelated int64
 
@@ -268,7 +270,8 @@ func (b *bench) measureSteady(res *result, m *managerProc, w *watcher) error {
 	rot := float64(max(res.rotations, 1))
 	res.requestsPerRot = float64(s1.TokenRequests["refresh_token"]-s0.TokenRequests["refresh_token"]) / rot
 	res.rotPerLifetime = rot / float64(b.n) / (float64(b.cfg.window) / float64(b.cfg.ttl))
-	res.late = s1.LateRenewals
+	res.lateCold = s0.LateRenewals
+	res.late = s1.LateRenewals - s0.LateRenewals
 	res.writesPerRot = float64(r1.writes-r0.writes) / rot
 	res.readsPerRot = float64(r1.reads-r0.reads) / rot
 	res.writesBy = map[string]int{}
