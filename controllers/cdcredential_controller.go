@@ -49,7 +49,7 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if equality.Semantic.DeepEqual(before.Status, cred.Status) {
 			return
 		}
-		if err := r.Status().Patch(ctx, cred, patchStatus(&before.Status, &cred.Status)); err != nil {
+		if err := r.Status().Patch(ctx, statusTarget(cred, cdv1.GroupVersion.WithKind("CDCredential")), patchStatus(&before.Status, &cred.Status)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()

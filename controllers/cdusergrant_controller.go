@@ -75,7 +75,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			return
 		}
 		// Status is the last of a rotation's writes; shutdown must not cancel it.
-		if err := r.Status().Patch(context.WithoutCancel(ctx), grant, patchStatus(&before.Status, &grant.Status)); err != nil {
+		if err := r.Status().Patch(context.WithoutCancel(ctx), statusTarget(grant, cdv1.GroupVersion.WithKind("CDUserGrant")), patchStatus(&before.Status, &grant.Status)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
