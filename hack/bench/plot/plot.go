@@ -222,6 +222,14 @@ func Series(path string, rows []Row) error {
 		p.Y.Label.Text = pn.ylabel
 		p.Y.Min = 0
 		p.Legend.Top = true
+		// Head room for the legend above the highest line.
+		top := 0.0
+		for _, ln := range pn.lines {
+			for _, xy := range ln.data {
+				top = math.Max(top, xy.Y)
+			}
+		}
+		p.Y.Max = 1.4 * top
 		for _, ln := range pn.lines {
 			l, s, err := plotter.NewLinePoints(ln.data)
 			if err != nil {
