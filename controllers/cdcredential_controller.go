@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
@@ -43,18 +42,14 @@ type CDCredentialReconciler struct {
 func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	cred := &cdv1.CDCredential{}
 	if err := r.Get(ctx, req.NamespacedName, cred); err != nil {
-		if apierrors.IsNotFound(err) {
-			metrics.Forget(kindCredential, req.Namespace, req.Name)
-		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := cred.DeepCopy()
 	defer func() {
-		metrics.ObserveStatus(kindCredential, cred, cred.Status.Conditions, cred.Status.ExpiresAt, cred.Status.RenewalTime)
 		if equality.Semantic.DeepEqual(before.Status, cred.Status) {
 			return
 		}
-		if err := r.Status().Patch(ctx, cred, client.MergeFrom(before)); err != nil {
+		if err := r.Status().Patch(ctx, statusTarget(cred, cdv1.GroupVersion.WithKind("CDCredential")), patchStatus(&before.Status, &cred.Status)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()

@@ -3,8 +3,8 @@ package controllers
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
-	"github.com/credops/cd-credentials-operator/internal/metrics"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
@@ -74,7 +73,6 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	grant := &cdv1.CDUserGrant{}
 	if err := r.Get(ctx, req.NamespacedName, grant); err != nil {
 		if apierrors.IsNotFound(err) {
-			metrics.Forget(kindGrant, req.Namespace, req.Name)
 			return ctrl.Result{}, r.storeOrphan(ctx, req.NamespacedName)
 		}
 		return ctrl.Result{}, err
@@ -84,12 +82,11 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	before := grant.DeepCopy()
 	defer func() {
-		metrics.ObserveStatus(kindGrant, grant, grant.Status.Conditions, grant.Status.ExpiresAt, grant.Status.RenewalTime)
 		if equality.Semantic.DeepEqual(before.Status, grant.Status) {
 			return
 		}
 		// Status is the last of a rotation's writes; shutdown must not cancel it.
-		if err := r.Status().Patch(context.WithoutCancel(ctx), grant, client.MergeFrom(before)); err != nil {
+		if err := r.Status().Patch(context.WithoutCancel(ctx), statusTarget(grant, cdv1.GroupVersion.WithKind("CDUserGrant")), patchStatus(&before.Status, &grant.Status)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()

@@ -87,6 +87,34 @@ func TestAFreshTokenIsNotRotatedAndOnlyChangesRecordEvents(t *testing.T) {
 	}
 }
 
+func TestARestartWithAFreshTokenWritesNothingAndWaitsForTheRenewal(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	renewAt := w.grant("acme").Status.RenewalTime.Time
+	w.recorded()
+	// A new process: a new reconciler with nothing in memory reads expires_at.
+	w.grants = &CDUserGrantReconciler{Client: w.client, APIReader: w.client, Clock: w.clock, Tokens: w.tokens, Recorder: w.events, Holder: "me-after-restart"}
+	w.clock.Step(time.Minute)
+	res, err := w.reconcileGrant("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if writes := w.takeWrites(); len(writes) != 0 {
+		t.Errorf("a restart with a fresh token wrote %v, want nothing", writes)
+	}
+	if events := w.recorded(); len(events) != 0 {
+		t.Errorf("a restart with a fresh token recorded events %q", events)
+	}
+	if n := len(w.tokens.refreshes()); n != 1 {
+		t.Errorf("%d refreshes, want only the first one", n)
+	}
+	if want := renewAt.Sub(w.clock.Now()); res.RequeueAfter != want {
+		t.Errorf("RequeueAfter %s, want %s (the stored renewal time)", res.RequeueAfter, want)
+	}
+}
+
 func TestInvalidGrantIsTerminalAndRememberedInStatus(t *testing.T) {
 	w := newWorld(t)
 	w.tokens.failNext(invalidGrant)

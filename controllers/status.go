@@ -1,14 +1,20 @@
 package controllers
 
 import (
+	"encoding/json"
 	"errors"
 	"time"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -173,4 +179,45 @@ func timePtr(t time.Time) *metav1.Time {
 	}
 	mt := metav1.NewTime(t)
 	return &mt
+}
+
+// statusPatch is a JSON merge patch of an object's status alone, from its status before
+// and after a pass. client.MergeFrom marshals and diffs the whole object, metadata and
+// spec included, on every status write, though the status subresource takes the status
+// only: on a rotation that was a tenth of the manager's CPU.
+type statusPatch[S any] struct {
+	before, after *S
+}
+
+// patchStatus returns the status patch from before to after.
+func patchStatus[S any](before, after *S) client.Patch {
+	return statusPatch[S]{before: before, after: after}
+}
+
+func (statusPatch[S]) Type() types.PatchType { return types.MergePatchType }
+
+func (p statusPatch[S]) Data(client.Object) ([]byte, error) {
+	before, err := json.Marshal(p.before)
+	if err != nil {
+		return nil, err
+	}
+	after, err := json.Marshal(p.after)
+	if err != nil {
+		return nil, err
+	}
+	diff, err := jsonpatch.CreateMergePatch(before, after)
+	if err != nil {
+		return nil, err
+	}
+	return append(append([]byte(`{"status":`), diff...), '}'), nil
+}
+
+// statusTarget is obj as the target of a status patch whose answer is read for its
+// metadata only: the reconcile is over when status is written, and decoding the whole
+// object the API server sends back (as JSON, for a CR) was a third of the status write.
+func statusTarget(obj client.Object, gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(gvk)
+	m.Namespace, m.Name = obj.GetNamespace(), obj.GetName()
+	return m
 }

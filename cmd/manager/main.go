@@ -31,6 +31,9 @@ func main() {
 	flag.StringVar(&opts.MetricsCertDir, "metrics-cert-dir", "", "Folder with tls.crt and tls.key for the metrics endpoint (reloaded on change); empty uses a self-signed certificate.")
 	flag.BoolVar(&opts.MetricsHTTP2, "enable-http2", false, "Allow HTTP/2 on the metrics endpoint (off because of the HTTP/2 Rapid Reset advisories).")
 	flag.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", d.HealthProbeBindAddress, "Address the health and readiness probes bind to.")
+	flag.StringVar(&opts.PprofBindAddress, "pprof-bind-address", "", "Address net/http/pprof (CPU and heap profiles) binds to, e.g. 127.0.0.1:6060; empty serves nothing. Profiles show code, not Secret values, but keep it off a public network.")
+	kubeAPIQPS := flag.Float64("kube-api-qps", float64(d.KubeAPIQPS), "Most requests per second to the API server (client-side limit); negative leaves it to the server's API Priority and Fairness.")
+	flag.IntVar(&opts.KubeAPIBurst, "kube-api-burst", d.KubeAPIBurst, "Burst of requests to the API server above --kube-api-qps.")
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "Elect a leader so only one replica rotates refresh tokens. Turn on whenever more than one replica may run.")
 	flag.StringVar(&opts.LeaderElectionID, "leader-election-id", d.LeaderElectionID, "Name of the leader election Lease; give each shard its own.")
 	flag.DurationVar(&opts.LeaseDuration, "leader-election-lease-duration", d.LeaseDuration, "How long a follower waits before taking over from a leader that stopped renewing.")
@@ -59,6 +62,7 @@ func main() {
 		return
 	}
 	opts.MetricsPlainHTTP = !*metricsSecure
+	opts.KubeAPIQPS = float32(*kubeAPIQPS)
 	opts.AllowedTokenHosts = splitList(allowedHosts)
 	opts.WatchNamespaces = splitList(watchNamespaces)
 	sel, err := labels.Parse(*shard)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"net/url"
@@ -23,7 +24,9 @@ const baselineNS = "baseline"
 
 // runBaseline is the baseline: for each grant, forever: read its refresh token, refresh
 // it, store the new one, write the access token Secret, sleep 2/3 of the lifetime. No
-// informers, no conditions, no in-flight marks, no events.
+// informers, no conditions, no in-flight marks, no events. Like the manager it runs a
+// bounded number of refreshes at once over a keep-alive connection pool, so the two
+// differ in what they do per rotation, not in how they reach the token host.
 func runBaseline() {
 	cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("BENCH_KUBECONFIG"))
 	if err != nil {
@@ -32,47 +35,74 @@ func runBaseline() {
 	cfg.QPS, cfg.Burst = 500, 1000
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	n, _ := strconv.Atoi(os.Getenv("BENCH_N"))
-	var writes atomic.Int64
+	workers := envInt("BENCH_LOOP_WORKERS", 16)
+	loop := &loop{cs: cs, tokenURL: os.Getenv("BENCH_TOKEN_URL"), slots: make(chan struct{}, workers), http: &http.Client{Transport: pooledTransport(workers)}}
 	for i := range n {
-		go baselineGrant(cs, fmt.Sprintf("b%05d", i), os.Getenv("BENCH_TOKEN_URL"), &writes)
+		go loop.grant(fmt.Sprintf("b%05d", i))
 	}
 	for range time.Tick(time.Second) {
-		_ = os.WriteFile(os.Getenv("BENCH_REPORT"), []byte(strconv.FormatInt(writes.Load(), 10)), 0o600)
+		_ = os.WriteFile(os.Getenv("BENCH_REPORT"), []byte(strconv.FormatInt(loop.writes.Load(), 10)), 0o600)
 	}
 }
 
-func baselineGrant(cs *kubernetes.Clientset, name, tokenURL string, writes *atomic.Int64) {
-	ctx := context.Background()
-	secrets := cs.CoreV1().Secrets(baselineNS)
+type loop struct {
+	cs       *kubernetes.Clientset
+	tokenURL string
+	slots    chan struct{}
+	http     *http.Client
+	writes   atomic.Int64
+}
+
+func pooledTransport(conns int) http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = conns
+	return t
+}
+
+func (l *loop) grant(name string) {
 	for {
-		s, err := secrets.Get(ctx, name+"-refresh", metav1.GetOptions{})
-		if err != nil {
+		l.slots <- struct{}{}
+		lifetime, ok := l.rotate(name)
+		<-l.slots
+		if !ok {
 			time.Sleep(time.Second)
 			continue
 		}
-		resp, err := http.PostForm(tokenURL, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {string(s.Data["refresh_token"])}, "client_id": {clientID}, "client_secret": {clientSecret}})
-		if err != nil {
-			time.Sleep(time.Second)
-			continue
-		}
-		var tok struct {
-			AccessToken  string `json:"access_token"`
-			RefreshToken string `json:"refresh_token"`
-			ExpiresIn    int    `json:"expires_in"`
-		}
-		_ = json.NewDecoder(resp.Body).Decode(&tok)
-		resp.Body.Close()
-		s.Data["refresh_token"] = []byte(tok.RefreshToken)
-		if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err == nil {
-			writes.Add(1)
-		}
-		out := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-token", Namespace: baselineNS}, Data: map[string][]byte{"access_token": []byte(tok.AccessToken)}}
-		if _, err := secrets.Update(ctx, out, metav1.UpdateOptions{}); apierrors.IsNotFound(err) {
-			_, err = secrets.Create(ctx, out, metav1.CreateOptions{})
-			writes.Add(1)
-		} else if err == nil {
-			writes.Add(1)
-		}
-		time.Sleep(time.Duration(tok.ExpiresIn) * time.Second * 2 / 3)
+		time.Sleep(lifetime * 2 / 3)
 	}
+}
+
+// rotate reads, refreshes and stores one grant's tokens and returns the new token's
+// lifetime.
+func (l *loop) rotate(name string) (time.Duration, bool) {
+	ctx := context.Background()
+	secrets := l.cs.CoreV1().Secrets(baselineNS)
+	s, err := secrets.Get(ctx, name+"-refresh", metav1.GetOptions{})
+	if err != nil {
+		return 0, false
+	}
+	resp, err := l.http.PostForm(l.tokenURL, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {string(s.Data["refresh_token"])}, "client_id": {clientID}, "client_secret": {clientSecret}})
+	if err != nil {
+		return 0, false
+	}
+	var tok struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+		ExpiresIn    int    `json:"expires_in"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&tok)
+	_, _ = io.Copy(io.Discard, resp.Body) // to the end, so the connection is reused
+	resp.Body.Close()
+	s.Data["refresh_token"] = []byte(tok.RefreshToken)
+	if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err == nil {
+		l.writes.Add(1)
+	}
+	out := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-token", Namespace: baselineNS}, Data: map[string][]byte{"access_token": []byte(tok.AccessToken)}}
+	if _, err := secrets.Update(ctx, out, metav1.UpdateOptions{}); apierrors.IsNotFound(err) {
+		_, err = secrets.Create(ctx, out, metav1.CreateOptions{})
+		l.writes.Add(1)
+	} else if err == nil {
+		l.writes.Add(1)
+	}
+	return time.Duration(tok.ExpiresIn) * time.Second, true
 }

@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // clockTicks is USER_HZ, 100 on Linux.
@@ -42,71 +45,105 @@ func procRSS(pid int, field string) int64 {
 	return 0
 }
 
-// scrapeRequests sums the manager's API-server requests from client-go's metrics:
-// writes (POST, PUT, PATCH, DELETE) and reads (GET, LIST), and counts writes by method
-// and status code for the breakdown.
-func scrapeRequests(addr string) (writes, reads int) {
-	writes, reads, _ = scrapeRequestsBy(addr)
-	return writes, reads
+// metricsURL is where the manager serves its metrics. The bench scrapes plain HTTP on
+// loopback: see managerMetricsFlags.
+func metricsURL(addr string, names ...string) string {
+	q := url.Values{"name[]": names}
+	return "http://" + addr + "/metrics?" + q.Encode()
 }
 
-func scrapeRequestsBy(addr string) (writes, reads int, by map[string]int) {
-	by = map[string]int{}
-	resp, err := http.Get("http://" + addr + "/metrics")
+// scrape reads the manager's metrics named names (all when none) as
+// "name{labels}" -> value. The handler still gathers every series, so scrapes are kept
+// to the edges of measurement windows.
+func scrape(addr string, names ...string) (map[string]float64, error) {
+	c := &http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get(metricsURL(addr, names...))
 	if err != nil {
-		return 0, 0, by
+		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("scraping metrics: %s", resp.Status)
+	}
+	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "rest_client_requests_total{") {
+		if line == "" || line[0] == '#' {
 			continue
 		}
-		v, _ := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
+		i := strings.LastIndex(line, " ")
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:i]] = v
+	}
+	return out, sc.Err()
+}
+
+// requests sums client-go's rest_client_requests_total: writes (POST, PUT, PATCH,
+// DELETE) and reads (GET, which includes lists and watches), and writes by series for
+// the breakdown.
+type requests struct {
+	writes, reads int
+	by            map[string]int
+}
+
+func scrapeRequests(addr string) (requests, error) {
+	m, err := scrape(addr, "rest_client_requests_total")
+	if err != nil {
+		return requests{}, err
+	}
+	r := requests{by: map[string]int{}}
+	for series, v := range m {
 		switch {
-		case strings.Contains(line, `method="GET"`):
-			reads += int(v)
-		case strings.Contains(line, `method="POST"`), strings.Contains(line, `method="PUT"`), strings.Contains(line, `method="PATCH"`), strings.Contains(line, `method="DELETE"`):
-			writes += int(v)
-			by[line[strings.Index(line, "{"):strings.LastIndex(line, " ")]] += int(v)
+		case strings.Contains(series, `method="GET"`):
+			r.reads += int(v)
+		case strings.Contains(series, `method="POST"`), strings.Contains(series, `method="PUT"`),
+			strings.Contains(series, `method="PATCH"`), strings.Contains(series, `method="DELETE"`):
+			r.writes += int(v)
+			r.by[series[strings.Index(series, "{"):]] += int(v)
 		}
 	}
-	return writes, reads, by
+	return r, nil
+}
+
+// reconciles is how many reconciles of controller the manager has finished.
+func reconciles(addr, controller string) (int, error) {
+	m, err := scrape(addr, "controller_runtime_reconcile_total")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for series, v := range m {
+		if strings.Contains(series, `controller="`+controller+`"`) {
+			n += int(v)
+		}
+	}
+	return n, nil
+}
+
+// raiseFileLimit lifts the open-files limit to its hard maximum for the bench and the
+// processes it starts (API server, etcd, manager, loop): tens of thousands of grants
+// mean as many watches, connections and sockets at the sandbox.
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return
+	}
+	l.Cur = l.Max
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+}
+
+func nproc() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	return strings.Count(string(b), "processor\t:")
 }
 
 func baselineWrites(path string) int {
 	b, _ := os.ReadFile(path)
 	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return n
-}
-
-func printTable(cfg config, r result) {
-	mib := func(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
-	ratio := func(a, b float64) string {
-		if b == 0 {
-			return "n/a"
-		}
-		return fmt.Sprintf("%.2fx", a/b)
-	}
-	host, _ := os.Hostname()
-	fmt.Printf("\nBenchmark: %d CDUserGrants, token lifetime %s, %d unrelated Secrets (%s, %d cores)\n\n", cfg.n, cfg.ttl, cfg.unrelated, host, nproc())
-	fmt.Println("| measure | manager | baseline loop | ratio |")
-	fmt.Println("|---|---|---|---|")
-	fmt.Printf("| time to first token, all %d grants | %s | | |\n", cfg.n, r.firstTokens.Round(100_000_000))
-	fmt.Printf("| rotations measured (2 lifetimes) | %d | %d | |\n", r.rotations, r.baselineRot)
-	fmt.Printf("| refresh requests per rotation (target 1.00) | %.2f | | |\n", r.requestsPerRot)
-	fmt.Printf("| rotations per grant per token lifetime | %.2f | | |\n", r.rotPerLifetime)
-	fmt.Printf("| tokens expired before renewal (target 0) | %d | | |\n", r.late)
-	fmt.Printf("| API-server writes per rotation | %.2f | %.2f | %s |\n", r.writesPerRot, r.baselineWrites, ratio(r.writesPerRot, r.baselineWrites))
-	fmt.Printf("| API-server reads per rotation | %.2f | | |\n", r.readsPerRot)
-	fmt.Printf("| CPU seconds per 1,000 rotations | %.2f | %.2f | %s |\n", r.cpuPer1000, r.baselineCPU1000, ratio(r.cpuPer1000, r.baselineCPU1000))
-	fmt.Printf("| manager peak RSS | %s | | |\n", mib(r.peakRSS))
-	fmt.Printf("| manager RSS without / with %d unrelated Secrets | %s / %s | | |\n", cfg.unrelated, mib(r.rssBefore), mib(r.rssAfter))
-}
-
-func nproc() int {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	return strings.Count(string(b), "processor\t:")
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -42,8 +43,16 @@ type Options struct {
 	// without those files) means a self-signed certificate.
 	MetricsCertDir string
 	// MetricsHTTP2 allows HTTP/2 on the metrics endpoint (off by default).
-	MetricsHTTP2            bool
-	HealthProbeBindAddress  string
+	MetricsHTTP2           bool
+	HealthProbeBindAddress string
+	// PprofBindAddress serves net/http/pprof (CPU and heap profiles) there; empty or
+	// "0" (the default) serves nothing.
+	PprofBindAddress string
+	// KubeAPIQPS and KubeAPIBurst bound the manager's requests to the API server
+	// (client-go's client-side rate limiter); a negative QPS turns the limit off and
+	// leaves it to the server's API Priority and Fairness.
+	KubeAPIQPS              float32
+	KubeAPIBurst            int
 	LeaderElection          bool
 	LeaderElectionNamespace string
 	LeaderElectionID        string
@@ -110,14 +119,19 @@ const KeySecretName = "cd-credentials-operator-key"
 // Defaults are the values zero Options fields take; cmd/manager shows them as its flags'
 // defaults, so they are written once.
 var Defaults = Options{
-	MetricsBindAddress:      ":8080",
-	HealthProbeBindAddress:  ":8081",
-	LeaderElectionID:        "cd-credentials-operator.credops.io",
-	LeaseDuration:           15 * time.Second,
-	RenewDeadline:           10 * time.Second,
-	RetryPeriod:             2 * time.Second,
-	AllowedTokenHosts:       []string{"id.centraldispatch.com"},
-	MaxConcurrentReconciles: 4,
+	MetricsBindAddress:     ":8443",
+	HealthProbeBindAddress: ":8081",
+	LeaderElectionID:       "cd-credentials-operator.credops.io",
+	LeaseDuration:          15 * time.Second,
+	RenewDeadline:          10 * time.Second,
+	RetryPeriod:            2 * time.Second,
+	AllowedTokenHosts:      []string{"id.centraldispatch.com"},
+	// 16: at 4 a manager with 1,000 grants on 30-second tokens fell behind on a busy
+	// machine (tokens expired, a cold start took 46 s); 64 started no faster than 16,
+	// the API server being the limit (make bench).
+	MaxConcurrentReconciles: 16,
+	KubeAPIQPS:              1000,
+	KubeAPIBurst:            2000,
 	TokenRequestsPerSecond:  20,
 	TokenRequestTimeout:     20 * time.Second,
 	GracefulShutdownTimeout: 25 * time.Second,
@@ -164,10 +178,13 @@ func (o *Operator) Start(ctx context.Context) error {
 // New builds the operator. Call Start on it.
 func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error) {
 	opts = withDefaults(opts)
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = opts.KubeAPIQPS, opts.KubeAPIBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        Scheme(),
 		Metrics:                       metricsServerOptions(opts),
 		HealthProbeBindAddress:        opts.HealthProbeBindAddress,
+		PprofBindAddress:              opts.PprofBindAddress,
 		LeaderElection:                opts.LeaderElection,
 		LeaderElectionID:              opts.LeaderElectionID,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
@@ -199,6 +216,9 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error)
 	if err != nil {
 		return nil, err
 	}
+	if err := publishCRMetrics(mgr); err != nil {
+		return nil, err
+	}
 	return &Operator{Manager: mgr, grants: grants, holderTimeout: opts.HolderTimeout}, nil
 }
 
@@ -228,6 +248,12 @@ func withDefaults(opts Options) Options {
 	if opts.MaxConcurrentReconciles == 0 {
 		opts.MaxConcurrentReconciles = d.MaxConcurrentReconciles
 	}
+	if opts.KubeAPIQPS == 0 {
+		opts.KubeAPIQPS = d.KubeAPIQPS
+	}
+	if opts.KubeAPIBurst == 0 {
+		opts.KubeAPIBurst = d.KubeAPIBurst
+	}
 	if opts.KeySecret.Name == "" {
 		opts.KeySecret.Name = KeySecretName
 	}
@@ -251,6 +277,7 @@ func cacheOptions(namespaces []string, shard labels.Selector) cache.Options {
 	optedIn, err := labels.NewRequirement(cdv1.SecretTypeLabel, selection.Exists, nil)
 	utilruntime.Must(err)
 	o := cache.Options{
+		DefaultTransform: trimForCache,
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: labels.NewSelector().Add(*optedIn)},
 		},
@@ -266,6 +293,34 @@ func cacheOptions(namespaces []string, shard labels.Selector) cache.Options {
 		}
 	}
 	return o
+}
+
+// lastAppliedAnnotation is where client-side `kubectl apply` keeps a second copy of the
+// whole object.
+const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// trimForCache drops from every cached object what the controllers never read, before
+// it is stored: memory per grant is mostly cached objects. managedFields, server-side
+// apply's bookkeeping (the largest part of an applied output Secret), goes from all of
+// them; an Update of a cached Secret then sends none, which the API server reads as
+// "unchanged". kubectl's last-applied-configuration goes from the CRs only: they are
+// written with patches computed against the cached copy, so what is dropped is never
+// written back, whereas Secrets are updated whole and keep every annotation.
+func trimForCache(obj any) (any, error) {
+	o, ok := obj.(metav1.Object)
+	if !ok {
+		return obj, nil
+	}
+	if o.GetManagedFields() != nil {
+		o.SetManagedFields(nil)
+	}
+	switch obj.(type) {
+	case *cdv1.CDUserGrant, *cdv1.CDCredential:
+		if _, ok := o.GetAnnotations()[lastAppliedAnnotation]; ok {
+			delete(o.GetAnnotations(), lastAppliedAnnotation)
+		}
+	}
+	return obj, nil
 }
 
 func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options, key []byte) (*controllers.CDUserGrantReconciler, error) {

@@ -1,7 +1,7 @@
 // Package metrics holds the operator's Prometheus metrics, on controller-runtime's
-// registry (served on --metrics-bind-address). Per-CR series are deleted when the CR is,
-// so cardinality follows the number of CRs. No label ever carries a token, a secret or a
-// client id.
+// registry (served on --metrics-bind-address). Per-CR series are read from the manager's
+// CRs when scraped, so they follow the CRs and cost no memory in between. No label ever
+// carries a token, a secret or a client id.
 package metrics
 
 import (
@@ -19,14 +19,6 @@ import (
 )
 
 var (
-	tokenExpiration = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "cdcredops_token_expiration_timestamp_seconds",
-		Help: "When the access token in a CR's output Secret expires (Unix seconds).",
-	}, []string{"kind", "namespace", "name"})
-	tokenRenewal = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "cdcredops_token_renewal_timestamp_seconds",
-		Help: "When the operator will renew a CR's access token (Unix seconds).",
-	}, []string{"kind", "namespace", "name"})
 	tokenRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cdcredops_token_requests_total",
 		Help: "Token requests sent to identity servers, by CR kind, grant type and result.",
@@ -40,65 +32,101 @@ var (
 		Name: "cdcredops_refresh_token_rotations_total",
 		Help: "Refresh tokens rotated and stored.",
 	})
-	conditionGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "cdcredops_condition",
-		Help: "1 for each current condition of a CR (Ready, FlowMisuse, ReauthorizationRequired) with its status and reason.",
-	}, []string{"kind", "namespace", "name", "type", "status", "reason"})
+
+	tokenExpiration = prometheus.NewDesc("cdcredops_token_expiration_timestamp_seconds",
+		"When the access token in a CR's output Secret expires (Unix seconds).", []string{"kind", "namespace", "name"}, nil)
+	tokenRenewal = prometheus.NewDesc("cdcredops_token_renewal_timestamp_seconds",
+		"When the operator will renew a CR's access token (Unix seconds).", []string{"kind", "namespace", "name"}, nil)
+	condition = prometheus.NewDesc("cdcredops_condition",
+		"1 for each current condition of a CR (Ready, FlowMisuse, ReauthorizationRequired) with its status and reason.",
+		[]string{"kind", "namespace", "name", "type", "status", "reason"}, nil)
 )
 
 func init() {
-	metrics.Registry.MustRegister(tokenExpiration, tokenRenewal, tokenRequests, tokenRequestDuration, rotations, conditionGauge)
+	metrics.Registry.MustRegister(tokenRequests, tokenRequestDuration, rotations, crs)
 }
 
-// published remembers the condition series last set per CR and condition type, so a
-// change deletes exactly the old series. (A partial-match delete walks every series of
-// every CR: at ten thousand grants it made each reconcile cost O(N).)
-var published sync.Map // "kind/namespace/name/type" -> [2]string{status, reason}
+// CR is what the per-CR series say about one CDCredential or CDUserGrant.
+type CR struct {
+	Kind        string
+	Namespace   string
+	Name        string
+	Conditions  []metav1.Condition
+	ExpiresAt   *metav1.Time
+	RenewalTime *metav1.Time
+}
 
-// ObserveStatus publishes a CR's conditions and token times after a reconcile.
-func ObserveStatus(kind string, obj metav1.Object, conds []metav1.Condition, expires, renew *metav1.Time) {
-	ns, name := obj.GetNamespace(), obj.GetName()
+// Source yields the CRs a manager reconciles, as they are stored.
+type Source func(yield func(CR) bool)
+
+// crs publishes the per-CR series at scrape time from the CRs of every source. Kept as
+// gauges, they cost the manager some 4 KiB of memory per CR (each series holds its label
+// pairs) and a map update per reconcile; read from the manager's cache when scraped,
+// they cost nothing in between, and a deleted CR's series go with it.
+var crs = &crCollector{sources: map[int]Source{}}
+
+type crCollector struct {
+	mu      sync.Mutex
+	next    int
+	sources map[int]Source
+}
+
+// AddSource publishes the per-CR series of the CRs src yields until remove is called.
+// Several managers in one process (tests) may yield the same CR: it is published once.
+func AddSource(src Source) (remove func()) {
+	crs.mu.Lock()
+	defer crs.mu.Unlock()
+	id := crs.next
+	crs.next++
+	crs.sources[id] = src
+	return func() {
+		crs.mu.Lock()
+		defer crs.mu.Unlock()
+		delete(crs.sources, id)
+	}
+}
+
+func (c *crCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- tokenExpiration
+	ch <- tokenRenewal
+	ch <- condition
+}
+
+func (c *crCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	sources := make([]Source, 0, len(c.sources))
+	for _, s := range c.sources {
+		sources = append(sources, s)
+	}
+	c.mu.Unlock()
+	seen := map[[3]string]bool{}
+	for _, src := range sources {
+		src(func(cr CR) bool {
+			key := [3]string{cr.Kind, cr.Namespace, cr.Name}
+			if !seen[key] {
+				seen[key] = true
+				collectCR(ch, cr)
+			}
+			return true
+		})
+	}
+}
+
+func collectCR(ch chan<- prometheus.Metric, cr CR) {
 	for _, typ := range conditionTypes {
-		key := kind + "/" + ns + "/" + name + "/" + typ
-		prev, had := published.Load(key)
-		cur := meta.FindStatusCondition(conds, typ)
-		var now [2]string
-		if cur != nil {
-			now = [2]string{string(cur.Status), cur.Reason}
+		if cur := meta.FindStatusCondition(cr.Conditions, typ); cur != nil {
+			ch <- prometheus.MustNewConstMetric(condition, prometheus.GaugeValue, 1, cr.Kind, cr.Namespace, cr.Name, typ, string(cur.Status), cur.Reason)
 		}
-		if had && prev.([2]string) != now {
-			p := prev.([2]string)
-			conditionGauge.DeleteLabelValues(kind, ns, name, typ, p[0], p[1])
-		}
-		if cur == nil {
-			published.Delete(key)
-			continue
-		}
-		conditionGauge.WithLabelValues(kind, ns, name, typ, now[0], now[1]).Set(1)
-		published.Store(key, now)
 	}
-	if expires != nil {
-		tokenExpiration.WithLabelValues(kind, ns, name).Set(float64(expires.Unix()))
+	if cr.ExpiresAt != nil {
+		ch <- prometheus.MustNewConstMetric(tokenExpiration, prometheus.GaugeValue, float64(cr.ExpiresAt.Unix()), cr.Kind, cr.Namespace, cr.Name)
 	}
-	if renew != nil {
-		tokenRenewal.WithLabelValues(kind, ns, name).Set(float64(renew.Unix()))
+	if cr.RenewalTime != nil {
+		ch <- prometheus.MustNewConstMetric(tokenRenewal, prometheus.GaugeValue, float64(cr.RenewalTime.Unix()), cr.Kind, cr.Namespace, cr.Name)
 	}
 }
 
 var conditionTypes = []string{cdv1.ReadyCondition, cdv1.FlowMisuseCondition, cdv1.ReauthorizationRequiredCondition}
-
-// Forget drops a deleted CR's series, each by its exact labels.
-func Forget(kind, namespace, name string) {
-	for _, typ := range conditionTypes {
-		key := kind + "/" + namespace + "/" + name + "/" + typ
-		if prev, ok := published.LoadAndDelete(key); ok {
-			p := prev.([2]string)
-			conditionGauge.DeleteLabelValues(kind, namespace, name, typ, p[0], p[1])
-		}
-	}
-	tokenExpiration.DeleteLabelValues(kind, namespace, name)
-	tokenRenewal.DeleteLabelValues(kind, namespace, name)
-}
 
 // instrumented counts and times the token requests of one controller.
 type instrumented struct {

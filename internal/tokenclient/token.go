@@ -107,7 +107,7 @@ var (
 func New(opts Options) *Client {
 	c := &Client{
 		allowed:   newAllowList(opts.AllowedHosts),
-		transport: http.DefaultTransport,
+		transport: newTransport(),
 		timeout:   opts.Timeout,
 		maxBody:   opts.MaxResponseBytes,
 		now:       time.Now,
@@ -125,6 +125,21 @@ func New(opts Options) *Client {
 		c.limiter = rate.NewLimiter(rate.Limit(opts.RequestsPerSecond), max(1, opts.Burst))
 	}
 	return c
+}
+
+// idleConnsPerHost is how many idle connections to one token host are kept for reuse:
+// more than the reconciles a manager runs in parallel.
+const idleConnsPerHost = 64
+
+// newTransport is http.DefaultTransport with a pool sized for many concurrent requests
+// to one host. DefaultTransport keeps 2 idle connections per host: with more token
+// requests in flight than that, most of them opened (over TLS: negotiated) a connection
+// of their own and threw it away.
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = idleConnsPerHost
+	t.MaxIdleConns = max(t.MaxIdleConns, idleConnsPerHost)
+	return t
 }
 
 // grant sends one token request through x/oauth2, using the *http.Client in ctx.

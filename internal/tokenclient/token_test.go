@@ -201,3 +201,32 @@ func TestConcurrentRequestsDoNotShareState(t *testing.T) {
 	}
 	s.assertRequests(t, 16)
 }
+
+func TestConcurrentRequestsReuseTheirConnections(t *testing.T) {
+	const parallel, rounds = 16, 5
+	// Every request of a round waits at the server until the whole round arrived, so
+	// the round needs parallel connections at once.
+	var round sync.WaitGroup
+	s := newIDP(t, func(w http.ResponseWriter, r *http.Request) {
+		round.Done()
+		round.Wait()
+		reply(200, nil, tokenJSON(nil))(w, r)
+	})
+	c := s.client(Options{})
+	for range rounds {
+		round.Add(parallel)
+		var wg sync.WaitGroup
+		for range parallel {
+			wg.Go(func() {
+				if _, err := c.Refresh(context.Background(), s.endpoint(ClientSecretPost), testRefresh); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	s.assertRequests(t, parallel*rounds)
+	if n := s.conns.Load(); n > parallel {
+		t.Errorf("%d connections for %d rounds of %d parallel requests, want at most %d: idle connections were thrown away", n, rounds, parallel, parallel)
+	}
+}

@@ -93,10 +93,17 @@ type runningManager = support.RunningManager
 // gives its own.
 func startManager(t *testing.T, opts manager.Options) *runningManager {
 	t.Helper()
+	return startManagerWith(t, cfg, opts)
+}
+
+// startManagerWith starts the real manager on restCfg (a test may wrap its transport),
+// with the suite's operator key unless the test gives its own.
+func startManagerWith(t *testing.T, restCfg *rest.Config, opts manager.Options) *runningManager {
+	t.Helper()
 	if opts.Key == nil && opts.KeySecret.Namespace == "" {
 		opts.Key = testKey
 	}
-	return support.StartManager(t, cfg, opts)
+	return support.StartManager(t, restCfg, opts)
 }
 
 type syncBuffer = support.SyncBuffer

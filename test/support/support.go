@@ -164,6 +164,7 @@ func (b *SyncBuffer) String() string {
 
 // RunningManager is the real manager, started in-process by a test.
 type RunningManager struct {
+	*manager.Operator
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -186,7 +187,7 @@ func StartManager(t testing.TB, cfg *rest.Config, opts manager.Options) *Running
 		cancel()
 		t.Fatalf("creating manager: %v", err)
 	}
-	rm := &RunningManager{cancel: cancel, done: make(chan error, 1)}
+	rm := &RunningManager{Operator: op, cancel: cancel, done: make(chan error, 1)}
 	go func() { rm.done <- op.Start(ctx) }()
 	t.Cleanup(func() { rm.Stop(t) })
 	return rm

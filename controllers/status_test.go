@@ -1,0 +1,60 @@
+package controllers
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+)
+
+func TestAStatusPatchIsWhatMergeFromSendsForTheStatus(t *testing.T) {
+	at := metav1.NewTime(epoch)
+	later := metav1.NewTime(epoch.Add(time.Hour))
+	ready := metav1.Condition{Type: cdv1.ReadyCondition, Status: metav1.ConditionTrue, Reason: cdv1.TokenIssuedReason, LastTransitionTime: at}
+	for _, tc := range []struct {
+		name   string
+		before cdv1.CDUserGrantStatus
+		edit   func(*cdv1.CDUserGrantStatus)
+	}{
+		{"a first rotation sets times, counts and a condition", cdv1.CDUserGrantStatus{}, func(s *cdv1.CDUserGrantStatus) {
+			s.ExpiresAt, s.RenewalTime, s.RotationCount = &later, &at, 1
+			s.Conditions = []metav1.Condition{ready}
+		}},
+		{"a remembered failure that clears is removed", cdv1.CDUserGrantStatus{LastFailure: &cdv1.FailureStatus{Reason: "X", FailedAttempts: 2}}, func(s *cdv1.CDUserGrantStatus) {
+			s.LastFailure = nil
+		}},
+		{"a routine rotation moves the times and the count", cdv1.CDUserGrantStatus{ExpiresAt: &at, RotationCount: 7, Conditions: []metav1.Condition{ready}}, func(s *cdv1.CDUserGrantStatus) {
+			s.ExpiresAt, s.RotationCount = &later, 8
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := grantObj("acme", "acme-refresh")
+			before.Status = tc.before
+			after := before.DeepCopy()
+			tc.edit(&after.Status)
+			want, err := client.MergeFrom(before).Data(after)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := patchStatus(&before.Status, &after.Status).Data(after)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var w, g any
+			if err := json.Unmarshal(want, &w); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(got, &g); err != nil {
+				t.Fatalf("%s: %v", got, err)
+			}
+			if diff := cmp.Diff(w, g); diff != "" {
+				t.Errorf("patch (-MergeFrom +patchStatus):\n%s", diff)
+			}
+		})
+	}
+}

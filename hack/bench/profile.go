@@ -1,0 +1,144 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/pprof/profile"
+)
+
+// captureProfile saves the manager's pprof profile name (query: e.g. "seconds=60") to
+// path. A CPU profile blocks for its whole window.
+func captureProfile(pprofAddr, name, query, path string, window time.Duration) error {
+	c := &http.Client{Timeout: window + time.Minute}
+	resp, err := c.Get("http://" + pprofAddr + "/debug/pprof/" + name + "?" + query)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("pprof %s: %s: %s", name, resp.Status, b)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// cost is one function's share of a profile.
+type cost struct {
+	fn        string
+	flat, cum int64
+}
+
+// topCosts reads a profile and returns the functions with the largest flat and cum
+// values of sampleType (CPU: "cpu"; heap in use: "inuse_space"), n of each, and the
+// profile's total.
+// keep, when set, leaves out the functions it refuses.
+func topCosts(path, sampleType string, n int, keep func(string) bool) (flat, cum []cost, total int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	defer f.Close()
+	p, err := profile.Parse(f)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	idx := slices.IndexFunc(p.SampleType, func(t *profile.ValueType) bool { return t.Type == sampleType })
+	if idx < 0 {
+		return nil, nil, 0, fmt.Errorf("%s has no %s samples", path, sampleType)
+	}
+	byFn := map[string]*cost{}
+	get := func(name string) *cost {
+		c := byFn[name]
+		if c == nil {
+			c = &cost{fn: name}
+			byFn[name] = c
+		}
+		return c
+	}
+	for _, s := range p.Sample {
+		v := s.Value[idx]
+		total += v
+		seen := map[string]bool{}
+		for i, loc := range s.Location {
+			// Inlined calls are several lines of one location, innermost first.
+			for j, line := range loc.Line {
+				if line.Function == nil {
+					continue
+				}
+				name := line.Function.Name
+				if i == 0 && j == 0 {
+					get(name).flat += v
+				}
+				if !seen[name] {
+					seen[name] = true
+					get(name).cum += v
+				}
+			}
+		}
+	}
+	all := make([]cost, 0, len(byFn))
+	for _, c := range byFn {
+		if keep == nil || keep(c.fn) {
+			all = append(all, *c)
+		}
+	}
+	flat = topBy(all, func(c cost) int64 { return c.flat }, n)
+	cum = topBy(all, func(c cost) int64 { return c.cum }, n)
+	return flat, cum, total, nil
+}
+
+// operatorOwn keeps the operator's own functions.
+func operatorOwn(fn string) bool { return strings.HasPrefix(fn, "github.com/credops/") }
+
+func topBy(all []cost, key func(cost) int64, n int) []cost {
+	sorted := slices.Clone(all)
+	slices.SortFunc(sorted, func(a, b cost) int { return cmp.Or(cmp.Compare(key(b), key(a)), cmp.Compare(a.fn, b.fn)) })
+	return sorted[:min(n, len(sorted))]
+}
+
+// printTop prints a profile's top functions, flat and cum, as two small tables.
+func printTop(title, path, sampleType string, unit func(int64) string, keep func(string) bool) {
+	flat, cum, total, err := topCosts(path, sampleType, 5, keep)
+	if err != nil {
+		fmt.Printf("\n%s: %v\n", title, err)
+		return
+	}
+	pct := func(v int64) string {
+		if total == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f%%", 100*float64(v)/float64(total))
+	}
+	fmt.Printf("\n%s (total %s; %s)\n\n", title, unit(total), path)
+	fmt.Println("| flat | flat% | function || cum | cum% | function |")
+	fmt.Println("|---|---|---||---|---|---|")
+	for i := range max(len(flat), len(cum)) {
+		var a, b cost
+		if i < len(flat) {
+			a = flat[i]
+		}
+		if i < len(cum) {
+			b = cum[i]
+		}
+		fmt.Printf("| %s | %s | %s || %s | %s | %s |\n", unit(a.flat), pct(a.flat), a.fn, unit(b.cum), pct(b.cum), b.fn)
+	}
+}
+
+func cpuUnit(ns int64) string { return fmt.Sprintf("%.2fs", float64(ns)/1e9) }
+
+func bytesUnit(b int64) string { return fmt.Sprintf("%.1fMiB", float64(b)/(1<<20)) }

@@ -1,0 +1,542 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log"
+	"maps"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/hack/bench/plot"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/internal/manager"
+)
+
+// result is everything measured for one N.
+type result struct {
+	n int
+
+	emptyRSS, emptyHeap int64
+
+	coldStart time.Duration
+	// coldWrites are the manager's API writes from its start until all were Ready.
+	coldWrites int
+
+	rotations      int
+	requestsPerRot float64
+	rotPerLifetime float64
+	// late and lateCold are tokens expired before renewal in the steady state and
+	// before it (a cold start longer than two thirds of a lifetime makes some).
+	late, lateCold int
+	writesPerRot   float64
+	readsPerRot    float64
+	writesBy       map[string]int
+	cpuPer1000     float64
+	steadyRSS      int64
+	steadyHeap     int64
+	// memstats are the Go runtime's memory figures at the same moment, to tell live heap
+	// from GC headroom and memory not yet returned to the OS.
+	memstats map[string]float64
+	peakRSS  int64
+
+	rssBeforeUnrelated, rssAfterUnrelated int64
+
+	warmRestart   time.Duration
+	warmWrites    int
+	warmRotations int
+	warmRequests  int
+
+	baselineCPU1000 float64
+	baselineWrites  float64
+	baselineRot     int
+
+	cpuProfile, heapProfile, timelineCSV, timelineSVG string
+}
+
+func (r result) kibPerGrant() float64 {
+	return float64(r.steadyRSS-r.emptyRSS) / float64(r.n) / 1024
+}
+
+func (r result) row() plot.Row {
+	return plot.Row{
+		N: r.n, ManagerCPUPer1000: r.cpuPer1000, LoopCPUPer1000: r.baselineCPU1000,
+		WritesPerRotation: r.writesPerRot, ReadsPerRotation: r.readsPerRot, KiBPerGrant: r.kibPerGrant(),
+		ColdStartSeconds: r.coldStart.Seconds(), WarmRestartSeconds: r.warmRestart.Seconds(), TokensExpiredEarlier: r.late,
+	}
+}
+
+// bench is one N's control plane, identity server and files.
+type bench struct {
+	cfg        config
+	n          int
+	restCfg    *rest.Config
+	k8s        client.Client
+	kubeconfig string
+	idp        *cdsandbox.Server
+	lifetime   *lifetimeOverride
+	issuer     string
+	host       string
+	tl         *timeline
+}
+
+func runN(cfg config, n int) (res result, err error) {
+	res.n = n
+	b := &bench{cfg: cfg, n: n}
+	step("N=%d: starting a fresh control plane", n)
+	env := &envtest.Environment{CRDDirectoryPaths: []string{"config/crd/bases"}, ErrorIfCRDPathMissing: true}
+	if b.restCfg, err = env.Start(); err != nil {
+		return res, fmt.Errorf("starting the control plane (run `make bench`): %w", err)
+	}
+	defer func() { _ = env.Stop() }()
+	b.restCfg.QPS, b.restCfg.Burst = 500, 1000
+	if b.k8s, err = client.New(b.restCfg, client.Options{Scheme: manager.Scheme()}); err != nil {
+		return res, err
+	}
+	dir, _ := os.MkdirTemp("", "cd-bench-")
+	defer os.RemoveAll(dir)
+	b.kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(b.kubeconfig, env.KubeConfig, 0o600); err != nil {
+		return res, err
+	}
+	b.idp, b.lifetime, b.issuer, b.host = startSandbox(cfg.ttl)
+	b.tl = startTimeline(b.idp)
+	defer func() {
+		samples := b.tl.stop()
+		res.timelineCSV = filepath.Join(cfg.out, fmt.Sprintf("timeline-%d.csv", n))
+		res.timelineSVG = filepath.Join(cfg.out, fmt.Sprintf("timeline-%d.svg", n))
+		if werr := writeTimelineCSV(res.timelineCSV, samples); werr != nil && err == nil {
+			err = werr
+		}
+		title := fmt.Sprintf("N=%d grants, %s tokens", n, cfg.ttl)
+		if werr := plot.Timeline(res.timelineSVG, title, samples); werr != nil && err == nil {
+			err = werr
+		}
+	}()
+	if err := b.measureEmpty(&res); err != nil {
+		return res, err
+	}
+	if err := b.measureManager(&res); err != nil {
+		return res, err
+	}
+	b.tl.set("baseline", 0, nil)
+	if err := b.measureBaseline(&res, dir); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// measureEmpty runs the manager with no CRs: the memory every figure per grant is net of.
+func (b *bench) measureEmpty(res *result) error {
+	step("N=%d: an empty manager, for the memory it needs with no grant", b.n)
+	m, err := b.startManager("empty")
+	if err != nil {
+		return err
+	}
+	defer m.stop()
+	b.tl.set("empty", m.pid(), nil)
+	time.Sleep(5 * time.Second) // a settling window, as the full manager gets
+	res.emptyRSS = procRSS(m.pid(), "VmRSS")
+	heap := filepath.Join(b.cfg.out, fmt.Sprintf("heap-empty-%d.pprof", b.n))
+	if err := captureProfile(m.pprof, "heap", "gc=1", heap, 0); err != nil {
+		return err
+	}
+	_, _, res.emptyHeap, _ = topCosts(heap, "inuse_space", 0, nil)
+	return nil
+}
+
+// measureManager seeds N grants, then measures the manager's cold start, steady state,
+// memory (with unrelated Secrets) and a warm restart.
+func (b *bench) measureManager(res *result) error {
+	step("N=%d: seeding %d CDUserGrants and their refresh tokens (no manager running)", b.n, b.n)
+	b.tl.set("seed", 0, nil)
+	if err := seed(context.Background(), b.k8s, b.idp, benchNS, b.issuer, b.n); err != nil {
+		return err
+	}
+	w, err := watch(b.restCfg, benchNS)
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+
+	step("N=%d: cold start: the manager starts with every grant needing its first token", b.n)
+	start := time.Now()
+	m, err := b.startManager("cold")
+	if err != nil {
+		return err
+	}
+	defer func() { m.stop() }()
+	b.tl.set("cold-start", m.pid(), w)
+	if err := w.waitReady(b.n, 30*time.Minute); err != nil {
+		return err
+	}
+	res.coldStart = time.Since(start)
+	cold, err := scrapeRequests(m.metrics)
+	if err != nil {
+		return err
+	}
+	res.coldWrites = cold.writes
+
+	if err := b.measureSteady(res, m, w); err != nil {
+		return err
+	}
+	if b.cfg.unrelated > 0 {
+		step("N=%d: memory with %d unrelated Secrets", b.n, b.cfg.unrelated)
+		b.tl.set("unrelated", m.pid(), w)
+		res.rssBeforeUnrelated = procRSS(m.pid(), "VmRSS")
+		if err := unrelatedSecrets(context.Background(), b.k8s, b.cfg.unrelated); err != nil {
+			return err
+		}
+		time.Sleep(b.cfg.ttl) // a window: the manager runs a lifetime with them present
+		res.rssAfterUnrelated = procRSS(m.pid(), "VmRSS")
+	}
+	res.peakRSS = procRSS(m.pid(), "VmHWM")
+
+	step("N=%d: one round of tokens announced to live %s, so that a restart finds every token fresh", b.n, freshLifetime)
+	b.tl.set("fresh-round", m.pid(), w)
+	b.lifetime.announce(freshLifetime)
+	defer b.lifetime.announce(0)
+	if err := w.waitFresh(b.n, freshLifetime/2, 2*b.cfg.ttl+time.Minute); err != nil {
+		return err
+	}
+
+	step("N=%d: warm restart: a new manager finds every token fresh", b.n)
+	b.tl.set("restart", 0, w)
+	m.stop()
+	s0 := b.idp.Stats()
+	start = time.Now()
+	if m, err = b.startManager("warm"); err != nil {
+		return err
+	}
+	b.tl.set("warm-restart", m.pid(), w)
+	if err := waitReconciled(m.metrics, b.n, 30*time.Minute); err != nil {
+		return err
+	}
+	res.warmRestart = time.Since(start)
+	req, err := scrapeRequests(m.metrics)
+	if err != nil {
+		return err
+	}
+	s1 := b.idp.Stats()
+	res.warmWrites = req.writes
+	res.warmRotations = s1.Issued["refresh_token"] - s0.Issued["refresh_token"]
+	res.warmRequests = s1.TokenRequests["refresh_token"] - s0.TokenRequests["refresh_token"]
+	b.tl.set("after-restart", m.pid(), w)
+	return nil
+}
+
+// measureSteady measures a window of routine rotations, with a CPU profile over it and
+// a heap profile at its end.
+func (b *bench) measureSteady(res *result, m *managerProc, w *watcher) error {
+	step("N=%d: steady state for %s", b.n, b.cfg.window)
+	b.tl.set("steady", m.pid(), w)
+	res.cpuProfile = filepath.Join(b.cfg.out, fmt.Sprintf("cpu-%d.pprof", b.n))
+	res.heapProfile = filepath.Join(b.cfg.out, fmt.Sprintf("heap-%d.pprof", b.n))
+	profiled := make(chan error, 1)
+	go func() {
+		profiled <- captureProfile(m.pprof, "profile", "seconds="+strconv.Itoa(int(b.cfg.window.Seconds())), res.cpuProfile, b.cfg.window)
+	}()
+	cpu0, s0 := procCPU(m.pid()), b.idp.Stats()
+	r0, err := scrapeRequests(m.metrics)
+	if err != nil {
+		return err
+	}
+	time.Sleep(b.cfg.window) // a measurement window, not synchronisation
+	cpu1, s1 := procCPU(m.pid()), b.idp.Stats()
+	r1, err := scrapeRequests(m.metrics)
+	if err != nil {
+		return err
+	}
+	if err := <-profiled; err != nil {
+		return err
+	}
+	res.rotations = s1.Issued["refresh_token"] - s0.Issued["refresh_token"]
+	rot := float64(max(res.rotations, 1))
+	res.requestsPerRot = float64(s1.TokenRequests["refresh_token"]-s0.TokenRequests["refresh_token"]) / rot
+	res.rotPerLifetime = rot / float64(b.n) / (float64(b.cfg.window) / float64(b.cfg.ttl))
+	res.lateCold = s0.LateRenewals
+	res.late = s1.LateRenewals - s0.LateRenewals
+	res.writesPerRot = float64(r1.writes-r0.writes) / rot
+	res.readsPerRot = float64(r1.reads-r0.reads) / rot
+	res.writesBy = map[string]int{}
+	for k, v := range r1.by {
+		if d := v - r0.by[k]; d > 0 {
+			res.writesBy[k] = d
+		}
+	}
+	res.cpuPer1000 = (cpu1 - cpu0) / rot * 1000
+	res.steadyRSS = procRSS(m.pid(), "VmRSS")
+	res.memstats, _ = scrape(m.metrics, memstatNames...)
+	if err := captureProfile(m.pprof, "heap", "gc=1", res.heapProfile, 0); err != nil {
+		return err
+	}
+	_, _, res.steadyHeap, _ = topCosts(res.heapProfile, "inuse_space", 0, nil)
+	return nil
+}
+
+// measureBaseline runs the bare loop over N grants of its own and measures the same
+// window.
+func (b *bench) measureBaseline(res *result, dir string) error {
+	step("N=%d: baseline: a plain client-go loop over %d grants", b.n, b.n)
+	ctx := context.Background()
+	if err := seedBaseline(ctx, b.k8s, b.idp, b.n); err != nil {
+		return err
+	}
+	self, _ := os.Executable()
+	report := filepath.Join(dir, "baseline")
+	bl := exec.Command(self, "-baseline")
+	bl.Env = append(os.Environ(), "BENCH_KUBECONFIG="+b.kubeconfig, "BENCH_TOKEN_URL="+b.issuer+"/connect/token",
+		"BENCH_N="+strconv.Itoa(b.n), "BENCH_REPORT="+report, "BENCH_LOOP_WORKERS="+strconv.Itoa(b.cfg.loopWorkers))
+	bl.Stderr = os.Stderr
+	if err := bl.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = bl.Process.Kill(); _, _ = bl.Process.Wait() }()
+	b.tl.set("baseline", bl.Process.Pid, nil)
+	time.Sleep(b.cfg.ttl) // a window: the first round
+	bcpu0, bs0 := procCPU(bl.Process.Pid), b.idp.Stats()
+	bw0 := baselineWrites(report)
+	time.Sleep(b.cfg.window) // the measurement window
+	bcpu1, bs1 := procCPU(bl.Process.Pid), b.idp.Stats()
+	bw1 := baselineWrites(report)
+	res.baselineRot = bs1.Issued["refresh_token"] - bs0.Issued["refresh_token"]
+	brot := float64(max(res.baselineRot, 1))
+	res.baselineCPU1000 = (bcpu1 - bcpu0) / brot * 1000
+	res.baselineWrites = float64(bw1-bw0) / brot
+	return nil
+}
+
+// managerMetricsFlags serve the manager's metrics over plain HTTP on loopback: the
+// bench scrapes its own counters, and TokenReviews would add to the API-server traffic it
+// measures.
+func managerMetricsFlags(addr string) []string {
+	return []string{"--metrics-bind-address", addr, "--metrics-secure=false"}
+}
+
+// managerProc is a running manager binary.
+type managerProc struct {
+	cmd            *exec.Cmd
+	metrics, pprof string
+	done           chan struct{}
+}
+
+func (m *managerProc) pid() int { return m.cmd.Process.Pid }
+
+// startManager starts the manager binary and waits until it serves metrics. Its log
+// goes to bench-out/manager-<N>-<name>.log.
+func (b *bench) startManager(name string) (*managerProc, error) {
+	m := &managerProc{metrics: freeAddr(), pprof: freeAddr(), done: make(chan struct{})}
+	args := []string{"--kubeconfig", b.kubeconfig, "--allowed-token-hosts", b.host,
+		"--health-probe-bind-address", "0", "--pprof-bind-address", m.pprof,
+		"--token-requests-per-second", b.cfg.tokenRPS, "--key-secret", "default/" + manager.KeySecretName}
+	args = append(append(args, managerMetricsFlags(m.metrics)...), b.cfg.managerArgs...)
+	logf, err := os.Create(filepath.Join(b.cfg.out, fmt.Sprintf("manager-%d-%s.log", b.n, name)))
+	if err != nil {
+		return nil, err
+	}
+	m.cmd = exec.Command(b.cfg.manager, args...)
+	m.cmd.Env = append(os.Environ(), b.cfg.managerEnv...)
+	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	if err := m.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	go func() { _ = m.cmd.Wait(); logf.Close(); close(m.done) }()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if _, err := scrape(m.metrics, "go_goroutines"); err == nil {
+			return m, nil
+		}
+		select {
+		case <-m.done:
+			return nil, fmt.Errorf("the manager exited at start: see %s", logf.Name())
+		case <-time.After(100 * time.Millisecond): // polling for the metrics endpoint
+		}
+		if time.Now().After(deadline) {
+			m.stop()
+			return nil, fmt.Errorf("the manager did not serve metrics within 2 minutes")
+		}
+	}
+}
+
+// stop sends SIGINT (the manager finishes in-flight rotations) and waits for the exit.
+func (m *managerProc) stop() {
+	select {
+	case <-m.done:
+		return
+	default:
+	}
+	_ = m.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-m.done:
+	case <-time.After(2 * time.Minute):
+		_ = m.cmd.Process.Kill()
+		<-m.done
+	}
+}
+
+// waitReconciled polls the manager's metrics until it reconciled n grants: after a
+// restart every grant is Ready already, and what takes time is the manager looking at
+// each. Scrapes gather every series, so they are spaced.
+func waitReconciled(metricsAddr string, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := reconciles(metricsAddr, "cdusergrant")
+		if err == nil && got >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errTimeout("grants reconciled after the restart", got, n, timeout)
+		}
+		time.Sleep(500 * time.Millisecond) // polling the manager's state
+	}
+}
+
+// freshLifetime is the lifetime announced for the round before the warm restart: far
+// longer than a restart takes.
+const freshLifetime = 10 * time.Minute
+
+func startSandbox(ttl time.Duration) (*cdsandbox.Server, *lifetimeOverride, string, string) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	issuer := "http://" + l.Addr().String()
+	s := cdsandbox.New(cdsandbox.Options{Issuer: issuer, AccessTokenTTL: ttl, Clients: []cdsandbox.Client{
+		{ID: clientID, Secret: clientSecret, GrantTypes: []string{"authorization_code"}},
+	}})
+	o := &lifetimeOverride{h: s}
+	go func() { _ = (&http.Server{Handler: o, ReadHeaderTimeout: 10 * time.Second}).Serve(l) }()
+	return s, o, issuer, l.Addr().String()
+}
+
+// lifetimeOverride makes the identity server announce another expires_in than the
+// lifetime it enforces, for one phase: before the warm restart every grant gets a token
+// announced to outlive the restart, so the new manager finds every token fresh, as after
+// a real restart with 30-minute tokens. The sandbox still judges renewals by its own
+// lifetime; the bench reads its late renewals before the override.
+type lifetimeOverride struct {
+	h       http.Handler
+	seconds atomic.Int64
+}
+
+func (o *lifetimeOverride) announce(d time.Duration) { o.seconds.Store(int64(d.Seconds())) }
+
+func (o *lifetimeOverride) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	secs := o.seconds.Load()
+	if secs == 0 || r.URL.Path != "/connect/token" {
+		o.h.ServeHTTP(w, r)
+		return
+	}
+	rec := httptest.NewRecorder()
+	o.h.ServeHTTP(rec, r)
+	body := rec.Body.Bytes()
+	var m map[string]any
+	if rec.Code == http.StatusOK && json.Unmarshal(body, &m) == nil && m["expires_in"] != nil {
+		m["expires_in"] = secs
+		body, _ = json.Marshal(m)
+	}
+	maps.Copy(w.Header(), rec.Header())
+	w.Header().Del("Content-Length")
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(body)
+}
+
+// seed creates a namespace, the credential and n grants with their refresh tokens.
+func seed(ctx context.Context, k8s client.Client, idp *cdsandbox.Server, ns, issuer string, n int) error {
+	objs := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "login-client", Labels: map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeClient}},
+			StringData: map[string]string{"client_id": clientID, "client_secret": clientSecret}},
+		&cdv1.CDCredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "login"},
+			Spec: cdv1.CDCredentialSpec{Flow: cdv1.FlowAuthorizationCode, ClientSecretRef: cdv1.ClientSecretReference{Name: "login-client"}, Issuer: issuer}},
+	}
+	for _, o := range objs {
+		if err := k8s.Create(ctx, o); err != nil {
+			return err
+		}
+	}
+	return parallel(n, func(i int) error {
+		name := fmt.Sprintf("g%05d", i)
+		rt := idp.SeedGrant(clientID, name, []string{"offline_access"})
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-refresh", Labels: map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeRefreshToken}},
+			StringData: map[string]string{"refresh_token": rt}}
+		if err := k8s.Create(ctx, s); err != nil {
+			return err
+		}
+		return k8s.Create(ctx, &cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: cdv1.CDUserGrantSpec{
+			CredentialRef: cdv1.CredentialReference{Name: "login"}, RefreshTokenSecretRef: cdv1.RefreshTokenSecretReference{Name: name + "-refresh"}}})
+	})
+}
+
+// seedBaseline creates n refresh-token Secrets for the baseline loop.
+func seedBaseline(ctx context.Context, k8s client.Client, idp *cdsandbox.Server, n int) error {
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: baselineNS}}); err != nil {
+		return err
+	}
+	return parallel(n, func(i int) error {
+		name := fmt.Sprintf("b%05d", i)
+		rt := idp.SeedGrant(clientID, name, []string{"offline_access"})
+		return k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: baselineNS, Name: name + "-refresh"}, StringData: map[string]string{"refresh_token": rt}})
+	})
+}
+
+func unrelatedSecrets(ctx context.Context, k8s client.Client, n int) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "unrelated"}}
+	if err := k8s.Create(ctx, ns); err != nil {
+		return err
+	}
+	payload := strings.Repeat("x", 1024)
+	return parallel(n, func(i int) error {
+		return k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "unrelated", Name: fmt.Sprintf("s%06d", i)}, StringData: map[string]string{"data": payload}})
+	})
+}
+
+// parallel runs fn for 0..n-1 on 32 workers.
+func parallel(n int, fn func(int) error) error {
+	jobs, errs := make(chan int), make(chan error, 32)
+	for range 32 {
+		go func() {
+			var first error
+			for i := range jobs {
+				if err := fn(i); err != nil && first == nil {
+					first = err
+				}
+			}
+			errs <- first
+		}()
+	}
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	var first error
+	for range 32 {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func freeAddr() string {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer l.Close()
+	return l.Addr().String()
+}

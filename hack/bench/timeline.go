@@ -1,0 +1,148 @@
+package main
+
+import (
+	"encoding/csv"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/credops/cd-credentials-operator/hack/bench/plot"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+)
+
+// timeline samples, once a second, the measured process's RSS and CPU, the identity
+// server's token requests and the stalest output Secret. Sampling reads /proc and two
+// in-process counters only: it costs the manager nothing.
+type timeline struct {
+	mu      sync.Mutex
+	start   time.Time
+	phase   string
+	pid     int
+	w       *watcher
+	idp     *cdsandbox.Server
+	samples []plot.Sample
+	done    chan struct{}
+	stopped chan struct{}
+}
+
+func startTimeline(idp *cdsandbox.Server) *timeline {
+	t := &timeline{start: time.Now(), idp: idp, done: make(chan struct{}), stopped: make(chan struct{})}
+	go t.run()
+	return t
+}
+
+// set says what the bench is doing now and which process it measures (0: none).
+func (t *timeline) set(phase string, pid int, w *watcher) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.phase, t.pid, t.w = phase, pid, w
+}
+
+func (t *timeline) run() {
+	defer close(t.stopped)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	lastPid, lastCPU, lastAt := 0, 0.0, time.Now()
+	lastRequests := totalRequests(t.idp.Stats())
+	for {
+		select {
+		case <-t.done:
+			return
+		case now := <-tick.C:
+			t.mu.Lock()
+			phase, pid, w := t.phase, t.pid, t.w
+			t.mu.Unlock()
+			s := plot.Sample{Seconds: now.Sub(t.start).Seconds(), Phase: phase, StalestSecondsToExpiry: math.NaN(), CPUCores: math.NaN(), RSSMiB: math.NaN()}
+			if pid != 0 {
+				cpu := procCPU(pid)
+				if pid == lastPid {
+					s.CPUCores = (cpu - lastCPU) / now.Sub(lastAt).Seconds()
+				}
+				s.RSSMiB = float64(procRSS(pid, "VmRSS")) / (1 << 20)
+				lastCPU = cpu
+			}
+			lastPid, lastAt = pid, now
+			req := totalRequests(t.idp.Stats())
+			s.TokenRequests, lastRequests = float64(req-lastRequests), req
+			if w != nil {
+				s.StalestSecondsToExpiry = w.stalest(now)
+				s.Ready = w.readyCount()
+			}
+			t.mu.Lock()
+			t.samples = append(t.samples, s)
+			t.mu.Unlock()
+		}
+	}
+}
+
+// stop ends sampling and returns the samples.
+func (t *timeline) stop() []plot.Sample {
+	close(t.done)
+	<-t.stopped
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.samples
+}
+
+func totalRequests(s cdsandbox.Stats) int {
+	n := 0
+	for _, v := range s.TokenRequests {
+		n += v
+	}
+	return n
+}
+
+// writeTimelineCSV writes the samples, one line a second.
+func writeTimelineCSV(path string, samples []plot.Sample) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	_ = w.Write([]string{"seconds", "phase", "rss_mib", "cpu_cores", "token_requests", "stalest_seconds_to_expiry", "ready"})
+	num := func(v float64) string {
+		if math.IsNaN(v) {
+			return ""
+		}
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+	for _, s := range samples {
+		_ = w.Write([]string{num(s.Seconds), s.Phase, num(s.RSSMiB), num(s.CPUCores), num(s.TokenRequests), num(s.StalestSecondsToExpiry), strconv.Itoa(s.Ready)})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// writeSeriesCSV writes the scaling series, one line per N.
+func writeSeriesCSV(path string, rows []plot.Row) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	_ = w.Write([]string{"n", "manager_cpu_s_per_1000_rotations", "loop_cpu_s_per_1000_rotations", "cpu_ratio", "writes_per_rotation",
+		"reads_per_rotation", "kib_per_grant", "cold_start_s", "warm_restart_s", "tokens_expired_before_renewal"})
+	for _, r := range rows {
+		ratio := math.NaN()
+		if r.LoopCPUPer1000 > 0 {
+			ratio = r.ManagerCPUPer1000 / r.LoopCPUPer1000
+		}
+		_ = w.Write([]string{strconv.Itoa(r.N), f2(r.ManagerCPUPer1000), f2(r.LoopCPUPer1000), f2(ratio), f2(r.WritesPerRotation),
+			f2(r.ReadsPerRotation), f2(r.KiBPerGrant), f2(r.ColdStartSeconds), f2(r.WarmRestartSeconds), strconv.Itoa(r.TokensExpiredEarlier)})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func f2(v float64) string { return fmt.Sprintf("%.2f", v) }
