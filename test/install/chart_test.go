@@ -185,6 +185,7 @@ func TestEveryFlagAUserSetsIsAValue(t *testing.T) {
 		{"log level and format", []string{"logLevel=debug", "logFormat=console"}, []string{"--zap-log-level=debug", "--zap-encoder=console"}},
 		{"token request rate and timeout", []string{"tokenRequestsPerSecond=5", "tokenRequestTimeout=7s"}, []string{"--token-requests-per-second=5", "--token-request-timeout=7s"}},
 		{"reconcile parallelism and shutdown grace", []string{"maxConcurrentReconciles=9", "gracefulShutdownTimeout=31s"}, []string{"--max-concurrent-reconciles=9", "--graceful-shutdown-timeout=31s"}},
+		{"API request budget and the in-flight timeout", []string{"kubeAPIQPS=50", "kubeAPIBurst=80", "inFlightTimeout=90s"}, []string{"--kube-api-qps=50", "--kube-api-burst=80", "--in-flight-timeout=90s"}},
 		{"the callback URL", []string{"callback.enabled=true", "callback.url=https://cb.example.com/callback"},
 			[]string{"--callback-bind-address=:9443", "--callback-url=https://cb.example.com/callback", "--authorization-link-ttl=15m"}},
 		{"plain HTTP metrics only when asked", []string{"metrics.secure=false"}, []string{"--metrics-secure=false"}},

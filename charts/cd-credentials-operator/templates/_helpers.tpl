@@ -101,6 +101,9 @@ app.kubernetes.io/component: manager
 - --shard-label-selector={{ . }}
 {{- end }}
 - --max-concurrent-reconciles={{ $v.maxConcurrentReconciles }}
+- --kube-api-qps={{ $v.kubeAPIQPS }}
+- --kube-api-burst={{ $v.kubeAPIBurst }}
+- --in-flight-timeout={{ $v.inFlightTimeout }}
 - --token-requests-per-second={{ $v.tokenRequestsPerSecond }}
 - --token-request-timeout={{ $v.tokenRequestTimeout }}
 - --graceful-shutdown-timeout={{ $v.gracefulShutdownTimeout }}
