@@ -48,6 +48,7 @@ func main() {
 	clientsFile := flag.String("clients-file", "", "YAML list of clients (id, secret, grantTypes, redirectURIs, scopes).")
 	ttl := flag.Duration("access-token-ttl", 30*time.Minute, "Access token lifetime (expires_in).")
 	seed := flag.String("seed-grant", "", "clientID:subject:path: log a customer in and write their refresh token to path (mode 0600).")
+	journal := flag.Bool("journal", false, "Record every token request (token hashes, never tokens) and serve the records read-only at GET "+cdsandbox.JournalPath+", for test harnesses.")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	var clients clientFlags
 	flag.Var(&clients, "client", "A client as id:secret:grantType[:redirectURI]; repeatable.")
@@ -57,12 +58,12 @@ func main() {
 		return
 	}
 	logger := log.New(os.Stdout, "cd-sandbox: ", log.LstdFlags)
-	if err := run(*listen, *allowRemote, *issuer, *clientsFile, *ttl, *seed, clients, logger); err != nil {
+	if err := run(*listen, *allowRemote, *issuer, *clientsFile, *ttl, *seed, *journal, clients, logger); err != nil {
 		logger.Fatal(err)
 	}
 }
 
-func run(listen string, allowRemote bool, issuer, clientsFile string, ttl time.Duration, seed string, clients []cdsandbox.Client, logger *log.Logger) error {
+func run(listen string, allowRemote bool, issuer, clientsFile string, ttl time.Duration, seed string, journal bool, clients []cdsandbox.Client, logger *log.Logger) error {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
 		return err
@@ -89,6 +90,9 @@ func run(listen string, allowRemote bool, issuer, clientsFile string, ttl time.D
 		issuer = "http://" + l.Addr().String()
 	}
 	s := cdsandbox.New(cdsandbox.Options{Issuer: issuer, Clients: clients, AccessTokenTTL: ttl, Logger: logger})
+	if journal {
+		s.EnableJournal()
+	}
 	if seed != "" {
 		if err := seedGrant(s, seed); err != nil {
 			return err

@@ -122,6 +122,7 @@ type Server struct {
 	stats   Stats
 	faults  []*Fault
 	onToken func(grantType string, ok bool)
+	journal *journal // nil unless EnableJournal
 	mux     *http.ServeMux
 	logger  *log.Logger
 }
