@@ -1,0 +1,328 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+)
+
+// faultWait bounds how long a proxy fault waits for a token request to apply to.
+const faultWait = 30 * time.Second
+
+// inject carries out one event and records it on the timeline.
+func (h *Harness) inject(ctx context.Context, ev Event) {
+	in := Injection{Seq: ev.Seq, Kind: ev.Kind, At: time.Now(), Applied: true}
+	var err error
+	switch ev.Kind {
+	case KillLeader, TermLeader:
+		err = h.killLeader(ctx, ev, &in)
+	case KillFollower, TermFollower:
+		err = h.killFollower(ctx, ev, &in)
+	case AnswerLost:
+		err = h.armAndWait(ctx, Fault{Mode: DropAnswer, Count: 1, Label: string(ev.Kind)}, &in)
+	case Burst500, Burst503:
+		status := 500
+		if ev.Kind == Burst503 {
+			status = 503
+		}
+		in.Detail = fmt.Sprintf("%d requests", ev.Burst)
+		err = h.armAndWait(ctx, Fault{Mode: AnswerStatus, Status: status, Count: ev.Burst, Label: string(ev.Kind)}, &in)
+	case Burst429:
+		in.Detail = fmt.Sprintf("%d requests, Retry-After %d", ev.Burst, ev.RetryAfter)
+		err = h.armAndWait(ctx, Fault{Mode: AnswerStatus, Status: 429, RetryAfter: strconv.Itoa(ev.RetryAfter), Count: ev.Burst, Label: string(ev.Kind)}, &in)
+	case SlowRequest:
+		err = h.armAndWait(ctx, Fault{Mode: HoldRequest, Delay: h.cfg.TokenTimeout + 2*time.Second, Count: 1, Label: string(ev.Kind)}, &in)
+	case SlowAnswer:
+		err = h.armAndWait(ctx, Fault{Mode: HoldAnswer, Delay: h.cfg.TokenTimeout + 2*time.Second, Count: 1, Label: string(ev.Kind)}, &in)
+	case APIOutage:
+		err = h.outage(ctx, &in)
+	case EditOutput, EditRefreshMD:
+		err = h.edit(ctx, ev, &in)
+	default:
+		err = fmt.Errorf("unknown kind %q", ev.Kind)
+	}
+	if err != nil {
+		in.Applied = false
+		in.Detail = joinDetail(in.Detail, err.Error())
+	}
+	in.Done = time.Now()
+	h.tl.injected(in)
+	h.cfg.Logf("event %d/%d %s: %s", ev.Seq, h.cfg.Events, ev.Kind, describe(in))
+}
+
+func describe(in Injection) string {
+	s := in.Detail
+	if !in.Applied {
+		s = "NOT APPLIED " + s
+	}
+	if in.Handover > 0 {
+		s = joinDetail(s, "leader after "+in.Handover.Round(time.Millisecond).String())
+	}
+	return s
+}
+
+func joinDetail(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
+
+func signalOf(k Kind) syscall.Signal {
+	if k == KillLeader || k == KillFollower {
+		return syscall.SIGKILL
+	}
+	return syscall.SIGTERM
+}
+
+// waitLeader waits for a process to hold the lease.
+func (h *Harness) waitLeader(ctx context.Context, timeout time.Duration) (ProcRecord, error) {
+	var p ProcRecord
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		var ok bool
+		p, ok = h.tl.leader(time.Now())
+		return ok, nil
+	})
+	if err != nil {
+		return p, fmt.Errorf("no leader within %s", timeout)
+	}
+	return p, nil
+}
+
+// handover waits until a process acquires the lease after since, and says how long
+// after since that was.
+func (h *Harness) handover(ctx context.Context, since time.Time, timeout time.Duration) (time.Duration, error) {
+	var at time.Time
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		if l, ok := h.tl.leader(time.Now()); ok && l.LeaderAt.Before(since) {
+			at = since // the leader kept the lease throughout
+			return true, nil
+		}
+		var ok bool
+		at, ok = h.tl.acquiredSince(since)
+		return ok, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("no new leader within %s", timeout)
+	}
+	return at.Sub(since), nil
+}
+
+func (h *Harness) replica(name string) *Replica {
+	for _, r := range h.replicas {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+func (h *Harness) killLeader(ctx context.Context, ev Event, in *Injection) error {
+	leader, err := h.waitLeader(ctx, 60*time.Second)
+	if err != nil {
+		return err
+	}
+	sig := signalOf(ev.Kind)
+	in.Detail = fmt.Sprintf("replica %s pid %d", leader.Replica, leader.PID)
+	sent := time.Now()
+	exitCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := h.replica(leader.Replica).Signal(exitCtx, leader.PID, sig); err != nil {
+		return err
+	}
+	took, err := h.handover(ctx, sent, 90*time.Second)
+	in.Handover = took
+	return err
+}
+
+func (h *Harness) killFollower(ctx context.Context, ev Event, in *Injection) error {
+	var target ProcRecord
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+		leader, hasLeader := h.tl.leader(time.Now())
+		for _, r := range h.replicas {
+			if p, ok := r.Current(); ok && hasLeader && p.PID != leader.PID {
+				target = p
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("no follower running")
+	}
+	in.Detail = fmt.Sprintf("replica %s pid %d", target.Replica, target.PID)
+	exitCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	return h.replica(target.Replica).Signal(exitCtx, target.PID, signalOf(ev.Kind))
+}
+
+// armAndWait arms a proxy fault and waits until token requests have taken all of it.
+func (h *Harness) armAndWait(ctx context.Context, f Fault, in *Injection) error {
+	used := h.proxy.Arm(f)
+	select {
+	case <-used:
+		return nil
+	case <-time.After(faultWait):
+		left := h.proxy.Disarm()
+		if left == max(f.Count, 1) {
+			return fmt.Errorf("no token request within %s", faultWait)
+		}
+		in.Detail = joinDetail(in.Detail, fmt.Sprintf("%d of %d uses left", left, f.Count))
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// outage stops the API server for the configured time and starts it again on the same
+// etcd.
+func (h *Harness) outage(ctx context.Context, in *Injection) error {
+	in.Detail = h.cfg.Outage.String()
+	if err := h.cluster.StopAPIServer(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-time.After(h.cfg.Outage): // the outage itself
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := h.cluster.StartAPIServer(ctx); err != nil {
+		return err
+	}
+	up := time.Now()
+	h.watchSecrets(ctx)
+	took, err := h.handover(ctx, up, 120*time.Second)
+	in.Handover = took
+	return err
+}
+
+// edit changes a grant's Secret by hand: mid-rotation (while its token request waits at
+// the proxy) or at once.
+func (h *Harness) edit(ctx context.Context, ev Event, in *Injection) error {
+	do := func(grant string) string {
+		var what string
+		var err error
+		if ev.Kind == EditOutput {
+			what, err = h.editOutput(ctx, grant, ev)
+		} else {
+			what, err = h.editRefresh(ctx, grant, ev)
+		}
+		if err != nil {
+			return fmt.Sprintf("%s: %v", grant, err)
+		}
+		h.tl.disturbed(grant, what, time.Now())
+		return grant + ": " + what
+	}
+	if !ev.MidRotation {
+		in.Detail = "at once; " + do(h.grants[ev.Grant%len(h.grants)])
+		return nil
+	}
+	done := make(chan string, 1)
+	hook := func(presented string) {
+		grant, err := h.grantOfToken(ctx, presented)
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		done <- "mid-rotation; " + do(grant)
+	}
+	if err := h.armAndWait(ctx, Fault{Mode: Intercept, Hook: hook, Count: 1, Label: string(ev.Kind)}, in); err != nil {
+		return err
+	}
+	in.Detail = joinDetail(in.Detail, <-done)
+	return nil
+}
+
+// grantOfToken names the CDUserGrant whose session a refresh token belongs to.
+func (h *Harness) grantOfToken(ctx context.Context, hash string) (string, error) {
+	if err := h.sandbox.SyncJournal(ctx); err != nil {
+		return "", err
+	}
+	grantOfSeed := map[string]string{}
+	h.mu.Lock()
+	for _, s := range h.seeds {
+		grantOfSeed[s.Token] = s.Grant
+	}
+	h.mu.Unlock()
+	session, cr := "", map[string]string{}
+	for _, e := range h.sandbox.Journal() {
+		if g, ok := grantOfSeed[e.IssuedRefresh]; ok {
+			cr[e.Grant] = g
+		}
+		if e.IssuedRefresh == hash {
+			session = e.Grant
+		}
+	}
+	if g, ok := cr[session]; ok {
+		return g, nil
+	}
+	return "", fmt.Errorf("token %s belongs to no grant of the suite", short(hash))
+}
+
+func (h *Harness) editOutput(ctx context.Context, grant string, ev Event) (string, error) {
+	name := OutputSecret(grant)
+	if ev.Delete {
+		err := h.k8s.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: name}})
+		if apierrors.IsNotFound(err) {
+			err = nil
+		}
+		return "output Secret deleted by hand", err
+	}
+	junk := fmt.Sprintf("chaos-edit-%d", ev.Seq)
+	h.mu.Lock()
+	h.junk[cdsandbox.TokenHash(junk)] = true
+	h.mu.Unlock()
+	return "output Secret's access_token edited by hand", h.updateSecret(ctx, name, func(s *corev1.Secret) {
+		if s.Data == nil {
+			s.Data = map[string][]byte{}
+		}
+		s.Data["access_token"] = []byte(junk)
+	})
+}
+
+func (h *Harness) editRefresh(ctx context.Context, grant string, ev Event) (string, error) {
+	value := strconv.Itoa(ev.Seq)
+	switch ev.Variant {
+	case 0:
+		return "refresh-token Secret: extra key edited by hand", h.updateSecret(ctx, RefreshSecret(grant), func(s *corev1.Secret) {
+			if s.Data == nil {
+				s.Data = map[string][]byte{}
+			}
+			s.Data["note"] = []byte("edited by chaos event " + value)
+		})
+	case 1:
+		return "refresh-token Secret: annotation edited by hand", h.updateSecret(ctx, RefreshSecret(grant), func(s *corev1.Secret) {
+			metav1.SetMetaDataAnnotation(&s.ObjectMeta, touchedKey, value)
+		})
+	default:
+		return "refresh-token Secret: label edited by hand", h.updateSecret(ctx, RefreshSecret(grant), func(s *corev1.Secret) {
+			metav1.SetMetaDataLabel(&s.ObjectMeta, touchedKey, value)
+		})
+	}
+}
+
+// updateSecret reads a Secret, changes it and writes it back, reading again on a
+// conflict so the operator's own marks are never overwritten.
+func (h *Harness) updateSecret(ctx context.Context, name string, change func(*corev1.Secret)) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		s := &corev1.Secret{}
+		if err := h.k8s.Get(ctx, types.NamespacedName{Namespace: Namespace, Name: name}, s); err != nil {
+			return err
+		}
+		change(s)
+		return h.k8s.Update(ctx, s)
+	})
+}
