@@ -60,7 +60,7 @@ type Config struct {
 	MinGap, MaxGap time.Duration
 	// RepoRoot is the module's root; WorkDir receives binaries, logs and kubeconfig.
 	RepoRoot, WorkDir string
-	Logf             func(format string, args ...any)
+	Logf              func(format string, args ...any)
 }
 
 // Harness is one run's moving parts.
