@@ -29,8 +29,8 @@ func TestChaos(t *testing.T) {
 		TokenTimeout: envDuration(t, "CHAOS_TOKEN_TIMEOUT", 3*time.Second),
 		Grace:        envDuration(t, "CHAOS_GRACE", 20*time.Second),
 		Settle:       envDuration(t, "CHAOS_SETTLE", 3*time.Minute),
-		MinGap:       envDuration(t, "CHAOS_MIN_GAP", 200*time.Millisecond),
-		MaxGap:       envDuration(t, "CHAOS_MAX_GAP", time.Second),
+		MinGap:       envDuration(t, "CHAOS_MIN_GAP", 100*time.Millisecond),
+		MaxGap:       envDuration(t, "CHAOS_MAX_GAP", 500*time.Millisecond),
 		RepoRoot:     filepath.Join("..", ".."),
 		Logf:         t.Logf,
 	}

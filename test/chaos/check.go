@@ -111,6 +111,13 @@ type Result struct {
 	// ExpiredByCause counts periods in which an output Secret held an expired token,
 	// by what disturbed the grant (none of them under a steady leader).
 	ExpiredByCause map[string]int
+	// Handovers are the times from a leader kill (or the API server answering again)
+	// to a process holding the lease.
+	Handovers map[Kind][]time.Duration
+	// Recoveries are the times from the API server answering again after an outage to
+	// every grant holding an unexpired token; Unrecovered counts outages never recovered.
+	Recoveries  []time.Duration
+	Unrecovered int
 }
 
 type tokenInfo struct {
@@ -205,6 +212,8 @@ func check(r *Record) Result {
 	res.Violations = append(res.Violations, checkFinal(r, x)...)
 	res.Violations = append(res.Violations, checkOrder(r, x)...)
 	res.Violations = append(res.Violations, checkFreshness(r, x, &res)...)
+	res.Handovers = handovers(r.Timeline)
+	res.Recoveries, res.Unrecovered = recoveries(r, x, newJudge(r, x))
 	sort.SliceStable(res.Violations, func(i, j int) bool { return res.Violations[i].At.Before(res.Violations[j].At) })
 	return res
 }
@@ -261,12 +270,17 @@ func lossCause(r *Record, x *index, first cdsandbox.JournalEntry) (cause, detail
 		}
 	}
 	p, ok := r.Timeline.proc(ex.PID)
+	if !ok {
+		// The socket's owner could not be told (it may have been dying): only the
+		// leader rotates, so it was the process that held the lease then.
+		p, ok = r.Timeline.leaderAt(ex.Start)
+	}
 	switch {
 	case !ok:
-		return CauseNeverStored, fmt.Sprintf("%s: to an unidentified process (pid %d)", ex.ID, ex.PID), false
-	case p.Cause == ExitSIGKILL && !p.Signaled.Before(ex.Start):
+		return CauseNeverStored, fmt.Sprintf("%s: to an unidentified process while no leader ran", ex.ID), false
+	case p.Cause == ExitSIGKILL && !p.Exited.Before(ex.Start):
 		return CauseKilled, fmt.Sprintf("%s: replica %s pid %d killed %s after the answer", ex.ID, p.Replica, p.PID, p.Signaled.Sub(ex.End).Round(time.Millisecond)), true
-	case p.Cause == ExitSIGTERM && !p.Signaled.Before(ex.Start):
+	case p.Cause == ExitSIGTERM && !p.Exited.Before(ex.Start):
 		return CauseTerminated, fmt.Sprintf("%s: replica %s pid %d, SIGTERM %s after the answer, exited %s after it", ex.ID, p.Replica, p.PID, p.Signaled.Sub(ex.End).Round(time.Millisecond), p.Exited.Sub(ex.End).Round(time.Millisecond)), false
 	case p.Cause == ExitSelf && !p.Exited.Before(ex.Start):
 		return CauseExited, fmt.Sprintf("%s: replica %s pid %d exited with code %d %s after the answer", ex.ID, p.Replica, p.PID, p.ExitCode, p.Exited.Sub(ex.End).Round(time.Millisecond)), false

@@ -139,6 +139,17 @@ func TestCheckJudgesFromTheRecords(t *testing.T) {
 			},
 			lost: []string{CauseKilled},
 		},
+		"an answer to an unidentified process, sent as the leader was being SIGKILLed, is an excused loss": {
+			build: func(w *world) {
+				w.r.Timeline.Procs[0].Cause, w.r.Timeline.Procs[0].Signaled, w.r.Timeline.Procs[0].Exited = ExitSIGKILL, w.at(-20*time.Second-time.Millisecond), w.at(-20*time.Second+16*time.Millisecond)
+				w.r.Timeline.Procs[1].LeaderAt = w.at(-14 * time.Second)
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-20*time.Second, "s1", "r0", "r1", OutcomeDelivered, 0, false)
+				w.replay(-13*time.Second, "s1", "r0")
+				w.lost(-12*time.Second, cdv1.RotationInterruptedReason)
+			},
+			lost: []string{CauseKilled},
+		},
 		"an answer delivered to a running manager that never stored it is a lost grant": {
 			build: func(w *world) {
 				w.login(-time.Minute, "s1", "r0")
@@ -324,4 +335,31 @@ func sorted(s []string) []string {
 	out := append([]string(nil), s...)
 	sort.Strings(out)
 	return out
+}
+
+func TestHandoverAndRecoveryAreMeasuredFromTheRecords(t *testing.T) {
+	w := newWorld()
+	// The leader (pid 100) is SIGKILLed at 0:10; pid 200 takes over at 0:16. The API
+	// server is down from 0:30 to 1:00; pid 200 loses the lease and exits, and pid 300
+	// acquires the lease at 1:02. The grant's token, expired at 0:50, is renewed at 1:05.
+	w.r.Timeline.Procs[0].Cause, w.r.Timeline.Procs[0].Signaled, w.r.Timeline.Procs[0].Exited = ExitSIGKILL, w.at(10*time.Second), w.at(10*time.Second)
+	w.r.Timeline.Procs[1].LeaderAt, w.r.Timeline.Procs[1].Cause, w.r.Timeline.Procs[1].Exited = w.at(16*time.Second), ExitSelf, w.at(35*time.Second)
+	w.r.Timeline.Procs = append(w.r.Timeline.Procs, ProcRecord{Replica: "b", PID: 300, Started: w.at(36 * time.Second), LeaderAt: w.at(62 * time.Second)})
+	w.r.Timeline.APIDown = []Interval{{From: w.at(30 * time.Second), To: w.at(60 * time.Second)}}
+	w.r.Timeline.Injections = []Injection{
+		{Seq: 1, Kind: KillLeader, Applied: true, Ref: w.at(10 * time.Second)},
+		{Seq: 2, Kind: APIOutage, Applied: true, Ref: w.at(60 * time.Second)},
+	}
+	w.login(-time.Minute, "s1", "r0")
+	w.rotate(20*time.Second, "s1", "r0", "r1", OutcomeDelivered, 200, true)
+	w.rotate(65*time.Second, "s1", "r1", "r2", OutcomeDelivered, 300, true)
+	w.r.End = w.at(80 * time.Second)
+	res := Check(w.r)
+	want := map[Kind][]time.Duration{KillLeader: {6 * time.Second}, APIOutage: {2 * time.Second}}
+	if diff := cmp.Diff(want, res.Handovers); diff != "" {
+		t.Errorf("handovers (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]time.Duration{5030 * time.Millisecond}, res.Recoveries); diff != "" || res.Unrecovered != 0 {
+		t.Errorf("recoveries (-want +got):\n%s, %d unrecovered", diff, res.Unrecovered)
+	}
 }

@@ -104,7 +104,7 @@ func Plan(seed int64, n, grants int, minGap, maxGap time.Duration) []Event {
 		}
 		events[i] = Event{
 			Seq: i + 1, Kind: kind, Gap: gap,
-			Burst:       1 + rng.IntN(5),
+			Burst:       1 + rng.IntN(3),
 			RetryAfter:  1 + rng.IntN(2),
 			MidRotation: rng.IntN(3) != 0,
 			Grant:       rng.IntN(max(grants, 1)),

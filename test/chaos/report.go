@@ -66,19 +66,16 @@ func (rep *Report) Print(w io.Writer) {
 	for _, c := range sortedKeys(res.ExpiredByCause) {
 		fmt.Fprintf(w, "  %4d  expired while: %s\n", res.ExpiredByCause[c], c)
 	}
-	fmt.Fprintln(w, "leader handover (signal, or API server back, to a leader holding the lease):")
+	fmt.Fprintf(w, "leader handover (signal, or API server answering again, to a leader holding the lease; lease %s):\n", cfg.Lease)
 	for _, k := range []Kind{KillLeader, TermLeader, APIOutage} {
-		var ds []time.Duration
-		for _, in := range rep.Injections {
-			if in.Kind == k && in.Applied && in.Handover > 0 {
-				ds = append(ds, in.Handover)
-			}
+		printSpread(w, string(k), res.Handovers[k])
+	}
+	if len(res.Recoveries) > 0 || res.Unrecovered > 0 {
+		fmt.Fprintln(w, "recovery after an API-server outage (answering again to every grant holding an unexpired token):")
+		printSpread(w, string(APIOutage), res.Recoveries)
+		if res.Unrecovered > 0 {
+			fmt.Fprintf(w, "  %d outages never recovered before the end\n", res.Unrecovered)
 		}
-		if len(ds) == 0 {
-			continue
-		}
-		slices.Sort(ds)
-		fmt.Fprintf(w, "  %-22s n=%-3d worst %-8s median %-8s (lease %s)\n", k, len(ds), ds[len(ds)-1].Round(10*time.Millisecond), ds[len(ds)/2].Round(10*time.Millisecond), cfg.Lease)
 	}
 	if rep.Unsettled != "" {
 		fmt.Fprintf(w, "did not settle: %s\n", rep.Unsettled)
@@ -153,4 +150,12 @@ func boolsToInts(m map[string]bool) map[string]int {
 		out[k] = 1
 	}
 	return out
+}
+
+func printSpread(w io.Writer, what string, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds)
+	fmt.Fprintf(w, "  %-22s n=%-3d worst %-8s median %s\n", what, len(ds), ds[len(ds)-1].Round(10*time.Millisecond), ds[len(ds)/2].Round(10*time.Millisecond))
 }

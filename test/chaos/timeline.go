@@ -73,9 +73,9 @@ type Injection struct {
 	// Applied is false when the event could not take effect (no request came to
 	// fault, no leader to kill); it is still counted, and the report says so.
 	Applied bool
-	// Handover is how long after the event a (new) leader held the lease, for
-	// leader kills and API-server outages.
-	Handover time.Duration
+	// Ref is when a leader kill's signal was sent, or when the API server answered
+	// again after an outage: handover and recovery are measured from it.
+	Ref time.Time
 }
 
 // Timeline is everything the harness did and saw happen to processes and the API
@@ -196,6 +196,16 @@ func (s Snapshot) apiUpThroughout(from, to time.Time) bool {
 		}
 	}
 	return true
+}
+
+// leaderAt returns the process that held the lease at t.
+func (s Snapshot) leaderAt(t time.Time) (ProcRecord, bool) {
+	for _, p := range s.Procs {
+		if p.leaderAt(t) {
+			return p, true
+		}
+	}
+	return ProcRecord{}, false
 }
 
 // proc returns the record of pid.
