@@ -55,14 +55,15 @@ fuzz: ## Run each fuzz target briefly (longer: make fuzz FUZZ_TIME=5000000x).
 
 # The chaos suite (test/chaos): the real manager (two replicas, leader election), the
 # sandbox behind a fault proxy and envtest's API server, with faults injected at random
-# from a printed seed; `make test` runs a short variant (50 events, 20 grants, 10 s outage).
+# from a printed seed; `make test` runs a short variant (50 events, 20 grants, one 10 s outage).
 CHAOS_EVENTS ?= 200
 CHAOS_GRANTS ?= 50
 CHAOS_OUTAGE ?= 60s
+CHAOS_MAX_OUTAGES ?= 0
 CHAOS_SEED ?=
 .PHONY: chaos
 chaos: manifests envtest ## Run the chaos suite and print its table (CHAOS_EVENTS, CHAOS_GRANTS, CHAOS_SEED, CHAOS_OUTAGE).
-	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" CHAOS_EVENTS=$(CHAOS_EVENTS) CHAOS_GRANTS=$(CHAOS_GRANTS) CHAOS_OUTAGE=$(CHAOS_OUTAGE) CHAOS_SEED=$(CHAOS_SEED) \
+	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" CHAOS_EVENTS=$(CHAOS_EVENTS) CHAOS_GRANTS=$(CHAOS_GRANTS) CHAOS_OUTAGE=$(CHAOS_OUTAGE) CHAOS_MAX_OUTAGES=$(CHAOS_MAX_OUTAGES) CHAOS_SEED=$(CHAOS_SEED) \
 		go test -count=1 -timeout 8h -run '^TestChaos$$' -v ./test/chaos/
 
 .PHONY: verify

@@ -25,7 +25,8 @@ func handovers(s Snapshot) map[Kind][]time.Duration {
 				first = p.LeaderAt
 			}
 		}
-		if !first.IsZero() {
+		// A handover an outage got in the way of measures the outage, not the lease.
+		if !first.IsZero() && (in.Kind == APIOutage || s.apiUpThroughout(in.Ref, first)) {
 			out[in.Kind] = append(out[in.Kind], first.Sub(in.Ref))
 		}
 	}

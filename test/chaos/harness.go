@@ -56,7 +56,9 @@ type Config struct {
 	// Grace is how long a steady leader has to put a disturbed grant right.
 	Grace time.Duration
 	// Settle bounds the wait for every grant to be Ready (or lost) after the last event.
-	Settle         time.Duration
+	Settle time.Duration
+	// MaxOutages caps the API-server outages in the plan; 0 leaves them to chance.
+	MaxOutages     int
 	MinGap, MaxGap time.Duration
 	// RepoRoot is the module's root; WorkDir receives binaries, logs and kubeconfig.
 	RepoRoot, WorkDir string

@@ -70,8 +70,9 @@ type Event struct {
 }
 
 // Plan draws n events from seed. When n allows it, the first events are every kind
-// once in random order, so even a short run covers them all.
-func Plan(seed int64, n, grants int, minGap, maxGap time.Duration) []Event {
+// once in random order, so even a short run covers them all. maxOutages > 0 caps the
+// API-server outages (the slowest event), for a run with a time budget.
+func Plan(seed int64, n, grants int, minGap, maxGap time.Duration, maxOutages int) []Event {
 	rng := rand.New(rand.NewPCG(uint64(seed), uint64(seed)^0x9e3779b97f4a7c15))
 	kinds := Kinds()
 	var first []Kind
@@ -84,19 +85,18 @@ func Plan(seed int64, n, grants int, minGap, maxGap time.Duration) []Event {
 		total += w.weight
 	}
 	events := make([]Event, n)
+	outages := 0
 	for i := range events {
 		kind := Kind("")
 		if i < len(first) {
 			kind = first[i]
 		} else {
-			pick := rng.IntN(total)
-			for _, w := range weights {
-				if pick < w.weight {
-					kind = w.kind
-					break
-				}
-				pick -= w.weight
+			for kind == "" || (kind == APIOutage && maxOutages > 0 && outages >= maxOutages) {
+				kind = draw(rng, total)
 			}
+		}
+		if kind == APIOutage {
+			outages++
 		}
 		gap := minGap
 		if maxGap > minGap {
@@ -113,4 +113,15 @@ func Plan(seed int64, n, grants int, minGap, maxGap time.Duration) []Event {
 		}
 	}
 	return events
+}
+
+func draw(rng *rand.Rand, total int) Kind {
+	pick := rng.IntN(total)
+	for _, w := range weights {
+		if pick < w.weight {
+			return w.kind
+		}
+		pick -= w.weight
+	}
+	return weights[len(weights)-1].kind
 }

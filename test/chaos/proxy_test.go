@@ -189,11 +189,11 @@ func TestFindInodeReadsTheKernelsSocketTable(t *testing.T) {
 }
 
 func TestAPlanIsReplayedFromItsSeedAndCoversEveryKind(t *testing.T) {
-	a := Plan(42, 60, 50, 0, time.Second)
-	if diff := cmp.Diff(a, Plan(42, 60, 50, 0, time.Second)); diff != "" {
+	a := Plan(42, 60, 50, 0, time.Second, 0)
+	if diff := cmp.Diff(a, Plan(42, 60, 50, 0, time.Second, 0)); diff != "" {
 		t.Errorf("the same seed gave another plan (-first +second):\n%s", diff)
 	}
-	if cmp.Equal(a, Plan(43, 60, 50, 0, time.Second)) {
+	if cmp.Equal(a, Plan(43, 60, 50, 0, time.Second, 0)) {
 		t.Errorf("another seed gave the same plan")
 	}
 	seen := map[Kind]bool{}
@@ -202,6 +202,15 @@ func TestAPlanIsReplayedFromItsSeedAndCoversEveryKind(t *testing.T) {
 	}
 	if len(seen) != len(Kinds()) {
 		t.Errorf("the first %d events cover %d kinds, want all", len(Kinds()), len(seen))
+	}
+	outages := 0
+	for _, ev := range Plan(42, 300, 50, 0, time.Second, 1) {
+		if ev.Kind == APIOutage {
+			outages++
+		}
+	}
+	if outages != 1 {
+		t.Errorf("a plan capped at 1 outage has %d", outages)
 	}
 	for _, ev := range a {
 		if ev.Grant < 0 || ev.Grant >= 50 || ev.Burst < 1 || ev.Gap < 0 || ev.Gap >= time.Second {

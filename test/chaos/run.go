@@ -37,7 +37,7 @@ type Report struct {
 // things settle, and judge.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{Config: cfg, Started: time.Now(), LoadBefore: loadAverage()}
-	rep.Plan = Plan(cfg.Seed, cfg.Events, cfg.Grants, cfg.MinGap, cfg.MaxGap)
+	rep.Plan = Plan(cfg.Seed, cfg.Events, cfg.Grants, cfg.MinGap, cfg.MaxGap, cfg.MaxOutages)
 	h := &Harness{cfg: cfg, tl: &Timeline{}, open: map[string]bool{}, junk: map[string]bool{}}
 	defer h.tearDown()
 	if err := h.setUp(ctx); err != nil {
