@@ -17,12 +17,11 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 )
 
-// faultWait bounds how long a proxy fault waits for a token request to apply to.
-const faultWait = 30 * time.Second
-
 // inject carries out one event and records it on the timeline.
 func (h *Harness) inject(ctx context.Context, ev Event) {
 	in := Injection{Seq: ev.Seq, Kind: ev.Kind, At: time.Now(), Applied: true}
+	// Recorded first: a queued fault's hook amends it when a request takes the fault.
+	h.tl.injected(Injection{Seq: ev.Seq, Kind: ev.Kind, At: in.At, Applied: true})
 	var err error
 	switch ev.Kind {
 	case KillLeader, TermLeader:
@@ -30,21 +29,21 @@ func (h *Harness) inject(ctx context.Context, ev Event) {
 	case KillFollower, TermFollower:
 		err = h.killFollower(ctx, ev, &in)
 	case AnswerLost:
-		err = h.armAndWait(ctx, Fault{Mode: DropAnswer, Count: 1, Label: string(ev.Kind)}, &in)
+		err = h.arm(ctx, ev, Fault{Mode: DropAnswer, Count: 1})
 	case Burst500, Burst503:
 		status := 500
 		if ev.Kind == Burst503 {
 			status = 503
 		}
 		in.Detail = fmt.Sprintf("%d requests", ev.Burst)
-		err = h.armAndWait(ctx, Fault{Mode: AnswerStatus, Status: status, Count: ev.Burst, Label: string(ev.Kind)}, &in)
+		err = h.arm(ctx, ev, Fault{Mode: AnswerStatus, Status: status, Count: ev.Burst})
 	case Burst429:
 		in.Detail = fmt.Sprintf("%d requests, Retry-After %d", ev.Burst, ev.RetryAfter)
-		err = h.armAndWait(ctx, Fault{Mode: AnswerStatus, Status: 429, RetryAfter: strconv.Itoa(ev.RetryAfter), Count: ev.Burst, Label: string(ev.Kind)}, &in)
+		err = h.arm(ctx, ev, Fault{Mode: AnswerStatus, Status: 429, RetryAfter: strconv.Itoa(ev.RetryAfter), Count: ev.Burst})
 	case SlowRequest:
-		err = h.armAndWait(ctx, Fault{Mode: HoldRequest, Delay: h.cfg.TokenTimeout + 2*time.Second, Count: 1, Label: string(ev.Kind)}, &in)
+		err = h.arm(ctx, ev, Fault{Mode: HoldRequest, Delay: h.cfg.TokenTimeout + 2*time.Second, Count: 1})
 	case SlowAnswer:
-		err = h.armAndWait(ctx, Fault{Mode: HoldAnswer, Delay: h.cfg.TokenTimeout + 2*time.Second, Count: 1, Label: string(ev.Kind)}, &in)
+		err = h.arm(ctx, ev, Fault{Mode: HoldAnswer, Delay: h.cfg.TokenTimeout + 2*time.Second, Count: 1})
 	case APIOutage:
 		err = h.outage(ctx, &in)
 	case EditOutput, EditRefreshMD:
@@ -57,8 +56,13 @@ func (h *Harness) inject(ctx context.Context, ev Event) {
 		in.Detail = joinDetail(in.Detail, err.Error())
 	}
 	in.Done = time.Now()
-	h.tl.injected(in)
-	h.cfg.Logf("event %d/%d %s: %s", ev.Seq, h.cfg.Events, ev.Kind, describe(in))
+	var final Injection
+	h.tl.amend(ev.Seq, func(rec *Injection) {
+		rec.Done, rec.Applied, rec.Ref = in.Done, in.Applied, in.Ref
+		rec.Detail = joinDetail(in.Detail, rec.Detail)
+		final = *rec
+	})
+	h.cfg.Logf("event %d/%d %s: %s", ev.Seq, h.cfg.Events, ev.Kind, describe(final))
 }
 
 func describe(in Injection) string {
@@ -140,40 +144,81 @@ func (h *Harness) killFollower(ctx context.Context, ev Event, in *Injection) err
 	return h.replica(target.Replica).Signal(exitCtx, target.PID, signalOf(ev.Kind))
 }
 
-// armAndWait arms a proxy fault and waits until token requests have taken all of it.
-func (h *Harness) armAndWait(ctx context.Context, f Fault, in *Injection) error {
+// arm queues a proxy fault for the next token requests and waits a moment for them;
+// a fault no request took yet stays queued (drainFaults settles its account at the end),
+// so a lull in rotations does not stall the run.
+func (h *Harness) arm(ctx context.Context, ev Event, f Fault) error {
+	f.Label, f.Event = string(ev.Kind), ev.Seq
 	used := h.proxy.Arm(f)
+	h.mu.Lock()
+	h.armed = append(h.armed, armedFault{event: ev.Seq, count: max(f.Count, 1), used: used})
+	h.mu.Unlock()
 	select {
 	case <-used:
-		return nil
-	case <-time.After(faultWait):
-		left := h.proxy.Disarm()
-		if left == max(f.Count, 1) {
-			return fmt.Errorf("no token request within %s", faultWait)
-		}
-		in.Detail = joinDetail(in.Detail, fmt.Sprintf("%d of %d uses left", left, f.Count))
-		return nil
+	case <-time.After(h.cfg.FaultWait):
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	return nil
+}
+
+// armedFault is a proxy fault an event queued.
+type armedFault struct {
+	event, count int
+	used         <-chan struct{}
+}
+
+// drainFaults waits (bounded) for the queued faults to be taken, drops the rest, and
+// records on each event whether its fault applied.
+func (h *Harness) drainFaults(ctx context.Context, timeout time.Duration) {
+	h.mu.Lock()
+	armed := append([]armedFault(nil), h.armed...)
+	h.mu.Unlock()
+	deadline := time.After(timeout)
+	for _, a := range armed {
+		select {
+		case <-a.used:
+		case <-deadline:
+		case <-ctx.Done():
+		}
+	}
+	left := h.proxy.Disarm()
+	for _, a := range armed {
+		n, ok := left[a.event]
+		if !ok {
+			continue
+		}
+		h.tl.amend(a.event, func(in *Injection) {
+			if n == a.count {
+				in.Applied = false
+				in.Detail = joinDetail(in.Detail, "no token request came to fault")
+			} else {
+				in.Detail = joinDetail(in.Detail, fmt.Sprintf("%d of %d uses left", n, a.count))
+			}
+		})
 	}
 }
 
 // outage stops the API server for the configured time and starts it again on the same
 // etcd.
 func (h *Harness) outage(ctx context.Context, in *Injection) error {
-	in.Detail = h.cfg.Outage.String()
+	t0 := time.Now()
 	if err := h.cluster.StopAPIServer(ctx); err != nil {
 		return err
 	}
+	stopped := time.Now()
 	select {
 	case <-time.After(h.cfg.Outage): // the outage itself
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	t1 := time.Now()
 	if err := h.cluster.StartAPIServer(ctx); err != nil {
 		return err
 	}
 	in.Ref = time.Now()
+	in.Detail = fmt.Sprintf("%s down (stopping took %s, starting %s)", in.Ref.Sub(t0).Round(100*time.Millisecond),
+		stopped.Sub(t0).Round(100*time.Millisecond), in.Ref.Sub(t1).Round(100*time.Millisecond))
 	h.watchSecrets(ctx)
 	return nil
 }
@@ -199,20 +244,17 @@ func (h *Harness) edit(ctx context.Context, ev Event, in *Injection) error {
 		in.Detail = "at once; " + do(h.grants[ev.Grant%len(h.grants)])
 		return nil
 	}
-	done := make(chan string, 1)
+	in.Detail = "mid-rotation"
 	hook := func(presented string) {
-		grant, err := h.grantOfToken(ctx, presented)
-		if err != nil {
-			done <- err.Error()
-			return
+		var detail string
+		if grant, err := h.grantOfToken(ctx, presented); err != nil {
+			detail = err.Error()
+		} else {
+			detail = do(grant)
 		}
-		done <- "mid-rotation; " + do(grant)
+		h.tl.amend(ev.Seq, func(in *Injection) { in.Detail = joinDetail(in.Detail, detail) })
 	}
-	if err := h.armAndWait(ctx, Fault{Mode: Intercept, Hook: hook, Count: 1, Label: string(ev.Kind)}, in); err != nil {
-		return err
-	}
-	in.Detail = joinDetail(in.Detail, <-done)
-	return nil
+	return h.arm(ctx, ev, Fault{Mode: Intercept, Hook: hook, Count: 1})
 }
 
 // grantOfToken names the CDUserGrant whose session a refresh token belongs to.

@@ -58,7 +58,10 @@ type Config struct {
 	// Settle bounds the wait for every grant to be Ready (or lost) after the last event.
 	Settle time.Duration
 	// MaxOutages caps the API-server outages in the plan; 0 leaves them to chance.
-	MaxOutages     int
+	MaxOutages int
+	// FaultWait is how long an event waits for a token request to take its proxy fault
+	// before the run goes on (the fault stays queued).
+	FaultWait      time.Duration
 	MinGap, MaxGap time.Duration
 	// RepoRoot is the module's root; WorkDir receives binaries, logs and kubeconfig.
 	RepoRoot, WorkDir string
@@ -86,6 +89,7 @@ type Harness struct {
 	reseed   bool
 	logins   int
 	junk     map[string]bool
+	armed    []armedFault
 }
 
 func scheme() *runtime.Scheme {

@@ -44,8 +44,9 @@ type Fault struct {
 	Delay      time.Duration
 	// Hook runs for Intercept; it must return quickly (the client is waiting).
 	Hook func(presented string)
-	// Label names the chaos event in the ledger.
+	// Label names the kind of chaos event in the ledger; Event is its number.
 	Label string
+	Event int
 
 	left int
 	used chan struct{}
@@ -77,7 +78,9 @@ type Exchange struct {
 	GrantType string
 	// Presented is the hash of the refresh token in the request (cdsandbox.TokenHash).
 	Presented string
+	// Fault and Event name the chaos event that faulted the request, if any.
 	Fault     string
+	Event     int
 	Forwarded bool
 	Status    int // the status the client was sent, 0 when none
 	Outcome   Outcome
@@ -151,16 +154,17 @@ func (p *Proxy) Arm(f Fault) <-chan struct{} {
 	return f.used
 }
 
-// Disarm drops the faults that were not applied (yet); it returns how many uses were left.
-func (p *Proxy) Disarm() int {
+// Disarm drops the faults that were not applied (yet); it returns how many uses each
+// left, by event number.
+func (p *Proxy) Disarm() map[int]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
+	left := map[int]int{}
 	for _, f := range p.faults {
-		n += f.left
+		left[f.Event] += f.left
 	}
 	p.faults = nil
-	return n
+	return left
 }
 
 // Ledger returns a copy of the records of finished exchanges.
@@ -209,7 +213,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f := p.take(ex.GrantType)
 	if f != nil {
-		ex.Fault = f.Label
+		ex.Fault, ex.Event = f.Label, f.Event
 	}
 	p.exchange(w, r, body, f, &ex)
 	ex.End = time.Now()

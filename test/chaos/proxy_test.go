@@ -162,9 +162,9 @@ func TestABurstFaultsExactlyCountRequestsThenDisarms(t *testing.T) {
 	if diff := cmp.Diff([]int{503, 503, 200}, statuses); diff != "" {
 		t.Errorf("statuses (-want +got):\n%s", diff)
 	}
-	p.Arm(Fault{Mode: AnswerStatus, Status: 500, Count: 3})
-	if left := p.Disarm(); left != 3 {
-		t.Errorf("Disarm left %d uses, want 3", left)
+	p.Arm(Fault{Mode: AnswerStatus, Status: 500, Count: 3, Event: 7})
+	if diff := cmp.Diff(map[int]int{7: 3}, p.Disarm()); diff != "" {
+		t.Errorf("uses left by event (-want +got):\n%s", diff)
 	}
 }
 

@@ -57,6 +57,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		h.inject(ctx, ev)
 	}
+	h.drainFaults(ctx, 30*time.Second)
 	h.setReseed(false)
 	cfg.Logf("Settling: waiting up to %s for every grant to be Ready or to say ReauthorizationRequired", cfg.Settle)
 	if err := h.waitAllFresh(ctx, cfg.Settle, true); err != nil {

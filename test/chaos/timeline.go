@@ -128,6 +128,17 @@ func (tl *Timeline) injected(in Injection) {
 	tl.update(func() { tl.injections = append(tl.injections, in) })
 }
 
+// amend changes the recorded injection number seq.
+func (tl *Timeline) amend(seq int, fn func(*Injection)) {
+	tl.update(func() {
+		for i := range tl.injections {
+			if tl.injections[i].Seq == seq {
+				fn(&tl.injections[i])
+			}
+		}
+	})
+}
+
 func (tl *Timeline) disturbed(grant, what string, at time.Time) {
 	tl.update(func() { tl.disturbances = append(tl.disturbances, Disturbance{Grant: grant, At: at, What: what}) })
 }
