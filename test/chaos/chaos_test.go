@@ -30,7 +30,7 @@ func TestChaos(t *testing.T) {
 		Grace:        envDuration(t, "CHAOS_GRACE", 20*time.Second),
 		Settle:       envDuration(t, "CHAOS_SETTLE", 90*time.Second),
 		MaxOutages:   envInt(t, "CHAOS_MAX_OUTAGES", 1),
-		FaultWait:    envDuration(t, "CHAOS_FAULT_WAIT", 2*time.Second),
+		FaultWait:    envDuration(t, "CHAOS_FAULT_WAIT", time.Second),
 		MinGap:       envDuration(t, "CHAOS_MIN_GAP", 100*time.Millisecond),
 		MaxGap:       envDuration(t, "CHAOS_MAX_GAP", 500*time.Millisecond),
 		RepoRoot:     filepath.Join("..", ".."),

@@ -55,14 +55,7 @@ func StartCluster(dir, crdDir string, tl *Timeline) (*Cluster, error) {
 func (c *Cluster) StopAPIServer(ctx context.Context) error {
 	c.Timeline.apiStopped(time.Now())
 	_ = c.env.ControlPlane.GetAPIServer().Stop() // a timeout means it was SIGKILLed
-	cs, err := kubernetes.NewForConfig(c.Config)
-	if err != nil {
-		return err
-	}
-	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		return err != nil, nil
-	})
+	return c.poll(ctx, func(err error) bool { return err != nil })
 }
 
 // StartAPIServer starts kube-apiserver again and waits until it answers.
@@ -78,13 +71,21 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 }
 
 func (c *Cluster) waitHealthy(ctx context.Context) error {
-	cs, err := kubernetes.NewForConfig(c.Config)
+	return c.poll(ctx, func(err error) bool { return err == nil })
+}
+
+// poll asks /readyz until done(the answer's error) holds. Each request gives up after a
+// second: a server on its way down may accept a connection and never answer.
+func (c *Cluster) poll(ctx context.Context, done func(error) bool) error {
+	cfg := rest.CopyConfig(c.Config)
+	cfg.Timeout = time.Second
+	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
 	}
 	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		return err == nil, nil
+		return done(err), nil
 	})
 }
 
