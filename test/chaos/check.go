@@ -85,11 +85,16 @@ const (
 
 // LostGrant is a customer session the sandbox revoked.
 type LostGrant struct {
-	Grant   string
-	At      time.Time
-	Cause   string
-	Detail  string
-	Excused bool
+	Grant string
+	// LostAt is when the answer was lost (the consumed presentation), At when the
+	// sandbox saw the replay that revoked the session, Reported when the grant said
+	// ReauthorizationRequired (zero if never).
+	LostAt   time.Time
+	Reported time.Time
+	At       time.Time
+	Cause    string
+	Detail   string
+	Excused  bool
 }
 
 // Result is the verdict of Check and the figures for the report.
@@ -303,16 +308,22 @@ func checkLosses(r *Record, x *index) ([]LostGrant, []Violation) {
 		seen[e.Grant] = true
 		cr := x.grantCR[e.Grant]
 		ps := x.presentations[e.Presented]
-		cause, detail, excused := CauseReplay, "", false
+		cause, detail, excused, lostAt := CauseReplay, "", false, e.Time
 		if len(ps) > 0 && ps[0].Consumed {
 			cause, detail, excused = lossCause(r, x, ps[0])
+			lostAt = ps[0].Time
 		}
-		lost = append(lost, LostGrant{Grant: cr, At: e.Time, Cause: cause, Detail: detail, Excused: excused})
+		lost = append(lost, LostGrant{Grant: cr, LostAt: lostAt, At: e.Time, Cause: cause, Detail: detail, Excused: excused})
 		if !excused {
 			out = append(out, Violation{InvLostGrant, cr, e.Time, joinDetail(cause, detail)})
 		}
 		revokedAt[cr] = append(revokedAt[cr], e.Time)
 	}
+	type revKey struct {
+		cr string
+		at time.Time
+	}
+	reported := map[revKey]time.Time{}
 	episodes := map[string][]Episode{}
 	for _, ep := range r.Episodes {
 		episodes[ep.Grant] = append(episodes[ep.Grant], ep)
@@ -323,6 +334,9 @@ func checkLosses(r *Record, x *index) ([]LostGrant, []Violation) {
 			eps = append(eps, Episode{Grant: cr, At: r.End, Reason: f.ReauthReason})
 		}
 		for i, ep := range eps {
+			if i < len(revs) {
+				reported[revKey{cr, revs[i]}] = ep.At
+			}
 			switch {
 			case i >= len(revs) || revs[i].After(ep.At):
 				out = append(out, Violation{InvUnprovenLoss, cr, ep.At, fmt.Sprintf("reason %s, but the sandbox shows no revoked session of this grant before it", ep.Reason)})
@@ -333,6 +347,9 @@ func checkLosses(r *Record, x *index) ([]LostGrant, []Violation) {
 		for i := len(eps); i < len(revs); i++ {
 			out = append(out, Violation{InvUnreported, cr, revs[i], "the sandbox revoked the session, and the CDUserGrant never said ReauthorizationRequired"})
 		}
+	}
+	for i := range lost {
+		lost[i].Reported = reported[revKey{lost[i].Grant, lost[i].At}]
 	}
 	return lost, out
 }
@@ -465,7 +482,12 @@ func newJudge(r *Record, x *index) judge {
 			continue
 		}
 		cr := x.grantCR[e.Grant]
+		// The session was doomed from the moment the answer to its consumed token was
+		// lost; the replay only shows it.
 		lost := Interval{From: e.Time}
+		if ps := x.presentations[e.Presented]; len(ps) > 0 && ps[0].Consumed {
+			lost.From = ps[0].Time
+		}
 		for _, s := range r.Seeds {
 			if s.Grant == cr && s.At.After(e.Time) {
 				lost.To = s.At

@@ -363,3 +363,26 @@ func TestHandoverAndRecoveryAreMeasuredFromTheRecords(t *testing.T) {
 		t.Errorf("recoveries (-want +got):\n%s, %d unrecovered", diff, res.Unrecovered)
 	}
 }
+
+func TestALostGrantIsTimedFromTheLostAnswerToItsReport(t *testing.T) {
+	w := newWorld()
+	w.login(-time.Minute, "s1", "r0")
+	w.rotate(-40*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+	w.rotate(-20*time.Second, "s1", "r1", "r2", OutcomeDropped, 100, false)
+	w.replay(time.Minute, "s1", "r1") // after a long wait
+	w.lost(time.Minute+time.Second, cdv1.RotationInterruptedReason)
+	res := Check(w.r)
+	if len(res.Lost) != 1 {
+		t.Fatalf("%d lost grants, want 1", len(res.Lost))
+	}
+	l := res.Lost[0]
+	got := []time.Time{l.LostAt, l.At, l.Reported}
+	want := []time.Time{w.at(-20 * time.Second), w.at(time.Minute), w.at(time.Minute + time.Second)}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("lost at, replayed at, reported at (-want +got):\n%s", diff)
+	}
+	// From the lost answer on, the grant cannot be fresh: its expiry is not held against it.
+	if len(res.Violations) != 0 {
+		t.Errorf("violations: %v", res.Violations)
+	}
+}

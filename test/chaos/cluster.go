@@ -32,12 +32,14 @@ func StartCluster(dir, crdDir string, tl *Timeline) (*Cluster, error) {
 	if err := os.MkdirAll(certs, 0o700); err != nil {
 		return nil, err
 	}
-	env := &envtest.Environment{CRDDirectoryPaths: []string{crdDir}, ErrorIfCRDPathMissing: true}
+	env := &envtest.Environment{
+		CRDDirectoryPaths: []string{crdDir}, ErrorIfCRDPathMissing: true,
+		// A loaded machine can take long to drain the API server; an outage need not wait.
+		ControlPlaneStopTimeout: 5 * time.Second,
+	}
 	// A directory of our own survives Stop (envtest removes one it made up), so the
 	// restarted API server serves the certificate the kubeconfigs already trust.
 	env.ControlPlane.GetAPIServer().CertDir = certs
-	// A loaded machine can take long to drain the API server; an outage need not wait.
-	env.ControlPlane.GetAPIServer().StopTimeout = 5 * time.Second
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting envtest: %w", err)

@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"syscall"
 	"time"
@@ -22,36 +23,7 @@ func (h *Harness) inject(ctx context.Context, ev Event) {
 	in := Injection{Seq: ev.Seq, Kind: ev.Kind, At: time.Now(), Applied: true}
 	// Recorded first: a queued fault's hook amends it when a request takes the fault.
 	h.tl.injected(Injection{Seq: ev.Seq, Kind: ev.Kind, At: in.At, Applied: true})
-	var err error
-	switch ev.Kind {
-	case KillLeader, TermLeader:
-		err = h.killLeader(ctx, ev, &in)
-	case KillFollower, TermFollower:
-		err = h.killFollower(ctx, ev, &in)
-	case AnswerLost:
-		err = h.arm(ctx, ev, Fault{Mode: DropAnswer, Count: 1})
-	case Burst500, Burst503:
-		status := 500
-		if ev.Kind == Burst503 {
-			status = 503
-		}
-		in.Detail = fmt.Sprintf("%d requests", ev.Burst)
-		err = h.arm(ctx, ev, Fault{Mode: AnswerStatus, Status: status, Count: ev.Burst})
-	case Burst429:
-		in.Detail = fmt.Sprintf("%d requests, Retry-After %d", ev.Burst, ev.RetryAfter)
-		err = h.arm(ctx, ev, Fault{Mode: AnswerStatus, Status: 429, RetryAfter: strconv.Itoa(ev.RetryAfter), Count: ev.Burst})
-	case SlowRequest:
-		err = h.arm(ctx, ev, Fault{Mode: HoldRequest, Delay: h.cfg.TokenTimeout + 2*time.Second, Count: 1})
-	case SlowAnswer:
-		err = h.arm(ctx, ev, Fault{Mode: HoldAnswer, Delay: h.cfg.TokenTimeout + 2*time.Second, Count: 1})
-	case APIOutage:
-		err = h.outage(ctx, &in)
-	case EditOutput, EditRefreshMD:
-		err = h.edit(ctx, ev, &in)
-	default:
-		err = fmt.Errorf("unknown kind %q", ev.Kind)
-	}
-	if err != nil {
+	if err := h.carryOut(ctx, ev, &in); err != nil {
 		in.Applied = false
 		in.Detail = joinDetail(in.Detail, err.Error())
 	}
@@ -63,6 +35,38 @@ func (h *Harness) inject(ctx context.Context, ev Event) {
 		final = *rec
 	})
 	h.cfg.Logf("event %d/%d %s: %s", ev.Seq, h.cfg.Events, ev.Kind, describe(final))
+}
+
+// carryOut does what ev says; the slow faults hold past the manager's token-request timeout.
+func (h *Harness) carryOut(ctx context.Context, ev Event, in *Injection) error {
+	slow := h.cfg.TokenTimeout + 2*time.Second
+	switch ev.Kind {
+	case KillLeader, TermLeader:
+		return h.killLeader(ctx, ev, in)
+	case KillFollower, TermFollower:
+		return h.killFollower(ctx, ev, in)
+	case AnswerLost:
+		return h.arm(ctx, ev, Fault{Mode: DropAnswer, Count: 1})
+	case Burst500, Burst503:
+		status := http.StatusInternalServerError
+		if ev.Kind == Burst503 {
+			status = http.StatusServiceUnavailable
+		}
+		in.Detail = fmt.Sprintf("%d requests", ev.Burst)
+		return h.arm(ctx, ev, Fault{Mode: AnswerStatus, Status: status, Count: ev.Burst})
+	case Burst429:
+		in.Detail = fmt.Sprintf("%d requests, Retry-After %d", ev.Burst, ev.RetryAfter)
+		return h.arm(ctx, ev, Fault{Mode: AnswerStatus, Status: http.StatusTooManyRequests, RetryAfter: strconv.Itoa(ev.RetryAfter), Count: ev.Burst})
+	case SlowRequest:
+		return h.arm(ctx, ev, Fault{Mode: HoldRequest, Delay: slow, Count: 1})
+	case SlowAnswer:
+		return h.arm(ctx, ev, Fault{Mode: HoldAnswer, Delay: slow, Count: 1})
+	case APIOutage:
+		return h.outage(ctx, in)
+	case EditOutput, EditRefreshMD:
+		return h.edit(ctx, ev, in)
+	}
+	return fmt.Errorf("unknown kind %q", ev.Kind)
 }
 
 func describe(in Injection) string {

@@ -198,6 +198,30 @@ func (r *Replica) Signal(ctx context.Context, pid int, sig syscall.Signal) error
 	}
 }
 
+// Shutdown ends the replica gracefully: no more restarts, the current process gets
+// SIGTERM (so a leader finishes its rotations) and is waited for, bounded by ctx.
+func (r *Replica) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	r.stopped = true
+	p := r.cur
+	r.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	r.Timeline.update(func() {
+		if p.rec.Cause == ExitRunning {
+			p.rec.Cause, p.rec.Signaled = ExitSIGTERM, time.Now()
+		}
+	})
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("replica %s did not stop after SIGTERM: %w", r.Name, ctx.Err())
+	}
+}
+
 // Stop ends the replica: no more restarts, the current process is killed.
 func (r *Replica) Stop() {
 	r.mu.Lock()

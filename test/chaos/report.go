@@ -54,8 +54,16 @@ func (rep *Report) Print(w io.Writer) {
 	for _, c := range sortedKeys(causes) {
 		fmt.Fprintf(w, "  %4d  %s\n", causes[c], c)
 	}
+	var delays []time.Duration
 	for _, l := range res.Lost {
 		fmt.Fprintf(w, "        %s %s: %s\n", l.At.Format("15:04:05.000"), l.Grant, joinDetail(l.Cause, l.Detail))
+		if !l.Reported.IsZero() {
+			delays = append(delays, l.Reported.Sub(l.LostAt))
+		}
+	}
+	if len(delays) > 0 {
+		fmt.Fprintln(w, "time from a lost answer to the grant saying ReauthorizationRequired:")
+		printSpread(w, "lost grants", delays)
 	}
 	fmt.Fprintf(w, "worst staleness, undisturbed under a steady leader %s (%s)\n", beforeOrPast(res.WorstSteady), res.WorstSteadyGrant)
 	if res.WorstPast > 0 {

@@ -63,6 +63,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := h.waitAllFresh(ctx, cfg.Settle, true); err != nil {
 		rep.Unsettled = err.Error()
 	}
+	// Both replicas stop gracefully before the last look, so no rotation is caught
+	// half-way (consumed at the sandbox, not yet stored).
+	for _, r := range h.replicas {
+		stopCtx, cancel := context.WithTimeout(ctx, time.Minute)
+		if err := r.Shutdown(stopCtx); err != nil {
+			h.tl.note(err.Error())
+		}
+		cancel()
+	}
 	rep.End = time.Now()
 	rec, err := h.collect(ctx, rep.ChaosFrom, rep.End)
 	if err != nil {
@@ -85,12 +94,10 @@ func (h *Harness) setReseed(on bool) {
 	h.reseed = on
 }
 
-// collect gathers the records: the whole journal, the ledger, a last look at every
-// Secret and grant, and the timeline.
+// collect gathers the records: a last look at every Secret and grant, the whole
+// journal (read after the Secrets, so it knows every token they hold), the ledger and
+// the timeline.
 func (h *Harness) collect(ctx context.Context, from, end time.Time) (*Record, error) {
-	if err := h.sandbox.SyncJournal(ctx); err != nil {
-		return nil, err
-	}
 	var secrets corev1.SecretList
 	if err := h.k8s.List(ctx, &secrets, client.InNamespace(Namespace)); err != nil {
 		return nil, err
@@ -112,6 +119,9 @@ func (h *Harness) collect(ctx context.Context, from, end time.Time) (*Record, er
 			f.Reauth, f.ReauthReason = c.Status == "True", c.Reason
 		}
 		final[g.Name] = f
+	}
+	if err := h.sandbox.SyncJournal(ctx); err != nil {
+		return nil, err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
