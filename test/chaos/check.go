@@ -459,22 +459,29 @@ func grantOf(secret string) string {
 // judge knows what disturbed each grant, to tell whether it could be expected fresh.
 type judge struct {
 	s     Snapshot
-	dist  map[string][]Disturbance
+	dist  map[string][]judged
 	lost  map[string][]Interval // from a revoked session to the customer's next login
 	grace time.Duration
+}
+
+// judged is a disturbance, and whether the harness itself made it (a hand edit, a new
+// login) rather than a fault the operator met.
+type judged struct {
+	Disturbance
+	byHarness bool
 }
 
 // newJudge adds what the ledger and the journal say to the timeline's own disturbances:
 // faults on a grant's requests, and revoked sessions.
 func newJudge(r *Record, x *index) judge {
-	j := judge{s: r.Timeline, dist: map[string][]Disturbance{}, lost: map[string][]Interval{}, grace: r.Grace}
-	add := func(d Disturbance) { j.dist[d.Grant] = append(j.dist[d.Grant], d) }
+	j := judge{s: r.Timeline, dist: map[string][]judged{}, lost: map[string][]Interval{}, grace: r.Grace}
 	for _, d := range r.Timeline.Disturbances {
-		add(d)
+		j.dist[d.Grant] = append(j.dist[d.Grant], judged{d, true})
 	}
 	for _, ex := range r.Ledger {
 		if ex.Fault != "" {
-			add(Disturbance{Grant: x.crOfToken(ex.Presented), At: ex.Start, What: ex.Fault})
+			d := Disturbance{Grant: x.crOfToken(ex.Presented), At: ex.Start, What: ex.Fault}
+			j.dist[d.Grant] = append(j.dist[d.Grant], judged{d, false})
 		}
 	}
 	for _, e := range r.Journal {

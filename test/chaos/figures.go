@@ -33,6 +33,10 @@ func handovers(s Snapshot) map[Kind][]time.Duration {
 	return out
 }
 
+// recoveryHorizon bounds the search for a recovery: an outage not recovered from
+// within it counts as unrecovered.
+const recoveryHorizon = 10 * time.Minute
+
 // recoveries measures, for every API-server outage, how long from the server answering
 // again until every grant's output Secret held an unexpired token at once. Grants whose
 // session was lost, or whose Secret was deleted or edited by hand since, are left out.
@@ -52,7 +56,7 @@ func recoveries(r *Record, x *index, j judge) (out []time.Duration, unrecovered 
 		}
 		candidates := []time.Time{in.Ref}
 		for _, t := range times {
-			if t.After(in.Ref) && !t.After(r.End) {
+			if t.After(in.Ref) && !t.After(r.End) && t.Sub(in.Ref) < recoveryHorizon {
 				candidates = append(candidates, t)
 			}
 		}
@@ -99,10 +103,10 @@ func (j judge) lostAt(grant string, t time.Time) bool {
 }
 
 // editedBetween reports whether the harness edited or deleted grant's Secrets by hand
-// within [from, to].
+// (or logged its customer in again) within [from, to].
 func (j judge) editedBetween(grant string, from, to time.Time) bool {
-	for _, d := range j.s.Disturbances {
-		if d.Grant == grant && !d.At.Before(from) && !d.At.After(to) {
+	for _, d := range j.dist[grant] {
+		if d.byHarness && !d.At.Before(from) && !d.At.After(to) {
 			return true
 		}
 	}
