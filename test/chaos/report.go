@@ -3,6 +3,8 @@ package chaos
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"text/tabwriter"
@@ -96,6 +98,22 @@ func (rep *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  %s\n", v)
 	}
 	fmt.Fprintln(w)
+}
+
+// WriteFiles writes the table (report.txt), every event (events.txt) and the evidence
+// behind each violation (histories.txt) into dir.
+func (rep *Report) WriteFiles(dir string) error {
+	for name, write := range map[string]func(io.Writer){"report.txt": rep.Print, "events.txt": rep.Events, "histories.txt": rep.Histories} {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		write(f)
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Events prints every injection, for a run that failed.
