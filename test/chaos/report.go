@@ -162,6 +162,11 @@ func (rep *Report) Histories(w io.Writer) {
 				e.Seq, e.Time.Format("15:04:05.000"), e.GrantType, short(e.Presented), e.Consumed, e.Reused, e.Status,
 				short(e.IssuedRefresh), e.AccessExpiresAt.Format("15:04:05"), e.Delivered, ex.Outcome, ex.PID)
 		}
+		for _, ex := range rep.Record.Ledger {
+			if !ex.Forwarded && x.crOfToken(ex.Presented) == g {
+				fmt.Fprintf(w, "  proxy %s presented=%-8s %s (%s) pid=%d\n", ex.Start.Format("15:04:05.000"), short(ex.Presented), ex.Outcome, ex.Fault, ex.PID)
+			}
+		}
 		for _, o := range rep.Record.Observations {
 			if grantOf(o.Secret) == g {
 				fmt.Fprintf(w, "  seen %s %-14s deleted=%-5t refresh=%-8s access=%s\n", o.At.Format("15:04:05.000"), o.Secret, o.Deleted, short(o.Refresh), short(o.Access))
