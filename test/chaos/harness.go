@@ -151,12 +151,14 @@ func (h *Harness) startReplicas(bin string) error {
 		"--metrics-bind-address", "0",
 		"--health-probe-bind-address", "0",
 	}
+	// Both replicas exist before either starts: the proxy asks them who sent a request.
 	for _, name := range []string{"a", "b"} {
-		r := &Replica{Name: name, Bin: bin, Args: args, LogDir: h.cfg.WorkDir, Timeline: h.tl}
+		h.replicas = append(h.replicas, &Replica{Name: name, Bin: bin, Args: args, LogDir: h.cfg.WorkDir, Timeline: h.tl})
+	}
+	for _, r := range h.replicas {
 		if err := r.Start(); err != nil {
 			return err
 		}
-		h.replicas = append(h.replicas, r)
 	}
 	return nil
 }
