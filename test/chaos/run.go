@@ -39,7 +39,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{Config: cfg, Started: time.Now(), LoadBefore: loadAverage()}
 	rep.Plan = Plan(cfg.Seed, cfg.Events, cfg.Grants, cfg.MinGap, cfg.MaxGap, cfg.MaxOutages)
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // before tearDown runs, the harness's own watches stop
+	defer cancel() // the harness's own watches end with the run
 	h := &Harness{cfg: cfg, tl: &Timeline{}, open: map[string]bool{}, junk: map[string]bool{}}
 	defer h.tearDown()
 	if err := h.setUp(ctx); err != nil {
