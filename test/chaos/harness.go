@@ -77,12 +77,12 @@ type Harness struct {
 	cs       kubernetes.Interface
 	sandbox  *Sandbox
 	proxy    *Proxy
-	replicas []*Replica
 	observer *Observer
 	stopObs  context.CancelFunc
 	grants   []string
 
 	mu       sync.Mutex
+	replicas []*Replica // set once, under mu: the proxy reads it from its own goroutines
 	seeds    []Seed
 	episodes []Episode
 	open     map[string]bool
@@ -152,10 +152,14 @@ func (h *Harness) startReplicas(bin string) error {
 		"--health-probe-bind-address", "0",
 	}
 	// Both replicas exist before either starts: the proxy asks them who sent a request.
+	var replicas []*Replica
 	for _, name := range []string{"a", "b"} {
-		h.replicas = append(h.replicas, &Replica{Name: name, Bin: bin, Args: args, LogDir: h.cfg.WorkDir, Timeline: h.tl})
+		replicas = append(replicas, &Replica{Name: name, Bin: bin, Args: args, LogDir: h.cfg.WorkDir, Timeline: h.tl})
 	}
-	for _, r := range h.replicas {
+	h.mu.Lock()
+	h.replicas = replicas
+	h.mu.Unlock()
+	for _, r := range replicas {
 		if err := r.Start(); err != nil {
 			return err
 		}
@@ -183,8 +187,11 @@ func (h *Harness) tearDown() {
 }
 
 func (h *Harness) managerPIDs() []int {
+	h.mu.Lock()
+	replicas := h.replicas
+	h.mu.Unlock()
 	var out []int
-	for _, r := range h.replicas {
+	for _, r := range replicas {
 		if p, ok := r.Current(); ok {
 			out = append(out, p.PID)
 		}
