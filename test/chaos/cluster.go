@@ -36,6 +36,9 @@ func StartCluster(dir, crdDir string, tl *Timeline) (*Cluster, error) {
 		CRDDirectoryPaths: []string{crdDir}, ErrorIfCRDPathMissing: true,
 		// A loaded machine can take long to drain the API server; an outage need not wait.
 		ControlPlaneStopTimeout: 5 * time.Second,
+		// Starting again on an etcd that holds an hour of rotations takes longer than
+		// envtest's 20 s on a loaded machine.
+		ControlPlaneStartTimeout: 2 * time.Minute,
 	}
 	// A directory of our own survives Stop (envtest removes one it made up), so the
 	// restarted API server serves the certificate the kubeconfigs already trust.
@@ -60,16 +63,22 @@ func (c *Cluster) StopAPIServer(ctx context.Context) error {
 	return c.poll(ctx, func(err error) bool { return err != nil })
 }
 
-// StartAPIServer starts kube-apiserver again and waits until it answers.
+// StartAPIServer starts kube-apiserver again and waits until it answers, trying three
+// times: the run cannot go on without it.
 func (c *Cluster) StartAPIServer(ctx context.Context) error {
-	if err := c.env.ControlPlane.GetAPIServer().Start(); err != nil {
-		return fmt.Errorf("restarting kube-apiserver: %w", err)
+	var err error
+	for range 3 {
+		if err = c.env.ControlPlane.GetAPIServer().Start(); err == nil {
+			err = c.waitHealthy(ctx)
+		}
+		if err == nil {
+			c.Timeline.apiStarted(time.Now())
+			return nil
+		}
+		c.Timeline.note(fmt.Sprintf("restarting kube-apiserver: %v", err))
+		_ = c.env.ControlPlane.GetAPIServer().Stop()
 	}
-	if err := c.waitHealthy(ctx); err != nil {
-		return err
-	}
-	c.Timeline.apiStarted(time.Now())
-	return nil
+	return fmt.Errorf("restarting kube-apiserver: %w", err)
 }
 
 func (c *Cluster) waitHealthy(ctx context.Context) error {

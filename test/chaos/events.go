@@ -221,6 +221,7 @@ func (h *Harness) outage(ctx context.Context, in *Injection) error {
 	}
 	t1 := time.Now()
 	if err := h.cluster.StartAPIServer(ctx); err != nil {
+		h.fatal = err
 		return err
 	}
 	in.Ref = time.Now()

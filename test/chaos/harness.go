@@ -80,6 +80,8 @@ type Harness struct {
 	observer *Observer
 	stopObs  context.CancelFunc
 	grants   []string
+	// fatal ends the run: the API server could not be brought back.
+	fatal error
 
 	mu       sync.Mutex
 	replicas []*Replica // set once, under mu: the proxy reads it from its own goroutines

@@ -58,6 +58,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, ctx.Err()
 		}
 		h.inject(ctx, ev)
+		if h.fatal != nil {
+			return nil, fmt.Errorf("event %d: %w", ev.Seq, h.fatal)
+		}
 	}
 	h.drainFaults(ctx, 30*time.Second)
 	h.setReseed(false)
