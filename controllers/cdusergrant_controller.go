@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"strconv"
 	"time"
 
@@ -54,7 +55,14 @@ type CDUserGrantReconciler struct {
 	PersistTimeout time.Duration
 
 	held heldResults
+	// elected is when this process won the leader election (Unix nanoseconds).
+	elected atomic.Int64
 }
+
+// Elected records when this process became the one that rotates (it won the leader
+// election, or started without one): another process's in-flight mark is waited for a
+// full HolderTimeout after that. The manager calls it from a leader-election runnable.
+func (r *CDUserGrantReconciler) Elected(at time.Time) { r.elected.Store(at.UnixNano()) }
 
 // Authorizer builds the URL a customer opens to authorize a grant (internal/onboarding).
 type Authorizer interface {
@@ -138,7 +146,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 	if s, ok := secrets.Schedule(current, fingerprint); ok && metav1.IsControlledBy(current, grant) {
 		in.Current = &s
 	}
-	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout()}
+	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), ActiveSince: time.Unix(0, r.elected.Load())}
 	out, err = r.carryOut(ctx, grant, in, &attempt{client: c, stored: rt, request: in.Request})
 	return out, cred, err
 }

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/controllers"
@@ -298,6 +299,15 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options, key [
 	}
 	if err := grant.SetupWithManager(ctx, mgr, copts); err != nil {
 		return nil, fmt.Errorf("setting up the CDUserGrant controller: %w", err)
+	}
+	// A runnable that needs the leader election starts when it is won.
+	elected := manager.RunnableFunc(func(ctx context.Context) error {
+		grant.Elected(opts.Clock.Now())
+		<-ctx.Done()
+		return nil
+	})
+	if err := mgr.Add(elected); err != nil {
+		return nil, err
 	}
 	return grant, nil
 }

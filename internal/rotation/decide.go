@@ -41,6 +41,11 @@ type Refresh struct {
 	Self string
 	// HolderTimeout is how long another process's mark is taken for a live rotation.
 	HolderTimeout time.Duration
+	// ActiveSince is when this process could first act (it won the leader election).
+	// Another process's mark is waited for a full HolderTimeout after that too: after an
+	// API-server outage, the process that set the mark may still be storing its result,
+	// and the mark's age says nothing about it.
+	ActiveSince time.Time
 }
 
 // marked reports whether the stored token carries an in-flight mark: an attempt to spend
@@ -128,7 +133,11 @@ func heldByAnother(in Input) Decision {
 	if !r.marked() || r.Mark.Holder == r.Self || r.Mark.Since.IsZero() {
 		return nil
 	}
-	if until := r.Mark.Since.Add(r.HolderTimeout); in.Now.Before(until) {
+	since := r.Mark.Since
+	if r.ActiveSince.After(since) {
+		since = r.ActiveSince
+	}
+	if until := since.Add(r.HolderTimeout); in.Now.Before(until) {
 		return Hold{Until: until}
 	}
 	return nil

@@ -77,6 +77,10 @@ func TestDecide(t *testing.T) {
 		"another process's recent mark is a live rotation: hold until it times out": {
 			in: Input{Request: req, Current: due, Refresh: stored(theirs)}, want: Hold{Until: theirs.Since.Add(time.Minute)},
 		},
+		"an old mark is still held for a full timeout after this process became leader": {
+			in:   Input{Request: req, Current: due, Refresh: &Refresh{Hash: "sha256:current", Mark: deadTheirs, Self: "me", HolderTimeout: time.Minute, ActiveSince: t0.Add(-10 * time.Second)}},
+			want: Hold{Until: t0.Add(50 * time.Second)},
+		},
 		"another process's mark older than the holder timeout is a dead process's: resume": {
 			in: Input{Request: req, Current: due, Refresh: stored(deadTheirs)}, want: Send{Resume: true, Mark: newMark(2)},
 		},
