@@ -76,7 +76,7 @@ func (s *Sandbox) Stop() {
 func (s *Sandbox) Login(ctx context.Context, customer string) (string, error) {
 	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	form := url.Values{"client_id": {clientID}, "response_type": {"code"}, "redirect_uri": {redirectURI},
-		"scope": {"marketplace offline_access"}, "username": {customer}, "action": {"login"}}
+		"scope": {"marketplace offline_access"}, "prompt": {"consent"}, "username": {customer}, "action": {"login"}}
 	resp, err := noFollow.PostForm(s.URL+"/connect/authorize", form)
 	if err != nil {
 		return "", err
