@@ -59,7 +59,7 @@ envtest: ## Build or fetch kube-apiserver and etcd for envtest into ./bin.
 	@hack/setup-envtest.sh >/dev/null
 
 .PHONY: test
-test: manifests generate fmt vet envtest chart $(HELM) $(KUSTOMIZE) ## Run every test (unit, envtest integration, e2e, the hardened install, the image) and a short fuzz pass.
+test: manifests generate fmt vet envtest chart $(HELM) $(KUSTOMIZE) ## Run every test (unit, envtest integration, e2e, the hardened install, the image, a short chaos run) and a short fuzz pass.
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz
 
@@ -71,6 +71,20 @@ FUZZ_TIME ?= 20000x
 fuzz: ## Run each fuzz target briefly (longer: make fuzz FUZZ_TIME=5000000x).
 	go test -run='^$$' -fuzz='^FuzzParseTokenResponse$$' -fuzztime=$(FUZZ_TIME) ./internal/tokenclient
 	go test -run='^$$' -fuzz='^FuzzSecretValue$$' -fuzztime=$(FUZZ_TIME) ./internal/secrets
+
+# The chaos suite (test/chaos): the real manager (two replicas, leader election), the
+# sandbox behind a fault proxy and envtest's API server, with faults injected at random
+# from a printed seed; `make test` runs a short variant (50 events, 20 grants, one 10 s outage).
+CHAOS_EVENTS ?= 200
+CHAOS_GRANTS ?= 50
+CHAOS_OUTAGE ?= 60s
+CHAOS_MAX_OUTAGES ?= 0
+CHAOS_SETTLE ?= 3m
+CHAOS_SEED ?=
+.PHONY: chaos
+chaos: manifests envtest ## Run the chaos suite and print its table (CHAOS_EVENTS, CHAOS_GRANTS, CHAOS_SEED, CHAOS_OUTAGE).
+	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" CHAOS_EVENTS=$(CHAOS_EVENTS) CHAOS_GRANTS=$(CHAOS_GRANTS) CHAOS_OUTAGE=$(CHAOS_OUTAGE) CHAOS_MAX_OUTAGES=$(CHAOS_MAX_OUTAGES) CHAOS_SETTLE=$(CHAOS_SETTLE) CHAOS_SEED=$(CHAOS_SEED) \
+		go test -count=1 -timeout 8h -run '^TestChaos$$' -v ./test/chaos/
 
 .PHONY: verify
 verify: manifests generate fmt chart build-installer helm-lint ## Fail if generated or formatted files (CRDs, RBAC, deepcopy, the chart's generated parts and README, dist/install.yaml) are stale.

@@ -49,6 +49,7 @@ type config struct {
 	clients                           []cdsandbox.Client
 	profile                           string
 	offlineAccessWithoutConsent       bool
+	journal                           bool
 }
 
 func main() {
@@ -60,6 +61,7 @@ func main() {
 	flag.DurationVar(&cfg.ttl, "access-token-ttl", 30*time.Minute, "Access token lifetime (expires_in).")
 	flag.StringVar(&cfg.seed, "seed-grant", "", "clientID:subject:path: log a customer in and write their refresh token to path (mode 0600).")
 	flag.StringVar(&cfg.profile, "profile", string(cdsandbox.ProfileCD), "Identity server whose refusals (spent refresh token, unknown scope, disallowed grant type) to imitate: "+profileNames()+".")
+	flag.BoolVar(&cfg.journal, "journal", false, "Record every token request (token hashes, never tokens) and serve the records read-only at GET "+cdsandbox.JournalPath+", for test harnesses.")
 	flag.BoolVar(&cfg.offlineAccessWithoutConsent, "offline-access-without-consent", false,
 		"Issue a refresh token for offline_access without prompt=consent (by default the sandbox follows OpenID Connect Core §11; the google profile follows Google's access_type rule).")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
@@ -142,6 +144,9 @@ func newServer(cfg config, logger *log.Logger) (*cdsandbox.Server, int, error) {
 		Issuer: cfg.issuer, Clients: clients, AccessTokenTTL: cfg.ttl, Logger: logger,
 		Profile: profile, OfflineAccessWithoutConsent: cfg.offlineAccessWithoutConsent,
 	})
+	if cfg.journal {
+		s.EnableJournal()
+	}
 	if cfg.seed != "" {
 		if err := seedGrant(s, cfg.seed); err != nil {
 			return nil, 0, err

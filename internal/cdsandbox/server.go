@@ -155,6 +155,7 @@ type Server struct {
 	stats   Stats
 	faults  []*Fault
 	onToken func(grantType string, ok bool)
+	journal *journal // nil unless EnableJournal
 	mux     *http.ServeMux
 	logger  *log.Logger
 	// refusals are the profile's wordings.

@@ -50,6 +50,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := s.processToken(r, grantType)
+	s.journal.processed(s, r, grantType, res)
 	if res.ok() {
 		s.stats.Issued[grantType]++
 	} else {
@@ -267,6 +268,7 @@ func (s *Server) misbehave(w http.ResponseWriter, r *http.Request, f *Fault, res
 		if res == nil {
 			s.mu.Lock()
 			processed := s.processToken(r, r.PostForm.Get("grant_type"))
+			s.journal.processed(s, r, r.PostForm.Get("grant_type"), processed)
 			s.mu.Unlock()
 			res = &processed
 		}

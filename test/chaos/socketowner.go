@@ -1,0 +1,78 @@
+package chaos
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// socketOwner returns which of candidates owns the TCP socket whose local address is
+// remote (as the proxy sees its client, "127.0.0.1:port"), or 0. It reads Linux's
+// /proc: the socket's inode from /proc/net/tcp, then each candidate's file descriptors.
+// It tells the harness exactly which manager replica sent a token request, so a lost
+// answer can be charged to the process that was killed after receiving it.
+func socketOwner(remote string, candidates []int) int {
+	// The kernel prints the table a page at a time, and a socket can slip between pages
+	// while others come and go: look more than once.
+	for range 3 {
+		if pid := findOwner(remote, candidates); pid != 0 {
+			return pid
+		}
+	}
+	return 0
+}
+
+func findOwner(remote string, candidates []int) int {
+	inode, err := socketInode("/proc/net/tcp", remote)
+	if err != nil || inode == "" {
+		return 0
+	}
+	want := "socket:[" + inode + "]"
+	for _, pid := range candidates {
+		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+		for _, fd := range fds {
+			if link, err := os.Readlink(fd); err == nil && link == want {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+// socketInode finds the inode of the IPv4 socket whose local address is addr.
+func socketInode(table, addr string) (string, error) {
+	f, err := os.Open(table)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return findInode(f, addr)
+}
+
+// findInode scans a /proc/net/tcp table for the socket with local address addr.
+func findInode(r io.Reader, addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	ip := net.ParseIP(host).To4()
+	p, err := strconv.Atoi(port)
+	if ip == nil || err != nil {
+		return "", fmt.Errorf("not an IPv4 address: %s", addr)
+	}
+	// The kernel prints the address as the 32-bit word in host (little-endian) order.
+	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], p)
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 9 && fields[1] == want {
+			return fields[9], nil
+		}
+	}
+	return "", sc.Err()
+}
