@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
@@ -35,13 +36,17 @@ type CDCredentialReconciler struct {
 	// Key keys the hash of client secrets in status (ClientSharedAcrossFlows).
 	Key []byte
 
-	held heldResults
+	held    heldResults
+	written writtenFailures
 }
 
 // Reconcile fetches the CDCredential, carries out one pass and patches status once.
 func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	cred := &cdv1.CDCredential{}
 	if err := r.Get(ctx, req.NamespacedName, cred); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.written.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := cred.DeepCopy()
@@ -51,7 +56,9 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 		if err := r.Status().Patch(ctx, statusTarget(cred, cdv1.GroupVersion.WithKind("CDCredential")), patchStatus(&before.Status, &cred.Status)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
+			return
 		}
+		r.written.note(cred, cred.Status.LastFailure, r.Clock.Now())
 	}()
 	out, err := r.reconcile(ctx, cred)
 	if out == nil {
@@ -91,7 +98,7 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 		return outputProblem(err)
 	}
 	in.Request = rotation.Request(c.Fingerprint, c.SecretHash, string(cred.UID), strconv.FormatInt(cred.Generation, 10))
-	in.Failure = fromFailureStatus(cred.Status.LastFailure)
+	in.Failure = r.written.current(cred.UID, cred.Status.LastFailure)
 	if s, ok := secrets.Schedule(current, c.Fingerprint); ok {
 		in.Current = &s
 	}

@@ -53,7 +53,8 @@ type CDUserGrantReconciler struct {
 	// is never dropped while the process lives). Default 1 minute.
 	PersistTimeout time.Duration
 
-	held heldResults
+	held    heldResults
+	written writtenFailures
 	// elected is when this process won the leader election (Unix nanoseconds).
 	elected atomic.Int64
 }
@@ -73,6 +74,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	grant := &cdv1.CDUserGrant{}
 	if err := r.Get(ctx, req.NamespacedName, grant); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.written.forget(req.NamespacedName)
 			return ctrl.Result{}, r.storeOrphan(ctx, req.NamespacedName)
 		}
 		return ctrl.Result{}, err
@@ -88,7 +90,9 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		// Status is the last of a rotation's writes; shutdown must not cancel it.
 		if err := r.Status().Patch(context.WithoutCancel(ctx), statusTarget(grant, cdv1.GroupVersion.WithKind("CDUserGrant")), patchStatus(&before.Status, &grant.Status)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
+			return
 		}
+		r.written.note(grant, grant.Status.LastFailure, r.Clock.Now())
 	}()
 	out, cred, err := r.reconcile(ctx, grant)
 	if out == nil {
@@ -139,7 +143,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 	}
 	fingerprint := secrets.GrantFingerprint(c)
 	in.Request = rotation.Request(fingerprint, c.SecretHash, rt.hash, string(grant.UID), strconv.FormatInt(grant.Generation, 10))
-	in.Failure = fromFailureStatus(grant.Status.LastFailure)
+	in.Failure = r.written.current(grant.UID, grant.Status.LastFailure)
 	if s, ok := secrets.Schedule(current, fingerprint); ok && metav1.IsControlledBy(current, grant) {
 		in.Current = &s
 	}

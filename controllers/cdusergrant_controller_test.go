@@ -650,3 +650,25 @@ func TestANewRefreshTokenHeldForAGrantDeletedMeanwhileIsStillStored(t *testing.T
 		t.Errorf("the retained refresh-token Secret holds %q, want the live refresh-1", got)
 	}
 }
+
+func TestACacheThatHasNotSeenTheLastStatusWriteDoesNotResendARejectedToken(t *testing.T) {
+	w := newWorld(t)
+	stale := w.grant("acme") // the grant as the informer still holds it
+	w.tokens.failNext(invalidGrant)
+	if _, err := w.reconcileGrant("acme"); !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatalf("err %v, want terminal", err)
+	}
+	// The next pass reads the grant from a cache that lags behind the status just written.
+	g := w.grant("acme")
+	g.Status = stale.Status
+	if err := w.client.Status().Update(t.Context(), g); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.reconcileGrant("acme"); !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatalf("err %v, want terminal", err)
+	}
+	if diff := cmp.Diff([]string{"refresh-0"}, w.tokens.refreshes()); diff != "" {
+		t.Errorf("the rejected token was sent again (-want +got):\n%s", diff)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenRejectedReason)
+}

@@ -89,16 +89,19 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		if msg := keepFailure(c, o.failure); msg != "" {
 			g.misuse, g.misuseMsg = cdv1.GrantTypeNotAllowedReason, msg
 		}
+		if reauthReasons[o.failure.Reason] && o.failure.Terminal() {
+			g.reauth, g.reauthMsg = o.failure.Reason, c.find(cdv1.ReadyCondition).Message
+		}
 		res.RequeueAfter = retryAfter(o.failure, now)
 	case abandoned:
 		msg := "The stored refresh token was sent twice and no answer came back either time: it was most likely spent, and is not sent a third time. The customer must log in again"
-		f := rotation.Fail(fromFailureStatus(grant.Status.LastFailure), o.request, cdv1.RotationInterruptedReason, now, rotation.Retry{Terminal: true}, string(grant.UID))
+		f := rotation.Fail(r.written.current(grant.UID, grant.Status.LastFailure), o.request, cdv1.RotationInterruptedReason, now, rotation.Retry{Terminal: true}, string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
 		reportFailure(c, f, msg)
 		g.reauth, g.reauthMsg = cdv1.RotationInterruptedReason, msg
 	case answered:
 		ref, msg := refusalOf(o, true)
-		f := rotation.Fail(fromFailureStatus(grant.Status.LastFailure), o.request, ref.reason, now, o.outcome.Retry(), string(grant.UID))
+		f := rotation.Fail(r.written.current(grant.UID, grant.Status.LastFailure), o.request, ref.reason, now, o.outcome.Retry(), string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
 		reportFailure(c, f, msg)
 		switch {
@@ -124,12 +127,17 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		g.valid = true
 		res.RequeueAfter = untilRenewal(s, now)
 	case writeFailed:
-		f := rotation.Fail(fromFailureStatus(grant.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, rotation.Retry{}, string(grant.UID))
+		f := rotation.Fail(r.written.current(grant.UID, grant.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, rotation.Retry{}, string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
 		c.retrying(cdv1.SecretWriteFailedReason, writeFailure(o.err))
 		res.RequeueAfter = retryAfter(f, now)
 	}
 	return g, res
+}
+
+// reauthReasons are the failures that leave the customer to log in again.
+var reauthReasons = map[string]bool{
+	cdv1.RefreshTokenRejectedReason: true, cdv1.RotationInterruptedReason: true, cdv1.RefreshTokenRefusedReason: true,
 }
 
 // reportGrantConditions sets FlowMisuse and ReauthorizationRequired from the pass.
