@@ -202,22 +202,20 @@ func (r *CDUserGrantReconciler) credential(ctx context.Context, grant *cdv1.CDUs
 	return cred, c, nil, nil
 }
 
-// refreshToken reads the grant's refresh-token Secret, opted in and bound to this grant
-// (binding it on first use, before anything is sent). A non-nil outcome says why there
-// is nothing to spend.
+// refreshToken reads the grant's refresh-token Secret, opted in and not bound to another
+// grant. An unbound Secret is bound by the same resourceVersion-guarded write that marks
+// its token in flight, so nothing is sent before the binding is recorded, and binding
+// costs no write of its own. A non-nil outcome says why there is nothing to spend.
 func (r *CDUserGrantReconciler) refreshToken(ctx context.Context, grant *cdv1.CDUserGrant) (*storedToken, outcome, error) {
 	ref := grant.Spec.RefreshTokenSecretRef
 	key := secrets.RefreshKey(grant)
 	s, err := r.readers().Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: ref.Name}, cdv1.SecretTypeRefreshToken)
-	switch out, err := refreshProblem(err, ref.Name, key); {
-	case out != nil || err != nil:
+	if out, err := refreshProblem(err, ref.Name, key); out != nil || err != nil {
 		return nil, out, err
 	}
-	if !secrets.BoundTo(s, grant) {
-		if err := r.bind(ctx, grant, s); err != nil {
-			out, err := refreshProblem(err, ref.Name, key)
-			return nil, out, err
-		}
+	if err := r.boundElsewhere(ctx, grant, s); err != nil {
+		out, err := refreshProblem(err, ref.Name, key)
+		return nil, out, err
 	}
 	value, err := secrets.Value(s, key)
 	if err != nil {
@@ -226,21 +224,22 @@ func (r *CDUserGrantReconciler) refreshToken(ctx context.Context, grant *cdv1.CD
 	return &storedToken{secret: s, key: key, value: value, hash: rotation.Hash(value)}, nil, nil
 }
 
-// bind binds the refresh-token Secret to grant with a resourceVersion-guarded update,
-// unless it is bound to another grant that still exists.
-func (r *CDUserGrantReconciler) bind(ctx context.Context, grant *cdv1.CDUserGrant, s *corev1.Secret) error {
-	if b := secrets.BindingOf(s); b.UID != "" {
-		other := &cdv1.CDUserGrant{}
-		err := r.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: b.Name}, other)
-		if err == nil && other.UID == b.UID {
-			return errBoundElsewhere
-		}
-		if err != nil && !apierrors.IsNotFound(err) {
-			return err
-		}
+// boundElsewhere returns errBoundElsewhere when the Secret is bound to another grant that
+// still exists. A binding to a grant that is gone may be taken over.
+func (r *CDUserGrantReconciler) boundElsewhere(ctx context.Context, grant *cdv1.CDUserGrant, s *corev1.Secret) error {
+	b := secrets.BindingOf(s)
+	if b.UID == "" || b.UID == grant.UID {
+		return nil
 	}
-	secrets.Bind(s, grant)
-	return r.Update(ctx, s)
+	other := &cdv1.CDUserGrant{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: b.Name}, other)
+	switch {
+	case err == nil && other.UID == b.UID:
+		return errBoundElsewhere
+	case err != nil && !apierrors.IsNotFound(err):
+		return err
+	}
+	return nil
 }
 
 func refreshProblem(err error, secret, key string) (outcome, error) {

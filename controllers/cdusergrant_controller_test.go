@@ -287,6 +287,30 @@ func TestTransientFailuresBackOffExponentiallyAndTheBackoffSurvivesARestart(t *t
 	}
 }
 
+func TestAShortLivedTokenIsRetriedWithinAThirdOfItsLifetime(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.lifetime = 30 * time.Second
+	res, err := w.reconcileGrant("acme") // a first rotation stores a 30 s token
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Step(res.RequeueAfter)
+	w.tokens.failNext(badGateway, badGateway, badGateway, badGateway)
+	for i := range 4 {
+		res, err = w.reconcileGrant("acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.RequeueAfter > 12*time.Second {
+			t.Fatalf("failure %d waits %s: a provider that answers again would find the 30 s token long expired", i+1, res.RequeueAfter)
+		}
+		w.clock.Step(res.RequeueAfter)
+	}
+	if f := w.grant("acme").Status.LastFailure; f == nil || f.FailedAttempts != 4 {
+		t.Errorf("lastFailure %+v, want 4 attempts", f)
+	}
+}
+
 func TestAnUnplacedRefusalIsTriedThreeTimesThenStops(t *testing.T) {
 	w := newWorld(t)
 	dex := &tokenclient.Error{Kind: tokenclient.KindRefused, Code: "invalid_request", StatusCode: 400, Description: "Refresh token is invalid or has already been claimed by another client."}

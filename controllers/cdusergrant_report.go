@@ -101,7 +101,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		g.reauth, g.reauthMsg = cdv1.RotationInterruptedReason, msg
 	case answered:
 		ref, msg := refusalOf(o, true)
-		f := rotation.Fail(r.written.current(grant.UID, grant.Status.LastFailure), o.request, ref.reason, now, o.outcome.Retry(), string(grant.UID))
+		f := rotation.Fail(r.written.current(grant.UID, grant.Status.LastFailure), o.request, ref.reason, now, withLifetime(o.outcome.Retry(), grant.Status.LastRotationTime, grant.Status.ExpiresAt), string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
 		reportFailure(c, f, msg)
 		switch {
@@ -127,7 +127,8 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		g.valid = true
 		res.RequeueAfter = untilRenewal(s, now)
 	case writeFailed:
-		f := rotation.Fail(r.written.current(grant.UID, grant.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, rotation.Retry{}, string(grant.UID))
+		retry := withLifetime(rotation.Retry{Holding: o.holding}, grant.Status.LastRotationTime, grant.Status.ExpiresAt)
+		f := rotation.Fail(r.written.current(grant.UID, grant.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, retry, string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
 		c.retrying(cdv1.SecretWriteFailedReason, writeFailure(o.err))
 		res.RequeueAfter = retryAfter(f, now)

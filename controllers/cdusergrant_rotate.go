@@ -26,7 +26,9 @@ var errHeldTokenExpired = errors.New("a held access token expired before it coul
 func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGrant, a *attempt, d rotation.Send) (outcome, error) {
 	ctx = context.WithoutCancel(ctx)
 	previous := rotation.ReadMark(a.stored.secret.Annotations)
-	marked, err := r.writeMark(ctx, a.stored.secret, d.Mark)
+	bound := a.stored.secret.DeepCopy()
+	secrets.Bind(bound, grant) // the first spend binds the Secret to this grant, in the same write
+	marked, err := r.writeMark(ctx, bound, d.Mark)
 	if err != nil {
 		return nil, err // a conflict means someone changed the Secret: nothing was sent
 	}
@@ -86,7 +88,7 @@ func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserG
 	held, _ := r.held.get(grant.UID)
 	if held.refresh != nil {
 		if err := r.storeRefresh(ctx, held.refresh, r.Clock.Now().Add(r.persistTimeout())); err != nil {
-			return writeFailed{err: err, request: held.request}, nil
+			return writeFailed{err: err, request: held.request, holding: true}, nil
 		}
 		held = &result{request: held.request, access: held.access}
 		r.held.put(grant.UID, held)

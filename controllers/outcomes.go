@@ -63,6 +63,9 @@ type (
 	writeFailed struct {
 		err     error
 		request string
+		// holding: a new refresh token that exists only in memory is waiting for
+		// this write, so it is retried at the shortest interval until its deadline.
+		holding bool
 	}
 )
 

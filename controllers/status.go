@@ -161,6 +161,16 @@ func failureStatus(f rotation.Failure) *cdv1.FailureStatus {
 	return s
 }
 
+// withLifetime bounds retry's backoff by the lifetime of the token the CR last stored
+// (issued to expires, from its status), so a short-lived token is retried within its
+// renewal window; unknown when either time is missing.
+func withLifetime(retry rotation.Retry, issued, expires *metav1.Time) rotation.Retry {
+	if issued != nil && expires != nil {
+		retry.Lifetime = max(expires.Sub(issued.Time), 0)
+	}
+	return retry
+}
+
 func fromFailureStatus(s *cdv1.FailureStatus) *rotation.Failure {
 	if s == nil {
 		return nil

@@ -182,8 +182,8 @@ func checkIssuer(cred *cdv1.CDCredential, q map[string][]string) error {
 }
 
 // checkTarget refuses, before the code is exchanged, a grant whose refresh-token Secret
-// may not be written: only a missing Secret, or an opted-in one bound to this grant, is.
-// Anything else would overwrite a Secret the operator must not touch.
+// may not be written: only a missing Secret, or an opted-in one bound to this grant (or
+// to none yet), is. Anything else would overwrite a Secret the operator must not touch.
 func (c *Callback) checkTarget(ctx context.Context, grant *cdv1.CDUserGrant) error {
 	m := &metav1.PartialObjectMetadata{}
 	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
@@ -194,8 +194,7 @@ func (c *Callback) checkTarget(ctx context.Context, grant *cdv1.CDUserGrant) err
 	if err != nil {
 		return err
 	}
-	bound := secrets.BindingOf(&corev1.Secret{ObjectMeta: m.ObjectMeta}).UID == grant.UID
-	if m.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeRefreshToken && bound {
+	if m.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeRefreshToken && mayBind(&corev1.Secret{ObjectMeta: m.ObjectMeta}, grant) {
 		return nil
 	}
 	return failed(http.StatusConflict, cdv1.RefreshTokenSecretConflictReason, "", "Secret "+m.Name+" exists and is not this grant's refresh-token Secret (it must be labelled "+cdv1.SecretTypeLabel+"="+cdv1.SecretTypeRefreshToken+" and bound to this grant), so the login was not completed and nothing was exchanged. Point spec.refreshTokenSecretRef at a new Secret name and log in again.")
@@ -273,7 +272,8 @@ func (c *Callback) store(ctx context.Context, grant *cdv1.CDUserGrant, rt string
 		s = secrets.NewRefreshSecret(grant)
 		secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
 		err = c.Client.Create(ctx, s)
-	case err == nil && secrets.BoundTo(s, grant) && s.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeRefreshToken:
+	case err == nil && mayBind(s, grant) && s.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeRefreshToken:
+		secrets.Bind(s, grant)
 		secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
 		err = c.Client.Update(ctx, s) // guarded by the resourceVersion just read
 	case err == nil:
@@ -306,6 +306,13 @@ func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, a *answe
 	if a.reason != cdv1.CustomerAuthorizedReason {
 		c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, a.reason, "Authorize", "Customer authorization failed: %s", truncate(a.msg, 1000))
 	}
+}
+
+// mayBind reports whether the callback may write s for grant: bound to it, or to no
+// grant yet (an opted-in Secret prepared for a customer who has not logged in).
+func mayBind(s *corev1.Secret, grant *cdv1.CDUserGrant) bool {
+	b := secrets.BindingOf(s)
+	return b.UID == "" || b.UID == grant.UID
 }
 
 // eventTarget is obj without its resourceVersion, so repeated events aggregate.

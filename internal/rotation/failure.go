@@ -34,6 +34,15 @@ type Retry struct {
 	// MaxAttempts, when positive, turns the failure terminal once this many attempts at
 	// the same request have failed.
 	MaxAttempts int
+	// Lifetime, when known, is the lifetime of the token being renewed. The backoff never
+	// exceeds a third of it (the renewal window), so a provider that answers again is
+	// asked again before a held token has been stale for long; a server's Retry-After
+	// still wins.
+	Lifetime time.Duration
+	// Holding: the write that failed carries a refresh token held only in memory (the
+	// one it replaced is spent). Each retry is one Secret write, and the token is lost
+	// if it has not landed by its holder deadline, so it is retried at the base interval.
+	Holding bool
 }
 
 // Backoff bounds: 5 s after the first failure, doubling, at most 10 minutes, plus up to
@@ -53,7 +62,11 @@ func Fail(prev *Failure, request, reason string, now time.Time, retry Retry, see
 	if retry.Terminal || (retry.MaxAttempts > 0 && f.Attempts >= retry.MaxAttempts) {
 		return f
 	}
-	wait := max(backoffAfter(f.Attempts, seed), retry.After)
+	limit := retry.Lifetime / 3
+	if retry.Holding {
+		limit = backoffBase
+	}
+	wait := max(backoffAfter(f.Attempts, limit, seed), retry.After)
 	f.Retry = now.Add(wait).Truncate(time.Second)
 	if !f.Retry.After(now) {
 		f.Retry = now.Truncate(time.Second).Add(time.Second)
@@ -61,11 +74,15 @@ func Fail(prev *Failure, request, reason string, now time.Time, retry Retry, see
 	return f
 }
 
-// backoffAfter is the wait after the given number of consecutive failures.
-func backoffAfter(attempts int, seed string) time.Duration {
+// backoffAfter is the wait after the given number of consecutive failures, at most
+// limit when that is positive (never less than the base).
+func backoffAfter(attempts int, limit time.Duration, seed string) time.Duration {
 	d := backoffMax
 	if shift := attempts - 1; shift < 8 {
 		d = min(backoffBase<<max(shift, 0), backoffMax)
+	}
+	if limit > 0 {
+		d = min(d, max(limit, backoffBase))
 	}
 	return d + time.Duration(seeded(seed, uint64(attempts))%uint64(d/5))
 }

@@ -115,6 +115,21 @@ func TestFailureMemory(t *testing.T) {
 		"a server's Retry-After longer than the backoff wins": {
 			request: "r", retry: Retry{After: time.Minute}, wantAttempts: 1, minWait: time.Minute, most: time.Minute,
 		},
+		"a third failure renewing a 30 second token waits a third of its lifetime, not 20 seconds": {
+			prev: &Failure{Request: "r", Attempts: 2}, request: "r", retry: Retry{Lifetime: 30 * time.Second}, wantAttempts: 3, minWait: 10 * time.Second, most: 12 * time.Second,
+		},
+		"the lifetime bound never shortens the first backoff below 5 seconds": {
+			request: "r", retry: Retry{Lifetime: 3 * time.Second}, wantAttempts: 1, minWait: 5 * time.Second, most: 6 * time.Second,
+		},
+		"an hour's token keeps the 10 minute ceiling": {
+			prev: &Failure{Request: "r", Attempts: 40}, request: "r", retry: Retry{Lifetime: time.Hour}, wantAttempts: 41, minWait: 10 * time.Minute, most: 12 * time.Minute,
+		},
+		"a server's Retry-After beats the lifetime bound": {
+			prev: &Failure{Request: "r", Attempts: 2}, request: "r", retry: Retry{Lifetime: 30 * time.Second, After: time.Minute}, wantAttempts: 3, minWait: time.Minute, most: time.Minute,
+		},
+		"a refresh token held in memory is written again within 6 seconds however often it failed": {
+			prev: &Failure{Request: "r", Attempts: 6}, request: "r", retry: Retry{Holding: true, Lifetime: time.Hour}, wantAttempts: 7, minWait: 5 * time.Second, most: 6 * time.Second,
+		},
 		"a terminal failure has no retry time": {
 			request: "r", retry: Retry{Terminal: true}, wantAttempts: 1, wantTerminal: true,
 		},

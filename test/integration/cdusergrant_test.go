@@ -294,26 +294,33 @@ func TestCrashAfterStoringTheNewTokenKeepsTheGrantAlive(t *testing.T) {
 }
 
 // TestAPIServerOutageWhileHoldingTheNewToken fails every write to the refresh-token
-// Secret for a while after a refresh: the operator must keep the new token in memory
-// (across reconciles, since PersistTimeout is short) and store it when writes recover,
-// never sending the spent token again.
+// Secret for 15 s after a refresh: the operator must keep the new token in memory
+// (across reconciles, since PersistTimeout is short), write it again at short intervals
+// rather than with the long backoff of other failures, and store it when writes
+// recover, never sending the spent token again.
 func TestAPIServerOutageWhileHoldingTheNewToken(t *testing.T) {
 	f := newGrantFixture(t, 30*time.Minute)
 	f.addGrant("acme")
 	fc := &faults{}
 	opts := f.withFaults(fc, 300*time.Millisecond)
 	var failures atomic.Int32
+	var outageEnds atomic.Int64
 	fc.set(func(verb string, obj client.Object) error {
 		s, ok := obj.(*corev1.Secret)
-		if !ok || s.Name != "acme-refresh" || s.Annotations[cdv1.RotationInFlightAnnotation] != "" || failures.Add(1) > 12 {
+		if !ok || s.Name != "acme-refresh" || s.Annotations[cdv1.RotationInFlightAnnotation] != "" {
 			return nil // the in-flight mark goes through
 		}
+		outageEnds.CompareAndSwap(0, time.Now().Add(15*time.Second).UnixNano())
+		if time.Now().UnixNano() > outageEnds.Load() {
+			return nil
+		}
+		failures.Add(1)
 		return errInjected
 	})
 	startManager(t, opts)
-	eventually(t, 60*time.Second, "rotated once writes recover", f.rotations("acme", 1))
-	if n := failures.Load(); n < 12 {
-		t.Errorf("only %d writes were attempted during the outage", n)
+	eventually(t, 45*time.Second, "rotated once writes recover", f.rotations("acme", 1))
+	if n := failures.Load(); n < 3 {
+		t.Errorf("only %d writes were attempted during the 15 s outage: a held refresh token is written again every 5-6 s", n)
 	}
 	if n := f.refreshCount(); n != 1 {
 		t.Errorf("%d refresh requests, want 1: the token is held, not re-fetched", n)
