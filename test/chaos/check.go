@@ -294,8 +294,9 @@ func lossCause(r *Record, x *index, first cdsandbox.JournalEntry) (cause, detail
 	}
 }
 
-// checkLosses: every revoked grant is a lost session with a cause, reported by its
-// CDUserGrant as RotationInterrupted; every RotationInterrupted has such a loss behind it.
+// checkLosses: every revoked grant, and every session whose newest refresh token the
+// operator never received, is a lost session with a cause, reported by its CDUserGrant
+// as RotationInterrupted; every RotationInterrupted has such a loss behind it.
 func checkLosses(r *Record, x *index) ([]LostGrant, []Violation) {
 	var lost []LostGrant
 	var out []Violation
@@ -318,6 +319,18 @@ func checkLosses(r *Record, x *index) ([]LostGrant, []Violation) {
 			out = append(out, Violation{InvLostGrant, cr, e.Time, joinDetail(cause, detail)})
 		}
 		revokedAt[cr] = append(revokedAt[cr], e.Time)
+	}
+	for _, e := range silentLosses(r, x) {
+		cr := x.grantCR[e.Grant]
+		cause, detail, excused := lossCause(r, x, e)
+		lost = append(lost, LostGrant{Grant: cr, LostAt: e.Time, At: e.Time, Cause: cause, Detail: detail, Excused: excused})
+		if !excused {
+			out = append(out, Violation{InvLostGrant, cr, e.Time, joinDetail(cause, detail)})
+		}
+		revokedAt[cr] = append(revokedAt[cr], e.Time)
+	}
+	for _, ts := range revokedAt {
+		sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
 	}
 	type revKey struct {
 		cr string
@@ -352,6 +365,24 @@ func checkLosses(r *Record, x *index) ([]LostGrant, []Violation) {
 		lost[i].Reported = reported[revKey{lost[i].Grant, lost[i].At}]
 	}
 	return lost, out
+}
+
+// silentLosses are the sessions lost without a replay: the token's one presentation at
+// the sandbox consumed it, and its successor was never stored nor presented. That is the
+// operator's resend (the first send never reached the sandbox) whose answer was lost
+// too: it gives up rather than send a third time, so nothing is revoked, but the session
+// is gone all the same.
+func silentLosses(r *Record, x *index) []cdsandbox.JournalEntry {
+	var out []cdsandbox.JournalEntry
+	for _, e := range r.Journal {
+		if e.GrantType != "refresh_token" || !e.Consumed || e.IssuedRefresh == "" || len(x.presentations[e.Presented]) != 1 {
+			continue
+		}
+		if !x.stored[e.IssuedRefresh] && len(x.presentations[e.IssuedRefresh]) == 0 {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func lastOr(ts []time.Time) time.Time {
@@ -491,19 +522,27 @@ func newJudge(r *Record, x *index) judge {
 		cr := x.grantCR[e.Grant]
 		// The session was doomed from the moment the answer to its consumed token was
 		// lost; the replay only shows it.
-		lost := Interval{From: e.Time}
+		lost := Interval{From: e.Time, To: nextSeed(r, cr, e.Time)}
 		if ps := x.presentations[e.Presented]; len(ps) > 0 && ps[0].Consumed {
 			lost.From = ps[0].Time
 		}
-		for _, s := range r.Seeds {
-			if s.Grant == cr && s.At.After(e.Time) {
-				lost.To = s.At
-				break
-			}
-		}
 		j.lost[cr] = append(j.lost[cr], lost)
 	}
+	for _, e := range silentLosses(r, x) {
+		cr := x.grantCR[e.Grant]
+		j.lost[cr] = append(j.lost[cr], Interval{From: e.Time, To: nextSeed(r, cr, e.Time)})
+	}
 	return j
+}
+
+// nextSeed is when the customer of cr logged in again after t (zero if never).
+func nextSeed(r *Record, cr string, t time.Time) time.Time {
+	for _, s := range r.Seeds {
+		if s.Grant == cr && s.At.After(t) {
+			return s.At
+		}
+	}
+	return time.Time{}
 }
 
 // steady reports whether grant could be expected fresh at t: one leader held the lease,

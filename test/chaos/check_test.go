@@ -213,6 +213,25 @@ func TestCheckJudgesFromTheRecords(t *testing.T) {
 			violations: []string{InvUnreported},
 			lost:       []string{CauseDropped},
 		},
+		"a resend whose answer is lost too, after a first send that never reached the sandbox, is an excused loss without a replay": {
+			build: func(w *world) {
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-40*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+				w.rotate(-20*time.Second, "s1", "r1", "r2", OutcomeDropped, 100, false)
+				w.lost(-10*time.Second, cdv1.RotationInterruptedReason)
+			},
+			lost: []string{CauseDropped},
+		},
+		"a successor never stored by a manager that had its answer, and no replay, is a lost grant": {
+			build: func(w *world) {
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-40*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+				w.rotate(-20*time.Second, "s1", "r1", "r2", OutcomeDelivered, 100, false)
+				w.lost(-10*time.Second, cdv1.RotationInterruptedReason)
+			},
+			violations: []string{InvLostGrant},
+			lost:       []string{CauseNeverStored},
+		},
 		"RotationInterrupted without a revoked session has no proof": {
 			build: func(w *world) {
 				tok := healthy(w)
