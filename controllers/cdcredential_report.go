@@ -132,6 +132,13 @@ func keepFailure(c conditions, f rotation.Failure) string {
 		c.keep(cdv1.ReadyCondition, false, f.Reason, "")
 		c.keep(state, true, f.Reason, "")
 	}
+	// Exactly one of the two: a Stalled left from an earlier, terminal failure would turn
+	// a backoff into a terminal error, which is never requeued.
+	if f.Terminal() {
+		c.remove(cdv1.ReconcilingCondition)
+	} else {
+		c.remove(cdv1.StalledCondition)
+	}
 	if f.Reason == cdv1.GrantTypeNotAllowedReason {
 		if m := c.find(cdv1.FlowMisuseCondition); m != nil && m.Status == "True" {
 			return m.Message

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -158,6 +160,40 @@ func TestAnInterruptedRotationSendsTheStoredTokenOnceThenStops(t *testing.T) {
 	_, _ = w.reconcileGrant("acme")
 	if diff := cmp.Diff([]string{"refresh-0"}, w.tokens.refreshes()); diff != "" {
 		t.Errorf("sent (-want +got):\n%s", diff)
+	}
+}
+
+// TestANewLoginInFlightAtAnotherProcessIsWaitedForNotLeftStalled is chaos seed 774949's
+// g-048: the grant had stopped on RotationInterrupted, the customer logged in again, a
+// process sent the new token and died before the answer. The next process must wait for
+// that mark and then resume, not return the old Stalled state as a terminal error, which
+// controller-runtime never requeues: the grant then sat expired until the run ended.
+func TestANewLoginInFlightAtAnotherProcessIsWaitedForNotLeftStalled(t *testing.T) {
+	w := newWorld(t)
+	w.mark("dead-process", epoch.Add(-time.Hour), 1)
+	w.tokens.failNext(invalidGrant)
+	if _, err := w.reconcileGrant("acme"); err == nil {
+		t.Fatal("want a terminal error for the interrupted rotation")
+	}
+	s := w.secret("acme-refresh")
+	w.update(s, func() { s.Data["refresh_token"] = []byte("new-login") }) // the customer logged in again
+	w.mark("other-replica", epoch.Add(-time.Second), 1)                   // its first send, answer pending
+	res, err := w.reconcileGrant("acme")
+	if err != nil {
+		t.Fatalf("a pass that waits for another process returned %v: it would never be requeued", err)
+	}
+	if res.RequeueAfter <= 0 {
+		t.Fatalf("RequeueAfter %s, want the end of the other process's mark", res.RequeueAfter)
+	}
+	if c := meta.FindStatusCondition(w.grant("acme").Status.Conditions, cdv1.StalledCondition); c != nil {
+		t.Errorf("Stalled %s %s left from the previous token", c.Status, c.Reason)
+	}
+	w.clock.Step(res.RequeueAfter)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.tokens.refreshes(); len(got) != 2 || got[1] != "new-login" {
+		t.Errorf("sent %v, want the new login's token resent once the mark expired", got)
 	}
 }
 

@@ -84,6 +84,10 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 	case holding:
 		c.keep(cdv1.ReadyCondition, false, cdv1.ReconcilingReason, "The operator has not finished a first pass yet")
 		c.set(cdv1.ReconcilingCondition, true, cdv1.ReconcilingReason, "Another operator process is rotating this grant's refresh token; waiting for it to finish")
+		// Whatever stopped the grant before (a token since replaced by a new login) no
+		// longer holds: a Stalled left standing would end the pass in a terminal error,
+		// which is never requeued, and the wait would never end.
+		c.remove(cdv1.StalledCondition)
 		res.RequeueAfter = max(o.until.Sub(now), time.Second)
 	case remembered:
 		if msg := keepFailure(c, o.failure); msg != "" {

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
 )
 
 func TestAStatusPatchIsWhatMergeFromSendsForTheStatus(t *testing.T) {
@@ -56,5 +57,19 @@ func TestAStatusPatchIsWhatMergeFromSendsForTheStatus(t *testing.T) {
 				t.Errorf("patch (-MergeFrom +patchStatus):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestARememberedBackoffNeverEndsInATerminalError(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	list := []metav1.Condition{
+		{Type: cdv1.ReadyCondition, Status: metav1.ConditionFalse, Reason: cdv1.TokenRequestFailedReason},
+		{Type: cdv1.ReconcilingCondition, Status: metav1.ConditionTrue, Reason: cdv1.TokenRequestFailedReason},
+		{Type: cdv1.StalledCondition, Status: metav1.ConditionTrue, Reason: cdv1.RotationInterruptedReason}, // left from an older token
+	}
+	c := newConditions(&list, 1, now)
+	keepFailure(c, rotation.Failure{Reason: cdv1.TokenRequestFailedReason, Attempts: 2, Retry: now.Add(10 * time.Second)})
+	if err := c.terminal(); err != nil {
+		t.Fatalf("a failure that is retried ended in %v, which controller-runtime never requeues", err)
 	}
 }
