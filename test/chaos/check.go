@@ -244,8 +244,9 @@ func checkPresentations(r *Record, x *index) []Violation {
 	return out
 }
 
-// Loss causes: the first four are losses no protocol can avoid (the answer never reached
-// the operator, or the process holding it was SIGKILLed before it could store it).
+// Loss causes: the first four, and CauseHeldOutage, are losses no protocol can avoid (the
+// answer never reached the operator, the process holding it was SIGKILLed before it
+// could store it, or the API server was down for as long as the token may be held).
 const (
 	CauseDropped     = "answer dropped by the proxy after the sandbox consumed the token"
 	CauseLate        = "answer held by the proxy past the client's timeout after consumption"
@@ -253,6 +254,7 @@ const (
 	CauseKilled      = "manager SIGKILLed after the answer arrived, before storing the new token"
 	CauseTerminated  = "manager SIGTERMed mid-rotation exited without storing the new token (DESIGN §6.4)"
 	CauseExited      = "manager exited on its own holding an answer it had not stored (DESIGN §6.3)"
+	CauseHeldOutage  = "answer held through an API-server outage longer than the in-flight timeout: nowhere to store it"
 	CauseNeverStored = "answer delivered to a running manager, new token never stored"
 	CauseNoProxy     = "token reached the sandbox without passing the proxy"
 	CauseReplay      = "a token of the session was presented again after it had been refused"
@@ -287,6 +289,11 @@ func lossCause(r *Record, x *index, first cdsandbox.JournalEntry) (cause, detail
 		return CauseKilled, fmt.Sprintf("%s: replica %s pid %d killed %s after the answer", ex.ID, p.Replica, p.PID, p.Signaled.Sub(ex.End).Round(time.Millisecond)), true
 	case p.Cause == ExitSIGTERM && !p.Exited.Before(ex.Start):
 		return CauseTerminated, fmt.Sprintf("%s: replica %s pid %d, SIGTERM %s after the answer, exited %s after it", ex.ID, p.Replica, p.PID, p.Signaled.Sub(ex.End).Round(time.Millisecond), p.Exited.Sub(ex.End).Round(time.Millisecond)), false
+	case p.Cause == ExitSelf && !p.Exited.Before(ex.Start) && r.Timeline.apiDownThroughout(ex.End, p.Exited):
+		// The API server was down from the answer until the process gave the token up
+		// at its holder deadline (the in-flight timeout, after which another process may
+		// resend): no write could have landed.
+		return CauseHeldOutage, fmt.Sprintf("%s: replica %s pid %d exited %s after the answer, the API server down throughout", ex.ID, p.Replica, p.PID, p.Exited.Sub(ex.End).Round(time.Millisecond)), true
 	case p.Cause == ExitSelf && !p.Exited.Before(ex.Start):
 		return CauseExited, fmt.Sprintf("%s: replica %s pid %d exited with code %d %s after the answer", ex.ID, p.Replica, p.PID, p.ExitCode, p.Exited.Sub(ex.End).Round(time.Millisecond)), false
 	default:

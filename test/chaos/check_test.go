@@ -172,6 +172,31 @@ func TestCheckJudgesFromTheRecords(t *testing.T) {
 			violations: []string{InvLostGrant},
 			lost:       []string{CauseExited},
 		},
+		"an answer held by a manager that exited while the API server was down from the answer on is an excused loss": {
+			build: func(w *world) {
+				w.r.Timeline.Procs[0].Cause, w.r.Timeline.Procs[0].Exited = ExitSelf, w.at(-17*time.Second)
+				w.r.Timeline.Procs[1].LeaderAt = w.at(-14 * time.Second)
+				w.r.Timeline.APIDown = []Interval{{From: w.at(-21 * time.Second), To: w.at(-15 * time.Second)}}
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-20*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, false)
+				w.replay(-13*time.Second, "s1", "r0")
+				w.lost(-12*time.Second, cdv1.RotationInterruptedReason)
+			},
+			lost: []string{CauseHeldOutage},
+		},
+		"an answer held by a manager that exited after the API server came back is still a lost grant": {
+			build: func(w *world) {
+				w.r.Timeline.Procs[0].Cause, w.r.Timeline.Procs[0].Exited = ExitSelf, w.at(-17*time.Second)
+				w.r.Timeline.Procs[1].LeaderAt = w.at(-14 * time.Second)
+				w.r.Timeline.APIDown = []Interval{{From: w.at(-21 * time.Second), To: w.at(-19 * time.Second)}}
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-20*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, false)
+				w.replay(-13*time.Second, "s1", "r0")
+				w.lost(-12*time.Second, cdv1.RotationInterruptedReason)
+			},
+			violations: []string{InvLostGrant},
+			lost:       []string{CauseExited},
+		},
 		"a spent token presented a third time breaks the one-retry rule": {
 			build: func(w *world) {
 				w.login(-time.Minute, "s1", "r0")

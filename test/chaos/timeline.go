@@ -209,6 +209,16 @@ func (s Snapshot) apiUpThroughout(from, to time.Time) bool {
 	return true
 }
 
+// apiDownThroughout reports whether one API-server outage covered all of [from, to].
+func (s Snapshot) apiDownThroughout(from, to time.Time) bool {
+	for _, d := range s.APIDown {
+		if !d.From.After(from) && (d.To.IsZero() || !d.To.Before(to)) {
+			return true
+		}
+	}
+	return false
+}
+
 // leaderAt returns the process that held the lease at t.
 func (s Snapshot) leaderAt(t time.Time) (ProcRecord, bool) {
 	for _, p := range s.Procs {
