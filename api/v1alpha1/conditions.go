@@ -118,7 +118,8 @@ const (
 	// SecretWriteFailedReason: the API server refused to store a token (forbidden,
 	// invalid, too large, a quota, an admission policy). The message carries the API
 	// server's reason and message, never a value. The token already issued is held in
-	// memory and written again with backoff; no new token is requested meanwhile.
+	// memory and written again (every 5-6 s while it is a new refresh token whose
+	// predecessor is spent); no new token is requested meanwhile.
 	SecretWriteFailedReason = "SecretWriteFailed"
 
 	// AwaitingAuthorizationReason: a CDUserGrant has no refresh token yet; the customer

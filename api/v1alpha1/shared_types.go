@@ -76,8 +76,9 @@ const (
 	ExpiresAtAnnotation = "cd.credops.io/expires-at"
 
 	// BoundToAnnotation binds a refresh-token Secret to the one CDUserGrant that may
-	// spend it, as "<grant name>/<grant UID>". The operator writes it, guarded by the
-	// Secret's resourceVersion, before it sends anything; another grant naming the Secret
+	// spend it, as "<grant name>/<grant UID>". The operator writes it in the same
+	// resourceVersion-guarded update that marks the token in flight (the callback, in the
+	// one that stores a new login), so before it sends anything; another grant naming the Secret
 	// gets Ready=False, RefreshTokenSecretInUse and sends nothing. A binding to a grant
 	// that no longer exists may be taken over.
 	BoundToAnnotation = "cd.credops.io/bound-to"
@@ -104,7 +105,8 @@ const (
 const DefaultIssuer = "https://id.centraldispatch.com"
 
 // FailureStatus is the operator's memory of failed token requests, kept in status so it
-// survives restarts: the next attempt waits out an exponential backoff with jitter, and a
+// survives restarts: the next attempt waits out an exponential backoff with jitter (at
+// most a third of the lifetime of the token being renewed), and a
 // request refused for good is not sent again until it changes (a new client secret,
 // refresh token, endpoint or spec).
 type FailureStatus struct {

@@ -18,12 +18,12 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/credops/cd-credentials-operator/internal/manager"
+	"github.com/credops/cd-credentials-operator/test/support"
 )
 
 // hardenedAdmission are the admission plugins of a hardened cluster (OpenShift enables
@@ -153,7 +153,7 @@ func (c *cluster) apply(t *testing.T, fieldManager string, objs []*unstructured.
 func (c *cluster) waitCRDsEstablished(t *testing.T, objs []*unstructured.Unstructured) {
 	t.Helper()
 	for _, o := range only(objs, "CustomResourceDefinition") {
-		eventually(t, 30*time.Second, "CRD "+o.GetName()+" established", func() error {
+		support.Eventually(t, 30*time.Second, "CRD "+o.GetName()+" established", func() error {
 			crd := &apiextensionsv1.CustomResourceDefinition{}
 			if err := c.admin.Get(context.Background(), types.NamespacedName{Name: o.GetName()}, crd); err != nil {
 				return err
@@ -251,16 +251,4 @@ func describe(e auditEvent) string {
 		res += "/" + r.Subresource
 	}
 	return strings.TrimSpace(fmt.Sprintf("%s %s %s/%s: %s", e.Verb, res, r.Namespace, r.Name, e.ResponseStatus.Message))
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		last = check()
-		return last == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("%s: not within %s: %v", what, timeout, last)
-	}
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +23,7 @@ import (
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/test/support"
 )
 
 const (
@@ -150,7 +150,7 @@ func ownedOutputSecret(c client.Client, ns, name, ownerKind string) (*corev1.Sec
 // checkClientCredentials: a token is minted, stored, and accepted by Marketplace.
 func checkClientCredentials(t *testing.T, c client.Client, ns string, idp identityServer) {
 	t.Helper()
-	eventually(t, flowTimeout, ns+": client-credentials token stored and accepted", func() error {
+	support.Eventually(t, flowTimeout, ns+": client-credentials token stored and accepted", func() error {
 		cred, err := getCredential(c, ns, "api")
 		if err != nil {
 			return err
@@ -184,7 +184,7 @@ func marketplace(idp identityServer, authorization string) error {
 // output Secret is rewritten too) and the grant is Ready.
 func checkRotation(t *testing.T, c client.Client, ns string) {
 	t.Helper()
-	eventually(t, flowTimeout, ns+": refresh token rotated twice", func() error {
+	support.Eventually(t, flowTimeout, ns+": refresh token rotated twice", func() error {
 		g, err := getGrant(c, ns, "acme")
 		if err != nil {
 			return err
@@ -205,7 +205,7 @@ func checkRotation(t *testing.T, c client.Client, ns string) {
 // flow makes: a finalizer patch and a Secret delete).
 func checkDeletionPolicy(t *testing.T, c client.Client, ns string, idp identityServer) {
 	t.Helper()
-	eventually(t, flowTimeout, ns+": the leaver rotated and holds its finalizer", func() error {
+	support.Eventually(t, flowTimeout, ns+": the leaver rotated and holds its finalizer", func() error {
 		g, err := getGrant(c, ns, "leaver")
 		if err != nil {
 			return err
@@ -220,7 +220,7 @@ func checkDeletionPolicy(t *testing.T, c client.Client, ns string, idp identityS
 	if err := c.Delete(context.Background(), g); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, flowTimeout, ns+": the leaver and its refresh token gone, revoked", func() error {
+	support.Eventually(t, flowTimeout, ns+": the leaver and its refresh token gone, revoked", func() error {
 		if _, err := getGrant(c, ns, "leaver"); !apierrors.IsNotFound(err) {
 			return fmt.Errorf("grant: %v", err)
 		}
@@ -238,7 +238,7 @@ func checkDeletionPolicy(t *testing.T, c client.Client, ns string, idp identityS
 // the audit log shows were allowed).
 func checkFlowMisuse(t *testing.T, c client.Client, ns string) {
 	t.Helper()
-	eventually(t, flowTimeout, ns+": flow misuse reported", func() error {
+	support.Eventually(t, flowTimeout, ns+": flow misuse reported", func() error {
 		cred, err := getCredential(c, ns, "misused")
 		if err != nil {
 			return err
@@ -263,7 +263,7 @@ func checkFlowMisuse(t *testing.T, c client.Client, ns string) {
 func checkOnboarding(t *testing.T, c client.Client, ns string, idp identityServer, callbackURL string) {
 	t.Helper()
 	var authURL string
-	eventually(t, flowTimeout, ns+": authorization link published", func() error {
+	support.Eventually(t, flowTimeout, ns+": authorization link published", func() error {
 		g, err := getGrant(c, ns, "newcomer")
 		if err != nil {
 			return err
@@ -273,7 +273,7 @@ func checkOnboarding(t *testing.T, c client.Client, ns string, idp identityServe
 		}
 		return nil
 	})
-	redirect := login(t, idp, authURL, callbackURL)
+	redirect := support.Login(t, idp.URL, authURL, callbackURL, "login")
 	resp, err := loopbackClient.Get(redirect)
 	if err != nil {
 		t.Fatalf("callback: %v", err)
@@ -283,7 +283,7 @@ func checkOnboarding(t *testing.T, c client.Client, ns string, idp identityServe
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("callback answered %d: %s", resp.StatusCode, body)
 	}
-	eventually(t, flowTimeout, ns+": onboarded customer Ready", func() error {
+	support.Eventually(t, flowTimeout, ns+": onboarded customer Ready", func() error {
 		g, err := getGrant(c, ns, "newcomer")
 		if err != nil {
 			return err
@@ -292,39 +292,11 @@ func checkOnboarding(t *testing.T, c client.Client, ns string, idp identityServe
 	})
 }
 
-// login submits the sandbox's login form as a customer's browser would and returns the
-// redirect to the callback.
-func login(t *testing.T, idp identityServer, authURL, callbackURL string) string {
-	t.Helper()
-	resp, err := loopbackClient.Get(authURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("authorization page answered %d", resp.StatusCode)
-	}
-	u, _ := url.Parse(authURL)
-	form := u.Query()
-	form.Set("username", "dispatcher@newcomer.example")
-	form.Set("action", "login")
-	resp, err = loopbackClient.PostForm(idp.URL+"/connect/authorize", form)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, callbackURL) {
-		t.Fatalf("login answered %d to %q, want a redirect to %s", resp.StatusCode, loc, callbackURL)
-	}
-	return loc
-}
-
 // checkLeaderElection: the manager holds its Lease in the release namespace and recorded
 // the leader Event there (core/v1, through controller-runtime's leader election).
 func checkLeaderElection(t *testing.T, c client.Client, ns string) {
 	t.Helper()
-	eventually(t, flowTimeout, ns+": leader Lease and Event", func() error {
+	support.Eventually(t, flowTimeout, ns+": leader Lease and Event", func() error {
 		leases := &coordinationv1.LeaseList{}
 		if err := c.List(context.Background(), leases, client.InNamespace(ns)); err != nil {
 			return err
@@ -371,7 +343,7 @@ func checkSecureMetrics(t *testing.T, cl *cluster, p *managerProcess, reader, st
 		if tc.sa != nil {
 			token = cl.serviceAccountToken(t, tc.sa)
 		}
-		eventually(t, flowTimeout, "metrics scrape with "+tc.who, func() error {
+		support.Eventually(t, flowTimeout, "metrics scrape with "+tc.who, func() error {
 			req, _ := http.NewRequest(http.MethodGet, "https://"+p.metricsAddr+"/metrics", nil)
 			if token != "" {
 				req.Header.Set("Authorization", "Bearer "+token)

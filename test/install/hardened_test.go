@@ -22,6 +22,7 @@ import (
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/memlimit"
+	"github.com/credops/cd-credentials-operator/test/support"
 )
 
 // Versions of the modules the third-party CRDs the chart can render objects of are
@@ -175,7 +176,7 @@ func checkMemoryLimit(t *testing.T, p *managerProcess, d *appsv1.Deployment) {
 	t.Helper()
 	limit := d.Spec.Template.Spec.Containers[0].Resources.Limits.Memory().Value()
 	want := strconv.FormatInt(int64(math.Floor(float64(limit)*memlimit.DefaultRatio)), 10)
-	eventually(t, flowTimeout, "the Go memory limit logged", func() error {
+	support.Eventually(t, flowTimeout, "the Go memory limit logged", func() error {
 		if out := p.output(); !strings.Contains(out, "Go memory limit") || !strings.Contains(out, want) {
 			return fmt.Errorf("no %q with %s bytes in the manager's output", "Go memory limit", want)
 		}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credops/cd-credentials-operator/test/support"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -64,18 +65,8 @@ type localEndpoints struct {
 	health, metrics, callback string
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func newEndpoints(t *testing.T) localEndpoints {
-	return localEndpoints{health: freeAddr(t), metrics: freeAddr(t), callback: freeAddr(t)}
+	return localEndpoints{health: support.FreeAddr(t), metrics: support.FreeAddr(t), callback: support.FreeAddr(t)}
 }
 
 // flagValue is the last value of --name in args (the one Go's flag package keeps).
@@ -149,7 +140,7 @@ func (c *cluster) startManager(t *testing.T, bin string, d *appsv1.Deployment, e
 		p.exitErr = p.cmd.Wait()
 	}()
 	t.Cleanup(func() { p.stop(t) })
-	eventually(t, 60*time.Second, "manager ready", func() error {
+	support.Eventually(t, 60*time.Second, "manager ready", func() error {
 		select {
 		case <-p.done:
 			return fmt.Errorf("the manager exited (%v):\n%s", p.exitErr, p.output())
