@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -211,6 +213,39 @@ func TestALiveRotationByAnotherProcessIsWaitedFor(t *testing.T) {
 		t.Errorf("sent %d refresh tokens while another process holds the rotation", n)
 	}
 	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReconcilingCondition, metav1.ConditionTrue, cdv1.ReconcilingReason)
+}
+
+// TestAPassStoppedWhileItQueuesForTheRateLimitHasMarkedNothing is chaos seed 774949's
+// g-000 and g-034: a wave of rotations queued for the token-request rate limit after
+// writing their marks; the leader was SIGKILLed with one still queued, so its mark
+// counted an attempt that never went out, and the next lost answer made two: the
+// customer's live session was given up. The turn is now taken before the mark.
+func TestAPassStoppedWhileItQueuesForTheRateLimitHasMarkedNothing(t *testing.T) {
+	w := newWorld(t)
+	limited := tokenclient.New(tokenclient.Options{AllowedHosts: []string{"id.example.com"}, RequestsPerSecond: 0.001, Burst: 1})
+	if _, err := limited.Admit(context.Background()); err != nil { // the only turn for 1,000 s
+		t.Fatal(err)
+	}
+	w.grants.Tokens = limited
+	stopping, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.grants.Reconcile(stopping, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "acme"}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("the pass returned %v, want the deadline it could not get a turn before", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the pass still queues for its turn past its own deadline, with the token marked %+v",
+			rotation.ReadMark(w.secret("acme-refresh").Annotations))
+	}
+	if m := rotation.ReadMark(w.secret("acme-refresh").Annotations); m.Hash != "" {
+		t.Errorf("mark %+v: an attempt counted that never went out", m)
+	}
 }
 
 func TestALostAnswerKeepsTheMarkAndTheResendIsTheLastPresentation(t *testing.T) {

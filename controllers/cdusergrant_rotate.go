@@ -14,6 +14,7 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/metrics"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
 // errHeldTokenExpired: a held access token expired before it could be written; the next
@@ -24,6 +25,13 @@ var errHeldTokenExpired = errors.New("a held access token expired before it coul
 // then store what came back before anything else. From the mark on, the work runs on a
 // context shutdown does not cancel: a rotation cut in half loses the customer.
 func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGrant, a *attempt, d rotation.Send) (outcome, error) {
+	// The turn in the token-request rate limit comes before the mark: the mark counts an
+	// attempt, and a process stopped while it queued for its turn must not leave one
+	// counted that never went out (two counted attempts end the customer's session).
+	ctx, err := tokenclient.Admit(ctx, r.Tokens)
+	if err != nil {
+		return nil, err // stopping, or the turn would come too late: nothing was marked
+	}
 	ctx = context.WithoutCancel(ctx)
 	previous := rotation.ReadMark(a.stored.secret.Annotations)
 	bound := a.stored.secret.DeepCopy()

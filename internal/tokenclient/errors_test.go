@@ -313,6 +313,28 @@ func TestTheRateLimiterNeverSendsAfterTheCallerGaveUp(t *testing.T) {
 	s.assertRequests(t, 1)
 }
 
+func TestAnAdmittedRequestGoesOutWithoutWaitingAgainAndOnlyOnce(t *testing.T) {
+	s := newIDP(t, reply(200, nil, tokenJSON(nil)))
+	c := s.client(Options{RequestsPerSecond: 0.001, Burst: 1})
+	admitted, err := c.Admit(context.Background()) // the only turn for 1,000 s
+	if err != nil {
+		t.Fatal(err)
+	}
+	shortly, cancel := context.WithTimeout(admitted, 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.Refresh(shortly, s.endpoint(ClientSecretPost), testRefresh); err != nil {
+		t.Fatalf("the admitted request: %v", err)
+	}
+	_, err = c.Refresh(shortly, s.endpoint(ClientSecretPost), testRefresh)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a second request on the admitted context: %v, want it to wait for a turn of its own", err)
+	}
+	if _, err := c.Admit(shortly); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Admit without a turn in time: %v, want the deadline", err)
+	}
+	s.assertRequests(t, 1)
+}
+
 func TestTheTransportRefusesASecondSend(t *testing.T) {
 	s := newIDP(t, reply(200, nil, tokenJSON(nil)))
 	tr := &onceTransport{base: http.DefaultTransport, ex: &exchange{max: 1 << 20}}

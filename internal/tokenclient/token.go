@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -311,9 +312,42 @@ func authStyle(m AuthMethod) (oauth2.AuthStyle, error) {
 	return 0, &Error{Kind: KindInvalidClient, Description: scrubPatterns(fmt.Sprintf("unknown client auth method %q: want %s or %s", m, ClientSecretPost, ClientSecretBasic))}
 }
 
-// wait honours the client-side rate limit. A request that gives up waiting was never
-// sent, so the caller may send it later without any doubt.
+// admittedKey marks a context on which Admit already waited for the rate limit.
+type admittedKey struct{}
+
+// admission is one turn in the rate limit, taken by the first request sent on its context.
+type admission struct{ used atomic.Bool }
+
+// Admit waits for a turn in the client-side rate limit now and returns a context on
+// which the next request goes out without waiting again (later ones wait as usual).
+// A refresh token's in-flight mark is written between Admit and the send: then nothing
+// but that write lies between the mark and the request, and a process stopped while it
+// waits for its turn has marked nothing. An error means no turn was taken: the caller
+// gave up first.
+func (c *Client) Admit(ctx context.Context) (context.Context, error) {
+	if err := c.wait(ctx); err != nil {
+		return ctx, err
+	}
+	return context.WithValue(ctx, admittedKey{}, &admission{}), nil
+}
+
+// Admit is Client.Admit for any Issuer: one without a rate limit admits at once.
+func Admit(ctx context.Context, i Issuer) (context.Context, error) {
+	if a, ok := i.(interface {
+		Admit(context.Context) (context.Context, error)
+	}); ok {
+		return a.Admit(ctx)
+	}
+	return ctx, nil
+}
+
+// wait honours the client-side rate limit, unless Admit already waited for this
+// request. A request that gives up waiting was never sent, so the caller may send it
+// later without any doubt.
 func (c *Client) wait(ctx context.Context) error {
+	if a, ok := ctx.Value(admittedKey{}).(*admission); ok && a.used.CompareAndSwap(false, true) {
+		return nil
+	}
 	if c.limiter == nil {
 		return nil
 	}

@@ -3,6 +3,7 @@ package chaos
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -258,6 +259,11 @@ const (
 	CauseNeverStored = "answer delivered to a running manager, new token never stored"
 	CauseNoProxy     = "token reached the sandbox without passing the proxy"
 	CauseReplay      = "a token of the session was presented again after it had been refused"
+	// CauseGivenUp is a token the operator stopped sending after two attempts without an
+	// answer (DESIGN §6.5), although the sandbox never consumed it: from the operator's
+	// side a request that never arrived cannot be told from one whose answer was lost.
+	// Excused when each counted attempt is explained by an injected fault.
+	CauseGivenUp = "given up after two attempts without an answer (DESIGN §6.5), the token never consumed"
 )
 
 // lossCause says why the answer to a consumed refresh was never stored.
@@ -336,6 +342,13 @@ func checkLosses(r *Record, x *index) ([]LostGrant, []Violation) {
 		}
 		revokedAt[cr] = append(revokedAt[cr], e.Time)
 	}
+	for _, g := range givenUp(r, x) {
+		lost = append(lost, LostGrant{Grant: g.cr, LostAt: g.at, At: g.at, Cause: CauseGivenUp, Detail: g.detail, Excused: g.explained})
+		if !g.explained {
+			out = append(out, Violation{InvLostGrant, g.cr, g.at, joinDetail(CauseGivenUp, g.detail)})
+		}
+		revokedAt[g.cr] = append(revokedAt[g.cr], g.at)
+	}
 	for _, ts := range revokedAt {
 		sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
 	}
@@ -390,6 +403,116 @@ func silentLosses(r *Record, x *index) []cdsandbox.JournalEntry {
 		}
 	}
 	return out
+}
+
+// abandonment is a refresh token the operator gave up on without the sandbox ever
+// consuming it.
+type abandonment struct {
+	cr        string
+	from      time.Time // the write that counted the first attempt: no token since
+	at        time.Time // the write that counted the second attempt
+	detail    string
+	explained bool
+}
+
+// givenUp finds the refresh tokens whose Secret last showed them marked with two
+// attempts (the operator sends no third) and that the sandbox never consumed, and
+// explains each counted attempt: a send whose answer never came (the proxy held or
+// dropped it), or a process killed between writing its mark and sending.
+func givenUp(r *Record, x *index) []abandonment {
+	type state struct {
+		token    string
+		attempts int
+		marks    [3]time.Time // the last write that counted attempt 1 and 2
+	}
+	var out []abandonment
+	flush := func(secret string, st state) {
+		if st.attempts < 2 || st.token == "" || x.consumed[st.token] {
+			return
+		}
+		cr := grantOf(secret)
+		var parts []string
+		explained := true
+		from := st.marks[1].Add(-markToSend)
+		for k := 1; k <= 2; k++ {
+			until := r.End
+			if k == 1 {
+				until = st.marks[2]
+			} else if t := st.marks[2].Add(-markToSend); t.After(from) {
+				from = t
+			}
+			why, sent, ok := explainAttempt(r, st.token, st.marks[k], from, until)
+			explained = explained && ok
+			parts = append(parts, fmt.Sprintf("attempt %d: %s", k, why))
+			if !sent.IsZero() {
+				from = sent.Add(time.Nanosecond) // the resend is another exchange
+			}
+		}
+		out = append(out, abandonment{cr: cr, from: st.marks[1], at: st.marks[2], detail: strings.Join(parts, "; "), explained: explained})
+	}
+	states := map[string]state{}
+	for _, o := range r.Observations {
+		if o.Secret != RefreshSecret(grantOf(o.Secret)) {
+			continue
+		}
+		st := states[o.Secret]
+		if o.Deleted || o.Refresh != st.token {
+			flush(o.Secret, st)
+			st = state{token: o.Refresh}
+			if o.Deleted {
+				st.token = ""
+			}
+		}
+		if o.Attempts > st.attempts && o.Attempts <= 2 {
+			st.marks[o.Attempts] = o.At
+		}
+		st.attempts = o.Attempts
+		states[o.Secret] = st
+	}
+	for secret, st := range states {
+		flush(secret, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].at.Before(out[j].at) })
+	return out
+}
+
+// markToSend is how long after its mark write a process's send of the token may reach
+// the proxy (the write's answer, the dial) and still count as that attempt's.
+const markToSend = 2 * time.Second
+
+// explainAttempt says what became of the attempt counted by the mark seen at marked:
+// its send is the first of the token at the proxy in [from, until). It returns when that
+// send started (zero when none did) and whether an injected fault explains why no answer
+// arrived.
+func explainAttempt(r *Record, token string, marked, from, until time.Time) (string, time.Time, bool) {
+	if marked.IsZero() {
+		return "its mark was never seen", time.Time{}, false
+	}
+	var send *Exchange
+	for i, ex := range r.Ledger {
+		if ex.Presented == token && !ex.Start.Before(from) && ex.Start.Before(until) && (send == nil || ex.Start.Before(send.Start)) {
+			send = &r.Ledger[i]
+		}
+	}
+	if send != nil {
+		switch send.Outcome {
+		case OutcomeNotForwarded, OutcomeLate, OutcomeDropped, OutcomeClientGone:
+			return fmt.Sprintf("%s %s", send.ID, send.Outcome), send.Start, true
+		}
+		return fmt.Sprintf("%s %s with status %d, yet counted as unanswered", send.ID, send.Outcome, send.Status), send.Start, false
+	}
+	// No send of it reached the proxy: the process that wrote the mark must have died
+	// before it could send. The mark is seen when the write lands, which may be just
+	// after the process was killed.
+	for _, p := range r.Timeline.Procs {
+		if p.LeaderAt.IsZero() || p.Signaled.IsZero() || p.LeaderAt.After(marked) {
+			continue
+		}
+		if p.Signaled.After(marked.Add(-markToSend)) && p.Signaled.Before(marked.Add(markToSend)) && (p.Cause == ExitSIGKILL || p.Cause == ExitSIGTERM) {
+			return fmt.Sprintf("replica %s pid %d %s %s after its mark was seen, before sending", p.Replica, p.PID, p.Cause, p.Signaled.Sub(marked).Round(time.Millisecond)), time.Time{}, true
+		}
+	}
+	return fmt.Sprintf("marked at %s, and neither a send without an answer nor a killed process explains it", marked.Format("15:04:05.000")), time.Time{}, false
 }
 
 func lastOr(ts []time.Time) time.Time {
@@ -538,6 +661,9 @@ func newJudge(r *Record, x *index) judge {
 	for _, e := range silentLosses(r, x) {
 		cr := x.grantCR[e.Grant]
 		j.lost[cr] = append(j.lost[cr], Interval{From: e.Time, To: nextSeed(r, cr, e.Time)})
+	}
+	for _, g := range givenUp(r, x) {
+		j.lost[g.cr] = append(j.lost[g.cr], Interval{From: g.from, To: nextSeed(r, g.cr, g.at)})
 	}
 	return j
 }

@@ -76,6 +76,18 @@ func (w *world) replay(at time.Duration, sess, tok string) {
 	w.entry(cdsandbox.JournalEntry{Time: w.at(at), RequestID: id, GrantType: "refresh_token", Grant: sess, Presented: h(tok), Reused: true, Revoked: true, Status: 400, Error: "invalid_grant", Delivered: true})
 }
 
+// attempt marks tok in flight for the attempts-th time, seen in the refresh-token
+// Secret, and has the leader (pid 100) send it through the proxy, which never forwards
+// it or holds its answer (outcome); an empty outcome is a send that never happened.
+func (w *world) attempt(at time.Duration, tok string, attempts int, outcome Outcome) {
+	w.r.Observations = append(w.r.Observations, Observation{At: w.at(at), Secret: RefreshSecret("g"), Refresh: h(tok), Attempts: attempts})
+	if outcome == "" {
+		return
+	}
+	w.ex++
+	w.r.Ledger = append(w.r.Ledger, Exchange{ID: fmt.Sprintf("chaos-%d", w.ex), Start: w.at(at + 5*time.Millisecond), End: w.at(at + 8*time.Second), PID: 100, GrantType: "refresh_token", Presented: h(tok), Outcome: outcome})
+}
+
 func (w *world) see(at time.Duration, secret, refresh, access string) {
 	w.r.Observations = append(w.r.Observations, Observation{At: w.at(at), Secret: secret, Refresh: refresh, Access: access})
 }
@@ -318,6 +330,48 @@ func TestCheckJudgesFromTheRecords(t *testing.T) {
 				w.rotate(6*time.Second, "s1", "r1", "r2", OutcomeDelivered, 100, true)
 				w.r.End = w.at(30 * time.Second)
 			},
+		},
+		"a token sent twice, neither request forwarded before the client gave up, given up and reported, is an excused loss": {
+			build: func(w *world) {
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-40*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+				w.attempt(-20*time.Second, "r1", 1, OutcomeNotForwarded)
+				w.attempt(-10*time.Second, "r1", 2, OutcomeNotForwarded)
+				w.lost(-9*time.Second, cdv1.RotationInterruptedReason)
+			},
+			lost: []string{CauseGivenUp},
+		},
+		"a mark whose writer was SIGKILLed before it sent, then a resend held past the timeout, is an excused loss": {
+			build: func(w *world) {
+				w.r.Timeline.Procs[0].Cause, w.r.Timeline.Procs[0].Signaled, w.r.Timeline.Procs[0].Exited = ExitSIGKILL, w.at(-20*time.Second-5*time.Millisecond), w.at(-20*time.Second)
+				w.r.Timeline.Procs[1].LeaderAt = w.at(-14 * time.Second)
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-40*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+				w.attempt(-20*time.Second, "r1", 1, "")
+				w.attempt(-5*time.Second, "r1", 2, OutcomeLate)
+				w.lost(-4*time.Second, cdv1.RotationInterruptedReason)
+			},
+			lost: []string{CauseGivenUp},
+		},
+		"a token given up with an attempt no fault explains is a lost grant without cause": {
+			build: func(w *world) {
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-40*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+				w.attempt(-20*time.Second, "r1", 1, "")
+				w.attempt(-10*time.Second, "r1", 2, OutcomeNotForwarded)
+				w.lost(-9*time.Second, cdv1.RotationInterruptedReason)
+			},
+			violations: []string{InvLostGrant},
+			lost:       []string{CauseGivenUp},
+		},
+		"a grant said RotationInterrupted while its token was marked once is unproven": {
+			build: func(w *world) {
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-40*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+				w.attempt(-20*time.Second, "r1", 1, OutcomeNotForwarded)
+				w.lost(-9*time.Second, cdv1.RotationInterruptedReason)
+			},
+			violations: []string{InvUnprovenLoss, InvExpired},
 		},
 		"a grant neither Ready nor lost at the end": {
 			build: func(w *world) {

@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
 )
 
 // Observation is one state of one Secret as the harness's watch saw it. It keeps
@@ -21,6 +22,9 @@ type Observation struct {
 	Deleted bool
 	Refresh string // hash of data.refresh_token
 	Access  string // hash of data.access_token
+	// Attempts is the count of the operator's in-flight mark on the stored refresh
+	// token (DESIGN §6.2): 0 without a mark, 1 after a send, 2 after the one resend.
+	Attempts int
 }
 
 // Observer records every state of the Secrets of one namespace, through a watch that
@@ -57,11 +61,17 @@ func (o *Observer) record(obj any, deleted bool) {
 }
 
 func observe(s *corev1.Secret, deleted bool, at time.Time) Observation {
-	return Observation{
+	o := Observation{
 		At: at, Secret: s.Name, Deleted: deleted,
 		Refresh: cdsandbox.TokenHash(string(s.Data["refresh_token"])),
 		Access:  cdsandbox.TokenHash(string(s.Data["access_token"])),
 	}
+	if rt := s.Data["refresh_token"]; len(rt) > 0 {
+		if m := rotation.ReadMark(s.Annotations); m.Hash == rotation.Hash(string(rt)) {
+			o.Attempts = m.Attempts
+		}
+	}
+	return o
 }
 
 // Add records an observation made elsewhere (the final listing).
