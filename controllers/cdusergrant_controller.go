@@ -225,21 +225,13 @@ func (r *CDUserGrantReconciler) refreshToken(ctx context.Context, grant *cdv1.CD
 }
 
 // boundElsewhere returns errBoundElsewhere when the Secret is bound to another grant that
-// still exists. A binding to a grant that is gone may be taken over.
+// still exists (secrets.BoundElsewhere).
 func (r *CDUserGrantReconciler) boundElsewhere(ctx context.Context, grant *cdv1.CDUserGrant, s *corev1.Secret) error {
-	b := secrets.BindingOf(s)
-	if b.UID == "" || b.UID == grant.UID {
-		return nil
-	}
-	other := &cdv1.CDUserGrant{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: b.Name}, other)
-	switch {
-	case err == nil && other.UID == b.UID:
+	elsewhere, err := secrets.BoundElsewhere(ctx, r.Client, grant, s)
+	if elsewhere {
 		return errBoundElsewhere
-	case err != nil && !apierrors.IsNotFound(err):
-		return err
 	}
-	return nil
+	return err
 }
 
 func refreshProblem(err error, secret, key string) (outcome, error) {

@@ -685,19 +685,30 @@ func (fixedAuthorizer) AuthorizationURL(*cdv1.CDUserGrant, *cdv1.CDCredential, s
 func TestDeletionPolicy(t *testing.T) {
 	cases := map[string]struct {
 		policy      cdv1.DeletionPolicy
+		unbound     bool
 		wantRevoked []string
 		wantSecret  bool
 	}{
 		"Retain keeps the customer's refresh token":       {policy: cdv1.DeletionPolicyRetain, wantSecret: true},
 		"Delete revokes the refresh token and deletes it": {policy: cdv1.DeletionPolicyDelete, wantRevoked: []string{"refresh-0"}},
+		// Only a Secret proven the grant's (it spent its token, or the callback created
+		// it) is revoked and deleted: an imported one the grant never spent may be named
+		// by another grant too.
+		"Delete leaves a Secret the grant never bound": {policy: cdv1.DeletionPolicyDelete, unbound: true, wantSecret: true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			w := newWorld(t)
 			g := w.grant("acme")
 			w.update(g, func() { g.Spec.DeletionPolicy = tc.policy })
-			w.tokens.failNext(invalidGrant) // so the stored token stays refresh-0
-			_, _ = w.reconcileGrant("acme")
+			if tc.unbound {
+				s := w.secret("acme-refresh")
+				w.update(s, func() { delete(s.Annotations, cdv1.BoundToAnnotation) })
+				w.update(g, func() { g.Finalizers = []string{deleteFinalizer} })
+			} else {
+				w.tokens.failNext(invalidGrant) // so the stored token stays refresh-0
+				_, _ = w.reconcileGrant("acme")
+			}
 			if err := w.client.Delete(t.Context(), w.grant("acme")); err != nil {
 				t.Fatal(err)
 			}

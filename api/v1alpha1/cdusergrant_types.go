@@ -46,7 +46,8 @@ const (
 	// outlives the grant (and an uninstall of the operator).
 	DeletionPolicyRetain DeletionPolicy = "Retain"
 	// DeletionPolicyDelete revokes the refresh token at the identity server (when the
-	// credential has a revocationURL) and deletes the refresh-token Secret.
+	// credential has a revocationURL) and deletes the refresh-token Secret, if it is
+	// bound to this grant (an imported Secret the grant never spent is left).
 	DeletionPolicyDelete DeletionPolicy = "Delete"
 )
 

@@ -194,8 +194,13 @@ func (c *Callback) checkTarget(ctx context.Context, grant *cdv1.CDUserGrant) err
 	if err != nil {
 		return err
 	}
-	if m.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeRefreshToken && mayBind(&corev1.Secret{ObjectMeta: m.ObjectMeta}, grant) {
-		return nil
+	if m.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeRefreshToken {
+		switch ok, err := c.mayBind(ctx, &corev1.Secret{ObjectMeta: m.ObjectMeta}, grant); {
+		case err != nil:
+			return err
+		case ok:
+			return nil
+		}
 	}
 	return failed(http.StatusConflict, cdv1.RefreshTokenSecretConflictReason, "", "Secret "+m.Name+" exists and is not this grant's refresh-token Secret (it must be labelled "+cdv1.SecretTypeLabel+"="+cdv1.SecretTypeRefreshToken+" and bound to this grant), so the login was not completed and nothing was exchanged. Point spec.refreshTokenSecretRef at a new Secret name and log in again.")
 }
@@ -267,12 +272,16 @@ func (c *Callback) store(ctx context.Context, grant *cdv1.CDUserGrant, rt string
 	key := types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.RefreshTokenSecretRef.Name}
 	s := &corev1.Secret{}
 	err := c.APIReader.Get(ctx, key, s)
+	ours := false
+	if err == nil && s.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeRefreshToken {
+		ours, err = c.mayBind(ctx, s, grant)
+	}
 	switch {
 	case apierrors.IsNotFound(err):
 		s = secrets.NewRefreshSecret(grant)
 		secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
 		err = c.Client.Create(ctx, s)
-	case err == nil && mayBind(s, grant) && s.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeRefreshToken:
+	case err == nil && ours:
 		secrets.Bind(s, grant)
 		secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
 		err = c.Client.Update(ctx, s) // guarded by the resourceVersion just read
@@ -308,11 +317,12 @@ func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, a *answe
 	}
 }
 
-// mayBind reports whether the callback may write s for grant: bound to it, or to no
-// grant yet (an opted-in Secret prepared for a customer who has not logged in).
-func mayBind(s *corev1.Secret, grant *cdv1.CDUserGrant) bool {
-	b := secrets.BindingOf(s)
-	return b.UID == "" || b.UID == grant.UID
+// mayBind reports whether the callback may write s for grant: bound to it, to no grant
+// yet (an opted-in Secret prepared for a customer who has not logged in), or to a grant
+// that no longer exists, by the same rule as the controller (secrets.BoundElsewhere).
+func (c *Callback) mayBind(ctx context.Context, s *corev1.Secret, grant *cdv1.CDUserGrant) (bool, error) {
+	elsewhere, err := secrets.BoundElsewhere(ctx, c.APIReader, grant, s)
+	return err == nil && !elsewhere, err
 }
 
 // eventTarget is obj without its resourceVersion, so repeated events aggregate.

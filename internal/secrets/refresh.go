@@ -1,6 +1,7 @@
 package secrets
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"maps"
@@ -8,8 +9,10 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
@@ -45,6 +48,26 @@ func BindingOf(s *corev1.Secret) Binding {
 // grants racing for one Secret cannot both win.
 func Bind(s *corev1.Secret, grant *cdv1.CDUserGrant) {
 	metav1.SetMetaDataAnnotation(&s.ObjectMeta, cdv1.BoundToAnnotation, grant.Name+"/"+string(grant.UID))
+}
+
+// BoundElsewhere reports whether s is bound to a grant other than grant that still
+// exists. A binding to a grant that is gone may be taken over, by the controller and by
+// the callback alike: a grant deleted (its Secret retained) and created again under the
+// same name, or another grant now naming the Secret, is where that session continues.
+func BoundElsewhere(ctx context.Context, grants client.Reader, grant *cdv1.CDUserGrant, s *corev1.Secret) (bool, error) {
+	b := BindingOf(s)
+	if b.UID == "" || b.UID == grant.UID {
+		return false, nil
+	}
+	other := &cdv1.CDUserGrant{}
+	err := grants.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: b.Name}, other)
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return other.UID == b.UID, nil
 }
 
 // BoundTo reports whether s is bound to grant.
