@@ -433,13 +433,16 @@ func givenUp(r *Record, x *index) []abandonment {
 		cr := grantOf(secret)
 		var parts []string
 		explained := true
+		// The watch sees a mark a little after it lands (long after, when it lists again
+		// after an outage), and the send follows the write at once, so sends are matched
+		// to attempts in order: the first attempt's is the first send from shortly before
+		// its mark until shortly before the second mark (a resend comes seconds later, after
+		// a timeout and a backoff or hold); the second's is the next one.
 		from := st.marks[1].Add(-markToSend)
 		for k := 1; k <= 2; k++ {
 			until := r.End
 			if k == 1 {
-				until = st.marks[2]
-			} else if t := st.marks[2].Add(-markToSend); t.After(from) {
-				from = t
+				until = st.marks[2].Add(-markToSend)
 			}
 			why, sent, ok := explainAttempt(r, st.token, st.marks[k], from, until)
 			explained = explained && ok

@@ -76,16 +76,17 @@ func (w *world) replay(at time.Duration, sess, tok string) {
 	w.entry(cdsandbox.JournalEntry{Time: w.at(at), RequestID: id, GrantType: "refresh_token", Grant: sess, Presented: h(tok), Reused: true, Revoked: true, Status: 400, Error: "invalid_grant", Delivered: true})
 }
 
-// attempt marks tok in flight for the attempts-th time, seen in the refresh-token
-// Secret, and has the leader (pid 100) send it through the proxy, which never forwards
-// it or holds its answer (outcome); an empty outcome is a send that never happened.
+// attempt marks tok in flight for the attempts-th time and has the leader (pid 100) send
+// it through the proxy, which never forwards it or holds its answer (outcome); an empty
+// outcome is a send that never happened. As in a real run, the watch sees the mark 8 ms
+// after it landed, when the send has already started.
 func (w *world) attempt(at time.Duration, tok string, attempts int, outcome Outcome) {
-	w.r.Observations = append(w.r.Observations, Observation{At: w.at(at), Secret: RefreshSecret("g"), Refresh: h(tok), Attempts: attempts})
+	w.r.Observations = append(w.r.Observations, Observation{At: w.at(at + 8*time.Millisecond), Secret: RefreshSecret("g"), Refresh: h(tok), Attempts: attempts})
 	if outcome == "" {
 		return
 	}
 	w.ex++
-	w.r.Ledger = append(w.r.Ledger, Exchange{ID: fmt.Sprintf("chaos-%d", w.ex), Start: w.at(at + 5*time.Millisecond), End: w.at(at + 8*time.Second), PID: 100, GrantType: "refresh_token", Presented: h(tok), Outcome: outcome})
+	w.r.Ledger = append(w.r.Ledger, Exchange{ID: fmt.Sprintf("chaos-%d", w.ex), Start: w.at(at), End: w.at(at + 3*time.Second), PID: 100, GrantType: "refresh_token", Presented: h(tok), Outcome: outcome})
 }
 
 func (w *world) see(at time.Duration, secret, refresh, access string) {

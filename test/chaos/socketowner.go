@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -17,9 +18,10 @@ import (
 // It tells the harness exactly which manager replica sent a token request, so a lost
 // answer can be charged to the process that was killed after receiving it.
 func socketOwner(remote string, candidates []int) int {
-	// The kernel prints the table a page at a time, and a socket can slip between pages
-	// while others come and go: look more than once.
-	for range 3 {
+	// The kernel prints the table as it is read, and a socket can slip between two reads
+	// while others come and go (a busy machine has thousands): read it whole at once,
+	// and look more than once.
+	for range 8 {
 		if pid := findOwner(remote, candidates); pid != 0 {
 			return pid
 		}
@@ -51,7 +53,13 @@ func socketInode(table, addr string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	return findInode(f, addr)
+	// One large read: the kernel fills it in one pass over the table, where small reads
+	// leave gaps between passes for sockets to move in.
+	b, err := io.ReadAll(bufio.NewReaderSize(f, 4<<20))
+	if err != nil {
+		return "", err
+	}
+	return findInode(bytes.NewReader(b), addr)
 }
 
 // findInode scans a /proc/net/tcp table for the socket with local address addr.
