@@ -216,9 +216,9 @@ func TestALiveRotationByAnotherProcessIsWaitedFor(t *testing.T) {
 }
 
 // TestAPassStoppedWhileItQueuesForTheRateLimitHasMarkedNothing is chaos seed 774949's
-// g-000 and g-034: a wave of rotations queued for the token-request rate limit after
-// writing their marks; the leader was SIGKILLed with one still queued, so its mark
-// counted an attempt that never went out, and the next lost answer made two: the
+// g-000: a wave of rotations queued for the token-request rate limit after writing their
+// marks; the leader was SIGKILLed with one resend still queued, so its mark counted an
+// attempt that never went out, and with the earlier lost request that made two: the
 // customer's live session was given up. The turn is now taken before the mark.
 func TestAPassStoppedWhileItQueuesForTheRateLimitHasMarkedNothing(t *testing.T) {
 	w := newWorld(t)
