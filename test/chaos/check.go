@@ -252,6 +252,7 @@ const (
 	CauseDropped     = "answer dropped by the proxy after the sandbox consumed the token"
 	CauseLate        = "answer held by the proxy past the client's timeout after consumption"
 	CauseLostOnWay   = "answer lost on the way, not injected (client gone before it came)"
+	CauseKilledAsked = "manager SIGKILLed while its request was in flight, after the sandbox consumed the token"
 	CauseKilled      = "manager SIGKILLed after the answer arrived, before storing the new token"
 	CauseTerminated  = "manager SIGTERMed mid-rotation exited without storing the new token (DESIGN §6.4)"
 	CauseExited      = "manager exited on its own holding an answer it had not stored (DESIGN §6.3)"
@@ -278,9 +279,13 @@ func lossCause(r *Record, x *index, first cdsandbox.JournalEntry) (cause, detail
 			return CauseDropped, ex.ID, true
 		case OutcomeLate:
 			return CauseLate, ex.ID, true
-		default:
-			return CauseLostOnWay, ex.ID + ": " + string(ex.Outcome), true
 		}
+		// The client hung up before the answer: a SIGKILL of the sender while the
+		// request was in flight is the injected cause; otherwise it gave up on its own.
+		if p, ok := r.Timeline.proc(ex.PID); ok && p.Cause == ExitSIGKILL && !p.Signaled.Before(ex.Start) && !p.Signaled.After(ex.End) {
+			return CauseKilledAsked, fmt.Sprintf("%s: replica %s pid %d killed %s after sending", ex.ID, p.Replica, p.PID, p.Signaled.Sub(ex.Start).Round(time.Millisecond)), true
+		}
+		return CauseLostOnWay, ex.ID + ": " + string(ex.Outcome), true
 	}
 	p, ok := r.Timeline.proc(ex.PID)
 	if !ok {

@@ -332,6 +332,26 @@ func TestCheckJudgesFromTheRecords(t *testing.T) {
 				w.r.End = w.at(30 * time.Second)
 			},
 		},
+		"a manager SIGKILLed while its request was in flight, after the sandbox consumed the token, is an excused loss": {
+			build: func(w *world) {
+				w.r.Timeline.Procs[0].Cause, w.r.Timeline.Procs[0].Signaled, w.r.Timeline.Procs[0].Exited = ExitSIGKILL, w.at(-20*time.Second+5*time.Millisecond), w.at(-20*time.Second+6*time.Millisecond)
+				w.r.Timeline.Procs[1].LeaderAt = w.at(-14 * time.Second)
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-20*time.Second, "s1", "r0", "r1", OutcomeClientGone, 100, false)
+				w.replay(-13*time.Second, "s1", "r0")
+				w.lost(-12*time.Second, cdv1.RotationInterruptedReason)
+			},
+			lost: []string{CauseKilledAsked},
+		},
+		"a client that hung up on its own before the answer is a loss on the way": {
+			build: func(w *world) {
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-20*time.Second, "s1", "r0", "r1", OutcomeClientGone, 100, false)
+				w.replay(-13*time.Second, "s1", "r0")
+				w.lost(-12*time.Second, cdv1.RotationInterruptedReason)
+			},
+			lost: []string{CauseLostOnWay},
+		},
 		"a token sent twice, neither request forwarded before the client gave up, given up and reported, is an excused loss": {
 			build: func(w *world) {
 				w.login(-time.Minute, "s1", "r0")
