@@ -7,11 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
-
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -355,30 +354,6 @@ func TestTransientFailuresBackOffExponentiallyAndTheBackoffSurvivesARestart(t *t
 	}
 	if f := w.grant("acme").Status.LastFailure; f == nil || f.FailedAttempts != 3 {
 		t.Errorf("lastFailure %+v, want 3 attempts", f)
-	}
-}
-
-func TestAShortLivedTokenIsRetriedWithinAThirdOfItsLifetime(t *testing.T) {
-	w := newWorld(t)
-	w.tokens.lifetime = 30 * time.Second
-	res, err := w.reconcileGrant("acme") // a first rotation stores a 30 s token
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.clock.Step(res.RequeueAfter)
-	w.tokens.failNext(badGateway, badGateway, badGateway, badGateway)
-	for i := range 4 {
-		res, err = w.reconcileGrant("acme")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.RequeueAfter > 12*time.Second {
-			t.Fatalf("failure %d waits %s: a provider that answers again would find the 30 s token long expired", i+1, res.RequeueAfter)
-		}
-		w.clock.Step(res.RequeueAfter)
-	}
-	if f := w.grant("acme").Status.LastFailure; f == nil || f.FailedAttempts != 4 {
-		t.Errorf("lastFailure %+v, want 4 attempts", f)
 	}
 }
 

@@ -34,9 +34,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 	}
 	ctx = context.WithoutCancel(ctx)
 	previous := rotation.ReadMark(a.stored.secret.Annotations)
-	bound := a.stored.secret.DeepCopy()
-	secrets.Bind(bound, grant) // the first spend binds the Secret to this grant, in the same write
-	marked, err := r.writeMark(ctx, bound, d.Mark)
+	marked, err := r.writeMark(ctx, a.stored.secret, grant, d.Mark)
 	if err != nil {
 		return nil, err // a conflict means someone changed the Secret: nothing was sent
 	}
@@ -68,7 +66,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 	case !o.MaySpend():
 		// The server answered without spending the token: the mark goes back to what
 		// it was, so the resend budget of an interrupted rotation is not used up.
-		if _, err := r.writeMark(ctx, marked, previous); err != nil {
+		if _, err := r.writeMark(ctx, marked, grant, previous); err != nil {
 			return nil, err
 		}
 	}
@@ -76,9 +74,12 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 }
 
 // writeMark writes the in-flight mark m (or removes it, for the zero Mark) with a
-// resourceVersion-guarded update and returns the Secret as written.
-func (r *CDUserGrantReconciler) writeMark(ctx context.Context, s *corev1.Secret, m rotation.Mark) (*corev1.Secret, error) {
+// resourceVersion-guarded update and returns the Secret as written. The same write binds
+// the Secret to grant: the first spend binds it before anything is sent, at no write of
+// its own.
+func (r *CDUserGrantReconciler) writeMark(ctx context.Context, s *corev1.Secret, grant *cdv1.CDUserGrant, m rotation.Mark) (*corev1.Secret, error) {
 	s = s.DeepCopy()
+	secrets.Bind(s, grant)
 	if s.Annotations == nil {
 		s.Annotations = map[string]string{}
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
@@ -71,5 +72,45 @@ func TestARememberedBackoffNeverEndsInATerminalError(t *testing.T) {
 	keepFailure(c, rotation.Failure{Reason: cdv1.TokenRequestFailedReason, Attempts: 2, Retry: now.Add(10 * time.Second)})
 	if err := c.terminal(); err != nil {
 		t.Fatalf("a failure that is retried ended in %v, which controller-runtime never requeues", err)
+	}
+}
+
+func TestAShortLivedTokenIsRetriedWithinAThirdOfItsLifetime(t *testing.T) {
+	kinds := map[string]struct {
+		reconcile func(w *world) (reconcile.Result, error)
+		failure   func(w *world) *cdv1.FailureStatus
+	}{
+		"a customer's grant": {
+			reconcile: func(w *world) (reconcile.Result, error) { return w.reconcileGrant("acme") },
+			failure:   func(w *world) *cdv1.FailureStatus { return w.grant("acme").Status.LastFailure },
+		},
+		"an API client": {
+			reconcile: func(w *world) (reconcile.Result, error) { return w.reconcileCred("pricing") },
+			failure:   func(w *world) *cdv1.FailureStatus { return w.cred("pricing").Status.LastFailure },
+		},
+	}
+	for name, k := range kinds {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			w.tokens.lifetime = 30 * time.Second
+			res, err := k.reconcile(w) // a first token, of 30 s
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.clock.Step(res.RequeueAfter)
+			w.tokens.failNext(badGateway, badGateway, badGateway, badGateway)
+			for i := range 4 {
+				if res, err = k.reconcile(w); err != nil {
+					t.Fatal(err)
+				}
+				if res.RequeueAfter > 12*time.Second {
+					t.Fatalf("failure %d waits %s: a provider that answers again would find the 30 s token long expired", i+1, res.RequeueAfter)
+				}
+				w.clock.Step(res.RequeueAfter)
+			}
+			if f := k.failure(w); f == nil || f.FailedAttempts != 4 {
+				t.Errorf("lastFailure %+v, want 4 attempts", f)
+			}
+		})
 	}
 }

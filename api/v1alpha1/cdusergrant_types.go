@@ -91,7 +91,8 @@ type CDUserGrantSpec struct {
 	// deletionPolicy says what happens to the customer's refresh token when this grant
 	// is deleted: Retain (default) keeps the refresh-token Secret; Delete revokes the
 	// token at the identity server (when the credential has a revocationURL) and
-	// deletes the Secret.
+	// deletes the Secret, if it is bound to this grant (an imported Secret the grant
+	// never spent is left, since another grant may name it).
 	// +optional
 	// +kubebuilder:default=Retain
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`

@@ -145,7 +145,9 @@ type index struct {
 	consumed      map[string]bool
 	grantCR       map[string]string
 	exchanges     map[string]Exchange
-	stored        map[string]bool // refresh-token hashes ever seen in a refresh-token Secret
+	stored        map[string]bool          // refresh-token hashes ever seen in a refresh-token Secret
+	silent        []cdsandbox.JournalEntry // silentLosses
+	givenUp       []abandonment            // givenUp
 }
 
 func newIndex(r *Record) *index {
@@ -181,6 +183,7 @@ func newIndex(r *Record) *index {
 			x.stored[o.Refresh] = true
 		}
 	}
+	x.silent, x.givenUp = silentLosses(r, x), givenUp(r, x)
 	return x
 }
 
@@ -319,6 +322,13 @@ func checkLosses(r *Record, x *index) ([]LostGrant, []Violation) {
 	var lost []LostGrant
 	var out []Violation
 	revokedAt := map[string][]time.Time{} // CR -> revocations, in order
+	add := func(l LostGrant) {
+		lost = append(lost, l)
+		if !l.Excused {
+			out = append(out, Violation{InvLostGrant, l.Grant, l.At, joinDetail(l.Cause, l.Detail)})
+		}
+		revokedAt[l.Grant] = append(revokedAt[l.Grant], l.At)
+	}
 	seen := map[string]bool{}
 	for _, e := range r.Journal {
 		if !e.Reused || seen[e.Grant] {
@@ -332,27 +342,14 @@ func checkLosses(r *Record, x *index) ([]LostGrant, []Violation) {
 			cause, detail, excused = lossCause(r, x, ps[0])
 			lostAt = ps[0].Time
 		}
-		lost = append(lost, LostGrant{Grant: cr, LostAt: lostAt, At: e.Time, Cause: cause, Detail: detail, Excused: excused})
-		if !excused {
-			out = append(out, Violation{InvLostGrant, cr, e.Time, joinDetail(cause, detail)})
-		}
-		revokedAt[cr] = append(revokedAt[cr], e.Time)
+		add(LostGrant{Grant: cr, LostAt: lostAt, At: e.Time, Cause: cause, Detail: detail, Excused: excused})
 	}
-	for _, e := range silentLosses(r, x) {
-		cr := x.grantCR[e.Grant]
+	for _, e := range x.silent {
 		cause, detail, excused := lossCause(r, x, e)
-		lost = append(lost, LostGrant{Grant: cr, LostAt: e.Time, At: e.Time, Cause: cause, Detail: detail, Excused: excused})
-		if !excused {
-			out = append(out, Violation{InvLostGrant, cr, e.Time, joinDetail(cause, detail)})
-		}
-		revokedAt[cr] = append(revokedAt[cr], e.Time)
+		add(LostGrant{Grant: x.grantCR[e.Grant], LostAt: e.Time, At: e.Time, Cause: cause, Detail: detail, Excused: excused})
 	}
-	for _, g := range givenUp(r, x) {
-		lost = append(lost, LostGrant{Grant: g.cr, LostAt: g.at, At: g.at, Cause: CauseGivenUp, Detail: g.detail, Excused: g.explained})
-		if !g.explained {
-			out = append(out, Violation{InvLostGrant, g.cr, g.at, joinDetail(CauseGivenUp, g.detail)})
-		}
-		revokedAt[g.cr] = append(revokedAt[g.cr], g.at)
+	for _, g := range x.givenUp {
+		add(LostGrant{Grant: g.cr, LostAt: g.at, At: g.at, Cause: CauseGivenUp, Detail: g.detail, Excused: g.explained})
 	}
 	for _, ts := range revokedAt {
 		sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
@@ -423,7 +420,7 @@ type abandonment struct {
 // givenUp finds the refresh tokens whose Secret last showed them marked with two
 // attempts (the operator sends no third) and that the sandbox never consumed, and
 // explains each counted attempt: a send whose answer never came (the proxy held or
-// dropped it), or a process killed between writing its mark and sending.
+// dropped it), or a process SIGKILLed between writing its mark and sending.
 func givenUp(r *Record, x *index) []abandonment {
 	type state struct {
 		token    string
@@ -509,14 +506,14 @@ func explainAttempt(r *Record, token string, marked, from, until time.Time) (str
 		}
 		return fmt.Sprintf("%s %s with status %d, yet counted as unanswered", send.ID, send.Outcome, send.Status), send.Start, false
 	}
-	// No send of it reached the proxy: the process that wrote the mark must have died
-	// before it could send. The mark is seen when the write lands, which may be just
-	// after the process was killed.
+	// No send of it reached the proxy: the process that wrote the mark must have been
+	// SIGKILLed before it could send (a SIGTERMed one sends what it marked, DESIGN §6.4).
+	// The mark is seen when the write lands, which may be just after the kill.
 	for _, p := range r.Timeline.Procs {
-		if p.LeaderAt.IsZero() || p.Signaled.IsZero() || p.LeaderAt.After(marked) {
+		if p.Cause != ExitSIGKILL || p.LeaderAt.IsZero() || p.LeaderAt.After(marked) {
 			continue
 		}
-		if p.Signaled.After(marked.Add(-markToSend)) && p.Signaled.Before(marked.Add(markToSend)) && (p.Cause == ExitSIGKILL || p.Cause == ExitSIGTERM) {
+		if p.Signaled.After(marked.Add(-markToSend)) && p.Signaled.Before(marked.Add(markToSend)) {
 			return fmt.Sprintf("replica %s pid %d %s %s after its mark was seen, before sending", p.Replica, p.PID, p.Cause, p.Signaled.Sub(marked).Round(time.Millisecond)), time.Time{}, true
 		}
 	}
@@ -666,11 +663,11 @@ func newJudge(r *Record, x *index) judge {
 		}
 		j.lost[cr] = append(j.lost[cr], lost)
 	}
-	for _, e := range silentLosses(r, x) {
+	for _, e := range x.silent {
 		cr := x.grantCR[e.Grant]
 		j.lost[cr] = append(j.lost[cr], Interval{From: e.Time, To: nextSeed(r, cr, e.Time)})
 	}
-	for _, g := range givenUp(r, x) {
+	for _, g := range x.givenUp {
 		j.lost[g.cr] = append(j.lost[g.cr], Interval{From: g.from, To: nextSeed(r, g.cr, g.at)})
 	}
 	return j

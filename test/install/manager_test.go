@@ -16,11 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/credops/cd-credentials-operator/test/support"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
+
+	"github.com/credops/cd-credentials-operator/test/support"
 )
 
 // serviceAccountUser is how the API server names a ServiceAccount.

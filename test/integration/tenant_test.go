@@ -139,31 +139,38 @@ func TestTenantCannotMakeTheCallbackOverwriteASecret(t *testing.T) {
 	})
 }
 
-// The counterpart of finding 3: a refresh-token Secret retained from a deleted grant
-// (deletionPolicy Retain) is where the customer's session continues when a grant names
-// it again. The controller takes such a binding over; the callback must too, or a
-// re-created grant whose customer has to log in again could never complete the login.
-func TestACustomerLogsInAgainIntoASecretRetainedFromADeletedGrant(t *testing.T) {
-	f := newOnboardingFixture(t)
-	retained := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "retained-refresh",
-		Labels:      map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeRefreshToken},
-		Annotations: map[string]string{cdv1.BoundToAnnotation: "acme/uid-of-a-deleted-grant"},
-	}}
-	create(t, retained) // its token is gone: the customer must log in again
-	create(t, userGrant(f.ns, "acme", "login", "retained-refresh"))
-	status, body := f.callback(f.login(f.awaitingURL("acme"), "login"))
-	if status != http.StatusOK {
-		t.Fatalf("callback: HTTP %d %s, want the login completed", status, body)
+// The counterpart of finding 3: the callback may write an opted-in refresh-token
+// Secret that is not another live grant's. One prepared for a customer who has not
+// logged in yet (bound to no grant), or retained from a deleted grant (deletionPolicy
+// Retain), is where the session starts or continues; the controller takes either over,
+// and so must the callback, or a re-created grant's customer could never log in again.
+func TestACustomerLogsInIntoAnOptedInSecretNoLiveGrantHolds(t *testing.T) {
+	cases := map[string]map[string]string{
+		"prepared, bound to no grant":   nil,
+		"retained from a deleted grant": {cdv1.BoundToAnnotation: "acme/uid-of-a-deleted-grant"},
 	}
-	g, err := getGrant(f.ns, "acme")
-	if err != nil {
-		t.Fatal(err)
+	for name, annotations := range cases {
+		t.Run(name, func(t *testing.T) {
+			f := newOnboardingFixture(t)
+			create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "kept-refresh",
+				Labels: map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeRefreshToken}, Annotations: annotations,
+			}}) // no token in it: the customer must log in
+			create(t, userGrant(f.ns, "acme", "login", "kept-refresh"))
+			status, body := f.callback(f.login(f.awaitingURL("acme"), "login"))
+			if status != http.StatusOK {
+				t.Fatalf("callback: HTTP %d %s, want the login completed", status, body)
+			}
+			g, err := getGrant(f.ns, "acme")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, _ := getSecret(f.ns, "kept-refresh")
+			if len(s.Data["refresh_token"]) == 0 || s.Annotations[cdv1.BoundToAnnotation] != "acme/"+string(g.UID) {
+				t.Errorf("Secret after the login: bound to %q, %d bytes of refresh token; want bound to the grant, with the token", s.Annotations[cdv1.BoundToAnnotation], len(s.Data["refresh_token"]))
+			}
+			eventually(t, 10*time.Second, "Ready", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+		})
 	}
-	s, _ := getSecret(f.ns, "retained-refresh")
-	if len(s.Data["refresh_token"]) == 0 || s.Annotations[cdv1.BoundToAnnotation] != "acme/"+string(g.UID) {
-		t.Errorf("retained Secret after the login: bound to %q, %d bytes of refresh token; want bound to the new grant with the token", s.Annotations[cdv1.BoundToAnnotation], len(s.Data["refresh_token"]))
-	}
-	eventually(t, 10*time.Second, "Ready", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
 }
 
 // Finding 4: no spec value may make the operator send more than 3 token requests per
