@@ -54,11 +54,12 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if equality.Semantic.DeepEqual(before.Status, cred.Status) {
 			return
 		}
-		if err := r.Status().Patch(ctx, statusTarget(cred, cdv1.GroupVersion.WithKind("CDCredential")), patchStatus(&before.Status, &cred.Status)); err != nil {
+		target := statusTarget(cred, cdv1.GroupVersion.WithKind("CDCredential"))
+		if err := r.Status().Patch(ctx, target, patchStatus(&before.Status, &cred.Status)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 			return
 		}
-		r.written.note(cred, cred.Status.LastFailure, r.Clock.Now())
+		r.written.note(cred, target, before.Status.LastFailure, cred.Status.LastFailure, r.Clock.Now())
 	}()
 	out, err := r.reconcile(ctx, cred)
 	if out == nil {
@@ -98,7 +99,7 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 		return outputProblem(err)
 	}
 	in.Request = rotation.Request(c.Fingerprint, c.SecretHash, string(cred.UID), strconv.FormatInt(cred.Generation, 10))
-	in.Failure = r.written.current(cred.UID, cred.Status.LastFailure)
+	in.Failure = r.written.current(cred, cred.Status.LastFailure)
 	if s, ok := secrets.Schedule(current, c.Fingerprint); ok {
 		in.Current = &s
 	}

@@ -88,11 +88,12 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			return
 		}
 		// Status is the last of a rotation's writes; shutdown must not cancel it.
-		if err := r.Status().Patch(context.WithoutCancel(ctx), statusTarget(grant, cdv1.GroupVersion.WithKind("CDUserGrant")), patchStatus(&before.Status, &grant.Status)); err != nil {
+		target := statusTarget(grant, cdv1.GroupVersion.WithKind("CDUserGrant"))
+		if err := r.Status().Patch(context.WithoutCancel(ctx), target, patchStatus(&before.Status, &grant.Status)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 			return
 		}
-		r.written.note(grant, grant.Status.LastFailure, r.Clock.Now())
+		r.written.note(grant, target, before.Status.LastFailure, grant.Status.LastFailure, r.Clock.Now())
 	}()
 	out, cred, err := r.reconcile(ctx, grant)
 	if out == nil {
@@ -143,7 +144,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 	}
 	fingerprint := secrets.GrantFingerprint(c)
 	in.Request = rotation.Request(fingerprint, c.SecretHash, rt.hash, string(grant.UID), strconv.FormatInt(grant.Generation, 10))
-	in.Failure = r.written.current(grant.UID, grant.Status.LastFailure)
+	in.Failure = r.written.current(grant, grant.Status.LastFailure)
 	if s, ok := secrets.Schedule(current, fingerprint); ok && metav1.IsControlledBy(current, grant) {
 		in.Current = &s
 	}

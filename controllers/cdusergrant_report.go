@@ -99,13 +99,13 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		res.RequeueAfter = retryAfter(o.failure, now)
 	case abandoned:
 		msg := "The stored refresh token was sent twice and no answer came back either time: it was most likely spent, and is not sent a third time. The customer must log in again"
-		f := rotation.Fail(r.written.current(grant.UID, grant.Status.LastFailure), o.request, cdv1.RotationInterruptedReason, now, rotation.Retry{Terminal: true}, string(grant.UID))
+		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, cdv1.RotationInterruptedReason, now, rotation.Retry{Terminal: true}, string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
 		reportFailure(c, f, msg)
 		g.reauth, g.reauthMsg = cdv1.RotationInterruptedReason, msg
 	case answered:
 		ref, msg := refusalOf(o, true)
-		f := rotation.Fail(r.written.current(grant.UID, grant.Status.LastFailure), o.request, ref.reason, now, withLifetime(o.outcome.Retry(), grant.Status.LastRotationTime, grant.Status.ExpiresAt), string(grant.UID))
+		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, ref.reason, now, withLifetime(o.outcome.Retry(), grant.Status.LastRotationTime, grant.Status.ExpiresAt), string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
 		reportFailure(c, f, msg)
 		switch {
@@ -132,7 +132,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		res.RequeueAfter = untilRenewal(s, now)
 	case writeFailed:
 		retry := withLifetime(rotation.Retry{Holding: o.holding}, grant.Status.LastRotationTime, grant.Status.ExpiresAt)
-		f := rotation.Fail(r.written.current(grant.UID, grant.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, retry, string(grant.UID))
+		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, retry, string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
 		c.retrying(cdv1.SecretWriteFailedReason, writeFailure(o.err))
 		res.RequeueAfter = retryAfter(f, now)

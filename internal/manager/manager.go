@@ -29,6 +29,7 @@ import (
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/controllers"
 	"github.com/credops/cd-credentials-operator/internal/onboarding"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
@@ -305,7 +306,10 @@ const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 // them; an Update of a cached Secret then sends none, which the API server reads as
 // "unchanged". kubectl's last-applied-configuration goes from the CRs only: they are
 // written with patches computed against the cached copy, so what is dropped is never
-// written back, whereas Secrets are updated whole and keep every annotation.
+// written back, whereas Secrets are updated whole and keep every annotation. Output
+// Secrets, which the operator only ever writes from a token response, leave their access
+// token out (secrets.TrimForCache). What is kept shares the strings that repeat across
+// objects (interner).
 func trimForCache(obj any) (any, error) {
 	o, ok := obj.(metav1.Object)
 	if !ok {
@@ -314,12 +318,15 @@ func trimForCache(obj any) (any, error) {
 	if o.GetManagedFields() != nil {
 		o.SetManagedFields(nil)
 	}
-	switch obj.(type) {
+	switch obj := obj.(type) {
 	case *cdv1.CDUserGrant, *cdv1.CDCredential:
 		if _, ok := o.GetAnnotations()[lastAppliedAnnotation]; ok {
 			delete(o.GetAnnotations(), lastAppliedAnnotation)
 		}
+	case *corev1.Secret:
+		secrets.TrimForCache(obj)
 	}
+	strs.internObject(o)
 	return obj, nil
 }
 

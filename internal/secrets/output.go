@@ -1,6 +1,7 @@
 package secrets
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -113,11 +114,11 @@ func Schedule(s *corev1.Secret, fingerprint string) (rotation.Schedule, bool) {
 }
 
 // Consistent reads the schedule of an output Secret's token when the Secret is complete
-// and self-consistent; the operator's own writes always are, a hand edit seldom.
+// and self-consistent; the operator's own writes always are, a hand edit seldom. It
+// judges a Secret from the manager's cache (TrimForCache) as it would the Secret itself.
 func Consistent(s *corev1.Secret) (rotation.Schedule, bool) {
 	d := s.Data
-	token, typ := string(d[cdv1.AccessTokenKey]), string(d[cdv1.TokenTypeKey])
-	if token == "" || typ == "" || string(d[cdv1.AuthorizationKey]) != typ+" "+token {
+	if !trimmedHere(s) && !tokenComplete(d) {
 		return rotation.Schedule{}, false
 	}
 	expiresRaw := string(d[cdv1.ExpiresAtKey])
@@ -133,6 +134,59 @@ func Consistent(s *corev1.Secret) (rotation.Schedule, bool) {
 		return rotation.Schedule{}, false
 	}
 	return rotation.Schedule{ExpiresAt: expires, RenewAt: renew}, true
+}
+
+// tokenComplete reports whether an output Secret's data holds a token, its type, and the
+// Authorization value made of the two.
+func tokenComplete(d map[string][]byte) bool {
+	token, typ := d[cdv1.AccessTokenKey], d[cdv1.TokenTypeKey]
+	auth := d[cdv1.AuthorizationKey]
+	return len(token) > 0 && len(typ) > 0 && len(auth) == len(typ)+1+len(token) &&
+		string(auth[:len(typ)]) == string(typ) && auth[len(typ)] == ' ' && string(auth[len(typ)+1:]) == string(token)
+}
+
+// trimmedAnnotation marks an output Secret in the manager's cache whose access token
+// TrimForCache dropped. It exists only in the manager's memory (the operator never
+// writes a cached output Secret back), and its value is this process's trimNonce, so a
+// marker someone wrote onto a Secret is told apart from the cache's own.
+const trimmedAnnotation = "cd.credops.io/cached-without-token"
+
+// trimNonce is the value of this process's trimmedAnnotation.
+var trimNonce = rand.Text()
+
+// trimmedHere reports whether TrimForCache in this process trimmed s.
+func trimmedHere(s *corev1.Secret) bool {
+	v, ok := s.Annotations[trimmedAnnotation]
+	return ok && v == trimNonce
+}
+
+// TrimForCache drops the access token and the Authorization value from an output Secret
+// on its way into the manager's cache, keeping what the operator reads: whether the two
+// were complete and consistent (Consistent), the expiry, the type and the scopes. The
+// operator writes a token from the answer that carried it and never from a Secret, so
+// the cache need not hold every customer's token: the two keys are most of an output
+// Secret's size (an Entra ID or Okta access token runs to 1-2 KB, twice over), and the
+// manager's memory then holds no access token beyond the requests in flight. A Secret
+// whose token is incomplete or inconsistent (a hand edit) is kept whole, so it is judged
+// exactly as before and repaired.
+func TrimForCache(s *corev1.Secret) {
+	if s.Labels[cdv1.SecretTypeLabel] != cdv1.SecretTypeAccessToken {
+		return
+	}
+	if trimmedHere(s) {
+		return // passed through again (a transform must be idempotent)
+	}
+	// Whoever writes the Secret could set the marker; only this process's says anything.
+	delete(s.Annotations, trimmedAnnotation)
+	if !tokenComplete(s.Data) {
+		return
+	}
+	delete(s.Data, cdv1.AccessTokenKey)
+	delete(s.Data, cdv1.AuthorizationKey)
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[trimmedAnnotation] = trimNonce
 }
 
 // ErrNameConflict says the output Secret's name is taken by a Secret the CR does not

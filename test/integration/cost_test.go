@@ -23,7 +23,7 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 // The manager's memory is mostly its cache: what the controllers never read must not
 // be kept there, and dropping it must not change what is stored.
-func TestTheCacheHoldsNoManagedFieldsAndNoLastAppliedCopyOfCRs(t *testing.T) {
+func TestTheCacheHoldsNoManagedFieldsNoLastAppliedCopyOfCRsAndNoAccessToken(t *testing.T) {
 	f := newGrantFixture(t, 30*time.Minute)
 	rt := f.idp.SeedGrant(loginClientID, "acme@carrier.example", []string{"marketplace", "offline_access"})
 	rs := refreshSecret(f.ns, "acme-refresh", rt)
@@ -58,6 +58,17 @@ func TestTheCacheHoldsNoManagedFieldsAndNoLastAppliedCopyOfCRs(t *testing.T) {
 		}
 		if mf := o.obj.GetManagedFields(); len(mf) != 0 {
 			t.Errorf("the cache holds %d managedFields entries of %T %s", len(mf), o.obj, key.Name)
+		}
+		if names[i] == "acme-token" {
+			// Nor every customer's access token: the operator writes tokens from answers.
+			for _, k := range []string{cdv1.AccessTokenKey, cdv1.AuthorizationKey} {
+				if len(server.(*corev1.Secret).Data[k]) == 0 {
+					t.Fatalf("the output Secret on the server has no %s: the test proves nothing", k)
+				}
+				if _, ok := o.obj.(*corev1.Secret).Data[k]; ok {
+					t.Errorf("the cache holds the output Secret's %s", k)
+				}
+			}
 		}
 		_, onServer := server.GetAnnotations()[lastApplied]
 		_, cached := o.obj.GetAnnotations()[lastApplied]

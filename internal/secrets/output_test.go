@@ -1,0 +1,108 @@
+package secrets
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
+)
+
+// written is the output Secret the operator writes for a token, as the API server
+// stores it.
+func written(token string) *corev1.Secret {
+	expires := time.Date(2026, 11, 29, 18, 0, 0, 0, time.UTC)
+	owner := &cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Name: "acme", Namespace: "team", UID: "u1"}}
+	ac := Output{
+		Owner: owner, OwnerGVK: cdv1.GroupVersion.WithKind("CDUserGrant"), Name: "acme-token",
+		AccessToken: token, TokenType: "Bearer", Scopes: []string{"marketplace"}, Fingerprint: "f1",
+		Schedule: rotation.Schedule{ExpiresAt: expires, RenewAt: expires.Add(-time.Minute)},
+	}.Apply()
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: *ac.Name, Namespace: *ac.Namespace, Labels: ac.Labels, Annotations: ac.Annotations},
+		Type:       *ac.Type,
+		Data:       ac.Data,
+	}
+}
+
+// The cache keeps no access token, and judges a Secret it trimmed exactly as the Secret
+// itself: a trimmed copy of a hand-edited Secret must still be repaired.
+func TestTheCacheKeepsNoAccessTokenAndJudgesTheSecretAsBefore(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*corev1.Secret)
+		// trimmed: the token leaves the cache; consistent: Consistent's verdict on the
+		// Secret as stored (and so on the cached copy).
+		trimmed, consistent bool
+	}{
+		{name: "the operator's own write", edit: func(*corev1.Secret) {}, trimmed: true, consistent: true},
+		{name: "token edited by hand", edit: func(s *corev1.Secret) { s.Data[cdv1.AccessTokenKey] = []byte("forged") }},
+		{name: "authorization deleted", edit: func(s *corev1.Secret) { delete(s.Data, cdv1.AuthorizationKey) }},
+		{name: "token deleted", edit: func(s *corev1.Secret) { delete(s.Data, cdv1.AccessTokenKey) }},
+		{name: "token type emptied", edit: func(s *corev1.Secret) { s.Data[cdv1.TokenTypeKey] = nil }},
+		{name: "authorization with the type but not the token", edit: func(s *corev1.Secret) { s.Data[cdv1.AuthorizationKey] = []byte("Bearer ") }},
+		{
+			name:    "expiry edited by hand, token intact",
+			edit:    func(s *corev1.Secret) { s.Data[cdv1.ExpiresAtKey] = []byte("2030-01-01T00:00:00Z") },
+			trimmed: true,
+		},
+		{
+			// Only this process's marker says the token was complete; a writer's says nothing.
+			name: "marker written onto an inconsistent Secret",
+			edit: func(s *corev1.Secret) {
+				s.Annotations[trimmedAnnotation] = ""
+				s.Data[cdv1.AccessTokenKey] = []byte("forged")
+			},
+		},
+		{
+			name: "marker written onto a Secret without a token",
+			edit: func(s *corev1.Secret) {
+				s.Annotations[trimmedAnnotation] = "x"
+				delete(s.Data, cdv1.AccessTokenKey)
+				delete(s.Data, cdv1.AuthorizationKey)
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stored := written("eyJhbGciOiJIUzI1NiJ9.e30.sig")
+			tc.edit(stored)
+			wantSchedule, ok := Consistent(stored)
+			if ok != tc.consistent {
+				t.Fatalf("Consistent(stored) = %v, want %v", ok, tc.consistent)
+			}
+
+			cached := stored.DeepCopy()
+			TrimForCache(cached)
+			_, hasToken := cached.Data[cdv1.AccessTokenKey]
+			_, hasAuth := cached.Data[cdv1.AuthorizationKey]
+			if trimmed := !hasToken && !hasAuth && len(cached.Data) < len(stored.Data); trimmed != tc.trimmed {
+				t.Errorf("token left the cache: %v, want %v", trimmed, tc.trimmed)
+			}
+			gotSchedule, ok := Consistent(cached)
+			if ok != tc.consistent || gotSchedule != wantSchedule {
+				t.Errorf("Consistent(cached) = %v, %v; want %v, %v", gotSchedule, ok, wantSchedule, tc.consistent)
+			}
+			TrimForCache(cached) // a cached copy passing through again judges the same
+			if _, ok := Consistent(cached); ok != tc.consistent {
+				t.Errorf("Consistent after a second trim = %v, want %v", ok, tc.consistent)
+			}
+		})
+	}
+}
+
+// Only output Secrets are trimmed: a refresh token or a client secret is what the
+// operator reads from the cache.
+func TestTheCacheKeepsEveryOtherSecretWhole(t *testing.T) {
+	for _, typ := range []string{cdv1.SecretTypeRefreshToken, cdv1.SecretTypeClient, ""} {
+		s := written("token")
+		s.Labels[cdv1.SecretTypeLabel] = typ
+		before := s.DeepCopy()
+		TrimForCache(s)
+		if len(s.Data) != len(before.Data) || len(s.Annotations) != len(before.Annotations) {
+			t.Errorf("secret-type %q: trimmed to %v, want it whole", typ, s.Data)
+		}
+	}
+}
