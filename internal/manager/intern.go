@@ -24,7 +24,7 @@ const (
 //
 // The table is bounded: strings live in two generations, the current one is retired
 // when full, and a string found in the retired one moves back to the current. Strings
-// that stop repeating (a mark's timestamp, a one-off message) age out after two
+// that stop repeating (one grant's owner label, a one-off message) age out after two
 // generations; what keeps repeating stays.
 type interner struct {
 	mu       sync.Mutex
@@ -54,7 +54,7 @@ func (in *interner) intern(s string) string {
 }
 
 // internKeys shares m's keys, in place: a map keeps the key it was given first, so each
-// goes and comes back as the table's copy (into the slot it left; the map does not grow).
+// is taken out and put back as the table's copy (no new map per object).
 func internKeys[V any](in *interner, m map[string]V, value func(V) V) {
 	for k, v := range m {
 		delete(m, k)
