@@ -31,6 +31,9 @@ func printTable(cfg config, r result) {
 	fmt.Println("|---|---|---|---|")
 	fmt.Printf("| all %d grants Ready after a cold start (every token needing its first rotation) | %s | | |\n", r.n, r.coldStart.Round(100_000_000))
 	fmt.Printf("| cold start: API writes per grant (mark and binding, refresh token, access token, status, event) | %.2f | | |\n", float64(r.coldWrites)/float64(r.n))
+	if r.fellBehind != "" {
+		fmt.Printf("| **fell behind** after the steady window: %s (no warm restart measured) | | | |\n", r.fellBehind)
+	}
 	fmt.Printf("| all %d grants reconciled after a warm restart (fresh tokens) | %s | | |\n", r.n, r.warmRestart.Round(100_000_000))
 	fmt.Printf("| warm restart: API writes (target 0) | %d | | |\n", r.warmWrites)
 	fmt.Printf("| warm restart: refresh requests (target 0) | %d | | |\n", r.warmRequests)

@@ -58,6 +58,10 @@ type result struct {
 
 	rssBeforeUnrelated, rssAfterUnrelated int64
 
+	// fellBehind says why the manager did not renew every token in time after the
+	// steady window (the restart was then not measured); empty when it kept up.
+	fellBehind string
+
 	warmRestart   time.Duration
 	warmWrites    int
 	warmRotations int
@@ -213,7 +217,11 @@ func (b *bench) measureManager(res *result) error {
 	b.lifetime.announce(freshLifetime)
 	defer b.lifetime.announce(0)
 	if err := w.waitFresh(b.n, freshLifetime/2, 2*b.cfg.ttl+time.Minute); err != nil {
-		return err
+		// A result, not a failure of the bench: this N is past what one manager keeps up
+		// with here. Its steady figures stand; the series goes on.
+		res.fellBehind = err.Error()
+		step("N=%d: the manager fell behind (%v); no warm restart measured", b.n, err)
+		return nil
 	}
 
 	step("N=%d: warm restart: a new manager finds every token fresh", b.n)
