@@ -426,6 +426,12 @@ func givenUp(r *Record, x *index) []abandonment {
 		token    string
 		attempts int
 		marks    [3]time.Time // the last write that counted attempt 1 and 2
+		// putBack is when the count last went down (an answer that did not spend the
+		// token, a 429 or a 503, puts the mark back, DESIGN §6.5), and since[k] that time
+		// as it was when attempt k was counted: sends before it were answered, and are
+		// no counted attempt's.
+		putBack time.Time
+		since   [3]time.Time
 	}
 	var out []abandonment
 	flush := func(secret string, st state) {
@@ -445,6 +451,9 @@ func givenUp(r *Record, x *index) []abandonment {
 			until := r.End
 			if k == 1 {
 				until = st.marks[2].Add(-markToSend)
+			}
+			if st.since[k].After(from) {
+				from = st.since[k]
 			}
 			why, sent, ok := explainAttempt(r, st.token, st.marks[k], from, until)
 			explained = explained && ok
@@ -470,6 +479,10 @@ func givenUp(r *Record, x *index) []abandonment {
 		}
 		if o.Attempts > st.attempts && o.Attempts <= 2 {
 			st.marks[o.Attempts] = o.At
+			st.since[o.Attempts] = st.putBack
+		}
+		if o.Attempts < st.attempts {
+			st.putBack = o.At
 		}
 		st.attempts = o.Attempts
 		states[o.Secret] = st

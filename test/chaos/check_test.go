@@ -374,6 +374,18 @@ func TestCheckJudgesFromTheRecords(t *testing.T) {
 			},
 			lost: []string{CauseGivenUp},
 		},
+		"an attempt answered 429 and put back, then a resend held past the timeout, is an excused loss": {
+			build: func(w *world) {
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-40*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+				w.attempt(-30*time.Second, "r1", 1, OutcomeNotForwarded)
+				w.attempt(-20*time.Second, "r1", 2, OutcomeAnsweredProxy)   // 429: not spent
+				w.attempt(-20*time.Second+50*time.Millisecond, "r1", 1, "") // the mark put back
+				w.attempt(-10*time.Second, "r1", 2, OutcomeLate)
+				w.lost(-9*time.Second, cdv1.RotationInterruptedReason)
+			},
+			lost: []string{CauseGivenUp},
+		},
 		"a token given up with an attempt no fault explains is a lost grant without cause": {
 			build: func(w *world) {
 				w.login(-time.Minute, "s1", "r0")
