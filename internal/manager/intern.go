@@ -20,7 +20,8 @@ const (
 // informers decode brings its own copy of every label and annotation key, of the
 // operator's label values, of the Secrets' data keys, and of each condition's type,
 // reason and message, which are the same for thousands of grants. Sharing them is
-// invisible (strings are immutable) and is about a tenth of the memory per grant.
+// invisible (strings are immutable); at 10,000 grants it saved 0.4–0.9 of 7.9 KiB of
+// live heap per grant (make bench).
 //
 // The table is bounded: strings live in two generations, the current one is retired
 // when full, and a string found in the retired one moves back to the current. Strings
@@ -55,22 +56,24 @@ func (in *interner) intern(s string) string {
 
 // internKeys shares m's keys, in place: a map keeps the key it was given first, so each
 // is taken out and put back as the table's copy (no new map per object).
-func internKeys[V any](in *interner, m map[string]V, value func(V) V) {
+func internKeys[V any](in *interner, m map[string]V) {
 	for k, v := range m {
 		delete(m, k)
-		m[in.intern(k)] = value(v)
+		m[in.intern(k)] = v
 	}
 }
-
-func same[V any](v V) V { return v }
 
 // internMeta shares what repeats in an object's metadata: the namespace, label keys
 // and values, annotation keys, and the owner references' API version and kind. Names,
 // UIDs and annotation values are mostly one object's own.
 func (in *interner) internMeta(o metav1.Object) {
 	o.SetNamespace(in.intern(o.GetNamespace()))
-	internKeys(in, o.GetLabels(), in.intern)
-	internKeys(in, o.GetAnnotations(), same)
+	labels := o.GetLabels()
+	internKeys(in, labels)
+	for k, v := range labels {
+		labels[k] = in.intern(v) // a new value for a key keeps the key
+	}
+	internKeys(in, o.GetAnnotations())
 	refs := o.GetOwnerReferences()
 	for i := range refs {
 		refs[i].APIVersion, refs[i].Kind = in.intern(refs[i].APIVersion), in.intern(refs[i].Kind)
@@ -92,7 +95,7 @@ func (in *interner) internObject(obj metav1.Object) {
 	switch o := obj.(type) {
 	case *corev1.Secret:
 		o.Type = corev1.SecretType(in.intern(string(o.Type)))
-		internKeys(in, o.Data, same)
+		internKeys(in, o.Data)
 	case *cdv1.CDUserGrant:
 		s := &o.Spec
 		s.CredentialRef.Name = in.intern(s.CredentialRef.Name)

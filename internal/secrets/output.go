@@ -1,6 +1,7 @@
 package secrets
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -140,9 +141,9 @@ func Consistent(s *corev1.Secret) (rotation.Schedule, bool) {
 // Authorization value made of the two.
 func tokenComplete(d map[string][]byte) bool {
 	token, typ := d[cdv1.AccessTokenKey], d[cdv1.TokenTypeKey]
-	auth := d[cdv1.AuthorizationKey]
-	return len(token) > 0 && len(typ) > 0 && len(auth) == len(typ)+1+len(token) &&
-		string(auth[:len(typ)]) == string(typ) && auth[len(typ)] == ' ' && string(auth[len(typ)+1:]) == string(token)
+	rest, ok := bytes.CutPrefix(d[cdv1.AuthorizationKey], typ)
+	rest, space := bytes.CutPrefix(rest, []byte(" "))
+	return len(token) > 0 && len(typ) > 0 && ok && space && bytes.Equal(rest, token)
 }
 
 // trimmedAnnotation marks an output Secret in the manager's cache whose access token
