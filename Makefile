@@ -121,6 +121,7 @@ demo: manifests ## Run the whole product on a local control plane and the sandbo
 #   BENCH_TOKEN_RPS=500  the manager's --token-requests-per-second
 #   BENCH_MANAGER_ARGS=  extra manager flags, to measure a lever against the defaults
 #   BENCH_MANAGER_ENV=   extra manager environment, e.g. GOMEMLIMIT=300MiB
+#   BENCH_SCRAPE_EVERY=30  seconds between whole-endpoint metrics scrapes, as Prometheus would (0 never)
 # Tables go to stdout; CSV, SVG plots, pprof profiles and manager logs to bench-out/.
 .PHONY: bench
 bench: manifests ## Measure N CDUserGrants (or a BENCH_SERIES of Ns) against a bare client-go loop; results in bench-out/.

@@ -5,7 +5,7 @@
 // run, a minimal client-go loop that refreshes N grants with no controller machinery.
 // It prints a table per N and the series, and writes CSV, SVG plots and profiles to
 // bench-out/. `make bench` runs it; BENCH_SERIES (or BENCH_N), BENCH_TTL, BENCH_WINDOW
-// and BENCH_UNRELATED tune it.
+// BENCH_UNRELATED and BENCH_SCRAPE_EVERY tune it.
 //
 // It is a benchmark, not a test: its measurement windows are timed sleeps.
 package main
@@ -46,6 +46,10 @@ type config struct {
 	managerArgs []string
 	managerEnv  []string
 	loopWorkers int
+	// scrapeEvery is how often the whole metrics endpoint is scraped while a manager
+	// runs, as Prometheus would (0: never, only the bench's own filtered reads). A
+	// scrape reads every CR's series, so it costs the manager CPU and memory per grant.
+	scrapeEvery time.Duration
 }
 
 func main() {
@@ -62,6 +66,7 @@ func main() {
 	flag.StringVar(&managerArgs, "manager-args", os.Getenv("BENCH_MANAGER_ARGS"), "extra manager flags, space-separated")
 	managerEnv := flag.String("manager-env", os.Getenv("BENCH_MANAGER_ENV"), "extra manager environment, space-separated KEY=VALUE")
 	flag.IntVar(&cfg.loopWorkers, "loop-workers", envInt("BENCH_LOOP_WORKERS", 16), "concurrent refreshes of the baseline loop")
+	flag.DurationVar(&cfg.scrapeEvery, "scrape-every", time.Duration(envIntZero("BENCH_SCRAPE_EVERY", 30))*time.Second, "how often to scrape the manager's whole metrics endpoint, as Prometheus would (0 never)")
 	baseline := flag.Bool("baseline", false, "run as the baseline loop (internal)")
 	flag.Parse()
 	ctrl.SetLogger(logr.Discard()) // the bench's own informers have nothing to say

@@ -53,8 +53,9 @@ func metricsURL(addr string, names ...string) string {
 }
 
 // scrape reads the manager's metrics named names (all when none) as
-// "name{labels}" -> value. The handler still gathers every series, so scrapes are kept
-// to the edges of measurement windows.
+// "name{labels}" -> value. The handler still gathers every series, so the bench's own
+// reads are kept to the edges of measurement windows (scrapeEvery is the Prometheus
+// stand-in).
 func scrape(addr string, names ...string) (map[string]float64, error) {
 	c := &http.Client{Timeout: 30 * time.Second}
 	resp, err := c.Get(metricsURL(addr, names...))

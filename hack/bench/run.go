@@ -369,6 +369,9 @@ func (b *bench) startManager(name string) (*managerProc, error) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		if _, err := scrape(m.metrics, "go_goroutines"); err == nil {
+			if b.cfg.scrapeEvery > 0 {
+				go m.scrapeEvery(b.cfg.scrapeEvery)
+			}
 			return m, nil
 		}
 		select {
@@ -379,6 +382,21 @@ func (b *bench) startManager(name string) (*managerProc, error) {
 		if time.Now().After(deadline) {
 			m.stop()
 			return nil, fmt.Errorf("the manager did not serve metrics within 2 minutes")
+		}
+	}
+}
+
+// scrapeEvery reads the whole metrics endpoint at each interval until the manager exits,
+// as Prometheus does, so that the figures include what serving it costs.
+func (m *managerProc) scrapeEvery(interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.done:
+			return
+		case <-tick.C:
+			_, _ = scrape(m.metrics)
 		}
 	}
 }

@@ -196,6 +196,7 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error)
 		GracefulShutdownTimeout:       &opts.GracefulShutdownTimeout,
 		Cache:                         cacheOptions(opts.WatchNamespaces, opts.ShardSelector),
 		NewClient:                     opts.NewClient,
+		MapperProvider:                rememberingMapper,
 		Controller:                    config.Controller{SkipNameValidation: &opts.SeveralPerProcess},
 	})
 	if err != nil {

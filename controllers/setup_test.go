@@ -1,0 +1,45 @@
+package controllers
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
+)
+
+func TestSecretChangedLetsThroughOnlyNewsForTheCRsThatReadTheSecret(t *testing.T) {
+	secret := func(typ string, data map[string]string) *corev1.Secret {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s", Labels: map[string]string{cdv1.SecretTypeLabel: typ}}, Data: map[string][]byte{}}
+		for k, v := range data {
+			s.Data[k] = []byte(v)
+		}
+		return s
+	}
+	stored := secret(cdv1.SecretTypeRefreshToken, nil)
+	secrets.StoreRefreshToken(stored, "key", "rt-2")
+	marked := stored.DeepCopy()
+	marked.Annotations["cd.credops.io/in-flight"] = "hash"
+	for _, tc := range []struct {
+		name     string
+		old, cur *corev1.Secret
+		want     bool
+	}{
+		{"a new client secret", secret(cdv1.SecretTypeClient, map[string]string{"client_secret": "a"}), secret(cdv1.SecretTypeClient, map[string]string{"client_secret": "b"}), true},
+		{"a refresh token put in by hand", secret(cdv1.SecretTypeRefreshToken, map[string]string{"refresh_token": "a"}), secret(cdv1.SecretTypeRefreshToken, map[string]string{"refresh_token": "b"}), true},
+		{"a Secret opted in with another purpose", secret(cdv1.SecretTypeAccessToken, nil), secret(cdv1.SecretTypeRefreshToken, nil), true},
+		{"the operator's own stored refresh token", secret(cdv1.SecretTypeRefreshToken, map[string]string{"key": "rt-1"}), stored, false},
+		{"an in-flight mark (metadata only)", stored, marked, false},
+		{"the same data, one map nil", &corev1.Secret{ObjectMeta: stored.ObjectMeta}, &corev1.Secret{ObjectMeta: stored.ObjectMeta, Data: map[string][]byte{}}, false},
+		{"an output Secret rewritten at a rotation", secret(cdv1.SecretTypeAccessToken, map[string]string{"expires_at": "1"}), secret(cdv1.SecretTypeAccessToken, map[string]string{"expires_at": "2"}), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := secretChanged.Update(event.UpdateEvent{ObjectOld: tc.old, ObjectNew: tc.cur}); got != tc.want {
+				t.Errorf("secretChanged = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
