@@ -33,6 +33,15 @@ func TestAStatusPatchIsWhatMergeFromSendsForTheStatus(t *testing.T) {
 		{"a routine rotation moves the times and the count", cdv1.CDUserGrantStatus{ExpiresAt: &at, RotationCount: 7, Conditions: []metav1.Condition{ready}}, func(s *cdv1.CDUserGrantStatus) {
 			s.ExpiresAt, s.RotationCount = &later, 8
 		}},
+		{"a remembered failure loses a field and changes another", cdv1.CDUserGrantStatus{LastFailure: &cdv1.FailureStatus{Reason: "X", FailedAttempts: 2, RetryTime: &later}}, func(s *cdv1.CDUserGrantStatus) {
+			s.LastFailure = &cdv1.FailureStatus{Reason: "Y", FailedAttempts: 3}
+		}},
+		{"a failure is remembered", cdv1.CDUserGrantStatus{RotationCount: 3}, func(s *cdv1.CDUserGrantStatus) {
+			s.LastFailure = &cdv1.FailureStatus{Reason: "X", FailedAttempts: 1}
+		}},
+		{"a condition goes, scopes shrink and the count is reset", cdv1.CDUserGrantStatus{RotationCount: 3, GrantedScopes: []string{"a", "b"}, Conditions: []metav1.Condition{ready}}, func(s *cdv1.CDUserGrantStatus) {
+			s.RotationCount, s.GrantedScopes, s.Conditions = 0, []string{"a"}, nil
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := grantObj("acme", "acme-refresh")
