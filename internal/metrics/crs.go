@@ -75,8 +75,9 @@ func (c *crCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect sends every CR's series. At ten thousand CRs a scrape is some fifty thousand
 // series; made with prometheus.MustNewConstMetric each carried its own copy of every
-// label pair (22 allocations a series: 51 MB and 0.2 s of CPU a scrape, and a heap that
-// grew by half at each one). Here the series of one scrape share their label pairs —
+// label pair (22 allocations a series; a scrape took 246 ms, 46 MB and 1.1 million
+// allocations, BenchmarkScrape, and the manager's RSS rose from 200 to 330 MiB at the
+// first one after a cold start). Here the series of one scrape share their label pairs —
 // one per kind, namespace and condition value, one per CR for its name — and a CR's
 // series, label lists and name take three allocations. They are sent in the order the
 // registry sorts them into, which it then finds in one pass.
