@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 )
 
@@ -22,7 +23,7 @@ func TestSecretChangedLetsThroughOnlyNewsForTheCRsThatReadTheSecret(t *testing.T
 	stored := secret(cdv1.SecretTypeRefreshToken, nil)
 	secrets.StoreRefreshToken(stored, "key", "rt-2")
 	marked := stored.DeepCopy()
-	marked.Annotations["cd.credops.io/in-flight"] = "hash"
+	rotation.WriteMark(marked.Annotations, rotation.Mark{Hash: "hash", Holder: "manager-0", Since: epoch})
 	for _, tc := range []struct {
 		name     string
 		old, cur *corev1.Secret
