@@ -27,6 +27,7 @@ import (
 	"github.com/credops/cd-credentials-operator/hack/bench/plot"
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 	"github.com/credops/cd-credentials-operator/internal/manager"
+	"github.com/credops/cd-credentials-operator/test/support/freeport"
 )
 
 // result is everything measured for one N.
@@ -562,7 +563,9 @@ func parallel(n int, fn func(int) error) error {
 }
 
 func freeAddr() string {
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer l.Close()
-	return l.Addr().String()
+	addr, err := freeport.Addr()
+	if err != nil {
+		log.Fatal(err)
+	}
+	return addr
 }

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/test/support/freeport"
 )
 
 // The client the suite registers at the sandbox, and the redirect URI of its logins.
@@ -36,7 +37,7 @@ type Sandbox struct {
 
 // StartSandbox runs bin on a free loopback port with access tokens living ttl.
 func StartSandbox(ctx context.Context, bin, logDir string, ttl time.Duration) (*Sandbox, error) {
-	addr, err := freeAddr()
+	addr, err := freeport.Addr()
 	if err != nil {
 		return nil, err
 	}
