@@ -45,9 +45,11 @@ func printTable(cfg config, r result) {
 	fmt.Printf("| API-server writes per rotation (target 4.00) | %.2f | %.2f | %s |\n", r.writesPerRot, r.baselineWrites, ratio(r.writesPerRot, r.baselineWrites))
 	fmt.Printf("| API-server reads per rotation | %.2f | | |\n", r.readsPerRot)
 	fmt.Printf("| CPU seconds per 1,000 rotations (target ≤ 1.5x) | %.2f | %.2f | %s |\n", r.cpuPer1000, r.baselineCPU1000, ratio(r.cpuPer1000, r.baselineCPU1000))
-	fmt.Printf("| manager memory per grant: RSS minus an empty manager's, / N (target ≤ 15 KiB) | %.1f KiB | | |\n", r.kibPerGrant())
-	fmt.Printf("| manager live heap per grant (heap in use after GC, minus an empty manager's, / N) | %.1f KiB | | |\n", float64(r.steadyHeap-r.emptyHeap)/float64(r.n)/1024)
-	fmt.Printf("| manager RSS: empty / with %d grants / peak | %s / %s / %s | | |\n", r.n, mib(r.emptyRSS), mib(r.steadyRSS), mib(r.peakRSS))
+	perGrant := func(b int64) float64 { return float64(b-r.emptyHeap) / float64(r.n) / 1024 }
+	fmt.Printf("| manager memory per grant, settled: median RSS minus an empty manager's, / N (target ≤ 15 KiB) | %.1f KiB | | |\n", r.kibPerGrant())
+	fmt.Printf("| manager memory per grant, steady window after the cold start (its Events still held) | %.1f KiB | | |\n", r.kibPerGrantAfterColdStart())
+	fmt.Printf("| manager live heap per grant, settled / after the cold start (in use after GC, minus empty, / N) | %.1f / %.1f KiB | | |\n", perGrant(r.settledHeap), perGrant(r.steadyHeap))
+	fmt.Printf("| manager RSS: empty / settled with %d grants / steady after the cold start / peak | %s / %s / %s / %s | | |\n", r.n, mib(r.emptyRSS), mib(r.settledRSS), mib(r.steadyRSS), mib(r.peakRSS))
 	if cfg.unrelated > 0 {
 		fmt.Printf("| manager RSS without / with %d unrelated Secrets | %s / %s | | |\n", cfg.unrelated, mib(r.rssBeforeUnrelated), mib(r.rssAfterUnrelated))
 	}
@@ -69,11 +71,12 @@ func printTable(cfg config, r result) {
 }
 
 // printProfiles prints the top five functions of the steady-state CPU profile and of
-// the heap in use at its end.
+// the heap in use at its end and once settled.
 func printProfiles(r result) {
 	printTop(fmt.Sprintf("CPU, steady state, N=%d", r.n), r.cpuProfile, "cpu", cpuUnit, nil)
 	printTop(fmt.Sprintf("CPU, steady state, N=%d, the operator's own functions", r.n), r.cpuProfile, "cpu", cpuUnit, operatorOwn)
 	printTop(fmt.Sprintf("Heap in use after the steady state, N=%d", r.n), r.heapProfile, "inuse_space", bytesUnit, nil)
+	printTop(fmt.Sprintf("Heap in use, settled, N=%d", r.n), r.settledHeapProfile, "inuse_space", bytesUnit, nil)
 }
 
 // printSeries prints the scaling series: cost per rotation and per grant against N.
@@ -83,10 +86,10 @@ func printSeries(cfg config, rows []plot.Row) {
 		ns[i] = fmt.Sprint(r.N)
 	}
 	fmt.Printf("\nScaling series N=%s, token lifetime %s (%s/series.csv, %s/series.svg)\n\n", strings.Join(ns, ","), cfg.ttl, cfg.out, cfg.out)
-	fmt.Println("| N | CPU s/1,000 rotations: manager | loop | ratio | writes/rotation | reads/rotation | KiB/grant | cold start, all Ready | warm restart | tokens expired |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| N | CPU s/1,000 rotations: manager | loop | ratio | writes/rotation | reads/rotation | KiB/grant: settled | after a cold start | cold start, all Ready | warm restart | tokens expired |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Printf("| %d | %.2f | %.2f | %s | %.2f | %.2f | %.1f | %.1fs | %.1fs | %d |\n", r.N, r.ManagerCPUPer1000, r.LoopCPUPer1000,
-			ratio(r.ManagerCPUPer1000, r.LoopCPUPer1000), r.WritesPerRotation, r.ReadsPerRotation, r.KiBPerGrant, r.ColdStartSeconds, r.WarmRestartSeconds, r.TokensExpiredEarlier)
+		fmt.Printf("| %d | %.2f | %.2f | %s | %.2f | %.2f | %.1f | %.1f | %.1fs | %.1fs | %d |\n", r.N, r.ManagerCPUPer1000, r.LoopCPUPer1000,
+			ratio(r.ManagerCPUPer1000, r.LoopCPUPer1000), r.WritesPerRotation, r.ReadsPerRotation, r.KiBPerGrant, r.KiBPerGrantAfterColdStart, r.ColdStartSeconds, r.WarmRestartSeconds, r.TokensExpiredEarlier)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -50,8 +51,12 @@ type result struct {
 	readsPerRot    float64
 	writesBy       map[string]int
 	cpuPer1000     float64
-	steadyRSS      int64
-	steadyHeap     int64
+	// steadyRSS is the median over the steady window, which ends minutes after the cold
+	// start; settledRSS the median over a minute once client-go has dropped the cold
+	// start's first-token Events (see eventsForgotten). The heaps are after a collection,
+	// at the end of each.
+	steadyRSS, settledRSS   int64
+	steadyHeap, settledHeap int64
 	// memstats are the Go runtime's memory figures at the same moment, to tell live heap
 	// from GC headroom and memory not yet returned to the OS.
 	memstats map[string]float64
@@ -72,17 +77,27 @@ type result struct {
 	baselineWrites  float64
 	baselineRot     int
 
-	cpuProfile, heapProfile, timelineCSV, timelineSVG string
+	cpuProfile, heapProfile, settledHeapProfile, timelineCSV, timelineSVG string
 }
 
-func (r result) kibPerGrant() float64 {
-	return float64(r.steadyRSS-r.emptyRSS) / float64(r.n) / 1024
+// kibPerGrant is the manager's memory per grant once settled; kibPerGrantAfterColdStart
+// at the end of the steady window.
+func (r result) kibPerGrant() float64 { return r.perGrantKiB(r.settledRSS) }
+
+func (r result) kibPerGrantAfterColdStart() float64 { return r.perGrantKiB(r.steadyRSS) }
+
+func (r result) perGrantKiB(rss int64) float64 {
+	if rss == 0 {
+		return math.NaN()
+	}
+	return float64(rss-r.emptyRSS) / float64(r.n) / 1024
 }
 
 func (r result) row() plot.Row {
 	return plot.Row{
 		N: r.n, ManagerCPUPer1000: r.cpuPer1000, LoopCPUPer1000: r.baselineCPU1000,
-		WritesPerRotation: r.writesPerRot, ReadsPerRotation: r.readsPerRot, KiBPerGrant: r.kibPerGrant(),
+		WritesPerRotation: r.writesPerRot, ReadsPerRotation: r.readsPerRot,
+		KiBPerGrant: r.kibPerGrant(), KiBPerGrantAfterColdStart: r.kibPerGrantAfterColdStart(),
 		ColdStartSeconds: r.coldStart.Seconds(), WarmRestartSeconds: r.warmRestart.Seconds(), TokensExpiredEarlier: r.late,
 	}
 }
@@ -201,6 +216,9 @@ func (b *bench) measureManager(res *result) error {
 	if err := b.measureSteady(res, m, w); err != nil {
 		return err
 	}
+	if err := b.measureSettled(res, m, w, start); err != nil {
+		return err
+	}
 	if b.cfg.unrelated > 0 {
 		step("N=%d: memory with %d unrelated Secrets", b.n, b.cfg.unrelated)
 		b.tl.set("unrelated", m.pid(), w)
@@ -290,12 +308,37 @@ func (b *bench) measureSteady(res *result, m *managerProc, w *watcher) error {
 		}
 	}
 	res.cpuPer1000 = (cpu1 - cpu0) / rot * 1000
-	res.steadyRSS = procRSS(m.pid(), "VmRSS")
+	res.steadyRSS = b.tl.medianRSS("steady")
 	res.memstats, _ = scrape(m.metrics, memstatNames...)
 	if err := captureProfile(m.pprof, "heap", "gc=1", res.heapProfile, 0); err != nil {
 		return err
 	}
 	_, _, res.steadyHeap, _ = topCosts(res.heapProfile, "inuse_space", 0, nil)
+	return nil
+}
+
+// eventsForgotten is how long after its start a manager's client-go events broadcaster
+// has dropped every Event recorded in the first minutes. It keeps each Event it sends,
+// to count repeats into a series, until a sweep every six minutes finds it older than six
+// minutes: the first-token Events of a cold start (one per grant, 1 KiB each with the
+// note and the key) go at the second sweep, twelve minutes after start. Routine
+// rotations record none, so a manager that has run this long holds none.
+const eventsForgotten = 12*time.Minute + 30*time.Second
+
+// measureSettled measures the manager's memory once the cold start has left nothing
+// behind: the median RSS over a minute of routine rotations, and the heap after it.
+func (b *bench) measureSettled(res *result, m *managerProc, w *watcher, started time.Time) error {
+	step("N=%d: settling until %s after the manager's start, when client-go has dropped the cold start's Events", b.n, eventsForgotten)
+	b.tl.set("settling", m.pid(), w)
+	time.Sleep(time.Until(started.Add(eventsForgotten))) // until a known moment, not synchronisation
+	b.tl.set("settled", m.pid(), w)
+	time.Sleep(time.Minute) // a measurement window
+	res.settledRSS = b.tl.medianRSS("settled")
+	res.settledHeapProfile = filepath.Join(b.cfg.out, fmt.Sprintf("heap-settled-%d.pprof", b.n))
+	if err := captureProfile(m.pprof, "heap", "gc=1", res.settledHeapProfile, 0); err != nil {
+		return err
+	}
+	_, _, res.settledHeap, _ = topCosts(res.settledHeapProfile, "inuse_space", 0, nil)
 	return nil
 }
 
