@@ -81,7 +81,7 @@ type result struct {
 }
 
 // kibPerGrant is the manager's memory per grant once settled; kibPerGrantAfterColdStart
-// at the end of the steady window.
+// over the steady window after the cold start. NaN when not measured.
 func (r result) kibPerGrant() float64 { return r.perGrantKiB(r.settledRSS) }
 
 func (r result) kibPerGrantAfterColdStart() float64 { return r.perGrantKiB(r.steadyRSS) }
@@ -317,20 +317,28 @@ func (b *bench) measureSteady(res *result, m *managerProc, w *watcher) error {
 	return nil
 }
 
-// eventsForgotten is how long after its start a manager's client-go events broadcaster
-// has dropped every Event recorded in the first minutes. It keeps each Event it sends,
-// to count repeats into a series, until a sweep every six minutes finds it older than six
-// minutes: the first-token Events of a cold start (one per grant, 1 KiB each with the
-// note and the key) go at the second sweep, twelve minutes after start. Routine
-// rotations record none, so a manager that has run this long holds none.
-const eventsForgotten = 12*time.Minute + 30*time.Second
+// eventsSweep is how often client-go's events broadcaster sweeps the Events it keeps (to
+// count repeats into a series) and how old an Event must be for a sweep to drop it.
+const eventsSweep = 6 * time.Minute
+
+// eventsForgotten is how long after its start a manager has dropped every first-token
+// Event of a cold start that took coldStart (one per grant, about 1 KiB each with its
+// note and key). The sweeps run every eventsSweep from the start; the last Event, at
+// coldStart, goes at the first sweep at least eventsSweep after it: the second sweep for
+// a cold start shorter than one period, the third for one shorter than two, and so on.
+// Half a minute more covers the moments between the manager's start and the
+// broadcaster's. Routine rotations record no Event, so a manager this old holds none.
+func eventsForgotten(coldStart time.Duration) time.Duration {
+	return (coldStart/eventsSweep+2)*eventsSweep + 30*time.Second
+}
 
 // measureSettled measures the manager's memory once the cold start has left nothing
 // behind: the median RSS over a minute of routine rotations, and the heap after it.
 func (b *bench) measureSettled(res *result, m *managerProc, w *watcher, started time.Time) error {
-	step("N=%d: settling until %s after the manager's start, when client-go has dropped the cold start's Events", b.n, eventsForgotten)
+	settled := eventsForgotten(res.coldStart)
+	step("N=%d: settling until %s after the manager's start, when client-go has dropped the cold start's Events", b.n, settled)
 	b.tl.set("settling", m.pid(), w)
-	time.Sleep(time.Until(started.Add(eventsForgotten))) // until a known moment, not synchronisation
+	time.Sleep(time.Until(started.Add(settled))) // until a known moment, not synchronisation
 	b.tl.set("settled", m.pid(), w)
 	time.Sleep(time.Minute) // a measurement window
 	res.settledRSS = b.tl.medianRSS("settled")

@@ -1,6 +1,7 @@
-// Package freeport hands out loopback addresses for the servers a test or the bench
-// starts in another process (a manager's health, metrics and pprof endpoints, a
-// sandbox). Nothing may listen on them yet, and no two may be the same.
+// Package freeport hands out loopback addresses for servers a test or the bench starts
+// after choosing their address, often in another process (a manager's health, metrics,
+// pprof and callback endpoints, a sandbox). Nothing may listen on them yet, and no two
+// may be the same.
 package freeport
 
 import (
