@@ -308,8 +308,8 @@ const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 // "unchanged". kubectl's last-applied-configuration goes from the CRs only: they are
 // written with patches computed against the cached copy, so what is dropped is never
 // written back, whereas Secrets are updated whole and keep every annotation. Output
-// Secrets, which the operator only ever writes from a token response, leave their access
-// token out (secrets.TrimForCache). What is kept shares the strings that repeat across
+// Secrets, which the operator only ever writes from a token response, leave their data
+// out once judged consistent (secrets.TrimForCache). What is kept shares the strings that repeat across
 // objects (interner).
 func trimForCache(obj any) (any, error) {
 	o, ok := obj.(metav1.Object)

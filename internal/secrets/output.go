@@ -118,15 +118,20 @@ func Schedule(s *corev1.Secret, fingerprint string) (rotation.Schedule, bool) {
 // and self-consistent; the operator's own writes always are, a hand edit seldom. It
 // judges a Secret from the manager's cache (TrimForCache) as it would the Secret itself.
 func Consistent(s *corev1.Secret) (rotation.Schedule, bool) {
-	d := s.Data
-	if !trimmedHere(s) && !tokenComplete(d) {
+	if trimmedHere(s) {
+		// TrimForCache found this very version consistent before it dropped the data.
+		return annotatedSchedule(s)
+	}
+	if !tokenComplete(s.Data) || s.Annotations[cdv1.ExpiresAtAnnotation] != string(s.Data[cdv1.ExpiresAtKey]) {
 		return rotation.Schedule{}, false
 	}
-	expiresRaw := string(d[cdv1.ExpiresAtKey])
-	if s.Annotations[cdv1.ExpiresAtAnnotation] != expiresRaw {
-		return rotation.Schedule{}, false
-	}
-	expires, err := time.Parse(time.RFC3339, expiresRaw)
+	return annotatedSchedule(s)
+}
+
+// annotatedSchedule reads the schedule from an output Secret's annotations; ok is false
+// when either time is unreadable or the renewal falls after the expiry.
+func annotatedSchedule(s *corev1.Secret) (rotation.Schedule, bool) {
+	expires, err := time.Parse(time.RFC3339, s.Annotations[cdv1.ExpiresAtAnnotation])
 	if err != nil {
 		return rotation.Schedule{}, false
 	}
@@ -146,11 +151,11 @@ func tokenComplete(d map[string][]byte) bool {
 	return len(token) > 0 && len(typ) > 0 && ok && space && bytes.Equal(rest, token)
 }
 
-// trimmedAnnotation marks an output Secret in the manager's cache whose access token
-// TrimForCache dropped. It exists only in the manager's memory (the operator never
-// writes a cached output Secret back), and its value is this process's trimNonce, so a
-// marker someone wrote onto a Secret is told apart from the cache's own.
-const trimmedAnnotation = "cd.credops.io/cached-without-token"
+// trimmedAnnotation marks an output Secret in the manager's cache whose data TrimForCache
+// dropped. It exists only in the manager's memory (the operator never writes a cached
+// output Secret back), and its value is this process's trimNonce, so a marker someone
+// wrote onto a Secret is told apart from the cache's own.
+const trimmedAnnotation = "cd.credops.io/cached-without-data"
 
 // trimNonce is the value of this process's trimmedAnnotation.
 var trimNonce = rand.Text()
@@ -161,15 +166,14 @@ func trimmedHere(s *corev1.Secret) bool {
 	return ok && v == trimNonce
 }
 
-// TrimForCache drops the access token and the Authorization value from an output Secret
-// on its way into the manager's cache, keeping what the operator reads: whether the two
-// were complete and consistent (Consistent), the expiry, the type and the scopes. The
-// operator writes a token from the answer that carried it and never from a Secret, so
-// the cache need not hold every customer's token: the two keys are most of an output
-// Secret's size (an Entra ID or Okta access token runs to 1-2 KB, twice over), and the
-// manager's memory then holds no access token beyond the requests in flight. A Secret
-// whose token is incomplete or inconsistent (a hand edit) is kept whole, so it is judged
-// exactly as before and repaired.
+// TrimForCache drops the data of a consistent output Secret on its way into the manager's
+// cache, and marks it so that Consistent still finds it consistent. The operator writes an
+// output from the token response that carried it, never from a Secret, and reads nothing
+// of a cached output but its verdict and schedule (the annotations keep the schedule). So
+// the cache holds no customer's access token (an Entra ID or Okta token runs to 1-2 KB,
+// twice over with the Authorization value), and no data map at all: about 0.5 KiB of
+// live heap per grant. A Secret that is incomplete or inconsistent (a hand edit) is kept
+// whole, so it is judged exactly as before and repaired.
 func TrimForCache(s *corev1.Secret) {
 	if s.Labels[cdv1.SecretTypeLabel] != cdv1.SecretTypeAccessToken {
 		return
@@ -179,11 +183,10 @@ func TrimForCache(s *corev1.Secret) {
 	}
 	// Whoever writes the Secret could set the marker; only this process's says anything.
 	delete(s.Annotations, trimmedAnnotation)
-	if !tokenComplete(s.Data) {
+	if _, ok := Consistent(s); !ok {
 		return
 	}
-	delete(s.Data, cdv1.AccessTokenKey)
-	delete(s.Data, cdv1.AuthorizationKey)
+	s.Data = nil
 	if s.Annotations == nil {
 		s.Annotations = map[string]string{}
 	}

@@ -28,13 +28,14 @@ func written(token string) *corev1.Secret {
 	}
 }
 
-// The cache keeps no access token, and judges a Secret it trimmed exactly as the Secret
-// itself: a trimmed copy of a hand-edited Secret must still be repaired.
-func TestTheCacheKeepsNoAccessTokenAndJudgesTheSecretAsBefore(t *testing.T) {
+// The cache keeps no data of a consistent output Secret (no access token, and no data
+// map: memory per grant), and judges a Secret it trimmed exactly as the Secret itself: a
+// hand-edited Secret is kept whole, and repaired.
+func TestTheCacheKeepsNoDataAndJudgesTheSecretAsBefore(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		edit func(*corev1.Secret)
-		// trimmed: the token leaves the cache; consistent: Consistent's verdict on the
+		// trimmed: the data leaves the cache; consistent: Consistent's verdict on the
 		// Secret as stored (and so on the cached copy).
 		trimmed, consistent bool
 	}{
@@ -44,10 +45,16 @@ func TestTheCacheKeepsNoAccessTokenAndJudgesTheSecretAsBefore(t *testing.T) {
 		{name: "token deleted", edit: func(s *corev1.Secret) { delete(s.Data, cdv1.AccessTokenKey) }},
 		{name: "token type emptied", edit: func(s *corev1.Secret) { s.Data[cdv1.TokenTypeKey] = nil }},
 		{name: "authorization with the type but not the token", edit: func(s *corev1.Secret) { s.Data[cdv1.AuthorizationKey] = []byte("Bearer ") }},
+		{name: "expiry edited by hand, token intact", edit: func(s *corev1.Secret) { s.Data[cdv1.ExpiresAtKey] = []byte("2030-01-01T00:00:00Z") }},
+		{name: "expiry annotation edited by hand", edit: func(s *corev1.Secret) { s.Annotations[cdv1.ExpiresAtAnnotation] = "2030-01-01T00:00:00Z" }},
+		{name: "renewal after the expiry", edit: func(s *corev1.Secret) { s.Annotations[renewAtAnnotation] = "2031-01-01T00:00:00Z" }},
 		{
-			name:    "expiry edited by hand, token intact",
-			edit:    func(s *corev1.Secret) { s.Data[cdv1.ExpiresAtKey] = []byte("2030-01-01T00:00:00Z") },
-			trimmed: true,
+			// The marker says the data was judged, so it must not hide a later edit.
+			name: "marker written onto a Secret whose expiry was edited",
+			edit: func(s *corev1.Secret) {
+				s.Annotations[trimmedAnnotation] = trimNonce + "x"
+				s.Data[cdv1.ExpiresAtKey] = []byte("2030-01-01T00:00:00Z")
+			},
 		},
 		{
 			// Only this process's marker says the token was complete; a writer's says nothing.
@@ -76,10 +83,11 @@ func TestTheCacheKeepsNoAccessTokenAndJudgesTheSecretAsBefore(t *testing.T) {
 
 			cached := stored.DeepCopy()
 			TrimForCache(cached)
-			_, hasToken := cached.Data[cdv1.AccessTokenKey]
-			_, hasAuth := cached.Data[cdv1.AuthorizationKey]
-			if trimmed := !hasToken && !hasAuth && len(cached.Data) < len(stored.Data); trimmed != tc.trimmed {
-				t.Errorf("token left the cache: %v, want %v", trimmed, tc.trimmed)
+			if trimmed := cached.Data == nil; trimmed != tc.trimmed {
+				t.Errorf("data left the cache: %v, want %v", trimmed, tc.trimmed)
+			}
+			if !tc.trimmed && len(cached.Data) != len(stored.Data) {
+				t.Errorf("kept %d keys of %d, want the Secret whole", len(cached.Data), len(stored.Data))
 			}
 			gotSchedule, ok := Consistent(cached)
 			if ok != tc.consistent || gotSchedule != wantSchedule {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,7 +24,7 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 // The manager's memory is mostly its cache: what the controllers never read must not
 // be kept there, and dropping it must not change what is stored.
-func TestTheCacheHoldsNoManagedFieldsNoLastAppliedCopyOfCRsAndNoAccessToken(t *testing.T) {
+func TestTheCacheHoldsNoManagedFieldsNoLastAppliedCopyOfCRsAndNoOutputData(t *testing.T) {
 	f := newGrantFixture(t, 30*time.Minute)
 	rt := f.idp.SeedGrant(loginClientID, "acme@carrier.example", []string{"marketplace", "offline_access"})
 	rs := refreshSecret(f.ns, "acme-refresh", rt)
@@ -60,14 +61,15 @@ func TestTheCacheHoldsNoManagedFieldsNoLastAppliedCopyOfCRsAndNoAccessToken(t *t
 			t.Errorf("the cache holds %d managedFields entries of %T %s", len(mf), o.obj, key.Name)
 		}
 		if names[i] == "acme-token" {
-			// Nor every customer's access token: the operator writes tokens from answers.
+			// Nor the output Secret's data, every customer's access token among it: the
+			// operator writes tokens from answers.
 			for _, k := range []string{cdv1.AccessTokenKey, cdv1.AuthorizationKey} {
 				if len(server.(*corev1.Secret).Data[k]) == 0 {
 					t.Fatalf("the output Secret on the server has no %s: the test proves nothing", k)
 				}
-				if _, ok := o.obj.(*corev1.Secret).Data[k]; ok {
-					t.Errorf("the cache holds the output Secret's %s", k)
-				}
+			}
+			if d := o.obj.(*corev1.Secret).Data; len(d) != 0 {
+				t.Errorf("the cache holds %d keys of the output Secret's data", len(d))
 			}
 		}
 		_, onServer := server.GetAnnotations()[lastApplied]
@@ -80,6 +82,54 @@ func TestTheCacheHoldsNoManagedFieldsNoLastAppliedCopyOfCRsAndNoAccessToken(t *t
 				t.Errorf("%s: last-applied-configuration cached %v, want %v", key.Name, cached, o.keepsLastApplied)
 			}
 		}
+	}
+}
+
+// The field indexes that map a changed Secret or CDCredential to the CRs naming it are
+// looked up within one namespace, and hold nothing else: an all-namespaces entry per CR
+// would be a second index set per grant.
+func TestReferencingFindsCRsThroughNamespacedIndexes(t *testing.T) {
+	f := newGrantFixture(t, 30*time.Minute)
+	f.addGrant("acme")
+	create(t, userGrant(f.ns, "globex", "login", "globex-refresh")) // its Secret is still to come
+	m := startManager(t, f.opts)
+	eventually(t, 20*time.Second, "the first rotation", f.rotations("acme", 1))
+
+	lookups := []struct{ field, value string }{
+		{"spec.refreshTokenSecretRef.name", "acme-refresh"},
+		{"spec.credentialRef.name", "login"},
+	}
+	for _, l := range lookups {
+		byName := func(opts ...client.ListOption) []string {
+			t.Helper()
+			list := &cdv1.CDUserGrantList{}
+			if err := m.GetClient().List(context.Background(), list, append(opts, client.MatchingFields{l.field: l.value})...); err != nil {
+				t.Fatalf("listing by %s: %v", l.field, err)
+			}
+			var names []string
+			for _, g := range list.Items {
+				names = append(names, g.Name)
+			}
+			slices.Sort(names) // an index set has no order
+			return names
+		}
+		want := []string{"acme"}
+		if l.field == "spec.credentialRef.name" {
+			want = []string{"acme", "globex"}
+		}
+		if diff := cmp.Diff(want, byName(client.InNamespace(f.ns))); diff != "" {
+			t.Errorf("grants in the namespace naming %s %s (-want +got):\n%s", l.field, l.value, diff)
+		}
+		if got := byName(); len(got) != 0 {
+			t.Errorf("the index %s holds all-namespaces entries: %v", l.field, got)
+		}
+	}
+	clients := &cdv1.CDCredentialList{}
+	if err := m.GetClient().List(context.Background(), clients, client.InNamespace(f.ns), client.MatchingFields{"spec.clientSecretRef.name": "login-client"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(clients.Items) != 1 || clients.Items[0].Name != "login" {
+		t.Errorf("credentials naming the Secret login-client: %v, want [login]", clients.Items)
 	}
 }
 
