@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,6 +44,47 @@ func procRSS(pid int, field string) int64 {
 		}
 	}
 	return 0
+}
+
+// controlPlanePIDs finds the API server serving host and the etcd behind it, by their
+// command lines (envtest starts both with their addresses as flags); nil when either is
+// not found.
+func controlPlanePIDs(host string) []int {
+	u, err := url.Parse(host)
+	if err != nil {
+		return nil
+	}
+	cmdlines := map[int][]string{}
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && len(b) > 0 {
+			cmdlines[pid] = strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+		}
+	}
+	flag := func(args []string, name string) string {
+		for _, a := range args {
+			if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	for pid, args := range cmdlines {
+		if filepath.Base(args[0]) != "kube-apiserver" || flag(args, "secure-port") != u.Port() {
+			continue
+		}
+		for etcd, eargs := range cmdlines {
+			if filepath.Base(eargs[0]) == "etcd" && flag(eargs, "listen-client-urls") == flag(args, "etcd-servers") {
+				return []int{pid, etcd}
+			}
+		}
+	}
+	return nil
 }
 
 // metricsURL is where the manager serves its metrics. The bench scrapes plain HTTP on

@@ -11,20 +11,36 @@ import (
 	"time"
 
 	"github.com/google/pprof/profile"
+	"k8s.io/client-go/rest"
 )
 
 // captureProfile saves the manager's pprof profile name (query: e.g. "seconds=60") to
 // path. A CPU profile blocks for its whole window.
 func captureProfile(pprofAddr, name, query, path string, window time.Duration) error {
 	c := &http.Client{Timeout: window + time.Minute}
-	resp, err := c.Get("http://" + pprofAddr + "/debug/pprof/" + name + "?" + query)
+	return saveProfile(c, "http://"+pprofAddr+"/debug/pprof/"+name+"?"+query, path)
+}
+
+// captureAPIServerCPU saves a CPU profile of the API server over window, through the
+// bench's admin credentials (the API server serves /debug/pprof unless --profiling=false).
+func captureAPIServerCPU(cfg *rest.Config, window time.Duration, path string) error {
+	c, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return err
+	}
+	c.Timeout = window + time.Minute
+	return saveProfile(c, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(cfg.Host, "/"), int(window.Seconds())), path)
+}
+
+func saveProfile(c *http.Client, url, path string) error {
+	resp, err := c.Get(url)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("pprof %s: %s: %s", name, resp.Status, b)
+		return fmt.Errorf("profile %s: %s: %s", url, resp.Status, b)
 	}
 	f, err := os.Create(path)
 	if err != nil {

@@ -31,6 +31,7 @@ func printTable(cfg config, r result) {
 	fmt.Println("|---|---|---|---|")
 	fmt.Printf("| all %d grants Ready after a cold start (every token needing its first rotation) | %s | | |\n", r.n, r.coldStart.Round(100_000_000))
 	fmt.Printf("| cold start: API writes per grant (mark and binding, refresh token, access token, status, event) | %.2f | | |\n", float64(r.coldWrites)/float64(r.n))
+	fmt.Printf("| cold start: mean CPU of the manager / of the API server and etcd (cores, of %d) | %.2f / %.2f | | |\n", nproc(), r.coldCores, r.coldControlPlaneCores)
 	if r.fellBehind != "" {
 		fmt.Printf("| **fell behind** after the steady window: %s (no warm restart measured) | | | |\n", r.fellBehind)
 	}
@@ -70,13 +71,16 @@ func printTable(cfg config, r result) {
 	fmt.Printf("\n    timeline: %s, %s\n", r.timelineCSV, r.timelineSVG)
 }
 
-// printProfiles prints the top five functions of the steady-state CPU profile and of
-// the heap in use at its end and once settled.
+// printProfiles prints the top five functions of the steady-state CPU profile, of the
+// heap in use at its end and once settled, and of the API server's CPU in the cold start.
 func printProfiles(r result) {
 	printTop(fmt.Sprintf("CPU, steady state, N=%d", r.n), r.cpuProfile, "cpu", cpuUnit, nil)
 	printTop(fmt.Sprintf("CPU, steady state, N=%d, the operator's own functions", r.n), r.cpuProfile, "cpu", cpuUnit, operatorOwn)
 	printTop(fmt.Sprintf("Heap in use after the steady state, N=%d", r.n), r.heapProfile, "inuse_space", bytesUnit, nil)
 	printTop(fmt.Sprintf("Heap in use, settled, N=%d", r.n), r.settledHeapProfile, "inuse_space", bytesUnit, nil)
+	if r.apiServerProfile != "" {
+		printTop(fmt.Sprintf("API server CPU, the cold start's first %s, N=%d", apiServerProfileWindow, r.n), r.apiServerProfile, "cpu", cpuUnit, nil)
+	}
 }
 
 // printSeries prints the scaling series: cost per rotation and per grant against N.

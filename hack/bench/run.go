@@ -40,6 +40,11 @@ type result struct {
 	coldStart time.Duration
 	// coldWrites are the manager's API writes from its start until all were Ready.
 	coldWrites int
+	// coldCores and coldControlPlaneCores are the mean CPU of the manager and of the API
+	// server with etcd over the cold start; apiServerProfile a CPU profile of the API
+	// server over its first apiServerProfileWindow.
+	coldCores, coldControlPlaneCores float64
+	apiServerProfile                 string
 
 	rotations      int
 	requestsPerRot float64
@@ -136,7 +141,11 @@ func runN(cfg config, n int) (res result, err error) {
 		return res, err
 	}
 	b.idp, b.lifetime, b.issuer, b.host = startSandbox(cfg.ttl)
-	b.tl = startTimeline(b.idp)
+	cp := controlPlanePIDs(b.restCfg.Host)
+	if cp == nil {
+		log.Printf("N=%d: the API server's and etcd's processes were not found: the timeline leaves their CPU out", n)
+	}
+	b.tl = startTimeline(b.idp, cp)
 	defer func() {
 		samples := b.tl.stop()
 		res.timelineCSV = filepath.Join(cfg.out, fmt.Sprintf("timeline-%d.csv", n))
@@ -203,10 +212,18 @@ func (b *bench) measureManager(res *result) error {
 	}
 	defer func() { m.stop() }()
 	b.tl.set("cold-start", m.pid(), w)
+	res.apiServerProfile = filepath.Join(b.cfg.out, fmt.Sprintf("apiserver-cpu-cold-%d.pprof", b.n))
+	profiled := make(chan error, 1)
+	go func() { profiled <- captureAPIServerCPU(b.restCfg, apiServerProfileWindow, res.apiServerProfile) }()
 	if err := w.waitReady(b.n, 30*time.Minute); err != nil {
 		return err
 	}
 	res.coldStart = time.Since(start)
+	res.coldCores, res.coldControlPlaneCores = b.tl.meanCores("cold-start")
+	if err := <-profiled; err != nil {
+		log.Printf("N=%d: no CPU profile of the API server: %v", b.n, err)
+		res.apiServerProfile = ""
+	}
 	cold, err := scrapeRequests(m.metrics)
 	if err != nil {
 		return err
@@ -316,6 +333,10 @@ func (b *bench) measureSteady(res *result, m *managerProc, w *watcher) error {
 	_, _, res.steadyHeap, _ = topCosts(res.heapProfile, "inuse_space", 0, nil)
 	return nil
 }
+
+// apiServerProfileWindow is how much of a cold start the API server's CPU profile covers:
+// at 10,000 grants all of it is the first rotations' writes.
+const apiServerProfileWindow = 60 * time.Second
 
 // eventsSweep is how often client-go's events broadcaster sweeps the Events it keeps (to
 // count repeats into a series) and how old an Event must be for a sweep to drop it.

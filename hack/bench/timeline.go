@@ -14,9 +14,9 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 )
 
-// timeline samples, once a second, the measured process's RSS and CPU, the identity
-// server's token requests and the stalest output Secret. Sampling reads /proc and two
-// in-process counters only: it costs the manager nothing.
+// timeline samples, once a second, the measured process's RSS and CPU, the control
+// plane's CPU, the identity server's token requests and the stalest output Secret.
+// Sampling reads /proc and two in-process counters only: it costs the manager nothing.
 type timeline struct {
 	mu      sync.Mutex
 	start   time.Time
@@ -27,10 +27,12 @@ type timeline struct {
 	samples []plot.Sample
 	done    chan struct{}
 	stopped chan struct{}
+	// controlPlane are the API server's and etcd's process ids (none found: no figure).
+	controlPlane []int
 }
 
-func startTimeline(idp *cdsandbox.Server) *timeline {
-	t := &timeline{start: time.Now(), idp: idp, done: make(chan struct{}), stopped: make(chan struct{})}
+func startTimeline(idp *cdsandbox.Server, controlPlane []int) *timeline {
+	t := &timeline{start: time.Now(), idp: idp, controlPlane: controlPlane, done: make(chan struct{}), stopped: make(chan struct{})}
 	go t.run()
 	return t
 }
@@ -47,6 +49,7 @@ func (t *timeline) run() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	lastPid, lastCPU, lastAt := 0, 0.0, time.Now()
+	lastCP := t.controlPlaneCPU()
 	lastRequests := totalRequests(t.idp.Stats())
 	for {
 		select {
@@ -56,7 +59,10 @@ func (t *timeline) run() {
 			t.mu.Lock()
 			phase, pid, w := t.phase, t.pid, t.w
 			t.mu.Unlock()
-			s := plot.Sample{Seconds: now.Sub(t.start).Seconds(), Phase: phase, StalestSecondsToExpiry: math.NaN(), CPUCores: math.NaN(), RSSMiB: math.NaN()}
+			s := plot.Sample{Seconds: now.Sub(t.start).Seconds(), Phase: phase, StalestSecondsToExpiry: math.NaN(), CPUCores: math.NaN(), RSSMiB: math.NaN(), ControlPlaneCores: math.NaN()}
+			if cp := t.controlPlaneCPU(); len(t.controlPlane) > 0 {
+				s.ControlPlaneCores, lastCP = (cp-lastCP)/now.Sub(lastAt).Seconds(), cp
+			}
 			if pid != 0 {
 				cpu := procCPU(pid)
 				if pid == lastPid {
@@ -79,6 +85,15 @@ func (t *timeline) run() {
 	}
 }
 
+// controlPlaneCPU is the CPU seconds the API server and etcd have used.
+func (t *timeline) controlPlaneCPU() float64 {
+	cpu := 0.0
+	for _, pid := range t.controlPlane {
+		cpu += procCPU(pid)
+	}
+	return cpu
+}
+
 // medianRSS is the median RSS, in bytes, of the samples of a phase: RSS moves by ±10 %
 // as collections come and go, so one reading says little. 0 without samples.
 func (t *timeline) medianRSS(phase string) int64 {
@@ -95,6 +110,26 @@ func (t *timeline) medianRSS(phase string) int64 {
 	}
 	slices.Sort(rss)
 	return int64(rss[len(rss)/2] * (1 << 20))
+}
+
+// meanCores is the mean CPU of the measured process and of the control plane over the
+// samples of a phase (NaN without samples).
+func (t *timeline) meanCores(phase string) (process, controlPlane float64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	mean := func(f func(plot.Sample) float64) float64 {
+		sum, n := 0.0, 0
+		for _, s := range t.samples {
+			if v := f(s); s.Phase == phase && !math.IsNaN(v) {
+				sum, n = sum+v, n+1
+			}
+		}
+		if n == 0 {
+			return math.NaN()
+		}
+		return sum / float64(n)
+	}
+	return mean(func(s plot.Sample) float64 { return s.CPUCores }), mean(func(s plot.Sample) float64 { return s.ControlPlaneCores })
 }
 
 // stop ends sampling and returns the samples.
@@ -121,7 +156,7 @@ func writeTimelineCSV(path string, samples []plot.Sample) error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"seconds", "phase", "rss_mib", "cpu_cores", "token_requests", "stalest_seconds_to_expiry", "ready"})
+	_ = w.Write([]string{"seconds", "phase", "rss_mib", "cpu_cores", "control_plane_cores", "token_requests", "stalest_seconds_to_expiry", "ready"})
 	num := func(v float64) string {
 		if math.IsNaN(v) {
 			return ""
@@ -129,7 +164,7 @@ func writeTimelineCSV(path string, samples []plot.Sample) error {
 		return strconv.FormatFloat(v, 'f', 2, 64)
 	}
 	for _, s := range samples {
-		_ = w.Write([]string{num(s.Seconds), s.Phase, num(s.RSSMiB), num(s.CPUCores), num(s.TokenRequests), num(s.StalestSecondsToExpiry), strconv.Itoa(s.Ready)})
+		_ = w.Write([]string{num(s.Seconds), s.Phase, num(s.RSSMiB), num(s.CPUCores), num(s.ControlPlaneCores), num(s.TokenRequests), num(s.StalestSecondsToExpiry), strconv.Itoa(s.Ready)})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {

@@ -28,6 +28,9 @@ type Sample struct {
 	// in its phase).
 	RSSMiB   float64
 	CPUCores float64
+	// ControlPlaneCores is the API server's and etcd's CPU together: what bounds a cold
+	// start on a machine they share with the manager.
+	ControlPlaneCores float64
 	// TokenRequests is the identity server's token requests in that second.
 	TokenRequests float64
 	// StalestSecondsToExpiry is the shortest time left on any output Secret's token;
@@ -61,8 +64,9 @@ var (
 	phaseColor   = color.RGBA{R: 0xbb, G: 0xbb, B: 0xbb, A: 0xff}
 )
 
-// Timeline writes four stacked panels over time: RSS, CPU, token requests per second
-// and the stalest output Secret's seconds to expiry, with the phases marked.
+// Timeline writes four stacked panels over time: RSS, CPU (the measured process's, and
+// the control plane's), token requests per second and the stalest output Secret's seconds
+// to expiry, with the phases marked.
 func Timeline(path, title string, samples []Sample) error {
 	get := func(f func(Sample) float64) plotter.XYs {
 		xys := make(plotter.XYs, 0, len(samples))
@@ -77,11 +81,16 @@ func Timeline(path, title string, samples []Sample) error {
 		ylabel string
 		data   plotter.XYs
 		zero   bool
+		// controlPlane, when set, is drawn beside data, with a legend.
+		controlPlane plotter.XYs
 	}{
-		{"RSS (MiB)", get(func(s Sample) float64 { return s.RSSMiB }), false},
-		{"CPU (cores)", get(func(s Sample) float64 { return s.CPUCores }), false},
-		{"token requests/s", get(func(s Sample) float64 { return s.TokenRequests }), false},
-		{"stalest Secret: s to expiry", get(func(s Sample) float64 { return s.StalestSecondsToExpiry }), true},
+		{ylabel: "RSS (MiB)", data: get(func(s Sample) float64 { return s.RSSMiB })},
+		{
+			ylabel: "CPU (cores)", data: get(func(s Sample) float64 { return s.CPUCores }),
+			controlPlane: get(func(s Sample) float64 { return s.ControlPlaneCores }),
+		},
+		{ylabel: "token requests/s", data: get(func(s Sample) float64 { return s.TokenRequests })},
+		{ylabel: "stalest Secret: s to expiry", data: get(func(s Sample) float64 { return s.StalestSecondsToExpiry }), zero: true},
 	}
 	plots := make([][]*plot.Plot, len(panels))
 	for i, pn := range panels {
@@ -109,6 +118,17 @@ func Timeline(path, title string, samples []Sample) error {
 			}
 			l.Color = managerColor
 			p.Add(l)
+			if len(pn.controlPlane) > 0 {
+				cp, err := plotter.NewLine(pn.controlPlane)
+				if err != nil {
+					return err
+				}
+				cp.Color = loopColor
+				p.Add(cp)
+				p.Legend.Top = true
+				p.Legend.Add("measured process", l)
+				p.Legend.Add("API server + etcd", cp)
+			}
 		}
 		plots[i] = []*plot.Plot{p}
 	}
