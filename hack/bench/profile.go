@@ -21,15 +21,64 @@ func captureProfile(pprofAddr, name, query, path string, window time.Duration) e
 	return saveProfile(c, "http://"+pprofAddr+"/debug/pprof/"+name+"?"+query, path)
 }
 
-// captureAPIServerCPU saves a CPU profile of the API server over window, through the
-// bench's admin credentials (the API server serves /debug/pprof unless --profiling=false).
-func captureAPIServerCPU(cfg *rest.Config, window time.Duration, path string) error {
+// profileSlice is the length of each CPU profile of the API server taken while a
+// phase lasts: the phase's profile is theirs merged, rounded up to a slice.
+const profileSlice = 10 * time.Second
+
+// profileAPIServerUntil profiles the API server's CPU, through the bench's admin
+// credentials (it serves /debug/pprof unless --profiling=false), one slice after another
+// until done is closed, and saves the slices merged to path.
+func profileAPIServerUntil(cfg *rest.Config, done <-chan struct{}, path string) error {
 	c, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return err
 	}
-	c.Timeout = window + time.Minute
-	return saveProfile(c, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(cfg.Host, "/"), int(window.Seconds())), path)
+	c.Timeout = profileSlice + time.Minute
+	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(cfg.Host, "/"), int(profileSlice.Seconds()))
+	var parts []*profile.Profile
+	for {
+		f, err := os.CreateTemp("", "apiserver-cpu-*.pprof")
+		if err != nil {
+			return err
+		}
+		f.Close()
+		err = saveProfile(c, url, f.Name())
+		var p *profile.Profile
+		if err == nil {
+			p, err = readProfile(f.Name())
+		}
+		os.Remove(f.Name())
+		if err != nil {
+			return err
+		}
+		parts = append(parts, p)
+		select {
+		case <-done:
+			merged, err := profile.Merge(parts)
+			if err != nil {
+				return err
+			}
+			out, err := os.Create(path)
+			if err != nil {
+				return err
+			}
+			if err := merged.Write(out); err != nil {
+				out.Close()
+				return err
+			}
+			return out.Close()
+		default:
+		}
+	}
+}
+
+func readProfile(path string) (*profile.Profile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return profile.Parse(f)
 }
 
 func saveProfile(c *http.Client, url, path string) error {
@@ -64,12 +113,7 @@ type cost struct {
 // profile's total.
 // keep, when set, leaves out the functions it refuses.
 func topCosts(path, sampleType string, n int, keep func(string) bool) (flat, cum []cost, total int64, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, 0, err
-	}
-	defer f.Close()
-	p, err := profile.Parse(f)
+	p, err := readProfile(path)
 	if err != nil {
 		return nil, nil, 0, err
 	}

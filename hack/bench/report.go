@@ -79,7 +79,7 @@ func printProfiles(r result) {
 	printTop(fmt.Sprintf("Heap in use after the steady state, N=%d", r.n), r.heapProfile, "inuse_space", bytesUnit, nil)
 	printTop(fmt.Sprintf("Heap in use, settled, N=%d", r.n), r.settledHeapProfile, "inuse_space", bytesUnit, nil)
 	if r.apiServerProfile != "" {
-		printTop(fmt.Sprintf("API server CPU, the cold start's first %s, N=%d", apiServerProfileWindow, r.n), r.apiServerProfile, "cpu", cpuUnit, nil)
+		printTop(fmt.Sprintf("API server CPU over the cold start, N=%d", r.n), r.apiServerProfile, "cpu", cpuUnit, nil)
 	}
 }
 

@@ -42,7 +42,7 @@ type result struct {
 	coldWrites int
 	// coldCores and coldControlPlaneCores are the mean CPU of the manager and of the API
 	// server with etcd over the cold start; apiServerProfile a CPU profile of the API
-	// server over its first apiServerProfileWindow.
+	// server over the cold start (rounded up to profileSlice).
 	coldCores, coldControlPlaneCores float64
 	apiServerProfile                 string
 
@@ -213,9 +213,11 @@ func (b *bench) measureManager(res *result) error {
 	defer func() { m.stop() }()
 	b.tl.set("cold-start", m.pid(), w)
 	res.apiServerProfile = filepath.Join(b.cfg.out, fmt.Sprintf("apiserver-cpu-cold-%d.pprof", b.n))
-	profiled := make(chan error, 1)
-	go func() { profiled <- captureAPIServerCPU(b.restCfg, apiServerProfileWindow, res.apiServerProfile) }()
-	if err := w.waitReady(b.n, 30*time.Minute); err != nil {
+	ready, profiled := make(chan struct{}), make(chan error, 1)
+	go func() { profiled <- profileAPIServerUntil(b.restCfg, ready, res.apiServerProfile) }()
+	err = w.waitReady(b.n, 30*time.Minute)
+	close(ready)
+	if err != nil {
 		return err
 	}
 	res.coldStart = time.Since(start)
@@ -333,10 +335,6 @@ func (b *bench) measureSteady(res *result, m *managerProc, w *watcher) error {
 	_, _, res.steadyHeap, _ = topCosts(res.heapProfile, "inuse_space", 0, nil)
 	return nil
 }
-
-// apiServerProfileWindow is how much of a cold start the API server's CPU profile covers:
-// at 10,000 grants all of it is the first rotations' writes.
-const apiServerProfileWindow = 60 * time.Second
 
 // eventsSweep is how often client-go's events broadcaster sweeps the Events it keeps (to
 // count repeats into a series) and how old an Event must be for a sweep to drop it.
