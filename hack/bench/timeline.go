@@ -60,7 +60,8 @@ func (t *timeline) run() {
 			phase, pid, w := t.phase, t.pid, t.w
 			t.mu.Unlock()
 			s := plot.Sample{Seconds: now.Sub(t.start).Seconds(), Phase: phase, StalestSecondsToExpiry: math.NaN(), CPUCores: math.NaN(), RSSMiB: math.NaN(), ControlPlaneCores: math.NaN()}
-			if cp := t.controlPlaneCPU(); len(t.controlPlane) > 0 {
+			if len(t.controlPlane) > 0 {
+				cp := t.controlPlaneCPU()
 				s.ControlPlaneCores, lastCP = (cp-lastCP)/now.Sub(lastAt).Seconds(), cp
 			}
 			if pid != 0 {

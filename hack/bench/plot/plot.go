@@ -111,28 +111,36 @@ func Timeline(path, title string, samples []Sample) error {
 				return err
 			}
 		}
-		if len(pn.data) > 0 {
-			l, err := plotter.NewLine(pn.data)
-			if err != nil {
-				return err
-			}
-			l.Color = managerColor
-			p.Add(l)
-			if len(pn.controlPlane) > 0 {
-				cp, err := plotter.NewLine(pn.controlPlane)
-				if err != nil {
-					return err
-				}
-				cp.Color = loopColor
-				p.Add(cp)
-				p.Legend.Top = true
-				p.Legend.Add("measured process", l)
-				p.Legend.Add("API server + etcd", cp)
-			}
+		l, err := addLine(p, pn.data, managerColor)
+		if err != nil {
+			return err
+		}
+		cp, err := addLine(p, pn.controlPlane, loopColor)
+		if err != nil {
+			return err
+		}
+		if l != nil && cp != nil {
+			p.Legend.Top = true
+			p.Legend.Add("measured process", l)
+			p.Legend.Add("API server + etcd", cp)
 		}
 		plots[i] = []*plot.Plot{p}
 	}
 	return writeTiles(path, plots, 10*vg.Inch, 11*vg.Inch)
+}
+
+// addLine draws xys in c; nil, and nothing drawn, without points.
+func addLine(p *plot.Plot, xys plotter.XYs, c color.Color) (*plotter.Line, error) {
+	if len(xys) == 0 {
+		return nil, nil
+	}
+	l, err := plotter.NewLine(xys)
+	if err != nil {
+		return nil, err
+	}
+	l.Color = c
+	p.Add(l)
+	return l, nil
 }
 
 // addPhases draws a grey vertical line where each phase starts, named on the top panel.
