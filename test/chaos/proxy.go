@@ -97,7 +97,6 @@ type Proxy struct {
 	upstream *url.URL
 	client   *http.Client
 	srv      *http.Server
-	pids     func(remote string) int
 
 	mu     sync.Mutex
 	seq    int
@@ -107,9 +106,13 @@ type Proxy struct {
 
 type connKey struct{}
 
-// connInfo resolves the sending process once per connection.
+// connInfo holds the process that sent a connection's requests, resolved once per
+// connection. The lookup starts as the connection is accepted, while the client's socket
+// certainly exists: a client that times out closes it, and a lookup started only when
+// its request had been read could then find nothing (it did, on a loaded CI machine,
+// with a 200 ms client timeout).
 type connInfo struct {
-	once sync.Once
+	done chan struct{}
 	pid  int
 }
 
@@ -128,13 +131,20 @@ func StartProxy(upstream string, pids func(remote string) int) (*Proxy, error) {
 		URL:      "http://" + l.Addr().String(),
 		upstream: u,
 		client:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
-		pids:     pids,
 	}
 	p.srv = &http.Server{
 		Handler:           p,
 		ReadHeaderTimeout: 10 * time.Second,
-		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, &connInfo{})
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if pids == nil {
+				return ctx
+			}
+			ci := &connInfo{done: make(chan struct{})}
+			go func() {
+				defer close(ci.done)
+				ci.pid = pids(c.RemoteAddr().String())
+			}()
+			return context.WithValue(ctx, connKey{}, ci)
 		},
 	}
 	go func() { _ = p.srv.Serve(l) }()
@@ -207,8 +217,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.seq++
 	ex := Exchange{ID: "chaos-" + strconv.Itoa(p.seq), Start: time.Now(), GrantType: form.Get("grant_type"), Presented: cdsandbox.TokenHash(form.Get("refresh_token"))}
 	p.mu.Unlock()
-	if ci, ok := r.Context().Value(connKey{}).(*connInfo); ok && p.pids != nil {
-		ci.once.Do(func() { ci.pid = p.pids(r.RemoteAddr) })
+	if ci, ok := r.Context().Value(connKey{}).(*connInfo); ok {
+		<-ci.done
 		ex.PID = ci.pid
 	}
 	f := p.take(ex.GrantType)

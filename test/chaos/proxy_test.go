@@ -1,7 +1,9 @@
 package chaos
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -146,6 +148,48 @@ func TestTheProxyInjectsFaultsAndRecordsWhatBecameOfEachAnswer(t *testing.T) {
 				t.Errorf("the journal's request id %q does not join the ledger's %q", journal[0].RequestID, ex.ID)
 			}
 		})
+	}
+}
+
+// A client that times out closes its socket, after which no process owns it: the proxy
+// must name the sender while the connection is fresh, not once its request has been read.
+func TestTheProxyNamesTheSenderAsSoonAsItConnects(t *testing.T) {
+	s := cdsandbox.New(cdsandbox.Options{})
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	looked := make(chan string, 1)
+	p, err := StartProxy(srv.URL, func(remote string) int {
+		looked <- remote
+		return socketOwner(remote, []int{os.Getpid()})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(p.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Nothing has been sent yet.
+	select {
+	case remote := <-looked:
+		if remote != conn.LocalAddr().String() {
+			t.Errorf("looked up %s, want the client's %s", remote, conn.LocalAddr())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy did not look up the sender of a connection that has sent nothing yet")
+	}
+	// The request the connection then sends is charged to this process.
+	if _, err := conn.Write([]byte("POST /connect/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 24\r\n\r\ngrant_type=refresh_token")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
+		t.Fatal(err)
+	}
+	if ex := ledger(t, p, 1)[0]; ex.PID != os.Getpid() {
+		t.Errorf("ledger names pid %d, want %d", ex.PID, os.Getpid())
 	}
 }
 
