@@ -54,7 +54,7 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if equality.Semantic.DeepEqual(before.Status, cred.Status) {
 			return
 		}
-		target := statusTarget(cred, cdv1.GroupVersion.WithKind("CDCredential"))
+		target := metadataTarget(cdv1.GroupVersion.WithKind("CDCredential"), client.ObjectKeyFromObject(cred))
 		if err := r.Status().Patch(ctx, target, patchStatus(&before.Status, &cred.Status)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 			return

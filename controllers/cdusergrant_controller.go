@@ -88,7 +88,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			return
 		}
 		// Status is the last of a rotation's writes; shutdown must not cancel it.
-		target := statusTarget(grant, cdv1.GroupVersion.WithKind("CDUserGrant"))
+		target := metadataTarget(cdv1.GroupVersion.WithKind("CDUserGrant"), client.ObjectKeyFromObject(grant))
 		if err := r.Status().Patch(context.WithoutCancel(ctx), target, patchStatus(&before.Status, &grant.Status)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 			return

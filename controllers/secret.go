@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -71,12 +72,20 @@ func existingOutput(ctx context.Context, r secrets.Readers, key types.Namespaced
 }
 
 // applyOutput writes an output Secret with server-side apply, leaving what others added.
+// It sends the apply configuration as an apply patch whose answer is read for its
+// metadata only (metadataTarget): client.Apply decodes the whole Secret the API server
+// sends back, as JSON, which was 2 % of the manager's CPU at 10,000 grants.
 func applyOutput(ctx context.Context, c client.Client, owner client.Object, gvk schema.GroupVersionKind, name string, tmpl *cdv1.SecretTemplate, t *issued) error {
 	out := secrets.Output{
 		Owner: owner, OwnerGVK: gvk, Name: name, Template: tmpl,
 		AccessToken: t.token, TokenType: t.tokenType, Scopes: t.scopes, Schedule: t.schedule, Fingerprint: t.fingerprint,
 	}
-	return c.Apply(context.WithoutCancel(ctx), out.Apply(), client.FieldOwner(secrets.FieldOwner), client.ForceOwnership)
+	body, err := json.Marshal(out.Apply())
+	if err != nil {
+		return err
+	}
+	target := metadataTarget(corev1.SchemeGroupVersion.WithKind("Secret"), types.NamespacedName{Namespace: owner.GetNamespace(), Name: name})
+	return c.Patch(context.WithoutCancel(ctx), target, client.RawPatch(types.ApplyPatchType, body), client.FieldOwner(secrets.FieldOwner), client.ForceOwnership)
 }
 
 // isTransientAPIError reports whether an API error is an outage that passes by itself

@@ -253,12 +253,14 @@ func topLevel(v any) (map[string]json.RawMessage, error) {
 
 func isObject(raw json.RawMessage) bool { return len(raw) > 0 && raw[0] == '{' }
 
-// statusTarget is obj as the target of a status patch whose answer is read for its
-// metadata only: the reconcile is over when status is written, and decoding the whole
-// object the API server sends back (as JSON, for a CR) was a third of the status write.
-func statusTarget(obj client.Object, gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
+// metadataTarget is the object key as the target of a patch whose answer is read for its
+// metadata only. The API server answers a write with the whole object, and for a CR (and
+// for any server-side apply, which client.Apply reads back as JSON) that answer comes as
+// JSON: decoding it was a third of a status write, and nothing reads it. The metadata
+// client asks for the answer as PartialObjectMetadata in protobuf instead.
+func metadataTarget(gvk schema.GroupVersionKind, key types.NamespacedName) *metav1.PartialObjectMetadata {
 	m := &metav1.PartialObjectMetadata{}
 	m.SetGroupVersionKind(gvk)
-	m.Namespace, m.Name = obj.GetNamespace(), obj.GetName()
+	m.Namespace, m.Name = key.Namespace, key.Name
 	return m
 }

@@ -120,7 +120,7 @@ type world struct {
 
 	mu     sync.Mutex
 	writes []string
-	// fault, when set, may fail a write ("update", "create", "apply", "status") before it
+	// fault, when set, may fail a write ("update", "create", "apply", "patch", "status") before it
 	// reaches the fake API server.
 	fault func(verb string, obj client.Object) error
 }
@@ -167,12 +167,15 @@ func newWorld(t *testing.T, objs ...client.Object) *world {
 				}
 				return c.Update(ctx, obj, opts...)
 			},
-			Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
-				s := obj.(interface{ GetName() *string })
-				if err := w.write("apply", &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: *s.GetName()}}); err != nil {
+			Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+				verb := "patch"
+				if patch.Type() == types.ApplyPatchType {
+					verb = "apply"
+				}
+				if err := w.write(verb, obj); err != nil {
 					return err
 				}
-				return c.Apply(ctx, obj, opts...)
+				return c.Patch(ctx, obj, patch, opts...)
 			},
 			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
 				if err := w.write(sub, obj); err != nil {

@@ -91,12 +91,12 @@ func TestTheProxyInjectsFaultsAndRecordsWhatBecameOfEachAnswer(t *testing.T) {
 		},
 		"a request held past the client's timeout never reaches the sandbox": {
 			fault:  &Fault{Mode: HoldRequest, Delay: 2 * time.Second},
-			client: 200 * time.Millisecond,
+			client: time.Second,
 			want:   result{Outcome: OutcomeNotForwarded},
 		},
 		"an answer held past the client's timeout is consumed and lost": {
 			fault:  &Fault{Mode: HoldAnswer, Delay: 2 * time.Second},
-			client: 200 * time.Millisecond,
+			client: time.Second,
 			want:   result{Outcome: OutcomeLate, Forwarded: true, Consumed: true},
 		},
 		"an answer held less than the client's timeout arrives late": {

@@ -134,8 +134,9 @@ func TestReferencingFindsCRsThroughNamespacedIndexes(t *testing.T) {
 }
 
 // Built-in types (Secrets, Events, Leases) travel as protobuf on the manager's API
-// connection, which costs less to decode than JSON; CRs can only be read as JSON, but a
-// status write asks for the metadata of the answer only, which comes as protobuf.
+// connection, which costs less to decode than JSON; CRs can only be read as JSON. A
+// status write and the output Secret's server-side apply (whose whole answer
+// client.Apply reads as JSON) ask for the metadata of the answer only, in protobuf.
 func TestBuiltInTypesTravelAsProtobufAndCRsAsJSON(t *testing.T) {
 	f := newGrantFixture(t, 30*time.Minute)
 	rec := &contentTypes{seen: map[string]string{}}
@@ -148,6 +149,7 @@ func TestBuiltInTypesTravelAsProtobufAndCRsAsJSON(t *testing.T) {
 	want := map[string]string{
 		"GET secrets (list, watch)":      runtime.ContentTypeProtobuf,
 		"PUT secrets":                    runtime.ContentTypeProtobuf,
+		"PATCH secrets":                  runtime.ContentTypeProtobuf, // the output's apply; its answer's metadata only
 		"GET cdusergrants (list, watch)": runtime.ContentTypeJSON,
 		"PATCH cdusergrants":             runtime.ContentTypeProtobuf, // status; the answer's metadata only
 	}
