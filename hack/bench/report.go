@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/credops/cd-credentials-operator/hack/bench/plot"
 )
@@ -14,6 +15,8 @@ var memstatNames = []string{"go_memstats_heap_alloc_bytes", "go_memstats_heap_in
 	"go_memstats_heap_released_bytes", "go_memstats_next_gc_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes"}
 
 func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func ratio(a, b float64) string {
 	if b == 0 {
@@ -46,6 +49,12 @@ func printTable(cfg config, r result) {
 	fmt.Printf("| API-server writes per rotation (target 4.00) | %.2f | %.2f | %s |\n", r.writesPerRot, r.baselineWrites, ratio(r.writesPerRot, r.baselineWrites))
 	fmt.Printf("| API-server reads per rotation | %.2f | | |\n", r.readsPerRot)
 	fmt.Printf("| CPU seconds per 1,000 rotations (target ≤ 1.5x) | %.2f | %.2f | %s |\n", r.cpuPer1000, r.baselineCPU1000, ratio(r.cpuPer1000, r.baselineCPU1000))
+	if r.steadyProbe > 0 && r.baselineProbe > 0 {
+		fmt.Printf("| host speed: CPU ms of the probe's fixed unit of work in each window | %.1f | %.1f | %s |\n",
+			ms(r.steadyProbe), ms(r.baselineProbe), ratio(ms(r.steadyProbe), ms(r.baselineProbe)))
+		m, l := inProbeUnits(r.cpuPer1000, r.steadyProbe), inProbeUnits(r.baselineCPU1000, r.baselineProbe)
+		fmt.Printf("| CPU per 1,000 rotations in units of the probe's work (the host's speed taken out) | %.0f | %.0f | %s |\n", m, l, ratio(m, l))
+	}
 	perGrant := func(b int64) float64 { return float64(b-r.emptyHeap) / float64(r.n) / 1024 }
 	fmt.Printf("| manager memory per grant, settled: median RSS minus an empty manager's, / N (target ≤ 15 KiB) | %.1f KiB | | |\n", r.kibPerGrant())
 	fmt.Printf("| manager memory per grant, steady window after the cold start (its Events still held) | %.1f KiB | | |\n", r.kibPerGrantAfterColdStart())

@@ -82,6 +82,10 @@ type result struct {
 	baselineWrites  float64
 	baselineRot     int
 
+	// steadyProbe and baselineProbe are the CPU a fixed unit of work took during the
+	// manager's steady window and during the loop's (see probe).
+	steadyProbe, baselineProbe time.Duration
+
 	cpuProfile, heapProfile, settledHeapProfile, timelineCSV, timelineSVG string
 }
 
@@ -303,7 +307,9 @@ func (b *bench) measureSteady(res *result, m *managerProc, w *watcher) error {
 	if err != nil {
 		return err
 	}
+	p := startProbe()
 	time.Sleep(b.cfg.window) // a measurement window, not synchronisation
+	res.steadyProbe = p.finish()
 	cpu1, s1 := procCPU(m.pid()), b.idp.Stats()
 	r1, err := scrapeRequests(m.metrics)
 	if err != nil {
@@ -391,7 +397,9 @@ func (b *bench) measureBaseline(res *result, dir string) error {
 	time.Sleep(b.cfg.ttl) // a window: the first round
 	bcpu0, bs0 := procCPU(bl.Process.Pid), b.idp.Stats()
 	bw0 := baselineWrites(report)
+	p := startProbe()
 	time.Sleep(b.cfg.window) // the measurement window
+	res.baselineProbe = p.finish()
 	bcpu1, bs1 := procCPU(bl.Process.Pid), b.idp.Stats()
 	bw1 := baselineWrites(report)
 	res.baselineRot = bs1.Issued["refresh_token"] - bs0.Issued["refresh_token"]
