@@ -74,7 +74,8 @@ func existingOutput(ctx context.Context, r secrets.Readers, key types.Namespaced
 // applyOutput writes an output Secret with server-side apply, leaving what others added.
 // It sends the apply configuration as an apply patch whose answer is read for its
 // metadata only (metadataTarget): client.Apply decodes the whole Secret the API server
-// sends back, as JSON, which was 2 % of the manager's CPU at 10,000 grants.
+// sends back, as JSON (its json.Unmarshal alone was 1.7 % of the manager's CPU at 10,000
+// grants), and nothing reads it.
 func applyOutput(ctx context.Context, c client.Client, owner client.Object, gvk schema.GroupVersionKind, name string, tmpl *cdv1.SecretTemplate, t *issued) error {
 	out := secrets.Output{
 		Owner: owner, OwnerGVK: gvk, Name: name, Template: tmpl,

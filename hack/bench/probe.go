@@ -12,10 +12,11 @@ import (
 
 // A probe measures how much CPU a fixed unit of work takes on this machine while a window
 // is measured. The manager's window and the loop's run about fifteen minutes apart, and on
-// a shared host the CPU a rotation takes can move between them: two runs of the same
-// manager measured 2.92 and 3.82 s per 1,000 rotations, with every function of the
-// profile slower alike, while the loop measured 1.64 and 1.69. The probe says whether the
-// two windows ran on an equally fast machine, so a ratio that moved can be read.
+// a shared host the CPU a rotation takes can move between them: two runs of nearly the
+// same manager, hours apart, measured 2.92 and 3.82 s per 1,000 rotations, every function
+// the change between them left alone 30–55 % dearer in the second, while the loop
+// measured 1.64 and 1.69. The probe says whether the two windows ran on an equally fast
+// machine, so a ratio that moved can be read.
 //
 // The unit hashes 8 MiB and follows a chain of 2^18 random links through 16 MiB, so that
 // both a core's speed and its memory's are in it. It is timed in the CPU time of its own
