@@ -120,8 +120,8 @@ type world struct {
 
 	mu     sync.Mutex
 	writes []string
-	// fault, when set, may fail a write ("update", "create", "apply", "patch", "status") before it
-	// reaches the fake API server.
+	// fault, when set, may fail a write ("update", "create", "apply", "patch", "status")
+	// before it reaches the fake API server.
 	fault func(verb string, obj client.Object) error
 }
 

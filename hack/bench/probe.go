@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"math/rand/v2"
 	"runtime"
-	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -92,15 +91,6 @@ func randomCycle(n int, r *rand.Rand) []int32 {
 		chain[order[i]] = int32(order[(i+1)%n])
 	}
 	return chain
-}
-
-func median(d []time.Duration) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 // inProbeUnits is CPU seconds counted in units of the probe's work in the same window,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/csv"
 	"fmt"
 	"math"
@@ -106,11 +107,18 @@ func (t *timeline) medianRSS(phase string) int64 {
 		}
 	}
 	t.mu.Unlock()
-	if len(rss) == 0 {
-		return 0
+	return int64(median(rss) * (1 << 20))
+}
+
+// median is the middle of v, which it sorts (the zero value when v is empty): the bench
+// reads medians, not single readings, of figures that move sample to sample.
+func median[T cmp.Ordered](v []T) T {
+	if len(v) == 0 {
+		var zero T
+		return zero
 	}
-	slices.Sort(rss)
-	return int64(rss[len(rss)/2] * (1 << 20))
+	slices.Sort(v)
+	return v[len(v)/2]
 }
 
 // meanCores is the mean CPU of the measured process and of the control plane over the

@@ -172,8 +172,9 @@ func trimmedHere(s *corev1.Secret) bool {
 // of a cached output but its verdict and schedule (the annotations keep the schedule). So
 // the cache holds no customer's access token (an Entra ID or Okta token runs to 1-2 KB,
 // twice over with the Authorization value), and no data map at all: about 0.4 KiB of
-// live heap per grant at 10,000 (the bench's settled heap profile). A Secret that is incomplete or inconsistent (a hand edit) is kept
-// whole, so it is judged exactly as before and repaired.
+// live heap per grant at 10,000 (the bench's settled heap profile). A Secret that is
+// incomplete or inconsistent (a hand edit) is kept whole, so it is judged exactly as
+// before and repaired.
 func TrimForCache(s *corev1.Secret) {
 	if s.Labels[cdv1.SecretTypeLabel] != cdv1.SecretTypeAccessToken {
 		return
