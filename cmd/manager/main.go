@@ -34,6 +34,7 @@ func main() {
 	flag.StringVar(&opts.PprofBindAddress, "pprof-bind-address", "", "Address net/http/pprof (CPU and heap profiles) binds to, e.g. 127.0.0.1:6060; empty serves nothing. Profiles show code, not Secret values, but keep it off a public network.")
 	kubeAPIQPS := flag.Float64("kube-api-qps", float64(d.KubeAPIQPS), "Most requests per second to the API server (client-side limit); negative leaves it to the server's API Priority and Fairness.")
 	flag.IntVar(&opts.KubeAPIBurst, "kube-api-burst", d.KubeAPIBurst, "Burst of requests to the API server above --kube-api-qps.")
+	flag.BoolVar(&opts.KubeAPICompression, "kube-api-compression", d.KubeAPICompression, "Ask the API server for gzipped answers, watch events included: less bandwidth, more CPU on both ends. Off suits a manager in the cluster it manages.")
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "Elect a leader so only one replica rotates refresh tokens. Turn on whenever more than one replica may run.")
 	flag.StringVar(&opts.LeaderElectionID, "leader-election-id", d.LeaderElectionID, "Name of the leader election Lease; give each shard its own.")
 	flag.DurationVar(&opts.LeaseDuration, "leader-election-lease-duration", d.LeaseDuration, "How long a follower waits before taking over from a leader that stopped renewing.")

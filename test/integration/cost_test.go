@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -136,7 +137,9 @@ func TestReferencingFindsCRsThroughNamespacedIndexes(t *testing.T) {
 // Built-in types (Secrets, Events, Leases) travel as protobuf on the manager's API
 // connection, which costs less to decode than JSON; CRs can only be read as JSON. A
 // status write and the output Secret's server-side apply (whose whole answer
-// client.Apply reads as JSON) ask for the metadata of the answer only, in protobuf.
+// client.Apply reads as JSON) ask for the metadata of the answer only, in protobuf. No
+// answer comes gzipped: from Kubernetes 1.37 the API server gzips every event of a
+// watch stream on its own (WatchListCompression), at a CPU cost to both ends.
 func TestBuiltInTypesTravelAsProtobufAndCRsAsJSON(t *testing.T) {
 	f := newGrantFixture(t, 30*time.Minute)
 	rec := &contentTypes{seen: map[string]string{}}
@@ -157,13 +160,17 @@ func TestBuiltInTypesTravelAsProtobufAndCRsAsJSON(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("response content types by request (-want +got):\n%s", diff)
 	}
+	if gzipped := rec.gzippedKinds(); len(gzipped) > 0 {
+		t.Errorf("answers that came gzipped: %v", gzipped)
+	}
 }
 
 // contentTypes records the content type of the manager's API responses, by method and
-// resource.
+// resource, and which of them came gzipped.
 type contentTypes struct {
-	mu   sync.Mutex
-	seen map[string]string
+	mu      sync.Mutex
+	seen    map[string]string
+	gzipped map[string]bool
 }
 
 func (c *contentTypes) wrap(rt http.RoundTripper) http.RoundTripper {
@@ -175,8 +182,24 @@ func (c *contentTypes) wrap(rt http.RoundTripper) http.RoundTripper {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.seen[requestKind(req)] = strings.Split(resp.Header.Get("Content-Type"), ";")[0]
+		// The transport asked for gzip itself, so it takes the encoding off the answer
+		// and says so here.
+		if resp.Uncompressed {
+			if c.gzipped == nil {
+				c.gzipped = map[string]bool{}
+			}
+			c.gzipped[requestKind(req)] = true
+		}
 		return resp, err
 	})
+}
+
+func (c *contentTypes) gzippedKinds() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	kinds := slices.Collect(maps.Keys(c.gzipped))
+	slices.Sort(kinds)
+	return kinds
 }
 
 func (c *contentTypes) snapshot(keys []string) map[string]string {
