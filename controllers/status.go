@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"reflect"
+	"strings"
 	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -208,47 +211,91 @@ func patchStatus[S any](before, after *S) client.Patch {
 func (statusPatch[S]) Type() types.PatchType { return types.MergePatchType }
 
 func (p statusPatch[S]) Data(client.Object) ([]byte, error) {
-	before, err := topLevel(p.before)
+	diff, err := fieldDiff(reflect.ValueOf(p.before).Elem(), reflect.ValueOf(p.after).Elem())
 	if err != nil {
 		return nil, err
-	}
-	after, err := topLevel(p.after)
-	if err != nil {
-		return nil, err
-	}
-	// A rotation changes a handful of scalar fields. Fields are compared as encoded, and
-	// only an object that changed is diffed value by value (a merge patch merges
-	// objects, so a field it lost must go as null): a status patch now takes 108
-	// allocations instead of 262 decoding both statuses into maps of values.
-	diff := map[string]json.RawMessage{}
-	for k, v := range after {
-		old, ok := before[k]
-		switch {
-		case ok && bytes.Equal(old, v):
-		case ok && isObject(old) && isObject(v):
-			if diff[k], err = jsonpatch.CreateMergePatch(old, v); err != nil {
-				return nil, err
-			}
-		default:
-			diff[k] = v
-		}
-	}
-	for k := range before {
-		if _, ok := after[k]; !ok {
-			diff[k] = json.RawMessage("null")
-		}
 	}
 	return json.Marshal(map[string]any{"status": diff})
 }
 
-// topLevel is v's JSON object by field.
-func topLevel(v any) (map[string]json.RawMessage, error) {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
+// fieldDiff is the merge patch from before to after, two structs of one type, by
+// top-level JSON field. A rotation changes a handful of scalar fields: only the fields
+// that differ are encoded (marshalling both statuses whole and decoding them again by
+// field was 2.5 % of the manager's CPU), and only an object that changed is diffed value
+// by value (a merge patch merges objects, so a field it lost must go as null).
+func fieldDiff(before, after reflect.Value) (map[string]json.RawMessage, error) {
+	diff := map[string]json.RawMessage{}
+	t := before.Type()
+	for i := range t.NumField() {
+		name, omitEmpty, err := jsonName(t.Field(i))
+		if err != nil {
+			return nil, err
+		}
+		b, a := before.Field(i), after.Field(i)
+		if name == "" || reflect.DeepEqual(b.Interface(), a.Interface()) {
+			continue
+		}
+		inBefore, inAfter := !omitEmpty || !isEmpty(b), !omitEmpty || !isEmpty(a)
+		if !inAfter {
+			if inBefore {
+				diff[name] = json.RawMessage("null")
+			}
+			continue
+		}
+		raw, err := json.Marshal(a.Interface())
+		if err != nil {
+			return nil, err
+		}
+		if inBefore {
+			old, err := json.Marshal(b.Interface())
+			if err != nil {
+				return nil, err
+			}
+			if bytes.Equal(old, raw) {
+				continue // equal as sent: a time moved within its second
+			}
+			if isObject(old) && isObject(raw) {
+				if raw, err = jsonpatch.CreateMergePatch(old, raw); err != nil {
+					return nil, err
+				}
+			}
+		}
+		diff[name] = raw
 	}
-	fields := map[string]json.RawMessage{}
-	return fields, json.Unmarshal(raw, &fields)
+	return diff, nil
+}
+
+// jsonName is the name encoding/json gives a struct field ("" for one it leaves out) and
+// whether it leaves the field out when empty. A status embeds no struct and marks no
+// field omitzero; either is refused rather than encoded differently from encoding/json.
+func jsonName(f reflect.StructField) (name string, omitEmpty bool, err error) {
+	tag := f.Tag.Get("json")
+	name, opts, _ := strings.Cut(tag, ",")
+	switch {
+	case tag == "-":
+		return "", false, nil
+	case f.Anonymous || strings.Contains(","+opts+",", ",omitzero,"):
+		return "", false, fmt.Errorf("status field %s: embedded or omitzero fields are not supported", f.Name)
+	case !f.IsExported():
+		return "", false, nil
+	}
+	if name == "" {
+		name = f.Name
+	}
+	return name, strings.Contains(","+opts+",", ",omitempty,"), nil
+}
+
+// isEmpty is encoding/json's test for omitempty.
+func isEmpty(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.Array, reflect.Map, reflect.Slice, reflect.String:
+		return v.Len() == 0
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Interface, reflect.Pointer:
+		return v.IsZero()
+	}
+	return false
 }
 
 func isObject(raw json.RawMessage) bool { return len(raw) > 0 && raw[0] == '{' }

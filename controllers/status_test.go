@@ -42,6 +42,13 @@ func TestAStatusPatchIsWhatMergeFromSendsForTheStatus(t *testing.T) {
 		{"a condition goes, scopes shrink and the count is reset", cdv1.CDUserGrantStatus{RotationCount: 3, GrantedScopes: []string{"a", "b"}, Conditions: []metav1.Condition{ready}}, func(s *cdv1.CDUserGrantStatus) {
 			s.RotationCount, s.GrantedScopes, s.Conditions = 0, []string{"a"}, nil
 		}},
+		{"a time that moves within its second is sent as it was, unlike one that moves a second", cdv1.CDUserGrantStatus{ExpiresAt: &at, RenewalTime: &at}, func(s *cdv1.CDUserGrantStatus) {
+			within, next := metav1.NewTime(epoch.Add(400*time.Millisecond)), metav1.NewTime(epoch.Add(time.Second))
+			s.ExpiresAt, s.RenewalTime = &within, &next
+		}},
+		{"empty scopes are left out as encoding/json leaves them, and a string is set", cdv1.CDUserGrantStatus{GrantedScopes: []string{"a"}}, func(s *cdv1.CDUserGrantStatus) {
+			s.GrantedScopes, s.Subject = []string{}, "acme@carrier.example"
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := grantObj("acme", "acme-refresh")
@@ -68,6 +75,54 @@ func TestAStatusPatchIsWhatMergeFromSendsForTheStatus(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestACredentialsStatusPatchIsWhatMergeFromSendsForTheStatus(t *testing.T) {
+	at := metav1.NewTime(epoch)
+	before := &cdv1.CDCredential{Status: cdv1.CDCredentialStatus{ClientID: "pricing", ExpiresAt: &at, GrantedScopes: []string{"a"}}}
+	after := before.DeepCopy()
+	later := metav1.NewTime(epoch.Add(time.Hour))
+	after.Status.ExpiresAt, after.Status.LastIssuedTime, after.Status.GrantedScopes = &later, &later, nil
+	want, err := client.MergeFrom(before).Data(after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := patchStatus(&before.Status, &after.Status).Data(after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !jsonEqual(t, want, got) {
+		t.Errorf("patch: got %s, MergeFrom sends %s", got, want)
+	}
+}
+
+func TestAStatusPatchRefusesFieldsItWouldEncodeUnlikeEncodingJSON(t *testing.T) {
+	type inner struct{ A string }
+	type embedding struct {
+		inner
+		B string `json:"b,omitempty"`
+	}
+	type zeroOmitting struct {
+		T metav1.Time `json:"t,omitzero"`
+	}
+	if _, err := patchStatus(&embedding{}, &embedding{B: "x"}).Data(nil); err == nil {
+		t.Error("a status with an embedded struct was diffed")
+	}
+	if _, err := patchStatus(&zeroOmitting{}, &zeroOmitting{T: metav1.NewTime(epoch)}).Data(nil); err == nil {
+		t.Error("a status with an omitzero field was diffed")
+	}
+}
+
+func jsonEqual(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		t.Fatalf("%s: %v", a, err)
+	}
+	if err := json.Unmarshal(b, &y); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	return cmp.Equal(x, y)
 }
 
 func TestARememberedBackoffNeverEndsInATerminalError(t *testing.T) {
@@ -121,5 +176,20 @@ func TestAShortLivedTokenIsRetriedWithinAThirdOfItsLifetime(t *testing.T) {
 				t.Errorf("lastFailure %+v, want 4 attempts", f)
 			}
 		})
+	}
+}
+
+// BenchmarkARoutineRotationsStatusPatch: go test ./controllers -bench StatusPatch -benchmem
+func BenchmarkARoutineRotationsStatusPatch(b *testing.B) {
+	at, later := metav1.NewTime(epoch), metav1.NewTime(epoch.Add(time.Hour))
+	ready := metav1.Condition{Type: cdv1.ReadyCondition, Status: metav1.ConditionTrue, Reason: cdv1.TokenIssuedReason, Message: "The access token is in Secret acme-token", LastTransitionTime: at}
+	before := cdv1.CDUserGrantStatus{ObservedGeneration: 1, Conditions: []metav1.Condition{ready}, ExpiresAt: &at, RenewalTime: &at, LastRotationTime: &at,
+		RotationCount: 7, GrantedScopes: []string{"marketplace", "offline_access"}, Subject: "acme@carrier.example", SecretName: "acme-token"}
+	after := *before.DeepCopy()
+	after.ExpiresAt, after.RenewalTime, after.LastRotationTime, after.RotationCount = &later, &later, &later, 8
+	for b.Loop() {
+		if _, err := patchStatus(&before, &after).Data(nil); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
