@@ -271,10 +271,15 @@ func fieldDiff(before, after reflect.Value) (map[string]json.RawMessage, error) 
 func jsonName(f reflect.StructField) (name string, omitEmpty bool, err error) {
 	tag := f.Tag.Get("json")
 	name, opts, _ := strings.Cut(tag, ",")
+	var omitZero bool
+	for o := range strings.SplitSeq(opts, ",") {
+		omitEmpty = omitEmpty || o == "omitempty"
+		omitZero = omitZero || o == "omitzero"
+	}
 	switch {
 	case tag == "-":
 		return "", false, nil
-	case f.Anonymous || strings.Contains(","+opts+",", ",omitzero,"):
+	case f.Anonymous || omitZero:
 		return "", false, fmt.Errorf("status field %s: embedded or omitzero fields are not supported", f.Name)
 	case !f.IsExported():
 		return "", false, nil
@@ -282,7 +287,7 @@ func jsonName(f reflect.StructField) (name string, omitEmpty bool, err error) {
 	if name == "" {
 		name = f.Name
 	}
-	return name, strings.Contains(","+opts+",", ",omitempty,"), nil
+	return name, omitEmpty, nil
 }
 
 // isEmpty is encoding/json's test for omitempty.

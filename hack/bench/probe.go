@@ -15,7 +15,9 @@ import (
 // same manager, hours apart, measured 2.92 and 3.82 s per 1,000 rotations, every function
 // the change between them left alone 30–55 % dearer in the second, while the loop
 // measured 1.64 and 1.69. The probe says whether the two windows ran on an equally fast
-// machine, so a ratio that moved can be read.
+// machine, so a ratio that moved can be read. It does not explain everything: counted in
+// its units the manager holds steady from run to run, but the loop has measured 31 to 41
+// with nothing changed in it (README, footnote ¹).
 //
 // The unit hashes 8 MiB and follows a chain of 2^18 random links through 16 MiB, so that
 // both a core's speed and its memory's are in it. It is timed in the CPU time of its own
