@@ -90,9 +90,13 @@ func (l *loop) rotate(name string) (time.Duration, bool) {
 		RefreshToken string `json:"refresh_token"`
 		ExpiresIn    int    `json:"expires_in"`
 	}
-	_ = json.NewDecoder(resp.Body).Decode(&tok)
+	err = json.NewDecoder(resp.Body).Decode(&tok)
 	_, _ = io.Copy(io.Discard, resp.Body) // to the end, so the connection is reused
 	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || err != nil || tok.RefreshToken == "" {
+		// Nothing to store: a refusal must not overwrite the refresh token.
+		return 0, false
+	}
 	s.Data["refresh_token"] = []byte(tok.RefreshToken)
 	if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err == nil {
 		l.writes.Add(1)

@@ -4,8 +4,8 @@
 // its API requests from its metrics, CPU and heap profiles from pprof), and, in the same
 // run, a minimal client-go loop that refreshes N grants with no controller machinery.
 // It prints a table per N and the series, and writes CSV, SVG plots and profiles to
-// bench-out/. `make bench` runs it; BENCH_SERIES (or BENCH_N), BENCH_TTL, BENCH_WINDOW
-// BENCH_UNRELATED and BENCH_SCRAPE_EVERY tune it.
+// bench-out/. `make bench` runs it; BENCH_SERIES (or BENCH_N), BENCH_TTL, BENCH_WINDOW,
+// BENCH_UNRELATED, BENCH_SCRAPE_EVERY and BENCH_LOOP_WINDOWS tune it.
 //
 // It is a benchmark, not a test: its measurement windows are timed sleeps.
 package main
@@ -46,6 +46,8 @@ type config struct {
 	managerArgs []string
 	managerEnv  []string
 	loopWorkers int
+	// loopWindows is how many windows the loop's CPU is measured in.
+	loopWindows int
 	// scrapeEvery is how often the whole metrics endpoint is scraped while a manager
 	// runs, as Prometheus would (0: never, only the bench's own filtered reads). A
 	// scrape reads every CR's series, so it costs the manager CPU and memory per grant.
@@ -66,6 +68,7 @@ func main() {
 	flag.StringVar(&managerArgs, "manager-args", os.Getenv("BENCH_MANAGER_ARGS"), "extra manager flags, space-separated")
 	managerEnv := flag.String("manager-env", os.Getenv("BENCH_MANAGER_ENV"), "extra manager environment, space-separated KEY=VALUE")
 	flag.IntVar(&cfg.loopWorkers, "loop-workers", envInt("BENCH_LOOP_WORKERS", 16), "concurrent refreshes of the baseline loop")
+	flag.IntVar(&cfg.loopWindows, "loop-windows", envInt("BENCH_LOOP_WINDOWS", 2), "windows the baseline loop's CPU is measured in, one after the other")
 	flag.DurationVar(&cfg.scrapeEvery, "scrape-every", time.Duration(envIntZero("BENCH_SCRAPE_EVERY", 30))*time.Second, "how often to scrape the manager's whole metrics endpoint, as Prometheus would (0 never)")
 	baseline := flag.Bool("baseline", false, "run as the baseline loop (internal)")
 	flag.Parse()

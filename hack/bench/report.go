@@ -18,6 +18,15 @@ func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
+// each formats every window with f, comma-separated.
+func (ws windows) each(f func(cpuWindow) string) string {
+	parts := make([]string, len(ws))
+	for i, w := range ws {
+		parts[i] = f(w)
+	}
+	return strings.Join(parts, ", ")
+}
+
 func ratio(a, b float64) string {
 	if b == 0 {
 		return "n/a"
@@ -41,19 +50,24 @@ func printTable(cfg config, r result) {
 	fmt.Printf("| all %d grants reconciled after a warm restart (fresh tokens) | %s | | |\n", r.n, r.warmRestart.Round(100_000_000))
 	fmt.Printf("| warm restart: API writes (target 0) | %d | | |\n", r.warmWrites)
 	fmt.Printf("| warm restart: refresh requests (target 0) | %d | | |\n", r.warmRequests)
-	fmt.Printf("| rotations measured (%s) | %d | %d | |\n", cfg.window, r.rotations, r.baselineRot)
+	fmt.Printf("| rotations measured, window by window | %s | %s | |\n", r.managerCPU.each(func(w cpuWindow) string { return fmt.Sprint(w.rotations) }),
+		r.loopCPU.each(func(w cpuWindow) string { return fmt.Sprint(w.rotations) }))
 	fmt.Printf("| refresh requests per rotation (target 1.00) | %.2f | | |\n", r.requestsPerRot)
 	fmt.Printf("| rotations per grant per token lifetime | %.2f | | |\n", r.rotPerLifetime)
 	fmt.Printf("| tokens expired before renewal, steady state (target 0) | %d | | |\n", r.late)
 	fmt.Printf("| tokens expired before renewal during the cold start | %d | | |\n", r.lateCold)
-	fmt.Printf("| API-server writes per rotation (target 4.00) | %.2f | %.2f | %s |\n", r.writesPerRot, r.baselineWrites, ratio(r.writesPerRot, r.baselineWrites))
+	fmt.Printf("| API-server writes per rotation (target 4.00) | %.2f | %.2f | %s |\n", r.writesPerRot, r.loopCPU.writesPerRotation(), ratio(r.writesPerRot, r.loopCPU.writesPerRotation()))
 	fmt.Printf("| API-server reads per rotation | %.2f | | |\n", r.readsPerRot)
-	fmt.Printf("| CPU seconds per 1,000 rotations (target ≤ 1.5x) | %.2f | %.2f | %s |\n", r.cpuPer1000, r.baselineCPU1000, ratio(r.cpuPer1000, r.baselineCPU1000))
-	if r.steadyProbe > 0 && r.baselineProbe > 0 {
-		fmt.Printf("| host speed: CPU ms of the probe's fixed unit of work in each window | %.1f | %.1f | %s |\n",
-			ms(r.steadyProbe), ms(r.baselineProbe), ratio(ms(r.steadyProbe), ms(r.baselineProbe)))
-		m, l := inProbeUnits(r.cpuPer1000, r.steadyProbe), inProbeUnits(r.baselineCPU1000, r.baselineProbe)
-		fmt.Printf("| CPU per 1,000 rotations in units of the probe's work (the host's speed taken out) | %.0f | %.0f | %s |\n", m, l, ratio(m, l))
+	m, l := r.managerCPU, r.loopCPU
+	fmt.Printf("| CPU seconds per 1,000 rotations, all windows (target ≤ 1.5x) | %.2f | %.2f | %s |\n", m.per1000(), l.per1000(), ratio(m.per1000(), l.per1000()))
+	fmt.Printf("| CPU seconds per 1,000 rotations, window by window (the manager's first is profiled) | %s | %s | |\n",
+		m.each(func(w cpuWindow) string { return fmt.Sprintf("%.2f", windows{w}.per1000()) }), l.each(func(w cpuWindow) string { return fmt.Sprintf("%.2f", windows{w}.per1000()) }))
+	if mu, lu := m.inProbeUnits(), l.inProbeUnits(); mu > 0 && lu > 0 {
+		fmt.Printf("| host speed: CPU ms of the probe's fixed unit of work, window by window | %s | %s | |\n",
+			m.each(func(w cpuWindow) string { return fmt.Sprintf("%.1f", ms(w.probe)) }), l.each(func(w cpuWindow) string { return fmt.Sprintf("%.1f", ms(w.probe)) }))
+		fmt.Printf("| CPU per 1,000 rotations in units of the probe's work (the host's speed taken out), all windows | %.0f | %.0f | %s |\n", mu, lu, ratio(mu, lu))
+		fmt.Printf("| the same, window by window | %s | %s | |\n",
+			m.each(func(w cpuWindow) string { return fmt.Sprintf("%.0f", windows{w}.inProbeUnits()) }), l.each(func(w cpuWindow) string { return fmt.Sprintf("%.0f", windows{w}.inProbeUnits()) }))
 	}
 	perGrant := func(b int64) float64 { return float64(b-r.emptyHeap) / float64(r.n) / 1024 }
 	fmt.Printf("| manager memory per grant, settled: median RSS minus an empty manager's, / N (target ≤ 15 KiB) | %.1f KiB | | |\n", r.kibPerGrant())

@@ -55,7 +55,6 @@ type result struct {
 	writesPerRot   float64
 	readsPerRot    float64
 	writesBy       map[string]int
-	cpuPer1000     float64
 	// steadyRSS is the median over the steady window, which ends minutes after the cold
 	// start; settledRSS the median over a minute once client-go has dropped the cold
 	// start's first-token Events (see eventsForgotten). The heaps are after a collection,
@@ -78,13 +77,10 @@ type result struct {
 	warmRotations int
 	warmRequests  int
 
-	baselineCPU1000 float64
-	baselineWrites  float64
-	baselineRot     int
-
-	// steadyProbe and baselineProbe are the CPU a fixed unit of work took during the
-	// manager's steady window and during the loop's (see probe).
-	steadyProbe, baselineProbe time.Duration
+	// managerCPU and loopCPU are the windows in which each one's CPU per rotation was
+	// measured: the manager's steady window (profiled) and the minutes it then settles;
+	// the loop's two windows one after the other.
+	managerCPU, loopCPU windows
 
 	cpuProfile, heapProfile, settledHeapProfile, timelineCSV, timelineSVG string
 }
@@ -104,7 +100,7 @@ func (r result) perGrantKiB(rss int64) float64 {
 
 func (r result) row() plot.Row {
 	return plot.Row{
-		N: r.n, ManagerCPUPer1000: r.cpuPer1000, LoopCPUPer1000: r.baselineCPU1000,
+		N: r.n, ManagerCPUPer1000: r.managerCPU.per1000(), LoopCPUPer1000: r.loopCPU.per1000(),
 		WritesPerRotation: r.writesPerRot, ReadsPerRotation: r.readsPerRot,
 		KiBPerGrant: r.kibPerGrant(), KiBPerGrantAfterColdStart: r.kibPerGrantAfterColdStart(),
 		ColdStartSeconds: r.coldStart.Seconds(), WarmRestartSeconds: r.warmRestart.Seconds(), TokensExpiredEarlier: r.late,
@@ -309,7 +305,7 @@ func (b *bench) measureSteady(res *result, m *managerProc, w *watcher) error {
 	}
 	p := startProbe()
 	time.Sleep(b.cfg.window) // a measurement window, not synchronisation
-	res.steadyProbe = p.finish()
+	probe := p.finish()
 	cpu1, s1 := procCPU(m.pid()), b.idp.Stats()
 	r1, err := scrapeRequests(m.metrics)
 	if err != nil {
@@ -332,7 +328,7 @@ func (b *bench) measureSteady(res *result, m *managerProc, w *watcher) error {
 			res.writesBy[k] = d
 		}
 	}
-	res.cpuPer1000 = (cpu1 - cpu0) / rot * 1000
+	res.managerCPU = append(res.managerCPU, cpuWindow{cpu: cpu1 - cpu0, rotations: res.rotations, probe: probe})
 	res.steadyRSS = b.tl.medianRSS("steady")
 	res.memstats, _ = scrape(m.metrics, memstatNames...)
 	if err := captureProfile(m.pprof, "heap", "gc=1", res.heapProfile, 0); err != nil {
@@ -363,9 +359,14 @@ func (b *bench) measureSettled(res *result, m *managerProc, w *watcher, started 
 	settled := eventsForgotten(res.coldStart)
 	step("N=%d: settling until %s after the manager's start, when client-go has dropped the cold start's Events", b.n, settled)
 	b.tl.set("settling", m.pid(), w)
+	// The manager keeps rotating meanwhile: its second CPU window, without a profiler.
+	cpu0, s0, p := procCPU(m.pid()), b.idp.Stats(), startProbe()
 	time.Sleep(time.Until(started.Add(settled))) // until a known moment, not synchronisation
 	b.tl.set("settled", m.pid(), w)
 	time.Sleep(time.Minute) // a measurement window
+	probe := p.finish()
+	cpu1, s1 := procCPU(m.pid()), b.idp.Stats()
+	res.managerCPU = append(res.managerCPU, cpuWindow{cpu: cpu1 - cpu0, rotations: s1.Issued["refresh_token"] - s0.Issued["refresh_token"], probe: probe})
 	res.settledRSS = b.tl.medianRSS("settled")
 	res.settledHeapProfile = filepath.Join(b.cfg.out, fmt.Sprintf("heap-settled-%d.pprof", b.n))
 	if err := captureProfile(m.pprof, "heap", "gc=1", res.settledHeapProfile, 0); err != nil {
@@ -375,8 +376,11 @@ func (b *bench) measureSettled(res *result, m *managerProc, w *watcher, started 
 	return nil
 }
 
-// measureBaseline runs the bare loop over N grants of its own and measures the same
-// window.
+// measureBaseline runs the bare loop over N grants of its own and measures it in
+// cfg.loopWindows windows as long as the manager's steady one, one after the other, after
+// a first round. Its CPU per rotation has moved by a quarter from run to run with nothing
+// changed in it (README, footnote ¹); several windows show how much of that moves within
+// one run.
 func (b *bench) measureBaseline(res *result, dir string) error {
 	step("N=%d: baseline: a plain client-go loop over %d grants", b.n, b.n)
 	ctx := context.Background()
@@ -395,18 +399,68 @@ func (b *bench) measureBaseline(res *result, dir string) error {
 	defer func() { _ = bl.Process.Kill(); _, _ = bl.Process.Wait() }()
 	b.tl.set("baseline", bl.Process.Pid, nil)
 	time.Sleep(b.cfg.ttl) // a window: the first round
-	bcpu0, bs0 := procCPU(bl.Process.Pid), b.idp.Stats()
-	bw0 := baselineWrites(report)
-	p := startProbe()
-	time.Sleep(b.cfg.window) // the measurement window
-	res.baselineProbe = p.finish()
-	bcpu1, bs1 := procCPU(bl.Process.Pid), b.idp.Stats()
-	bw1 := baselineWrites(report)
-	res.baselineRot = bs1.Issued["refresh_token"] - bs0.Issued["refresh_token"]
-	brot := float64(max(res.baselineRot, 1))
-	res.baselineCPU1000 = (bcpu1 - bcpu0) / brot * 1000
-	res.baselineWrites = float64(bw1-bw0) / brot
+	for range b.cfg.loopWindows {
+		cpu0, s0, w0 := procCPU(bl.Process.Pid), b.idp.Stats(), baselineWrites(report)
+		p := startProbe()
+		time.Sleep(b.cfg.window) // a measurement window
+		probe := p.finish()
+		cpu1, s1, w1 := procCPU(bl.Process.Pid), b.idp.Stats(), baselineWrites(report)
+		res.loopCPU = append(res.loopCPU, cpuWindow{cpu: cpu1 - cpu0, rotations: s1.Issued["refresh_token"] - s0.Issued["refresh_token"], writes: w1 - w0, probe: probe})
+	}
 	return nil
+}
+
+// cpuWindow is one window in which a process's CPU per rotation was measured.
+type cpuWindow struct {
+	// cpu is the CPU seconds the process used; rotations the refresh tokens the
+	// identity server issued meanwhile; writes the loop's API writes (the manager's come
+	// from its metrics).
+	cpu       float64
+	rotations int
+	writes    int
+	// probe is the CPU the probe's fixed unit of work took in the same window.
+	probe time.Duration
+}
+
+// windows are one process's windows, read together.
+type windows []cpuWindow
+
+// per1000 is CPU seconds per 1,000 rotations over all the windows.
+func (ws windows) per1000() float64 {
+	var cpu float64
+	for _, w := range ws {
+		cpu += w.cpu
+	}
+	return cpu / float64(max(ws.rotations(), 1)) * 1000
+}
+
+// inProbeUnits is CPU per 1,000 rotations over all the windows, each window's CPU counted
+// in units of its own probe's work: the host's speed taken out window by window. 0 when
+// a window has no probe.
+func (ws windows) inProbeUnits() float64 {
+	var units float64
+	for _, w := range ws {
+		if w.probe <= 0 {
+			return 0
+		}
+		units += inProbeUnits(w.cpu, w.probe)
+	}
+	return units / float64(max(ws.rotations(), 1)) * 1000
+}
+
+func (ws windows) rotations() (n int) {
+	for _, w := range ws {
+		n += w.rotations
+	}
+	return n
+}
+
+func (ws windows) writesPerRotation() float64 {
+	var n int
+	for _, w := range ws {
+		n += w.writes
+	}
+	return float64(n) / float64(max(ws.rotations(), 1))
 }
 
 // managerMetricsFlags serve the manager's metrics over plain HTTP on loopback: the
