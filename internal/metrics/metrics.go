@@ -31,7 +31,8 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(tokenRequests, tokenRequestDuration, rotations, crs)
+	metrics.Registry = withCRs{metrics.Registry}
+	metrics.Registry.MustRegister(tokenRequests, tokenRequestDuration, rotations, reservedNames{})
 }
 
 // instrumented counts and times the token requests of one controller.
