@@ -31,6 +31,7 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/onboarding"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
+	"github.com/credops/cd-credentials-operator/internal/version"
 )
 
 // Options configure one manager process. Zero values take the defaults in Defaults.
@@ -188,6 +189,12 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error)
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = opts.KubeAPIQPS, opts.KubeAPIBurst
 	cfg.DisableCompression = !opts.KubeAPICompression
+	if cfg.UserAgent == "" {
+		// The API server names an update's or a patch's field manager after the user
+		// agent's first word, and audit logs show the agent: both say who wrote, where
+		// client-go's default says the binary's name ("manager").
+		cfg.UserAgent = userAgent()
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        Scheme(),
 		Metrics:                       metricsServerOptions(opts),
@@ -229,6 +236,13 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error)
 		return nil, err
 	}
 	return &Operator{Manager: mgr, grants: grants, holderTimeout: opts.HolderTimeout}, nil
+}
+
+// userAgent is the manager's user agent towards the API server: the operator's name (the
+// output Secrets' field manager), its version and platform.
+func userAgent() string {
+	v := version.Get()
+	return fmt.Sprintf("%s/%s (%s)", secrets.FieldOwner, v.Version, v.Platform)
 }
 
 func withDefaults(opts Options) Options {
