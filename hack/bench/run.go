@@ -79,7 +79,7 @@ type result struct {
 
 	// managerCPU and loopCPU are the windows in which each one's CPU per rotation was
 	// measured: the manager's steady window (profiled) and the minutes it then settles;
-	// the loop's two windows one after the other.
+	// the loop's cfg.loopWindows windows, one after the other.
 	managerCPU, loopCPU windows
 
 	cpuProfile, heapProfile, settledHeapProfile, timelineCSV, timelineSVG string
