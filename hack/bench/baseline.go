@@ -46,7 +46,7 @@ func runBaseline() {
 }
 
 type loop struct {
-	cs       *kubernetes.Clientset
+	cs       kubernetes.Interface
 	tokenURL string
 	slots    chan struct{}
 	http     *http.Client

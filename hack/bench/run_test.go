@@ -30,3 +30,24 @@ func TestEventsForgottenWaitsForTheSweepAfterTheLastEvent(t *testing.T) {
 		}
 	}
 }
+
+// Windows are read together: CPU per 1,000 rotations over all of them weighs each by its
+// rotations, and probe units take each window's CPU in its own probe's unit.
+func TestWindowsAreReadTogether(t *testing.T) {
+	ws := windows{
+		{cpu: 3, rotations: 1000, writes: 2000, probe: 50 * time.Millisecond},
+		{cpu: 3, rotations: 2000, writes: 4000, probe: 25 * time.Millisecond},
+	}
+	if got := ws.per1000(); got != 2 {
+		t.Errorf("per1000 = %v, want 2 (6 s over 3,000 rotations)", got)
+	}
+	if got := ws.inProbeUnits(); got != 60 {
+		t.Errorf("inProbeUnits = %v, want 60 ((3/0.05 + 3/0.025) units over 3,000 rotations)", got)
+	}
+	if got := ws.writesPerRotation(); got != 2 {
+		t.Errorf("writesPerRotation = %v, want 2", got)
+	}
+	if got := (windows{{cpu: 1, rotations: 10}}).inProbeUnits(); got != 0 {
+		t.Errorf("inProbeUnits without a probe = %v, want 0", got)
+	}
+}
