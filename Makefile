@@ -130,6 +130,14 @@ bench: manifests ## Measure N CDUserGrants (or a BENCH_SERIES of Ns) against a b
 	go build -o $(LOCALBIN)/bench ./hack/bench
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" $(LOCALBIN)/bench --manager $(LOCALBIN)/manager --out $(CURDIR)/bench-out
 
+# What each of the operator's writes costs the API server and etcd, and the shortest cold
+# start of 10,000 grants that follows on this machine (BENCH_N grants, 3000 by default).
+.PHONY: bench-writes
+bench-writes: manifests ## Measure the API server's and etcd's CPU per write of each kind the operator makes.
+	@hack/setup-envtest.sh >/dev/null
+	go build -o $(LOCALBIN)/bench ./hack/bench
+	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" $(LOCALBIN)/bench --writes -n $${BENCH_N:-3000}
+
 .PHONY: install
 install: manifests $(KUSTOMIZE) ## Install the CRDs into the current cluster.
 	$(KUSTOMIZE) build config/crd | kubectl apply --server-side -f -

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+)
+
+// A first rotation costing 15 ms of the API server's and etcd's CPU makes a cold start of
+// 10,000 grants 150 core-seconds: 2.5 cores for a minute, or 75 s on 2 cores.
+func TestColdStartBound(t *testing.T) {
+	need, floor := coldStartBound(15, 10000, time.Minute, 2)
+	if need != 2.5 || floor != 75*time.Second {
+		t.Errorf("got %.2f cores and %s, want 2.50 and 1m15s", need, floor)
+	}
+	var out strings.Builder
+	printWriteCosts(&out, 3000, 2, []writeCost{{"a", true, 10}, {"b", true, 5}, {"c", false, 4}})
+	for _, want := range []string{"| a grant's first rotation (cold start), 2 writes | 15.0 |", "| a routine rotation, 1 writes | 4.0 |", "150 core-seconds", "2.5 cores", "at least 1m15s"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// The first status write carries the whole Ready status; a routine one only the fields a
+// rotation changes, as the operator's status patch does.
+func TestRotatedStatusPatchesWhatARotationChanges(t *testing.T) {
+	g := &cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Name: "g", Generation: 1}}
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	first := rotatedStatus(g, cdv1.CDUserGrantStatus{}, now)
+	if c := first.Conditions; len(c) != 3 || c[0].Type != cdv1.ReadyCondition || c[0].Status != metav1.ConditionTrue {
+		t.Fatalf("first status: conditions %+v", c)
+	}
+	second := rotatedStatus(g, first, now.Add(40*time.Minute))
+	diff := statusDiff(first, second)
+	var keys []string
+	for k := range diff {
+		keys = append(keys, k)
+	}
+	if len(diff) != 4 || diff["conditions"] != nil || string(diff["rotationCount"]) != "2" {
+		b, _ := json.Marshal(diff)
+		t.Errorf("routine patch %s (keys %v), want expiresAt, renewalTime, lastRotationTime and rotationCount", b, keys)
+	}
+}
