@@ -76,37 +76,52 @@ func (l *loop) grant(name string) {
 // lifetime.
 func (l *loop) rotate(name string) (time.Duration, bool) {
 	ctx := context.Background()
-	secrets := l.cs.CoreV1().Secrets(baselineNS)
-	s, err := secrets.Get(ctx, name+"-refresh", metav1.GetOptions{})
+	s, err := l.cs.CoreV1().Secrets(baselineNS).Get(ctx, name+"-refresh", metav1.GetOptions{})
 	if err != nil {
 		return 0, false
 	}
+	tok, ok := l.refresh(s)
+	if !ok {
+		return 0, false
+	}
+	l.store(ctx, name, s, tok)
+	return time.Duration(tok.ExpiresIn) * time.Second, true
+}
+
+// loopToken is the part of a token answer the loop keeps.
+type loopToken struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	ExpiresIn    int    `json:"expires_in"`
+}
+
+// refresh spends the refresh token in s; ok is false for anything but an issued token.
+func (l *loop) refresh(s *corev1.Secret) (tok loopToken, ok bool) {
 	resp, err := l.http.PostForm(l.tokenURL, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {string(s.Data["refresh_token"])}, "client_id": {clientID}, "client_secret": {clientSecret}})
 	if err != nil {
-		return 0, false
-	}
-	var tok struct {
-		AccessToken  string `json:"access_token"`
-		RefreshToken string `json:"refresh_token"`
-		ExpiresIn    int    `json:"expires_in"`
+		return tok, false
 	}
 	err = json.NewDecoder(resp.Body).Decode(&tok)
 	_, _ = io.Copy(io.Discard, resp.Body) // to the end, so the connection is reused
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || err != nil || tok.RefreshToken == "" {
-		// Nothing to store: a refusal must not overwrite the refresh token.
-		return 0, false
-	}
+	// Nothing to store from a refusal: it must not overwrite the refresh token.
+	return tok, resp.StatusCode == http.StatusOK && err == nil && tok.RefreshToken != ""
+}
+
+// store writes the new refresh token into s and the access token into the grant's token
+// Secret.
+func (l *loop) store(ctx context.Context, name string, s *corev1.Secret, tok loopToken) {
+	secrets := l.cs.CoreV1().Secrets(baselineNS)
 	s.Data["refresh_token"] = []byte(tok.RefreshToken)
 	if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err == nil {
 		l.writes.Add(1)
 	}
 	out := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-token", Namespace: baselineNS}, Data: map[string][]byte{"access_token": []byte(tok.AccessToken)}}
 	if _, err := secrets.Update(ctx, out, metav1.UpdateOptions{}); apierrors.IsNotFound(err) {
-		_, err = secrets.Create(ctx, out, metav1.CreateOptions{})
-		l.writes.Add(1)
+		if _, err := secrets.Create(ctx, out, metav1.CreateOptions{}); err == nil {
+			l.writes.Add(1)
+		}
 	} else if err == nil {
 		l.writes.Add(1)
 	}
-	return time.Duration(tok.ExpiresIn) * time.Second, true
 }

@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
+	"runtime"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -24,21 +26,35 @@ import (
 )
 
 // The writes mode (`make bench-writes`) measures what each of the operator's writes costs
-// the API server and etcd, in CPU per write: one kind of write at a time over n grants,
-// built by the operator's own functions (the mark, the binding, the stored refresh token,
-// the output Secret's apply configuration) and sent as the operator sends them (Secret
-// updates in protobuf, the apply and the status patch read back as metadata), with an
-// informer watching Secrets and grants as the manager does. A cold start is bounded by
-// the sum over a grant's first rotation: that sum, times N, over the cores the API server
-// and etcd get, is the shortest time in which N grants can be Ready.
+// in CPU per write: one kind of write at a time over n grants, built by the operator's
+// own functions (the mark, the binding, the stored refresh token, the output Secret's
+// apply configuration) and sent as the operator sends them (Secret updates in protobuf,
+// the apply and the status patch read back as metadata), with an informer watching
+// Secrets and grants as the manager does. Two costs are read for each: the API server's
+// and etcd's, and this process's, that is the client's and its informer's, which decodes
+// the watch event the write causes. The loop's writes (a read and two JSON updates, no
+// informer) are measured the same way.
+//
+// A cold start is bounded by the API server's sum over a grant's first rotation: that
+// sum, times N, over the cores the API server and etcd get, is the shortest time in which
+// N grants can be Ready. The client's sums show how much of the manager's CPU per
+// rotation, against the loop's, its writes and their watch events alone account for.
 
 // writeKind is one kind of write, measured over every grant.
 type writeKind struct {
 	name string
-	// first: part of a grant's first rotation (a cold start); otherwise of a routine one.
-	first bool
-	do    func(ctx context.Context, g *writeGrant) error
+	// part is the rotation it belongs to.
+	part writePart
+	do   func(ctx context.Context, i int) error
 }
+
+type writePart int
+
+const (
+	firstRotation   writePart = iota // a grant's first rotation (a cold start)
+	routineRotation                  // the operator's routine rotation
+	loopRotation                     // the loop's rotation, the identity server left out
+)
 
 // writeGrant is one grant as the writes left it.
 type writeGrant struct {
@@ -48,12 +64,12 @@ type writeGrant struct {
 	round   int
 }
 
-// writeCost is the API server's and etcd's CPU per write of one kind, the median of its
-// rounds.
+// writeCost is the CPU per write of one kind, the median of its rounds: the API
+// server's and etcd's, and the client's with its informer's.
 type writeCost struct {
-	name  string
-	first bool
-	ms    float64
+	name             string
+	part             writePart
+	server, clientMs float64
 }
 
 // writesRounds is how often each routine write is measured; a first rotation's writes
@@ -80,16 +96,23 @@ func runWrites(n int) error {
 	}
 	ctx := context.Background()
 	idp, _, issuer, _ := startSandbox(time.Hour)
-	step("writes: seeding %d CDUserGrants and their refresh tokens", n)
+	step("writes: seeding %d CDUserGrants and their refresh tokens, and the loop's", n)
 	if err := seed(ctx, k8s, idp, benchNS, issuer, n); err != nil {
+		return err
+	}
+	if err := seedBaseline(ctx, k8s, idp, n); err != nil {
 		return err
 	}
 	grants, err := writeGrants(ctx, k8s, n)
 	if err != nil {
 		return err
 	}
-	// The manager's watches: the API server sends every write to them.
-	informers, err := cache.New(restCfg, cache.Options{Scheme: manager.Scheme()})
+	loopCfg := rest.CopyConfig(restCfg)
+	loopCfg.QPS, loopCfg.Burst = 500, 1000 // as runBaseline
+	l := &loop{cs: kubernetes.NewForConfigOrDie(loopCfg)}
+	// The manager's watches, on the grants' namespace: the API server sends every write
+	// there to them, and this process decodes it. The loop's namespace is not watched.
+	informers, err := cache.New(restCfg, cache.Options{Scheme: manager.Scheme(), DefaultNamespaces: map[string]cache.Config{benchNS: {}}})
 	if err != nil {
 		return err
 	}
@@ -103,23 +126,33 @@ func runWrites(n int) error {
 	go func() { _ = informers.Start(cctx) }()
 	informers.WaitForCacheSync(ctx)
 
+	// The loop's token Secrets exist from its first rotation on.
+	loopWrite := loopWrites(l)
+	if err := parallel(n, func(i int) error { return loopWrite.do(ctx, i) }); err != nil {
+		return err
+	}
+	self := os.Getpid()
 	var costs []writeCost
-	for _, kind := range operatorWrites(k8s) {
+	for _, kind := range append(operatorWrites(k8s, grants), loopWrite) {
 		rounds := writesRounds
-		if kind.first {
+		if kind.part == firstRotation {
 			rounds = 1
 		}
-		var ms []float64
+		var server, own []float64
 		for range rounds {
-			cpu0 := controlPlaneCPU(cp)
-			if err := parallel(n, func(i int) error { return kind.do(ctx, grants[i]) }); err != nil {
+			runtime.GC() // the last kind's garbage is not this one's
+			cp0, own0 := controlPlaneCPU(cp), procCPU(self)
+			if err := parallel(n, func(i int) error { return kind.do(ctx, i) }); err != nil {
 				return fmt.Errorf("%s: %w", kind.name, err)
 			}
-			ms = append(ms, (controlPlaneCPU(cp)-cpu0)*1000/float64(n))
+			// The watch events of the last writes are still on their way.
+			time.Sleep(time.Second)
+			server = append(server, (controlPlaneCPU(cp)-cp0)*1000/float64(n))
+			own = append(own, (procCPU(self)-own0)*1000/float64(n))
 		}
-		sort.Float64s(ms)
-		costs = append(costs, writeCost{name: kind.name, first: kind.first, ms: ms[len(ms)/2]})
-		step("writes: %s: %.2f ms", kind.name, ms[len(ms)/2])
+		c := writeCost{name: kind.name, part: kind.part, server: median(server), clientMs: median(own)}
+		costs = append(costs, c)
+		step("writes: %s: %.2f ms API server and etcd, %.2f ms client", kind.name, c.server, c.clientMs)
 	}
 	printWriteCosts(os.Stdout, n, nproc(), costs)
 	return nil
@@ -151,9 +184,23 @@ func writeGrants(ctx context.Context, k8s client.Client, n int) ([]*writeGrant, 
 	return out, err
 }
 
+// loopWrites is the loop's rotation without the identity server: its read and its two
+// writes, through its own code.
+func loopWrites(l *loop) writeKind {
+	return writeKind{"loop: read the refresh token, store it, write the access token (JSON)", loopRotation, func(ctx context.Context, i int) error {
+		name := fmt.Sprintf("b%05d", i)
+		s, err := l.cs.CoreV1().Secrets(baselineNS).Get(ctx, name+"-refresh", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		l.store(ctx, name, s, loopToken{AccessToken: "at-" + name, RefreshToken: "rt-" + name + s.ResourceVersion, ExpiresIn: 3600})
+		return nil
+	}}
+}
+
 // operatorWrites are a grant's first rotation and then a routine one, in the order the
 // operator makes them.
-func operatorWrites(k8s client.Client) []writeKind {
+func operatorWrites(k8s client.Client, grants []*writeGrant) []writeKind {
 	mark := func(ctx context.Context, g *writeGrant) error {
 		secrets.Bind(g.refresh, g.grant)
 		rotation.WriteMark(g.refresh.Annotations, rotation.Mark{Hash: fmt.Sprintf("%064x", g.round), Holder: "bench-writes", Since: time.Now()})
@@ -197,16 +244,19 @@ func operatorWrites(k8s client.Client) []writeKind {
 		})
 	}
 	next := func(ctx context.Context, g *writeGrant) error { g.round++; return mark(ctx, g) }
+	each := func(f func(context.Context, *writeGrant) error) func(context.Context, int) error {
+		return func(ctx context.Context, i int) error { return f(ctx, grants[i]) }
+	}
 	return []writeKind{
-		{"first: in-flight mark and binding (refresh Secret update)", true, mark},
-		{"first: refresh token (refresh Secret update)", true, store},
-		{"first: access token (output Secret apply, creating it)", true, output},
-		{"first: status (CR status merge patch, Ready)", true, status},
-		{"first: first-token Event (events.k8s.io create)", true, event},
-		{"routine: in-flight mark (refresh Secret update)", false, next},
-		{"routine: refresh token (refresh Secret update)", false, store},
-		{"routine: access token (output Secret apply)", false, output},
-		{"routine: status (CR status merge patch)", false, status},
+		{"first: in-flight mark and binding (refresh Secret update)", firstRotation, each(mark)},
+		{"first: refresh token (refresh Secret update)", firstRotation, each(store)},
+		{"first: access token (output Secret apply, creating it)", firstRotation, each(output)},
+		{"first: status (CR status merge patch, Ready)", firstRotation, each(status)},
+		{"first: first-token Event (events.k8s.io create)", firstRotation, each(event)},
+		{"routine: in-flight mark (refresh Secret update)", routineRotation, each(next)},
+		{"routine: refresh token (refresh Secret update)", routineRotation, each(store)},
+		{"routine: access token (output Secret apply)", routineRotation, each(output)},
+		{"routine: status (CR status merge patch)", routineRotation, each(status)},
 	}
 }
 
@@ -254,29 +304,32 @@ func statusDiff(before, after cdv1.CDUserGrantStatus) map[string]json.RawMessage
 	return diff
 }
 
-// printWriteCosts prints the table of costs, their sums over a first and a routine
-// rotation, and what the first rotation's sum makes of a cold start of 10,000 grants.
+// printWriteCosts prints the table of costs, their sums over a first, a routine and a
+// loop's rotation, and what the first rotation's sum makes of a cold start of 10,000
+// grants.
 func printWriteCosts(w io.Writer, n, cores int, costs []writeCost) {
-	fmt.Fprintf(w, "\nAPI server and etcd CPU per write, %d grants (ms; routine writes the median of %d rounds)\n\n", n, writesRounds)
-	fmt.Fprintln(w, "| write | ms |")
-	fmt.Fprintln(w, "|---|---|")
-	var first, routine float64
-	var firstN, routineN int
+	fmt.Fprintf(w, "\nCPU per write, %d grants (ms; a routine write the median of %d rounds)\n\n", n, writesRounds)
+	fmt.Fprintln(w, "| write | API server and etcd | client and its informer |")
+	fmt.Fprintln(w, "|---|---|---|")
+	var sums [3]writeCost
+	var count [3]int
 	for _, c := range costs {
-		fmt.Fprintf(w, "| %s | %.2f |\n", c.name, c.ms)
-		if c.first {
-			first, firstN = first+c.ms, firstN+1
-		} else {
-			routine, routineN = routine+c.ms, routineN+1
-		}
+		fmt.Fprintf(w, "| %s | %.2f | %.2f |\n", c.name, c.server, c.clientMs)
+		sums[c.part].server += c.server
+		sums[c.part].clientMs += c.clientMs
+		count[c.part]++
 	}
-	fmt.Fprintf(w, "| a grant's first rotation (cold start), %d writes | %.1f |\n", firstN, first)
-	fmt.Fprintf(w, "| a routine rotation, %d writes | %.1f |\n", routineN, routine)
+	for part, what := range []string{"a grant's first rotation (cold start)", "the operator's routine rotation", "the loop's rotation"} {
+		fmt.Fprintf(w, "| %s, %d kinds | %.1f | %.2f |\n", what, count[part], sums[part].server, sums[part].clientMs)
+	}
+	if loop := sums[loopRotation].clientMs; loop > 0 {
+		fmt.Fprintf(w, "\nThe operator's writes and their watch events alone cost its client %.2fx the loop's read and writes (the identity server left out of both).\n", sums[routineRotation].clientMs/loop)
+	}
+	first := sums[firstRotation].server
 	need, floor := coldStartBound(first, 10000, time.Minute, cores)
-	fmt.Fprintf(w, "\nA cold start of 10,000 grants costs the API server and etcd %.0f core-seconds: to be Ready in 1m0s they need %.1f cores for it alone; with all %d cores of this machine it takes at least %s.\n",
+	fmt.Fprintf(w, "A cold start of 10,000 grants costs the API server and etcd %.0f core-seconds: to be Ready in 1m0s they need %.1f cores for it alone; with all %d cores of this machine it takes at least %s.\n",
 		first*10, need, cores, floor.Round(time.Second))
 }
-
 // coldStartBound is, for n grants whose first rotation costs the API server and etcd
 // firstMs of CPU each, the cores they need to make them all Ready within within, and the
 // shortest cold start with the given cores.

@@ -18,9 +18,25 @@ func TestColdStartBound(t *testing.T) {
 	if need != 2.5 || floor != 75*time.Second {
 		t.Errorf("got %.2f cores and %s, want 2.50 and 1m15s", need, floor)
 	}
+}
+
+// The report sums each rotation's kinds apart: the cold start's bound comes from the
+// first rotation's server cost alone, the client ratio from the routine rotation's
+// against the loop's.
+func TestWriteCostsAreSummedByRotation(t *testing.T) {
 	var out strings.Builder
-	printWriteCosts(&out, 3000, 2, []writeCost{{"a", true, 10}, {"b", true, 5}, {"c", false, 4}})
-	for _, want := range []string{"| a grant's first rotation (cold start), 2 writes | 15.0 |", "| a routine rotation, 1 writes | 4.0 |", "150 core-seconds", "2.5 cores", "at least 1m15s"} {
+	printWriteCosts(&out, 3000, 2, []writeCost{
+		{"a", firstRotation, 10, 1}, {"b", firstRotation, 5, 1},
+		{"c", routineRotation, 4, 0.6}, {"d", routineRotation, 3, 0.6},
+		{"e", loopRotation, 2, 0.8},
+	})
+	for _, want := range []string{
+		"| a grant's first rotation (cold start), 2 kinds | 15.0 | 2.00 |",
+		"| the operator's routine rotation, 2 kinds | 7.0 | 1.20 |",
+		"| the loop's rotation, 1 kinds | 2.0 | 0.80 |",
+		"cost its client 1.50x the loop's",
+		"150 core-seconds", "2.5 cores", "at least 1m15s",
+	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the report lacks %q:\n%s", want, out.String())
 		}
