@@ -330,6 +330,7 @@ func printWriteCosts(w io.Writer, n, cores int, costs []writeCost) {
 	fmt.Fprintf(w, "A cold start of 10,000 grants costs the API server and etcd %.0f core-seconds: to be Ready in 1m0s they need %.1f cores for it alone; with all %d cores of this machine it takes at least %s.\n",
 		first*10, need, cores, floor.Round(time.Second))
 }
+
 // coldStartBound is, for n grants whose first rotation costs the API server and etcd
 // firstMs of CPU each, the cores they need to make them all Ready within within, and the
 // shortest cold start with the given cores.
