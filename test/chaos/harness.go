@@ -125,7 +125,7 @@ func (h *Harness) setUp(ctx context.Context) error {
 	if h.sandbox, err = StartSandbox(ctx, sandboxBin, cfg.WorkDir, cfg.TokenTTL); err != nil {
 		return err
 	}
-	if h.proxy, err = StartProxy(h.sandbox.URL, func(remote string) int { return socketOwner(remote, h.managerPIDs()) }); err != nil {
+	if h.proxy, err = StartProxy(h.sandbox.URL, func(client, server string) int { return socketOwner(client, server, h.managerPIDs()) }); err != nil {
 		return err
 	}
 	if err := h.createObjects(ctx); err != nil {

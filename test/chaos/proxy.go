@@ -116,9 +116,10 @@ type connInfo struct {
 	pid  int
 }
 
-// StartProxy listens on a loopback port and forwards to upstream. pids maps a client's
-// address to the process that owns the socket (nil: unknown).
-func StartProxy(upstream string, pids func(remote string) int) (*Proxy, error) {
+// StartProxy listens on a loopback port and forwards to upstream. pids maps a connection,
+// by its client's address and the proxy's, to the process that owns the client's socket
+// (nil: unknown).
+func StartProxy(upstream string, pids func(client, server string) int) (*Proxy, error) {
 	u, err := url.Parse(upstream)
 	if err != nil {
 		return nil, err
@@ -142,7 +143,7 @@ func StartProxy(upstream string, pids func(remote string) int) (*Proxy, error) {
 			ci := &connInfo{done: make(chan struct{})}
 			go func() {
 				defer close(ci.done)
-				ci.pid = pids(c.RemoteAddr().String())
+				ci.pid = pids(c.RemoteAddr().String(), c.LocalAddr().String())
 			}()
 			return context.WithValue(ctx, connKey{}, ci)
 		},

@@ -25,7 +25,7 @@ func proxied(t *testing.T) (*cdsandbox.Server, *Proxy) {
 	s.EnableJournal()
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	p, err := StartProxy(srv.URL, func(remote string) int { return socketOwner(remote, []int{os.Getpid()}) })
+	p, err := StartProxy(srv.URL, func(client, server string) int { return socketOwner(client, server, []int{os.Getpid()}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,9 +158,9 @@ func TestTheProxyNamesTheSenderAsSoonAsItConnects(t *testing.T) {
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	looked := make(chan string, 1)
-	p, err := StartProxy(srv.URL, func(remote string) int {
-		looked <- remote
-		return socketOwner(remote, []int{os.Getpid()})
+	p, err := StartProxy(srv.URL, func(client, server string) int {
+		looked <- client
+		return socketOwner(client, server, []int{os.Getpid()})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -212,21 +212,33 @@ func TestABurstFaultsExactlyCountRequestsThenDisarms(t *testing.T) {
 	}
 }
 
+// The table as a busy machine prints it: the proxy listening on port 8080 (1F90); its
+// client's connection from port 50000 (C350); before it, the same local port's earlier
+// connection to another server waiting out TIME_WAIT (state 06, no inode), and a live
+// connection of another process from the same port to etcd on 2379 (094B), which the
+// kernel allows because the peers differ. Only the whole pair of addresses names the
+// client's socket (CI once charged a request to no process: the first line with its
+// local address was a TIME_WAIT one).
 func TestFindInodeReadsTheKernelsSocketTable(t *testing.T) {
 	table := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1111 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 2222 1 0000000000000000 20 4 30 10 -1
+   1: 0100007F:C350 0100007F:1F91 06 00000000:00000000 03:00000A3C 00000000     0        0 0 3 0000000000000000
+   2: 0100007F:C350 0100007F:094B 01 00000000:00000000 00:00000000 00000000     0        0 3333 1 0000000000000000 20 4 30 10 -1
+   3: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 2222 1 0000000000000000 20 4 30 10 -1
+   4: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 4444 1 0000000000000000 20 4 30 10 -1
 `
-	cases := map[string]struct{ addr, want string }{
-		"the client socket of a loopback connection": {"127.0.0.1:50000", "2222"},
-		"a listening socket":                         {"127.0.0.1:8080", "1111"},
-		"no such socket":                             {"127.0.0.1:50001", ""},
+	cases := map[string]struct{ local, remote, want string }{
+		"the client socket of a loopback connection": {"127.0.0.1:50000", "127.0.0.1:8080", "2222"},
+		"the proxy's end of it":                      {"127.0.0.1:8080", "127.0.0.1:50000", "4444"},
+		"the same port's live connection elsewhere":  {"127.0.0.1:50000", "127.0.0.1:2379", "3333"},
+		"a connection waiting out TIME_WAIT":         {"127.0.0.1:50000", "127.0.0.1:8081", ""},
+		"no such socket":                             {"127.0.0.1:50001", "127.0.0.1:8080", ""},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			got, err := findInode(strings.NewReader(table), tc.addr)
+			got, err := findInode(strings.NewReader(table), tc.local, tc.remote)
 			if err != nil || got != tc.want {
-				t.Errorf("findInode(%s) = %q, %v; want %q", tc.addr, got, err, tc.want)
+				t.Errorf("findInode(%s, %s) = %q, %v; want %q", tc.local, tc.remote, got, err, tc.want)
 			}
 		})
 	}
