@@ -6,8 +6,8 @@
 // It prints a table per N and the series, and writes CSV, SVG plots and profiles to
 // bench-out/. `make bench` runs it; BENCH_SERIES (or BENCH_N), BENCH_TTL, BENCH_WINDOW,
 // BENCH_UNRELATED, BENCH_SCRAPE_EVERY and BENCH_LOOP_WINDOWS tune it. With -writes
-// (`make bench-writes`) it measures instead what each of the operator's writes costs the
-// API server and etcd (writes.go).
+// (`make bench-writes`) it measures instead what each of the operator's writes costs in
+// CPU, the API server's and etcd's and its own client's, beside the loop's (writes.go).
 //
 // It is a benchmark, not a test: its measurement windows are timed sleeps.
 package main
@@ -73,7 +73,7 @@ func main() {
 	flag.IntVar(&cfg.loopWindows, "loop-windows", envInt("BENCH_LOOP_WINDOWS", 2), "windows the baseline loop's CPU is measured in, one after the other")
 	flag.DurationVar(&cfg.scrapeEvery, "scrape-every", time.Duration(envIntZero("BENCH_SCRAPE_EVERY", 30))*time.Second, "how often to scrape the manager's whole metrics endpoint, as Prometheus would (0 never)")
 	baseline := flag.Bool("baseline", false, "run as the baseline loop (internal)")
-	writes := flag.Bool("writes", false, "measure what each of the operator's writes costs the API server and etcd, over -n grants, instead")
+	writes := flag.Bool("writes", false, "measure instead what each of the operator's writes costs in CPU (the API server's and etcd's, the client's) over -n grants")
 	flag.Parse()
 	ctrl.SetLogger(logr.Discard()) // the bench's own informers have nothing to say
 	if *baseline {

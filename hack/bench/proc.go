@@ -29,6 +29,15 @@ func procCPU(pid int) float64 {
 	return (utime + stime) / clockTicks
 }
 
+// controlPlaneCPU is the CPU seconds the processes pids (the API server and etcd) have
+// used.
+func controlPlaneCPU(pids []int) (cpu float64) {
+	for _, pid := range pids {
+		cpu += procCPU(pid)
+	}
+	return cpu
+}
+
 // procRSS returns a /proc/<pid>/status memory field (VmRSS, VmHWM) in bytes.
 func procRSS(pid int, field string) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))

@@ -88,13 +88,7 @@ func (t *timeline) run() {
 }
 
 // controlPlaneCPU is the CPU seconds the API server and etcd have used.
-func (t *timeline) controlPlaneCPU() float64 {
-	cpu := 0.0
-	for _, pid := range t.controlPlane {
-		cpu += procCPU(pid)
-	}
-	return cpu
-}
+func (t *timeline) controlPlaneCPU() float64 { return controlPlaneCPU(t.controlPlane) }
 
 // medianRSS is the median RSS, in bytes, of the samples of a phase: RSS moves by ±10 %
 // as collections come and go, so one reading says little. 0 without samples.

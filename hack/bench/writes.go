@@ -60,7 +60,6 @@ const (
 type writeGrant struct {
 	grant   *cdv1.CDUserGrant
 	refresh *corev1.Secret
-	status  cdv1.CDUserGrantStatus
 	round   int
 }
 
@@ -109,6 +108,7 @@ func runWrites(n int) error {
 	}
 	loopCfg := rest.CopyConfig(restCfg)
 	loopCfg.QPS, loopCfg.Burst = 500, 1000 // as runBaseline
+	loopCfg.UserAgent = "bench-loop"
 	l := &loop{cs: kubernetes.NewForConfigOrDie(loopCfg)}
 	// The manager's watches, on the grants' namespace: the API server sends every write
 	// there to them, and this process decodes it. The loop's namespace is not watched.
@@ -156,13 +156,6 @@ func runWrites(n int) error {
 	}
 	printWriteCosts(os.Stdout, n, nproc(), costs)
 	return nil
-}
-
-func controlPlaneCPU(pids []int) (s float64) {
-	for _, pid := range pids {
-		s += procCPU(pid)
-	}
-	return s
 }
 
 // writeGrants reads the seeded grants and their refresh-token Secrets.
@@ -225,9 +218,7 @@ func operatorWrites(k8s client.Client, grants []*writeGrant) []writeKind {
 		return k8s.Patch(ctx, target, client.RawPatch(types.ApplyPatchType, body), client.FieldOwner(secrets.FieldOwner), client.ForceOwnership)
 	}
 	status := func(ctx context.Context, g *writeGrant) error {
-		before := g.status
-		g.status = rotatedStatus(g.grant, before, time.Now())
-		patch, err := json.Marshal(map[string]any{"status": statusDiff(before, g.status)})
+		patch, err := rotateStatus(g.grant, time.Now())
 		if err != nil {
 			return err
 		}
@@ -239,7 +230,7 @@ func operatorWrites(k8s client.Client, grants []*writeGrant) []writeKind {
 		return k8s.Create(ctx, &eventsv1.Event{
 			ObjectMeta: metav1.ObjectMeta{Namespace: benchNS, Name: fmt.Sprintf("%s.%x", g.grant.Name, now.UnixNano())},
 			EventTime:  now, ReportingController: "cdusergrant-controller", ReportingInstance: "cdusergrant-controller-bench",
-			Action: "Reconcile", Reason: cdv1.TokenIssuedReason, Type: corev1.EventTypeNormal, Note: g.status.Conditions[0].Message,
+			Action: "Reconcile", Reason: cdv1.TokenIssuedReason, Type: corev1.EventTypeNormal, Note: g.grant.Status.Conditions[0].Message,
 			Regarding: corev1.ObjectReference{APIVersion: cdv1.GroupVersion.String(), Kind: "CDUserGrant", Namespace: benchNS, Name: g.grant.Name, UID: g.grant.UID},
 		})
 	}
@@ -287,21 +278,14 @@ func rotatedStatus(g *cdv1.CDUserGrant, before cdv1.CDUserGrantStatus, now time.
 	return s
 }
 
-// statusDiff is the merge patch of a status by top-level field, as the operator sends it:
-// the fields that changed, whole.
-func statusDiff(before, after cdv1.CDUserGrantStatus) map[string]json.RawMessage {
-	var b, a map[string]json.RawMessage
-	bj, _ := json.Marshal(before)
-	aj, _ := json.Marshal(after)
-	_ = json.Unmarshal(bj, &b)
-	_ = json.Unmarshal(aj, &a)
-	diff := map[string]json.RawMessage{}
-	for k, v := range a {
-		if string(b[k]) != string(v) {
-			diff[k] = v
-		}
-	}
-	return diff
+// rotateStatus moves g's status on by a rotation at now and returns the status merge patch
+// that says so: the fields that changed, as the operator sends it. The operator's own
+// diff (controllers' patchStatus) makes the same patch for less CPU, so the client column
+// of the status rows is, if anything, above the operator's.
+func rotateStatus(g *cdv1.CDUserGrant, now time.Time) ([]byte, error) {
+	before := g.DeepCopy()
+	g.Status = rotatedStatus(g, before.Status, now)
+	return client.MergeFrom(before).Data(g)
 }
 
 // printWriteCosts prints the table of costs, their sums over a first, a routine and a

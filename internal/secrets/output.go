@@ -27,7 +27,9 @@ import (
 
 // FieldOwner is the server-side apply field manager of everything the operator writes
 // into an output Secret. Keys, labels and annotations other managers add are left alone.
-const FieldOwner = "cd-credentials-operator"
+// It is the operator's one name: its managed-by label value, and the first word of its
+// user agent.
+const FieldOwner = cdv1.ManagedByValue
 
 // Annotations of an output Secret that let the operator judge it after a restart
 // without minting a new token.
