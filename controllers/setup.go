@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -57,10 +56,8 @@ func (r *CDCredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&cdv1.CDCredential{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&corev1.Secret{}, secretEvents{
-			owned:       handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &cdv1.CDCredential{}, handler.OnlyControllerOwner()),
-			referencing: handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDCredentialList{}, credentialClientSecretIndex)),
-		}).
+		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDCredentialList{}, credentialClientSecretIndex)), builder.WithPredicates(secretChanged)).
 		Watches(&cdv1.CDCredential{}, sharersHandler(mgr.GetClient())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
@@ -81,10 +78,8 @@ func (r *CDUserGrantReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&cdv1.CDUserGrant{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, lastAuthorizationChanged))).
-		Watches(&corev1.Secret{}, secretEvents{
-			owned:       handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &cdv1.CDUserGrant{}, handler.OnlyControllerOwner()),
-			referencing: handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantRefreshSecretIndex)),
-		}).
+		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantRefreshSecretIndex)), builder.WithPredicates(secretChanged)).
 		Watches(&cdv1.CDCredential{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantCredentialIndex))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
@@ -122,45 +117,6 @@ func addNamespacedIndexes(ctx context.Context, c cache.Cache, obj client.Object,
 		}
 	}
 	return informer.AddIndexers(indexers)
-}
-
-// secretEvents is a controller's one event handler for Secrets. It enqueues the CR that
-// owns an output Secret when the Secret is created, deleted or tampered with
-// (outputTampered), and the CRs that name a Secret (a client secret, a refresh token) when
-// it is created, deleted or changed (secretChanged): what Owns and a Watches of their own
-// did, with the same predicates. client-go runs each handler on an informer as a listener
-// with two goroutines of its own, and every write of every opted-in Secret wakes them
-// all: with Owns and Watches, each of a rotation's three Secret writes went to four
-// listeners, two per controller; now to two.
-type secretEvents struct {
-	owned       handler.EventHandler
-	referencing handler.EventHandler
-}
-
-var _ handler.EventHandler = secretEvents{}
-
-func (h secretEvents) Create(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	h.owned.Create(ctx, e, q)
-	h.referencing.Create(ctx, e, q)
-}
-
-func (h secretEvents) Update(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	if outputTampered.Update(e) {
-		h.owned.Update(ctx, e, q)
-	}
-	if secretChanged.Update(e) {
-		h.referencing.Update(ctx, e, q)
-	}
-}
-
-func (h secretEvents) Delete(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	h.owned.Delete(ctx, e, q)
-	h.referencing.Delete(ctx, e, q)
-}
-
-func (h secretEvents) Generic(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	h.owned.Generic(ctx, e, q)
-	h.referencing.Generic(ctx, e, q)
 }
 
 // secretChanged lets through a referenced Secret's creation (which, for the cache,

@@ -106,12 +106,10 @@ type Options struct {
 	HolderTimeout  time.Duration
 
 	// Clock and Tokens replace the real ones in tests; NewClient, when set, builds the
-	// manager's client (tests inject API-server failures with interceptor.Funcs), and
-	// NewCache its cache (tests count what registers on an informer).
+	// manager's client (tests inject API-server failures with interceptor.Funcs).
 	Clock     clock.Clock
 	Tokens    tokenclient.Issuer
 	NewClient client.NewClientFunc
-	NewCache  cache.NewCacheFunc
 	// SeveralPerProcess lets tests run more than one manager in one process (controller
 	// names are otherwise unique per process, for their metrics).
 	SeveralPerProcess bool
@@ -212,7 +210,6 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error)
 		GracefulShutdownTimeout:       &opts.GracefulShutdownTimeout,
 		Cache:                         cacheOptions(opts.WatchNamespaces, opts.ShardSelector),
 		NewClient:                     opts.NewClient,
-		NewCache:                      opts.NewCache,
 		MapperProvider:                rememberingMapper,
 		Controller:                    config.Controller{SkipNameValidation: &opts.SeveralPerProcess},
 	})

@@ -16,8 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
-	toolscache "k8s.io/client-go/tools/cache"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -134,96 +132,6 @@ func TestReferencingFindsCRsThroughNamespacedIndexes(t *testing.T) {
 	if len(clients.Items) != 1 || clients.Items[0].Name != "login" {
 		t.Errorf("credentials naming the Secret login-client: %v, want [login]", clients.Items)
 	}
-}
-
-// client-go runs every event handler on an informer as a listener with goroutines of its
-// own, which every event wakes. The Secret informer sees three writes per rotation, so
-// each controller registers one handler on it, not one for the Secrets it owns and
-// another for the Secrets its CRs name; that one handler still repairs a hand-edited
-// output Secret.
-func TestEachControllerListensToSecretsThroughOneHandler(t *testing.T) {
-	f := newGrantFixture(t, 30*time.Minute)
-	f.addGrant("acme")
-	counted := &secretHandlers{}
-	f.opts.NewCache = func(cfg *rest.Config, o cache.Options) (cache.Cache, error) {
-		c, err := cache.New(cfg, o)
-		counted.Cache = c
-		return counted, err
-	}
-	startManager(t, f.opts)
-	// The grant rotated: the CDCredential controller has made its credential Ready, and
-	// both run workers, which a controller starts once all its sources are registered.
-	eventually(t, 20*time.Second, "the first rotation", f.rotations("acme", 1))
-	if n := counted.count(); n != 2 {
-		t.Errorf("%d event handlers on the Secret informer, want 2 (one per controller)", n)
-	}
-
-	s, err := getSecret(f.ns, "acme-token")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Data[cdv1.AccessTokenKey] = []byte("hand-edited")
-	if err := k8s.Update(context.Background(), s); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "the edited output Secret repaired", func() error {
-		s, err := getSecret(f.ns, "acme-token")
-		if err != nil {
-			return err
-		}
-		if _, live := f.idp.Introspect(string(s.Data[cdv1.AccessTokenKey])); !live {
-			return fmt.Errorf("access_token is not a live token")
-		}
-		return nil
-	})
-}
-
-// secretHandlers is a cache that counts the event handlers registered on its Secret
-// informer.
-type secretHandlers struct {
-	cache.Cache
-	mu sync.Mutex
-	n  int
-}
-
-func (c *secretHandlers) GetInformer(ctx context.Context, obj client.Object, opts ...cache.InformerGetOption) (cache.Informer, error) {
-	i, err := c.Cache.GetInformer(ctx, obj, opts...)
-	if _, secret := obj.(*corev1.Secret); !secret || err != nil {
-		return i, err
-	}
-	return countedInformer{Informer: i, c: c}, nil
-}
-
-func (c *secretHandlers) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n
-}
-
-func (c *secretHandlers) add() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.n++
-}
-
-type countedInformer struct {
-	cache.Informer
-	c *secretHandlers
-}
-
-func (i countedInformer) AddEventHandler(h toolscache.ResourceEventHandler) (toolscache.ResourceEventHandlerRegistration, error) {
-	i.c.add()
-	return i.Informer.AddEventHandler(h)
-}
-
-func (i countedInformer) AddEventHandlerWithResyncPeriod(h toolscache.ResourceEventHandler, resync time.Duration) (toolscache.ResourceEventHandlerRegistration, error) {
-	i.c.add()
-	return i.Informer.AddEventHandlerWithResyncPeriod(h, resync)
-}
-
-func (i countedInformer) AddEventHandlerWithOptions(h toolscache.ResourceEventHandler, o toolscache.HandlerOptions) (toolscache.ResourceEventHandlerRegistration, error) {
-	i.c.add()
-	return i.Informer.AddEventHandlerWithOptions(h, o)
 }
 
 // Built-in types (Secrets, Events, Leases) travel as protobuf on the manager's API
