@@ -70,6 +70,11 @@ func newOnboardingFixture(t *testing.T, opts ...fixtureOption) *onboardingFixtur
 		cred.Spec.AuthorizeURL = idp.URL + cred.Spec.AuthorizeURL // a path and query of the sandbox's
 	}
 	create(t, cred)
+	// A grant created while its credential turns Ready is reconciled once for each of the
+	// credential's status writes; a pass that reads the grant from a cache not yet holding
+	// the previous pass's status finds no link and mints another, and a test holding the
+	// first would see it change.
+	eventually(t, 10*time.Second, "the credential Ready", credentialCondition(ns, "login", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.ClientReadyReason))
 	return &onboardingFixture{t: t, ns: ns, idp: idp, callbackURL: callbackURL}
 }
 
