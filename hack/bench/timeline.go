@@ -50,7 +50,7 @@ func (t *timeline) run() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	lastPid, lastCPU, lastAt := 0, 0.0, time.Now()
-	lastCP := t.controlPlaneCPU()
+	lastCP := controlPlaneCPU(t.controlPlane)
 	lastRequests := totalRequests(t.idp.Stats())
 	for {
 		select {
@@ -62,7 +62,7 @@ func (t *timeline) run() {
 			t.mu.Unlock()
 			s := plot.Sample{Seconds: now.Sub(t.start).Seconds(), Phase: phase, StalestSecondsToExpiry: math.NaN(), CPUCores: math.NaN(), RSSMiB: math.NaN(), ControlPlaneCores: math.NaN()}
 			if len(t.controlPlane) > 0 {
-				cp := t.controlPlaneCPU()
+				cp := controlPlaneCPU(t.controlPlane)
 				s.ControlPlaneCores, lastCP = (cp-lastCP)/now.Sub(lastAt).Seconds(), cp
 			}
 			if pid != 0 {
@@ -86,9 +86,6 @@ func (t *timeline) run() {
 		}
 	}
 }
-
-// controlPlaneCPU is the CPU seconds the API server and etcd have used.
-func (t *timeline) controlPlaneCPU() float64 { return controlPlaneCPU(t.controlPlane) }
 
 // medianRSS is the median RSS, in bytes, of the samples of a phase: RSS moves by ±10 %
 // as collections come and go, so one reading says little. 0 without samples.

@@ -66,9 +66,9 @@ type writeGrant struct {
 // writeCost is the CPU per write of one kind, the median of its rounds: the API
 // server's and etcd's, and the client's with its informer's.
 type writeCost struct {
-	name             string
-	part             writePart
-	server, clientMs float64
+	name           string
+	part           writePart
+	server, client float64 // ms
 }
 
 // writesRounds is how often each routine write is measured; a first rotation's writes
@@ -150,9 +150,9 @@ func runWrites(n int) error {
 			server = append(server, (controlPlaneCPU(cp)-cp0)*1000/float64(n))
 			own = append(own, (procCPU(self)-own0)*1000/float64(n))
 		}
-		c := writeCost{name: kind.name, part: kind.part, server: median(server), clientMs: median(own)}
+		c := writeCost{name: kind.name, part: kind.part, server: median(server), client: median(own)}
 		costs = append(costs, c)
-		step("writes: %s: %.2f ms API server and etcd, %.2f ms client", kind.name, c.server, c.clientMs)
+		step("writes: %s: %.2f ms API server and etcd, %.2f ms client", kind.name, c.server, c.client)
 	}
 	printWriteCosts(os.Stdout, n, nproc(), costs)
 	return nil
@@ -298,16 +298,16 @@ func printWriteCosts(w io.Writer, n, cores int, costs []writeCost) {
 	var sums [3]writeCost
 	var count [3]int
 	for _, c := range costs {
-		fmt.Fprintf(w, "| %s | %.2f | %.2f |\n", c.name, c.server, c.clientMs)
+		fmt.Fprintf(w, "| %s | %.2f | %.2f |\n", c.name, c.server, c.client)
 		sums[c.part].server += c.server
-		sums[c.part].clientMs += c.clientMs
+		sums[c.part].client += c.client
 		count[c.part]++
 	}
 	for part, what := range []string{"a grant's first rotation (cold start)", "the operator's routine rotation", "the loop's rotation"} {
-		fmt.Fprintf(w, "| %s, %d kinds | %.1f | %.2f |\n", what, count[part], sums[part].server, sums[part].clientMs)
+		fmt.Fprintf(w, "| %s (kinds: %d) | %.1f | %.2f |\n", what, count[part], sums[part].server, sums[part].client)
 	}
-	if loop := sums[loopRotation].clientMs; loop > 0 {
-		fmt.Fprintf(w, "\nThe operator's writes and their watch events alone cost its client %.2fx the loop's read and writes (the identity server left out of both).\n", sums[routineRotation].clientMs/loop)
+	if loop := sums[loopRotation].client; loop > 0 {
+		fmt.Fprintf(w, "\nThe operator's writes and their watch events alone cost its client %.2fx the loop's read and writes (the identity server left out of both).\n", sums[routineRotation].client/loop)
 	}
 	first := sums[firstRotation].server
 	need, floor := coldStartBound(first, 10000, time.Minute, cores)

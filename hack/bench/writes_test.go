@@ -32,9 +32,9 @@ func TestWriteCostsAreSummedByRotation(t *testing.T) {
 		{"e", loopRotation, 2, 0.8},
 	})
 	for _, want := range []string{
-		"| a grant's first rotation (cold start), 2 kinds | 15.0 | 2.00 |",
-		"| the operator's routine rotation, 2 kinds | 7.0 | 1.20 |",
-		"| the loop's rotation, 1 kinds | 2.0 | 0.80 |",
+		"| a grant's first rotation (cold start) (kinds: 2) | 15.0 | 2.00 |",
+		"| the operator's routine rotation (kinds: 2) | 7.0 | 1.20 |",
+		"| the loop's rotation (kinds: 1) | 2.0 | 0.80 |",
 		"cost its client 1.50x the loop's",
 		"150 core-seconds", "2.5 cores", "at least 1m15s",
 	} {
