@@ -20,7 +20,10 @@ func (r *CDUserGrantReconciler) offerAuthorization(grant *cdv1.CDUserGrant, cred
 		return res, err
 	}
 	now := r.Clock.Now()
-	url, expires := r.Authorizer.AuthorizationURL(grant, cred, cred.Status.ClientID, grant.Status.AuthorizationURL, now)
+	// The link this process wrote last, not an older one a lagging cache still shows:
+	// the customer may already be holding it.
+	current := r.links.current(grant, grant.Status.AuthorizationURL)
+	url, expires := r.Authorizer.AuthorizationURL(grant, cred, cred.Status.ClientID, current, now)
 	grant.Status.AuthorizationURL = url
 	// The grant waits for the customer, not for a retry: a stalled grant still sends
 	// nothing, but its link is renewed before it expires.

@@ -217,3 +217,27 @@ func TestOneClientDeclaredForBothFlowsIsFlaggedOnlyWhenTheSecretMatchesToo(t *te
 }
 
 func toString(v any) string { return strings.ReplaceAll(cmp.Diff(nil, v), " ", "") }
+
+// As for a grant: the passes after a refusal, on caches behind their writes, neither
+// send the refused request again nor write the refusal away.
+func TestACacheThatHasNotSeenTheLastStatusWriteDoesNotResendARefusedRequest(t *testing.T) {
+	w := newWorld(t)
+	unsent := w.cred("pricing")
+	w.tokens.failNext(&tokenclient.Error{Kind: tokenclient.KindGrantTypeNotAllowed, Code: "unauthorized_client", StatusCode: 400})
+	if _, err := w.reconcileCred("pricing"); !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatalf("err %v, want terminal", err)
+	}
+	refused := w.cred("pricing")
+	for _, cached := range []client.Object{unsent, refused, &cdv1.CDCredential{}} {
+		w.lag(cached)
+		if _, err := w.reconcileCred("pricing"); !errors.Is(err, reconcile.TerminalError(nil)) {
+			t.Fatalf("cache at %q: err %v, want terminal", cached.GetResourceVersion(), err)
+		}
+	}
+	if n := w.tokens.ccCount(); n != 1 {
+		t.Errorf("%d requests sent, want the one refused", n)
+	}
+	if f := w.cred("pricing").Status.LastFailure; f == nil || f.Reason != cdv1.GrantTypeNotAllowedReason {
+		t.Errorf("lastFailure %+v, want the refusal", f)
+	}
+}

@@ -51,6 +51,8 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		c.ready(cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, o.token.clamp))
 		res.RequeueAfter = untilRenewal(s, now)
 	case remembered:
+		// As for a grant: the memory the pass acted on, whatever a lagging cache shows.
+		cred.Status.LastFailure = failureStatus(o.failure)
 		misuse = keepFailure(c, o.failure)
 		res.RequeueAfter = retryAfter(o.failure, now)
 	case answered:

@@ -55,6 +55,7 @@ type CDUserGrantReconciler struct {
 
 	held    heldResults
 	written writtenFailures
+	links   writtenLinks
 	// elected is when this process won the leader election (Unix nanoseconds).
 	elected atomic.Int64
 }
@@ -75,6 +76,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err := r.Get(ctx, req.NamespacedName, grant); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.written.forget(req.NamespacedName)
+			r.links.forget(req.NamespacedName)
 			return ctrl.Result{}, r.storeOrphan(ctx, req.NamespacedName)
 		}
 		return ctrl.Result{}, err
@@ -94,6 +96,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			return
 		}
 		r.written.note(grant, target, before.Status.LastFailure, grant.Status.LastFailure, r.Clock.Now())
+		r.links.note(grant, target, before.Status.AuthorizationURL, grant.Status.AuthorizationURL)
 	}()
 	out, cred, err := r.reconcile(ctx, grant)
 	if out == nil {

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -732,24 +733,81 @@ func TestANewRefreshTokenHeldForAGrantDeletedMeanwhileIsStillStored(t *testing.T
 	}
 }
 
+// A pass reads the grant from a cache that may lag behind the status writes of the
+// passes before it; the failure memory it acts on, and writes, is the newest one.
 func TestACacheThatHasNotSeenTheLastStatusWriteDoesNotResendARejectedToken(t *testing.T) {
 	w := newWorld(t)
-	stale := w.grant("acme") // the grant as the informer still holds it
+	unrotated := w.grant("acme")
 	w.tokens.failNext(invalidGrant)
 	if _, err := w.reconcileGrant("acme"); !errors.Is(err, reconcile.TerminalError(nil)) {
 		t.Fatalf("err %v, want terminal", err)
 	}
-	// The next pass reads the grant from a cache that lags behind the status just written.
-	g := w.grant("acme")
-	g.Status = stale.Status
-	if err := w.client.Status().Update(t.Context(), g); err != nil {
-		t.Fatal(err)
+	rejected := w.grant("acme")
+	// The next pass reads a cache that has not seen the rejection yet,
+	w.lag(unrotated)
+	if _, err := w.reconcileGrant("acme"); !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatalf("err %v, want terminal", err)
 	}
+	// and the one after a cache that holds the rejection but not that pass's write.
+	w.lag(rejected)
+	if _, err := w.reconcileGrant("acme"); !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatalf("err %v, want terminal", err)
+	}
+	w.lag(&cdv1.CDUserGrant{})
 	if _, err := w.reconcileGrant("acme"); !errors.Is(err, reconcile.TerminalError(nil)) {
 		t.Fatalf("err %v, want terminal", err)
 	}
 	if diff := cmp.Diff([]string{"refresh-0"}, w.tokens.refreshes()); diff != "" {
 		t.Errorf("the rejected token was sent again (-want +got):\n%s", diff)
 	}
-	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenRejectedReason)
+	g := w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenRejectedReason)
+	if g.Status.LastFailure == nil || g.Status.LastFailure.Reason != cdv1.RefreshTokenRejectedReason {
+		t.Errorf("lastFailure %+v, want the rejection", g.Status.LastFailure)
+	}
+}
+
+// The customer may already hold the authorization link a status write showed; a pass
+// on a cache that has not seen that write keeps it rather than minting another.
+func TestACacheThatHasNotSeenTheLastStatusWriteKeepsTheAuthorizationLink(t *testing.T) {
+	w := newWorld(t)
+	links := &mintingAuthorizer{}
+	w.grants.Authorizer = links
+	unrotated := w.grant("acme")
+	w.tokens.failNext(invalidGrant)
+	// A grant that offers a link waits for the customer, not for an error.
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	given := w.grant("acme").Status.AuthorizationURL
+	if given == "" {
+		t.Fatal("a grant whose refresh token was rejected shows no authorization link")
+	}
+	w.lag(unrotated)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.grant("acme").Status.AuthorizationURL; got != given || links.minted != 1 {
+		t.Errorf("authorizationURL %q after a pass on a lagging cache (%d links minted), want the %q the customer was given", got, links.minted, given)
+	}
+	// Once the cache holds the writes, nothing is kept for the grant.
+	w.lag(&cdv1.CDUserGrant{})
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if w.grants.links.has("uid-acme") {
+		t.Error("the written link is still remembered after the cache caught up: one entry per grant, forever")
+	}
+}
+
+// mintingAuthorizer keeps the link a grant shows and mints a new one only for a grant
+// that shows none.
+type mintingAuthorizer struct{ minted int }
+
+func (a *mintingAuthorizer) AuthorizationURL(_ *cdv1.CDUserGrant, _ *cdv1.CDCredential, _, current string, _ time.Time) (string, time.Time) {
+	if current == "" {
+		a.minted++
+		current = "https://login.example/authorize?state=" + strconv.Itoa(a.minted)
+	}
+	return current, epoch.Add(15 * time.Minute)
 }

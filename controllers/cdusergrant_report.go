@@ -90,6 +90,9 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		c.remove(cdv1.StalledCondition)
 		res.RequeueAfter = max(o.until.Sub(now), time.Second)
 	case remembered:
+		// The memory the pass acted on, which a cache behind this process's last write
+		// may not show: a write from this pass must not record it as cleared.
+		grant.Status.LastFailure = failureStatus(o.failure)
 		if msg := keepFailure(c, o.failure); msg != "" {
 			g.misuse, g.misuseMsg = cdv1.GrantTypeNotAllowedReason, msg
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	goruntime "runtime"
 	"sync"
 	"testing"
@@ -278,6 +279,36 @@ func (w *world) update(obj client.Object, mutate func()) {
 	if err := w.client.Update(context.Background(), obj); err != nil {
 		w.t.Fatal(err)
 	}
+}
+
+// lag has the cache of snapshot's controller show snapshot for its CR, as an informer
+// that has not caught up with the writes since would; lag(&cdv1.CDUserGrant{}) or
+// lag(&cdv1.CDCredential{}) catches it up. Writes still reach the fake API server,
+// which keeps its own copy.
+func (w *world) lag(snapshot client.Object) {
+	var reader client.Client = w.client
+	if snapshot.GetName() != "" {
+		reader = laggingCache{Client: w.client, snapshot: snapshot}
+	}
+	switch snapshot.(type) {
+	case *cdv1.CDUserGrant:
+		w.grants.Client = reader
+	case *cdv1.CDCredential:
+		w.creds.Client = reader
+	}
+}
+
+type laggingCache struct {
+	client.Client
+	snapshot client.Object
+}
+
+func (c laggingCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if reflect.TypeOf(obj) == reflect.TypeOf(c.snapshot) && key == client.ObjectKeyFromObject(c.snapshot) {
+		reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(c.snapshot.DeepCopyObject()).Elem())
+		return nil
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
 }
 
 // mark puts an in-flight mark on acme's refresh token, as another process would.

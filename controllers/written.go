@@ -12,63 +12,91 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/rotation"
 )
 
-// writtenFailures remembers, per CR, the failure memory this process last wrote to
-// status. The next pass reads the CR from the informer's cache, which may not have
-// caught up with that write yet; acting on the older memory it holds would send a
-// request that was just refused for good once more (a rejected refresh token a second
-// time). Status stays the memory that survives restarts; a restarted process starts
-// from a freshly listed cache, so this starts empty. Only CRs with a failure memory on
-// either side of a write have an entry, and it goes once the cache holds a write it
-// records: a routine write (no failure before or after) leaves none, so the map does
-// not hold one entry per CR.
-type writtenFailures struct{ m sync.Map } // types.UID -> writtenFailure
+// writeMemory remembers, per CR, a status value this process last wrote, for as long
+// as the informer's cache may not hold that write. The next pass reads the CR from the
+// cache, which may lag behind the write; a memory tells it what status already says.
+// Status stays what survives restarts: a restarted process starts from a freshly
+// listed cache, so the memory starts empty. An entry goes once the cache holds the
+// write it records, so the memory does not keep one entry per CR.
+type writeMemory[T comparable] struct{ m sync.Map } // types.UID -> memoryEntry[T]
 
-type writtenFailure struct {
-	failure *rotation.Failure // nil: the memory was cleared (a success)
-	at      time.Time
-	key     types.NamespacedName
+type memoryEntry[T comparable] struct {
+	value T
+	key   types.NamespacedName
 	// resourceVersion is the CR's after the write, as the API server answered it.
 	resourceVersion string
 }
 
-// note records what a successful status write of obj stored (after) over the cached
-// status it started from (before); written is the answer's metadata (the CR's new
-// resourceVersion).
-func (w *writtenFailures) note(obj client.Object, written metav1.Object, before, after *cdv1.FailureStatus, now time.Time) {
-	if before == nil && after == nil {
-		// Any copy the cache may show says "no failure", as the write did, unless an
-		// earlier write of a failure is still remembered: that entry is brought up to date.
-		if _, ok := w.m.Load(obj.GetUID()); !ok {
-			return
-		}
-	}
-	w.m.Store(obj.GetUID(), writtenFailure{failure: fromFailureStatus(after), at: now, key: client.ObjectKeyFromObject(obj), resourceVersion: written.GetResourceVersion()})
+// store records v as written to obj's status; written is the answer's metadata (the
+// CR's new resourceVersion).
+func (w *writeMemory[T]) store(obj client.Object, written metav1.Object, v T) {
+	w.m.Store(obj.GetUID(), memoryEntry[T]{value: v, key: client.ObjectKeyFromObject(obj), resourceVersion: written.GetResourceVersion()})
 }
 
-// forget drops what was noted for a deleted CR.
-func (w *writtenFailures) forget(key types.NamespacedName) {
-	w.m.Range(func(uid, v any) bool {
-		if v.(writtenFailure).key == key {
+// has tells whether an entry is kept for uid.
+func (w *writeMemory[T]) has(uid types.UID) bool {
+	_, ok := w.m.Load(uid)
+	return ok
+}
+
+// recall is the value this process last wrote to cached's status while the cache may
+// not show it; ok is false when nothing is remembered, or when cached is that very
+// write (the entry then goes).
+func (w *writeMemory[T]) recall(cached client.Object) (v T, ok bool) {
+	e, ok := w.m.Load(cached.GetUID())
+	if !ok {
+		return v, false
+	}
+	r := e.(memoryEntry[T])
+	if r.resourceVersion != "" && cached.GetResourceVersion() == r.resourceVersion {
+		// Not a later version, whose order resourceVersions do not promise; a later
+		// write stores anew.
+		w.m.CompareAndDelete(cached.GetUID(), e)
+		return v, false
+	}
+	return r.value, true
+}
+
+// forget drops what was remembered for a deleted CR.
+func (w *writeMemory[T]) forget(key types.NamespacedName) {
+	w.m.Range(func(uid, e any) bool {
+		if e.(memoryEntry[T]).key == key {
 			w.m.Delete(uid)
 		}
 		return true
 	})
 }
 
+// writtenFailures remembers the failure memory this process last wrote to status.
+// Acting on an older memory the cache still holds would send a request that was just
+// refused for good once more (a rejected refresh token a second time). Only CRs with a
+// failure memory on either side of a write have an entry: a routine write (no failure
+// before or after) leaves none.
+type writtenFailures struct{ writeMemory[writtenFailure] }
+
+type writtenFailure struct {
+	failure *rotation.Failure // nil: the memory was cleared (a success)
+	at      time.Time
+}
+
+// note records what a successful status write of obj stored (after) over the cached
+// status it started from (before); written is the answer's metadata.
+func (w *writtenFailures) note(obj client.Object, written metav1.Object, before, after *cdv1.FailureStatus, now time.Time) {
+	if before == nil && after == nil && !w.has(obj.GetUID()) {
+		// Any copy the cache may show says "no failure", as the write did. An entry for
+		// an earlier write of a failure is brought up to date instead.
+		return
+	}
+	w.store(obj, written, writtenFailure{failure: fromFailureStatus(after), at: now})
+}
+
 // current is the newer of the failure memory in cached's status and the one this
 // process last wrote.
 func (w *writtenFailures) current(cached client.Object, memory *cdv1.FailureStatus) *rotation.Failure {
 	fromCache := fromFailureStatus(memory)
-	v, ok := w.m.Load(cached.GetUID())
-	if !ok {
-		return fromCache
-	}
-	written := v.(writtenFailure)
+	written, ok := w.recall(cached)
 	switch {
-	case written.resourceVersion != "" && cached.GetResourceVersion() == written.resourceVersion:
-		// The cache holds this very write: nothing left to remember. (Not a later
-		// version, whose order resourceVersions do not promise; a later write notes anew.)
-		w.m.CompareAndDelete(cached.GetUID(), v)
+	case !ok:
 		return fromCache
 	case written.failure == nil && (fromCache == nil || !fromCache.Time.After(written.at)):
 		return nil // cleared after the failure the cache still shows
@@ -77,4 +105,27 @@ func (w *writtenFailures) current(cached client.Object, memory *cdv1.FailureStat
 		return written.failure
 	}
 	return fromCache
+}
+
+// writtenLinks remembers the authorization URL this process last wrote to a grant's
+// status. A pass on a cache that has not seen the write would find no link (or the one
+// before) and mint another, so the link a customer was just given would change under
+// them. Only grants whose link changed, or that still have an entry, are noted.
+type writtenLinks struct{ writeMemory[string] }
+
+// note records the link a successful status write of grant stored (after) over the
+// cached one (before).
+func (w *writtenLinks) note(grant client.Object, written metav1.Object, before, after string) {
+	if before == after && !w.has(grant.GetUID()) {
+		return
+	}
+	w.store(grant, written, after)
+}
+
+// current is the link cached's status shows, or the one this process wrote since.
+func (w *writtenLinks) current(cached client.Object, shown string) string {
+	if link, ok := w.recall(cached); ok {
+		return link
+	}
+	return shown
 }
