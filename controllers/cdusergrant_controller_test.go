@@ -315,6 +315,57 @@ func TestAServerErrorSpentNothing(t *testing.T) {
 			t.Errorf("sent (-want +got):\n%s", diff)
 		}
 	})
+	// A write to the Secret while the request is out (a label) makes the guarded
+	// write that puts the mark back conflict: the mark still goes, or two such answers
+	// would give the live token up as sent twice without an answer.
+	t.Run("the mark goes though the Secret changed meanwhile", func(t *testing.T) {
+		w := newWorld(t)
+		w.tokens.failNext(badGateway, badGateway)
+		w.grants.Tokens = &whileOut{Issuer: w.tokens, do: func() {
+			s := w.secret("acme-refresh")
+			w.update(s, func() { s.Labels["team"] = s.ResourceVersion })
+		}}
+		for range 3 {
+			res, err := w.reconcileGrant("acme")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := rotation.ReadMark(w.secret("acme-refresh").Annotations); m.Hash != "" {
+				t.Fatalf("mark %+v left after an answer that spent nothing", m)
+			}
+			w.clock.Step(res.RequeueAfter)
+		}
+		wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	})
+	t.Run("a new login stored meanwhile is left as it is", func(t *testing.T) {
+		w := newWorld(t)
+		w.tokens.failNext(badGateway)
+		w.grants.Tokens = &whileOut{Issuer: w.tokens, do: func() {
+			s := w.secret("acme-refresh")
+			w.update(s, func() {
+				s.Data["refresh_token"] = []byte("login-2")
+				rotation.ClearMark(s.Annotations)
+			})
+		}}
+		if _, err := w.reconcileGrant("acme"); err != nil {
+			t.Fatal(err)
+		}
+		s := w.secret("acme-refresh")
+		if m := rotation.ReadMark(s.Annotations); m.Hash != "" || string(s.Data["refresh_token"]) != "login-2" {
+			t.Errorf("Secret holds %q with mark %+v, want the new login, unmarked", s.Data["refresh_token"], m)
+		}
+	})
+}
+
+// whileOut runs do while each refresh request is out, before it is answered.
+type whileOut struct {
+	tokenclient.Issuer
+	do func()
+}
+
+func (o *whileOut) Refresh(ctx context.Context, ep tokenclient.Endpoint, rt string) (*tokenclient.Token, error) {
+	o.do()
+	return o.Issuer.Refresh(ctx, ep, rt)
 }
 
 func TestA503WithRetryAfterWaitsAsToldAndRestoresTheMark(t *testing.T) {

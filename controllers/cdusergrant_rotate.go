@@ -66,7 +66,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 	case !o.MaySpend():
 		// The server answered without spending the token: the mark goes back to what
 		// it was, so the resend budget of an interrupted rotation is not used up.
-		if _, err := r.writeMark(ctx, marked, grant, previous); err != nil {
+		if err := r.restoreMark(ctx, marked, grant, previous); err != nil {
 			return nil, err
 		}
 	}
@@ -128,10 +128,40 @@ func (r *CDUserGrantReconciler) storeRefresh(ctx context.Context, h *heldRefresh
 	if h.deadline.Before(until) {
 		until = h.deadline
 	}
-	known := h.marked
+	return r.retryWrite(h.marked, until, func(known *corev1.Secret) error { return r.tryStoreRefresh(ctx, h, known) })
+}
+
+// restoreMark puts the in-flight mark on marked (the refresh-token Secret as this pass
+// wrote it) back to previous. A write to the Secret while the request was out (a label,
+// an annotation) is no reason to leave the mark counting a presentation that was
+// answered: two such marks give a live token up. So a conflict reads the Secret again,
+// and an outage is retried, as for storing a new token. A Secret whose mark is no longer
+// this pass's (a new login was stored meanwhile, or it is gone) is left as it is.
+func (r *CDUserGrantReconciler) restoreMark(ctx context.Context, marked *corev1.Secret, grant *cdv1.CDUserGrant, previous rotation.Mark) error {
+	placed := rotation.ReadMark(marked.Annotations)
+	return r.retryWrite(marked, r.Clock.Now().Add(r.persistTimeout()), func(known *corev1.Secret) error {
+		s := known
+		if s == nil {
+			s = &corev1.Secret{}
+			if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(marked), s); err != nil {
+				return client.IgnoreNotFound(err)
+			}
+		}
+		if rotation.ReadMark(s.Annotations) != placed {
+			return nil
+		}
+		_, err := r.writeMark(ctx, s, grant, previous)
+		return err
+	})
+}
+
+// retryWrite runs try, first on known (the Secret as this process last wrote it), then
+// on a fresh read (nil), until it succeeds, fails for good, or until passes: a conflict
+// is retried at once, an outage after a backoff.
+func (r *CDUserGrantReconciler) retryWrite(known *corev1.Secret, until time.Time, try func(known *corev1.Secret) error) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := r.tryStoreRefresh(ctx, h, known)
+		err := try(known)
 		if err == nil {
 			return nil
 		}
