@@ -53,9 +53,10 @@ type CDUserGrantReconciler struct {
 	// is never dropped while the process lives). Default 1 minute.
 	PersistTimeout time.Duration
 
-	held    heldResults
-	written writtenFailures
-	links   writtenLinks
+	held     heldResults
+	rotating inFlight
+	written  writtenFailures
+	links    writtenLinks
 	// elected is when this process won the leader election (Unix nanoseconds).
 	elected atomic.Int64
 }

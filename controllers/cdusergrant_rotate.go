@@ -33,6 +33,8 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		return nil, err // stopping, or the turn would come too late: nothing was marked
 	}
 	ctx = context.WithoutCancel(ctx)
+	r.rotating.begin()
+	defer r.rotating.end()
 	previous := rotation.ReadMark(a.stored.secret.Annotations)
 	marked, err := r.writeMark(ctx, a.stored.secret, grant, d.Mark)
 	if err != nil {
@@ -226,12 +228,13 @@ func (r *CDUserGrantReconciler) storeOrphan(ctx context.Context, key types.Names
 	return nil
 }
 
-// Drain stores the refresh tokens still held after the manager stopped (SIGTERM, or a
-// lost leader election, which gives in-flight work no grace): each until it lands or
-// its deadline passes. It returns how many could not be stored: those customers must
-// log in again.
+// Drain, once the manager stopped (SIGTERM, or a lost leader election, which gives
+// in-flight work no grace), waits for the rotations still in flight to end, then stores
+// the refresh tokens still held: each until it lands or its deadline passes. It returns
+// how many rotations were still out when ctx ended, plus the tokens that could not be
+// stored: those customers must log in again.
 func (r *CDUserGrantReconciler) Drain(ctx context.Context) int {
-	lost := 0
+	lost := r.rotating.wait(ctx)
 	for uid, held := range r.held.refreshTokens() {
 		if err := r.storeRefresh(ctx, held.refresh, held.refresh.deadline); err != nil {
 			lost++

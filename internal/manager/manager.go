@@ -163,10 +163,12 @@ type Operator struct {
 	holderTimeout time.Duration
 }
 
-// Start runs the manager until ctx is done or leadership is lost, then stores the new
-// refresh tokens still held in memory. A lost leader election gives in-flight work no
-// grace period at all; without this, a rotation whose new token met an API server
-// outage would lose the customer's session when the process exits.
+// Start runs the manager until ctx is done or leadership is lost, then lets the
+// rotations still in flight end and stores the new refresh tokens still held in memory.
+// A lost leader election gives in-flight work no grace period at all; without this, a
+// rotation whose answer was on its way, or whose new token met an API server outage,
+// would lose the customer's session when the process exits. The next leader waits for
+// this process's in-flight marks for the holder timeout, which bounds the wait.
 func (o *Operator) Start(ctx context.Context) error {
 	err := o.Manager.Start(ctx)
 	budget := o.holderTimeout

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -349,6 +351,59 @@ func TestSIGTERMDuringARotationLosesNothing(t *testing.T) {
 		t.Fatalf("the manager exited with the rotation still in flight")
 	}
 	f.assertNoTokenReused()
+	f.assertStoredTokenLive("acme")
+}
+
+// TestALostLeaderElectionDuringARotationLosesNothing: the leader loses its lease while
+// a refresh is out at the identity server, which has already spent the token and minted
+// its successor. controller-runtime gives in-flight reconciles no grace on a lost
+// election, and cmd/manager exits once Start returns: whatever the Secret holds then is
+// all the customer has.
+func TestALostLeaderElectionDuringARotationLosesNothing(t *testing.T) {
+	f := newGrantFixture(t, 30*time.Minute)
+	f.idp.InjectFault(cdsandbox.Fault{GrantType: "refresh_token", After: true, Mode: cdsandbox.FaultHang, Delay: 3 * time.Second})
+	opts := f.opts
+	opts.LeaderElection = true
+	opts.LeaderElectionNamespace = f.ns
+	opts.LeaderElectionID = "it-" + f.ns
+	opts.LeaseDuration, opts.RenewDeadline, opts.RetryPeriod = 2*time.Second, time.Second, 200*time.Millisecond
+	opts.Key = testKey
+	opts.SeveralPerProcess = true
+	opts.MetricsBindAddress, opts.HealthProbeBindAddress = "0", "0"
+	op, err := manager.New(t.Context(), cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- op.Start(t.Context()) }()
+	f.addGrant("acme")
+	eventually(t, 20*time.Second, "a refresh in flight", func() error {
+		if f.refreshCount() < 1 {
+			return fmt.Errorf("no refresh yet")
+		}
+		return nil
+	})
+	// Another replica takes the lease, as if this one had failed to renew it in time.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		l := &coordinationv1.Lease{}
+		if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: f.ns, Name: opts.LeaderElectionID}, l); err != nil {
+			return err
+		}
+		other, hour, now := "another-replica", int32(3600), metav1.NewMicroTime(time.Now())
+		l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime, l.Spec.AcquireTime = &other, &hour, &now, &now
+		return k8s.Update(t.Context(), l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the manager did not stop on the lost election")
+	}
+	if f.refreshCount() != 1 {
+		t.Fatalf("%d refresh requests, want the one in flight when the election was lost", f.refreshCount())
+	}
 	f.assertStoredTokenLive("acme")
 }
 
