@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
+
+	"github.com/credops/cd-credentials-operator/internal/ociimage"
 )
 
 func TestHelmLintStrict(t *testing.T) {
@@ -246,4 +249,48 @@ func TestAllFeaturesRenderEveryOptionalObject(t *testing.T) {
 			t.Errorf("%d %s, want %d", kinds[kind], kind, want)
 		}
 	}
+}
+
+// TestPodsTakeTheUIDTheClusterAssigns: OpenShift's default SCC, restricted-v2, runs a
+// namespace's pods as a UID, GID and fsGroup from the namespace's range, and refuses a
+// pod that pins one outside it. The operator's pods pin none; on plain Kubernetes the
+// image's numeric user satisfies runAsNonRoot.
+func TestPodsTakeTheUIDTheClusterAssigns(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		objs func(t *testing.T) []*unstructured.Unstructured
+	}{
+		{"the chart", func(t *testing.T) []*unstructured.Unstructured { return helmTemplate(t, "cd", "cd-system") }},
+		{"the chart with every feature", func(t *testing.T) []*unstructured.Unstructured {
+			return helmTemplate(t, "cd", "cd-system", allFeaturesValues)
+		}},
+		{"dist/install.yaml", installYAML},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := deployment(t, tc.objs(t)).Spec.Template.Spec
+			sc := pod.SecurityContext
+			if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+				t.Fatalf("pod security context %+v, want runAsNonRoot", sc)
+			}
+			if sc.RunAsUser != nil || sc.RunAsGroup != nil || sc.FSGroup != nil {
+				t.Errorf("the pod pins runAsUser %v, runAsGroup %v, fsGroup %v: restricted-v2 refuses any outside the namespace's range", deref(sc.RunAsUser), deref(sc.RunAsGroup), deref(sc.FSGroup))
+			}
+			for _, c := range append(pod.InitContainers, pod.Containers...) {
+				if c.SecurityContext != nil && (c.SecurityContext.RunAsUser != nil || c.SecurityContext.RunAsGroup != nil) {
+					t.Errorf("container %s pins runAsUser %v, runAsGroup %v", c.Name, deref(c.SecurityContext.RunAsUser), deref(c.SecurityContext.RunAsGroup))
+				}
+			}
+		})
+	}
+	user, _, _ := strings.Cut(ociimage.NonRoot, ":")
+	if uid, err := strconv.Atoi(user); err != nil || uid == 0 {
+		t.Errorf("the image runs as %q: the kubelet checks runAsNonRoot only against a numeric, non-zero user", ociimage.NonRoot)
+	}
+}
+
+func deref(p *int64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
