@@ -56,8 +56,12 @@ type Error struct {
 	RetryAfter  time.Duration
 	// Ambiguous is true when the server may have processed the request without the
 	// caller getting a usable answer: a timeout or a broken connection after the request
-	// was written, a 5xx, an unreadable 2xx. For a refresh the token may be spent, so the
-	// caller must not simply send it again.
+	// was written, a 5xx, an unreadable 2xx. How a refresh is retried after one is
+	// rotation.Judge's call: it counts only an attempt with no answer at all against the
+	// one resend DESIGN §6.5 allows. A 5xx came from a server that answered; were the
+	// token spent behind a gateway's 502, the resend is refused with invalid_grant and
+	// the customer logs in again, as after a lost answer, while counting 5xx answers
+	// would give live tokens up during an identity-server outage.
 	Ambiguous bool
 	// Token is set only on an unusable 2xx that still carried a refresh token (only
 	// RefreshToken is filled in): the old one is spent, so the caller must store this one.
