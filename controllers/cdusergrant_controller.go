@@ -126,6 +126,9 @@ type storedToken struct {
 // returns the grant's CDCredential when it could be read, for the authorization URL.
 func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUserGrant) (outcome, *cdv1.CDCredential, error) {
 	grant.Status.SecretName = secrets.OutputName(grant.Name, grant.Spec.SecretName)
+	if out, err := r.storeInherited(ctx, grant); out != nil || err != nil {
+		return out, nil, err
+	}
 	in := rotation.Input{Now: r.Clock.Now(), Pending: r.held.has(grant.UID)}
 	if in.Pending {
 		// A rotation succeeded but its result is not stored yet: store it before

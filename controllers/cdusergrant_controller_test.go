@@ -784,6 +784,114 @@ func TestANewRefreshTokenHeldForAGrantDeletedMeanwhileIsStillStored(t *testing.T
 	}
 }
 
+// A grant with a finalizer is not gone when it is deleted: foreground deletion (`kubectl
+// delete --cascade=foreground`, GitOps tools), another controller's finalizer, or the
+// operator's own under deletionPolicy Delete. The new refresh token held through an
+// outage is still the customer's live session: the Secret that Retain leaves behind must
+// hold it, and Delete must revoke it, not the spent one.
+func TestANewRefreshTokenHeldForAGrantBeingDeletedIsStoredNotDropped(t *testing.T) {
+	cases := map[string]struct {
+		policy      cdv1.DeletionPolicy
+		wantStored  string // what the retained Secret holds; "" when it is deleted
+		wantRevoked []string
+	}{
+		"Retain leaves the live token in the Secret":       {policy: cdv1.DeletionPolicyRetain, wantStored: "refresh-1"},
+		"Delete revokes the live token, not the spent one": {policy: cdv1.DeletionPolicyDelete, wantRevoked: []string{"refresh-1"}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			w.grants.PersistTimeout = time.Second
+			stop := advanceWhenWaited(w.clock)
+			defer stop()
+			g := w.grant("acme")
+			w.update(g, func() {
+				g.Spec.DeletionPolicy = tc.policy
+				g.Finalizers = append(g.Finalizers, metav1.FinalizerDeleteDependents)
+			})
+			w.failStoringNewRefreshTokens()
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.client.Delete(t.Context(), w.grant("acme")); err != nil {
+				t.Fatal(err)
+			}
+			w.setFault(nil)
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+			// The garbage collector finishes the foreground deletion.
+			g = w.grant("acme")
+			w.update(g, func() { g.Finalizers = nil })
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+			s := &corev1.Secret{}
+			err := w.client.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "acme-refresh"}, s)
+			if got := string(s.Data["refresh_token"]); (err == nil) != (tc.wantStored != "") || got != tc.wantStored {
+				t.Errorf("the refresh-token Secret holds %q (%v), want %q", got, err, tc.wantStored)
+			}
+			if diff := cmp.Diff(tc.wantRevoked, w.grants.Revoker.(*fakeRevoker).revoked); diff != "" {
+				t.Errorf("revoked (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// A grant deleted while its new refresh token is held leaves the Secret with the spent
+// token under this process's in-flight mark. A grant that takes the Secret over — the
+// same one created again (kubectl replace --force, a GitOps re-sync) or another naming
+// it — would take that mark for its own interrupted rotation and send the spent token
+// again, losing the customer: the held token is stored first, and is the one it spends.
+func TestAGrantTakingOverASecretWhoseNewTokenIsHeldSpendsTheLiveToken(t *testing.T) {
+	for name, successor := range map[string]string{
+		"the grant created again under the same name": "acme",
+		"another grant naming the Secret":             "beta",
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			w.grants.PersistTimeout = time.Second
+			stop := advanceWhenWaited(w.clock)
+			defer stop()
+			w.failStoringNewRefreshTokens()
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.client.Delete(t.Context(), w.grant("acme")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.reconcileGrant("acme"); err == nil {
+				t.Fatal("storing the deleted grant's token succeeded during the outage")
+			}
+			g := grantObj(successor, "acme-refresh")
+			g.UID = "uid-successor"
+			if err := w.client.Create(t.Context(), g); err != nil {
+				t.Fatal(err)
+			}
+			// While the outage lasts the successor sends nothing,
+			if _, err := w.reconcileGrant(successor); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([]string{"refresh-0"}, w.tokens.refreshes()); diff != "" {
+				t.Errorf("refresh tokens sent during the outage (-want +got):\n%s", diff)
+			}
+			wantCondition(t, w.grant(successor).Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretWriteFailedReason)
+			// and once it is over it spends the live token.
+			w.setFault(nil)
+			if _, err := w.reconcileGrant(successor); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([]string{"refresh-0", "refresh-1"}, w.tokens.refreshes()); diff != "" {
+				t.Errorf("refresh tokens sent (-want +got):\n%s", diff)
+			}
+			if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "refresh-2" {
+				t.Errorf("the refresh-token Secret holds %q, want refresh-2", got)
+			}
+			wantCondition(t, w.grant(successor).Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
+		})
+	}
+}
+
 // A pass reads the grant from a cache that may lag behind the status writes of the
 // passes before it; the failure memory it acts on, and writes, is the newest one.
 func TestACacheThatHasNotSeenTheLastStatusWriteDoesNotResendARejectedToken(t *testing.T) {

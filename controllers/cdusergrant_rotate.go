@@ -216,15 +216,60 @@ func (r *CDUserGrantReconciler) tryStoreRefresh(ctx context.Context, h *heldRefr
 // refresh-token Secret outlives its grant (deletionPolicy Retain), and the token in it
 // must be the live one, not the spent one.
 func (r *CDUserGrantReconciler) storeOrphan(ctx context.Context, key types.NamespacedName) error {
+	return r.storeHeld(ctx, func(_ types.UID, h *heldRefresh) bool {
+		return h.grant.Namespace == key.Namespace && h.grant.Name == key.Name
+	})
+}
+
+// storeInherited stores the new refresh token this process holds for the grant's
+// refresh-token Secret on behalf of a grant that is gone: the same grant deleted and
+// created again (kubectl replace --force, a GitOps re-sync), or another that named the
+// Secret. Until it lands the Secret holds the spent token under this process's in-flight
+// mark, which this grant would take for its own interrupted rotation and send again.
+func (r *CDUserGrantReconciler) storeInherited(ctx context.Context, grant *cdv1.CDUserGrant) (outcome, error) {
+	secret := types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.RefreshTokenSecretRef.Name}
 	for uid, held := range r.held.refreshTokens() {
-		if held.refresh.grant.Namespace != key.Namespace || held.refresh.grant.Name != key.Name {
+		if uid == grant.UID || held.refresh.secret != secret {
 			continue
 		}
-		if err := r.storeRefresh(context.WithoutCancel(ctx), held.refresh, r.Clock.Now().Add(r.persistTimeout())); err != nil {
+		// A grant still there stores its own; this one finds the Secret bound to it and
+		// sends nothing.
+		other := &cdv1.CDUserGrant{}
+		err := r.Get(ctx, client.ObjectKeyFromObject(held.refresh.grant), other)
+		if err == nil && other.UID == uid {
+			continue
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			return nil, err
+		}
+		if err := r.storeAndForget(ctx, uid, held.refresh); err != nil {
+			return writeFailed{err: err, request: held.request, holding: true}, nil
+		}
+	}
+	return nil, nil
+}
+
+// storeHeld stores the held new refresh tokens that match (storeAndForget).
+func (r *CDUserGrantReconciler) storeHeld(ctx context.Context, match func(types.UID, *heldRefresh) bool) error {
+	for uid, held := range r.held.refreshTokens() {
+		if !match(uid, held.refresh) {
+			continue
+		}
+		if err := r.storeAndForget(ctx, uid, held.refresh); err != nil {
 			return err
 		}
-		r.held.drop(uid)
 	}
+	return nil
+}
+
+// storeAndForget stores the held new refresh token of a grant that is gone or going,
+// until it lands or the persist timeout passes, then forgets the grant's result: only the
+// refresh token is still wanted.
+func (r *CDUserGrantReconciler) storeAndForget(ctx context.Context, uid types.UID, h *heldRefresh) error {
+	if err := r.storeRefresh(context.WithoutCancel(ctx), h, r.Clock.Now().Add(r.persistTimeout())); err != nil {
+		return err
+	}
+	r.held.drop(uid)
 	return nil
 }
 

@@ -20,14 +20,21 @@ import (
 const deleteFinalizer = "cd.credops.io/delete-refresh-token"
 
 // deletion carries out spec.deletionPolicy: it keeps the finalizer in step with the
-// policy and, once the grant is being deleted, revokes and deletes its refresh token.
+// policy and, once the grant is being deleted, stores a new refresh token still held,
+// then revokes and deletes its refresh token.
 // done is true when the grant is being deleted and nothing else is to be done.
 func (r *CDUserGrantReconciler) deletion(ctx context.Context, grant *cdv1.CDUserGrant) (done bool, err error) {
 	deleting := !grant.DeletionTimestamp.IsZero()
 	want := grant.Spec.DeletionPolicy == cdv1.DeletionPolicyDelete && !deleting
 	has := controllerutil.ContainsFinalizer(grant, deleteFinalizer)
 	if deleting {
-		r.held.drop(grant.UID)
+		// A new refresh token still held is the customer's live session: the Secret
+		// Retain leaves behind must hold it, and Delete must revoke it, not the spent
+		// one. A grant with any finalizer gets here before it is gone.
+		if err := r.storeHeld(ctx, func(uid types.UID, _ *heldRefresh) bool { return uid == grant.UID }); err != nil {
+			return true, err
+		}
+		r.held.drop(grant.UID) // an access token still held has no use now
 		if has {
 			if err := r.deleteRefreshToken(ctx, grant); err != nil {
 				return true, err
@@ -52,7 +59,10 @@ func (r *CDUserGrantReconciler) deletion(ctx context.Context, grant *cdv1.CDUser
 // all the same, since the grant that could use it is gone.
 func (r *CDUserGrantReconciler) deleteRefreshToken(ctx context.Context, grant *cdv1.CDUserGrant) error {
 	ref := grant.Spec.RefreshTokenSecretRef
-	s, err := r.readers().Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: ref.Name}, cdv1.SecretTypeRefreshToken)
+	// Read around the cache: it may not show yet the new refresh token this pass just
+	// stored, and the spent token is not the one to revoke.
+	live := secrets.Readers{Cache: r.APIReader, API: r.APIReader}
+	s, err := live.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: ref.Name}, cdv1.SecretTypeRefreshToken)
 	if _, problem := refreshProblem(err, ref.Name, ""); problem != nil {
 		return problem
 	}

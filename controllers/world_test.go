@@ -388,3 +388,14 @@ func (f *fakeRevoker) Revoke(_ context.Context, _ tokenclient.Endpoint, _, token
 	f.revoked = append(f.revoked, token)
 	return nil
 }
+
+// failStoringNewRefreshTokens fails every write of acme-refresh but an in-flight mark, so
+// a new refresh token cannot land, as in an API server outage.
+func (w *world) failStoringNewRefreshTokens() {
+	w.setFault(func(verb string, obj client.Object) error {
+		if verb == "update" && obj.GetName() == "acme-refresh" && obj.GetAnnotations()[cdv1.RotationInFlightAnnotation] == "" {
+			return errors.New("connection refused")
+		}
+		return nil
+	})
+}
