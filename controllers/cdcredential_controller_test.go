@@ -241,3 +241,56 @@ func TestACacheThatHasNotSeenTheLastStatusWriteDoesNotResendARefusedRequest(t *t
 		t.Errorf("lastFailure %+v, want the refusal", f)
 	}
 }
+
+// TestAnOutputSecretNameCannotTakeOverARefreshTokenSecretOrTheOperatorsKey: the callback's
+// refresh-token Secrets and the operator's key carry the managed-by label and no owner,
+// as an output whose CR was deleted with --cascade=orphan does. A CR naming one as its
+// output must not take it over (DESIGN §8): it would be garbage-collected with that CR,
+// lose its opt-in label (the grant stops), and its value would sit next to the CR's
+// access token in every pod that mounts the output.
+func TestAnOutputSecretNameCannotTakeOverARefreshTokenSecretOrTheOperatorsKey(t *testing.T) {
+	cases := map[string]func(w *world) string{
+		"acme's refresh-token Secret, as the callback creates it": func(w *world) string {
+			s := w.secret("acme-refresh")
+			w.update(s, func() { s.Labels[cdv1.ManagedByLabel] = cdv1.ManagedByValue })
+			return s.Name
+		},
+		"the operator's key, as the manager creates it": func(w *world) string {
+			key := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "cd-credentials-operator-key",
+				Labels: map[string]string{cdv1.ManagedByLabel: cdv1.ManagedByValue}}, Data: map[string][]byte{"hmac-key": []byte("0123456789abcdef0123456789abcdef")}}
+			if err := w.client.Create(t.Context(), key); err != nil {
+				t.Fatal(err)
+			}
+			return key.Name
+		},
+	}
+	for name, victim := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			target := victim(w)
+			before := w.secret(target)
+			c := w.cred("pricing")
+			w.update(c, func() { c.Spec.SecretName = target })
+
+			if _, err := w.reconcileCred("pricing"); !errors.Is(err, reconcile.TerminalError(nil)) {
+				t.Errorf("err %v, want terminal", err)
+			}
+			if diff := cmp.Diff([]string{"status pricing"}, w.takeWrites()); diff != "" {
+				t.Errorf("writes (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(before, w.secret(target)); diff != "" {
+				t.Errorf("the Secret changed (-before +after):\n%s", diff)
+			}
+			if n := w.tokens.ccCount(); n != 0 {
+				t.Errorf("%d token requests for an output that cannot be written", n)
+			}
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Errorf("acme's next pass: %v", err)
+			}
+			wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+			conds := w.cred("pricing").Status.Conditions
+			wantCondition(t, conds, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretNameConflictReason)
+			wantCondition(t, conds, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.SecretNameConflictReason)
+		})
+	}
+}

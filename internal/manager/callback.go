@@ -30,8 +30,8 @@ const keyDataKey = "hmac-key"
 
 // loadOrCreateKey reads the key all replicas share from its Secret, creating it on first
 // start. Two replicas starting at once both try to create it; the loser reads the
-// winner's. The Secret carries no opt-in label, so no CR can name it and the cache does
-// not hold it.
+// winner's. The Secret carries no opt-in label, so no CR can read it, nor write it as its
+// output (secrets.CheckOwner), and the cache does not hold it.
 func loadOrCreateKey(ctx context.Context, cfg *rest.Config, key types.NamespacedName) ([]byte, error) {
 	if key.Namespace == "" {
 		return nil, fmt.Errorf("the operator's namespace is unknown: set the POD_NAMESPACE environment variable (the chart sets it from the Downward API) or --key-secret=<namespace>/<name>")

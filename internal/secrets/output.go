@@ -197,23 +197,33 @@ func TrimForCache(s *corev1.Secret) {
 }
 
 // ErrNameConflict says the output Secret's name is taken by a Secret the CR does not
-// control: a user's Secret, or another CR's output.
+// control: a user's Secret, another CR's output, or one of the operator's Secrets that is
+// not an output (a refresh-token or client Secret, the operator's key).
 var ErrNameConflict = errors.New("the output Secret's name is taken")
 
-// CheckOwner returns ErrNameConflict (wrapped, with the name) unless existing is nil or
-// controlled by owner. An operator output left without a controller (its CR was deleted
-// with --cascade=orphan) may be taken over.
+// CheckOwner returns ErrNameConflict (wrapped, with the name) unless existing is nil,
+// controlled by owner, or an orphaned output.
 func CheckOwner(existing *corev1.Secret, owner client.Object) error {
 	if existing == nil {
 		return nil
 	}
 	ctrl := metav1.GetControllerOf(existing)
-	ours := ctrl != nil && ctrl.UID == owner.GetUID()
-	orphan := ctrl == nil && existing.Labels[cdv1.ManagedByLabel] == cdv1.ManagedByValue
-	if ours || orphan {
+	if ctrl != nil && ctrl.UID == owner.GetUID() || orphanedOutput(existing) {
 		return nil
 	}
 	return fmt.Errorf("%w: Secret %s exists and is not managed by this CR; choose another spec.secretName or delete that Secret", ErrNameConflict, existing.Name)
+}
+
+// orphanedOutput reports whether s is an output of this operator left without a
+// controller (its CR was deleted with --cascade=orphan), which a CR may take over. The
+// managed-by label alone does not say so: refresh-token Secrets and the operator's key
+// carry it too and are never owned, and taking one over would hand it to a CR's garbage
+// collection and its value to the pods that mount that CR's output (DESIGN §8).
+func orphanedOutput(s *corev1.Secret) bool {
+	_, bound := s.Annotations[cdv1.BoundToAnnotation]
+	return metav1.GetControllerOf(s) == nil && !bound &&
+		s.Labels[cdv1.ManagedByLabel] == cdv1.ManagedByValue &&
+		s.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeAccessToken
 }
 
 // ValidateTemplate checks, before any token is requested, that a secretTemplate makes a

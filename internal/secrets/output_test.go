@@ -1,11 +1,13 @@
 package secrets
 
 import (
+	"errors"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
@@ -112,5 +114,62 @@ func TestTheCacheKeepsEveryOtherSecretWhole(t *testing.T) {
 		if len(s.Data) != len(before.Data) || len(s.Annotations) != len(before.Annotations) {
 			t.Errorf("secret-type %q: trimmed to %v, want it whole", typ, s.Data)
 		}
+	}
+}
+
+// A CR may write an output Secret it controls, or take over an output whose CR was
+// deleted with --cascade=orphan. The operator's other Secrets carry the managed-by label
+// and no owner too; taking one over would hand it to the CR's garbage collection, strip
+// its opt-in label and put its value in the pods that mount the CR's output (DESIGN §8).
+func TestOnlyItsOwnOutputOrAnOrphanedOneMayBeACRsOutput(t *testing.T) {
+	owner := &cdv1.CDCredential{ObjectMeta: metav1.ObjectMeta{Name: "pricing", Namespace: "team", UID: "u2"}}
+	orphaned := func() *corev1.Secret {
+		s := written("token")
+		s.OwnerReferences = nil
+		return s
+	}
+	managedBy := map[string]string{cdv1.ManagedByLabel: cdv1.ManagedByValue}
+	for _, tc := range []struct {
+		name     string
+		existing *corev1.Secret
+		conflict bool
+	}{
+		{name: "no Secret of that name", existing: nil},
+		{name: "its own output", existing: func() *corev1.Secret {
+			s := written("token")
+			s.OwnerReferences = []metav1.OwnerReference{{Kind: "CDCredential", Name: "pricing", UID: "u2", Controller: ptr.To(true)}}
+			return s
+		}()},
+		{name: "an output whose CR was deleted with --cascade=orphan", existing: orphaned()},
+		{name: "another CR's output", existing: func() *corev1.Secret {
+			s := written("token")
+			s.OwnerReferences = []metav1.OwnerReference{{Kind: "CDUserGrant", Name: "acme", UID: "u1", Controller: ptr.To(true)}}
+			return s
+		}(), conflict: true},
+		{name: "a user's Secret", existing: &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db"}}, conflict: true},
+		{name: "a refresh-token Secret the callback created", existing: NewRefreshSecret(&cdv1.CDUserGrant{
+			ObjectMeta: metav1.ObjectMeta{Name: "acme", Namespace: "team", UID: "u1"},
+			Spec:       cdv1.CDUserGrantSpec{RefreshTokenSecretRef: cdv1.RefreshTokenSecretReference{Name: "acme-refresh"}},
+		}), conflict: true},
+		{name: "a client Secret labelled managed-by", existing: &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "login-client",
+			Labels: map[string]string{cdv1.ManagedByLabel: cdv1.ManagedByValue, cdv1.SecretTypeLabel: cdv1.SecretTypeClient}}}, conflict: true},
+		{name: "the operator's key", existing: &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cd-credentials-operator-key", Labels: managedBy}}, conflict: true},
+		{name: "an orphaned output bound to a grant", existing: func() *corev1.Secret {
+			s := orphaned()
+			s.Annotations[cdv1.BoundToAnnotation] = "acme/u1"
+			return s
+		}(), conflict: true},
+		{name: "an orphaned output without the managed-by label", existing: func() *corev1.Secret {
+			s := orphaned()
+			delete(s.Labels, cdv1.ManagedByLabel)
+			return s
+		}(), conflict: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckOwner(tc.existing, owner)
+			if got := errors.Is(err, ErrNameConflict); got != tc.conflict || (err != nil && !got) {
+				t.Errorf("CheckOwner = %v, want a name conflict: %v", err, tc.conflict)
+			}
+		})
 	}
 }

@@ -77,7 +77,8 @@ func BoundTo(s *corev1.Secret, grant *cdv1.CDUserGrant) bool {
 
 // NewRefreshSecret is a refresh-token Secret the callback creates: opted in, bound to
 // grant, and owned by nobody, so neither garbage collection nor an uninstall deletes the
-// customer's session.
+// customer's session. Its managed-by label does not make it an orphaned output
+// (CheckOwner): no CR may write it as its output.
 func NewRefreshSecret(grant *cdv1.CDUserGrant) *corev1.Secret {
 	s := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{

@@ -3,7 +3,9 @@ package integration
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,6 +172,59 @@ func TestACustomerLogsInIntoAnOptedInSecretNoLiveGrantHolds(t *testing.T) {
 			}
 			eventually(t, 10*time.Second, "Ready", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
 		})
+	}
+}
+
+// An output Secret name must not take over a Secret the operator keeps without an owner:
+// a refresh-token Secret the callback created, or the operator's key. Taken over, it
+// would be garbage-collected with the attacker's CR, lose its opt-in label (the victim's
+// grant stops), and its value would sit next to the attacker's access token in every pod
+// that mounts the attacker's output.
+func TestTenantCannotTakeOverARefreshTokenSecretOrTheOperatorsKeyAsAnOutput(t *testing.T) {
+	f := newOnboardingFixture(t)
+	if status, body := f.callback(f.login(f.awaiting("acme"), "login")); status != http.StatusOK {
+		t.Fatalf("acme's login: HTTP %d %s", status, body)
+	}
+	eventually(t, 10*time.Second, "acme Ready", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	before := map[string]*corev1.Secret{}
+	for _, name := range []string{"acme-refresh", "operator-key"} {
+		s, err := getSecret(f.ns, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[name] = s
+	}
+
+	// The attack: grants with sessions of their own, their outputs named after those Secrets.
+	for attacker, target := range map[string]string{"evil": "acme-refresh", "evil-key": "operator-key"} {
+		rt := f.idp.SeedGrant(loginClientID, attacker+"@carrier.example", []string{"marketplace", "offline_access"})
+		create(t, refreshSecret(f.ns, attacker+"-refresh", rt))
+		g := userGrant(f.ns, attacker, "login", attacker+"-refresh")
+		g.Spec.SecretName = target
+		create(t, g)
+	}
+
+	for attacker, target := range map[string]string{"evil": "acme-refresh", "evil-key": "operator-key"} {
+		eventually(t, 10*time.Second, attacker+" refused, or served (the takeover)", func() error {
+			if grantCondition(f.ns, attacker, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)() == nil {
+				return nil
+			}
+			return grantCondition(f.ns, attacker, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.SecretNameConflictReason)()
+		})
+		g, _ := getGrant(f.ns, attacker)
+		if err := conditionIs(g.Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.SecretNameConflictReason); err != nil {
+			t.Errorf("%s: %v", attacker, err)
+		}
+		if g.Status.ExpiresAt != nil {
+			t.Errorf("%s got a token for an output it may not write", attacker)
+		}
+		s, _ := getSecret(f.ns, target)
+		if s.ResourceVersion != before[target].ResourceVersion {
+			t.Errorf("%s was written: owners %v, labels %v, keys %v", target, s.OwnerReferences, s.Labels, slices.Sorted(maps.Keys(s.Data)))
+		}
+	}
+	if err := grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)(); err != nil {
+		t.Errorf("acme after the attack: %v", err)
 	}
 }
 
