@@ -30,7 +30,8 @@ import (
 type CDUserGrantReconciler struct {
 	client.Client
 	// APIReader reads around the cache: Secrets that are not opted in (metadata only),
-	// and refresh-token Secrets again while a new token is being stored.
+	// refresh-token Secrets again while a new token is being stored, and the grant a
+	// refresh-token Secret is bound to (the cache holds only this shard's grants).
 	APIReader client.Reader
 	Clock     clock.Clock
 	Tokens    tokenclient.Issuer
@@ -233,9 +234,10 @@ func (r *CDUserGrantReconciler) refreshToken(ctx context.Context, grant *cdv1.CD
 }
 
 // boundElsewhere returns errBoundElsewhere when the Secret is bound to another grant that
-// still exists (secrets.BoundElsewhere).
+// still exists (secrets.BoundElsewhere), as the API server says: the cache holds only
+// this shard's grants.
 func (r *CDUserGrantReconciler) boundElsewhere(ctx context.Context, grant *cdv1.CDUserGrant, s *corev1.Secret) error {
-	elsewhere, err := secrets.BoundElsewhere(ctx, r.Client, grant, s)
+	elsewhere, err := secrets.BoundElsewhere(ctx, r.APIReader, grant, s)
 	if elsewhere {
 		return errBoundElsewhere
 	}

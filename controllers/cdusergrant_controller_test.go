@@ -644,6 +644,22 @@ func TestARefreshTokenSecretIsBoundToOneGrant(t *testing.T) {
 			t.Errorf("sent (-want +got):\n%s", diff)
 		}
 	})
+	t.Run("a grant of another shard, which the cache does not hold, keeps it", func(t *testing.T) {
+		// Under --shard-label-selector the cache holds only this shard's grants; judged
+		// from it, acme would look gone and thief would spend acme's single-use token.
+		w := newWorld(t, grantObj("thief", "acme-refresh"))
+		w.grants.Client = shardCache{Client: w.client, otherShard: "acme"}
+		if _, err := w.reconcileGrant("thief"); !errors.Is(err, reconcile.TerminalError(nil)) {
+			t.Errorf("err %v, want terminal", err)
+		}
+		if n := len(w.tokens.refreshes()); n != 0 {
+			t.Errorf("sent %d refresh tokens", n)
+		}
+		if got := w.secret("acme-refresh").Annotations[cdv1.BoundToAnnotation]; got != "acme/uid-acme" {
+			t.Errorf("binding %q, want acme's", got)
+		}
+		wantCondition(t, w.grant("thief").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.RefreshTokenSecretInUseReason)
+	})
 	t.Run("a binding to a grant that no longer exists is taken over", func(t *testing.T) {
 		w := newWorld(t, grantObj("heir", "acme-refresh"))
 		_ = w.client.Delete(t.Context(), w.grant("acme"))
@@ -654,6 +670,20 @@ func TestARefreshTokenSecretIsBoundToOneGrant(t *testing.T) {
 			t.Errorf("binding %q, want heir's", got)
 		}
 	})
+}
+
+// shardCache is a manager's cache under --shard-label-selector: the grant otherShard
+// belongs to another shard, so the cache does not hold it.
+type shardCache struct {
+	client.Client
+	otherShard string
+}
+
+func (c shardCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*cdv1.CDUserGrant); ok && key.Name == c.otherShard {
+		return apierrors.NewNotFound(cdv1.GroupVersion.WithResource("cdusergrants").GroupResource(), key.Name)
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
 }
 
 func TestAnAbsurdRenewBeforeIsClampedAndSaidSo(t *testing.T) {

@@ -54,13 +54,18 @@ func Bind(s *corev1.Secret, grant *cdv1.CDUserGrant) {
 // exists. A binding to a grant that is gone may be taken over, by the controller and by
 // the callback alike: a grant deleted (its Secret retained) and created again under the
 // same name, or another grant now naming the Secret, is where that session continues.
-func BoundElsewhere(ctx context.Context, grants client.Reader, grant *cdv1.CDUserGrant, s *corev1.Secret) (bool, error) {
+//
+// api must read the API server, never a cache: a manager's cache holds only its shard's
+// (or namespaces') grants, and a live grant it does not hold would look gone, so another
+// shard's grant would take the Secret over and spend its single-use token. Only the rare
+// Secret bound to another grant costs the read.
+func BoundElsewhere(ctx context.Context, api client.Reader, grant *cdv1.CDUserGrant, s *corev1.Secret) (bool, error) {
 	b := BindingOf(s)
 	if b.UID == "" || b.UID == grant.UID {
 		return false, nil
 	}
 	other := &cdv1.CDUserGrant{}
-	err := grants.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: b.Name}, other)
+	err := api.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: b.Name}, other)
 	switch {
 	case apierrors.IsNotFound(err):
 		return false, nil

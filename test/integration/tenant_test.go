@@ -14,6 +14,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -107,6 +108,56 @@ func TestTenantCannotSpendAnotherGrantsRefreshToken(t *testing.T) {
 	}
 	rs, _ := getSecret(f.ns, "victim-refresh")
 	assertNotDisclosed(t, fmt.Sprintf("%+v", thief.Status), string(rs.Data["refresh_token"]))
+}
+
+// A grant on another shard must not spend a refresh token either. The binding check
+// looks the bound grant up; a shard's cache holds only its own grants, so it must ask the
+// API server, or a grant in shard b finds shard a's live grant "gone", takes its Secret
+// over and spends the token.
+func TestTenantCannotSpendARefreshTokenBoundToAGrantOfAnotherShard(t *testing.T) {
+	f := newGrantFixture(t, 3*time.Second)
+	for _, shard := range []string{"a", "b"} {
+		sel, _ := labels.Parse("shard=" + shard)
+		opts := f.opts
+		opts.ShardSelector, opts.LeaderElectionID = sel, "shard-"+shard
+		startManager(t, opts)
+		c := credential(f.ns, "login-"+shard, cdv1.FlowAuthorizationCode, "login-client", f.idp.URL)
+		c.Labels = map[string]string{"shard": shard} // a shard sees only its own credentials
+		create(t, c)
+	}
+	rt := f.idp.SeedGrant(loginClientID, "victim@carrier.example", []string{"marketplace", "offline_access"})
+	create(t, refreshSecret(f.ns, "victim-refresh", rt))
+	victim := userGrant(f.ns, "victim", "login-a", "victim-refresh")
+	victim.Labels = map[string]string{"shard": "a"}
+	create(t, victim)
+	eventually(t, 20*time.Second, "the victim rotates", f.rotations("victim", 1))
+
+	// The attack.
+	thief := userGrant(f.ns, "thief", "login-b", "victim-refresh")
+	thief.Labels = map[string]string{"shard": "b"}
+	create(t, thief)
+
+	eventually(t, 10*time.Second, "the thief refused, or served (the takeover)", func() error {
+		if grantCondition(f.ns, "thief", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)() == nil {
+			return nil
+		}
+		return grantCondition(f.ns, "thief", cdv1.StalledCondition, metav1.ConditionTrue, cdv1.RefreshTokenSecretInUseReason)()
+	})
+	thiefNow, _ := getGrant(f.ns, "thief")
+	if err := conditionIs(thiefNow.Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.RefreshTokenSecretInUseReason); err != nil {
+		t.Errorf("the thief: %v", err)
+	}
+	if thiefNow.Status.RotationCount != 0 || thiefNow.Status.ExpiresAt != nil {
+		t.Errorf("the thief's grant spent the victim's refresh token: %d rotations", thiefNow.Status.RotationCount)
+	}
+	g, _ := getGrant(f.ns, "victim")
+	if s, _ := getSecret(f.ns, "victim-refresh"); s.Annotations[cdv1.BoundToAnnotation] != "victim/"+string(g.UID) {
+		t.Fatalf("the victim's refresh-token Secret is bound to %q", s.Annotations[cdv1.BoundToAnnotation])
+	}
+	eventually(t, 30*time.Second, "the victim keeps rotating", f.rotations("victim", g.Status.RotationCount+2))
+	if st := f.idp.Stats(); st.RefreshTokensReused != 0 || st.GrantsRevoked != 0 {
+		t.Errorf("the identity server saw %d reused tokens and revoked %d grants", st.RefreshTokensReused, st.GrantsRevoked)
+	}
 }
 
 // Finding 3: the callback must never write a customer's refresh token into a Secret it
