@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -98,11 +97,14 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 	if err != nil {
 		return outputProblem(err)
 	}
-	in.Request = rotation.Request(c.Fingerprint, c.SecretHash, string(cred.UID), strconv.FormatInt(cred.Generation, 10))
-	in.Failure = r.written.current(cred, cred.Status.LastFailure)
+	request, legacy := credentialRequest(cred, c)
+	in.Request = request
+	in.Failure = upgraded(r.written.current(cred, cred.Status.LastFailure), request, legacy)
 	if s, ok := secrets.Schedule(current, c.Fingerprint); ok {
 		in.Current = &s
 	}
+	in.Last = lastToken(current, cred.Status.LastIssuedTime, cred.Status.ExpiresAt)
+	in.Lifetime = lifetimeOf(cred.Status.LastIssuedTime, cred.Status.ExpiresAt)
 	return r.carryOut(ctx, cred, in, c)
 }
 
@@ -114,6 +116,8 @@ func (r *CDCredentialReconciler) carryOut(ctx context.Context, cred *cdv1.CDCred
 		return r.persist(ctx, cred)
 	case rotation.Wait:
 		return fresh{schedule: *in.Current}, nil
+	case rotation.Defer:
+		return deferred{until: d.Until, afterFailure: d.AfterFailure, failure: in.Failure}, nil
 	case rotation.Stop:
 		return remembered{failure: d.Failure}, nil
 	case rotation.Backoff:
@@ -124,7 +128,7 @@ func (r *CDCredentialReconciler) carryOut(ctx context.Context, cred *cdv1.CDCred
 
 // issue asks for a client-credentials token and stores it.
 func (r *CDCredentialReconciler) issue(ctx context.Context, cred *cdv1.CDCredential, c secrets.Client) (outcome, error) {
-	request := rotation.Request(c.Fingerprint, c.SecretHash, string(cred.UID), strconv.FormatInt(cred.Generation, 10))
+	request, _ := credentialRequest(cred, c)
 	now := r.Clock.Now()
 	tok, err := metrics.Instrument(r.Tokens, kindCredential).ClientCredentials(ctx, c.Endpoint)
 	o := rotation.Judge(tok, err, false)

@@ -40,9 +40,9 @@ func TestAClientCredentialsTokenIsOneRequestAndTwoWrites(t *testing.T) {
 }
 
 // TestARefusedRequestIsNotSentAgainUntilItChanges: a CR brought back by anything that
-// changes nothing about its request (a sharer's status, a resync, a restart) reports the
-// refusal again without sending; a new client secret, or a new generation, is a new
-// request.
+// changes nothing about its request (a sharer's status, a resync, a restart, an edit of
+// a field that is not sent) reports the refusal again without sending; a new client
+// secret, or an edit of what is sent, is a new request.
 func TestARefusedRequestIsNotSentAgainUntilItChanges(t *testing.T) {
 	w := newWorld(t)
 	refused := &tokenclient.Error{Kind: tokenclient.KindGrantTypeNotAllowed, Code: "unauthorized_client", StatusCode: 400}
@@ -61,9 +61,16 @@ func TestARefusedRequestIsNotSentAgainUntilItChanges(t *testing.T) {
 			s := w.secret("pricing-client")
 			w.update(s, func() { s.Data["client_secret"] = []byte("secret-2") })
 		}, 2},
-		{"a new generation is a new request", func() {
+		{"nor does an edit of a field that is not sent", func() {
 			c := w.cred("pricing")
-			w.update(c, func() { c.Generation++ })
+			w.update(c, func() {
+				c.Spec.SecretTemplate = &cdv1.SecretTemplate{Labels: map[string]cdv1.LabelValue{"team": "pricing"}}
+				c.Generation++
+			})
+		}, 2},
+		{"an edit of what is sent is a new request", func() {
+			c := w.cred("pricing")
+			w.update(c, func() { c.Spec.Scopes = []string{"marketplace"}; c.Generation++ })
 		}, 3},
 	}
 	for _, s := range steps {
@@ -79,6 +86,49 @@ func TestARefusedRequestIsNotSentAgainUntilItChanges(t *testing.T) {
 		for _, typ := range []string{cdv1.FlowMisuseCondition, cdv1.StalledCondition} {
 			wantCondition(t, c.Status.Conditions, typ, metav1.ConditionTrue, cdv1.GrantTypeNotAllowedReason)
 		}
+	}
+}
+
+// TestEditsOfWhatIsSentGetAtMostThreeRequestsPerTokenLifetime: DESIGN §8, a user who may
+// only edit CRs cannot make the operator send more than 3 token requests per token
+// lifetime; §4, whatever the spec says, a CR is never renewed sooner than a third of the
+// lifetime after issuance. An edit of spec.scopes makes the stored token one issued for
+// another request, which used to be replaced at once, once per edit. Flipping it every
+// 20 seconds for a whole lifetime now gets the token at issuance and one a third of the
+// lifetime after each, and the CR says when the next goes out.
+func TestEditsOfWhatIsSentGetAtMostThreeRequestsPerTokenLifetime(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; w.clock.Now().Before(epoch.Add(30*time.Minute - 20*time.Second)); i++ {
+		w.clock.Step(20 * time.Second)
+		c := w.cred("pricing")
+		w.update(c, func() { c.Spec.Scopes = []string{[]string{"a", "b"}[i%2]}; c.Generation++ })
+		res, err := w.reconcileCred("pricing")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			if want := 9*time.Minute + 40*time.Second; res.RequeueAfter != want {
+				t.Errorf("RequeueAfter %s, want %s (a third of the lifetime after issuance)", res.RequeueAfter, want)
+			}
+			c := w.cred("pricing")
+			wantCondition(t, c.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+			if rt := c.Status.RenewalTime; rt == nil || !rt.Time.Equal(epoch.Add(10*time.Minute)) {
+				t.Errorf("renewalTime %v, want 10:10:00, when the token for the edited spec is asked for", rt)
+			}
+			want := "The spec changed since the token in Secret pricing-token was issued; the token for it is requested at 2026-11-29T10:10:00Z (at most 3 requests per token lifetime)"
+			if got := condition(t, c.Status.Conditions, cdv1.ReconcilingCondition); got.Status != metav1.ConditionTrue || got.Message != want {
+				t.Errorf("Reconciling %s %q, want True %q", got.Status, got.Message, want)
+			}
+		}
+	}
+	if n := w.tokens.ccCount(); n != 3 {
+		t.Errorf("%d requests in one 30-minute lifetime of edits every 20 s, want 3 (at issuance, 10 and 20 minutes later)", n)
+	}
+	if got := w.secret("pricing-token").Data[cdv1.AccessTokenKey]; string(got) != "cc-access-3" {
+		t.Errorf("the Secret holds %q, want the token asked for at 10:20 (cc-access-3)", got)
 	}
 }
 

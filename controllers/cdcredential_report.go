@@ -55,6 +55,13 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		cred.Status.LastFailure = failureStatus(o.failure)
 		misuse = keepFailure(c, o.failure)
 		res.RequeueAfter = retryAfter(o.failure, now)
+	case deferred:
+		cred.Status.LastFailure = reportDeferred(c, o, cred.Status.SecretName)
+		if !o.afterFailure {
+			cred.Status.RenewalTime = timePtr(o.until) // when the next token is asked for
+		}
+		misuse = keptMisuse(c, o.failure)
+		res.RequeueAfter = max(o.until.Sub(now), time.Second)
 	case answered:
 		ref, msg := refusalOf(o, false)
 		f := rotation.Fail(r.written.current(cred, cred.Status.LastFailure), o.request, ref.reason, now, withLifetime(o.outcome.Retry(), cred.Status.LastIssuedTime, cred.Status.ExpiresAt), string(cred.UID))
@@ -141,13 +148,40 @@ func keepFailure(c conditions, f rotation.Failure) string {
 	} else {
 		c.remove(cdv1.StalledCondition)
 	}
-	if f.Reason == cdv1.GrantTypeNotAllowedReason {
-		if m := c.find(cdv1.FlowMisuseCondition); m != nil && m.Status == "True" {
-			return m.Message
-		}
-		return "The identity server refused this grant type for the client"
+	return keptMisuse(c, &f)
+}
+
+// keptMisuse is the FlowMisuse message a remembered refusal of the grant type keeps
+// standing while nothing new is sent; "" for any other failure, or none.
+func keptMisuse(c conditions, f *rotation.Failure) string {
+	if f == nil || f.Reason != cdv1.GrantTypeNotAllowedReason {
+		return ""
 	}
-	return ""
+	if m := c.find(cdv1.FlowMisuseCondition); m != nil && m.Status == "True" {
+		return m.Message
+	}
+	return "The identity server refused this grant type for the client"
+}
+
+// reportDeferred sets the conditions of a changed request held back by the request
+// budget (at most 3 requests per token lifetime): Reconciling=True saying why and when
+// it goes out, never Stalled (the wait ends by itself, and a terminal error is never
+// requeued). Ready stays as it was while the budget counts from the token in the output
+// Secret, which still works; after a failed request it keeps that failure's reason. It
+// returns the failure memory to write: the one the pass acted on.
+func reportDeferred(c conditions, o deferred, secret string) *cdv1.FailureStatus {
+	at := o.until.UTC().Format(time.RFC3339)
+	if o.afterFailure {
+		c.retrying(o.failure.Reason, fmt.Sprintf("The last request failed (%s); the spec changed since, and the request for it is sent at %s (at most 3 requests per token lifetime)", o.failure.Reason, at))
+		return failureStatus(*o.failure)
+	}
+	c.keep(cdv1.ReadyCondition, false, cdv1.ReconcilingReason, "The operator has not finished a first pass yet")
+	c.set(cdv1.ReconcilingCondition, true, cdv1.ReconcilingReason, fmt.Sprintf("The spec changed since the token in Secret %s was issued; the token for it is requested at %s (at most 3 requests per token lifetime)", secret, at))
+	c.remove(cdv1.StalledCondition)
+	if o.failure == nil {
+		return nil
+	}
+	return failureStatus(*o.failure)
 }
 
 // retryAfter is the requeue of a failure: its retry time, or none while it is terminal

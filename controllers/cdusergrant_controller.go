@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"errors"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -151,11 +150,16 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 		return out, cred, err
 	}
 	fingerprint := secrets.GrantFingerprint(c)
-	in.Request = rotation.Request(fingerprint, c.SecretHash, rt.hash, string(grant.UID), strconv.FormatInt(grant.Generation, 10))
-	in.Failure = r.written.current(grant, grant.Status.LastFailure)
-	if s, ok := secrets.Schedule(current, fingerprint); ok && metav1.IsControlledBy(current, grant) {
-		in.Current = &s
+	request, legacy := grantRequest(grant, cred, c, rt.hash)
+	in.Request = request
+	in.Failure = upgraded(r.written.current(grant, grant.Status.LastFailure), request, legacy)
+	if current != nil && metav1.IsControlledBy(current, grant) {
+		if s, ok := secrets.Schedule(current, fingerprint); ok {
+			in.Current = &s
+		}
+		in.Last = lastToken(current, grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 	}
+	in.Lifetime = lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), ActiveSince: time.Unix(0, r.elected.Load())}
 	out, err = r.carryOut(ctx, grant, in, &attempt{client: c, stored: rt, request: in.Request})
 	return out, cred, err
@@ -171,6 +175,8 @@ func (r *CDUserGrantReconciler) carryOut(ctx context.Context, grant *cdv1.CDUser
 		return fresh{schedule: *in.Current}, nil
 	case rotation.Hold:
 		return holding{until: d.Until}, nil
+	case rotation.Defer:
+		return deferred{until: d.Until, afterFailure: d.AfterFailure, failure: in.Failure}, nil
 	case rotation.Stop:
 		return remembered{failure: d.Failure}, nil
 	case rotation.Backoff:

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,11 +16,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
@@ -425,6 +428,207 @@ func TestAnUnplacedRefusalIsTriedThreeTimesThenStops(t *testing.T) {
 	wantCondition(t, g.Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.RefreshTokenRefusedReason)
 	if msg := condition(t, g.Status.Conditions, cdv1.ReadyCondition).Message; !strings.Contains(msg, "already been claimed") {
 		t.Errorf("message %q does not carry the provider's words", msg)
+	}
+}
+
+// TestAnEditOfAFieldThatIsNotSentDoesNotResendARefusedToken: the request's identity is
+// what is sent, not metadata.generation. An edit of secretTemplate or renewBefore bumps
+// the generation; it used to void the failure memory, so a token refused three times got
+// three more attempts per edit, without bound (DESIGN §5: never an unbounded loop on one
+// token).
+func TestAnEditOfAFieldThatIsNotSentDoesNotResendARefusedToken(t *testing.T) {
+	w := newWorld(t)
+	dex := &tokenclient.Error{Kind: tokenclient.KindRefused, Code: "invalid_request", StatusCode: 400, Description: "Refresh token is invalid or has already been claimed by another client."}
+	for range 10 {
+		w.tokens.failNext(dex)
+	}
+	for range 4 {
+		res, _ := w.reconcileGrant("acme")
+		w.clock.Step(max(res.RequeueAfter, time.Minute))
+	}
+	if n := len(w.tokens.refreshes()); n != 3 {
+		t.Fatalf("%d refreshes before the edits, want 3", n)
+	}
+	for i := range 5 {
+		g := w.grant("acme")
+		w.update(g, func() {
+			g.Spec.SecretTemplate = &cdv1.SecretTemplate{Labels: map[string]cdv1.LabelValue{"team": cdv1.LabelValue(fmt.Sprint("t", i))}}
+			g.Generation++ // the API server bumps it on a spec change; the fake client does not
+		})
+		if _, err := w.reconcileGrant("acme"); !errors.Is(err, reconcile.TerminalError(nil)) {
+			t.Fatalf("edit %d: err %v, want a terminal error", i, err)
+		}
+	}
+	if n := len(w.tokens.refreshes()); n != 3 {
+		t.Errorf("%d refreshes after 5 edits of secretTemplate, want still 3", n)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.RefreshTokenRefusedReason)
+}
+
+// TestAnEditOfAFieldThatIsNotSentDoesNotResendARejectedToken: DESIGN §6.6, invalid_grant
+// is terminal until a new refresh token comes; an edit of renewBefore is not one.
+func TestAnEditOfAFieldThatIsNotSentDoesNotResendARejectedToken(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.failNext(invalidGrant, invalidGrant)
+	_, _ = w.reconcileGrant("acme")
+	g := w.grant("acme")
+	w.update(g, func() {
+		g.Spec.RenewBefore = &metav1.Duration{Duration: 5 * time.Minute}
+		g.Generation++
+	})
+	if _, err := w.reconcileGrant("acme"); !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatalf("err %v, want a terminal error", err)
+	}
+	if diff := cmp.Diff([]string{"refresh-0"}, w.tokens.refreshes()); diff != "" {
+		t.Errorf("refreshes (-want +got):\n%s", diff)
+	}
+	g = w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenRejectedReason)
+	if c := condition(t, g.Status.Conditions, cdv1.ReadyCondition); c.ObservedGeneration != g.Generation {
+		t.Errorf("Ready observedGeneration %d, want %d: the pass saw the edit", c.ObservedGeneration, g.Generation)
+	}
+}
+
+// TestARejectionAnOlderReleaseRememberedStillHoldsAfterTheUpgrade: older releases
+// identified a request by one digest that included the spec generation. A terminal
+// failure they remembered in status must still stop the same request after an upgrade
+// (DESIGN §6.6: a rejected refresh token is not sent again), not read as another request.
+func TestARejectionAnOlderReleaseRememberedStillHoldsAfterTheUpgrade(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	cred := w.cred("login")
+	c, err := secrets.Readers{Cache: w.client, API: w.client}.ReadClient(ctx, cred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := w.grant("acme")
+	_, legacy := grantRequest(g, cred, c, rotation.Hash("refresh-0"))
+	g.Status.LastFailure = &cdv1.FailureStatus{Request: legacy, Reason: cdv1.RefreshTokenRejectedReason, LastFailureTime: metav1.NewTime(epoch.Add(-time.Hour)), FailedAttempts: 1}
+	if err := w.client.Status().Update(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.reconcileGrant("acme"); !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatalf("err %v, want a terminal error", err)
+	}
+	if n := len(w.tokens.refreshes()); n != 0 {
+		t.Errorf("%d refreshes of a token an older release saw rejected, want 0", n)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.RefreshTokenRejectedReason)
+}
+
+// TestANewLoginAfterARejectionIsSpentAtOnce: the request budget after a failure holds
+// back edits of the CR, not a new refresh token (DESIGN §6.6: wait for a new refresh
+// token, then use it). Only a customer's login, or someone who may write the Secret, can
+// change it.
+func TestANewLoginAfterARejectionIsSpentAtOnce(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.failNext(invalidGrant)
+	_, _ = w.reconcileGrant("acme")
+	w.clock.Step(time.Minute)
+	s := w.secret("acme-refresh")
+	w.update(s, func() { s.Data["refresh_token"] = []byte("new-login") })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"refresh-0", "new-login"}, w.tokens.refreshes()); diff != "" {
+		t.Errorf("refreshes (-want +got):\n%s", diff)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+}
+
+// TestEditsOfTheCredentialSpendAtMostThreeRefreshTokensPerLifetime: as for a
+// CDCredential (DESIGN §4, §8), with more at stake: each request spends a single-use
+// refresh token, and one edit of a credential changes the request of every grant using
+// it. Flipping the credential's clientAuthMethod every 20 seconds for a lifetime used to
+// spend a token per flip; now 3: at issuance, then at the first flip at least a third of
+// the lifetime after the token before (every other flip asks again for what the stored
+// token was issued for, which waits for its renewal as before).
+func TestEditsOfTheCredentialSpendAtMostThreeRefreshTokensPerLifetime(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	var res ctrl.Result
+	for i := 0; w.clock.Now().Before(epoch.Add(30*time.Minute - 20*time.Second)); i++ {
+		w.clock.Step(20 * time.Second)
+		c := w.cred("login")
+		w.update(c, func() {
+			c.Spec.ClientAuthMethod = []cdv1.ClientAuthMethod{cdv1.ClientSecretBasic, cdv1.ClientSecretPost}[i%2]
+			c.Generation++
+		})
+		var err error
+		if res, err = w.reconcileGrant("acme"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(w.tokens.refreshes()); n != 3 {
+		t.Errorf("%d refresh tokens spent in one 30-minute lifetime of edits every 20 s, want 3", n)
+	}
+	// Tokens issued at 10:00:00, 10:10:20 and 10:20:40; the flip at 10:29:40 waits for
+	// a third of the lifetime of the last.
+	if want := time.Minute; res.RequeueAfter != want {
+		t.Errorf("RequeueAfter %s, want %s", res.RequeueAfter, want)
+	}
+	g := w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	want := "The spec changed since the token in Secret acme-token was issued; the token for it is requested at 2026-11-29T10:30:40Z (at most 3 requests per token lifetime)"
+	if got := condition(t, g.Status.Conditions, cdv1.ReconcilingCondition); got.Status != metav1.ConditionTrue || got.Message != want {
+		t.Errorf("Reconciling %s %q, want True %q", got.Status, got.Message, want)
+	}
+}
+
+// TestAnEditAfterARefusalWaitsAThirdOfALifetimeAndEarnsNoNewAttempts: an edit of what
+// is sent is a new request, so a refusal remembered for the old one does not stop it; but
+// it must not buy a fresh budget either, or flipping a field back and forth after a
+// refusal would send up to three requests per flip (DESIGN §8). A changed request goes
+// out a third of the token lifetime after the last failure (10 minutes here, where no
+// lifetime is known: rotation.UnknownLifetimeFloor), and a refusal of it without a
+// known cause is terminal at once: the three attempts were spent before the edit.
+func TestAnEditAfterARefusalWaitsAThirdOfALifetimeAndEarnsNoNewAttempts(t *testing.T) {
+	w := newWorld(t)
+	odd := &tokenclient.Error{Kind: tokenclient.KindRefused, StatusCode: 418, Description: "I'm a teapot"}
+	for range 20 {
+		w.tokens.failNext(odd)
+	}
+	for range 3 {
+		res, _ := w.reconcileGrant("acme")
+		w.clock.Step(res.RequeueAfter)
+	}
+	refused := w.grant("acme").Status.LastFailure.LastFailureTime.Time
+	var sent []time.Time
+	for i := 0; w.clock.Now().Before(refused.Add(31 * time.Minute)); i++ {
+		// Every other flip asks again for the refused request, which stays refused.
+		c := w.cred("login")
+		w.update(c, func() {
+			c.Spec.ClientAuthMethod = []cdv1.ClientAuthMethod{cdv1.ClientSecretBasic, cdv1.ClientSecretPost}[i%2]
+			c.Generation++
+		})
+		before := len(w.tokens.refreshes())
+		_, _ = w.reconcileGrant("acme")
+		if len(w.tokens.refreshes()) > before {
+			sent = append(sent, w.clock.Now())
+		}
+		if i == 0 {
+			g := w.grant("acme")
+			want := "The last request failed (RefreshTokenRefused); the spec changed since, and the request for it is sent at " + refused.Add(10*time.Minute).UTC().Format(time.RFC3339) + " (at most 3 requests per token lifetime)"
+			if got := condition(t, g.Status.Conditions, cdv1.ReconcilingCondition); got.Message != want {
+				t.Errorf("Reconciling %q, want %q", got.Message, want)
+			}
+			wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.RefreshTokenRefusedReason)
+			if s := meta.FindStatusCondition(g.Status.Conditions, cdv1.StalledCondition); s != nil {
+				t.Errorf("Stalled %+v while the edited request waits: a terminal error is never requeued", s)
+			}
+		}
+		w.clock.Step(20 * time.Second)
+	}
+	// Each at the first pass at least 10 minutes after the failure before it that asks
+	// for another request than the refused one.
+	want := []time.Time{refused.Add(10 * time.Minute), refused.Add(20*time.Minute + 20*time.Second), refused.Add(30*time.Minute + 40*time.Second)}
+	if diff := cmp.Diff(want, sent); diff != "" {
+		t.Errorf("edited requests sent at (-want +got):\n%s", diff)
+	}
+	if f := w.grant("acme").Status.LastFailure; f == nil || f.FailedAttempts != 6 || f.RetryTime != nil {
+		t.Errorf("lastFailure %+v, want terminal after 6 attempts", f)
 	}
 }
 

@@ -100,6 +100,15 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 			g.reauth, g.reauthMsg = o.failure.Reason, c.find(cdv1.ReadyCondition).Message
 		}
 		res.RequeueAfter = retryAfter(o.failure, now)
+	case deferred:
+		grant.Status.LastFailure = reportDeferred(c, o, grant.Status.SecretName)
+		if !o.afterFailure {
+			grant.Status.RenewalTime = timePtr(o.until) // when the next token is asked for
+		}
+		if msg := keptMisuse(c, o.failure); msg != "" {
+			g.misuse, g.misuseMsg = cdv1.GrantTypeNotAllowedReason, msg
+		}
+		res.RequeueAfter = max(o.until.Sub(now), time.Second)
 	case abandoned:
 		msg := "The stored refresh token was sent twice and no answer came back either time: it was most likely spent, and is not sent a third time. The customer must log in again"
 		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, cdv1.RotationInterruptedReason, now, rotation.Retry{Terminal: true}, string(grant.UID))

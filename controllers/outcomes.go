@@ -46,6 +46,14 @@ type (
 	holding struct{ until time.Time }
 	// remembered: a failure remembered in status still holds, terminal or backing off.
 	remembered struct{ failure rotation.Failure }
+	// deferred: the request changed (an edit) sooner than the request budget allows
+	// (rotation.Defer); it goes out at until. failure is the failure memory the pass
+	// acted on, nil when there is none; afterFailure says the budget counts from it.
+	deferred struct {
+		until        time.Time
+		afterFailure bool
+		failure      *rotation.Failure
+	}
 	// abandoned: the stored refresh token was sent twice without an answer.
 	abandoned struct{ request string }
 	// answered: a token request was sent (or refused before sending) and yielded no
@@ -80,6 +88,7 @@ func (clientReady) isOutcome()           {}
 func (fresh) isOutcome()                 {}
 func (holding) isOutcome()               {}
 func (remembered) isOutcome()            {}
+func (deferred) isOutcome()              {}
 func (abandoned) isOutcome()             {}
 func (answered) isOutcome()              {}
 func (stored) isOutcome()                {}

@@ -23,6 +23,7 @@ import (
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
 )
 
 // conditions edits one object's conditions during one report. Every condition carries
@@ -169,10 +170,43 @@ func failureStatus(f rotation.Failure) *cdv1.FailureStatus {
 // (issued to expires, from its status), so a short-lived token is retried within its
 // renewal window; unknown when either time is missing.
 func withLifetime(retry rotation.Retry, issued, expires *metav1.Time) rotation.Retry {
-	if issued != nil && expires != nil {
-		retry.Lifetime = max(expires.Sub(issued.Time), 0)
-	}
+	retry.Lifetime = lifetimeOf(issued, expires)
 	return retry
+}
+
+// lifetimeOf is the lifetime of the token a CR last stored, from its status; 0 when
+// either time is missing.
+func lifetimeOf(issued, expires *metav1.Time) time.Duration {
+	if issued == nil || expires == nil {
+		return 0
+	}
+	return max(expires.Sub(issued.Time), 0)
+}
+
+// lastToken is the schedule of the token in an output Secret whatever it was requested
+// for (rotation.Input.Last), with its issuance taken from status when status describes
+// that very token: the Secret does not record it. nil when the Secret holds no readable
+// token.
+func lastToken(s *corev1.Secret, issued, expires *metav1.Time) *rotation.Schedule {
+	sched, ok := secrets.Stored(s)
+	if !ok {
+		return nil
+	}
+	if issued != nil && expires != nil && expires.Time.Equal(sched.ExpiresAt) {
+		sched.Issued = issued.Time
+	}
+	return &sched
+}
+
+// upgraded returns the failure memory f as a failure of request when an older release
+// recorded it as legacy: the same request, identified with the spec generation.
+func upgraded(f *rotation.Failure, request, legacy string) *rotation.Failure {
+	if f == nil || f.Request != legacy {
+		return f
+	}
+	g := *f
+	g.Request = request
+	return &g
 }
 
 func fromFailureStatus(s *cdv1.FailureStatus) *rotation.Failure {

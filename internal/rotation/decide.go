@@ -29,6 +29,13 @@ type Input struct {
 	Pending bool
 	// Refresh is the stored refresh token of a CDUserGrant; nil for a CDCredential.
 	Refresh *Refresh
+	// Last is the schedule of the token in the output Secret whatever it was requested
+	// for: Current's, or the one a changed request left behind (Current is nil then).
+	// Its Issued is zero when unknown. nil when there is no readable token (none yet, or
+	// the output Secret was deleted or hand-edited: it is repaired at once).
+	Last *Schedule
+	// Lifetime is the lifetime of the last token stored, from status; 0 when unknown.
+	Lifetime time.Duration
 }
 
 // Refresh is a CDUserGrant's stored refresh token as the decision needs it.
@@ -52,7 +59,8 @@ type Refresh struct {
 // it whose outcome was never recorded.
 func (r *Refresh) marked() bool { return r != nil && r.Mark.Hash == r.Hash }
 
-// Decision is what to do next. One of Persist, Stop, Hold, Abandon, Wait, Backoff, Send.
+// Decision is what to do next. One of Persist, Stop, Hold, Abandon, Wait, Defer,
+// Backoff, Send.
 type Decision interface{ decision() }
 
 // Persist: a result held in memory is not stored yet; store it before anything else and
@@ -75,6 +83,15 @@ type Wait struct{ Until time.Time }
 // Backoff: the last attempt at this request failed; the next may go out at Until.
 type Backoff struct{ Until time.Time }
 
+// Defer: the request changed (an edit of the spec, or of what it references) sooner
+// than the request budget allows, at most 3 requests per token lifetime (DESIGN §4, §8);
+// the changed request goes out at Until. AfterFailure says the budget counts from a
+// failed request (Input.Failure), not from the issuance of the token in the Secret.
+type Defer struct {
+	Until        time.Time
+	AfterFailure bool
+}
+
 // Send: ask for a token. For a CDUserGrant, first mark the stored token in flight with
 // Mark (the attempt counted), then spend it; Resume says the token was marked before and
 // its outcome is unknown, so a rejection means the rotation was interrupted.
@@ -88,20 +105,24 @@ func (Stop) decision()    {}
 func (Hold) decision()    {}
 func (Abandon) decision() {}
 func (Wait) decision()    {}
+func (Defer) decision()   {}
 func (Backoff) decision() {}
 func (Send) decision()    {}
 
 // policies are checked in order; the first that decides wins. The order is the
 // protocol's: a held result first (the spent token must never be sent again), then
 // refusals remembered for this very request, then another process's live rotation, then
-// the resend budget of an interrupted rotation, and only then freshness and backoff.
+// the resend budget of an interrupted rotation, and only then freshness, the request
+// budget and backoff.
 var policies = []func(Input) Decision{
 	pendingResult,
 	refusedForGood,
 	heldByAnother,
 	sentTwiceUnanswered,
 	stillFresh,
+	tooSoonAfterIssue,
 	backingOff,
+	tooSoonAfterFailure,
 }
 
 // Decide says what to do next.
@@ -160,9 +181,40 @@ func stillFresh(in Input) Decision {
 	return nil
 }
 
+// tooSoonAfterIssue holds a changed request (the token in the Secret was requested for
+// something else, so Current is nil) until a third of that token's lifetime has passed:
+// whatever the spec says, and however often it is edited, a CR is never renewed sooner
+// than that after issuance.
+func tooSoonAfterIssue(in Input) Decision {
+	if in.Refresh.marked() || in.Last == nil {
+		return nil // an interrupted rotation is finished before anything else
+	}
+	if until := in.Last.Earliest(); in.Now.Before(until) {
+		return Defer{Until: until}
+	}
+	return nil
+}
+
 func backingOff(in Input) Decision {
 	if f := in.Failure; f != nil && f.Request == in.Request && in.Now.Before(f.Retry) {
 		return Backoff{Until: f.Retry}
+	}
+	return nil
+}
+
+// tooSoonAfterFailure holds a request whose spec half changed after a failed request
+// (SameSpec) until a third of the token lifetime after that failure: an edit must not
+// buy a fresh backoff or a fresh budget of attempts, or flipping a field back and forth
+// would send one request per edit. A request changed only in its secret values (a fixed
+// client secret, a customer's new login) goes at once: no one who may only edit the CR
+// can change those.
+func tooSoonAfterFailure(in Input) Decision {
+	f := in.Failure
+	if f == nil || f.Request == in.Request || SameSpec(f.Request, in.Request) {
+		return nil
+	}
+	if until := ceilSecond(f.Time.Add(ChangeFloor(in.Lifetime))); in.Now.Before(until) {
+		return Defer{Until: until, AfterFailure: true}
 	}
 	return nil
 }

@@ -10,8 +10,12 @@ import (
 var t0 = time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
 
 func TestDecide(t *testing.T) {
-	const req = "request-1"
+	req := Request([]string{"spec-1"}, []string{"secret-1"})
+	// edited differs in what the CR's spec decides; newSecret only in a Secret's value.
+	edited := Request([]string{"spec-2"}, []string{"secret-1"})
+	newSecret := Request([]string{"spec-1"}, []string{"secret-2"})
 	fresh := &Schedule{Issued: t0.Add(-10 * time.Minute), RenewAt: t0.Add(10 * time.Minute), ExpiresAt: t0.Add(20 * time.Minute)}
+	recent := &Schedule{Issued: t0.Add(-5 * time.Minute), RenewAt: t0.Add(15 * time.Minute), ExpiresAt: t0.Add(25 * time.Minute)}
 	due := &Schedule{Issued: t0.Add(-25 * time.Minute), RenewAt: t0.Add(-time.Minute), ExpiresAt: t0.Add(5 * time.Minute)}
 	terminal := &Failure{Request: req, Reason: "InvalidClient", Time: t0.Add(-time.Minute), Attempts: 1}
 	retrying := &Failure{Request: req, Reason: "TokenRequestFailed", Time: t0.Add(-time.Second), Attempts: 2, Retry: t0.Add(9 * time.Second)}
@@ -44,8 +48,47 @@ func TestDecide(t *testing.T) {
 		"a request refused for good is not sent again, even when the token is due": {
 			in: Input{Request: req, Current: due, Failure: terminal}, want: Stop{Failure: *terminal},
 		},
-		"a refusal of another request does not stop a changed one": {
-			in: Input{Request: "request-2", Failure: terminal}, want: Send{},
+		"a changed secret value (a fixed client secret, a new login) is sent at once after a refusal": {
+			in: Input{Request: newSecret, Failure: terminal, Lifetime: 30 * time.Minute}, want: Send{},
+		},
+		// DESIGN §8: flipping a field back and forth must not buy a fresh budget of
+		// attempts per edit, so an edited request waits a third of the lifetime.
+		"an edited request waits a third of the token lifetime after a refusal": {
+			in:   Input{Request: edited, Failure: terminal, Lifetime: 3 * time.Hour},
+			want: Defer{Until: terminal.Time.Add(time.Hour), AfterFailure: true},
+		},
+		"an edited request waits the fallback floor after a refusal when no lifetime is known": {
+			in:   Input{Request: edited, Failure: terminal},
+			want: Defer{Until: terminal.Time.Add(UnknownLifetimeFloor), AfterFailure: true},
+		},
+		"an edited request is sent once a third of the lifetime has passed since the refusal": {
+			in: Input{Request: edited, Failure: terminal, Lifetime: 3 * time.Minute}, want: Send{},
+		},
+		"an edit during a backoff does not end the backoff early": {
+			in:   Input{Request: edited, Failure: retrying, Lifetime: 30 * time.Minute},
+			want: Defer{Until: retrying.Time.Add(10 * time.Minute), AfterFailure: true},
+		},
+		"a failure an older release recorded (one digest, no halves) holds any changed request back": {
+			in:   Input{Request: newSecret, Failure: &Failure{Request: LegacyRequest("old"), Reason: "InvalidClient", Time: t0.Add(-time.Minute), Attempts: 1}, Lifetime: 30 * time.Minute},
+			want: Defer{Until: t0.Add(9 * time.Minute), AfterFailure: true},
+		},
+		// DESIGN §4: whatever the spec says, never renewed sooner than lifetime/3 after
+		// issuance. A token requested for something else leaves Current nil, not Last.
+		"a changed request waits until a third of the last token's lifetime has passed": {
+			in: Input{Request: req, Last: recent}, want: Defer{Until: t0.Add(5 * time.Minute)},
+		},
+		"a changed request is sent once a third of the last token's lifetime has passed": {
+			in: Input{Request: req, Last: fresh}, want: Send{},
+		},
+		"a changed request waits for the last token's renewal time when its issuance is unknown": {
+			in:   Input{Request: req, Last: &Schedule{RenewAt: fresh.RenewAt, ExpiresAt: fresh.ExpiresAt}},
+			want: Defer{Until: fresh.RenewAt},
+		},
+		"a grant's changed request waits without marking its refresh token": {
+			in: Input{Request: req, Last: recent, Refresh: stored(Mark{})}, want: Defer{Until: t0.Add(5 * time.Minute)},
+		},
+		"an interrupted rotation is resumed whatever changed since the last token": {
+			in: Input{Request: req, Last: recent, Refresh: stored(ours)}, want: Send{Resume: true, Mark: newMark(2)},
 		},
 		"a failure still backing off waits for its retry time": {
 			in: Input{Request: req, Failure: retrying}, want: Backoff{Until: retrying.Retry},

@@ -16,7 +16,9 @@ type Failure struct {
 	Reason string
 	// Time is when the last attempt failed.
 	Time time.Time
-	// Attempts counts the consecutive failed attempts at Request.
+	// Attempts counts the consecutive failed attempts at Request, and at the requests
+	// it was edited from (SameSpec false) since the last success: an edit buys no fresh
+	// budget of attempts.
 	Attempts int
 	// Retry is when the next attempt may go out; zero while the failure is terminal.
 	Retry time.Time
@@ -53,10 +55,13 @@ const (
 )
 
 // Fail records one more failed attempt at request on top of prev (nil when there was
-// none, or it was for another request) and decides when the next one may go out.
+// none) and decides when the next one may go out. The count starts afresh only when
+// request differs from prev's in its secret values alone (a fixed client secret, a
+// customer's new login); an edit of the spec counts on, so flipping a field back and
+// forth never earns another round of retries.
 func Fail(prev *Failure, request, reason string, now time.Time, retry Retry, seed string) Failure {
 	f := Failure{Request: request, Reason: reason, Time: now.Truncate(time.Second), Attempts: 1}
-	if prev != nil && prev.Request == request {
+	if prev != nil && (prev.Request == request || !SameSpec(prev.Request, request)) {
 		f.Attempts = prev.Attempts + 1
 	}
 	if retry.Terminal || (retry.MaxAttempts > 0 && f.Attempts >= retry.MaxAttempts) {
@@ -87,9 +92,32 @@ func backoffAfter(attempts int, limit time.Duration, seed string) time.Duration 
 	return d + time.Duration(seeded(seed, uint64(attempts))%uint64(d/5))
 }
 
-// Request identifies a token request by what it sends, without revealing any of it:
-// endpoint, client, auth method, and hashes of the secrets.
-func Request(parts ...string) string {
+// Request identifies a token request by what it sends, without revealing any of it. It
+// has two halves: spec, what the CR decides (endpoint, client, auth method, scopes, the
+// Secrets it names, the CR's UID), and secrets, the values read from those Secrets (the
+// client id when it comes from one, hashes of the client secret and refresh token).
+// Someone who may only edit CRs can change the first half, never the second alone; see
+// SameSpec. metadata.generation is in neither: an edit that changes nothing sent (a
+// label in secretTemplate, renewBefore) is the same request, and a failure remembered
+// for it still holds.
+func Request(spec, secrets []string) string {
+	return digest(spec) + "." + digest(secrets)
+}
+
+// SameSpec reports whether two requests differ at most in their secret values. A
+// request written by an older release (one digest of everything) shares no spec half.
+func SameSpec(a, b string) bool {
+	sa, _, okA := strings.Cut(a, ".")
+	sb, _, okB := strings.Cut(b, ".")
+	return okA && okB && sa == sb
+}
+
+// LegacyRequest is the identity an older release recorded for a request (one digest of
+// everything, with the spec generation), so a failure it remembered is still known for
+// what it was after an upgrade.
+func LegacyRequest(parts ...string) string { return digest(parts) }
+
+func digest(parts []string) string {
 	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
 	return hex.EncodeToString(sum[:12])
 }

@@ -109,8 +109,15 @@ func TestFailureMemory(t *testing.T) {
 		"the backoff never exceeds 12 minutes": {
 			prev: &Failure{Request: "r", Attempts: 40}, request: "r", wantAttempts: 41, minWait: 10 * time.Minute, most: 12 * time.Minute,
 		},
-		"a failure of a changed request counts from one again": {
-			prev: &Failure{Request: "old", Attempts: 7}, request: "r", wantAttempts: 1, minWait: 5 * time.Second, most: 6 * time.Second,
+		"a failure of a request changed only in a secret value (a new login) counts from one again": {
+			prev: &Failure{Request: Request([]string{"spec"}, []string{"old"}), Attempts: 7}, request: Request([]string{"spec"}, []string{"new"}), wantAttempts: 1, minWait: 5 * time.Second, most: 6 * time.Second,
+		},
+		// DESIGN §5, §8: an edit must not earn a fresh round of retries per flip.
+		"a failure of an edited request counts on": {
+			prev: &Failure{Request: Request([]string{"spec-1"}, []string{"s"}), Attempts: 3}, request: Request([]string{"spec-2"}, []string{"s"}), wantAttempts: 4, minWait: 40 * time.Second, most: 48 * time.Second,
+		},
+		"a bounded failure of an edited request after the last attempt is terminal at once": {
+			prev: &Failure{Request: Request([]string{"spec-1"}, []string{"s"}), Attempts: 3}, request: Request([]string{"spec-2"}, []string{"s"}), retry: Retry{MaxAttempts: 3}, wantAttempts: 4, wantTerminal: true,
 		},
 		"a server's Retry-After longer than the backoff wins": {
 			request: "r", retry: Retry{After: time.Minute}, wantAttempts: 1, minWait: time.Minute, most: time.Minute,

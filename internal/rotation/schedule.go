@@ -26,6 +26,32 @@ type Schedule struct {
 // Due reports whether a token on schedule s must be renewed at now.
 func (s Schedule) Due(now time.Time) bool { return !now.Before(s.RenewAt) }
 
+// Earliest is when the next token may be requested at the soonest, whatever was
+// changed: a third of this token's lifetime after its issuance, or its renewal time when
+// the issuance is unknown (Plan never renews sooner than a third).
+func (s Schedule) Earliest() time.Time {
+	if s.Issued.IsZero() || !s.Issued.Before(s.ExpiresAt) {
+		return s.RenewAt
+	}
+	return ceilSecond(s.Issued.Add(s.ExpiresAt.Sub(s.Issued) / 3))
+}
+
+// UnknownLifetimeFloor is how long a changed request waits after a failed one when no
+// token lifetime is known (the CR never stored a token): a third of the shortest
+// lifetime Central Dispatch issues (30 minutes, DESIGN §1), which is also the longest
+// backoff after a failure.
+const UnknownLifetimeFloor = 10 * time.Minute
+
+// ChangeFloor is how long a request changed by an edit waits after a failed request:
+// a third of the token lifetime (at most 3 requests per lifetime), or
+// UnknownLifetimeFloor when the lifetime is unknown.
+func ChangeFloor(lifetime time.Duration) time.Duration {
+	if lifetime <= 0 {
+		return UnknownLifetimeFloor
+	}
+	return lifetime / 3
+}
+
 // Plan decides when a token issued at issued with the given lifetime is renewed
 // (DESIGN §4): at 2/3 of the lifetime minus a jitter of up to 10% of it, or renewBefore
 // ahead of expiry when set; never less than MinRenewMargin ahead unless the token lives

@@ -116,6 +116,17 @@ func Schedule(s *corev1.Secret, fingerprint string) (rotation.Schedule, bool) {
 	return Consistent(s)
 }
 
+// Stored reads the schedule of the token in an output Secret whatever it was requested
+// for: after an edit changed the request, the token still there bounds how soon the
+// next one is requested (rotation.Input.Last). ok is false when there is no Secret, or
+// as for Consistent.
+func Stored(s *corev1.Secret) (rotation.Schedule, bool) {
+	if s == nil {
+		return rotation.Schedule{}, false
+	}
+	return Consistent(s)
+}
+
 // Consistent reads the schedule of an output Secret's token when the Secret is complete
 // and self-consistent; the operator's own writes always are, a hand edit seldom. It
 // judges a Secret from the manager's cache (TrimForCache) as it would the Secret itself.
