@@ -106,12 +106,15 @@ const DefaultIssuer = "https://id.centraldispatch.com"
 
 // FailureStatus is the operator's memory of failed token requests, kept in status so it
 // survives restarts: the next attempt waits out an exponential backoff with jitter (at
-// most a third of the lifetime of the token being renewed), and a
+// most a third of the lifetime of the token being renewed), a
 // request refused for good is not sent again until it changes (a new client secret,
-// refresh token, endpoint or spec).
+// refresh token, endpoint, client or scopes), and a request changed by an edit of the
+// spec waits a third of the token lifetime after the failure.
 type FailureStatus struct {
-	// request identifies what was sent (endpoint, client, a hash of the secret and of
-	// the refresh token, the spec generation), never the values themselves.
+	// request identifies what was sent, never the values themselves: a hash of what the
+	// spec decides (endpoint, client, auth method, scopes, the Secrets it names) and one
+	// of what those Secrets hold (client id, secret, refresh token). An edit of a field
+	// that is not sent (secretTemplate, renewBefore) leaves it as it was.
 	// +required
 	// +kubebuilder:validation:MaxLength=64
 	Request string `json:"request"`
