@@ -1110,6 +1110,9 @@ func TestAGrantTakingOverASecretWhoseNewTokenIsHeldSpendsTheLiveToken(t *testing
 				t.Errorf("refresh tokens sent during the outage (-want +got):\n%s", diff)
 			}
 			wantCondition(t, w.grant(successor).Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretWriteFailedReason)
+			if f := w.grant(successor).Status.LastFailure; f != nil {
+				t.Errorf("the successor remembers a failure %+v of a request it never sent: its first request would wait for the request budget", f)
+			}
 			// and once it is over it spends the live token.
 			w.setFault(nil)
 			if _, err := w.reconcileGrant(successor); err != nil {

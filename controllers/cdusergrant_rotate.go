@@ -243,7 +243,7 @@ func (r *CDUserGrantReconciler) storeInherited(ctx context.Context, grant *cdv1.
 			return nil, err
 		}
 		if err := r.storeAndForget(ctx, uid, held.refresh); err != nil {
-			return writeFailed{err: err, request: held.request, holding: true}, nil
+			return writeFailed{err: err, holding: true, inherited: true}, nil
 		}
 	}
 	return nil, nil

@@ -74,6 +74,11 @@ type (
 		// holding: a new refresh token that exists only in memory is waiting for
 		// this write, so it is retried at the shortest interval until its deadline.
 		holding bool
+		// inherited: the token belongs to a grant that is gone (storeInherited). This
+		// grant sent nothing, so it remembers no failure of its own: a failure memory
+		// under another grant's request would hold its first request to the budget
+		// after a failed one.
+		inherited bool
 	}
 )
 
