@@ -1207,3 +1207,42 @@ func (a *mintingAuthorizer) AuthorizationURL(_ *cdv1.CDUserGrant, _ *cdv1.CDCred
 	}
 	return current, epoch.Add(15 * time.Minute)
 }
+
+// An unusable answer that still carries a new refresh token leaves that token to store.
+// When the API server refuses the first write, a later pass stores it from memory, and
+// must then report the answer and come back: a pass that ends without an outcome leaves
+// SecretWriteFailed standing with nothing scheduled, and the access token expires.
+func TestAnUnusableAnswersRefreshTokenStoredOnALaterPassIsReportedAndRetried(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.failNext(&tokenclient.Error{Kind: tokenclient.KindInvalidResponse, StatusCode: 200, Description: "no access_token in the answer", Token: &tokenclient.Token{RefreshToken: "refresh-x"}})
+	w.setFault(func(verb string, obj client.Object) error {
+		if s, ok := obj.(*corev1.Secret); ok && verb == "update" && string(s.Data["refresh_token"]) == "refresh-x" {
+			w.fault = nil // once; faults run under w.mu
+			return apierrors.NewForbidden(corev1.Resource("secrets"), s.Name, errors.New("refused by a webhook"))
+		}
+		return nil
+	})
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretWriteFailedReason)
+	res, err := w.reconcileGrant("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "refresh-x" {
+		t.Fatalf("the refresh-token Secret holds %q, want the new refresh-x", got)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.InvalidTokenResponseReason)
+	if res.RequeueAfter <= 0 {
+		t.Fatalf("result %+v: nothing brings the grant back", res)
+	}
+	w.clock.Step(res.RequeueAfter)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"refresh-0", "refresh-x"}, w.tokens.refreshes()); diff != "" {
+		t.Errorf("refresh tokens sent (-want +got):\n%s", diff)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+}

@@ -61,10 +61,8 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 	case o.NewRefreshToken != "":
 		// Unusable, but it carried a successor: the old token is spent, store the new.
 		refresh.token = o.NewRefreshToken
-		r.held.put(grant.UID, &result{request: a.request, refresh: refresh})
-		if out, err := r.persist(ctx, grant); err != nil || isWriteFailure(out) {
-			return out, err
-		}
+		r.held.put(grant.UID, &result{request: a.request, refresh: refresh, answer: &o})
+		return r.persist(ctx, grant)
 	case !o.MaySpend():
 		// The server answered without spending the token: the mark goes back to what
 		// it was, so the resend budget of an interrupted rotation is not used up.
@@ -101,12 +99,18 @@ func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserG
 		if err := r.storeRefresh(ctx, held.refresh, r.Clock.Now().Add(r.persistTimeout())); err != nil {
 			return writeFailed{err: err, request: held.request, holding: true}, nil
 		}
-		held = &result{request: held.request, access: held.access}
+		stored := *held
+		stored.refresh = nil
+		held = &stored
 		r.held.put(grant.UID, held)
 	}
 	if held.access == nil {
+		// The refresh token came with an unusable answer: report that answer, in this
+		// pass or in a later one that stored the token after a failed write. Ending the
+		// pass without an outcome would leave SecretWriteFailed standing and nothing
+		// scheduled.
 		r.held.drop(grant.UID)
-		return nil, nil
+		return answered{outcome: *held.answer, request: held.request}, nil
 	}
 	if !r.Clock.Now().Before(held.access.schedule.ExpiresAt) {
 		r.held.drop(grant.UID)
@@ -288,9 +292,4 @@ func (r *CDUserGrantReconciler) Drain(ctx context.Context) int {
 		r.held.drop(uid)
 	}
 	return lost
-}
-
-func isWriteFailure(o outcome) bool {
-	_, ok := o.(writeFailed)
-	return ok
 }

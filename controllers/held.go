@@ -23,6 +23,9 @@ type result struct {
 	access *issued
 	// request is the request that was answered, for the failure memory.
 	request string
+	// answer is, for a result without an access token, the unusable answer that carried
+	// the new refresh token: the pass that stores the token reports it.
+	answer *rotation.Outcome
 }
 
 // heldRefresh is a new refresh token and where it goes.
