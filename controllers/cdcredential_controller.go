@@ -91,6 +91,7 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 		cred.Status.SecretName = ""
 		return clientReady{}, nil
 	}
+	previous := cred.Status.SecretName
 	name := secrets.OutputName(cred.Name, cred.Spec.SecretName)
 	cred.Status.SecretName = name
 	current, err := r.outputSecret(ctx, cred, name)
@@ -104,8 +105,13 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 		in.Current = &s
 	}
 	in.Last = lastToken(current, cred.Status.LastIssuedTime, cred.Status.ExpiresAt)
+	renamed := in.Last == nil && current == nil
+	if renamed {
+		in.Last = renamedToken(previous, name, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, cred.Status.RenewalTime)
+	}
 	in.Lifetime = lifetimeOf(cred.Status.LastIssuedTime, cred.Status.ExpiresAt)
-	return r.carryOut(ctx, cred, in, c)
+	out, err := r.carryOut(ctx, cred, in, c)
+	return keepRenamed(out, renamed && in.Last != nil, previous), err
 }
 
 // carryOut decides and does what the decision says: the only token requests and Secret

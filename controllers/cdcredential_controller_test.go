@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -342,5 +343,25 @@ func TestAnOutputSecretNameCannotTakeOverARefreshTokenSecretOrTheOperatorsKey(t 
 			wantCondition(t, conds, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretNameConflictReason)
 			wantCondition(t, conds, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.SecretNameConflictReason)
 		})
+	}
+}
+
+// As for a grant, renaming a credential's output over and over requests a token for the
+// new name only within the request budget.
+func TestRenamingACredentialsOutputGetsAtMostThreeRequestsPerLifetime(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; w.clock.Now().Before(epoch.Add(30*time.Minute - 20*time.Second)); i++ {
+		w.clock.Step(20 * time.Second)
+		c := w.cred("pricing")
+		w.update(c, func() { c.Spec.SecretName = fmt.Sprintf("pricing-out-%d", i) })
+		if _, err := w.reconcileCred("pricing"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := w.tokens.ccCount(); n != 3 {
+		t.Errorf("%d client-credentials requests in one 30-minute lifetime of renames every 20 s, want 3", n)
 	}
 }

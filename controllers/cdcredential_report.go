@@ -56,6 +56,9 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		misuse = keepFailure(c, o.failure)
 		res.RequeueAfter = retryAfter(o.failure, now)
 	case deferred:
+		if o.tokenIn != "" {
+			cred.Status.SecretName = o.tokenIn
+		}
 		cred.Status.LastFailure = reportDeferred(c, o, cred.Status.SecretName)
 		if !o.afterFailure {
 			cred.Status.RenewalTime = timePtr(o.until) // when the next token is asked for

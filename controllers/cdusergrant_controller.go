@@ -125,6 +125,7 @@ type storedToken struct {
 // reconcile reads what the pass needs, decides, and carries the decision out. It also
 // returns the grant's CDCredential when it could be read, for the authorization URL.
 func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUserGrant) (outcome, *cdv1.CDCredential, error) {
+	previous := grant.Status.SecretName
 	grant.Status.SecretName = secrets.OutputName(grant.Name, grant.Spec.SecretName)
 	if out, err := r.storeInherited(ctx, grant); out != nil || err != nil {
 		return out, nil, err
@@ -159,10 +160,14 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 		}
 		in.Last = lastToken(current, grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 	}
+	renamed := in.Last == nil && current == nil
+	if renamed {
+		in.Last = renamedToken(previous, grant.Status.SecretName, grant.Status.LastRotationTime, grant.Status.ExpiresAt, grant.Status.RenewalTime)
+	}
 	in.Lifetime = lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), ActiveSince: time.Unix(0, r.elected.Load())}
 	out, err = r.carryOut(ctx, grant, in, &attempt{client: c, stored: rt, request: in.Request})
-	return out, cred, err
+	return keepRenamed(out, renamed && in.Last != nil, previous), cred, err
 }
 
 // carryOut decides and does what the decision says: the only token requests and Secret

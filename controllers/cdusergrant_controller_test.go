@@ -577,6 +577,48 @@ func TestEditsOfTheCredentialSpendAtMostThreeRefreshTokensPerLifetime(t *testing
 	}
 }
 
+// A new spec.secretName starts empty, but the token is still in the Secret status names:
+// renaming the output over and over must not request a token per rename (for a grant,
+// spend a refresh token per rename). The request for the new name waits for the budget,
+// and status keeps naming the Secret that holds the token until then.
+func TestRenamingTheOutputSpendsAtMostThreeRefreshTokensPerLifetime(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	var res ctrl.Result
+	for i := 0; w.clock.Now().Before(epoch.Add(30*time.Minute - 20*time.Second)); i++ {
+		w.clock.Step(20 * time.Second)
+		g := w.grant("acme")
+		w.update(g, func() { g.Spec.SecretName = fmt.Sprintf("acme-out-%d", i) })
+		var err error
+		if res, err = w.reconcileGrant("acme"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(w.tokens.refreshes()); n != 3 {
+		t.Errorf("%d refresh tokens spent in one 30-minute lifetime of renames every 20 s, want 3", n)
+	}
+	g := w.grant("acme")
+	if res.RequeueAfter <= 0 || g.Status.SecretName == g.Spec.SecretName {
+		t.Errorf("requeue %s, status.secretName %q for spec.secretName %q: want a wait, naming the Secret that holds the token", res.RequeueAfter, g.Status.SecretName, g.Spec.SecretName)
+	}
+	if s := w.secret(g.Status.SecretName); len(s.Data["access_token"]) == 0 {
+		t.Errorf("status names Secret %s, which holds no token", g.Status.SecretName)
+	}
+	// Once the budget allows, the token goes to the new name.
+	w.clock.Step(res.RequeueAfter)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.grant("acme").Status.SecretName; got != g.Spec.SecretName {
+		t.Errorf("status.secretName %q after the wait, want %q", got, g.Spec.SecretName)
+	}
+	if s := w.secret(g.Spec.SecretName); len(s.Data["access_token"]) == 0 {
+		t.Errorf("Secret %s holds no token after the wait", g.Spec.SecretName)
+	}
+}
+
 // TestAnEditAfterARefusalWaitsAThirdOfALifetimeAndEarnsNoNewAttempts: an edit of what
 // is sent is a new request, so a refusal remembered for the old one does not stop it; but
 // it must not buy a fresh budget either, or flipping a field back and forth after a

@@ -53,6 +53,10 @@ type (
 		until        time.Time
 		afterFailure bool
 		failure      *rotation.Failure
+		// tokenIn is the Secret that holds the token the budget counts from when it is
+		// not the output: spec.secretName was changed, and the new Secret stays empty
+		// until the budget allows a request. Status keeps naming the old one meanwhile.
+		tokenIn string
 	}
 	// abandoned: the stored refresh token was sent twice without an answer.
 	abandoned struct{ request string }
@@ -98,6 +102,17 @@ func (abandoned) isOutcome()             {}
 func (answered) isOutcome()              {}
 func (stored) isOutcome()                {}
 func (writeFailed) isOutcome()           {}
+
+// keepRenamed has a pass that deferred the request for a renamed output keep naming the
+// Secret that still holds the token (deferred.tokenIn), so the next pass still sees the
+// rename.
+func keepRenamed(out outcome, renamed bool, previous string) outcome {
+	if d, ok := out.(deferred); ok && renamed && !d.afterFailure {
+		d.tokenIn = previous
+		return d
+	}
+	return out
+}
 
 // refusal is how an answer that yielded no token is reported: the Ready reason, whether
 // it is terminal (Stalled) or retried (Reconciling), and the message's lead.

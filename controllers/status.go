@@ -198,6 +198,21 @@ func lastToken(s *corev1.Secret, issued, expires *metav1.Time) *rotation.Schedul
 	return &sched
 }
 
+// renamedToken is the token a CR's status describes, when spec.secretName was changed
+// since status named the Secret that holds it (previous) and the new Secret holds no
+// token yet: for the request budget it counts as the output's, or renaming the output
+// over and over would send a request per edit. nil when the output was not renamed.
+func renamedToken(previous, name string, issued, expires, renewal *metav1.Time) *rotation.Schedule {
+	if previous == "" || previous == name || issued == nil || expires == nil {
+		return nil
+	}
+	s := rotation.Schedule{Issued: issued.Time, ExpiresAt: expires.Time}
+	if renewal != nil {
+		s.RenewAt = renewal.Time
+	}
+	return &s
+}
+
 // upgraded returns the failure memory f as a failure of request when an older release
 // recorded it as legacy: the same request, identified with the spec generation.
 func upgraded(f *rotation.Failure, request, legacy string) *rotation.Failure {
