@@ -105,13 +105,14 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 		in.Current = &s
 	}
 	in.Last = lastToken(current, cred.Status.LastIssuedTime, cred.Status.ExpiresAt)
-	renamed := in.Last == nil && current == nil
-	if renamed {
+	renamed := false // the output has no Secret yet, and the token is in the one status names
+	if in.Last == nil && current == nil {
 		in.Last = renamedToken(previous, name, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, cred.Status.RenewalTime)
+		renamed = in.Last != nil
 	}
 	in.Lifetime = lifetimeOf(cred.Status.LastIssuedTime, cred.Status.ExpiresAt)
 	out, err := r.carryOut(ctx, cred, in, c)
-	return keepRenamed(out, renamed && in.Last != nil, previous), err
+	return keepRenamed(out, renamed, previous), err
 }
 
 // carryOut decides and does what the decision says: the only token requests and Secret

@@ -160,14 +160,15 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 		}
 		in.Last = lastToken(current, grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 	}
-	renamed := in.Last == nil && current == nil
-	if renamed {
+	renamed := false // the output has no Secret yet, and the token is in the one status names
+	if in.Last == nil && current == nil {
 		in.Last = renamedToken(previous, grant.Status.SecretName, grant.Status.LastRotationTime, grant.Status.ExpiresAt, grant.Status.RenewalTime)
+		renamed = in.Last != nil
 	}
 	in.Lifetime = lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), ActiveSince: time.Unix(0, r.elected.Load())}
 	out, err = r.carryOut(ctx, grant, in, &attempt{client: c, stored: rt, request: in.Request})
-	return keepRenamed(out, renamed && in.Last != nil, previous), cred, err
+	return keepRenamed(out, renamed, previous), cred, err
 }
 
 // carryOut decides and does what the decision says: the only token requests and Secret
