@@ -126,6 +126,13 @@ func (o Outcome) Retry() Retry {
 		return Retry{Terminal: true}
 	case Refused:
 		return Retry{MaxAttempts: 3}
+	case Unusable:
+		if o.NewRefreshToken == "" && !o.Err.Ambiguous {
+			// A redirect (a gateway's login page, a moved endpoint): it is never
+			// followed, and the same answer comes back each time, so it is tried as
+			// often as a refusal nobody placed.
+			return Retry{MaxAttempts: 3}
+		}
 	case RateLimited:
 		return Retry{After: o.Err.RetryAfter}
 	}

@@ -1,7 +1,10 @@
 package rotation
 
 import (
+	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -66,8 +69,8 @@ func TestJudge(t *testing.T) {
 		"an unreadable success may have spent the token": {
 			err: &tokenclient.Error{Kind: tokenclient.KindInvalidResponse, StatusCode: 200, Ambiguous: true}, want: Unusable, maySpend: true,
 		},
-		"an unusable answer without a refresh token that was read spent nothing we know of": {
-			err: &tokenclient.Error{Kind: tokenclient.KindInvalidResponse, StatusCode: 200}, want: Unusable,
+		"a redirect spent nothing, and is tried three times in all, as it comes back each time": {
+			err: &tokenclient.Error{Kind: tokenclient.KindInvalidResponse, StatusCode: 302}, want: Unusable, retry: Retry{MaxAttempts: 3},
 		},
 		"an error from elsewhere is transient": {
 			err: errors.New("boom"), want: Transient,
@@ -160,4 +163,36 @@ func TestFailureMemory(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A token endpoint that answers with a redirect (a gateway sending the request to its
+// login page, a moved endpoint) answers the same way every time: the token client never
+// follows it, and the answer spends nothing, so the in-flight mark does not bound the
+// resends. The failure memory does: three sends of one refresh token, then none
+// (DESIGN §5, never an unbounded loop on one token).
+func TestARedirectFromTheTokenEndpointIsSentThreeTimesInAll(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "https://login.example.com/sso?return=/token", http.StatusFound)
+	}))
+	defer srv.Close()
+	c := tokenclient.New(tokenclient.Options{AllowedHosts: []string{srv.Listener.Addr().String()}})
+	ep := tokenclient.Endpoint{TokenURL: srv.URL + "/token", AuthMethod: tokenclient.ClientSecretPost, ClientID: "c", ClientSecret: "s"}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var prev *Failure
+	for sent := 1; sent <= 10; sent++ {
+		tok, err := c.Refresh(context.Background(), ep, "rt-1")
+		o := Judge(tok, err, false)
+		if o.MaySpend() {
+			t.Fatalf("send %d: verdict %v may have spent the token", sent, o.Verdict)
+		}
+		f := Fail(prev, "req", "InvalidTokenResponse", now, o.Retry(), "seed")
+		if f.Terminal() {
+			if sent != 3 {
+				t.Errorf("terminal after %d sends, want 3", sent)
+			}
+			return
+		}
+		prev, now = &f, f.Retry
+	}
+	t.Errorf("the refresh token was sent 10 times to a token endpoint that redirects, and would be again at %s", prev.Retry)
 }

@@ -101,6 +101,10 @@ func TestProviderRefusalsAreClassified(t *testing.T) {
 			refused(KindInvalidScope, 400, "invalid_scope", entraDescription(70011, "The provided value for the input parameter 'scope' isn't valid. The scope https://example.contoso.com/activity.read isn't valid."), "https://example.contoso.com/activity.read")},
 		"entra: client unknown to the tenant (AADSTS700011)": {400, nil, entraBody("unauthorized_client", 700011, "Application with identifier 'app-1' was not found in the directory 'contoso'."),
 			refused(KindInvalidClient, 400, "unauthorized_client", entraDescription(700011, "Application with identifier 'app-1' was not found in the directory 'contoso'."))},
+		// The body as captured in microsoft/AzureMonitorAddonForSplunk#114: unauthorized_client
+		// here is a client unknown to the tenant, not a grant type the client may not use.
+		"entra: application not found in the tenant (AADSTS700016)": {400, nil, entraBody("unauthorized_client", 700016, "Application with identifier 'app-1' was not found in the directory 'contoso'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."),
+			refused(KindInvalidClient, 400, "unauthorized_client", entraDescription(700016, "Application with identifier 'app-1' was not found in the directory 'contoso'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."))},
 		"okta: refresh token invalid or expired": {400, nil, `{"error":"invalid_grant","error_description":"The refresh token is invalid or expired."}`,
 			refused(KindInvalidGrant, 400, "invalid_grant", "The refresh token is invalid or expired.")},
 		"okta: scope not configured": {400, nil, `{"error":"invalid_scope","error_description":"One or more scopes are not configured for the authorization server resource."}`,

@@ -98,13 +98,15 @@ var wordings = []wording{
 	// MicrosoftDocs/entra-docs docs/identity-platform/reference-error-codes.md: AADSTS70008
 	// ExpiredOrRevokedGrant, AADSTS700082 ExpiredOrRevokedGrantInactiveToken, AADSTS50173
 	// FreshTokenNeeded, AADSTS54005 code already redeemed, AADSTS70011 InvalidScope,
-	// AADSTS700011 UnauthorizedClientAppNotFoundInOrgIdTenant (an unknown client id)
+	// AADSTS700011 UnauthorizedClientAppNotFoundInOrgIdTenant and AADSTS700016
+	// UnauthorizedClient_DoesNotMatchRequest (an unknown client id, or the wrong tenant)
 	{"entra", "invalid_grant", "aadsts70008:", KindInvalidGrant},
 	{"entra", "invalid_grant", "aadsts700082:", KindInvalidGrant},
 	{"entra", "invalid_grant", "aadsts50173:", KindInvalidGrant},
 	{"entra", "invalid_grant", "aadsts54005:", KindInvalidGrant},
 	{"entra", "invalid_scope", "aadsts70011:", KindInvalidScope},
 	{"entra", "unauthorized_client", "aadsts700011:", KindInvalidClient},
+	{"entra", "unauthorized_client", "aadsts700016:", KindInvalidClient},
 
 	// github.com/okta/okta-react-native/issues/109
 	{"okta", "invalid_grant", "the refresh token is invalid or expired", KindInvalidGrant},
