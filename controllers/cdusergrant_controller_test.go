@@ -16,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -548,19 +547,14 @@ func TestEditsOfTheCredentialSpendAtMostThreeRefreshTokensPerLifetime(t *testing
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
-	var res ctrl.Result
-	for i := 0; w.clock.Now().Before(epoch.Add(30*time.Minute - 20*time.Second)); i++ {
-		w.clock.Step(20 * time.Second)
+	results := w.editForALifetime(func(i int) {
 		c := w.cred("login")
 		w.update(c, func() {
 			c.Spec.ClientAuthMethod = []cdv1.ClientAuthMethod{cdv1.ClientSecretBasic, cdv1.ClientSecretPost}[i%2]
 			c.Generation++
 		})
-		var err error
-		if res, err = w.reconcileGrant("acme"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	}, w.reconcileGrant, "acme")
+	res := results[len(results)-1]
 	if n := len(w.tokens.refreshes()); n != 3 {
 		t.Errorf("%d refresh tokens spent in one 30-minute lifetime of edits every 20 s, want 3", n)
 	}
@@ -586,16 +580,11 @@ func TestRenamingTheOutputSpendsAtMostThreeRefreshTokensPerLifetime(t *testing.T
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
-	var res ctrl.Result
-	for i := 0; w.clock.Now().Before(epoch.Add(30*time.Minute - 20*time.Second)); i++ {
-		w.clock.Step(20 * time.Second)
+	results := w.editForALifetime(func(i int) {
 		g := w.grant("acme")
 		w.update(g, func() { g.Spec.SecretName = fmt.Sprintf("acme-out-%d", i) })
-		var err error
-		if res, err = w.reconcileGrant("acme"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	}, w.reconcileGrant, "acme")
+	res := results[len(results)-1]
 	if n := len(w.tokens.refreshes()); n != 3 {
 		t.Errorf("%d refresh tokens spent in one 30-minute lifetime of renames every 20 s, want 3", n)
 	}
@@ -1034,45 +1023,21 @@ func TestDeletionPolicy(t *testing.T) {
 	}
 }
 
-func TestANewRefreshTokenHeldForAGrantDeletedMeanwhileIsStillStored(t *testing.T) {
-	w := newWorld(t)
-	w.grants.PersistTimeout = time.Second
-	stop := advanceWhenWaited(w.clock)
-	defer stop()
-	w.setFault(func(verb string, obj client.Object) error {
-		if verb == "update" && obj.GetName() == "acme-refresh" && obj.GetAnnotations()[cdv1.RotationInFlightAnnotation] == "" {
-			return errors.New("connection refused")
-		}
-		return nil
-	})
-	if _, err := w.reconcileGrant("acme"); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.client.Delete(t.Context(), w.grant("acme")); err != nil {
-		t.Fatal(err)
-	}
-	w.setFault(nil)
-	if _, err := w.reconcileGrant("acme"); err != nil {
-		t.Fatal(err)
-	}
-	if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "refresh-1" {
-		t.Errorf("the retained refresh-token Secret holds %q, want the live refresh-1", got)
-	}
-}
-
-// A grant with a finalizer is not gone when it is deleted: foreground deletion (`kubectl
-// delete --cascade=foreground`, GitOps tools), another controller's finalizer, or the
-// operator's own under deletionPolicy Delete. The new refresh token held through an
-// outage is still the customer's live session: the Secret that Retain leaves behind must
+// The new refresh token held through an outage is the customer's live session, however
+// its grant goes: at once, or later when it has a finalizer (foreground deletion with
+// `kubectl delete --cascade=foreground` or a GitOps tool, another controller's, or the
+// operator's own under deletionPolicy Delete). The Secret that Retain leaves behind must
 // hold it, and Delete must revoke it, not the spent one.
 func TestANewRefreshTokenHeldForAGrantBeingDeletedIsStoredNotDropped(t *testing.T) {
 	cases := map[string]struct {
 		policy      cdv1.DeletionPolicy
+		foreground  bool
 		wantStored  string // what the retained Secret holds; "" when it is deleted
 		wantRevoked []string
 	}{
-		"Retain leaves the live token in the Secret":       {policy: cdv1.DeletionPolicyRetain, wantStored: "refresh-1"},
-		"Delete revokes the live token, not the spent one": {policy: cdv1.DeletionPolicyDelete, wantRevoked: []string{"refresh-1"}},
+		"Retain, gone at once: the Secret holds the live token": {policy: cdv1.DeletionPolicyRetain, wantStored: "refresh-1"},
+		"Retain, foreground: the Secret holds the live token":   {policy: cdv1.DeletionPolicyRetain, foreground: true, wantStored: "refresh-1"},
+		"Delete revokes the live token, not the spent one":      {policy: cdv1.DeletionPolicyDelete, foreground: true, wantRevoked: []string{"refresh-1"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -1083,7 +1048,9 @@ func TestANewRefreshTokenHeldForAGrantBeingDeletedIsStoredNotDropped(t *testing.
 			g := w.grant("acme")
 			w.update(g, func() {
 				g.Spec.DeletionPolicy = tc.policy
-				g.Finalizers = append(g.Finalizers, metav1.FinalizerDeleteDependents)
+				if tc.foreground {
+					g.Finalizers = append(g.Finalizers, metav1.FinalizerDeleteDependents)
+				}
 			})
 			w.failStoringNewRefreshTokens()
 			if _, err := w.reconcileGrant("acme"); err != nil {
@@ -1096,11 +1063,12 @@ func TestANewRefreshTokenHeldForAGrantBeingDeletedIsStoredNotDropped(t *testing.
 			if _, err := w.reconcileGrant("acme"); err != nil {
 				t.Fatal(err)
 			}
-			// The garbage collector finishes the foreground deletion.
-			g = w.grant("acme")
-			w.update(g, func() { g.Finalizers = nil })
-			if _, err := w.reconcileGrant("acme"); err != nil {
-				t.Fatal(err)
+			if tc.foreground { // the garbage collector finishes the deletion
+				g = w.grant("acme")
+				w.update(g, func() { g.Finalizers = nil })
+				if _, err := w.reconcileGrant("acme"); err != nil {
+					t.Fatal(err)
+				}
 			}
 			s := &corev1.Secret{}
 			err := w.client.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "acme-refresh"}, s)

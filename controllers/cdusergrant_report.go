@@ -101,13 +101,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		}
 		res.RequeueAfter = retryAfter(o.failure, now)
 	case deferred:
-		if o.tokenIn != "" {
-			grant.Status.SecretName = o.tokenIn
-		}
-		grant.Status.LastFailure = reportDeferred(c, o, grant.Status.SecretName)
-		if !o.afterFailure {
-			grant.Status.RenewalTime = timePtr(o.until) // when the next token is asked for
-		}
+		grant.Status.LastFailure = reportDeferred(c, o, &grant.Status.SecretName, &grant.Status.RenewalTime)
 		if msg := keptMisuse(c, o.failure); msg != "" {
 			g.misuse, g.misuseMsg = cdv1.GrantTypeNotAllowedReason, msg
 		}

@@ -311,6 +311,23 @@ func (c laggingCache) Get(ctx context.Context, key client.ObjectKey, obj client.
 	return c.Client.Get(ctx, key, obj, opts...)
 }
 
+// editForALifetime makes the ith edit, then runs one pass, every 20 seconds over the
+// 30-minute lifetime of the fake identity server's tokens, and returns each pass's result.
+func (w *world) editForALifetime(edit func(i int), pass func(name string) (ctrl.Result, error), name string) []ctrl.Result {
+	w.t.Helper()
+	var results []ctrl.Result
+	for i := 0; w.clock.Now().Before(epoch.Add(30*time.Minute - 20*time.Second)); i++ {
+		w.clock.Step(20 * time.Second)
+		edit(i)
+		res, err := pass(name)
+		if err != nil {
+			w.t.Fatalf("edit %d: %v", i, err)
+		}
+		results = append(results, res)
+	}
+	return results
+}
+
 // mark puts an in-flight mark on acme's refresh token, as another process would.
 func (w *world) mark(holder string, since time.Time, attempts int) {
 	w.update(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme-refresh"}}, func() {})
