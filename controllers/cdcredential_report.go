@@ -36,8 +36,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 			res.RequeueAfter = missingSecretRecheck
 		}
 	case outputBlocked:
-		reason, _ := blockedReason(o.err)
-		c.stalled(reason, o.err.Error()+"; no token is requested until this changes")
+		res = reportOutputBlocked(c, o, "no token is requested")
 	case clientReady:
 		c.ready(cdv1.ClientReadyReason, "The client id and secret are usable; CDUserGrants can use this client")
 	case fresh:
@@ -81,10 +80,25 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 	return res, c.terminal()
 }
 
-// missingSecretRecheck is how often a CR whose Secret is missing looks again. An opted-in
-// Secret brings the CR back at once through the watch; this catches one created without
-// the label, so the CR can say how to opt it in.
+// missingSecretRecheck is how often a CR that waits on a Secret looks again. An opted-in
+// Secret brings the CR back at once through the watch; this catches what the cache does
+// not hold: a client Secret created without the label (so the CR can say how to opt it
+// in), a user's Secret that took the output name and was deleted, a refresh-token
+// Secret's holder of another shard that was deleted.
 const missingSecretRecheck = 5 * time.Minute
+
+// reportOutputBlocked reports an output Secret that cannot be written whatever the
+// token: a taken name waits and looks again (the name may be freed without an event
+// here), an invalid template stalls until the spec changes. Either way nothing is sent.
+func reportOutputBlocked(c conditions, o outputBlocked, nothing string) ctrl.Result {
+	reason, terminal := blockedReason(o.err)
+	if terminal {
+		c.stalled(reason, o.err.Error()+"; "+nothing+" until this changes")
+		return ctrl.Result{}
+	}
+	c.waiting(reason, o.err.Error()+"; "+nothing+" while the name is taken")
+	return ctrl.Result{RequeueAfter: missingSecretRecheck}
+}
 
 // reportFlowMisuse sets FlowMisuse: a grant type the identity server refused, or the
 // client declared for the other flow too.

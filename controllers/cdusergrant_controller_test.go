@@ -772,6 +772,9 @@ func TestAGrantThatCannotStartSendsNothingAndSaysWhy(t *testing.T) {
 		change  func(w *world)
 		ready   string
 		stalled bool
+		// recheck: waiting on something that may change without an event for the
+		// grant, so the pass looks again after missingSecretRecheck.
+		recheck bool
 		reauth  string
 		misuse  string
 	}{
@@ -809,7 +812,7 @@ func TestAGrantThatCannotStartSendsNothingAndSaysWhy(t *testing.T) {
 			change: func(w *world) {
 				_ = w.client.Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme-token"}, Data: map[string][]byte{"password": []byte("x")}})
 			},
-			ready: cdv1.SecretNameConflictReason, stalled: true, reauth: cdv1.RefreshTokenNotCheckedReason,
+			ready: cdv1.SecretNameConflictReason, recheck: true, reauth: cdv1.RefreshTokenNotCheckedReason,
 		},
 		"the secret template is invalid": {
 			change: func(w *world) {
@@ -825,9 +828,12 @@ func TestAGrantThatCannotStartSendsNothingAndSaysWhy(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			w := newWorld(t)
 			tc.change(w)
-			_, err := w.reconcileGrant("acme")
+			res, err := w.reconcileGrant("acme")
 			if tc.stalled != errors.Is(err, reconcile.TerminalError(nil)) {
 				t.Errorf("err %v, terminal want %v", err, tc.stalled)
+			}
+			if tc.recheck && res.RequeueAfter != missingSecretRecheck {
+				t.Errorf("requeue after %s, want %s", res.RequeueAfter, missingSecretRecheck)
 			}
 			g := w.grant("acme")
 			wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, tc.ready)
@@ -843,6 +849,8 @@ func TestAGrantThatCannotStartSendsNothingAndSaysWhy(t *testing.T) {
 			}
 			if tc.stalled {
 				wantCondition(t, g.Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, tc.ready)
+			} else if s := meta.FindStatusCondition(g.Status.Conditions, cdv1.StalledCondition); s != nil {
+				t.Errorf("Stalled %+v, want none", s)
 			}
 			if n := len(w.tokens.refreshes()); n != 0 {
 				t.Errorf("sent %d refresh tokens", n)
@@ -865,8 +873,10 @@ func TestARefreshTokenSecretIsBoundToOneGrant(t *testing.T) {
 	})
 	t.Run("a second grant naming it sends nothing and the first keeps rotating", func(t *testing.T) {
 		w := newWorld(t, grantObj("thief", "acme-refresh"))
-		if _, err := w.reconcileGrant("thief"); !errors.Is(err, reconcile.TerminalError(nil)) {
-			t.Fatalf("err %v, want terminal", err)
+		// Waiting, not terminal: acme's deletion may come without an event for thief
+		// (another shard's grant, or one whose spec has moved on to another Secret).
+		if res, err := w.reconcileGrant("thief"); err != nil || res.RequeueAfter != missingSecretRecheck {
+			t.Fatalf("result %+v, err %v; want a recheck after %s", res, err, missingSecretRecheck)
 		}
 		ready := condition(t, w.grant("thief").Status.Conditions, cdv1.ReadyCondition)
 		if ready.Reason != cdv1.RefreshTokenSecretInUseReason || strings.Contains(ready.Message, "refresh-0") {
@@ -884,8 +894,8 @@ func TestARefreshTokenSecretIsBoundToOneGrant(t *testing.T) {
 		// from it, acme would look gone and thief would spend acme's single-use token.
 		w := newWorld(t, grantObj("thief", "acme-refresh"))
 		w.grants.Client = shardCache{Client: w.client, otherShard: "acme"}
-		if _, err := w.reconcileGrant("thief"); !errors.Is(err, reconcile.TerminalError(nil)) {
-			t.Errorf("err %v, want terminal", err)
+		if res, err := w.reconcileGrant("thief"); err != nil || res.RequeueAfter != missingSecretRecheck {
+			t.Errorf("result %+v, err %v; want a recheck after %s", res, err, missingSecretRecheck)
 		}
 		if n := len(w.tokens.refreshes()); n != 0 {
 			t.Errorf("sent %d refresh tokens", n)
@@ -894,6 +904,28 @@ func TestARefreshTokenSecretIsBoundToOneGrant(t *testing.T) {
 			t.Errorf("binding %q, want acme's", got)
 		}
 		wantCondition(t, w.grant("thief").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.RefreshTokenSecretInUseReason)
+	})
+	t.Run("a grant held back by the binding takes it over once the holder is deleted", func(t *testing.T) {
+		// The holder's deletion (deletionPolicy Retain) is what frees the Secret; the
+		// waiting grant must not have stalled for good on the way.
+		w := newWorld(t, grantObj("heir", "acme-refresh"))
+		res, err := w.reconcileGrant("heir")
+		if err != nil || res.RequeueAfter != missingSecretRecheck {
+			t.Fatalf("result %+v, err %v; want a recheck after %s", res, err, missingSecretRecheck)
+		}
+		wantCondition(t, w.grant("heir").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.RefreshTokenSecretInUseReason)
+		_ = w.client.Delete(t.Context(), w.grant("acme"))
+		w.clock.Step(res.RequeueAfter)
+		if _, err := w.reconcileGrant("heir"); err != nil {
+			t.Fatal(err)
+		}
+		if got := w.secret("acme-refresh").Annotations[cdv1.BoundToAnnotation]; got != "heir/uid-heir" {
+			t.Errorf("binding %q, want heir's", got)
+		}
+		wantCondition(t, w.grant("heir").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+		if s := meta.FindStatusCondition(w.grant("heir").Status.Conditions, cdv1.StalledCondition); s != nil {
+			t.Errorf("Stalled %+v, want none", s)
+		}
 	})
 	t.Run("a binding to a grant that no longer exists is taken over", func(t *testing.T) {
 		w := newWorld(t, grantObj("heir", "acme-refresh"))

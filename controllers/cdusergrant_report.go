@@ -58,15 +58,15 @@ func reportPrecondition(grant *cdv1.CDUserGrant, c conditions, o outcome) (g gra
 		showLastAuthorization(c, grant.Status.LastAuthorization)
 		res.RequeueAfter = missingSecretRecheck
 	case refreshSecretUnusable:
-		reason, _ := blockedReason(o.err)
-		msg := o.err.Error()
-		if reason == cdv1.RefreshTokenSecretInUseReason {
-			msg = "Secret " + grant.Spec.RefreshTokenSecretRef.Name + " holds the refresh token of another CDUserGrant; a refresh token can be spent by one grant only. Nothing was sent. Give this grant its own refresh-token Secret"
+		reason, terminal := blockedReason(o.err)
+		if terminal {
+			c.stalled(reason, o.err.Error())
+			break
 		}
-		c.stalled(reason, msg)
+		c.waiting(reason, "Secret "+grant.Spec.RefreshTokenSecretRef.Name+" holds the refresh token of another CDUserGrant; a refresh token can be spent by one grant only. Nothing was sent. Give this grant its own refresh-token Secret; it takes this one over if that grant is deleted")
+		res.RequeueAfter = missingSecretRecheck
 	case outputBlocked:
-		reason, _ := blockedReason(o.err)
-		c.stalled(reason, o.err.Error()+"; nothing is sent until this changes")
+		res = reportOutputBlocked(c, o, "nothing is sent")
 	default:
 		return g, res, false
 	}

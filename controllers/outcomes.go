@@ -179,7 +179,11 @@ func writeFailure(err error) string {
 	return "The token could not be stored: " + truncate(err.Error(), 400) + ". The operator holds the token and writes it again with backoff"
 }
 
-// blockedMessage words a precondition that stops the pass.
+// blockedReason is the Ready reason of a precondition that stops the pass, and whether
+// it is terminal: only when a change that ends it is an event for the CR (its spec, a
+// Secret it references). A name taken by a Secret outside the cache (a user's), or a
+// binding to a grant of another shard (or to one whose spec no longer names the Secret),
+// may end without one: those wait and look again.
 func blockedReason(err error) (reason string, terminal bool) {
 	var notOptedIn *secrets.NotOptedInError
 	var invalid *secrets.InvalidError
@@ -189,9 +193,9 @@ func blockedReason(err error) (reason string, terminal bool) {
 	case errors.As(err, &invalid):
 		return cdv1.ClientSecretInvalidReason, true
 	case errors.Is(err, secrets.ErrNameConflict):
-		return cdv1.SecretNameConflictReason, true
+		return cdv1.SecretNameConflictReason, false
 	case errors.Is(err, errBoundElsewhere):
-		return cdv1.RefreshTokenSecretInUseReason, true
+		return cdv1.RefreshTokenSecretInUseReason, false
 	case errors.Is(err, errTemplateInvalid):
 		return cdv1.SecretTemplateInvalidReason, true
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +34,10 @@ const (
 	credentialClientSecretIndex = "spec.clientSecretRef.name"
 	grantRefreshSecretIndex     = "spec.refreshTokenSecretRef.name"
 	grantCredentialIndex        = "spec.credentialRef.name"
+	// outputSecretIndex holds only a spec.secretName that is set: a CR without one writes
+	// <name>-token, which names the CR itself (namingOutput), so the many grants on the
+	// default cost no index entry.
+	outputSecretIndex = "spec.secretName"
 )
 
 // Options tune the controllers.
@@ -46,6 +51,9 @@ func (r *CDCredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		credentialClientSecretIndex: func(o client.Object) []string {
 			return []string{o.(*cdv1.CDCredential).Spec.ClientSecretRef.Name}
 		},
+		outputSecretIndex: func(o client.Object) []string {
+			return nonEmpty(o.(*cdv1.CDCredential).Spec.SecretName)
+		},
 	}
 	if err := addNamespacedIndexes(ctx, mgr.GetCache(), &cdv1.CDCredential{}, indexes); err != nil {
 		return err
@@ -58,6 +66,7 @@ func (r *CDCredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		For(&cdv1.CDCredential{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDCredentialList{}, credentialClientSecretIndex)), builder.WithPredicates(secretChanged)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(namingOutput(mgr.GetClient(), &cdv1.CDCredentialList{}, &cdv1.CDCredential{}, credentialSecretName)), builder.WithPredicates(onlyDeleted)).
 		Watches(&cdv1.CDCredential{}, sharersHandler(mgr.GetClient())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
@@ -72,6 +81,9 @@ func (r *CDUserGrantReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		grantCredentialIndex: func(o client.Object) []string {
 			return []string{o.(*cdv1.CDUserGrant).Spec.CredentialRef.Name}
 		},
+		outputSecretIndex: func(o client.Object) []string {
+			return nonEmpty(o.(*cdv1.CDUserGrant).Spec.SecretName)
+		},
 	}
 	if err := addNamespacedIndexes(ctx, mgr.GetCache(), &cdv1.CDUserGrant{}, indexes); err != nil {
 		return err
@@ -80,7 +92,9 @@ func (r *CDUserGrantReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		For(&cdv1.CDUserGrant{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, lastAuthorizationChanged))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantRefreshSecretIndex)), builder.WithPredicates(secretChanged)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(namingOutput(mgr.GetClient(), &cdv1.CDUserGrantList{}, &cdv1.CDUserGrant{}, grantSecretName)), builder.WithPredicates(onlyDeleted)).
 		Watches(&cdv1.CDCredential{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantCredentialIndex))).
+		Watches(&cdv1.CDUserGrant{}, handler.EnqueueRequestsFromMapFunc(sharingRefreshSecret(mgr.GetClient())), builder.WithPredicates(onlyDeleted)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
 }
@@ -171,24 +185,83 @@ var lastAuthorizationChanged = predicate.Funcs{
 	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
+// onlyDeleted lets through deletions alone.
+var onlyDeleted = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	UpdateFunc:  func(event.UpdateEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
 // referencing maps an object to the CRs of one kind in its namespace whose index field
 // names it.
 func referencing(c client.Client, list client.ObjectList, index string) handler.MapFunc {
 	return func(ctx context.Context, obj client.Object) []reconcile.Request {
-		l := list.DeepCopyObject().(client.ObjectList)
-		// Only the keys are read: a credential that 10,000 grants name is not copied
-		// 10,000 times over.
-		if err := c.List(ctx, l, client.InNamespace(obj.GetNamespace()), client.MatchingFields{index: obj.GetName()}, client.UnsafeDisableDeepCopy); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing referencing objects failed", "index", index)
-			return nil
+		return listed(ctx, c, list, obj.GetNamespace(), index, obj.GetName())
+	}
+}
+
+// namingOutput maps a deleted Secret to the CRs of one kind whose output Secret name it
+// is, so a CR held back by SecretNameConflict takes the name as soon as it is free: a
+// Secret of the operator's (another CR's output, garbage-collected with its CR) leaves
+// the cache, and its deletion is an event here. A user's Secret without the opt-in label
+// is not in the cache; the CR finds it gone at its next recheck (missingSecretRecheck).
+func namingOutput(c client.Client, list client.ObjectList, obj client.Object, specName func(client.Object) string) handler.MapFunc {
+	return func(ctx context.Context, s client.Object) []reconcile.Request {
+		reqs := listed(ctx, c, list, s.GetNamespace(), outputSecretIndex, s.GetName())
+		// The default name, <name>-token, is not indexed: it names its CR.
+		if name, ok := strings.CutSuffix(s.GetName(), "-token"); ok {
+			key := client.ObjectKey{Namespace: s.GetNamespace(), Name: name}
+			cr := obj.DeepCopyObject().(client.Object)
+			if c.Get(ctx, key, cr) == nil && specName(cr) == "" {
+				reqs = append(reqs, reconcile.Request{NamespacedName: key})
+			}
 		}
-		var reqs []reconcile.Request
-		_ = meta.EachListItem(l, func(o runtime.Object) error {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o.(client.Object))})
-			return nil
-		})
 		return reqs
 	}
+}
+
+func credentialSecretName(o client.Object) string { return o.(*cdv1.CDCredential).Spec.SecretName }
+func grantSecretName(o client.Object) string      { return o.(*cdv1.CDUserGrant).Spec.SecretName }
+
+// sharingRefreshSecret maps a deleted grant to the other grants that name its
+// refresh-token Secret: one held back by RefreshTokenSecretInUse may now take the
+// binding over (DESIGN §8). The grant's spec at deletion may not name every Secret bound
+// to it (a binding outlives an edit of spec.refreshTokenSecretRef), and a grant of
+// another shard is not in this cache: the recheck of RefreshTokenSecretInUse
+// (missingSecretRecheck) covers those.
+func sharingRefreshSecret(c client.Client) handler.MapFunc {
+	return func(ctx context.Context, obj client.Object) []reconcile.Request {
+		g, ok := obj.(*cdv1.CDUserGrant)
+		if !ok {
+			return nil
+		}
+		return listed(ctx, c, &cdv1.CDUserGrantList{}, g.Namespace, grantRefreshSecretIndex, g.Spec.RefreshTokenSecretRef.Name)
+	}
+}
+
+// listed lists the CRs of one kind in namespace whose index field is value, as requests.
+func listed(ctx context.Context, c client.Client, list client.ObjectList, namespace, index, value string) []reconcile.Request {
+	l := list.DeepCopyObject().(client.ObjectList)
+	// Only the keys are read: a credential that 10,000 grants name is not copied
+	// 10,000 times over.
+	if err := c.List(ctx, l, client.InNamespace(namespace), client.MatchingFields{index: value}, client.UnsafeDisableDeepCopy); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing referencing objects failed", "index", index)
+		return nil
+	}
+	var reqs []reconcile.Request
+	_ = meta.EachListItem(l, func(o runtime.Object) error {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o.(client.Object))})
+		return nil
+	})
+	return reqs
+}
+
+// nonEmpty is v as index values: none when v is empty.
+func nonEmpty(v string) []string {
+	if v == "" {
+		return nil
+	}
+	return []string{v}
 }
 
 // renewBefore is a spec's renewBefore, 0 when unset.

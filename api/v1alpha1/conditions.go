@@ -107,7 +107,10 @@ const (
 	RateLimitedReason = "RateLimited"
 
 	// SecretNameConflictReason: the output Secret's name is taken by a Secret this CR
-	// does not own. Nothing is requested until spec.secretName or that Secret changes.
+	// does not own. Nothing is requested while it is. Not terminal: the CR takes the name
+	// once that Secret is deleted (at once for a Secret carrying
+	// cd.credops.io/secret-type, such as another CR's output; within 5 minutes for
+	// another Secret) or spec.secretName changes.
 	SecretNameConflictReason = "SecretNameConflict"
 
 	// SecretTemplateInvalidReason: spec.secretTemplate would make the output Secret
@@ -137,8 +140,9 @@ const (
 	AuthorizationFailedReason = "AuthorizationFailed"
 
 	// RefreshTokenSecretInUseReason: the refresh-token Secret is bound to another
-	// CDUserGrant. Nothing is sent. Terminal until the spec changes or that grant is
-	// deleted.
+	// CDUserGrant. Nothing is sent. Not terminal: the grant takes the Secret over once
+	// that grant is deleted (at once when this manager watches it; within 5 minutes for
+	// a grant of another shard), or spends its own once the spec names another Secret.
 	RefreshTokenSecretInUseReason = "RefreshTokenSecretInUse"
 
 	// RefreshTokenSecretConflictReason: a customer logged in, but the grant's

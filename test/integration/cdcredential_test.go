@@ -356,10 +356,61 @@ func TestAnOutputSecretNameTakenByAnotherSecretIsAConflict(t *testing.T) {
 		c := credential(ns, name, cdv1.FlowClientCredentials, "api-client", idp.URL)
 		c.Spec.SecretName = "shared-token"
 		create(t, c)
-		eventually(t, 10*time.Second, name+" SecretNameConflict", credentialCondition(ns, name, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.SecretNameConflictReason))
+		eventually(t, 10*time.Second, name+" SecretNameConflict", credentialCondition(ns, name, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretNameConflictReason))
 	}
 	s, _ := getSecret(ns, "shared-token")
 	if string(s.Data["mine"]) != "keep" || len(s.OwnerReferences) != 0 || s.Data[cdv1.AccessTokenKey] != nil {
 		t.Errorf("the user's Secret was taken over: %+v", s)
 	}
+}
+
+// SecretNameConflict says to delete the Secret that holds the name; when that Secret is
+// another CR's output, deleting that CR (its output is garbage-collected) is the same
+// fix. The waiting credential must take the name at once, not stay stalled for good: the
+// output leaves the manager's cache, and its deletion is an event for whichever CR names
+// it in spec.secretName.
+func TestAnOutputSecretNameIsTakenOnceTheCRWhoseOutputHeldItIsDeleted(t *testing.T) {
+	ns, _ := setupClientCredentials(t, 30*time.Minute, func(c *cdv1.CDCredential) { c.Spec.SecretName = "shared-token" })
+	eventually(t, 20*time.Second, "pricing Ready", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	pricing, _ := getCredential(ns, "pricing")
+	c := credential(ns, "second", cdv1.FlowClientCredentials, "pricing-client", pricing.Spec.Issuer)
+	c.Spec.SecretName = "shared-token"
+	create(t, c)
+	eventually(t, 10*time.Second, "SecretNameConflict", credentialCondition(ns, "second", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretNameConflictReason))
+
+	if err := k8s.Delete(context.Background(), pricing); err != nil {
+		t.Fatal(err)
+	}
+	// envtest runs no garbage collector: delete the output as it would.
+	if s, err := getSecret(ns, "shared-token"); err == nil {
+		if err := k8s.Delete(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 30*time.Second, "second Ready once the name is free", credentialCondition(ns, "second", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	second, _ := getCredential(ns, "second")
+	if s, _ := getSecret(ns, "shared-token"); !metav1.IsControlledBy(s, second) {
+		t.Errorf("shared-token is controlled by %v, want second", s.OwnerReferences)
+	}
+}
+
+// The same for a credential on the default output name, <name>-token, held by an
+// opted-in Secret (in the manager's cache) that is deleted. A user's Secret without the
+// label is not in the cache: the credential finds it gone at its next recheck
+// (TestACredentialTakesItsOutputNameOnceTheUsersSecretHoldingItIsDeleted in controllers).
+func TestAnOutputSecretNameIsTakenOnceTheOptedInSecretHoldingItIsDeleted(t *testing.T) {
+	ns, _ := setupClientCredentials(t, 30*time.Minute, nil)
+	create(t, clientSecret(ns, "taken-token", apiClientID, apiClientSecret))
+	pricing, err := getCredential(ns, "pricing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	create(t, credential(ns, "taken", cdv1.FlowClientCredentials, "pricing-client", pricing.Spec.Issuer))
+	eventually(t, 10*time.Second, "SecretNameConflict", credentialCondition(ns, "taken", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretNameConflictReason))
+
+	s, _ := getSecret(ns, "taken-token")
+	if err := k8s.Delete(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "Ready once the name is free", credentialCondition(ns, "taken", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
 }

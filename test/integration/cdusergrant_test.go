@@ -437,3 +437,25 @@ func TestTwoManagersWithLeaderElectionNeverSendATokenTwice(t *testing.T) {
 		t.Errorf("invalid_grant answers seen: %v", f.idp.Stats().Rejected)
 	}
 }
+
+// A grant's output name (by default <name>-token) held by another Secret is
+// SecretNameConflict; deleting that Secret, as the message says, must bring the grant
+// back at once, not at the next CDCredential resync hours later. The Secret here is
+// opted in, so in the manager's cache; a user's Secret without the label is found gone
+// at the grant's next recheck.
+func TestAGrantTakesItsOutputNameOnceTheOptedInSecretHoldingItIsDeleted(t *testing.T) {
+	f := newGrantFixture(t, 30*time.Minute)
+	startManager(t, f.opts)
+	create(t, clientSecret(f.ns, "acme-token", "someone-elses-id", "someone-elses-secret"))
+	f.addGrant("acme")
+	eventually(t, 10*time.Second, "SecretNameConflict", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretNameConflictReason))
+	if n := f.refreshCount(); n != 0 {
+		t.Fatalf("%d refreshes while the output name is taken, want 0", n)
+	}
+
+	s, _ := getSecret(f.ns, "acme-token")
+	if err := k8s.Delete(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "Ready once the name is free", f.rotations("acme", 1))
+}

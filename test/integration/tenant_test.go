@@ -95,7 +95,7 @@ func TestTenantCannotSpendAnotherGrantsRefreshToken(t *testing.T) {
 	// The attack.
 	create(t, userGrant(f.ns, "thief", "login", "victim-refresh"))
 
-	eventually(t, 10*time.Second, "RefreshTokenSecretInUse", grantCondition(f.ns, "thief", cdv1.StalledCondition, metav1.ConditionTrue, cdv1.RefreshTokenSecretInUseReason))
+	eventually(t, 10*time.Second, "RefreshTokenSecretInUse", grantCondition(f.ns, "thief", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.RefreshTokenSecretInUseReason))
 	g, _ := getGrant(f.ns, "victim")
 	eventually(t, 30*time.Second, "the victim keeps rotating", f.rotations("victim", g.Status.RotationCount+3))
 	st := f.idp.Stats()
@@ -141,10 +141,10 @@ func TestTenantCannotSpendARefreshTokenBoundToAGrantOfAnotherShard(t *testing.T)
 		if grantCondition(f.ns, "thief", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)() == nil {
 			return nil
 		}
-		return grantCondition(f.ns, "thief", cdv1.StalledCondition, metav1.ConditionTrue, cdv1.RefreshTokenSecretInUseReason)()
+		return grantCondition(f.ns, "thief", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.RefreshTokenSecretInUseReason)()
 	})
 	thiefNow, _ := getGrant(f.ns, "thief")
-	if err := conditionIs(thiefNow.Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.RefreshTokenSecretInUseReason); err != nil {
+	if err := conditionIs(thiefNow.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.RefreshTokenSecretInUseReason); err != nil {
 		t.Errorf("the thief: %v", err)
 	}
 	if thiefNow.Status.RotationCount != 0 || thiefNow.Status.ExpiresAt != nil {
@@ -158,6 +158,31 @@ func TestTenantCannotSpendARefreshTokenBoundToAGrantOfAnotherShard(t *testing.T)
 	if st := f.idp.Stats(); st.RefreshTokensReused != 0 || st.GrantsRevoked != 0 {
 		t.Errorf("the identity server saw %d reused tokens and revoked %d grants", st.RefreshTokensReused, st.GrantsRevoked)
 	}
+}
+
+// RefreshTokenSecretInUse holds a grant back only while the grant the Secret is bound to
+// lives: once that grant is deleted (deletionPolicy Retain, so its Secret stays), the
+// session continues in the grant that names the Secret (DESIGN §8). Its deletion must
+// bring the waiting grant back at once; the grant controller reads the holder around the
+// cache, and would otherwise never hear of it.
+func TestAGrantTakesOverARetainedRefreshTokenSecretOnceTheGrantHoldingItIsDeleted(t *testing.T) {
+	f := newGrantFixture(t, 30*time.Minute)
+	startManager(t, f.opts)
+	f.addGrant("old")
+	eventually(t, 20*time.Second, "old rotates", f.rotations("old", 1))
+	create(t, userGrant(f.ns, "heir", "login", "old-refresh"))
+	eventually(t, 10*time.Second, "RefreshTokenSecretInUse", grantCondition(f.ns, "heir", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.RefreshTokenSecretInUseReason))
+
+	old, _ := getGrant(f.ns, "old")
+	if err := k8s.Delete(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "heir takes the retained Secret over", f.rotations("heir", 1))
+	heir, _ := getGrant(f.ns, "heir")
+	if s, _ := getSecret(f.ns, "old-refresh"); s.Annotations[cdv1.BoundToAnnotation] != "heir/"+string(heir.UID) {
+		t.Errorf("old-refresh is bound to %q, want heir", s.Annotations[cdv1.BoundToAnnotation])
+	}
+	f.assertNoTokenReused()
 }
 
 // Finding 3: the callback must never write a customer's refresh token into a Secret it
@@ -260,10 +285,10 @@ func TestTenantCannotTakeOverARefreshTokenSecretOrTheOperatorsKeyAsAnOutput(t *t
 			if grantCondition(f.ns, attacker, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)() == nil {
 				return nil
 			}
-			return grantCondition(f.ns, attacker, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.SecretNameConflictReason)()
+			return grantCondition(f.ns, attacker, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretNameConflictReason)()
 		})
 		g, _ := getGrant(f.ns, attacker)
-		if err := conditionIs(g.Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.SecretNameConflictReason); err != nil {
+		if err := conditionIs(g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretNameConflictReason); err != nil {
 			t.Errorf("%s: %v", attacker, err)
 		}
 		if g.Status.ExpiresAt != nil {
@@ -316,7 +341,7 @@ func TestTenantCannotMakeTheOperatorSpendTokensOnAnUnwritableSecret(t *testing.T
 	c := credential(ns, "api", cdv1.FlowClientCredentials, "api-client", idp.URL)
 	c.Spec.SecretName = "taken" // the attack
 	create(t, c)
-	eventually(t, 10*time.Second, "SecretNameConflict", credentialCondition(ns, "api", cdv1.StalledCondition, metav1.ConditionTrue, cdv1.SecretNameConflictReason))
+	eventually(t, 10*time.Second, "SecretNameConflict", credentialCondition(ns, "api", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretNameConflictReason))
 	if n := idp.Stats().TokenRequests["client_credentials"]; n != 0 {
 		t.Errorf("%d token requests for a Secret that cannot be written, want 0", n)
 	}
