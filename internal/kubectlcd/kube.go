@@ -73,7 +73,9 @@ func (k *kube) credentials(ns string) dynamic.ResourceInterface {
 // getGrant reads one CDUserGrant, with an error a person can act on.
 func (k *kube) getGrant(ctx context.Context, name string) (*unstructured.Unstructured, error) {
 	u, err := k.grants(k.namespace).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
+	// A cluster without the CRDs answers NotFound too; that must name the missing API,
+	// as `status` does, not send the person looking for a grant that cannot exist.
+	if apierrors.IsNotFound(err) && !isMissingCRD(err) {
 		return nil, fmt.Errorf("CDUserGrant %q not found in namespace %q", name, k.namespace)
 	}
 	if err != nil {
