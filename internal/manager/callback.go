@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -76,8 +78,9 @@ func setupCallback(mgr ctrl.Manager, opts Options, key []byte) (controllers.Auth
 	if opts.CallbackBindAddress == "" {
 		return nil, nil
 	}
-	if opts.CallbackURL == "" {
-		return nil, fmt.Errorf("--callback-url is required with --callback-bind-address")
+	path, err := callbackPath(opts.CallbackURL)
+	if err != nil {
+		return nil, err
 	}
 	signer, err := onboarding.SignerFromKey(key)
 	if err != nil {
@@ -92,12 +95,10 @@ func setupCallback(mgr ctrl.Manager, opts Options, key []byte) (controllers.Auth
 		Clock:       opts.Clock,
 		CallbackURL: opts.CallbackURL,
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/callback", cb)
 	shutdown := 10 * time.Second
 	server := &manager.Server{
 		Name:            "callback",
-		Server:          &http.Server{Addr: opts.CallbackBindAddress, Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second},
+		Server:          &http.Server{Addr: opts.CallbackBindAddress, Handler: serveCallbackAt(path, cb), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second},
 		ShutdownTimeout: &shutdown,
 	}
 	if opts.CallbackCertDir != "" {
@@ -119,4 +120,46 @@ func setupCallback(mgr ctrl.Manager, opts Options, key []byte) (controllers.Auth
 		return nil, err
 	}
 	return &onboarding.Authorizer{Signer: signer, CallbackURL: opts.CallbackURL, StateTTL: opts.AuthorizationStateTTL}, nil
+}
+
+// legacyCallbackPath is where the callback has always answered. An Ingress that strips
+// a path prefix (rewrite-target) forwards /cd-operator/callback as /callback, so it
+// keeps working whatever --callback-url says.
+const legacyCallbackPath = "/callback"
+
+// callbackPath is the path the callback is served on: the path of --callback-url, where
+// the identity server sends the customer and the chart's Ingress or HTTPRoute forwards
+// it unchanged. A URL the customer could not be sent back to, or without a path of its
+// own, is a flag error at start rather than a 404 at the end of every login.
+func callbackPath(callbackURL string) (string, error) {
+	const want = "an absolute http(s) URL with a path, such as https://cd-callback.example.com/callback"
+	if callbackURL == "" {
+		return "", fmt.Errorf("--callback-url is required with --callback-bind-address: %s", want)
+	}
+	u, err := url.Parse(callbackURL)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("--callback-url %q: %w", callbackURL, err)
+	case (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+		return "", fmt.Errorf("--callback-url %q must be %s", callbackURL, want)
+	case u.Path == "" || u.Path == "/":
+		return "", fmt.Errorf("--callback-url %q has no path: it must be %s", callbackURL, want)
+	case u.Fragment != "" || strings.HasSuffix(callbackURL, "#"):
+		// RFC 6749 §3.1.2: a redirection endpoint URI must not include a fragment.
+		return "", fmt.Errorf("--callback-url %q must not have a fragment (RFC 6749 §3.1.2): it must be %s", callbackURL, want)
+	}
+	return u.Path, nil
+}
+
+// serveCallbackAt serves cb on path and on legacyCallbackPath, and nothing else. An
+// exact match, not an http.ServeMux pattern: a path from a flag may hold characters a
+// pattern treats as wildcards.
+func serveCallbackAt(path string, cb http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != path && r.URL.Path != legacyCallbackPath {
+			http.NotFound(w, r)
+			return
+		}
+		cb.ServeHTTP(w, r)
+	})
 }

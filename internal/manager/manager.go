@@ -93,6 +93,8 @@ type Options struct {
 	CallbackBindAddress string
 	// CallbackURL is the callback's external URL, the redirect URI registered at the
 	// identity server (a CDCredential's redirectURL, when set, must point at it too).
+	// The callback is served on its path, and on /callback for a proxy that strips a
+	// prefix.
 	CallbackURL string
 	// CallbackCertDir holds tls.crt and tls.key to serve the callback over TLS;
 	// empty serves plain HTTP (behind an Ingress that terminates TLS).
@@ -188,6 +190,12 @@ func (o *Operator) Start(ctx context.Context) error {
 // New builds the operator. Call Start on it.
 func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error) {
 	opts = withDefaults(opts)
+	if opts.CallbackBindAddress != "" {
+		// A flag error, said before anything talks to the cluster.
+		if _, err := callbackPath(opts.CallbackURL); err != nil {
+			return nil, err
+		}
+	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = opts.KubeAPIQPS, opts.KubeAPIBurst
 	cfg.DisableCompression = !opts.KubeAPICompression

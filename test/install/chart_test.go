@@ -45,6 +45,9 @@ func TestChartRefusesValuesThatWouldBreakTheOperator(t *testing.T) {
 	}{
 		{"two replicas without leader election", []string{"replicaCount=2", "leaderElection.enabled=false"}, "needs leaderElection.enabled"},
 		{"the callback without its URL", []string{"callback.enabled=true"}, "callback.url is required"},
+		// The manager serves the callback on the path of its URL, and refuses to start
+		// without one: the chart says so before anything is installed.
+		{"the callback URL without a path", []string{"callback.enabled=true", "callback.url=https://cb.example.com"}, "callback.url \"https://cb.example.com\" has no path"},
 		{"a misspelt value", []string{"metrics.serviceMonitr.enabled=true"}, "serviceMonitr"},
 		{"a token host with a scheme", []string{"allowedTokenHosts[0]=https://id.example.com"}, "allowedTokenHosts"},
 		{"an unknown log format", []string{"logFormat=text"}, "logFormat"},
@@ -293,4 +296,34 @@ func deref(p *int64) any {
 		return nil
 	}
 	return *p
+}
+
+// TestTheCallbacksRoutesForwardThePathTheManagerServes: the Ingress and the HTTPRoute
+// forward the path of callback.url unchanged, and the manager serves the callback on
+// that path, so a URL under a prefix (one host serving several apps) reaches it.
+func TestTheCallbacksRoutesForwardThePathTheManagerServes(t *testing.T) {
+	const callbackURL = "https://apps.example.com/cd-operator/callback"
+	out := run(t, helm(t), "template", "cd", chartDir, "--namespace", "cd-system",
+		"--set", "callback.enabled=true", "--set", "callback.url="+callbackURL,
+		"--set", "callback.ingress.enabled=true", "--set", "callback.httpRoute.enabled=true",
+		"--set", "callback.httpRoute.parentRefs[0].name=public")
+	objs := objects(t, out)
+	if args := managerArgs(t, objs); !slices.Contains(args, "--callback-url="+callbackURL) {
+		t.Errorf("args %q lack --callback-url=%s", args, callbackURL)
+	}
+	ing := only(objs, "Ingress")
+	route := only(objs, "HTTPRoute")
+	if len(ing) != 1 || len(route) != 1 {
+		t.Fatalf("%d Ingresses and %d HTTPRoutes, want one of each", len(ing), len(route))
+	}
+	rules, _, _ := unstructured.NestedSlice(ing[0].Object, "spec", "rules")
+	paths, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "http", "paths")
+	if p, _, _ := unstructured.NestedString(paths[0].(map[string]any), "path"); p != "/cd-operator/callback" {
+		t.Errorf("the Ingress routes %q, want /cd-operator/callback", p)
+	}
+	rules, _, _ = unstructured.NestedSlice(route[0].Object, "spec", "rules")
+	matches, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "matches")
+	if p, _, _ := unstructured.NestedString(matches[0].(map[string]any), "path", "value"); p != "/cd-operator/callback" {
+		t.Errorf("the HTTPRoute matches %q, want /cd-operator/callback", p)
+	}
 }

@@ -31,31 +31,47 @@ type onboardingFixture struct {
 	callbackURL string
 }
 
-// fixtureOption changes the sandbox or the credential of an onboarding fixture.
-type fixtureOption func(*cdsandbox.Options, *cdv1.CDCredential)
+// fixtureConfig is what an onboarding fixture starts from.
+type fixtureConfig struct {
+	sandbox *cdsandbox.Options
+	cred    *cdv1.CDCredential
+	// callbackPath is the path of the manager's --callback-url.
+	callbackPath string
+}
+
+// fixtureOption changes the sandbox, the credential or the callback of an onboarding
+// fixture.
+type fixtureOption func(*fixtureConfig)
 
 // asProvider makes the sandbox answer as another identity server would.
 func asProvider(p cdsandbox.Profile) fixtureOption {
-	return func(o *cdsandbox.Options, _ *cdv1.CDCredential) { o.Profile = p }
+	return func(c *fixtureConfig) { c.sandbox.Profile = p }
 }
 
 // withCredential changes the credential "login" before it is created.
 func withCredential(m func(*cdv1.CDCredential)) fixtureOption {
-	return func(_ *cdsandbox.Options, c *cdv1.CDCredential) { m(c) }
+	return func(c *fixtureConfig) { m(c.cred) }
+}
+
+// withCallbackPath puts the manager's callback URL at another path.
+func withCallbackPath(p string) fixtureOption {
+	return func(c *fixtureConfig) { c.callbackPath = p }
 }
 
 func newOnboardingFixture(t *testing.T, opts ...fixtureOption) *onboardingFixture {
 	t.Helper()
 	ns := newNamespace(t)
 	addr := freeAddr(t)
-	callbackURL := "http://" + addr + "/callback"
-	sandbox := cdsandbox.Options{Clients: []cdsandbox.Client{
-		{ID: loginClientID, Secret: loginClientSecret, GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{callbackURL}},
-	}}
+	sandbox := cdsandbox.Options{}
 	cred := credential(ns, "login", cdv1.FlowAuthorizationCode, "login-client", "")
+	conf := fixtureConfig{sandbox: &sandbox, cred: cred, callbackPath: "/callback"}
 	for _, o := range opts {
-		o(&sandbox, cred)
+		o(&conf)
 	}
+	callbackURL := "http://" + addr + conf.callbackPath
+	sandbox.Clients = append(sandbox.Clients, cdsandbox.Client{
+		ID: loginClientID, Secret: loginClientSecret, GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{callbackURL},
+	})
 	idp := startSandbox(t, sandbox)
 	startManager(t, manager.Options{
 		AllowedTokenHosts:   []string{idp.Host},
@@ -193,6 +209,19 @@ func TestCustomerOnboardingRoundTrip(t *testing.T) {
 		t.Errorf("the code exchange is not counted in cdcredops_token_requests_total")
 	}
 	f.assertEvent(t, "acme", cdv1.CustomerAuthorizedReason)
+}
+
+// TestACallbackURLUnderAPathPrefixCompletesTheLogin: the chart's Ingress and HTTPRoute
+// forward the path of callback.url unchanged, so with
+// https://apps.example.com/cd-operator/callback the customer comes back to
+// /cd-operator/callback, and that is where the manager must answer.
+func TestACallbackURLUnderAPathPrefixCompletesTheLogin(t *testing.T) {
+	f := newOnboardingFixture(t, withCallbackPath("/cd-operator/callback"))
+	status, body := f.callback(f.login(f.awaiting("acme"), "login"))
+	if status != http.StatusOK || !strings.Contains(body, "Authorized") {
+		t.Fatalf("callback at %s: HTTP %d %q", f.callbackURL, status, body)
+	}
+	eventually(t, 20*time.Second, "Ready", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
 }
 
 func (f *onboardingFixture) assertEvent(t *testing.T, grant, reason string) {

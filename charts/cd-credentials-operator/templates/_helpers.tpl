@@ -68,12 +68,23 @@ app.kubernetes.io/component: manager
   namespace: {{ .Release.Namespace }}
 {{- end }}
 
+{{/* callback.url, checked: the manager serves the callback on its path, so a URL
+without one would leave every login at a 404 (the manager refuses to start). */}}
+{{- define "cdcreds.callbackURL" -}}
+{{- $u := required "callback.url is required when the callback is enabled" .Values.callback.url }}
+{{- $p := (urlParse $u).path }}
+{{- if or (not $p) (eq $p "/") }}
+{{- fail (printf "callback.url %q has no path: the manager serves the callback on the path of callback.url, e.g. https://cd-callback.example.com/callback" $u) }}
+{{- end }}
+{{- $u }}
+{{- end }}
+
 {{/* Host and path of callback.url ("https://h/p" -> h, /p). */}}
 {{- define "cdcreds.callbackHost" -}}
-{{- (urlParse (required "callback.url is required when the callback is enabled" .Values.callback.url)).host | splitList ":" | first }}
+{{- (urlParse (include "cdcreds.callbackURL" .)).host | splitList ":" | first }}
 {{- end }}
 {{- define "cdcreds.callbackPath" -}}
-{{- default "/callback" (urlParse .Values.callback.url).path }}
+{{- (urlParse (include "cdcreds.callbackURL" .)).path }}
 {{- end }}
 
 {{/* Where mounted TLS Secrets live in the container. */}}
@@ -120,7 +131,7 @@ app.kubernetes.io/component: manager
 {{- end }}
 {{- if $v.callback.enabled }}
 - --callback-bind-address=:{{ $v.callback.port }}
-- --callback-url={{ required "callback.url is required when the callback is enabled" $v.callback.url }}
+- --callback-url={{ include "cdcreds.callbackURL" . }}
 - --authorization-link-ttl={{ $v.callback.authorizationLinkTTL }}
 {{- if $v.callback.tlsSecretName }}
 - --callback-cert-dir={{ include "cdcreds.callbackCertDir" . }}
