@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/onboarding"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
@@ -1235,6 +1237,50 @@ func TestACacheThatHasNotSeenTheLastStatusWriteKeepsTheAuthorizationLink(t *test
 	}
 	if w.grants.links.has("uid-acme") {
 		t.Error("the written link is still remembered after the cache caught up: one entry per grant, forever")
+	}
+}
+
+// A login that claimed the link but failed (no refresh token, a refused code) leaves the
+// grant waiting, with the link gone from status. The link this process remembers writing
+// is that spent one: showing it again would send the customer to "already used".
+func TestALinkSpentByAFailedLoginIsNotShownAgain(t *testing.T) {
+	w := newWorld(t)
+	signer, err := onboarding.NewSigner([]byte(strings.Repeat("k", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.grants.Authorizer = &onboarding.Authorizer{Signer: signer, CallbackURL: "https://cd-callback.example.com/callback"}
+	w.tokens.failNext(invalidGrant)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	spent := w.grant("acme").Status.AuthorizationURL
+	u, _ := url.Parse(spent)
+	st, err := signer.Verify(u.Query().Get("state"), w.clock.Now())
+	if err != nil {
+		t.Fatalf("the link shown, %q: %v", spent, err)
+	}
+	// What the callback writes: the claim, then the outcome, and the link leaves status.
+	g := w.grant("acme")
+	w.update(g, func() {
+		metav1.SetMetaDataAnnotation(&g.ObjectMeta, onboarding.UsedStateAnnotation, onboarding.NonceHash(st))
+	})
+	before := g.DeepCopy()
+	g.Status.AuthorizationURL = ""
+	g.Status.LastAuthorization = &cdv1.AuthorizationResult{Time: metav1.NewTime(w.clock.Now()), Reason: cdv1.AuthorizationFailedReason, Message: "The identity server issued no refresh token"}
+	if err := w.client.Status().Patch(t.Context(), g, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Step(time.Minute)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	shown := w.grant("acme").Status.AuthorizationURL
+	if shown == "" {
+		t.Fatal("the grant still waits for a login but shows no link")
+	}
+	if next, _ := url.Parse(shown); next.Query().Get("state") == u.Query().Get("state") {
+		t.Errorf("the grant shows the link its failed login spent again: %s", shown)
 	}
 }
 

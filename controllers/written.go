@@ -110,7 +110,10 @@ func (w *writtenFailures) current(cached client.Object, memory *cdv1.FailureStat
 // writtenLinks remembers the authorization URL this process last wrote to a grant's
 // status. A pass on a cache that has not seen the write would find no link (or the one
 // before) and mint another, so the link a customer was just given would change under
-// them. Only grants whose link changed, or that still have an entry, are noted.
+// them. Only grants whose link changed, or that still have an entry, are noted. The
+// remembered link may since have been spent by a login that failed (the callback then
+// clears it from status): the Authorizer refuses a link whose state the grant records as
+// used, so such a link is never shown again.
 type writtenLinks struct{ writeMemory[string] }
 
 // note records the link a successful status write of grant stored (after) over the

@@ -42,15 +42,18 @@ func (a *Authorizer) AuthorizationURL(grant *cdv1.CDUserGrant, cred *cdv1.CDCred
 	return a.build(cred, clientID, st), time.Unix(st.Expires, 0)
 }
 
-// currentState is the state of the URL a grant shows, while it is genuine, the grant's
-// and good for more than a minute.
+// currentState is the state of the URL a grant shows, while it is genuine, the grant's,
+// good for more than a minute and not yet spent. A login claims its state on the grant
+// (UsedStateAnnotation) before the code is exchanged; when that login fails (no refresh
+// token, a refused code) the grant still waits, and the link it shows must be a new one:
+// the spent one only answers "already used".
 func (a *Authorizer) currentState(grant *cdv1.CDUserGrant, current string, now time.Time) (State, bool) {
 	u, err := url.Parse(current)
 	if current == "" || err != nil {
 		return State{}, false
 	}
 	st, err := a.Signer.Verify(u.Query().Get("state"), now.Add(time.Minute))
-	return st, err == nil && st.UID == grant.UID
+	return st, err == nil && st.UID == grant.UID && grant.Annotations[UsedStateAnnotation] != NonceHash(st)
 }
 
 // build is the authorization request (RFC 6749 §4.1.1) for one state, through x/oauth2
