@@ -52,6 +52,8 @@ var page = template.Must(template.New("page").Parse(`<!doctype html>
 type answer struct {
 	status int
 	msg    string
+	// title heads the page; empty: "Authorized" or "Not authorized" by status.
+	title string
 	// reason, when set, is recorded in the grant's status.lastAuthorization.
 	reason, oauthError string
 }
@@ -74,13 +76,17 @@ func (c *Callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a := &answer{status: http.StatusOK, reason: cdv1.CustomerAuthorizedReason, msg: "Thank you: the integration can now act on your behalf. You can close this window."}
 	if err != nil && !errors.As(err, &a) {
 		log.FromContext(r.Context()).Error(err, "Callback failed")
-		a = refuse(http.StatusInternalServerError, "The authorization could not be completed; try again from the authorization link.")
+		a = refuse(http.StatusInternalServerError, "The login could not be completed. Try again from the link you were given.")
 	}
 	if grant != nil && a.reason != "" {
 		c.record(r.Context(), grant, a, spent)
 	}
-	title := "Authorized"
-	if a.status != http.StatusOK {
+	title := a.title
+	switch {
+	case title != "":
+	case a.status == http.StatusOK:
+		title = "Authorized"
+	default:
 		title = "Not authorized"
 	}
 	w.WriteHeader(a.status)
@@ -117,14 +123,15 @@ func (c *Callback) handle(ctx context.Context, r *http.Request) (*cdv1.CDUserGra
 		return grant, false, failed(http.StatusForbidden, reason, code, msg)
 	}
 	if q.Get("code") == "" {
-		return grant, false, refuse(http.StatusBadRequest, "The callback carries neither a code nor an error; open the authorization link again.")
+		return grant, false, refuse(http.StatusBadRequest, "The login did not complete. Open the link you were given again.")
 	}
 	if err := c.checkTarget(ctx, grant); err != nil {
 		return grant, false, err
 	}
 	ep, err := secrets.Readers{Cache: c.Client, API: c.APIReader}.ReadClient(ctx, cred)
 	if err != nil {
-		return grant, false, refuse(http.StatusConflict, "The grant's client cannot be used right now; see the CDCredential's conditions.")
+		log.FromContext(ctx).Info("Callback refused: the grant's client cannot be used; see the CDCredential's conditions", "cdusergrant", client.ObjectKeyFromObject(grant))
+		return grant, false, refuse(http.StatusConflict, "Logins cannot be completed right now. Try again later from the same link, or tell whoever sent it to you.")
 	}
 	if err := c.claimState(ctx, grant, st); err != nil {
 		return grant, false, err
@@ -133,7 +140,9 @@ func (c *Callback) handle(ctx context.Context, r *http.Request) (*cdv1.CDUserGra
 }
 
 // grantFor finds the grant a state was issued for; a deleted or recreated grant, or one
-// that does not need authorizing, is refused.
+// that does not need authorizing, is refused. An expired link is checked as far as a
+// fresh one: a customer who opens an old link after logging in from a newer one has
+// nothing left to do, and an authorized grant must not record that as a failure.
 func (c *Callback) grantFor(ctx context.Context, raw string, st State, stateErr error) (*cdv1.CDUserGrant, error) {
 	if stateErr != nil {
 		// Expired but genuine: the grant is known, to record the attempt on it.
@@ -142,27 +151,32 @@ func (c *Callback) grantFor(ctx context.Context, raw string, st State, stateErr 
 	grant := &cdv1.CDUserGrant{}
 	err := c.APIReader.Get(ctx, types.NamespacedName{Namespace: st.Namespace, Name: st.Name}, grant)
 	if apierrors.IsNotFound(err) || (err == nil && grant.UID != st.UID) {
-		return nil, refuse(http.StatusNotFound, "The grant this authorization was for no longer exists.")
+		return nil, refuse(http.StatusNotFound, "This link is no longer valid: what it was for has been removed. Ask for a new one.")
 	}
 	if err != nil {
 		return nil, err
 	}
 	if grant.Annotations[UsedStateAnnotation] == NonceHash(st) {
-		return nil, refuse(http.StatusConflict, "This authorization link was already used.")
+		return nil, refuse(http.StatusConflict, "This link was already used. If you are still asked to log in, ask for a new link.")
 	}
-	if stateErr == nil && !meta.IsStatusConditionTrue(grant.Status.Conditions, cdv1.ReauthorizationRequiredCondition) {
-		return nil, refuse(http.StatusConflict, "This grant is already authorized.")
+	if !meta.IsStatusConditionTrue(grant.Status.Conditions, cdv1.ReauthorizationRequiredCondition) {
+		// Not a failure: the page must not head it "Not authorized".
+		return nil, &answer{status: http.StatusConflict, title: "Already authorized", msg: "The integration is already authorized: there is nothing more to do. You can close this window."}
 	}
 	return grant, nil
 }
 
 func (c *Callback) credential(ctx context.Context, grant *cdv1.CDUserGrant) (*cdv1.CDCredential, error) {
+	// The customer's page cannot help with the credential; the log says what is wrong.
+	unusable := refuse(http.StatusConflict, "Logins cannot be completed right now. Try again later from the same link, or tell whoever sent it to you.")
 	cred := &cdv1.CDCredential{}
 	if err := c.APIReader.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.CredentialRef.Name}, cred); err != nil {
-		return nil, refuse(http.StatusConflict, "The grant's CDCredential cannot be read.")
+		log.FromContext(ctx).Info("Callback refused: the grant's CDCredential cannot be read", "cdusergrant", client.ObjectKeyFromObject(grant), "error", err.Error())
+		return nil, unusable
 	}
 	if cred.Spec.Flow != cdv1.FlowAuthorizationCode {
-		return nil, refuse(http.StatusConflict, "The grant's CDCredential is not an AuthorizationCode credential.")
+		log.FromContext(ctx).Info("Callback refused: the grant's CDCredential is not an AuthorizationCode credential", "cdusergrant", client.ObjectKeyFromObject(grant))
+		return nil, unusable
 	}
 	return cred, nil
 }
@@ -221,10 +235,10 @@ func (c *Callback) claimState(ctx context.Context, grant *cdv1.CDUserGrant, st S
 			return err
 		}
 		if grant.Annotations[UsedStateAnnotation] == NonceHash(st) {
-			return refuse(http.StatusConflict, "This authorization is already being completed.")
+			return refuse(http.StatusConflict, "This login is already being completed.")
 		}
 	}
-	return refuse(http.StatusConflict, "The grant is changing too fast to complete this authorization; try again from the link.")
+	return refuse(http.StatusConflict, "The login could not be completed right now. Try again from the same link.")
 }
 
 // exchange trades the code once and stores the refresh token.
@@ -236,7 +250,7 @@ func (c *Callback) exchange(ctx context.Context, grant *cdv1.CDUserGrant, cred *
 	}
 	tok, err := metrics.Instrument(c.Tokens, "CDUserGrant").Exchange(ctx, ep, code, RedirectURI(cred, c.CallbackURL), verifier)
 	if err != nil {
-		return failed(http.StatusBadGateway, cdv1.AuthorizationFailedReason, "", "The identity server refused the authorization code: "+err.Error()+". Open the grant's new authorization link and log in again.")
+		return failed(http.StatusBadGateway, cdv1.AuthorizationFailedReason, "", "The identity server refused the authorization code: "+err.Error()+". Ask for a new link and log in again.")
 	}
 	if tok.RefreshToken == "" {
 		return failed(http.StatusBadGateway, cdv1.AuthorizationFailedReason, "", noRefreshToken(cred, tok.Scopes))
@@ -246,7 +260,7 @@ func (c *Callback) exchange(ctx context.Context, grant *cdv1.CDUserGrant, cred *
 		if errors.As(err, &a) {
 			return err
 		}
-		return failed(http.StatusInternalServerError, cdv1.AuthorizationFailedReason, "", "The refresh token could not be stored ("+string(apierrors.ReasonForError(err))+"); log in again from the grant's new authorization link.")
+		return failed(http.StatusInternalServerError, cdv1.AuthorizationFailedReason, "", "The refresh token could not be stored ("+string(apierrors.ReasonForError(err))+"). Ask for a new link and log in again.")
 	}
 	c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeNormal, cdv1.CustomerAuthorizedReason, "Authorize", "The customer authorized the integration; the refresh token is stored in Secret %s", grant.Spec.RefreshTokenSecretRef.Name)
 	return nil

@@ -29,10 +29,12 @@ type State struct {
 }
 
 // Errors a callback's state can fail with; each gets its own page and event message.
+// They are worded for the customer, who sees them on the callback's page and knows
+// nothing of states, grants or status fields.
 var (
-	ErrStateMalformed = errors.New("the state parameter is missing or malformed")
-	ErrStateForged    = errors.New("the state parameter's signature does not match")
-	ErrStateExpired   = errors.New("the authorization link has expired; open the grant's current authorizationURL")
+	ErrStateMalformed = errors.New("This login cannot be matched to a link we sent. Open the link you were given again.")
+	ErrStateForged    = errors.New("This login did not come from a link we sent, so it was not completed. Open the link you were given again.")
+	ErrStateExpired   = errors.New("This link has expired. Ask for a new one.")
 )
 
 // Signer signs and checks states and derives PKCE verifiers with one HMAC key, which all
