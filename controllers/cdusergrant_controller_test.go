@@ -1002,6 +1002,44 @@ func TestAReauthorizationRequestKeepsTheGrantWorking(t *testing.T) {
 	}
 }
 
+// While a reauthorization is pending the grant stays Ready on its old token, so a
+// customer who declines the new login would show nowhere but in
+// status.lastAuthorization; ReauthorizationRequired says so. A failure from before the
+// request is not this request's.
+func TestALoginThatFailsDuringAReauthorizationShowsOnReauthorizationRequired(t *testing.T) {
+	w := newWorld(t)
+	w.grants.Authorizer = fixedAuthorizer{}
+	g := w.grant("acme")
+	setLastAuthorization := func(a *cdv1.AuthorizationResult) {
+		t.Helper()
+		g = w.grant("acme")
+		before := g.DeepCopy()
+		g.Status.LastAuthorization = a
+		if err := w.client.Status().Patch(t.Context(), g, client.MergeFrom(before)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setLastAuthorization(&cdv1.AuthorizationResult{Time: metav1.NewTime(epoch.Add(-time.Hour)), Reason: cdv1.AuthorizationDeniedReason, Error: "access_denied", Message: "An old denial"})
+	w.update(g, func() { g.Annotations = map[string]string{cdv1.ReauthorizeAnnotation: epoch.Format(time.RFC3339)} })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if msg := condition(t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition).Message; strings.Contains(msg, "An old denial") {
+		t.Errorf("a denial from before the request shows on it: %q", msg)
+	}
+	w.clock.Step(time.Minute)
+	setLastAuthorization(&cdv1.AuthorizationResult{Time: metav1.NewTime(w.clock.Now()), Reason: cdv1.AuthorizationDeniedReason, Error: "access_denied", Message: "The customer declined"})
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	g = w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.ReauthorizationRequestedReason)
+	if msg := condition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition).Message; !strings.Contains(msg, "The last login failed (AuthorizationDenied): The customer declined") {
+		t.Errorf("ReauthorizationRequired says %q after the customer declined the new login", msg)
+	}
+}
+
 type fixedAuthorizer struct{}
 
 func (fixedAuthorizer) AuthorizationURL(*cdv1.CDUserGrant, *cdv1.CDCredential, string, string, time.Time) (string, time.Time) {

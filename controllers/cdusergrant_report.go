@@ -3,6 +3,7 @@ package controllers
 import (
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -168,7 +169,7 @@ func (r *CDUserGrantReconciler) reportGrantConditions(grant *cdv1.CDUserGrant, c
 	case g.reauth != "":
 		c.set(cdv1.ReauthorizationRequiredCondition, true, g.reauth, g.reauthMsg)
 	case requested && r.Authorizer != nil:
-		c.set(cdv1.ReauthorizationRequiredCondition, true, cdv1.ReauthorizationRequestedReason, "A new customer login was asked for ("+cdv1.ReauthorizeAnnotation+"); the grant keeps rotating its current refresh token until the customer logs in at status.authorizationURL")
+		c.set(cdv1.ReauthorizationRequiredCondition, true, cdv1.ReauthorizationRequestedReason, reauthorizationRequested(c.find(cdv1.ReauthorizationRequiredCondition), grant.Status.LastAuthorization))
 	case g.valid:
 		c.set(cdv1.ReauthorizationRequiredCondition, false, cdv1.RefreshTokenValidReason, "The grant holds a refresh token the identity server last accepted")
 	case c.find(cdv1.ReauthorizationRequiredCondition) == nil || c.find(cdv1.ReauthorizationRequiredCondition).Reason == cdv1.ReauthorizationRequestedReason:
@@ -176,6 +177,19 @@ func (r *CDUserGrantReconciler) reportGrantConditions(grant *cdv1.CDUserGrant, c
 	default:
 		c.keep(cdv1.ReauthorizationRequiredCondition, false, "", "")
 	}
+}
+
+// reauthorizationRequested words a pending reauthorization request. The grant stays
+// Ready on its current token meanwhile, so a login that failed since the request (the
+// customer declined, no refresh token came) would show nowhere but in
+// status.lastAuthorization: it is named here. cur is the condition before this pass.
+func reauthorizationRequested(cur *metav1.Condition, a *cdv1.AuthorizationResult) string {
+	msg := "A new customer login was asked for (" + cdv1.ReauthorizeAnnotation + "); the grant keeps rotating its current refresh token until the customer logs in at status.authorizationURL"
+	if a == nil || a.Reason == cdv1.CustomerAuthorizedReason || cur == nil || cur.Status != metav1.ConditionTrue ||
+		cur.Reason != cdv1.ReauthorizationRequestedReason || a.Time.Time.Before(cur.LastTransitionTime.Truncate(time.Second)) {
+		return msg // no login failed since this request was made
+	}
+	return msg + ". The last login failed (" + a.Reason + "): " + a.Message
 }
 
 // showLastAuthorization puts a failed customer login on Ready while the grant waits for

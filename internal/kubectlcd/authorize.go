@@ -45,7 +45,8 @@ func newAuthorizeCommand(o *options) *cobra.Command {
 		Short: "Print a CDUserGrant's authorization link and wait until the customer has logged in",
 		Long: `Prints the link the customer of CDUserGrant GRANT logs in with (status.authorizationURL),
 opens it with --open, and waits until the grant is Ready or says why not (for example
-AuthorizationDenied). Nothing secret passes through this command.`,
+AuthorizationDenied, also when the customer declines a second time: the wait follows
+status.lastAuthorization). Nothing secret passes through this command.`,
 		Example: `  kubectl cd authorize acme --open
   kubectl -n team-a cd authorize acme --timeout 30m
   # no Ingress in front of the callback:
@@ -69,7 +70,8 @@ func newReauthorizeCommand(o *options) *cobra.Command {
 		Long: `Asks the operator for a new authorization link for CDUserGrant GRANT (annotation
 ` + cdv1.ReauthorizeAnnotation + `), even while the grant is Ready: its current token keeps
 rotating until the customer has logged in again. Prints the link once the operator has
-published it, and waits until the new refresh token is stored and the grant is Ready.
+published it, and waits until the new refresh token is stored and the grant is Ready,
+or until the customer's login fails (status.lastAuthorization).
 Asks for confirmation on a terminal; without one, --yes is required.`,
 		Example: `  kubectl cd reauthorize acme
   kubectl cd reauthorize acme --yes --open`,

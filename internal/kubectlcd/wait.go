@@ -33,7 +33,11 @@ type grantState struct {
 	// reauthorize is the cdv1.ReauthorizeAnnotation's value.
 	reauthorize string
 	url         string
-	deleted     bool
+	// lastAuth is status.lastAuthorization, the outcome of the latest login. It is the
+	// one place a failed login always shows: during a reauthorization the grant stays
+	// Ready, and a second identical denial rewrites the same conditions.
+	lastAuth *cdv1.AuthorizationResult
+	deleted  bool
 }
 
 func stateOf(u *unstructured.Unstructured) grantState {
@@ -46,7 +50,22 @@ func stateOf(u *unstructured.Unstructured) grantState {
 		stalled:     meta.FindStatusCondition(g.Status.Conditions, cdv1.StalledCondition),
 		reauthorize: u.GetAnnotations()[cdv1.ReauthorizeAnnotation],
 		url:         g.Status.AuthorizationURL,
+		lastAuth:    g.Status.LastAuthorization,
 	}
+}
+
+// newerLogin tells whether a is a login that happened after the one seen at the start:
+// the initial state is read from the API server when the wait begins, so anything newer
+// happened during the wait (compared on the operator's clock, not this machine's).
+func newerLogin(a, initial *cdv1.AuthorizationResult) bool {
+	switch {
+	case a == nil:
+		return false
+	case initial == nil:
+		return true
+	}
+	return a.Time.After(initial.Time.Time) ||
+		(a.Time.Equal(&initial.Time) && (a.Reason != initial.Reason || a.Message != initial.Message))
 }
 
 func isTrue(c *metav1.Condition) bool  { return c != nil && c.Status == metav1.ConditionTrue }
@@ -122,6 +141,11 @@ func (t *tracker) observe(s grantState) verdict {
 		t.loggedIn = t.loggedIn || (isTrue(t.initial.reauth) && isFalse(s.reauth))
 	case reauthorizeMode:
 		t.loggedIn = t.loggedIn || s.reauthorize == ""
+	}
+	if a := s.lastAuth; newerLogin(a, t.initial.lastAuth) && a.Reason != cdv1.CustomerAuthorizedReason && !t.loggedIn {
+		// The customer tried and it did not work (declined, no refresh token): waiting on
+		// would only run out the timeout. The message says whether the link still works.
+		return verdict{failed, a.Reason + ": " + oneLine(a.Message)}
 	}
 	if isTrue(s.reauth) && s.reauth.Reason != cdv1.RefreshTokenMissingReason {
 		if t.loggedIn {

@@ -6,6 +6,10 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 )
 
 func cond(typ string, status metav1.ConditionStatus, reason string, ltt time.Duration) *metav1.Condition {
@@ -60,7 +64,19 @@ var (
 		s.url = "https://idp/authorize?state=S2"
 	})
 	readyAgainAfterNewLogin = with(readyNow, func(s *grantState) { s.ready.LastTransitionTime = *at(time.Minute) })
+	// A declined reauthorization changes only status.lastAuthorization: the grant stays
+	// Ready on its old token and the request stands.
+	readyRequestedDeclined = with(readyRequestedWithLink, func(s *grantState) { s.lastAuth = login(cdv1.AuthorizationDeniedReason, time.Minute) })
+	readyRequestedLoggedIn = with(readyRequestedWithLink, func(s *grantState) { s.lastAuth = login(cdv1.CustomerAuthorizedReason, time.Minute) })
+	// A second identical denial rewrites the same Ready condition (same lastTransitionTime
+	// and message); only status.lastAuthorization.time moves.
+	deniedBefore = with(deniedNow, func(s *grantState) { s.lastAuth = login(cdv1.AuthorizationDeniedReason, -time.Hour) })
+	deniedAgain  = with(deniedNow, func(s *grantState) { s.lastAuth = login(cdv1.AuthorizationDeniedReason, 5*time.Minute) })
 )
+
+func login(reason string, when time.Duration) *cdv1.AuthorizationResult {
+	return &cdv1.AuthorizationResult{Time: *at(when), Reason: reason, Message: reason + " login"}
+}
 
 func with(s grantState, change func(*grantState)) grantState {
 	c := s
@@ -134,6 +150,22 @@ func TestTrackerDecides(t *testing.T) {
 			mode: reauthorizeMode, initial: readyRequested, states: []grantState{readyRequestedWithLink, oldTokenRejectedMeanwhile},
 			want: waiting, wantWhy: "waiting for the customer to log in",
 		},
+		"reauthorize: the customer declines the new login while the grant stays Ready": {
+			mode: reauthorizeMode, initial: readyRequested, states: []grantState{readyRequestedWithLink, readyRequestedDeclined},
+			want: failed, wantWhy: "AuthorizationDenied: AuthorizationDenied login",
+		},
+		"reauthorize: a successful login is not a failure": {
+			mode: reauthorizeMode, initial: readyRequested, states: []grantState{readyRequestedWithLink, readyRequestedLoggedIn},
+			want: waiting, wantWhy: "waiting for the customer to log in",
+		},
+		"authorize: the customer declines a second time and only lastAuthorization moves": {
+			mode: authorizeMode, initial: deniedBefore, states: []grantState{deniedBefore, deniedAgain},
+			want: failed, wantWhy: "AuthorizationDenied: AuthorizationDenied login",
+		},
+		"authorize: a failed login from before the wait is not news": {
+			mode: authorizeMode, initial: deniedBefore, states: []grantState{deniedBefore},
+			want: waiting, wantWhy: "waiting for the customer to log in",
+		},
 		"reauthorize: the new token rejected after the login fails": {
 			mode: reauthorizeMode, initial: readyRequested, states: []grantState{readyRequestedWithLink, rejectedAfterLogin},
 			want: failed, wantWhy: "the customer must log in again: RefreshTokenRejected",
@@ -154,4 +186,34 @@ func TestTrackerDecides(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The wait reads the grant as the operator writes it: during a reauthorization a
+// declined login changes only status.lastAuthorization (Ready stays True on the old
+// token), and `kubectl cd reauthorize` must end there rather than wait out --timeout.
+func TestAReauthorizeWaitEndsWhenTheCustomerDeclines(t *testing.T) {
+	t0 := metav1.NewTime(time.Date(2026, 11, 30, 18, 32, 6, 0, time.UTC))
+	g := &cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Name: "acme", Namespace: "ns", Annotations: map[string]string{cdv1.ReauthorizeAnnotation: "2026-11-30T18:32:06Z"}}}
+	g.Status.AuthorizationURL = "https://idp/connect/authorize?state=S2"
+	g.Status.Conditions = []metav1.Condition{
+		{Type: cdv1.ReadyCondition, Status: metav1.ConditionTrue, Reason: cdv1.TokenIssuedReason, Message: "Access token is in Secret acme-token", LastTransitionTime: t0},
+		{Type: cdv1.ReauthorizationRequiredCondition, Status: metav1.ConditionTrue, Reason: cdv1.ReauthorizationRequestedReason, Message: "A new customer login was asked for", LastTransitionTime: t0},
+	}
+	initial := stateOf(asUnstructured(t, g.DeepCopy()))
+	g.Status.LastAuthorization = &cdv1.AuthorizationResult{Time: metav1.NewTime(t0.Add(time.Minute)), Reason: cdv1.AuthorizationDeniedReason, Error: "access_denied", Message: "The identity server answered access_denied. The customer declined."}
+	tr := newTracker(reauthorizeMode, initial)
+	tr.observe(initial)
+	if v := tr.observe(stateOf(asUnstructured(t, g))); v.outcome != failed || !strings.Contains(v.why, "AuthorizationDenied") {
+		t.Errorf("after the customer declined, the wait says %v %q; want it to fail saying AuthorizationDenied", v.outcome, v.why)
+	}
+}
+
+func asUnstructured(t *testing.T, g *cdv1.CDUserGrant) *unstructured.Unstructured {
+	t.Helper()
+	g.APIVersion, g.Kind = cdv1.GroupVersion.String(), grantKind
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &unstructured.Unstructured{Object: obj}
 }

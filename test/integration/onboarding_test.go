@@ -602,6 +602,47 @@ func TestReauthorizationOnRequestKeepsTheGrantWorkingUntilTheCustomerLogsIn(t *t
 	f.assertNoReuse(t)
 }
 
+// TestADeclinedReauthorizationShowsOnTheGrant: while a reauthorization is pending the
+// grant stays Ready on its old token, so a customer who declines the new login must
+// show in a condition (`kubectl cd reauthorize` and people read conditions), not only
+// in status.lastAuthorization.
+func TestADeclinedReauthorizationShowsOnTheGrant(t *testing.T) {
+	f := newOnboardingFixture(t)
+	create(t, refreshSecret(f.ns, "acme-refresh", f.idp.SeedGrant(loginClientID, "acme", []string{"marketplace", "offline_access"})))
+	create(t, userGrant(f.ns, "acme", "login", "acme-refresh"))
+	eventually(t, 10*time.Second, "Ready", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	g, _ := getGrant(f.ns, "acme")
+	patch := client.MergeFrom(g.DeepCopy())
+	metav1.SetMetaDataAnnotation(&g.ObjectMeta, cdv1.ReauthorizeAnnotation, time.Now().UTC().Format(time.RFC3339))
+	if err := k8s.Patch(context.Background(), g, patch); err != nil {
+		t.Fatal(err)
+	}
+	var authURL string
+	eventually(t, 10*time.Second, "a link", func() error {
+		g, err := getGrant(f.ns, "acme")
+		if err != nil {
+			return err
+		}
+		if authURL = g.Status.AuthorizationURL; authURL == "" {
+			return fmt.Errorf("no link yet")
+		}
+		return nil
+	})
+	if status, body := f.callback(f.login(authURL, "deny")); status != http.StatusForbidden {
+		t.Fatalf("callback: %d %s", status, body)
+	}
+	eventually(t, 10*time.Second, "ReauthorizationRequired names the denial", func() error {
+		g, err := getGrant(f.ns, "acme")
+		if err != nil {
+			return err
+		}
+		if msg := conditionMessage(g.Status.Conditions, cdv1.ReauthorizationRequiredCondition); !strings.Contains(msg, "AuthorizationDenied") || !strings.Contains(msg, "access_denied") {
+			return fmt.Errorf("ReauthorizationRequired message %q", msg)
+		}
+		return conditionIs(g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	})
+}
+
 func (f *onboardingFixture) assertNoReuse(t *testing.T) {
 	t.Helper()
 	if n := f.idp.Stats().RefreshTokensReused; n != 0 {
