@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
@@ -61,6 +62,7 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		r.written.note(cred, target, before.Status.LastFailure, cred.Status.LastFailure, r.Clock.Now())
 	}()
 	out, err := r.reconcile(ctx, cred)
+	keepTokenSecret(&cred.Status.SecretName, before.Status.SecretName, out)
 	if out == nil {
 		return ctrl.Result{}, err
 	}
@@ -104,15 +106,16 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 	if s, ok := secrets.Schedule(current, c.Fingerprint); ok {
 		in.Current = &s
 	}
-	in.Last = lastToken(current, cred.Status.LastIssuedTime, cred.Status.ExpiresAt)
-	renamed := false // the output has no Secret yet, and the token is in the one status names
+	if current != nil && metav1.IsControlledBy(current, cred) {
+		// An orphaned output (its CR deleted with --cascade=orphan) holds no token of
+		// this CR's: the budget does not count from it.
+		in.Last = lastToken(current, cred.Status.LastIssuedTime, cred.Status.ExpiresAt)
+	}
 	if in.Last == nil && current == nil {
 		in.Last = renamedToken(previous, name, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, cred.Status.RenewalTime)
-		renamed = in.Last != nil
 	}
 	in.Lifetime = lifetimeOf(cred.Status.LastIssuedTime, cred.Status.ExpiresAt)
-	out, err := r.carryOut(ctx, cred, in, c)
-	return keepRenamed(out, renamed, previous), err
+	return r.carryOut(ctx, cred, in, c)
 }
 
 // carryOut decides and does what the decision says: the only token requests and Secret

@@ -56,7 +56,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		misuse = keepFailure(c, o.failure)
 		res.RequeueAfter = retryAfter(o.failure, now)
 	case deferred:
-		cred.Status.LastFailure = reportDeferred(c, o, &cred.Status.SecretName, &cred.Status.RenewalTime)
+		cred.Status.LastFailure = reportDeferred(c, o, cred.Status.SecretName, &cred.Status.RenewalTime)
 		misuse = keptMisuse(c, o.failure)
 		res.RequeueAfter = max(o.until.Sub(now), time.Second)
 	case answered:
@@ -180,17 +180,12 @@ func keptMisuse(c conditions, f *rotation.Failure) string {
 // it goes out, never Stalled (the wait ends by itself, and a terminal error is never
 // requeued). Ready stays as it was while the budget counts from the token in the output
 // Secret, which still works; after a failed request it keeps that failure's reason. It
-// returns the failure memory to write: the one the pass acted on. It also sets the
-// status fields that say where the token is (secretName, for a renamed output) and when
-// the next one is asked for (renewalTime).
-func reportDeferred(c conditions, o deferred, secretName *string, renewal **metav1.Time) *cdv1.FailureStatus {
-	if o.tokenIn != "" {
-		*secretName = o.tokenIn
-	}
+// returns the failure memory to write: the one the pass acted on. It also sets when the
+// next token is asked for (renewalTime).
+func reportDeferred(c conditions, o deferred, secret string, renewal **metav1.Time) *cdv1.FailureStatus {
 	if !o.afterFailure {
 		*renewal = timePtr(o.until)
 	}
-	secret := *secretName
 	at := o.until.UTC().Format(time.RFC3339)
 	if o.afterFailure {
 		c.retrying(o.failure.Reason, fmt.Sprintf("The last request failed (%s); the spec changed since, and the request for it is sent at %s (at most 3 requests per token lifetime)", o.failure.Reason, at))

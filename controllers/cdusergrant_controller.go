@@ -100,6 +100,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.links.note(grant, target, before.Status.AuthorizationURL, grant.Status.AuthorizationURL)
 	}()
 	out, cred, err := r.reconcile(ctx, grant)
+	keepTokenSecret(&grant.Status.SecretName, before.Status.SecretName, out)
 	if out == nil {
 		return ctrl.Result{}, err
 	}
@@ -160,15 +161,13 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 		}
 		in.Last = lastToken(current, grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 	}
-	renamed := false // the output has no Secret yet, and the token is in the one status names
 	if in.Last == nil && current == nil {
 		in.Last = renamedToken(previous, grant.Status.SecretName, grant.Status.LastRotationTime, grant.Status.ExpiresAt, grant.Status.RenewalTime)
-		renamed = in.Last != nil
 	}
 	in.Lifetime = lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), ActiveSince: time.Unix(0, r.elected.Load())}
 	out, err = r.carryOut(ctx, grant, in, &attempt{client: c, stored: rt, request: in.Request})
-	return keepRenamed(out, renamed, previous), cred, err
+	return out, cred, err
 }
 
 // carryOut decides and does what the decision says: the only token requests and Secret

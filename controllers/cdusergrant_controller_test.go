@@ -1372,3 +1372,37 @@ func TestAnUnusableAnswersRefreshTokenStoredOnALaterPassIsReportedAndRetried(t *
 	}
 	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
 }
+
+// writtenLinks keeps a link only while a grant shows one: a grant whose customer logged
+// in again shows none, and must not keep an entry until it is deleted.
+func TestTheWrittenLinkIsForgottenOnceTheGrantShowsNone(t *testing.T) {
+	w := newWorld(t)
+	w.grants.Authorizer = &mintingAuthorizer{}
+	w.tokens.failNext(invalidGrant)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if w.grant("acme").Status.AuthorizationURL == "" {
+		t.Fatal("no link offered")
+	}
+	// The customer logs in: a new refresh token lands in the Secret.
+	w.update(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme-refresh"}}, func() {})
+	s := w.secret("acme-refresh")
+	s.Data["refresh_token"] = []byte("refresh-login")
+	if err := w.client.Update(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := w.reconcileGrant("acme"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
+	if g.Status.AuthorizationURL != "" {
+		t.Fatalf("link still shown: %q", g.Status.AuthorizationURL)
+	}
+	if w.grants.links.has(g.UID) {
+		t.Error("writtenLinks still holds an entry for a grant that offers no link and whose cache caught up: one entry per onboarded grant, until it is deleted")
+	}
+}

@@ -53,10 +53,6 @@ type (
 		until        time.Time
 		afterFailure bool
 		failure      *rotation.Failure
-		// tokenIn is the Secret that holds the token the budget counts from when it is
-		// not the output: spec.secretName was changed, and the new Secret stays empty
-		// until the budget allows a request. Status keeps naming the old one meanwhile.
-		tokenIn string
 	}
 	// abandoned: the stored refresh token was sent twice without an answer.
 	abandoned struct{ request string }
@@ -103,15 +99,19 @@ func (answered) isOutcome()              {}
 func (stored) isOutcome()                {}
 func (writeFailed) isOutcome()           {}
 
-// keepRenamed has a pass that deferred the request for a renamed output keep naming the
-// Secret that still holds the token (deferred.tokenIn), so the next pass still sees the
-// rename.
-func keepRenamed(out outcome, renamed bool, previous string) outcome {
-	if d, ok := out.(deferred); ok && renamed && !d.afterFailure {
-		d.tokenIn = previous
-		return d
+// keepTokenSecret has status keep naming the Secret that holds the token (previous)
+// until a pass puts a token in, or finds one in, the Secret the spec names now. A renamed
+// output must stay a rename to the passes after one that stopped or waited, whatever
+// stopped it: renaming the output over and over would otherwise get a token per rename
+// (renamedToken).
+func keepTokenSecret(name *string, previous string, out outcome) {
+	switch out.(type) {
+	case stored, fresh, clientReady:
+		return
 	}
-	return out
+	if previous != "" {
+		*name = previous
+	}
 }
 
 // refusal is how an answer that yielded no token is reported: the Ready reason, whether

@@ -117,12 +117,16 @@ func (w *writtenFailures) current(cached client.Object, memory *cdv1.FailureStat
 type writtenLinks struct{ writeMemory[string] }
 
 // note records the link a successful status write of grant stored (after) over the
-// cached one (before).
+// cached one (before). A write that shows no link ends the memory: a grant that needs no
+// customer login is not kept, and one that needs a login again gets a new link anyway
+// (a link the customer spent is never offered again).
 func (w *writtenLinks) note(grant client.Object, written metav1.Object, before, after string) {
-	if before == after && !w.has(grant.GetUID()) {
-		return
+	switch {
+	case after == "":
+		w.m.Delete(grant.GetUID())
+	case before != after || w.has(grant.GetUID()):
+		w.store(grant, written, after)
 	}
-	w.store(grant, written, after)
 }
 
 // current is the link cached's status shows, or the one this process wrote since.

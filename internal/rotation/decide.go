@@ -213,7 +213,20 @@ func tooSoonAfterFailure(in Input) Decision {
 	if f == nil || f.Request == in.Request || SameSpec(f.Request, in.Request) {
 		return nil
 	}
-	if until := ceilSecond(f.Time.Add(ChangeFloor(in.Lifetime))); in.Now.Before(until) {
+	until := ceilSecond(f.Time.Add(ChangeFloor(in.Lifetime)))
+	if l := in.Last; l != nil {
+		// Never past the token pods still have: a renewal that failed late in its life
+		// and an edit that fixes it must not leave the Secret to expire. This adds at
+		// most one request per lifetime, since the token that lands moves Last on.
+		latest := l.ExpiresAt.Add(-MinRenewMargin)
+		if earliest := l.Earliest(); latest.Before(earliest) {
+			latest = earliest
+		}
+		if latest.Before(until) {
+			until = latest
+		}
+	}
+	if in.Now.Before(until) {
 		return Defer{Until: until, AfterFailure: true}
 	}
 	return nil

@@ -68,6 +68,16 @@ func TestDecide(t *testing.T) {
 			in:   Input{Request: edited, Failure: retrying, Lifetime: 30 * time.Minute},
 			want: Defer{Until: retrying.Time.Add(10 * time.Minute), AfterFailure: true},
 		},
+		// The budget must not outlast the token pods have: a renewal that failed late in
+		// its life, then an edit that fixes it, still gets a token before that one expires.
+		"an edited request after a late failure goes out before the token in the Secret expires": {
+			in:   Input{Request: edited, Failure: retrying, Lifetime: 30 * time.Minute, Last: due},
+			want: Defer{Until: due.ExpiresAt.Add(-MinRenewMargin), AfterFailure: true},
+		},
+		"an edited request after a late failure goes out at once when the token in the Secret is about to expire": {
+			in: Input{Request: edited, Failure: retrying, Lifetime: 30 * time.Minute, Last: &Schedule{Issued: t0.Add(-29 * time.Minute), RenewAt: t0.Add(-9 * time.Minute), ExpiresAt: t0.Add(time.Minute)}},
+			want: Send{},
+		},
 		"a failure an older release recorded (one digest, no halves) holds any changed request back": {
 			in:   Input{Request: newSecret, Failure: &Failure{Request: LegacyRequest("old"), Reason: "InvalidClient", Time: t0.Add(-time.Minute), Attempts: 1}, Lifetime: 30 * time.Minute},
 			want: Defer{Until: t0.Add(9 * time.Minute), AfterFailure: true},
