@@ -1,6 +1,7 @@
 package install
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/credops/cd-credentials-operator/internal/ociimage"
@@ -325,5 +328,90 @@ func TestTheCallbacksRoutesForwardThePathTheManagerServes(t *testing.T) {
 	matches, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "matches")
 	if p, _, _ := unstructured.NestedString(matches[0].(map[string]any), "path", "value"); p != "/cd-operator/callback" {
 		t.Errorf("the HTTPRoute matches %q, want /cd-operator/callback", p)
+	}
+}
+
+// TestTheDocumentedCRDUpgradeWorksAfterAHelmInstall follows the READMEs: helm install
+// (Helm 4 creates crds/ by server-side apply as field manager "helm"), then the
+// documented `kubectl apply --server-side … crds/` of the next release's CRDs. Without
+// --force-conflicts that apply conflicts with helm on every changed field and the
+// upgrade stops at its first step.
+func TestTheDocumentedCRDUpgradeWorksAfterAHelmInstall(t *testing.T) {
+	command := ""
+	for _, doc := range []string{"README.md", chartDir + "/README.md.gotmpl", chartDir + "/README.md"} {
+		b, err := os.ReadFile(filepath.Join(repoRoot, doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for line := range strings.Lines(string(b)) {
+			if line = strings.TrimSpace(line); strings.HasPrefix(line, "kubectl apply") && strings.HasSuffix(line, "/crds/") {
+				found = true
+				if command != "" && line != command {
+					t.Errorf("%s upgrades the CRDs with %q, another README with %q", doc, line, command)
+				}
+				command = line
+			}
+		}
+		if !found {
+			t.Fatalf("%s documents no kubectl apply of crds/", doc)
+		}
+	}
+	args := strings.Fields(command)
+	if !slices.Contains(args, "--server-side") {
+		t.Fatalf("%q is not a server-side apply", command)
+	}
+	force := slices.Contains(args, "--force-conflicts")
+
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run `make test`, which builds kube-apiserver and etcd into ./bin")
+	}
+	env := &envtest.Environment{}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	admin, err := client.New(cfg, client.Options{Scheme: scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, helm(t), "install", "cd-credentials-operator", chartDir,
+		"--namespace", "cd-credentials-operator", "--create-namespace", "--kubeconfig", kubeconfig)
+
+	// The next release's crds/: the same CRDs with a reworded description, applied as
+	// kubectl does (field manager "kubectl", forcing only with --force-conflicts).
+	crds, err := filepath.Glob(filepath.Join(repoRoot, chartDir, "crds", "*.yaml"))
+	if err != nil || len(crds) == 0 {
+		t.Fatalf("no CRDs in %s/crds: %v", chartDir, err)
+	}
+	for _, f := range crds {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objects(t, b) {
+			versions, _, _ := unstructured.NestedSlice(o.Object, "spec", "versions")
+			if len(versions) == 0 {
+				t.Fatalf("%s: no spec.versions", f)
+			}
+			if err := unstructured.SetNestedField(versions[0].(map[string]any), "Changed in the next release.", "schema", "openAPIV3Schema", "description"); err != nil {
+				t.Fatal(err)
+			}
+			if err := unstructured.SetNestedSlice(o.Object, versions, "spec", "versions"); err != nil {
+				t.Fatal(err)
+			}
+			opts := []client.ApplyOption{client.FieldOwner("kubectl")}
+			if force {
+				opts = append(opts, client.ForceOwnership)
+			}
+			if err := admin.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(o), opts...); err != nil {
+				t.Errorf("the documented CRD upgrade %q fails after a Helm install on %s: %v", command, o.GetName(), err)
+			}
+		}
 	}
 }
