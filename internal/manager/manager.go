@@ -117,11 +117,12 @@ type Options struct {
 	SeveralPerProcess bool
 }
 
-// shutdownDrain bounds the storing of held refresh tokens after SIGTERM: the chart's
+// ShutdownDrain bounds the storing of held refresh tokens after SIGTERM: the chart's
 // terminationGracePeriodSeconds (40 s) minus --graceful-shutdown-timeout (25 s), less a
-// margin. After a lost leader election there is no such limit, and the drain may take
+// margin. The chart refuses values that leave less than this after the graceful shutdown
+// (its cdcreds.gracefulShutdownTimeout), and test/install checks every shipped manifest. After a lost leader election there is no such limit, and the drain may take
 // until another process could take the in-flight marks over (--in-flight-timeout).
-const shutdownDrain = 10 * time.Second
+const ShutdownDrain = 10 * time.Second
 
 // KeySecretName is the default name of the operator's key Secret.
 const KeySecretName = "cd-credentials-operator-key"
@@ -177,7 +178,7 @@ func (o *Operator) Start(ctx context.Context) error {
 	if ctx.Err() != nil {
 		// SIGTERM: the graceful shutdown already gave rotations their time, and the
 		// pod's grace period is nearly spent.
-		budget = min(budget, shutdownDrain)
+		budget = min(budget, ShutdownDrain)
 	}
 	drain, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()

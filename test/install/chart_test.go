@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/credops/cd-credentials-operator/internal/manager"
 	"github.com/credops/cd-credentials-operator/internal/ociimage"
 )
 
@@ -54,6 +56,10 @@ func TestChartRefusesValuesThatWouldBreakTheOperator(t *testing.T) {
 		{"a misspelt value", []string{"metrics.serviceMonitr.enabled=true"}, "serviceMonitr"},
 		{"a token host with a scheme", []string{"allowedTokenHosts[0]=https://id.example.com"}, "allowedTokenHosts"},
 		{"an unknown log format", []string{"logFormat=text"}, "logFormat"},
+		// The kubelet's SIGKILL would land while the manager still stores new refresh
+		// tokens (manager.ShutdownDrain after the graceful shutdown).
+		{"a graceful shutdown longer than the grace period", []string{"gracefulShutdownTimeout=60s", "terminationGracePeriodSeconds=40"}, "must stay below terminationGracePeriodSeconds (40)"},
+		{"a graceful shutdown that leaves no time for the drain", []string{"gracefulShutdownTimeout=1m", "terminationGracePeriodSeconds=70"}, "gracefulShutdownTimeout 1m plus the manager's 10s drain"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := []string{"template", "x", chartDir}
@@ -193,7 +199,7 @@ func TestEveryFlagAUserSetsIsAValue(t *testing.T) {
 		{"shard selector and its lease", []string{"shardLabelSelector=shard=b", "leaderElection.id=shard-b"}, []string{"--shard-label-selector=shard=b", "--leader-election-id=shard-b"}},
 		{"log level and format", []string{"logLevel=debug", "logFormat=console"}, []string{"--zap-log-level=debug", "--zap-encoder=console"}},
 		{"token request rate and timeout", []string{"tokenRequestsPerSecond=5", "tokenRequestTimeout=7s"}, []string{"--token-requests-per-second=5", "--token-request-timeout=7s"}},
-		{"reconcile parallelism and shutdown grace", []string{"maxConcurrentReconciles=9", "gracefulShutdownTimeout=31s"}, []string{"--max-concurrent-reconciles=9", "--graceful-shutdown-timeout=31s"}},
+		{"reconcile parallelism and shutdown grace", []string{"maxConcurrentReconciles=9", "gracefulShutdownTimeout=21s"}, []string{"--max-concurrent-reconciles=9", "--graceful-shutdown-timeout=21s"}},
 		{"API request budget and the in-flight timeout", []string{"kubeAPIQPS=50", "kubeAPIBurst=80", "inFlightTimeout=90s"}, []string{"--kube-api-qps=50", "--kube-api-burst=80", "--in-flight-timeout=90s"}},
 		{"the callback URL", []string{"callback.enabled=true", "callback.url=https://cb.example.com/callback"},
 			[]string{"--callback-bind-address=:9443", "--callback-url=https://cb.example.com/callback", "--authorization-link-ttl=15m"}},
@@ -413,5 +419,38 @@ func TestTheDocumentedCRDUpgradeWorksAfterAHelmInstall(t *testing.T) {
 				t.Errorf("the documented CRD upgrade %q fails after a Helm install on %s: %v", command, o.GetName(), err)
 			}
 		}
+	}
+}
+
+// TestShutdownFitsTheGracePeriod: after --graceful-shutdown-timeout the manager spends up
+// to manager.ShutdownDrain storing refresh tokens it still holds; all of it must end
+// before the kubelet's SIGKILL, or a customer's new refresh token is lost with the pod.
+func TestShutdownFitsTheGracePeriod(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		objs func(t *testing.T) []*unstructured.Unstructured
+	}{
+		{"the chart", func(t *testing.T) []*unstructured.Unstructured { return helmTemplate(t, "cd", "cd-system") }},
+		{"the chart with every feature", func(t *testing.T) []*unstructured.Unstructured {
+			return helmTemplate(t, "cd", "cd-system", allFeaturesValues)
+		}},
+		{"dist/install.yaml", installYAML},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := deployment(t, tc.objs(t))
+			grace := time.Duration(*d.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
+			shutdown := manager.Defaults.GracefulShutdownTimeout
+			for _, a := range d.Spec.Template.Spec.Containers[0].Args {
+				if v, ok := strings.CutPrefix(a, "--graceful-shutdown-timeout="); ok {
+					var err error
+					if shutdown, err = time.ParseDuration(v); err != nil {
+						t.Fatalf("%s: %v", a, err)
+					}
+				}
+			}
+			if need := shutdown + manager.ShutdownDrain; need >= grace {
+				t.Errorf("--graceful-shutdown-timeout=%s + %s drain of held refresh tokens = %s, not below terminationGracePeriodSeconds %s", shutdown, manager.ShutdownDrain, need, grace)
+			}
+		})
 	}
 }

@@ -79,6 +79,30 @@ without one would leave every login at a 404 (the manager refuses to start). */}
 {{- $u }}
 {{- end }}
 
+{{/* A Go duration ("25s", "1m30s", "1.5m") in seconds, as a float. The schema has
+already checked its form. */}}
+{{- define "cdcreds.durationSeconds" -}}
+{{- $scale := dict "ns" 0.000000001 "us" 0.000001 "µs" 0.000001 "ms" 0.001 "s" 1 "m" 60 "h" 3600 }}
+{{- $total := 0.0 }}
+{{- range $part := regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" . -1 }}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $part }}
+{{- $total = addf $total (mulf (float64 $num) (get $scale (trimPrefix $num $part))) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/* gracefulShutdownTimeout, checked: after it the manager spends up to 10 s more
+(internal/manager's shutdownDrain) storing refresh tokens it still holds, and all of
+that must end before the kubelet's SIGKILL, or a customer's new refresh token is lost. */}}
+{{- define "cdcreds.gracefulShutdownTimeout" -}}
+{{- $d := .Values.gracefulShutdownTimeout }}
+{{- $need := addf (include "cdcreds.durationSeconds" $d) 10 }}
+{{- if ge $need (float64 .Values.terminationGracePeriodSeconds) }}
+{{- fail (printf "gracefulShutdownTimeout %s plus the manager's 10s drain of held refresh tokens is %vs, which must stay below terminationGracePeriodSeconds (%v): raise terminationGracePeriodSeconds or lower gracefulShutdownTimeout" $d $need .Values.terminationGracePeriodSeconds) }}
+{{- end }}
+{{- $d }}
+{{- end }}
+
 {{/* Host and path of callback.url ("https://h/p" -> h, /p). */}}
 {{- define "cdcreds.callbackHost" -}}
 {{- (urlParse (include "cdcreds.callbackURL" .)).host | splitList ":" | first }}
@@ -117,7 +141,7 @@ without one would leave every login at a 404 (the manager refuses to start). */}
 - --in-flight-timeout={{ $v.inFlightTimeout }}
 - --token-requests-per-second={{ $v.tokenRequestsPerSecond }}
 - --token-request-timeout={{ $v.tokenRequestTimeout }}
-- --graceful-shutdown-timeout={{ $v.gracefulShutdownTimeout }}
+- --graceful-shutdown-timeout={{ include "cdcreds.gracefulShutdownTimeout" . }}
 - --health-probe-bind-address=:{{ $v.healthPort }}
 - --key-secret={{ .Release.Namespace }}/{{ $v.keySecretName }}
 {{- if $v.metrics.enabled }}
