@@ -454,3 +454,46 @@ func TestShutdownFitsTheGracePeriod(t *testing.T) {
 		})
 	}
 }
+
+// TestATLSCallbackIsReachedOverTLS: with callback.tlsSecretName the manager answers the
+// callback only over TLS, so an Ingress or Gateway forwarding plain HTTP would turn every
+// customer login into Go's "Client sent an HTTP request to an HTTPS server". The callback
+// Service port says appProtocol https then (and only then), and the all-features values,
+// which put nginx in front of a TLS callback, ask nginx for TLS to the backend.
+func TestATLSCallbackIsReachedOverTLS(t *testing.T) {
+	callbackPort := func(t *testing.T, objs []*unstructured.Unstructured) map[string]any {
+		t.Helper()
+		for _, svc := range only(objs, "Service") {
+			if strings.HasSuffix(svc.GetName(), "-callback") {
+				ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
+				if len(ports) != 1 {
+					t.Fatalf("callback Service ports %v, want one", ports)
+				}
+				return ports[0].(map[string]any)
+			}
+		}
+		t.Fatal("no callback Service")
+		return nil
+	}
+
+	full := helmTemplate(t, "cd", "cd-system", allFeaturesValues)
+	if !slices.ContainsFunc(managerArgs(t, full), func(a string) bool { return strings.HasPrefix(a, "--callback-cert-dir=") }) {
+		t.Fatal("the all-features values do not serve the callback over TLS")
+	}
+	if p := callbackPort(t, full); p["appProtocol"] != "https" {
+		t.Errorf("callback Service port %v lacks appProtocol https, but the manager behind it answers only TLS", p)
+	}
+	ing := only(full, "Ingress")
+	if len(ing) != 1 {
+		t.Fatalf("%d Ingresses in the all-features values, want 1", len(ing))
+	}
+	if a := ing[0].GetAnnotations(); a["nginx.ingress.kubernetes.io/backend-protocol"] != "HTTPS" {
+		t.Errorf("the nginx Ingress in front of the TLS callback forwards plain HTTP (annotations %v)", a)
+	}
+
+	plain := objects(t, run(t, helm(t), "template", "cd", chartDir, "--namespace", "cd-system",
+		"--set", "callback.enabled=true", "--set", "callback.url=https://cd-callback.example.com/callback"))
+	if p := callbackPort(t, plain); p["appProtocol"] != nil {
+		t.Errorf("callback Service port %v of a plain-HTTP callback declares an appProtocol", p)
+	}
+}
