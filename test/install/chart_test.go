@@ -2,6 +2,7 @@ package install
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -495,5 +496,36 @@ func TestATLSCallbackIsReachedOverTLS(t *testing.T) {
 		"--set", "callback.enabled=true", "--set", "callback.url=https://cd-callback.example.com/callback"))
 	if p := callbackPort(t, plain); p["appProtocol"] != nil {
 		t.Errorf("callback Service port %v of a plain-HTTP callback declares an appProtocol", p)
+	}
+}
+
+// TestTheNetworkPolicyLetsTheManagerReachEveryTokenHostPort: allowedTokenHosts may name
+// a port (host:port); with the NetworkPolicy on, egress to that port must be allowed or
+// every token request to that host times out.
+func TestTheNetworkPolicyLetsTheManagerReachEveryTokenHostPort(t *testing.T) {
+	objs := objects(t, run(t, helm(t), "template", "cd", chartDir, "--namespace", "cd-system",
+		"--set", "networkPolicy.enabled=true",
+		"--set", "allowedTokenHosts={id.example.com,login.example.com:8443,other.example.com:443}"))
+	nps := only(objs, "NetworkPolicy")
+	if len(nps) != 1 {
+		t.Fatalf("%d NetworkPolicies, want 1", len(nps))
+	}
+	egress, _, _ := unstructured.NestedSlice(nps[0].Object, "spec", "egress")
+	var got []string
+	for _, r := range egress {
+		to, _, _ := unstructured.NestedSlice(r.(map[string]any), "to")
+		if len(to) == 0 || to[0].(map[string]any)["ipBlock"] == nil {
+			continue
+		}
+		if cidr, _, _ := unstructured.NestedString(to[0].(map[string]any), "ipBlock", "cidr"); cidr != "0.0.0.0/0" {
+			continue // the API server's rule, when it names CIDRs
+		}
+		ports, _, _ := unstructured.NestedSlice(r.(map[string]any), "ports")
+		for _, p := range ports {
+			got = append(got, fmt.Sprint(p.(map[string]any)["port"]))
+		}
+	}
+	if diff := cmp.Diff([]string{"443", "8443"}, got); diff != "" {
+		t.Errorf("token-host egress ports (-want +got):\n%s", diff)
 	}
 }
