@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -201,6 +202,8 @@ func TestEveryFlagAUserSetsIsAValue(t *testing.T) {
 		{"log level and format", []string{"logLevel=debug", "logFormat=console"}, []string{"--zap-log-level=debug", "--zap-encoder=console"}},
 		{"token request rate and timeout", []string{"tokenRequestsPerSecond=5", "tokenRequestTimeout=7s"}, []string{"--token-requests-per-second=5", "--token-request-timeout=7s"}},
 		{"reconcile parallelism and shutdown grace", []string{"maxConcurrentReconciles=9", "gracefulShutdownTimeout=21s"}, []string{"--max-concurrent-reconciles=9", "--graceful-shutdown-timeout=21s"}},
+		{"gzipped API answers and a pprof endpoint", []string{"kubeAPICompression=true", "pprofBindAddress=127.0.0.1:6060"}, []string{"--kube-api-compression", "--pprof-bind-address=127.0.0.1:6060"}},
+		{"HTTP/2 on the metrics endpoint", []string{"metrics.http2=true"}, []string{"--enable-http2"}},
 		{"API request budget and the in-flight timeout", []string{"kubeAPIQPS=50", "kubeAPIBurst=80", "inFlightTimeout=90s"}, []string{"--kube-api-qps=50", "--kube-api-burst=80", "--in-flight-timeout=90s"}},
 		{"the callback URL", []string{"callback.enabled=true", "callback.url=https://cb.example.com/callback"},
 			[]string{"--callback-bind-address=:9443", "--callback-url=https://cb.example.com/callback", "--authorization-link-ttl=15m"}},
@@ -527,5 +530,27 @@ func TestTheNetworkPolicyLetsTheManagerReachEveryTokenHostPort(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"443", "8443"}, got); diff != "" {
 		t.Errorf("token-host egress ports (-want +got):\n%s", diff)
+	}
+}
+
+// TestEveryManagerFlagIsAChartValue: DESIGN §10 "every flag a value", so a flag added to
+// the manager cannot be left to extraArgs by mistake (--version is for people, not pods).
+func TestEveryManagerFlagIsAChartValue(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join(repoRoot, "cmd", "manager", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	helpers, err := os.ReadFile(filepath.Join(repoRoot, chartDir, "templates", "_helpers.tpl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags := regexp.MustCompile(`flag\.\w+\((?:&[\w.]+, )?"([a-z0-9-]+)"`).FindAllStringSubmatch(string(src), -1)
+	if len(flags) < 10 {
+		t.Fatalf("found %d flags in cmd/manager/main.go: the pattern no longer matches how flags are declared", len(flags))
+	}
+	for _, m := range flags {
+		if name := m[1]; name != "version" && !strings.Contains(string(helpers), "- --"+name) {
+			t.Errorf("manager flag --%s has no chart value (only extraArgs)", name)
+		}
 	}
 }

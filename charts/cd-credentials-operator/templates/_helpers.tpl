@@ -138,6 +138,12 @@ that must end before the kubelet's SIGKILL, or a customer's new refresh token is
 - --max-concurrent-reconciles={{ $v.maxConcurrentReconciles }}
 - --kube-api-qps={{ $v.kubeAPIQPS }}
 - --kube-api-burst={{ $v.kubeAPIBurst }}
+{{- if $v.kubeAPICompression }}
+- --kube-api-compression
+{{- end }}
+{{- with $v.pprofBindAddress }}
+- --pprof-bind-address={{ . }}
+{{- end }}
 - --in-flight-timeout={{ $v.inFlightTimeout }}
 - --token-requests-per-second={{ $v.tokenRequestsPerSecond }}
 - --token-request-timeout={{ $v.tokenRequestTimeout }}
@@ -147,6 +153,9 @@ that must end before the kubelet's SIGKILL, or a customer's new refresh token is
 {{- if $v.metrics.enabled }}
 - --metrics-bind-address=:{{ $v.metrics.port }}
 - --metrics-secure={{ $v.metrics.secure }}
+{{- if $v.metrics.http2 }}
+- --enable-http2
+{{- end }}
 {{- if $v.metrics.tlsSecretName }}
 - --metrics-cert-dir={{ include "cdcreds.metricsCertDir" . }}
 {{- end }}
