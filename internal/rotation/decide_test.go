@@ -75,7 +75,7 @@ func TestDecide(t *testing.T) {
 			want: Defer{Until: due.ExpiresAt.Add(-MinRenewMargin), AfterFailure: true},
 		},
 		"an edited request after a late failure goes out at once when the token in the Secret is about to expire": {
-			in: Input{Request: edited, Failure: retrying, Lifetime: 30 * time.Minute, Last: &Schedule{Issued: t0.Add(-29 * time.Minute), RenewAt: t0.Add(-9 * time.Minute), ExpiresAt: t0.Add(time.Minute)}},
+			in:   Input{Request: edited, Failure: retrying, Lifetime: 30 * time.Minute, Last: &Schedule{Issued: t0.Add(-29 * time.Minute), RenewAt: t0.Add(-9 * time.Minute), ExpiresAt: t0.Add(time.Minute)}},
 			want: Send{},
 		},
 		"a failure an older release recorded (one digest, no halves) holds any changed request back": {
