@@ -267,21 +267,25 @@ func TestAllFeaturesRenderEveryOptionalObject(t *testing.T) {
 	}
 }
 
+// installs are the Deployments a platform team may install: the chart with its default
+// values and with every feature, and dist/install.yaml.
+var installs = []struct {
+	name string
+	objs func(t *testing.T) []*unstructured.Unstructured
+}{
+	{"the chart", func(t *testing.T) []*unstructured.Unstructured { return helmTemplate(t, "cd", "cd-system") }},
+	{"the chart with every feature", func(t *testing.T) []*unstructured.Unstructured {
+		return helmTemplate(t, "cd", "cd-system", allFeaturesValues)
+	}},
+	{"dist/install.yaml", installYAML},
+}
+
 // TestPodsTakeTheUIDTheClusterAssigns: OpenShift's default SCC, restricted-v2, runs a
 // namespace's pods as a UID, GID and fsGroup from the namespace's range, and refuses a
 // pod that pins one outside it. The operator's pods pin none; on plain Kubernetes the
 // image's numeric user satisfies runAsNonRoot.
 func TestPodsTakeTheUIDTheClusterAssigns(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		objs func(t *testing.T) []*unstructured.Unstructured
-	}{
-		{"the chart", func(t *testing.T) []*unstructured.Unstructured { return helmTemplate(t, "cd", "cd-system") }},
-		{"the chart with every feature", func(t *testing.T) []*unstructured.Unstructured {
-			return helmTemplate(t, "cd", "cd-system", allFeaturesValues)
-		}},
-		{"dist/install.yaml", installYAML},
-	} {
+	for _, tc := range installs {
 		t.Run(tc.name, func(t *testing.T) {
 			pod := deployment(t, tc.objs(t)).Spec.Template.Spec
 			sc := pod.SecurityContext
@@ -430,16 +434,7 @@ func TestTheDocumentedCRDUpgradeWorksAfterAHelmInstall(t *testing.T) {
 // to manager.ShutdownDrain storing refresh tokens it still holds; all of it must end
 // before the kubelet's SIGKILL, or a customer's new refresh token is lost with the pod.
 func TestShutdownFitsTheGracePeriod(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		objs func(t *testing.T) []*unstructured.Unstructured
-	}{
-		{"the chart", func(t *testing.T) []*unstructured.Unstructured { return helmTemplate(t, "cd", "cd-system") }},
-		{"the chart with every feature", func(t *testing.T) []*unstructured.Unstructured {
-			return helmTemplate(t, "cd", "cd-system", allFeaturesValues)
-		}},
-		{"dist/install.yaml", installYAML},
-	} {
+	for _, tc := range installs {
 		t.Run(tc.name, func(t *testing.T) {
 			d := deployment(t, tc.objs(t))
 			grace := time.Duration(*d.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second

@@ -558,29 +558,7 @@ func TestAnAuthorizationErrorIsRecordedOnTheGrantAndTheLinkKept(t *testing.T) {
 // ends the request.
 func TestReauthorizationOnRequestKeepsTheGrantWorkingUntilTheCustomerLogsIn(t *testing.T) {
 	f := newOnboardingFixture(t)
-	create(t, refreshSecret(f.ns, "acme-refresh", f.idp.SeedGrant(loginClientID, "acme", []string{"marketplace", "offline_access"})))
-	create(t, userGrant(f.ns, "acme", "login", "acme-refresh"))
-	eventually(t, 10*time.Second, "Ready", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
-	g, _ := getGrant(f.ns, "acme")
-	patch := client.MergeFrom(g.DeepCopy())
-	metav1.SetMetaDataAnnotation(&g.ObjectMeta, cdv1.ReauthorizeAnnotation, time.Now().UTC().Format(time.RFC3339))
-	if err := k8s.Patch(context.Background(), g, patch); err != nil {
-		t.Fatal(err)
-	}
-	var authURL string
-	eventually(t, 10*time.Second, "a link while still Ready", func() error {
-		g, err := getGrant(f.ns, "acme")
-		if err != nil {
-			return err
-		}
-		if authURL = g.Status.AuthorizationURL; authURL == "" {
-			return fmt.Errorf("no link yet")
-		}
-		if err := conditionIs(g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.ReauthorizationRequestedReason); err != nil {
-			return err
-		}
-		return conditionIs(g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
-	})
+	authURL := f.reauthorizationRequested(t, "acme")
 	before, _ := getSecret(f.ns, "acme-refresh")
 	if status, body := f.callback(f.login(authURL, "login")); status != http.StatusOK {
 		t.Fatalf("callback: %d %s", status, body)
@@ -608,26 +586,7 @@ func TestReauthorizationOnRequestKeepsTheGrantWorkingUntilTheCustomerLogsIn(t *t
 // in status.lastAuthorization.
 func TestADeclinedReauthorizationShowsOnTheGrant(t *testing.T) {
 	f := newOnboardingFixture(t)
-	create(t, refreshSecret(f.ns, "acme-refresh", f.idp.SeedGrant(loginClientID, "acme", []string{"marketplace", "offline_access"})))
-	create(t, userGrant(f.ns, "acme", "login", "acme-refresh"))
-	eventually(t, 10*time.Second, "Ready", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
-	g, _ := getGrant(f.ns, "acme")
-	patch := client.MergeFrom(g.DeepCopy())
-	metav1.SetMetaDataAnnotation(&g.ObjectMeta, cdv1.ReauthorizeAnnotation, time.Now().UTC().Format(time.RFC3339))
-	if err := k8s.Patch(context.Background(), g, patch); err != nil {
-		t.Fatal(err)
-	}
-	var authURL string
-	eventually(t, 10*time.Second, "a link", func() error {
-		g, err := getGrant(f.ns, "acme")
-		if err != nil {
-			return err
-		}
-		if authURL = g.Status.AuthorizationURL; authURL == "" {
-			return fmt.Errorf("no link yet")
-		}
-		return nil
-	})
+	authURL := f.reauthorizationRequested(t, "acme")
 	if status, body := f.callback(f.login(authURL, "deny")); status != http.StatusForbidden {
 		t.Fatalf("callback: %d %s", status, body)
 	}
@@ -641,6 +600,37 @@ func TestADeclinedReauthorizationShowsOnTheGrant(t *testing.T) {
 		}
 		return conditionIs(g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
 	})
+}
+
+// reauthorizationRequested makes a Ready grant name on a refresh-token Secret
+// name+"-refresh", then asks for a new login with the cd.credops.io/reauthorize annotation (what `kubectl
+// cd reauthorize` sets), and returns the link the grant offers while it stays Ready.
+func (f *onboardingFixture) reauthorizationRequested(t *testing.T, name string) string {
+	t.Helper()
+	create(t, refreshSecret(f.ns, name+"-refresh", f.idp.SeedGrant(loginClientID, name, []string{"marketplace", "offline_access"})))
+	create(t, userGrant(f.ns, name, "login", name+"-refresh"))
+	eventually(t, 10*time.Second, "Ready", grantCondition(f.ns, name, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	g, _ := getGrant(f.ns, name)
+	patch := client.MergeFrom(g.DeepCopy())
+	metav1.SetMetaDataAnnotation(&g.ObjectMeta, cdv1.ReauthorizeAnnotation, time.Now().UTC().Format(time.RFC3339))
+	if err := k8s.Patch(context.Background(), g, patch); err != nil {
+		t.Fatal(err)
+	}
+	var authURL string
+	eventually(t, 10*time.Second, "a link while still Ready", func() error {
+		g, err := getGrant(f.ns, name)
+		if err != nil {
+			return err
+		}
+		if authURL = g.Status.AuthorizationURL; authURL == "" {
+			return fmt.Errorf("no link yet")
+		}
+		if err := conditionIs(g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.ReauthorizationRequestedReason); err != nil {
+			return err
+		}
+		return conditionIs(g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	})
+	return authURL
 }
 
 func (f *onboardingFixture) assertNoReuse(t *testing.T) {
