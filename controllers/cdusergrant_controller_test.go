@@ -1211,6 +1211,39 @@ func TestAGrantTakingOverASecretWhoseNewTokenIsHeldSpendsTheLiveToken(t *testing
 	}
 }
 
+// The grant whose token is held may be gone at the API server while the cache still
+// shows it (a pass in the moment before the cache hears of the deletion, such as a
+// waiting grant's recheck). Asked of the cache, "is it still there?" says yes, the held
+// token is left for a grant that will never store it, and the grant taking the Secret
+// over (judged at the API server) finds the spent token under this process's mark.
+func TestAHeldTokenIsStoredFirstThoughTheCacheStillShowsItsDeletedGrant(t *testing.T) {
+	w := newWorld(t)
+	w.grants.PersistTimeout = time.Second
+	stop := advanceWhenWaited(w.clock)
+	defer stop()
+	w.failStoringNewRefreshTokens()
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	deleted := w.grant("acme")
+	if err := w.client.Delete(t.Context(), deleted); err != nil {
+		t.Fatal(err)
+	}
+	g := grantObj("beta", "acme-refresh")
+	g.UID = "uid-beta"
+	if err := w.client.Create(t.Context(), g); err != nil {
+		t.Fatal(err)
+	}
+	w.setFault(nil)
+	w.lag(deleted)
+	if _, err := w.reconcileGrant("beta"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"refresh-0", "refresh-1"}, w.tokens.refreshes()); diff != "" {
+		t.Errorf("refresh tokens sent (-want +got):\n%s", diff)
+	}
+}
+
 // A pass reads the grant from a cache that may lag behind the status writes of the
 // passes before it; the failure memory it acts on, and writes, is the newest one.
 func TestACacheThatHasNotSeenTheLastStatusWriteDoesNotResendARejectedToken(t *testing.T) {

@@ -237,9 +237,11 @@ func (r *CDUserGrantReconciler) storeInherited(ctx context.Context, grant *cdv1.
 			continue
 		}
 		// A grant still there stores its own; this one finds the Secret bound to it and
-		// sends nothing.
+		// sends nothing. Asked at the API server, as the binding is judged
+		// (secrets.BoundElsewhere): a cache that has not seen the grant's deletion yet
+		// would leave its token to nobody while this grant takes the Secret over.
 		other := &cdv1.CDUserGrant{}
-		err := r.Get(ctx, client.ObjectKeyFromObject(held.refresh.grant), other)
+		err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(held.refresh.grant), other)
 		if err == nil && other.UID == uid {
 			continue
 		}
