@@ -100,9 +100,8 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 	if err != nil {
 		return outputProblem(err)
 	}
-	request, legacy := credentialRequest(cred, c)
-	in.Request = request
-	in.Failure = upgraded(r.written.current(cred, cred.Status.LastFailure), request, legacy)
+	in.Request = credentialRequest(cred, c)
+	in.Failure = r.written.current(cred, cred.Status.LastFailure)
 	if s, ok := secrets.Schedule(current, c.Fingerprint); ok {
 		in.Current = &s
 	}
@@ -133,12 +132,12 @@ func (r *CDCredentialReconciler) carryOut(ctx context.Context, cred *cdv1.CDCred
 	case rotation.Backoff:
 		return remembered{failure: *in.Failure}, nil
 	}
-	return r.issue(ctx, cred, c)
+	return r.issue(ctx, cred, c, in.Request)
 }
 
-// issue asks for a client-credentials token and stores it.
-func (r *CDCredentialReconciler) issue(ctx context.Context, cred *cdv1.CDCredential, c secrets.Client) (outcome, error) {
-	request, _ := credentialRequest(cred, c)
+// issue asks for a client-credentials token (request, the pass's rotation.Request) and
+// stores it.
+func (r *CDCredentialReconciler) issue(ctx context.Context, cred *cdv1.CDCredential, c secrets.Client, request string) (outcome, error) {
 	now := r.Clock.Now()
 	tok, err := metrics.Instrument(r.Tokens, kindCredential).ClientCredentials(ctx, c.Endpoint)
 	o := rotation.Judge(tok, err, false)

@@ -183,14 +183,12 @@ func keptMisuse(c conditions, f *rotation.Failure) string {
 // returns the failure memory to write: the one the pass acted on. It also sets when the
 // next token is asked for (renewalTime).
 func reportDeferred(c conditions, o deferred, secret string, renewal **metav1.Time) *cdv1.FailureStatus {
-	if !o.afterFailure {
-		*renewal = timePtr(o.until)
-	}
 	at := o.until.UTC().Format(time.RFC3339)
 	if o.afterFailure {
 		c.retrying(o.failure.Reason, fmt.Sprintf("The last request failed (%s); the spec changed since, and the request for it is sent at %s (at most 3 requests per token lifetime)", o.failure.Reason, at))
 		return failureStatus(*o.failure)
 	}
+	*renewal = timePtr(o.until)
 	c.keep(cdv1.ReadyCondition, false, cdv1.ReconcilingReason, "The operator has not finished a first pass yet")
 	c.set(cdv1.ReconcilingCondition, true, cdv1.ReconcilingReason, fmt.Sprintf("The spec changed since the token in Secret %s was issued; the token for it is requested at %s (at most 3 requests per token lifetime)", secret, at))
 	c.remove(cdv1.StalledCondition)

@@ -152,9 +152,8 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 		return out, cred, err
 	}
 	fingerprint := secrets.GrantFingerprint(c)
-	request, legacy := grantRequest(grant, cred, c, rt.hash)
-	in.Request = request
-	in.Failure = upgraded(r.written.current(grant, grant.Status.LastFailure), request, legacy)
+	in.Request = grantRequest(grant, cred, c, rt.hash)
+	in.Failure = r.written.current(grant, grant.Status.LastFailure)
 	if current != nil && metav1.IsControlledBy(current, grant) {
 		if s, ok := secrets.Schedule(current, fingerprint); ok {
 			in.Current = &s

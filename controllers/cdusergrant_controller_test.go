@@ -23,7 +23,6 @@ import (
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/onboarding"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
-	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
@@ -145,10 +144,7 @@ func TestInvalidGrantIsTerminalAndRememberedInStatus(t *testing.T) {
 		t.Errorf("%d refreshes, want 1", n)
 	}
 	// A new refresh token is a new request.
-	w.update(w.secret("acme-refresh"), func() {})
-	s := w.secret("acme-refresh")
-	s.Data["refresh_token"] = []byte("new-login")
-	w.update(s, func() { s.Data["refresh_token"] = []byte("new-login") })
+	w.login("new-login")
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -181,9 +177,8 @@ func TestANewLoginInFlightAtAnotherProcessIsWaitedForNotLeftStalled(t *testing.T
 	if _, err := w.reconcileGrant("acme"); err == nil {
 		t.Fatal("want a terminal error for the interrupted rotation")
 	}
-	s := w.secret("acme-refresh")
-	w.update(s, func() { s.Data["refresh_token"] = []byte("new-login") }) // the customer logged in again
-	w.mark("other-replica", epoch.Add(-time.Second), 1)                   // its first send, answer pending
+	w.login("new-login")                                // the customer logged in again
+	w.mark("other-replica", epoch.Add(-time.Second), 1) // its first send, answer pending
 	res, err := w.reconcileGrant("acme")
 	if err != nil {
 		t.Fatalf("a pass that waits for another process returned %v: it would never be requeued", err)
@@ -490,33 +485,6 @@ func TestAnEditOfAFieldThatIsNotSentDoesNotResendARejectedToken(t *testing.T) {
 	}
 }
 
-// TestARejectionAnOlderReleaseRememberedStillHoldsAfterTheUpgrade: older releases
-// identified a request by one digest that included the spec generation. A terminal
-// failure they remembered in status must still stop the same request after an upgrade
-// (DESIGN §6.6: a rejected refresh token is not sent again), not read as another request.
-func TestARejectionAnOlderReleaseRememberedStillHoldsAfterTheUpgrade(t *testing.T) {
-	w := newWorld(t)
-	ctx := context.Background()
-	cred := w.cred("login")
-	c, err := secrets.Readers{Cache: w.client, API: w.client}.ReadClient(ctx, cred)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := w.grant("acme")
-	_, legacy := grantRequest(g, cred, c, rotation.Hash("refresh-0"))
-	g.Status.LastFailure = &cdv1.FailureStatus{Request: legacy, Reason: cdv1.RefreshTokenRejectedReason, LastFailureTime: metav1.NewTime(epoch.Add(-time.Hour)), FailedAttempts: 1}
-	if err := w.client.Status().Update(ctx, g); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.reconcileGrant("acme"); !errors.Is(err, reconcile.TerminalError(nil)) {
-		t.Fatalf("err %v, want a terminal error", err)
-	}
-	if n := len(w.tokens.refreshes()); n != 0 {
-		t.Errorf("%d refreshes of a token an older release saw rejected, want 0", n)
-	}
-	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.RefreshTokenRejectedReason)
-}
-
 // TestANewLoginAfterARejectionIsSpentAtOnce: the request budget after a failure holds
 // back edits of the CR, not a new refresh token (DESIGN §6.6: wait for a new refresh
 // token, then use it). Only a customer's login, or someone who may write the Secret, can
@@ -526,8 +494,7 @@ func TestANewLoginAfterARejectionIsSpentAtOnce(t *testing.T) {
 	w.tokens.failNext(invalidGrant)
 	_, _ = w.reconcileGrant("acme")
 	w.clock.Step(time.Minute)
-	s := w.secret("acme-refresh")
-	w.update(s, func() { s.Data["refresh_token"] = []byte("new-login") })
+	w.login("new-login")
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -1418,13 +1385,7 @@ func TestTheWrittenLinkIsForgottenOnceTheGrantShowsNone(t *testing.T) {
 	if w.grant("acme").Status.AuthorizationURL == "" {
 		t.Fatal("no link offered")
 	}
-	// The customer logs in: a new refresh token lands in the Secret.
-	w.update(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme-refresh"}}, func() {})
-	s := w.secret("acme-refresh")
-	s.Data["refresh_token"] = []byte("refresh-login")
-	if err := w.client.Update(t.Context(), s); err != nil {
-		t.Fatal(err)
-	}
+	w.login("refresh-login")
 	for i := 0; i < 3; i++ {
 		if _, err := w.reconcileGrant("acme"); err != nil {
 			t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -39,25 +38,20 @@ func jwtSubject(accessToken string) string {
 
 // credentialRequest identifies a CDCredential's client-credentials request
 // (rotation.Request): its spec half is everything the CDCredential decides that is sent
-// or read, its secret half what its client Secret holds. legacy is what an older release
-// recorded for the same request.
-func credentialRequest(cred *cdv1.CDCredential, c secrets.Client) (request, legacy string) {
+// or read, its secret half what its client Secret holds.
+func credentialRequest(cred *cdv1.CDCredential, c secrets.Client) string {
 	spec := append([]string{string(cred.UID)}, clientSpec(cred, c)...)
 	spec = append(spec, strings.Join(c.Endpoint.Scopes, " "))
-	request = rotation.Request(spec, []string{c.Endpoint.ClientID, c.SecretHash})
-	legacy = rotation.LegacyRequest(c.Fingerprint, c.SecretHash, string(cred.UID), strconv.FormatInt(cred.Generation, 10))
-	return request, legacy
+	return rotation.Request(spec, []string{c.Endpoint.ClientID, c.SecretHash})
 }
 
 // grantRequest identifies a CDUserGrant's refresh (rotation.Request) as
 // credentialRequest does, with the grant's references in the spec half and the refresh
 // token's hash in the secret half. A refresh sends no scope.
-func grantRequest(grant *cdv1.CDUserGrant, cred *cdv1.CDCredential, c secrets.Client, refreshHash string) (request, legacy string) {
+func grantRequest(grant *cdv1.CDUserGrant, cred *cdv1.CDCredential, c secrets.Client, refreshHash string) string {
 	ref := grant.Spec.RefreshTokenSecretRef
 	spec := append([]string{string(grant.UID), grant.Spec.CredentialRef.Name, ref.Name, secrets.RefreshKey(grant)}, clientSpec(cred, c)...)
-	request = rotation.Request(spec, []string{c.Endpoint.ClientID, c.SecretHash, refreshHash})
-	legacy = rotation.LegacyRequest(secrets.GrantFingerprint(c), c.SecretHash, refreshHash, string(grant.UID), strconv.FormatInt(grant.Generation, 10))
-	return request, legacy
+	return rotation.Request(spec, []string{c.Endpoint.ClientID, c.SecretHash, refreshHash})
 }
 
 // clientSpec is what a CDCredential's spec says of its client: the endpoint, the auth

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -208,8 +207,8 @@ func referencing(c client.Client, list client.ObjectList, index string) handler.
 func namingOutput(c client.Client, list client.ObjectList, obj client.Object, specName func(client.Object) string) handler.MapFunc {
 	return func(ctx context.Context, s client.Object) []reconcile.Request {
 		reqs := listed(ctx, c, list, s.GetNamespace(), outputSecretIndex, s.GetName())
-		// The default name, <name>-token, is not indexed: it names its CR.
-		if name, ok := strings.CutSuffix(s.GetName(), "-token"); ok {
+		// The default name is not indexed: it names its CR.
+		if name, ok := secrets.DefaultOutputOf(s.GetName()); ok {
 			key := client.ObjectKey{Namespace: s.GetNamespace(), Name: name}
 			cr := obj.DeepCopyObject().(client.Object)
 			if c.Get(ctx, key, cr) == nil && specName(cr) == "" {

@@ -183,12 +183,12 @@ func lifetimeOf(issued, expires *metav1.Time) time.Duration {
 	return max(expires.Sub(issued.Time), 0)
 }
 
-// lastToken is the schedule of the token in an output Secret whatever it was requested
+// lastToken is the schedule of the token in an output Secret s whatever it was requested
 // for (rotation.Input.Last), with its issuance taken from status when status describes
-// that very token: the Secret does not record it. nil when the Secret holds no readable
-// token.
+// that very token: the Secret does not record it. nil when s holds no readable token
+// (a hand edit): it is repaired at once.
 func lastToken(s *corev1.Secret, issued, expires *metav1.Time) *rotation.Schedule {
-	sched, ok := secrets.Stored(s)
+	sched, ok := secrets.Consistent(s)
 	if !ok {
 		return nil
 	}
@@ -211,17 +211,6 @@ func renamedToken(previous, name string, issued, expires, renewal *metav1.Time) 
 		s.RenewAt = renewal.Time
 	}
 	return &s
-}
-
-// upgraded returns the failure memory f as a failure of request when an older release
-// recorded it as legacy: the same request, identified with the spec generation.
-func upgraded(f *rotation.Failure, request, legacy string) *rotation.Failure {
-	if f == nil || f.Request != legacy {
-		return f
-	}
-	g := *f
-	g.Request = request
-	return &g
 }
 
 func fromFailureStatus(s *cdv1.FailureStatus) *rotation.Failure {

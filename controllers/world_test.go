@@ -328,6 +328,14 @@ func (w *world) editForALifetime(edit func(i int), pass func(name string) (ctrl.
 	return results
 }
 
+// login stores token in acme's refresh-token Secret, as the callback does when the
+// customer logs in again.
+func (w *world) login(token string) {
+	w.t.Helper()
+	s := w.secret("acme-refresh")
+	w.update(s, func() { s.Data["refresh_token"] = []byte(token) })
+}
+
 // mark puts an in-flight mark on acme's refresh token, as another process would.
 func (w *world) mark(holder string, since time.Time, attempts int) {
 	w.update(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme-refresh"}}, func() {})

@@ -78,10 +78,6 @@ func TestDecide(t *testing.T) {
 			in:   Input{Request: edited, Failure: retrying, Lifetime: 30 * time.Minute, Last: &Schedule{Issued: t0.Add(-29 * time.Minute), RenewAt: t0.Add(-9 * time.Minute), ExpiresAt: t0.Add(time.Minute)}},
 			want: Send{},
 		},
-		"a failure an older release recorded (one digest, no halves) holds any changed request back": {
-			in:   Input{Request: newSecret, Failure: &Failure{Request: LegacyRequest("old"), Reason: "InvalidClient", Time: t0.Add(-time.Minute), Attempts: 1}, Lifetime: 30 * time.Minute},
-			want: Defer{Until: t0.Add(9 * time.Minute), AfterFailure: true},
-		},
 		// DESIGN §4: whatever the spec says, never renewed sooner than lifetime/3 after
 		// issuance. A token requested for something else leaves Current nil, not Last.
 		"a changed request waits until a third of the last token's lifetime has passed": {

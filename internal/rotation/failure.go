@@ -104,18 +104,12 @@ func Request(spec, secrets []string) string {
 	return digest(spec) + "." + digest(secrets)
 }
 
-// SameSpec reports whether two requests differ at most in their secret values. A
-// request written by an older release (one digest of everything) shares no spec half.
+// SameSpec reports whether two requests differ at most in their secret values.
 func SameSpec(a, b string) bool {
 	sa, _, okA := strings.Cut(a, ".")
 	sb, _, okB := strings.Cut(b, ".")
 	return okA && okB && sa == sb
 }
-
-// LegacyRequest is the identity an older release recorded for a request (one digest of
-// everything, with the spec generation), so a failure it remembered is still known for
-// what it was after an upgrade.
-func LegacyRequest(parts ...string) string { return digest(parts) }
 
 func digest(parts []string) string {
 	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))

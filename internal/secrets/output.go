@@ -40,12 +40,21 @@ const (
 	fingerprintAnnotation = "cd.credops.io/token-request"
 )
 
+// defaultOutputSuffix names a CR's output Secret when its spec names none.
+const defaultOutputSuffix = "-token"
+
 // OutputName is the Secret a CR's access token goes to.
 func OutputName(crName, specName string) string {
 	if specName != "" {
 		return specName
 	}
-	return crName + "-token"
+	return crName + defaultOutputSuffix
+}
+
+// DefaultOutputOf is the CR whose default output Secret (the one OutputName gives when
+// the spec names none) secretName would be; ok is false when it is no such name.
+func DefaultOutputOf(secretName string) (crName string, ok bool) {
+	return strings.CutSuffix(secretName, defaultOutputSuffix)
 }
 
 // Output is the desired state of one CR's output Secret.
@@ -111,17 +120,6 @@ func (o Output) Apply() *corev1ac.SecretApplyConfiguration {
 // request: such a Secret is repaired with a new token.
 func Schedule(s *corev1.Secret, fingerprint string) (rotation.Schedule, bool) {
 	if s == nil || s.Annotations[fingerprintAnnotation] != fingerprint {
-		return rotation.Schedule{}, false
-	}
-	return Consistent(s)
-}
-
-// Stored reads the schedule of the token in an output Secret whatever it was requested
-// for: after an edit changed the request, the token still there bounds how soon the
-// next one is requested (rotation.Input.Last). ok is false when there is no Secret, or
-// as for Consistent.
-func Stored(s *corev1.Secret) (rotation.Schedule, bool) {
-	if s == nil {
 		return rotation.Schedule{}, false
 	}
 	return Consistent(s)

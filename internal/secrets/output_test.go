@@ -173,3 +173,14 @@ func TestOnlyItsOwnOutputOrAnOrphanedOneMayBeACRsOutput(t *testing.T) {
 		})
 	}
 }
+
+// DefaultOutputOf inverts OutputName for a spec that names no Secret: a deleted Secret of
+// that name is mapped back to the CR waiting for it.
+func TestDefaultOutputOfNamesTheCRWhoseDefaultOutputItIs(t *testing.T) {
+	if name, ok := DefaultOutputOf(OutputName("acme", "")); !ok || name != "acme" {
+		t.Errorf("DefaultOutputOf(%q) = %q, %v; want acme", OutputName("acme", ""), name, ok)
+	}
+	if _, ok := DefaultOutputOf("acme-output"); ok {
+		t.Error("acme-output is no CR's default output")
+	}
+}
