@@ -198,12 +198,14 @@ func (ao *authorizeOptions) wait(ctx context.Context, k *kube, name string, mode
 	t := newTracker(mode, initial)
 	pasted := make(chan error, 1)
 	var shown string
+	links := &shownLinks{}
 	last := verdict{waiting, t.awaited(initial)}
 	err := watchGrant(ctx, k, name, pasted, func(s grantState) (bool, error) {
 		if s.url != "" && s.url != shown && !t.loggedIn {
 			ao.showLink(prog, key, s.url, shown != "")
+			links.add(s.url)
 			if shown == "" && ao.callbackEndpoint != "" {
-				go func(url string) { pasted <- ao.paste(ctx, k, name, url, prog) }(s.url)
+				go func() { pasted <- ao.paste(ctx, k, name, links, prog) }()
 			}
 			shown = s.url
 		}

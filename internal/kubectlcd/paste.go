@@ -8,7 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,8 +37,28 @@ func checkCallbackEndpoint(raw string) error {
 	return nil
 }
 
+// shownLinks are the authorization links a wait has printed. The operator renews a link
+// that nears its expiry while the person waits (or types), and the customer may well
+// open the newer one: its redirect is as much this wait's as the first link's.
+type shownLinks struct {
+	mu    sync.Mutex
+	links []string
+}
+
+func (s *shownLinks) add(link string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.links = append(s.links, link)
+}
+
+func (s *shownLinks) all() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.links)
+}
+
 // paste takes the redirected address from stdin and hands it to the callback.
-func (ao *authorizeOptions) paste(ctx context.Context, k *kube, name, authURL string, prog *progress) error {
+func (ao *authorizeOptions) paste(ctx context.Context, k *kube, name string, shown *shownLinks, prog *progress) error {
 	prog.printf(ao.env.Streams.ErrOut, "After the login the browser is sent to the redirect URI; that page may not load.\nPaste its full address here and press Enter:\n")
 	prog.hold()
 	line, err := bufio.NewReader(io.LimitReader(ao.env.Streams.In, 64<<10)).ReadString('\n')
@@ -44,7 +66,7 @@ func (ao *authorizeOptions) paste(ctx context.Context, k *kube, name, authURL st
 	if err != nil && (!errors.Is(err, io.EOF) || strings.TrimSpace(line) == "") {
 		return fmt.Errorf("reading the redirected address: %w", err)
 	}
-	query, err := redirectQuery(strings.TrimSpace(line), authURL)
+	query, err := redirectQuery(strings.TrimSpace(line), shown.all())
 	if err != nil {
 		return err
 	}
@@ -60,9 +82,9 @@ func (ao *authorizeOptions) paste(ctx context.Context, k *kube, name, authURL st
 	return fmt.Errorf("the operator refused the authorization (HTTP %d): %s", status, refusalReason(ctx, k, name, since))
 }
 
-// redirectQuery checks a pasted address is the redirect for this very link (same state)
-// and returns the query to hand on. Nothing is sent for an address that is not.
-func redirectQuery(pasted, authURL string) (url.Values, error) {
+// redirectQuery checks a pasted address is the redirect for one of the links shown (same
+// state) and returns the query to hand on. Nothing is sent for an address that is not.
+func redirectQuery(pasted string, links []string) (url.Values, error) {
 	u, err := url.Parse(pasted)
 	if err != nil || pasted == "" {
 		return nil, errors.New("that is not an address: paste the full address the browser was sent to")
@@ -71,11 +93,12 @@ func redirectQuery(pasted, authURL string) (url.Values, error) {
 	if q.Get("state") == "" || (q.Get("code") == "" && q.Get("error") == "") {
 		return nil, errors.New("that address carries no state and code: paste the address the browser was sent to after logging in")
 	}
-	want, _ := url.Parse(authURL)
-	if want == nil || q.Get("state") != want.Query().Get("state") {
-		return nil, errors.New("that address answers another authorization link (its state differs): open the link printed above and paste where it leads")
+	for _, link := range links {
+		if want, err := url.Parse(link); err == nil && q.Get("state") == want.Query().Get("state") {
+			return q, nil
+		}
 	}
-	return q, nil
+	return nil, errors.New("that address answers another authorization link (its state differs): open the link printed above and paste where it leads")
 }
 
 // replay sends the redirect's query to the callback and returns the HTTP status. The

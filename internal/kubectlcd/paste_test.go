@@ -22,14 +22,16 @@ func TestRedirectQuery(t *testing.T) {
 		"not a URL":                          {"%%%", "not an address"},
 		"no state":                           {"https://ops.example.com/callback?code=abc", "no state and code"},
 		"neither code nor error":             {"https://ops.example.com/callback?state=S1", "no state and code"},
-		"the redirect for another link":      {"https://ops.example.com/callback?code=abc&state=S2", "another authorization link"},
+		"the redirect for another link":      {"https://ops.example.com/callback?code=abc&state=S3", "another authorization link"},
+		"the redirect for a renewed link":    {"https://ops.example.com/callback?code=abc&state=S2", ""},
 		"the authorization link pasted back": {pasteAuthURL, "no state and code"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			q, err := redirectQuery(tc.pasted, pasteAuthURL)
+			// S2 is a link the operator published later in the same wait.
+			q, err := redirectQuery(tc.pasted, []string{pasteAuthURL, strings.Replace(pasteAuthURL, "S1", "S2", 1)})
 			if tc.wantErr == "" {
-				if err != nil || q.Get("state") != "S1" {
+				if err != nil || q.Get("state") == "" {
 					t.Fatalf("got %v, %v", q, err)
 				}
 				return
