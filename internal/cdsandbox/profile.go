@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -72,6 +73,10 @@ type refusals struct {
 	// its scopes ("" sends none), or page: the server shows an error page instead of
 	// redirecting.
 	authorizeScope func(requested, unknown []string) (description string, page bool)
+	// rateLimited answers a request the server will not serve now (a FaultStatus with
+	// RetryAfter, in seconds); nil answers RFC 6749's temporarily_unavailable with
+	// Retry-After.
+	rateLimited func(now time.Time, status int, retryAfter string) tokenResult
 	// requireOpenID refuses an authorization request without the openid scope.
 	requireOpenID bool
 	// errorRedirect is the status of a redirect that carries an error.
@@ -176,6 +181,7 @@ var profileRefusals = map[Profile]refusals{
 		},
 		authorizeScope: func([]string, []string) (string, bool) { return oktaScopeMessage, false },
 		errorRedirect:  http.StatusFound,
+		rateLimited:    oktaRateLimited,
 	},
 	// support.auth0.com "Troubleshoot Refresh Token Unknown or Invalid Before Expiry
 	// '403: Unknown or invalid refresh token'", sandrinodimattia/auth0-session-events
@@ -272,4 +278,26 @@ func googleScopeMessage(requested, unknown []string) string {
 func uuid() string {
 	h := randomString(16)
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+// oktaRateLimited is Okta's 429: no Retry-After, the window's end as X-Rate-Limit-Reset
+// in Unix seconds, and Okta's own error body (developer.okta.com rate-limits overview
+// and its best-practices page, error E0000047).
+func oktaRateLimited(now time.Time, status int, retryAfter string) tokenResult {
+	res := tokenResult{status: status, body: map[string]any{
+		"errorCode":    "E0000047",
+		"errorSummary": "API call exceeded rate limit due to too many requests.",
+		"errorLink":    "E0000047",
+		"errorCauses":  []any{},
+	}}
+	secs, err := strconv.Atoi(retryAfter)
+	if err != nil {
+		secs = 60
+	}
+	res.header = map[string]string{
+		"X-Rate-Limit-Limit":     "600",
+		"X-Rate-Limit-Remaining": "0",
+		"X-Rate-Limit-Reset":     strconv.FormatInt(now.Add(time.Duration(secs)*time.Second).Unix(), 10),
+	}
+	return res
 }

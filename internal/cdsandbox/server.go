@@ -135,10 +135,12 @@ type Fault struct {
 	Count     int    // how many requests; 0 means 1
 	// After processes the request fully first (a refresh token is spent and its
 	// successor minted), then misbehaves: the answer is lost or late.
-	After      bool
-	Mode       FaultMode
-	Delay      time.Duration
-	Status     int
+	After  bool
+	Mode   FaultMode
+	Delay  time.Duration
+	Status int
+	// RetryAfter is how long, in seconds, the answer asks the client to wait. The
+	// profile words it: Retry-After for most, X-Rate-Limit-Reset for Okta's 429.
 	RetryAfter string
 }
 

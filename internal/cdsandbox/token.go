@@ -252,6 +252,10 @@ func (s *Server) takeFault(grantType string) *Fault {
 func (s *Server) misbehave(w http.ResponseWriter, r *http.Request, f *Fault, res *tokenResult) {
 	switch f.Mode {
 	case FaultStatus:
+		if s.refusals.rateLimited != nil && f.Status == http.StatusTooManyRequests {
+			writeJSON(w, s.refusals.rateLimited(s.opts.Now(), f.Status, f.RetryAfter))
+			return
+		}
 		h := map[string]string{}
 		if f.RetryAfter != "" {
 			h["Retry-After"] = f.RetryAfter

@@ -138,23 +138,41 @@ func grantTypeRefused(description string) bool {
 	return false
 }
 
-// retryAfter reads Retry-After, in seconds or as an HTTP date, measured against the
+// retryAfter reads how long a rate-limited answer asks to wait: Retry-After, in seconds
+// or as an HTTP date; without it the time the provider's window resets, which Okta
+// sends as X-Rate-Limit-Reset (also spelt X-RateLimit-Reset) in Unix seconds and the
+// IETF draft as RateLimit-Reset in seconds from now. Times are measured against the
 // answer's own Date so a skewed clock does not stretch or cancel the wait. Default 30 s,
 // at least 1 s (a zero wait would mean "no requeue" to a controller), at most an hour.
 func retryAfter(h http.Header, now time.Time) time.Duration {
-	v := strings.TrimSpace(h.Get("Retry-After"))
+	if date, err := http.ParseTime(h.Get("Date")); err == nil {
+		now = date
+	}
 	d := defaultRetryAfter
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs >= 0 {
-			d = time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
+	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
+		if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+			if secs >= 0 {
+				d = time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
+			}
+		} else if at, err := http.ParseTime(v); err == nil {
+			d = at.Sub(now)
 		}
-	} else if at, err := http.ParseTime(v); err == nil {
-		if date, err := http.ParseTime(h.Get("Date")); err == nil {
-			now = date
-		}
-		d = at.Sub(now)
+	} else if at, ok := headerInt(h, "X-Rate-Limit-Reset", "X-RateLimit-Reset"); ok {
+		d = time.Unix(at, 0).Sub(now)
+	} else if secs, ok := headerInt(h, "RateLimit-Reset"); ok && secs >= 0 {
+		d = time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
 	}
 	return min(max(d, time.Second), maxRetryAfter)
+}
+
+// headerInt is the first of the named headers that holds an integer.
+func headerInt(h http.Header, names ...string) (int64, bool) {
+	for _, name := range names {
+		if n, err := strconv.ParseInt(strings.TrimSpace(h.Get(name)), 10, 64); err == nil {
+			return n, true
+		}
+	}
+	return 0, false
 }
 
 // describeBody says something useful about an error answer without an OAuth error,

@@ -3,9 +3,11 @@ package tokenclient
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -83,6 +85,33 @@ func TestEveryProfileRefusalIsClassified(t *testing.T) {
 			}
 			if diff := cmp.Diff(map[string]int{"refresh_token": 3, "client_credentials": 2}, sb.Stats().TokenRequests); diff != "" {
 				t.Errorf("token requests (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestEveryProfileRateLimitSaysHowLongToWait: each provider says how long to wait in its
+// own header (Okta has no Retry-After, only the end of its window); the wait the client
+// reports must be the one asked for, not the 30-second default.
+func TestEveryProfileRateLimitSaysHowLongToWait(t *testing.T) {
+	for _, profile := range cdsandbox.Profiles() {
+		t.Run(string(profile), func(t *testing.T) {
+			sb := cdsandbox.New(cdsandbox.Options{Profile: profile, Clients: []cdsandbox.Client{
+				{ID: "api", Secret: "api-secret", GrantTypes: []string{"client_credentials"}},
+			}})
+			srv := httptest.NewServer(sb)
+			t.Cleanup(srv.Close)
+			sb.SetIssuer(srv.URL)
+			sb.InjectFault(cdsandbox.Fault{Mode: cdsandbox.FaultStatus, Status: http.StatusTooManyRequests, RetryAfter: "90"})
+			c := New(Options{AllowedHosts: []string{strings.TrimPrefix(srv.URL, "http://")}})
+			_, err := c.ClientCredentials(context.Background(), Endpoint{TokenURL: srv.URL + "/connect/token", AuthMethod: ClientSecretPost, ClientID: "api", ClientSecret: "api-secret"})
+			var e *Error
+			if !errors.As(err, &e) || e.Kind != KindRateLimited {
+				t.Fatalf("err %v, want a rate limit", err)
+			}
+			// The reset time is whole seconds and so is the answer's Date: a second either way.
+			if e.RetryAfter < 89*time.Second || e.RetryAfter > 91*time.Second {
+				t.Errorf("RetryAfter %s, want the 90 s the server asked for", e.RetryAfter)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package tokenclient
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +48,7 @@ func TestScrub(t *testing.T) {
 func TestRetryAfter(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	date := func(d time.Duration) string { return now.Add(d).Format(http.TimeFormat) }
+	unix := func(d time.Duration) string { return strconv.FormatInt(now.Add(d).Unix(), 10) }
 	cases := map[string]struct {
 		header map[string]string
 		want   time.Duration
@@ -60,6 +62,15 @@ func TestRetryAfter(t *testing.T) {
 		"an HTTP date against the answer's Date header": {map[string]string{"Retry-After": date(time.Hour + 2*time.Minute), "Date": date(time.Hour)}, 2 * time.Minute},
 		"an HTTP date in the past: a second":            {map[string]string{"Retry-After": date(-time.Minute)}, time.Second},
 		"garbage: 30 s":                                 {map[string]string{"Retry-After": "tomorrow"}, 30 * time.Second},
+		// Okta says when its window resets instead (X-Rate-Limit-Reset, Unix seconds),
+		// others the IETF draft's RateLimit-Reset (seconds from now).
+		"Okta's reset time against the answer's Date": {map[string]string{"X-Rate-Limit-Reset": unix(time.Hour + 90*time.Second), "Date": date(time.Hour)}, 90 * time.Second},
+		"Okta's reset time against our clock":         {map[string]string{"X-Rate-Limit-Reset": unix(45 * time.Second)}, 45 * time.Second},
+		"X-RateLimit-Reset, the other spelling":       {map[string]string{"X-RateLimit-Reset": unix(2 * time.Minute)}, 2 * time.Minute},
+		"a reset time already past: a second":         {map[string]string{"X-Rate-Limit-Reset": unix(-time.Minute)}, time.Second},
+		"RateLimit-Reset in seconds":                  {map[string]string{"RateLimit-Reset": "20"}, 20 * time.Second},
+		"Retry-After wins over a reset time":          {map[string]string{"Retry-After": "5", "X-Rate-Limit-Reset": unix(time.Minute)}, 5 * time.Second},
+		"a garbled reset time: 30 s":                  {map[string]string{"X-Rate-Limit-Reset": "soon"}, 30 * time.Second},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
