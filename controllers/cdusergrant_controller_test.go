@@ -1058,6 +1058,9 @@ func TestDeletionPolicy(t *testing.T) {
 			if diff := cmp.Diff(tc.wantRevoked, w.grants.Revoker.(*fakeRevoker).revoked); diff != "" {
 				t.Errorf("revoked (-want +got):\n%s", diff)
 			}
+			if err := w.client.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "acme"}, &cdv1.CDUserGrant{}); !apierrors.IsNotFound(err) {
+				t.Errorf("the grant is still there (%v): its deletion never ends", err)
+			}
 		})
 	}
 }
@@ -1073,10 +1076,14 @@ func TestANewRefreshTokenHeldForAGrantBeingDeletedIsStoredNotDropped(t *testing.
 		foreground  bool
 		wantStored  string // what the retained Secret holds; "" when it is deleted
 		wantRevoked []string
+		storeFails  bool
 	}{
 		"Retain, gone at once: the Secret holds the live token": {policy: cdv1.DeletionPolicyRetain, wantStored: "refresh-1"},
 		"Retain, foreground: the Secret holds the live token":   {policy: cdv1.DeletionPolicyRetain, foreground: true, wantStored: "refresh-1"},
 		"Delete revokes the live token, not the spent one":      {policy: cdv1.DeletionPolicyDelete, foreground: true, wantRevoked: []string{"refresh-1"}},
+		// The API server refuses the store for good (an admission policy, a quota):
+		// the live token is revoked from memory and the deletion ends.
+		"Delete, the live token never stored: revoked all the same": {policy: cdv1.DeletionPolicyDelete, storeFails: true, wantRevoked: []string{"refresh-1"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -1098,7 +1105,9 @@ func TestANewRefreshTokenHeldForAGrantBeingDeletedIsStoredNotDropped(t *testing.
 			if err := w.client.Delete(t.Context(), w.grant("acme")); err != nil {
 				t.Fatal(err)
 			}
-			w.setFault(nil)
+			if !tc.storeFails {
+				w.setFault(nil)
+			}
 			if _, err := w.reconcileGrant("acme"); err != nil {
 				t.Fatal(err)
 			}

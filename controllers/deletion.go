@@ -31,12 +31,23 @@ func (r *CDUserGrantReconciler) deletion(ctx context.Context, grant *cdv1.CDUser
 		// A new refresh token still held is the customer's live session: the Secret
 		// Retain leaves behind must hold it, and Delete must revoke it, not the spent
 		// one. A grant with any finalizer gets here before it is gone.
+		revokedHeld := false
 		if err := r.storeHeld(ctx, func(uid types.UID, _ *heldRefresh) bool { return uid == grant.UID }); err != nil {
-			return true, err
+			if !has {
+				return true, err
+			}
+			// Delete needs the token only to revoke it: when the API server refuses to
+			// store it (an admission policy, a quota), revoke it from memory rather than
+			// hold the grant's deletion for ever. The Secret then holds a spent token.
+			ctrl.LoggerFrom(ctx).Info("Could not store the new refresh token of a grant being deleted; revoking it from memory (deletionPolicy Delete)", "error", err.Error())
+			if res, ok := r.held.get(grant.UID); ok && res.refresh != nil {
+				r.revoke(ctx, grant, res.refresh.token)
+				revokedHeld = true
+			}
 		}
 		r.held.drop(grant.UID) // an access token still held has no use now
 		if has {
-			if err := r.deleteRefreshToken(ctx, grant); err != nil {
+			if err := r.deleteRefreshToken(ctx, grant, !revokedHeld); err != nil {
 				return true, err
 			}
 		}
@@ -54,10 +65,11 @@ func (r *CDUserGrantReconciler) deletion(ctx context.Context, grant *cdv1.CDUser
 }
 
 // deleteRefreshToken revokes the grant's refresh token at the identity server when the
-// credential has a revocationURL, then deletes the Secret — only one bound to this
-// grant, never another's. A failed revocation is said in an event; the Secret is deleted
-// all the same, since the grant that could use it is gone.
-func (r *CDUserGrantReconciler) deleteRefreshToken(ctx context.Context, grant *cdv1.CDUserGrant) error {
+// credential has a revocationURL (and revokeStored: not when the live token was revoked
+// from memory), then deletes the Secret — only one bound to this grant, never
+// another's. A failed revocation is said in an event; the Secret is deleted all the
+// same, since the grant that could use it is gone.
+func (r *CDUserGrantReconciler) deleteRefreshToken(ctx context.Context, grant *cdv1.CDUserGrant, revokeStored bool) error {
 	ref := grant.Spec.RefreshTokenSecretRef
 	// Read around the cache: it may not show yet the new refresh token this pass just
 	// stored, and the spent token is not the one to revoke.
@@ -69,7 +81,7 @@ func (r *CDUserGrantReconciler) deleteRefreshToken(ctx context.Context, grant *c
 	if err != nil || !secrets.BoundTo(s, grant) {
 		return nil // missing, not opted in, or not this grant's: nothing of ours to delete
 	}
-	if token, err := secrets.Value(s, secrets.RefreshKey(grant)); err == nil {
+	if token, err := secrets.Value(s, secrets.RefreshKey(grant)); err == nil && revokeStored {
 		r.revoke(ctx, grant, token)
 	}
 	err = r.Delete(ctx, s, client.Preconditions{UID: &s.UID})
