@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -449,6 +450,31 @@ func TestShutdownFitsTheGracePeriod(t *testing.T) {
 			}
 			if need := shutdown + manager.ShutdownDrain; need >= grace {
 				t.Errorf("--graceful-shutdown-timeout=%s + %s drain of held refresh tokens = %s, not below terminationGracePeriodSeconds %s", shutdown, manager.ShutdownDrain, need, grace)
+			}
+		})
+	}
+}
+
+// TestAnUpgradeNeverRunsTwoManagersWithoutLeaderElection: a Deployment's default
+// RollingUpdate starts the new pod before the old one stops. With leader election off
+// (one replica) both would reconcile, and rotate, at once: the chart recreates instead.
+// With leader election on, the new pod waits for the lease and a rolling update keeps
+// a leader running.
+func TestAnUpgradeNeverRunsTwoManagersWithoutLeaderElection(t *testing.T) {
+	for name, tc := range map[string]struct {
+		set  []string
+		want appsv1.DeploymentStrategyType
+	}{
+		"leader election off": {[]string{"replicaCount=1", "leaderElection.enabled=false"}, appsv1.RecreateDeploymentStrategyType},
+		"leader election on":  {nil, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			args := []string{"template", "cd", chartDir, "--namespace", "cd-system"}
+			for _, s := range tc.set {
+				args = append(args, "--set", s)
+			}
+			if got := deployment(t, objects(t, run(t, helm(t), args...))).Spec.Strategy.Type; got != tc.want {
+				t.Errorf("strategy %q, want %q", got, tc.want)
 			}
 		})
 	}
