@@ -161,6 +161,28 @@ func TestARefusedScopeStopsAfterOneRequestAndNamesIt(t *testing.T) {
 	}
 }
 
+// TestAFixedScopeAfterARefusalIsSentAtOnce: the most common first setup mistake, a
+// scope the client may not have, is fixed by an edit that goes out at once: one refused
+// request leaves room in the budget of 3 requests per lifetime (DESIGN §8).
+func TestAFixedScopeAfterARefusalIsSentAtOnce(t *testing.T) {
+	w := newWorld(t)
+	c := w.cred("pricing")
+	w.update(c, func() { c.Spec.Scopes = []string{"marketplace", "pricing:write"} })
+	w.tokens.failNext(&tokenclient.Error{Kind: tokenclient.KindInvalidScope, Code: "invalid_scope", StatusCode: 400, Scopes: []string{"pricing:write"}})
+	_, _ = w.reconcileCred("pricing")
+	wantCondition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.ScopeNotAllowedReason)
+	w.clock.Step(10 * time.Second)
+	c = w.cred("pricing")
+	w.update(c, func() { c.Spec.Scopes = []string{"marketplace"}; c.Generation++ })
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.tokens.ccCount(); n != 2 {
+		t.Errorf("%d requests, want the refused one and the fixed one at once", n)
+	}
+	wantCondition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+}
+
 func TestAHeldAccessTokenIsWrittenWithoutANewRequest(t *testing.T) {
 	w := newWorld(t)
 	w.setFault(func(verb string, obj client.Object) error {

@@ -109,7 +109,8 @@ const DefaultIssuer = "https://id.centraldispatch.com"
 // most a third of the lifetime of the token being renewed), a
 // request refused for good is not sent again until it changes (a new client secret,
 // refresh token, endpoint, client or scopes), and a request changed by an edit of the
-// spec waits a third of the token lifetime after the failure.
+// spec goes out while fewer than 3 requests (the failed ones and the last token) fall
+// within a token lifetime.
 type FailureStatus struct {
 	// request identifies what was sent, never the values themselves: a hash of what the
 	// spec decides (endpoint, client, auth method, scopes, the Secrets it names) and one
