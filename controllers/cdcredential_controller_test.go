@@ -77,9 +77,9 @@ func TestARefusedRequestIsNotSentAgainUntilItChanges(t *testing.T) {
 	}
 	for _, s := range steps {
 		s.change()
-		w.clock.Step(time.Hour)
-		if _, err := w.reconcileCred("pricing"); !errors.Is(err, reconcile.TerminalError(nil)) {
-			t.Fatalf("%s: err %v, want a terminal error", s.name, err)
+		w.clock.Step(time.Minute) // short of the recheck 5 minutes after the refusal
+		if _, err := w.reconcileCred("pricing"); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
 		}
 		if n := w.tokens.ccCount(); n != s.sent {
 			t.Fatalf("%s: %d requests sent, want %d", s.name, n, s.sent)
@@ -143,21 +143,53 @@ func TestAnUnplacedRefusalOfAClientIsTriedThreeTimes(t *testing.T) {
 	wantCondition(t, w.cred("pricing").Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.TokenRequestRefusedReason)
 }
 
-func TestARefusedScopeStopsAfterOneRequestAndNamesIt(t *testing.T) {
+func TestARefusedScopeStopsUntilItsRecheckAndNamesIt(t *testing.T) {
 	w := newWorld(t)
 	c := w.cred("pricing")
 	w.update(c, func() { c.Spec.Scopes = []string{"marketplace", "pricing:write"} })
-	w.tokens.failNext(&tokenclient.Error{Kind: tokenclient.KindInvalidScope, Code: "invalid_scope", StatusCode: 400, Scopes: []string{"pricing:write"}})
-	for range 3 {
+	w.tokens.failNext(&tokenclient.Error{Kind: tokenclient.KindInvalidScope, Code: "invalid_scope", StatusCode: 400, Scopes: []string{"pricing:write"}}, &tokenclient.Error{Kind: tokenclient.KindInvalidScope, Code: "invalid_scope", StatusCode: 400, Scopes: []string{"pricing:write"}})
+	for range 4 {
 		_, _ = w.reconcileCred("pricing")
-		w.clock.Step(time.Hour)
+		w.clock.Step(time.Minute)
 	}
 	if n := w.tokens.ccCount(); n != 1 {
-		t.Errorf("%d requests, want 1", n)
+		t.Errorf("%d requests, want 1 before its recheck 5 minutes later", n)
 	}
 	ready := condition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition)
 	if ready.Reason != cdv1.ScopeNotAllowedReason || !strings.Contains(ready.Message, "pricing:write") {
 		t.Errorf("Ready %+v", ready)
+	}
+}
+
+// TestARefusalTheIdentityServerFixesRecoversAtItsRecheck: a refusal of the client's
+// registration may be fixed at the identity server alone (a product allocated, a grant
+// type enabled, a scope granted, a rotated client secret activated), with nothing in the
+// cluster to change: the CR asks again at its recheck time (a sixth of the lifetime, 5
+// minutes when unknown), requeued for it, and recovers with no one touching it.
+func TestARefusalTheIdentityServerFixesRecoversAtItsRecheck(t *testing.T) {
+	for name, refusal := range map[string]*tokenclient.Error{
+		"402 ProductNotAllocated":           {Kind: tokenclient.KindProductNotAllocated, StatusCode: 402},
+		"unauthorized_client":               {Kind: tokenclient.KindGrantTypeNotAllowed, Code: "unauthorized_client", StatusCode: 400},
+		"invalid_scope":                     {Kind: tokenclient.KindInvalidScope, Code: "invalid_scope", StatusCode: 400},
+		"invalid_client, a secret not live": {Kind: tokenclient.KindInvalidClient, Code: "invalid_client", StatusCode: 401},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			w.tokens.failNext(refusal) // then the identity server is fixed
+			res, err := w.reconcileCred("pricing")
+			if err != nil || res.RequeueAfter != 5*time.Minute {
+				t.Fatalf("the refused pass: requeue %s, err %v; want a recheck 5 minutes later", res.RequeueAfter, err)
+			}
+			wantCondition(t, w.cred("pricing").Status.Conditions, cdv1.StalledCondition, metav1.ConditionTrue, condition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition).Reason)
+			w.clock.Step(res.RequeueAfter)
+			if _, err := w.reconcileCred("pricing"); err != nil {
+				t.Fatal(err)
+			}
+			if n := w.tokens.ccCount(); n != 2 {
+				t.Errorf("%d requests, want the refused one and the recheck", n)
+			}
+			wantCondition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+		})
 	}
 }
 
@@ -293,14 +325,14 @@ func TestACacheThatHasNotSeenTheLastStatusWriteDoesNotResendARefusedRequest(t *t
 	w := newWorld(t)
 	unsent := w.cred("pricing")
 	w.tokens.failNext(&tokenclient.Error{Kind: tokenclient.KindGrantTypeNotAllowed, Code: "unauthorized_client", StatusCode: 400})
-	if _, err := w.reconcileCred("pricing"); !errors.Is(err, reconcile.TerminalError(nil)) {
-		t.Fatalf("err %v, want terminal", err)
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
 	}
 	refused := w.cred("pricing")
 	for _, cached := range []client.Object{unsent, refused, &cdv1.CDCredential{}} {
 		w.lag(cached)
-		if _, err := w.reconcileCred("pricing"); !errors.Is(err, reconcile.TerminalError(nil)) {
-			t.Fatalf("cache at %q: err %v, want terminal", cached.GetResourceVersion(), err)
+		if _, err := w.reconcileCred("pricing"); err != nil {
+			t.Fatalf("cache at %q: %v", cached.GetResourceVersion(), err)
 		}
 	}
 	if n := w.tokens.ccCount(); n != 1 {

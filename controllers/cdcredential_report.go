@@ -77,7 +77,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 
 	reportFlowMisuse(c, cred, misuse, sharers)
 	c.recordChanges(r.Recorder, cred)
-	return res, c.terminal()
+	return res, c.terminal(res)
 }
 
 // missingSecretRecheck is how often a CR that waits on a Secret looks again. An opted-in
@@ -131,7 +131,11 @@ func readyMessage(secret, clamp string) string {
 // reportFailure sets the conditions of a failed attempt: Stalled when it is terminal,
 // Reconciling while it is retried.
 func reportFailure(c conditions, f rotation.Failure, msg string) {
-	if f.Terminal() {
+	switch {
+	case f.Terminal() && !f.Recheck.IsZero():
+		c.stalled(f.Reason, msg+"; asked again at "+f.Recheck.UTC().Format(time.RFC3339)+" in case it was fixed at the identity server, or at once when the spec or a referenced Secret changes")
+		return
+	case f.Terminal():
 		c.stalled(f.Reason, msg+"; nothing is sent again until the spec or a referenced Secret changes")
 		return
 	}
@@ -198,11 +202,14 @@ func reportDeferred(c conditions, o deferred, secret string, renewal **metav1.Ti
 	return failureStatus(*o.failure)
 }
 
-// retryAfter is the requeue of a failure: its retry time, or none while it is terminal
-// (a change to the spec or a referenced Secret brings the CR back).
+// retryAfter is the requeue of a failure: its retry time, its recheck time while it is
+// terminal, or none (a change to the spec or a referenced Secret brings the CR back).
 func retryAfter(f rotation.Failure, now time.Time) time.Duration {
-	if f.Terminal() {
+	switch {
+	case f.Terminal() && f.Recheck.IsZero():
 		return 0
+	case f.Terminal():
+		return max(f.Recheck.Sub(now), time.Second)
 	}
 	return max(f.Retry.Sub(now), time.Second)
 }

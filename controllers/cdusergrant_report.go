@@ -34,7 +34,7 @@ func (r *CDUserGrantReconciler) report(grant *cdv1.CDUserGrant, o outcome) (ctrl
 	}
 	r.reportGrantConditions(grant, c, g)
 	c.recordChanges(r.Recorder, grant)
-	return res, c.terminal()
+	return res, c.terminal(res)
 }
 
 // reportPrecondition words an outcome that stopped the pass before a decision: a

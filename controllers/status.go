@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -106,10 +107,14 @@ func (c conditions) stalled(reason, message string) {
 	c.remove(cdv1.ReconcilingCondition)
 }
 
-// terminal is the error a reconcile returns when the object is Stalled: a terminal error,
-// which controller-runtime counts and logs but does not retry (a change to the object or
-// to what it references brings it back). nil otherwise.
-func (c conditions) terminal() error {
+// terminal is the error a reconcile returns when the object is Stalled and nothing is
+// scheduled: a terminal error, which controller-runtime counts and logs but does not
+// retry (a change to the object or to what it references brings it back). nil
+// otherwise: a refusal rechecked later (rotation.Failure.Recheck) is requeued instead.
+func (c conditions) terminal(res ctrl.Result) error {
+	if res.RequeueAfter > 0 {
+		return nil
+	}
 	if s := c.find(cdv1.StalledCondition); s != nil && s.Status == metav1.ConditionTrue {
 		return reconcile.TerminalError(errors.New(s.Message))
 	}
@@ -163,6 +168,7 @@ func failureStatus(f rotation.Failure) *cdv1.FailureStatus {
 	if !f.Retry.IsZero() {
 		s.RetryTime = timePtr(f.Retry)
 	}
+	s.RecheckTime = timePtr(f.Recheck)
 	return s
 }
 
@@ -220,6 +226,9 @@ func fromFailureStatus(s *cdv1.FailureStatus) *rotation.Failure {
 	f := &rotation.Failure{Request: s.Request, Reason: s.Reason, Time: s.LastFailureTime.Time, Attempts: int(s.FailedAttempts)}
 	if s.RetryTime != nil {
 		f.Retry = s.RetryTime.Time
+	}
+	if s.RecheckTime != nil {
+		f.Recheck = s.RecheckTime.Time
 	}
 	return f
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -119,7 +120,7 @@ func TestARememberedBackoffNeverEndsInATerminalError(t *testing.T) {
 	}
 	c := newConditions(&list, 1, now)
 	keepFailure(c, rotation.Failure{Reason: cdv1.TokenRequestFailedReason, Attempts: 2, Retry: now.Add(10 * time.Second)})
-	if err := c.terminal(); err != nil {
+	if err := c.terminal(ctrl.Result{}); err != nil {
 		t.Fatalf("a failure that is retried ended in %v, which controller-runtime never requeues", err)
 	}
 }

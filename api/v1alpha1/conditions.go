@@ -15,7 +15,8 @@ const (
 	ReconcilingCondition = "Reconciling"
 
 	// StalledCondition is True while a terminal error holds: the operator will not
-	// retry until the spec or a referenced object changes.
+	// retry until the spec or a referenced object changes, except that a refusal the
+	// identity server alone may fix is asked again at status.lastFailure.recheckTime.
 	StalledCondition = "Stalled"
 
 	// FlowMisuseCondition is True when a credential is used for a flow it was not
@@ -80,7 +81,9 @@ const (
 	TokenRequestRefusedReason = "TokenRequestRefused"
 
 	// InvalidClientReason: the token endpoint rejected the client id or secret
-	// (`invalid_client`). Terminal until the client Secret or the spec changes.
+	// (`invalid_client`). Terminal until the client Secret or the spec changes, and
+	// rechecked (status.lastFailure.recheckTime): a rotated secret may not be live at
+	// the identity server yet.
 	InvalidClientReason = "InvalidClient"
 
 	// InvalidTokenResponseReason: the token endpoint answered success with a response
@@ -90,16 +93,19 @@ const (
 
 	// TokenHostNotAllowedReason: the token endpoint's host is not on the manager's
 	// --allowed-token-hosts list, or the URL is plain http to a non-loopback host.
-	// Nothing is sent. Terminal until the spec changes.
+	// Nothing is sent. Terminal until the spec changes, rechecked (a manager restarted
+	// with another allow-list).
 	TokenHostNotAllowedReason = "TokenHostNotAllowed"
 
 	// ProductNotAllocatedReason: the token endpoint answered HTTP 402: the subscription
 	// behind this client lacks the product, or the client is the wrong credential set.
+	// Terminal until the spec or the client Secret changes, rechecked (the product may be
+	// allocated).
 	ProductNotAllocatedReason = "ProductNotAllocated"
 
 	// ScopeNotAllowedReason: the identity server refused a requested scope. The message
 	// names the requested scopes and any the server named. Terminal until the spec
-	// changes.
+	// changes, rechecked (the client's registration may gain the scope).
 	ScopeNotAllowedReason = "ScopeNotAllowed"
 
 	// RateLimitedReason: the token endpoint answered 429 or 503 with Retry-After; the
@@ -165,6 +171,8 @@ const (
 	// GrantTypeNotAllowedReason: the identity server refused the grant type for this
 	// client (unauthorized_client, unsupported_grant_type, HTTP 403, or a 400 saying the
 	// grant type is not allowed): the client id belongs to the other credential set.
+	// Terminal until the spec or the client Secret changes, rechecked (the client may be
+	// given the grant type).
 	GrantTypeNotAllowedReason = "GrantTypeNotAllowed"
 
 	// ClientSharedAcrossFlowsReason: the same client (id and secret) is declared by

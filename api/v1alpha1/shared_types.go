@@ -135,7 +135,16 @@ type FailureStatus struct {
 	FailedAttempts int32 `json:"failedAttempts"`
 
 	// retryTime is when the operator tries again. Absent while the failure is terminal:
-	// nothing is sent until request changes.
+	// nothing is sent until request changes (or recheckTime).
 	// +optional
 	RetryTime *metav1.Time `json:"retryTime,omitempty"`
+
+	// recheckTime is when a terminal refusal that the identity server alone may fix (a
+	// grant type, scope, client secret or product refused, or a token host off the
+	// manager's allow-list) is asked again all the same: a sixth of the token lifetime
+	// later (5 minutes when unknown), at most an hour, so the CR recovers once it is
+	// fixed there. Absent for a refusal no retry can fix (a
+	// rejected refresh token).
+	// +optional
+	RecheckTime *metav1.Time `json:"recheckTime,omitempty"`
 }

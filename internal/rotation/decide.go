@@ -67,7 +67,8 @@ type Decision interface{ decision() }
 // never spend the old refresh token again.
 type Persist struct{}
 
-// Stop: this very request was refused for good; report it again and send nothing.
+// Stop: this very request was refused for good; report it again and send nothing
+// (until Failure.Recheck, when set).
 type Stop struct{ Failure Failure }
 
 // Hold: another live process is spending the token; come back at Until.
@@ -144,10 +145,14 @@ func pendingResult(in Input) Decision {
 }
 
 func refusedForGood(in Input) Decision {
-	if f := in.Failure; f != nil && f.Request == in.Request && f.Terminal() {
-		return Stop{Failure: *f}
+	f := in.Failure
+	if f == nil || f.Request != in.Request || !f.Terminal() {
+		return nil
 	}
-	return nil
+	if !f.Recheck.IsZero() && !in.Now.Before(f.Recheck) {
+		return nil // asked again, in case the identity server fixed it
+	}
+	return Stop{Failure: *f}
 }
 
 func heldByAnother(in Input) Decision {

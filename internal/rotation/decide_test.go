@@ -19,6 +19,8 @@ func TestDecide(t *testing.T) {
 	due := &Schedule{Issued: t0.Add(-25 * time.Minute), RenewAt: t0.Add(-time.Minute), ExpiresAt: t0.Add(5 * time.Minute)}
 	terminal := &Failure{Request: req, Reason: "InvalidClient", Time: t0.Add(-time.Minute), Attempts: 1}
 	retrying := &Failure{Request: req, Reason: "TokenRequestFailed", Time: t0.Add(-time.Second), Attempts: 2, Retry: t0.Add(9 * time.Second)}
+	recheck := &Failure{Request: req, Reason: "ProductNotAllocated", Time: t0.Add(-time.Minute), Attempts: 1, Recheck: t0.Add(9 * time.Minute)}
+	rechecked := &Failure{Request: req, Reason: "ProductNotAllocated", Time: t0.Add(-10 * time.Minute), Attempts: 1, Recheck: t0}
 	spent := &Failure{Request: req, Reason: "RefreshTokenRefused", Time: t0.Add(-time.Minute), Attempts: 3}
 	twice := &Failure{Request: req, Reason: "InvalidScope", Time: t0.Add(-time.Minute), Attempts: 2}
 	longLived := &Schedule{Issued: t0.Add(-time.Hour), RenewAt: t0.Add(time.Hour), ExpiresAt: t0.Add(2 * time.Hour)}
@@ -50,6 +52,12 @@ func TestDecide(t *testing.T) {
 		},
 		"a request refused for good is not sent again, even when the token is due": {
 			in: Input{Request: req, Current: due, Failure: terminal}, want: Stop{Failure: *terminal},
+		},
+		"a refusal the identity server may fix is not sent again before its recheck time": {
+			in: Input{Request: req, Current: due, Failure: recheck}, want: Stop{Failure: *recheck},
+		},
+		"a refusal the identity server may fix is sent again at its recheck time": {
+			in: Input{Request: req, Current: due, Failure: rechecked}, want: Send{},
 		},
 		"a changed secret value (a fixed client secret, a new login) is sent at once after a refusal": {
 			in: Input{Request: newSecret, Failure: terminal, Lifetime: 30 * time.Minute}, want: Send{},

@@ -22,6 +22,9 @@ type Failure struct {
 	Attempts int
 	// Retry is when the next attempt may go out; zero while the failure is terminal.
 	Retry time.Time
+	// Recheck is when a terminal refusal that the identity server alone may fix (see
+	// Retry.Recheck) is asked again all the same; zero for one no retry can fix.
+	Recheck time.Time
 }
 
 // Terminal reports whether nothing is to be sent until the request changes.
@@ -41,10 +44,24 @@ type Retry struct {
 	// asked again before a held token has been stale for long; a server's Retry-After
 	// still wins.
 	Lifetime time.Duration
+	// Recheck: terminal, but a refusal the identity server alone may fix (a grant type
+	// enabled, a scope granted, a product allocated, a new client secret activated;
+	// or a host the manager may not contact, after a restart with another allow-list):
+	// asked again after RecheckInterval all the same, so the CR recovers without
+	// anyone touching it, within the request budget.
+	Recheck bool
 	// Holding: the write that failed carries a refresh token held only in memory (the
 	// one it replaced is spent). Each retry is one Secret write, and the token is lost
 	// if it has not landed by its holder deadline, so it is retried at the base interval.
 	Holding bool
+}
+
+// RecheckInterval is how long a refusal the identity server alone can fix waits before
+// it is asked again: a sixth of the token lifetime (5 minutes when none is known), at
+// most an hour. A renewal refused at two thirds of a lifetime is asked again twice
+// before the token in the Secret expires.
+func RecheckInterval(lifetime time.Duration) time.Duration {
+	return min(BudgetWindow(lifetime)/6, time.Hour)
 }
 
 // Backoff bounds: 5 s after the first failure, doubling, at most 10 minutes, plus up to
@@ -63,6 +80,10 @@ func Fail(prev *Failure, request, reason string, now time.Time, retry Retry, see
 	f := Failure{Request: request, Reason: reason, Time: now.Truncate(time.Second), Attempts: 1}
 	if prev != nil && (prev.Request == request || !SameSpec(prev.Request, request)) {
 		f.Attempts = prev.Attempts + 1
+	}
+	if retry.Recheck {
+		f.Recheck = now.Add(max(RecheckInterval(retry.Lifetime), retry.After)).Truncate(time.Second)
+		return f
 	}
 	if retry.Terminal || (retry.MaxAttempts > 0 && f.Attempts >= retry.MaxAttempts) {
 		return f

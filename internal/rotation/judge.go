@@ -117,13 +117,19 @@ func Judge(tok *tokenclient.Token, err error, resumed bool) Outcome {
 	return o
 }
 
-// Retry says how the attempt that led to o is retried: refusals that no retry can fix
-// are terminal until the request changes; an unplaced 4xx is tried three times in all,
-// so no answer makes the operator loop on one token; the rest back off.
+// Retry says how the attempt that led to o is retried: a refused refresh token is
+// terminal until the request changes; refusals of the client's registration (grant
+// type, scope, client secret, product) and a host off the allow-list are terminal but
+// asked again seldom (Recheck), as the identity server, or a restart with another
+// allow-list, may fix them with nothing in the CR to change; an unplaced 4xx is tried
+// three times in all, so no answer makes the operator loop on one token; the rest back
+// off.
 func (o Outcome) Retry() Retry {
 	switch o.Verdict {
-	case Rejected, Interrupted, Misuse, ScopeRefused, ClientRejected, HostRefused, NotAllocated:
+	case Rejected, Interrupted:
 		return Retry{Terminal: true}
+	case Misuse, ScopeRefused, ClientRejected, NotAllocated, HostRefused:
+		return Retry{Recheck: true}
 	case Refused:
 		return Retry{MaxAttempts: 3}
 	case Unusable:

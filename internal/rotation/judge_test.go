@@ -45,20 +45,23 @@ func TestJudge(t *testing.T) {
 		"a rate limit waits as long as asked": {
 			err: &tokenclient.Error{Kind: tokenclient.KindRateLimited, StatusCode: 429, RetryAfter: 42 * time.Second}, want: RateLimited, retry: Retry{After: 42 * time.Second},
 		},
-		"a grant type not allowed is flow misuse, terminal": {
-			err: kind(tokenclient.KindGrantTypeNotAllowed), want: Misuse, retry: Retry{Terminal: true},
+		// Refusals of the client's registration can be fixed at the identity server
+		// alone (a grant type enabled, a scope granted, a new client secret activated),
+		// with nothing in the cluster to change: they are asked again, seldom.
+		"a grant type not allowed is flow misuse, rechecked": {
+			err: kind(tokenclient.KindGrantTypeNotAllowed), want: Misuse, retry: Retry{Recheck: true},
 		},
-		"a refused scope is terminal": {
-			err: kind(tokenclient.KindInvalidScope), want: ScopeRefused, retry: Retry{Terminal: true},
+		"a refused scope is rechecked": {
+			err: kind(tokenclient.KindInvalidScope), want: ScopeRefused, retry: Retry{Recheck: true},
 		},
-		"a wrong client secret is terminal": {
-			err: kind(tokenclient.KindInvalidClient), want: ClientRejected, retry: Retry{Terminal: true},
+		"a wrong client secret is rechecked": {
+			err: kind(tokenclient.KindInvalidClient), want: ClientRejected, retry: Retry{Recheck: true},
 		},
-		"a host off the allow-list is terminal": {
-			err: &tokenclient.Error{Kind: tokenclient.KindHostNotAllowed}, want: HostRefused, retry: Retry{Terminal: true},
+		"a host off the allow-list is rechecked (nothing is sent while it is off)": {
+			err: &tokenclient.Error{Kind: tokenclient.KindHostNotAllowed}, want: HostRefused, retry: Retry{Recheck: true},
 		},
-		"a 402 is terminal": {
-			err: kind(tokenclient.KindProductNotAllocated), want: NotAllocated, retry: Retry{Terminal: true},
+		"a 402 is rechecked": {
+			err: kind(tokenclient.KindProductNotAllocated), want: NotAllocated, retry: Retry{Recheck: true},
 		},
 		"an unplaced 4xx is tried three times in all": {
 			err: kind(tokenclient.KindRefused), want: Refused, retry: Retry{MaxAttempts: 3},
@@ -102,6 +105,7 @@ func TestFailureMemory(t *testing.T) {
 		wantAttempts  int
 		wantTerminal  bool
 		minWait, most time.Duration
+		recheck       time.Duration
 	}{
 		"a first failure backs off 5 to 6 seconds": {
 			request: "r", wantAttempts: 1, minWait: 5 * time.Second, most: 6 * time.Second,
@@ -140,6 +144,18 @@ func TestFailureMemory(t *testing.T) {
 		"a refresh token held in memory is written again within 6 seconds however often it failed": {
 			prev: &Failure{Request: "r", Attempts: 6}, request: "r", retry: Retry{Holding: true, Lifetime: time.Hour}, wantAttempts: 7, minWait: 5 * time.Second, most: 6 * time.Second,
 		},
+		"a refusal the identity server may fix is terminal, rechecked a sixth of a 30-minute lifetime later": {
+			prev: &Failure{Request: "r", Attempts: 9}, request: "r", retry: Retry{Recheck: true, Lifetime: 30 * time.Minute}, wantAttempts: 10, wantTerminal: true, recheck: 5 * time.Minute,
+		},
+		"a recheck without a known lifetime comes 5 minutes later": {
+			request: "r", retry: Retry{Recheck: true}, wantAttempts: 1, wantTerminal: true, recheck: 5 * time.Minute,
+		},
+		"a recheck of a day-long token's refusal comes within the hour": {
+			request: "r", retry: Retry{Recheck: true, Lifetime: 24 * time.Hour}, wantAttempts: 1, wantTerminal: true, recheck: time.Hour,
+		},
+		"a server's Retry-After beats the recheck interval": {
+			request: "r", retry: Retry{Recheck: true, After: 2 * time.Hour}, wantAttempts: 1, wantTerminal: true, recheck: 2 * time.Hour,
+		},
 		"a terminal failure has no retry time": {
 			request: "r", retry: Retry{Terminal: true}, wantAttempts: 1, wantTerminal: true,
 		},
@@ -160,6 +176,9 @@ func TestFailureMemory(t *testing.T) {
 				if wait := f.Retry.Sub(t0); wait < tc.minWait || wait > tc.most {
 					t.Errorf("retry after %s, want within [%s, %s]", wait, tc.minWait, tc.most)
 				}
+			}
+			if got := f.Recheck.Sub(t0); (tc.recheck == 0 && !f.Recheck.IsZero()) || (tc.recheck != 0 && got != tc.recheck) {
+				t.Errorf("recheck at %v, want %s after the failure", f.Recheck, tc.recheck)
 			}
 		})
 	}
