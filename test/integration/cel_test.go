@@ -58,6 +58,11 @@ func TestAdmissionRejectsBadSpecs(t *testing.T) {
 		"an authorization parameter the operator owns": {ac(func(c *cdv1.CDCredential) {
 			c.Spec.AuthorizationParameters = map[string]string{"redirect_uri": "https://evil.example/cb"}
 		}), "are set by the operator"},
+		// form_post or fragment would send the code where the callback never looks
+		// (it reads the redirect's query): every login would fail with nothing said.
+		"a response_mode the callback cannot read": {ac(func(c *cdv1.CDCredential) {
+			c.Spec.AuthorizationParameters = map[string]string{"response_mode": "form_post"}
+		}), "response_mode"},
 		"requireIssuerInResponse on a ClientCredentials one": {cc(func(c *cdv1.CDCredential) { c.Spec.RequireIssuerInResponse = true }), "requireIssuerInResponse is only valid with flow AuthorizationCode"},
 		"a plain http revocation URL":                        {ac(func(c *cdv1.CDCredential) { c.Spec.RevocationURL = "http://id.example.com/revoke" }), "must be an https:// URL"},
 		"a client id with a line break":                      {cc(func(c *cdv1.CDCredential) { c.Spec.ClientID = "id\nInjected: header" }), "spec.clientID"},
