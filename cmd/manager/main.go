@@ -36,7 +36,7 @@ func main() {
 	flag.IntVar(&opts.KubeAPIBurst, "kube-api-burst", d.KubeAPIBurst, "Burst of requests to the API server above --kube-api-qps.")
 	flag.BoolVar(&opts.KubeAPICompression, "kube-api-compression", d.KubeAPICompression, "Ask the API server for gzipped answers, watch events included: less bandwidth, more CPU on both ends. Off suits a manager in the cluster it manages.")
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "Elect a leader so only one replica rotates refresh tokens. Turn on whenever more than one replica may run.")
-	flag.StringVar(&opts.LeaderElectionID, "leader-election-id", d.LeaderElectionID, "Name of the leader election Lease; give each shard its own.")
+	flag.StringVar(&opts.LeaderElectionID, "leader-election-id", "", "Name of the leader election Lease (default "+d.LeaderElectionID+", or with --shard-label-selector one named after the selector, so each shard elects its own leader).")
 	flag.DurationVar(&opts.LeaseDuration, "leader-election-lease-duration", d.LeaseDuration, "How long a follower waits before taking over from a leader that stopped renewing.")
 	flag.DurationVar(&opts.RenewDeadline, "leader-election-renew-deadline", d.RenewDeadline, "How long the leader keeps trying to renew before it steps down.")
 	flag.DurationVar(&opts.RetryPeriod, "leader-election-retry-period", d.RetryPeriod, "How often leader election clients retry.")

@@ -6,6 +6,8 @@ package manager
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -191,6 +193,9 @@ func (o *Operator) Start(ctx context.Context) error {
 // New builds the operator. Call Start on it.
 func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error) {
 	opts = withDefaults(opts)
+	if err := checkTimings(opts); err != nil {
+		return nil, err
+	}
 	if opts.CallbackBindAddress != "" {
 		// A flag error, said before anything talks to the cluster.
 		if _, err := callbackPath(opts.CallbackURL); err != nil {
@@ -256,6 +261,43 @@ func userAgent() string {
 	return fmt.Sprintf("%s/%s (%s)", secrets.FieldOwner, v.Version, v.Platform)
 }
 
+// leaseName is the default leader election Lease: Defaults.LeaderElectionID, or for a
+// shard one of its own, named after its selector. Shards left on one Lease would elect
+// one leader among them, and the other shards' CRs would get no token, with nothing
+// saying why.
+func leaseName(shard labels.Selector) string {
+	if shard == nil || shard.Empty() {
+		return Defaults.LeaderElectionID
+	}
+	sum := sha256.Sum256([]byte(shard.String()))
+	return "shard-" + hex.EncodeToString(sum[:5]) + "." + Defaults.LeaderElectionID
+}
+
+// checkTimings refuses durations no process can run safely with, naming the flags.
+func checkTimings(opts Options) error {
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"--leader-election-lease-duration", opts.LeaseDuration}, {"--leader-election-renew-deadline", opts.RenewDeadline},
+		{"--leader-election-retry-period", opts.RetryPeriod}, {"--token-request-timeout", opts.TokenRequestTimeout},
+		{"--graceful-shutdown-timeout", opts.GracefulShutdownTimeout}, {"--authorization-link-ttl", opts.AuthorizationStateTTL},
+		{"--in-flight-timeout", opts.HolderTimeout},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("%s %s is negative", d.flag, d.v)
+		}
+	}
+	// A new leader takes a mark for a dead process's once it is HolderTimeout old (and
+	// HolderTimeout after it won). The old leader may have sent that token just before
+	// stepping down, and its request may take TokenRequestTimeout: a shorter holder
+	// timeout lets the new leader send the same token while the first request is out.
+	if opts.LeaderElection && opts.HolderTimeout <= opts.TokenRequestTimeout {
+		return fmt.Errorf("--in-flight-timeout %s must be longer than --token-request-timeout %s: a new leader could send a refresh token the old one's request is still spending", opts.HolderTimeout, opts.TokenRequestTimeout)
+	}
+	return nil
+}
+
 func withDefaults(opts Options) Options {
 	d := Defaults
 	set := func(v *time.Duration, def time.Duration) {
@@ -274,7 +316,7 @@ func withDefaults(opts Options) Options {
 		set(p.v, p.def)
 	}
 	if opts.LeaderElectionID == "" {
-		opts.LeaderElectionID = d.LeaderElectionID
+		opts.LeaderElectionID = leaseName(opts.ShardSelector)
 	}
 	if len(opts.AllowedTokenHosts) == 0 {
 		opts.AllowedTokenHosts = d.AllowedTokenHosts
