@@ -193,6 +193,16 @@ func (r *CDUserGrantReconciler) carryOut(ctx context.Context, grant *cdv1.CDUser
 	panic("unknown decision")
 }
 
+// existsOutsideCache tells whether a CDCredential the cache does not hold exists at the
+// API server all the same: the cache holds only the manager's shard, and "not found"
+// would send the platform team looking for an object that is there. Only read on this
+// error path, and for metadata alone.
+func (r *CDUserGrantReconciler) existsOutsideCache(ctx context.Context, key types.NamespacedName) bool {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(cdv1.GroupVersion.WithKind("CDCredential"))
+	return r.APIReader.Get(ctx, key, m) == nil
+}
+
 // credential finds the grant's CDCredential and its client. A non-nil outcome says why
 // the grant cannot proceed.
 func (r *CDUserGrantReconciler) credential(ctx context.Context, grant *cdv1.CDUserGrant) (*cdv1.CDCredential, secrets.Client, outcome, error) {
@@ -200,8 +210,9 @@ func (r *CDUserGrantReconciler) credential(ctx context.Context, grant *cdv1.CDUs
 	key := types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.CredentialRef.Name}
 	if err := r.Get(ctx, key, cred); err != nil {
 		if apierrors.IsNotFound(err) {
-			// Waiting: the credential watch brings the grant back when it appears.
-			return nil, secrets.Client{}, credentialMissing{name: key.Name}, nil
+			// Waiting: the credential watch brings the grant back when it appears (or is
+			// labelled into this manager's shard).
+			return nil, secrets.Client{}, credentialMissing{name: key.Name, outsideShard: r.existsOutsideCache(ctx, key)}, nil
 		}
 		return nil, secrets.Client{}, nil, err
 	}

@@ -1410,3 +1410,33 @@ func TestTheWrittenLinkIsForgottenOnceTheGrantShowsNone(t *testing.T) {
 		t.Error("writtenLinks still holds an entry for a grant that offers no link and whose cache caught up: one entry per onboarded grant, until it is deleted")
 	}
 }
+
+// credentialOutsideShardCache is a cache that holds only the CRs of the manager's shard: here, no
+// CDCredential.
+type credentialOutsideShardCache struct{ client.Client }
+
+func (c credentialOutsideShardCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*cdv1.CDCredential); ok {
+		return apierrors.NewNotFound(cdv1.GroupVersion.WithResource("cdcredentials").GroupResource(), key.Name)
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+// TestAGrantWhoseCredentialIsInAnotherShardIsNotToldItIsMissing: a sharded manager's
+// cache holds only its shard, so a CDCredential left without the grant's shard label is
+// not in it. "Not found" would send the platform team looking for an object that
+// `kubectl get` shows; the message says what is wrong instead.
+func TestAGrantWhoseCredentialIsInAnotherShardIsNotToldItIsMissing(t *testing.T) {
+	w := newWorld(t)
+	w.grants.Client = credentialOutsideShardCache{w.client}
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	ready := condition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition)
+	if ready.Reason != cdv1.CredentialNotFoundReason || !strings.Contains(ready.Message, "exists but is not among this manager's CRs") {
+		t.Errorf("Ready %s %q, want it to say the CDCredential lacks the shard label", ready.Reason, ready.Message)
+	}
+	if n := len(w.tokens.refreshes()); n != 0 {
+		t.Errorf("%d refreshes sent without the credential", n)
+	}
+}

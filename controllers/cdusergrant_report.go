@@ -42,7 +42,11 @@ func (r *CDUserGrantReconciler) report(grant *cdv1.CDUserGrant, o outcome) (ctrl
 func reportPrecondition(grant *cdv1.CDUserGrant, c conditions, o outcome) (g grantReport, res ctrl.Result, done bool) {
 	switch o := o.(type) {
 	case credentialMissing:
-		c.waiting(cdv1.CredentialNotFoundReason, "CDCredential "+o.name+" not found in namespace "+grant.Namespace)
+		msg := "CDCredential " + o.name + " not found in namespace " + grant.Namespace
+		if o.outsideShard {
+			msg = "CDCredential " + o.name + " exists but is not among this manager's CRs: it lacks the shard label this grant carries (a grant's CDCredential must carry the same label)"
+		}
+		c.waiting(cdv1.CredentialNotFoundReason, msg)
 	case wrongFlow:
 		msg := "CDCredential " + o.name + " is a ClientCredentials (server-to-server) client; a customer grant needs the AuthorizationCode credential set. Point spec.credentialRef at an AuthorizationCode CDCredential. Nothing was sent to the identity server"
 		c.stalled(cdv1.UserGrantOnClientCredentialsReason, msg)

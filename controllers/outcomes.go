@@ -21,8 +21,12 @@ type outcome interface{ isOutcome() }
 type (
 	// clientUnusable: the client Secret is missing, not opted in, or unusable.
 	clientUnusable struct{ err error }
-	// credentialMissing: a grant's CDCredential does not exist.
-	credentialMissing struct{ name string }
+	// credentialMissing: a grant's CDCredential is not in this manager's cache: it does
+	// not exist, or (outsideShard) it exists without the shard label the manager serves.
+	credentialMissing struct {
+		name         string
+		outsideShard bool
+	}
 	// wrongFlow: a grant names a ClientCredentials CDCredential.
 	wrongFlow struct{ name string }
 	// credentialNotReady: a grant's CDCredential is not Ready.

@@ -65,7 +65,8 @@ const (
 	SecretNotOptedInReason = "SecretNotOptedIn"
 
 	// CredentialNotFoundReason: the CDCredential named by a CDUserGrant's
-	// spec.credentialRef does not exist in its namespace.
+	// spec.credentialRef does not exist in its namespace, or (on a sharded manager, as
+	// the message says) exists without the grant's shard label.
 	CredentialNotFoundReason = "CredentialNotFound"
 
 	// CredentialNotReadyReason: the CDCredential a CDUserGrant uses is not Ready.
