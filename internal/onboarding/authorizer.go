@@ -53,7 +53,7 @@ func (a *Authorizer) currentState(grant *cdv1.CDUserGrant, current string, now t
 		return State{}, false
 	}
 	st, err := a.Signer.Verify(u.Query().Get("state"), now.Add(time.Minute))
-	return st, err == nil && st.UID == grant.UID && grant.Annotations[UsedStateAnnotation] != NonceHash(st)
+	return st, err == nil && st.UID == grant.UID && !claimed(grant.Annotations, st)
 }
 
 // build is the authorization request (RFC 6749 §4.1.1) for one state, through x/oauth2

@@ -24,9 +24,10 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
-// UsedStateAnnotation on a CDUserGrant holds the hash of the last state whose code was
-// exchanged. Setting it is a resourceVersion-guarded write, so across replicas only one
-// callback per state gets to exchange its code.
+// UsedStateAnnotation on a CDUserGrant holds the hashes of the states whose codes were
+// exchanged, each with its expiry, until they expire (see claims). Adding one is a
+// resourceVersion-guarded write, so across replicas only one callback per state gets to
+// exchange its code, and a state stays refused after a newer one is claimed.
 const UsedStateAnnotation = "cd.credops.io/authorization-state"
 
 // Callback serves the redirect back from the identity server. Any replica may serve it:
@@ -156,7 +157,7 @@ func (c *Callback) grantFor(ctx context.Context, raw string, st State, stateErr 
 	if err != nil {
 		return nil, err
 	}
-	if grant.Annotations[UsedStateAnnotation] == NonceHash(st) {
+	if claimed(grant.Annotations, st) {
 		return nil, refuse(http.StatusConflict, "This link was already used. If you are still asked to log in, ask for a new link.")
 	}
 	if !meta.IsStatusConditionTrue(grant.Status.Conditions, cdv1.ReauthorizationRequiredCondition) {
@@ -224,7 +225,9 @@ func (c *Callback) checkTarget(ctx context.Context, grant *cdv1.CDUserGrant) err
 func (c *Callback) claimState(ctx context.Context, grant *cdv1.CDUserGrant, st State) error {
 	for range 5 {
 		before := grant.DeepCopy()
-		metav1.SetMetaDataAnnotation(&grant.ObjectMeta, UsedStateAnnotation, NonceHash(st))
+		used := readClaims(grant.Annotations[UsedStateAnnotation])
+		used.add(st, c.Clock.Now())
+		metav1.SetMetaDataAnnotation(&grant.ObjectMeta, UsedStateAnnotation, used.String())
 		err := c.Client.Patch(ctx, grant, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
 		if !apierrors.IsConflict(err) {
 			return err
@@ -234,7 +237,7 @@ func (c *Callback) claimState(ctx context.Context, grant *cdv1.CDUserGrant, st S
 		if err := c.APIReader.Get(ctx, client.ObjectKeyFromObject(grant), grant); err != nil {
 			return err
 		}
-		if grant.Annotations[UsedStateAnnotation] == NonceHash(st) {
+		if claimed(grant.Annotations, st) {
 			return refuse(http.StatusConflict, "This login is already being completed.")
 		}
 	}
