@@ -85,6 +85,9 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if done, err := r.deletion(ctx, grant); done || err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := r.dropAnsweredReauthorization(ctx, grant); err != nil {
+		return ctrl.Result{}, err
+	}
 	before := grant.DeepCopy()
 	defer func() {
 		if equality.Semantic.DeepEqual(before.Status, grant.Status) {

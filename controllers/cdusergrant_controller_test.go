@@ -970,6 +970,46 @@ func TestAReauthorizationRequestKeepsTheGrantWorking(t *testing.T) {
 	}
 }
 
+// The callback removes the reauthorization request once it has stored the new refresh
+// token; when that write fails, the login still succeeded. The controller drops a request
+// a later successful login answered, and only such a request: a login from before the
+// request does not answer it.
+func TestAReauthorizationRequestALoginAnsweredIsDropped(t *testing.T) {
+	w := newWorld(t)
+	w.grants.Authorizer = fixedAuthorizer{}
+	g := w.grant("acme")
+	setLastAuthorization := func(a *cdv1.AuthorizationResult) {
+		t.Helper()
+		g = w.grant("acme")
+		before := g.DeepCopy()
+		g.Status.LastAuthorization = a
+		if err := w.client.Status().Patch(t.Context(), g, client.MergeFrom(before)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setLastAuthorization(&cdv1.AuthorizationResult{Time: metav1.NewTime(epoch.Add(-time.Hour)), Reason: cdv1.CustomerAuthorizedReason})
+	w.update(g, func() { g.Annotations = map[string]string{cdv1.ReauthorizeAnnotation: epoch.Format(time.RFC3339)} })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, requested := w.grant("acme").Annotations[cdv1.ReauthorizeAnnotation]; !requested {
+		t.Fatal("a login from before the request was taken for its answer: the request was dropped")
+	}
+	w.clock.Step(time.Minute)
+	setLastAuthorization(&cdv1.AuthorizationResult{Time: metav1.NewTime(w.clock.Now()), Reason: cdv1.CustomerAuthorizedReason})
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	g = w.grant("acme")
+	if v, requested := g.Annotations[cdv1.ReauthorizeAnnotation]; requested {
+		t.Errorf("the request (%s) is kept after the customer logged in", v)
+	}
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
+	if g.Status.AuthorizationURL != "" {
+		t.Errorf("authorizationURL %q left after the request was answered", g.Status.AuthorizationURL)
+	}
+}
+
 // While a reauthorization is pending the grant stays Ready on its old token, so a
 // customer who declines the new login would show nowhere but in
 // status.lastAuthorization; ReauthorizationRequired says so. A failure from before the

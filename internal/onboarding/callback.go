@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -284,7 +285,7 @@ func noRefreshToken(cred *cdv1.CDCredential, granted []string) string {
 // store writes the customer's refresh token into the grant's Secret: a new one, opted
 // in and bound to the grant but owned by nobody (the session outlives the grant), or the
 // bound one, replacing a dead token and its in-flight mark. Then the reauthorization
-// request, if any, is done.
+// request, if any, is done; only a failure to store the token is an error.
 func (c *Callback) store(ctx context.Context, grant *cdv1.CDUserGrant, rt string) error {
 	key := types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.RefreshTokenSecretRef.Name}
 	s := &corev1.Secret{}
@@ -308,12 +309,34 @@ func (c *Callback) store(ctx context.Context, grant *cdv1.CDUserGrant, rt string
 	if err != nil {
 		return err
 	}
-	if _, requested := grant.Annotations[cdv1.ReauthorizeAnnotation]; requested {
-		patch := client.MergeFrom(grant.DeepCopy())
-		delete(grant.Annotations, cdv1.ReauthorizeAnnotation)
-		return c.Client.Patch(ctx, grant, patch)
-	}
+	c.clearReauthorize(ctx, grant)
 	return nil
+}
+
+// clearReauthorize removes the reauthorization request the stored login answered. The
+// token is stored by then, so the login succeeded whatever happens here: a request that
+// cannot be removed after a few tries is left for the grant's controller, which drops a
+// request a later successful login answered (status.lastAuthorization).
+func (c *Callback) clearReauthorize(ctx context.Context, grant *cdv1.CDUserGrant) {
+	requested, asked := grant.Annotations[cdv1.ReauthorizeAnnotation]
+	if !asked {
+		return
+	}
+	err := retry.OnError(retry.DefaultBackoff, func(err error) bool { return !apierrors.IsNotFound(err) }, func() error {
+		cur := &cdv1.CDUserGrant{}
+		if err := c.APIReader.Get(ctx, client.ObjectKeyFromObject(grant), cur); err != nil {
+			return err
+		}
+		if cur.UID != grant.UID || cur.Annotations[cdv1.ReauthorizeAnnotation] != requested {
+			return nil // gone, or asked again since: a new request is not this login's
+		}
+		patch := client.MergeFromWithOptions(cur.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		delete(cur.Annotations, cdv1.ReauthorizeAnnotation)
+		return c.Client.Patch(ctx, cur, patch)
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		log.FromContext(ctx).Info("The refresh token is stored but the reauthorization request could not be removed; the grant's controller drops it", "cdusergrant", client.ObjectKeyFromObject(grant), "error", err.Error())
+	}
 }
 
 // record writes the outcome of a login to the grant's status (where its controller

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -202,5 +203,43 @@ func TestTheLiveSessionsCodeIsNotExchangedAgain(t *testing.T) {
 	rec := o.login("code-A", stateA)
 	if n := issuer.sent("code-A"); n != 1 {
 		t.Errorf("the live session's code-A was sent %d times; the replay answered HTTP %d %q", n, rec.Code, rec.Body.String())
+	}
+}
+
+var errTransient = apierrors.NewServiceUnavailable("etcdserver: request timed out")
+
+// A reauthorization whose login succeeded: the new refresh token is stored, then the
+// reauthorize annotation is removed. When only that last write fails (an API server
+// hiccup), the token is stored all the same: the customer and the grant are told the
+// login worked, never that the token "could not be stored".
+func TestAStoredLoginIsReportedAuthorizedWhenTheRequestCannotBeCleared(t *testing.T) {
+	now := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
+	issuer := &countingIssuer{answer: func(string, int) (*tokenclient.Token, error) {
+		return &tokenclient.Token{AccessToken: "at", TokenType: "Bearer", RefreshToken: "rt-new-login", Scopes: []string{"marketplace", "offline_access"}}, nil
+	}}
+	funcs := &interceptor.Funcs{Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+		if g, ok := obj.(*cdv1.CDUserGrant); ok {
+			if _, requested := g.Annotations[cdv1.ReauthorizeAnnotation]; !requested {
+				return errTransient
+			}
+		}
+		return c.Patch(ctx, obj, patch, opts...)
+	}}
+	o := newOnboarding(t, now, issuer, funcs)
+	// The grant asked for a reauthorization (kubectl cd reauthorize).
+	g := o.current(t)
+	g.Annotations = map[string]string{cdv1.ReauthorizeAnnotation: now.Format(time.RFC3339)}
+	if err := o.client.Update(t.Context(), g); err != nil {
+		t.Fatal(err)
+	}
+	rec := o.login("code-A", o.link())
+
+	stored := &corev1.Secret{}
+	if err := o.client.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "acme-refresh"}, stored); err != nil || string(stored.Data["refresh_token"]) != "rt-new-login" {
+		t.Fatalf("the refresh token was not stored (%v): the premise fails", err)
+	}
+	a := o.current(t).Status.LastAuthorization
+	if body := rec.Body.String(); rec.Code != http.StatusOK || a == nil || a.Reason != cdv1.CustomerAuthorizedReason || strings.Contains(body, "could not be stored") {
+		t.Errorf("the refresh token is stored in acme-refresh, yet HTTP %d says %q and lastAuthorization = %+v", rec.Code, body, a)
 	}
 }
