@@ -447,3 +447,39 @@ func TestACredentialTakesItsOutputNameOnceTheUsersSecretHoldingItIsDeleted(t *te
 		t.Errorf("the output Secret after the name was freed: owners %v, keys %d", s.OwnerReferences, len(s.Data))
 	}
 }
+
+// TestAClampedRenewBeforeIsStillSaidAfterALaterPass: a clamped renewBefore is said in
+// Ready's message (DESIGN §4), not only by the pass that stored the token: a later pass
+// that finds the token fresh (a restart, a Secret event) says it too, so a restart with
+// fresh tokens writes nothing (DESIGN §9).
+func TestAClampedRenewBeforeIsStillSaidAfterALaterPass(t *testing.T) {
+	w := newWorld(t)
+	c := w.cred("pricing")
+	w.update(c, func() { c.Spec.RenewBefore = &metav1.Duration{Duration: 25 * time.Minute} })
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	first := condition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition)
+	if !strings.Contains(first.Message, "spec.renewBefore 25m0s") {
+		t.Fatalf("the storing pass does not say the clamp: %q", first.Message)
+	}
+	// A restarted manager, a minute later.
+	w.creds = &CDCredentialReconciler{Client: w.client, APIReader: w.client, Clock: w.clock, Tokens: w.tokens, Recorder: w.events, Key: w.creds.Key}
+	w.clock.Step(time.Minute)
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	writes := w.takeWrites()
+	if after := condition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition); after.Message != first.Message || len(writes) != 0 {
+		t.Errorf("after a restart: Ready %q (was %q), writes %v; want the clamp still said and no write", after.Message, first.Message, writes)
+	}
+	// An edit of renewBefore sends nothing new, and is said at once.
+	c = w.cred("pricing")
+	w.update(c, func() { c.Spec.RenewBefore = &metav1.Duration{Duration: 5 * time.Minute}; c.Generation++ })
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	if msg := condition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition).Message; msg != "Access token is in Secret pricing-token" || w.tokens.ccCount() != 1 {
+		t.Errorf("after renewBefore 5m: Ready %q, %d requests; want no clamp said and 1 request", msg, w.tokens.ccCount())
+	}
+}

@@ -40,8 +40,11 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 	case clientReady:
 		c.ready(cdv1.ClientReadyReason, "The client id and secret are usable; CDUserGrants can use this client")
 	case fresh:
+		// Said as the storing pass said it: a pass that only confirms a token (a
+		// restart, a Secret event) writes nothing.
+		clamp := clampOf(cred.Spec.RenewBefore, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, o.schedule)
 		cred.Status.ExpiresAt, cred.Status.RenewalTime = timePtr(o.schedule.ExpiresAt), timePtr(o.schedule.RenewAt)
-		c.ready(cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, ""))
+		c.ready(cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, clamp))
 		res.RequeueAfter = untilRenewal(o.schedule, now)
 	case stored:
 		s := o.token.schedule

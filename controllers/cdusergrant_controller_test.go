@@ -945,6 +945,31 @@ func TestAnAbsurdRenewBeforeIsClampedAndSaidSo(t *testing.T) {
 	}
 }
 
+// TestAClampedRenewBeforeIsStillSaidAfterARestart: as for a credential, the pass that
+// finds a grant's token fresh says the clamp the storing pass said, and a restart with a
+// fresh token writes nothing.
+func TestAClampedRenewBeforeIsStillSaidAfterARestart(t *testing.T) {
+	w := newWorld(t)
+	g := w.grant("acme")
+	w.update(g, func() { g.Spec.RenewBefore = &metav1.Duration{Duration: 25 * time.Minute} })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	first := condition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition)
+	if !strings.Contains(first.Message, "spec.renewBefore 25m0s") {
+		t.Fatalf("the storing pass does not say the clamp: %q", first.Message)
+	}
+	w.grants = &CDUserGrantReconciler{Client: w.client, APIReader: w.client, Clock: w.clock, Tokens: w.tokens, Recorder: w.events, Holder: "me-after-restart"}
+	w.clock.Step(time.Minute)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	writes := w.takeWrites()
+	if after := condition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition); after.Message != first.Message || len(writes) != 0 {
+		t.Errorf("after a restart: Ready %q (was %q), writes %v; want the clamp still said and no write", after.Message, first.Message, writes)
+	}
+}
+
 func TestAReauthorizationRequestKeepsTheGrantWorking(t *testing.T) {
 	w := newWorld(t)
 	w.grants.Authorizer = fixedAuthorizer{}

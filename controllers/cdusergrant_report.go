@@ -82,8 +82,10 @@ func reportPrecondition(grant *cdv1.CDUserGrant, c conditions, o outcome) (g gra
 func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditions, o outcome, now time.Time) (g grantReport, res ctrl.Result) {
 	switch o := o.(type) {
 	case fresh:
+		// Said as the storing pass said it: a restart with a fresh token writes nothing.
+		clamp := clampOf(grant.Spec.RenewBefore, grant.Status.LastRotationTime, grant.Status.ExpiresAt, o.schedule)
 		grant.Status.ExpiresAt, grant.Status.RenewalTime = timePtr(o.schedule.ExpiresAt), timePtr(o.schedule.RenewAt)
-		c.ready(cdv1.TokenIssuedReason, readyMessage(grant.Status.SecretName, ""))
+		c.ready(cdv1.TokenIssuedReason, readyMessage(grant.Status.SecretName, clamp))
 		g.valid = true
 		res.RequeueAfter = untilRenewal(o.schedule, now)
 	case holding:

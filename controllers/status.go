@@ -189,6 +189,21 @@ func lifetimeOf(issued, expires *metav1.Time) time.Duration {
 	return max(expires.Sub(issued.Time), 0)
 }
 
+// clampOf is what a clamped renewBefore (spec) does to the token in an output Secret
+// (sched), worded as the pass that stored it worded it: rotation.Clamp over the token's
+// lifetime from status (issued to expires). "" when status does not describe that token
+// (its expiry differs) or lacks its issuance: then its lifetime is unknown.
+func clampOf(spec *metav1.Duration, issued, expires *metav1.Time, sched rotation.Schedule) string {
+	if expires == nil || !expires.Time.Equal(sched.ExpiresAt) {
+		return ""
+	}
+	lifetime := lifetimeOf(issued, expires)
+	if lifetime <= 0 {
+		return ""
+	}
+	return rotation.Clamp(lifetime, renewBefore(spec))
+}
+
 // lastToken is the schedule of the token in an output Secret s whatever it was requested
 // for (rotation.Input.Last), with its issuance taken from status when status describes
 // that very token: the Secret does not record it. nil when s holds no readable token

@@ -71,14 +71,8 @@ func Plan(issued time.Time, lifetime, renewBefore time.Duration, seed string) (s
 	if margin <= 0 {
 		margin = lifetime/3 + jitter(lifetime/10, seed, issued)
 	}
-	if margin < MinRenewMargin && lifetime > MinRenewMargin {
-		margin = MinRenewMargin
-	}
+	margin = max(margin, minMargin(lifetime))
 	if most := lifetime * 2 / 3; margin > most {
-		if renewBefore > 0 {
-			clamp = fmt.Sprintf("spec.renewBefore %s is more than two thirds of the token's %s lifetime; renewing %s before expiry instead (at most 3 requests per lifetime)",
-				renewBefore, lifetime, most.Truncate(time.Second))
-		}
 		margin = most
 	}
 	expires := issued.Add(lifetime)
@@ -92,7 +86,35 @@ func Plan(issued time.Time, lifetime, renewBefore time.Duration, seed string) (s
 	if earliest := ceilSecond(issued.Add(lifetime / 3)); s.RenewAt.Before(earliest) && earliest.Before(s.ExpiresAt) {
 		s.RenewAt = earliest
 	}
-	return s, clamp
+	return s, Clamp(lifetime, renewBefore)
+}
+
+// Clamp says how Plan shortens renewBefore for a token of the given lifetime, in words
+// for a condition message; "" when it does not (renewBefore unset, or within two thirds
+// of the lifetime). A pure function of the two, so a pass that finds the token fresh
+// says what the pass that stored it said.
+func Clamp(lifetime, renewBefore time.Duration) string {
+	if renewBefore <= 0 {
+		return ""
+	}
+	if lifetime <= 0 {
+		lifetime = FallbackLifetime
+	}
+	most := lifetime * 2 / 3
+	if max(renewBefore, minMargin(lifetime)) <= most {
+		return ""
+	}
+	return fmt.Sprintf("spec.renewBefore %s is more than two thirds of the token's %s lifetime; renewing %s before expiry instead (at most 3 requests per lifetime)",
+		renewBefore, lifetime, most.Truncate(time.Second))
+}
+
+// minMargin is the least margin before expiry for a token of the given lifetime:
+// MinRenewMargin, unless the token lives shorter than that.
+func minMargin(lifetime time.Duration) time.Duration {
+	if lifetime > MinRenewMargin {
+		return MinRenewMargin
+	}
+	return 0
 }
 
 // ceilSecond rounds t up to a whole second.

@@ -54,6 +54,9 @@ func TestRenewalSchedule(t *testing.T) {
 			if (clamp != "") != tc.clamped {
 				t.Errorf("clamp message %q, want one: %v", clamp, tc.clamped)
 			}
+			if again := Clamp(s.ExpiresAt.Sub(s.Issued), tc.renewBefore); again != clamp {
+				t.Errorf("Clamp from the stored times says %q, Plan said %q", again, clamp)
+			}
 			base := issued.Truncate(time.Second)
 			if s.RenewAt.Before(base.Add(tc.earliest)) || s.RenewAt.After(base.Add(tc.latest)) {
 				t.Errorf("RenewAt = %s after issue, want within [%s, %s]", s.RenewAt.Sub(base), tc.earliest, tc.latest)
