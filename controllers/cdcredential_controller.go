@@ -126,7 +126,7 @@ func (r *CDCredentialReconciler) carryOut(ctx context.Context, cred *cdv1.CDCred
 	case rotation.Wait:
 		return fresh{schedule: *in.Current}, nil
 	case rotation.Defer:
-		return deferred{until: d.Until, afterFailure: d.AfterFailure, failure: in.Failure}, nil
+		return deferred{until: d.Until, afterFailure: d.AfterFailure, failure: in.Failure, last: in.Last}, nil
 	case rotation.Stop:
 		return remembered{failure: d.Failure}, nil
 	case rotation.Backoff:

@@ -448,6 +448,75 @@ func TestACredentialTakesItsOutputNameOnceTheUsersSecretHoldingItIsDeleted(t *te
 	}
 }
 
+// sharedClientWorld is a world whose ClientCredentials CDCredential "pricing" holds a
+// client also declared for the other flow (ClientSharedAcrossFlows) and has a token, and
+// whose scopes were then edited sooner than the request budget allows: the changed
+// request waits until a third of the token's 30-minute lifetime has passed.
+func sharedClientWorld(t *testing.T) *world {
+	t.Helper()
+	other := &cdv1.CDCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "copycat", UID: "uid-copycat", Generation: 1},
+		Spec:       cdv1.CDCredentialSpec{Flow: cdv1.FlowAuthorizationCode, ClientID: "pricing-id", ClientSecretRef: cdv1.ClientSecretReference{Name: "pricing-client"}},
+	}
+	w := newWorld(t, other)
+	if _, err := w.creds.Reconcile(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(other)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	wantCondition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.ClientSharedAcrossFlowsReason)
+	c := w.cred("pricing")
+	w.update(c, func() { c.Spec.Scopes = []string{"marketplace"}; c.Generation++ })
+	return w
+}
+
+// TestADeferredRequestStaysReconcilingOnASharedClient: a changed request held back by
+// the request budget is Reconciling=True, saying when it goes out (kstatus), on a
+// credential whose client is shared across flows too: the ClientSharedAcrossFlows
+// wording of Ready does not take it away.
+func TestADeferredRequestStaysReconcilingOnASharedClient(t *testing.T) {
+	w := sharedClientWorld(t)
+	w.clock.Step(time.Minute)
+	res, err := w.reconcileCred("pricing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := w.cred("pricing")
+	wantCondition(t, c.Status.Conditions, cdv1.FlowMisuseCondition, metav1.ConditionTrue, cdv1.ClientSharedAcrossFlowsReason)
+	wantCondition(t, c.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.ClientSharedAcrossFlowsReason)
+	if rc := meta.FindStatusCondition(c.Status.Conditions, cdv1.ReconcilingCondition); rc == nil || rc.Status != metav1.ConditionTrue || !strings.Contains(rc.Message, "10:10:00Z") {
+		t.Errorf("Reconciling %+v, want True saying the token for the edited scopes is requested at 10:10:00Z (renewalTime %v)", rc, c.Status.RenewalTime)
+	}
+	if want := 9 * time.Minute; res.RequeueAfter != want {
+		t.Errorf("RequeueAfter %s, want %s (when the changed request goes out)", res.RequeueAfter, want)
+	}
+}
+
+// TestTheSharedClientNoteIsSaidOnceThroughADeferral: every pass while a changed request
+// waits for the request budget (events: a sharer's status, a Secret, a resync) words
+// Ready the same: the ClientSharedAcrossFlows note once, and no status write after the
+// first. Appending it to the kept message grew Ready by one copy per pass, a status
+// write each, toward the API server's 32 KiB limit on a condition message.
+func TestTheSharedClientNoteIsSaidOnceThroughADeferral(t *testing.T) {
+	w := sharedClientWorld(t)
+	var writes []string
+	for range 6 { // passes brought by events during the 10-minute deferral
+		w.clock.Step(time.Minute)
+		if _, err := w.reconcileCred("pricing"); err != nil {
+			t.Fatal(err)
+		}
+		writes = append(writes, w.takeWrites()...)
+	}
+	ready := condition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition)
+	if n := strings.Count(ready.Message, "but see FlowMisuse"); n != 1 || len(writes) > 1 {
+		t.Errorf("after 6 deferred passes: the note is in Ready's message %d times (%d bytes), writes %v; want it once and at most 1 write", n, len(ready.Message), writes)
+	}
+	if n := w.tokens.ccCount(); n != 1 {
+		t.Errorf("%d token requests during the deferral, want the first one only", n)
+	}
+}
+
 // TestAClampedRenewBeforeIsStillSaidAfterALaterPass: a clamped renewBefore is said in
 // Ready's message (DESIGN §4), not only by the pass that stored the token: a later pass
 // that finds the token fresh (a restart, a Secret event) says it too, so a restart with

@@ -20,6 +20,9 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 	cred.Status.ObservedGeneration = cred.Generation
 	c := newConditions(&cred.Status.Conditions, cred.Generation, now)
 	misuse := ""
+	// standing is what Ready=True stands on in this pass, before FlowMisuse's word on
+	// it; none when Ready is not True.
+	var standing readyState
 	var res ctrl.Result
 
 	switch o := o.(type) {
@@ -38,20 +41,23 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 	case outputBlocked:
 		res = reportOutputBlocked(c, o, "no token is requested")
 	case clientReady:
-		c.ready(cdv1.ClientReadyReason, "The client id and secret are usable; CDUserGrants can use this client")
+		standing = readyState{cdv1.ClientReadyReason, "The client id and secret are usable; CDUserGrants can use this client"}
+		c.ready(standing.reason, standing.message)
 	case fresh:
 		// Said as the storing pass said it: a pass that only confirms a token (a
 		// restart, a Secret event) writes nothing.
 		clamp := clampOf(cred.Spec.RenewBefore, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, o.schedule)
 		cred.Status.ExpiresAt, cred.Status.RenewalTime = timePtr(o.schedule.ExpiresAt), timePtr(o.schedule.RenewAt)
-		c.ready(cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, clamp))
+		standing = readyState{cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, clamp)}
+		c.ready(standing.reason, standing.message)
 		res.RequeueAfter = untilRenewal(o.schedule, now)
 	case stored:
 		s := o.token.schedule
 		cred.Status.ExpiresAt, cred.Status.RenewalTime, cred.Status.LastIssuedTime = timePtr(s.ExpiresAt), timePtr(s.RenewAt), timePtr(s.Issued)
 		cred.Status.GrantedScopes = o.token.scopes
 		cred.Status.LastFailure = nil
-		c.ready(cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, o.token.clamp))
+		standing = readyState{cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, o.token.clamp)}
+		c.ready(standing.reason, standing.message)
 		res.RequeueAfter = untilRenewal(s, now)
 	case remembered:
 		// As for a grant: the memory the pass acted on, whatever a lagging cache shows.
@@ -61,6 +67,11 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 	case deferred:
 		cred.Status.LastFailure = reportDeferred(c, o, cred.Status.SecretName, &cred.Status.RenewalTime)
 		misuse = keptMisuse(c, o.failure)
+		if ready := c.find(cdv1.ReadyCondition); ready.Status == metav1.ConditionTrue && o.last != nil {
+			// Ready stands on the token in the Secret, which still works: worded anew
+			// here, never from the kept message, so FlowMisuse's note is said once.
+			standing = readyState{cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, clampOf(cred.Spec.RenewBefore, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, *o.last))}
+		}
 		res.RequeueAfter = max(o.until.Sub(now), time.Second)
 	case answered:
 		ref, msg := refusalOf(o, false)
@@ -78,7 +89,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		res.RequeueAfter = retryAfter(f, now)
 	}
 
-	reportFlowMisuse(c, cred, misuse, sharers)
+	reportFlowMisuse(c, cred, misuse, sharers, standing)
 	c.recordChanges(r.Recorder, cred)
 	return res, c.terminal(res)
 }
@@ -103,22 +114,31 @@ func reportOutputBlocked(c conditions, o outputBlocked, nothing string) ctrl.Res
 	return ctrl.Result{RequeueAfter: missingSecretRecheck}
 }
 
+// readyState is a Ready=True reason and message.
+type readyState struct{ reason, message string }
+
 // reportFlowMisuse sets FlowMisuse: a grant type the identity server refused, or the
-// client declared for the other flow too.
-func reportFlowMisuse(c conditions, cred *cdv1.CDCredential, misuse string, sharers sharing) {
+// client declared for the other flow too. A client shared across flows is said on Ready
+// as well, worded from standing (what Ready stands on in this pass) and never from
+// Ready's kept message, so passes that change nothing word it the same. Only Ready is
+// touched: a Reconciling that says when a deferred request goes out stays.
+func reportFlowMisuse(c conditions, cred *cdv1.CDCredential, misuse string, sharers sharing, standing readyState) {
 	switch {
 	case misuse != "":
 		c.set(cdv1.FlowMisuseCondition, true, cdv1.GrantTypeNotAllowedReason, misuse)
 	case len(sharers) > 0:
 		c.set(cdv1.FlowMisuseCondition, true, cdv1.ClientSharedAcrossFlowsReason, sharers.message(cred))
-		if ready := c.find(cdv1.ReadyCondition); ready.Status == "True" {
+		if standing.reason != "" {
 			// Still working, on purpose: the identity server decides which of the
 			// sharers is wrong, and stalling the right one would stop its customers.
 			// The Reason column of `kubectl get cdcred` shows the misuse all the same.
-			c.ready(cdv1.ClientSharedAcrossFlowsReason, ready.Message+"; but see FlowMisuse: this client is also declared for the other flow")
+			c.set(cdv1.ReadyCondition, true, cdv1.ClientSharedAcrossFlowsReason, standing.message+"; but see FlowMisuse: this client is also declared for the other flow")
 		}
 	default:
 		c.set(cdv1.FlowMisuseCondition, false, cdv1.FlowCorrectReason, "No sign that this client is used for the wrong flow")
+		if standing.reason != "" {
+			c.set(cdv1.ReadyCondition, true, standing.reason, standing.message) // a sharer gone since Ready was kept
+		}
 	}
 }
 

@@ -183,7 +183,7 @@ func (r *CDUserGrantReconciler) carryOut(ctx context.Context, grant *cdv1.CDUser
 	case rotation.Hold:
 		return holding{until: d.Until}, nil
 	case rotation.Defer:
-		return deferred{until: d.Until, afterFailure: d.AfterFailure, failure: in.Failure}, nil
+		return deferred{until: d.Until, afterFailure: d.AfterFailure, failure: in.Failure, last: in.Last}, nil
 	case rotation.Stop:
 		return remembered{failure: d.Failure}, nil
 	case rotation.Backoff:

@@ -53,10 +53,13 @@ type (
 	// deferred: the request changed (an edit) sooner than the request budget allows
 	// (rotation.Defer); it goes out at until. failure is the failure memory the pass
 	// acted on, nil when there is none; afterFailure says the budget counts from it.
+	// last is the token in the output Secret the budget counts from (rotation.Input.Last),
+	// nil when there is none.
 	deferred struct {
 		until        time.Time
 		afterFailure bool
 		failure      *rotation.Failure
+		last         *rotation.Schedule
 	}
 	// abandoned: the stored refresh token was sent twice without an answer.
 	abandoned struct{ request string }
