@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -90,8 +91,7 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 	cred.Status.ClientID = c.Endpoint.ClientID
 	cred.Status.ClientSecretHash = secrets.KeyedHash(r.Key, c.Endpoint.ClientSecret)
 	if cred.Spec.Flow == cdv1.FlowAuthorizationCode {
-		cred.Status.SecretName = ""
-		return clientReady{}, nil
+		return r.authorizationCode(ctx, cred)
 	}
 	previous := cred.Status.SecretName
 	name := secrets.OutputName(cred.Name, cred.Spec.SecretName)
@@ -115,6 +115,32 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 	}
 	in.Lifetime = lifetimeOf(cred.Status.LastIssuedTime, cred.Status.ExpiresAt)
 	return r.carryOut(ctx, cred, in, c)
+}
+
+// authorizationCode reports an AuthorizationCode CDCredential, which mints nothing: its
+// status keeps no token of a ClientCredentials flow it was switched from. lastFailure
+// stays: it is the request budget's memory, and switching the flow back and forth must
+// not buy new attempts at a refused request.
+//
+// The output Secret of that flow is kept and named on Ready, not deleted: pods may still
+// mount it (a deleted Secret stops new pods from starting), and its token is what the
+// budget counts from, so a switch back gets no token sooner than the budget allows (a
+// deleted one would be requested at once, on every switch back).
+func (r *CDCredentialReconciler) authorizationCode(ctx context.Context, cred *cdv1.CDCredential) (outcome, error) {
+	cred.Status.SecretName = ""
+	cred.Status.ExpiresAt, cred.Status.RenewalTime, cred.Status.LastIssuedTime, cred.Status.GrantedScopes = nil, nil, nil, nil
+	list := &corev1.SecretList{}
+	if err := r.List(ctx, list, client.InNamespace(cred.Namespace), client.MatchingLabels(secrets.OutputLabels(kindCredential, cred.Name))); err != nil {
+		return nil, err
+	}
+	var leftover []string
+	for i := range list.Items {
+		if metav1.IsControlledBy(&list.Items[i], cred) {
+			leftover = append(leftover, list.Items[i].Name)
+		}
+	}
+	slices.Sort(leftover)
+	return clientReady{leftover: leftover}, nil
 }
 
 // carryOut decides and does what the decision says: the only token requests and Secret

@@ -552,3 +552,69 @@ func TestAClampedRenewBeforeIsStillSaidAfterALaterPass(t *testing.T) {
 		t.Errorf("after renewBefore 5m: Ready %q, %d requests; want no clamp said and 1 request", msg, w.tokens.ccCount())
 	}
 }
+
+// TestAFlowChangedToAuthorizationCodeLeavesNoTokenTimesInStatus: an AuthorizationCode
+// CDCredential mints nothing (DESIGN §2.1). One switched from ClientCredentials (the
+// GrantTypeNotAllowed fix the README gives: "or change spec.flow") shows no expiry,
+// renewal, issuance or scopes of a token it will never renew, and Ready names the output
+// Secret it left behind, whose token silently expires. That Secret is kept, not deleted:
+// its token is what the request budget counts from, so switching the flow back and forth
+// gets no token sooner than the budget allows.
+func TestAFlowChangedToAuthorizationCodeLeavesNoTokenTimesInStatus(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	setFlow := func(flow cdv1.Flow) {
+		t.Helper()
+		c := w.cred("pricing")
+		w.update(c, func() { c.Spec.Flow = flow; c.Generation++ })
+		w.clock.Step(time.Minute)
+		if _, err := w.reconcileCred("pricing"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setFlow(cdv1.FlowAuthorizationCode)
+	c := w.cred("pricing")
+	if st := c.Status; st.ExpiresAt != nil || st.RenewalTime != nil || st.LastIssuedTime != nil || st.GrantedScopes != nil || st.SecretName != "" {
+		t.Errorf("AuthorizationCode credential: expiresAt %v renewalTime %v lastIssuedTime %v grantedScopes %v secretName %q, want none", st.ExpiresAt, st.RenewalTime, st.LastIssuedTime, st.GrantedScopes, st.SecretName)
+	}
+	wantCondition(t, c.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.ClientReadyReason)
+	if msg := condition(t, c.Status.Conditions, cdv1.ReadyCondition).Message; !strings.Contains(msg, "Secret pricing-token still holds") {
+		t.Errorf("Ready %q does not name the output Secret left behind", msg)
+	}
+	setFlow(cdv1.FlowClientCredentials)
+	if n := w.tokens.ccCount(); n != 1 {
+		t.Errorf("switching the flow back to ClientCredentials sent %d requests in all, want the first one only (its token is still fresh)", n)
+	}
+	wantCondition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	setFlow(cdv1.FlowAuthorizationCode)
+	if err := w.client.Delete(t.Context(), w.secret("pricing-token")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.reconcileCred("pricing"); err != nil { // the Secret's deletion brings its owner back
+		t.Fatal(err)
+	}
+	if msg := condition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition).Message; strings.Contains(msg, "pricing-token") {
+		t.Errorf("Ready %q still names the deleted output Secret", msg)
+	}
+}
+
+// TestSwitchingTheFlowBackAndForthDoesNotResendARefusedRequest: the failure memory
+// survives a switch to AuthorizationCode, so switching back sends the refused request
+// no sooner than before.
+func TestSwitchingTheFlowBackAndForthDoesNotResendARefusedRequest(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.failNext(&tokenclient.Error{Kind: tokenclient.KindGrantTypeNotAllowed, Code: "unauthorized_client", StatusCode: 400})
+	_, _ = w.reconcileCred("pricing")
+	for _, flow := range []cdv1.Flow{cdv1.FlowAuthorizationCode, cdv1.FlowClientCredentials, cdv1.FlowAuthorizationCode, cdv1.FlowClientCredentials} {
+		c := w.cred("pricing")
+		w.update(c, func() { c.Spec.Flow = flow; c.Generation++ })
+		w.clock.Step(time.Minute)
+		_, _ = w.reconcileCred("pricing")
+	}
+	if n := w.tokens.ccCount(); n != 1 {
+		t.Errorf("%d requests after switching the flow back and forth twice, want the refused one only", n)
+	}
+	wantCondition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.GrantTypeNotAllowedReason)
+}

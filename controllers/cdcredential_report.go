@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -41,7 +42,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 	case outputBlocked:
 		res = reportOutputBlocked(c, o, "no token is requested")
 	case clientReady:
-		standing = readyState{cdv1.ClientReadyReason, "The client id and secret are usable; CDUserGrants can use this client"}
+		standing = readyState{cdv1.ClientReadyReason, "The client id and secret are usable; CDUserGrants can use this client" + leftoverNote(o.leftover)}
 		c.ready(standing.reason, standing.message)
 	case fresh:
 		// Said as the storing pass said it: a pass that only confirms a token (a
@@ -140,6 +141,15 @@ func reportFlowMisuse(c conditions, cred *cdv1.CDCredential, misuse string, shar
 			c.set(cdv1.ReadyCondition, true, standing.reason, standing.message) // a sharer gone since Ready was kept
 		}
 	}
+}
+
+// leftoverNote names the output Secrets an AuthorizationCode CDCredential still controls
+// from a ClientCredentials flow it was switched from: nothing renews their token any more.
+func leftoverNote(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return "; Secret " + strings.Join(names, ", ") + " still holds the last token of this credential's ClientCredentials flow, which is no longer renewed and expires within its lifetime: delete it once no pod mounts it (deleting this CDCredential deletes it too)"
 }
 
 // readyMessage says where the token is, and whether the renewal time was clamped.

@@ -42,8 +42,10 @@ type (
 	// outputBlocked: the output Secret could not be written whatever the token: its
 	// name is taken, or the template is invalid. Nothing is requested.
 	outputBlocked struct{ err error }
-	// clientReady: an AuthorizationCode CDCredential's client is usable.
-	clientReady struct{}
+	// clientReady: an AuthorizationCode CDCredential's client is usable. leftover names
+	// the output Secrets it still controls from a ClientCredentials flow it was
+	// switched from.
+	clientReady struct{ leftover []string }
 	// fresh: the output Secret holds a token that is not due yet.
 	fresh struct{ schedule rotation.Schedule }
 	// holding: another process is spending the refresh token right now.

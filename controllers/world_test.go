@@ -65,7 +65,7 @@ func (f *fakeIssuer) ClientCredentials(context.Context, tokenclient.Endpoint) (*
 		return nil, err
 	}
 	f.next++
-	return &tokenclient.Token{AccessToken: fmt.Sprintf("cc-access-%d", f.next), TokenType: "Bearer", Lifetime: f.lifetime}, nil
+	return &tokenclient.Token{AccessToken: fmt.Sprintf("cc-access-%d", f.next), TokenType: "Bearer", Scopes: []string{"pricing"}, Lifetime: f.lifetime}, nil
 }
 
 func (f *fakeIssuer) Refresh(_ context.Context, _ tokenclient.Endpoint, rt string) (*tokenclient.Token, error) {

@@ -230,23 +230,27 @@ type CDCredentialStatus struct {
 	ClientSecretHash string `json:"clientSecretHash,omitempty"`
 
 	// lastFailure remembers the last failed token request, so backoff and "refused for
-	// good" survive restarts. Absent after a success.
+	// good" survive restarts. Absent after a success. Kept when spec.flow is switched to
+	// AuthorizationCode, so switching back and forth buys no new attempts.
 	// +optional
 	LastFailure *FailureStatus `json:"lastFailure,omitempty"`
 
-	// expiresAt is when the current access token expires.
+	// expiresAt is when the current access token expires (ClientCredentials only).
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
-	// renewalTime is when the operator will request the next token.
+	// renewalTime is when the operator will request the next token (ClientCredentials
+	// only).
 	// +optional
 	RenewalTime *metav1.Time `json:"renewalTime,omitempty"`
 
-	// lastIssuedTime is when the current access token was issued.
+	// lastIssuedTime is when the current access token was issued (ClientCredentials
+	// only).
 	// +optional
 	LastIssuedTime *metav1.Time `json:"lastIssuedTime,omitempty"`
 
-	// grantedScopes are the scopes the identity server granted.
+	// grantedScopes are the scopes the identity server granted (ClientCredentials
+	// only).
 	// +optional
 	// +listType=atomic
 	GrantedScopes []string `json:"grantedScopes,omitempty"`
