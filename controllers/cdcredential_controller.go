@@ -100,6 +100,9 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 	if err != nil {
 		return outputProblem(err)
 	}
+	if err := syncTemplate(ctx, r.Client, cred, current, cred.Spec.SecretTemplate); err != nil {
+		return nil, err
+	}
 	in.Request = credentialRequest(cred, c)
 	in.Failure = r.written.current(cred, cred.Status.LastFailure)
 	if s, ok := secrets.Schedule(current, c.Fingerprint); ok {

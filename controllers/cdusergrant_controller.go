@@ -154,6 +154,9 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 		out, err := outputProblem(err)
 		return out, cred, err
 	}
+	if err := syncTemplate(ctx, r.Client, grant, current, grant.Spec.SecretTemplate); err != nil {
+		return nil, cred, err
+	}
 	fingerprint := secrets.GrantFingerprint(c)
 	in.Request = grantRequest(grant, cred, c, rt.hash)
 	in.Failure = r.written.current(grant, grant.Status.LastFailure)

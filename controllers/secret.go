@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -87,6 +88,36 @@ func applyOutput(ctx context.Context, c client.Client, owner client.Object, gvk 
 	}
 	target := metadataTarget(corev1.SchemeGroupVersion.WithKind("Secret"), types.NamespacedName{Namespace: owner.GetNamespace(), Name: name})
 	return c.Patch(context.WithoutCancel(ctx), target, client.RawPatch(types.ApplyPatchType, body), client.FieldOwner(secrets.FieldOwner), client.ForceOwnership)
+}
+
+// syncTemplate brings an edit of spec.secretTemplate (tmpl) onto the CR's output Secret
+// (current, as the cache has it) at once, instead of at the next token, which may be
+// hours away; an edit of the template is no reason to ask for one (it is not part of the
+// request). It is one merge patch of the Secret's metadata, under its own field manager,
+// sent only when the Secret's record of its template differs from the spec's: no write
+// when nothing changed, and no read, since the cache holds the Secret's metadata. The
+// data (the token, which the cache does not hold) is not touched. A Secret this CR does
+// not control gets its template with the token it takes.
+//
+// It returns only an outage, which retrying fixes. A refusal of the write (an admission
+// policy, a quota) is logged and the pass goes on: the template is valid (checked before
+// this), the token write carries the same template and reports such a refusal, and a
+// label must not keep a token from being renewed.
+func syncTemplate(ctx context.Context, c client.Client, owner client.Object, current *corev1.Secret, tmpl *cdv1.SecretTemplate) error {
+	if current == nil || !metav1.IsControlledBy(current, owner) {
+		return nil
+	}
+	patch := secrets.TemplatePatch(current, tmpl)
+	if patch == nil {
+		return nil
+	}
+	target := metadataTarget(corev1.SchemeGroupVersion.WithKind("Secret"), client.ObjectKeyFromObject(current))
+	err := client.IgnoreNotFound(c.Patch(ctx, target, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(secrets.TemplateFieldOwner)))
+	if err == nil || isTransientAPIError(err) {
+		return err
+	}
+	ctrl.LoggerFrom(ctx).Info("Output Secret's template not updated", "secret", current.Name, "error", err.Error())
+	return nil
 }
 
 // isTransientAPIError reports whether an API error is an outage that passes by itself

@@ -94,6 +94,9 @@ func (o Output) Apply() *corev1ac.SecretApplyConfiguration {
 		renewAtAnnotation:        o.Schedule.RenewAt.UTC().Format(time.RFC3339),
 		fingerprintAnnotation:    o.Fingerprint,
 	})
+	if r := templateRecordOf(o.Template); r != "" {
+		annotations[templateAnnotation] = r // what TemplatePatch compares the spec's with
+	}
 	return corev1ac.Secret(o.Name, o.Owner.GetNamespace()).
 		WithType(corev1.SecretTypeOpaque).
 		WithLabels(labels).
@@ -255,12 +258,12 @@ func ValidateTemplate(t *cdv1.SecretTemplate) error {
 	errs := metavalidation.ValidateLabels(labels, path.Child("labels"))
 	errs = append(errs, apivalidation.ValidateAnnotations(annotations, path.Child("annotations"))...)
 	for k := range labels {
-		if strings.HasPrefix(k, "cd.credops.io/") || k == cdv1.ManagedByLabel {
+		if operatorLabel(k) {
 			errs = append(errs, field.Forbidden(path.Child("labels").Key(k), "the operator's own label"))
 		}
 	}
 	for k := range annotations {
-		if strings.HasPrefix(k, "cd.credops.io/") {
+		if operatorAnnotation(k) {
 			errs = append(errs, field.Forbidden(path.Child("annotations").Key(k), "the operator's own annotation"))
 		}
 	}
