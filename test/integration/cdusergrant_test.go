@@ -367,6 +367,8 @@ func TestALostLeaderElectionDuringARotationLosesNothing(t *testing.T) {
 	opts.LeaderElectionNamespace = f.ns
 	opts.LeaderElectionID = "it-" + f.ns
 	opts.LeaseDuration, opts.RenewDeadline, opts.RetryPeriod = 2*time.Second, time.Second, 200*time.Millisecond
+	// The request outlives the 3 s hang; a mark is a dead process's only after longer.
+	opts.TokenRequestTimeout, opts.HolderTimeout = 5*time.Second, 6*time.Second
 	opts.Key = testKey
 	opts.SeveralPerProcess = true
 	opts.MetricsBindAddress, opts.HealthProbeBindAddress = "0", "0"
@@ -415,6 +417,7 @@ func TestTwoManagersWithLeaderElectionNeverSendATokenTwice(t *testing.T) {
 	opts.LeaderElection = true
 	opts.LeaderElectionNamespace = f.ns
 	opts.LeaderElectionID = "it-" + f.ns
+	opts.TokenRequestTimeout = time.Second // shorter than the 2 s in-flight timeout, as the manager requires
 	first := startManager(t, opts)
 	second := startManager(t, opts)
 	names := []string{"acme", "bolt", "cargo"}
