@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
@@ -36,6 +37,9 @@ type CDCredentialReconciler struct {
 	Recorder  events.EventRecorder
 	// Key keys the hash of client secrets in status (ClientSharedAcrossFlows).
 	Key []byte
+	// Shard is the manager's --shard-label-selector (nil: every CR): a CR relabelled out
+	// of it is told so (reportLeftShard).
+	Shard labels.Selector
 
 	held    heldResults
 	written writtenFailures
@@ -47,8 +51,10 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.Get(ctx, req.NamespacedName, cred); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.written.forget(req.NamespacedName)
+			left := &cdv1.CDCredential{}
+			return ctrl.Result{}, reportLeftShard(ctx, r.APIReader, r.Client, r.Shard, req.NamespacedName, left, func() *[]metav1.Condition { return &left.Status.Conditions }, r.Clock.Now())
 		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		return ctrl.Result{}, err
 	}
 	before := cred.DeepCopy()
 	defer func() {

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
@@ -52,6 +53,9 @@ type CDUserGrantReconciler struct {
 	// through an API server outage before it hands the token to the next reconcile (it
 	// is never dropped while the process lives). Default 1 minute.
 	PersistTimeout time.Duration
+	// Shard is the manager's --shard-label-selector (nil: every CR): a grant relabelled
+	// out of it is told so (reportLeftShard).
+	Shard labels.Selector
 
 	held     heldResults
 	rotating inFlight
@@ -78,7 +82,11 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if apierrors.IsNotFound(err) {
 			r.written.forget(req.NamespacedName)
 			r.links.forget(req.NamespacedName)
-			return ctrl.Result{}, r.storeOrphan(ctx, req.NamespacedName)
+			if err := r.storeOrphan(ctx, req.NamespacedName); err != nil {
+				return ctrl.Result{}, err
+			}
+			left := &cdv1.CDUserGrant{}
+			return ctrl.Result{}, reportLeftShard(ctx, r.APIReader, r.Client, r.Shard, req.NamespacedName, left, func() *[]metav1.Condition { return &left.Status.Conditions }, r.Clock.Now())
 		}
 		return ctrl.Result{}, err
 	}

@@ -62,7 +62,7 @@ func (r *CDCredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&cdv1.CDCredential{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&cdv1.CDCredential{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, notInShard))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDCredentialList{}, credentialClientSecretIndex)), builder.WithPredicates(secretChanged)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(namingOutput(mgr.GetClient(), &cdv1.CDCredentialList{}, &cdv1.CDCredential{}, credentialSecretName)), builder.WithPredicates(onlyDeleted)).
@@ -88,7 +88,7 @@ func (r *CDUserGrantReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&cdv1.CDUserGrant{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, lastAuthorizationChanged))).
+		For(&cdv1.CDUserGrant{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, lastAuthorizationChanged, notInShard))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantRefreshSecretIndex)), builder.WithPredicates(secretChanged)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(namingOutput(mgr.GetClient(), &cdv1.CDUserGrantList{}, &cdv1.CDUserGrant{}, grantSecretName)), builder.WithPredicates(onlyDeleted)).

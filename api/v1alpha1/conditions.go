@@ -152,6 +152,12 @@ const (
 	// a grant of another shard), or spends its own once the spec names another Secret.
 	RefreshTokenSecretInUseReason = "RefreshTokenSecretInUse"
 
+	// NotInShardReason (Ready=Unknown): the CR's labels no longer match the shard of the
+	// manager that served it (--shard-label-selector): unless another manager's shard
+	// selects it, nothing renews its token. Written by the shard it left; replaced by the
+	// first pass of a shard that selects it.
+	NotInShardReason = "NotInShard"
+
 	// RefreshTokenSecretConflictReason: a customer logged in, but the grant's
 	// refresh-token Secret exists and is not one the callback may write (not opted in,
 	// or bound to another grant), so the new refresh token was not stored and the code

@@ -414,6 +414,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options, key [
 		Tokens:    opts.Tokens,
 		Recorder:  mgr.GetEventRecorder("cdcredential-controller"),
 		Key:       key,
+		Shard:     opts.ShardSelector,
 	}
 	if err := cred.SetupWithManager(ctx, mgr, copts); err != nil {
 		return nil, fmt.Errorf("setting up the CDCredential controller: %w", err)
@@ -433,6 +434,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options, key [
 		Recorder:       mgr.GetEventRecorder("cdusergrant-controller"),
 		PersistTimeout: opts.PersistTimeout,
 		HolderTimeout:  opts.HolderTimeout,
+		Shard:          opts.ShardSelector,
 	}
 	if err := grant.SetupWithManager(ctx, mgr, copts); err != nil {
 		return nil, fmt.Errorf("setting up the CDUserGrant controller: %w", err)

@@ -6,6 +6,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/util/retry"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
@@ -77,4 +78,40 @@ func TestShardsSplitTheCRsByLabel(t *testing.T) {
 	if len(c.Status.Conditions) != 0 {
 		t.Errorf("a CR outside every shard was reconciled")
 	}
+}
+
+// TestACRRelabelledOutOfEveryShardSaysSo: a CR relabelled to a shard no manager serves
+// (a typo, a retired shard) leaves its manager's cache as if deleted: nobody renews its
+// token, and its status used to go on saying Ready=True. The shard it left says
+// NotInShard; a shard that selects it later replaces that at once.
+func TestACRRelabelledOutOfEveryShardSaysSo(t *testing.T) {
+	ns := newNamespace(t)
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
+	for _, shard := range []string{"a", "b"} {
+		sel, _ := labels.Parse("shard=" + shard)
+		startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}, ShardSelector: sel, LeaderElectionID: "shard-" + shard})
+	}
+	create(t, clientSecret(ns, "api-client", apiClientID, apiClientSecret))
+	c := credential(ns, "api", cdv1.FlowClientCredentials, "api-client", idp.URL)
+	c.Labels = map[string]string{"shard": "a"}
+	create(t, c)
+	eventually(t, 10*time.Second, "shard a serves it", credentialCondition(ns, "api", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	relabel := func(shard string) {
+		t.Helper()
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			c, err := getCredential(ns, "api")
+			if err != nil {
+				return err
+			}
+			c.Labels["shard"] = shard
+			return k8s.Update(t.Context(), c)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	relabel("c")
+	eventually(t, 10*time.Second, "the shard it left says so", credentialCondition(ns, "api", cdv1.ReadyCondition, metav1.ConditionUnknown, cdv1.NotInShardReason))
+	relabel("b")
+	eventually(t, 10*time.Second, "shard b serves it", credentialCondition(ns, "api", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
 }
