@@ -127,9 +127,10 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 }
 
 // authorizationCode reports an AuthorizationCode CDCredential, which mints nothing: its
-// status keeps no token of a ClientCredentials flow it was switched from. lastFailure
-// stays: it is the request budget's memory, and switching the flow back and forth must
-// not buy new attempts at a refused request.
+// status shows no token of a ClientCredentials flow it was switched from (no expiry, no
+// renewal time, no scopes). lastIssuedTime and lastFailure stay: they are the request
+// budget's memory (the lifetime it counts in, the failures it counts from), and
+// switching the flow back and forth must buy neither a shorter window nor new attempts.
 //
 // The output Secret of that flow is kept and named on Ready, not deleted: pods may still
 // mount it (a deleted Secret stops new pods from starting), and its token is what the
@@ -137,7 +138,7 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 // deleted one would be requested at once, on every switch back).
 func (r *CDCredentialReconciler) authorizationCode(ctx context.Context, cred *cdv1.CDCredential) (outcome, error) {
 	cred.Status.SecretName = ""
-	cred.Status.ExpiresAt, cred.Status.RenewalTime, cred.Status.LastIssuedTime, cred.Status.GrantedScopes = nil, nil, nil, nil
+	cred.Status.ExpiresAt, cred.Status.RenewalTime, cred.Status.GrantedScopes = nil, nil, nil
 	list := &corev1.SecretList{}
 	if err := r.List(ctx, list, client.InNamespace(cred.Namespace), client.MatchingLabels(secrets.OutputLabels(kindCredential, cred.Name))); err != nil {
 		return nil, err

@@ -577,15 +577,14 @@ func TestRenamingTheOutputSpendsAtMostThreeRefreshTokensPerLifetime(t *testing.T
 	}
 }
 
-// TestAnEditAfterThreeRefusedAttemptsWaitsForTheBudgetAndEarnsNoNewAttempts: an edit of
-// what is sent is a new request, so a refusal remembered for the old one does not stop
-// it; but it must not buy a fresh budget either, or flipping a field back and forth
-// after a refusal would send up to three requests per flip (DESIGN §8). The three
-// attempts at the refusal filled the budget of 3 requests per lifetime (30 minutes
-// here, where no lifetime is known: rotation.UnknownLifetimeWindow), so the changed
-// request goes out when they have left it, and a refusal of it without a known cause is
-// terminal at once.
-func TestAnEditAfterThreeRefusedAttemptsWaitsForTheBudgetAndEarnsNoNewAttempts(t *testing.T) {
+// TestAnEditAfterARefusalWaitsAThirdOfALifetimeAndEarnsNoNewAttempts: an edit of what
+// is sent is a new request, so a refusal remembered for the old one does not stop it; but
+// it must not buy a fresh budget either, or flipping a field back and forth after a
+// refusal would send up to three requests per flip (DESIGN §8). A changed request goes
+// out a third of the token lifetime after the last failure (10 minutes here, where no
+// lifetime is known: rotation.UnknownLifetimeFloor), and a refusal of it without a
+// known cause is terminal at once: the three attempts were spent before the edit.
+func TestAnEditAfterARefusalWaitsAThirdOfALifetimeAndEarnsNoNewAttempts(t *testing.T) {
 	w := newWorld(t)
 	odd := &tokenclient.Error{Kind: tokenclient.KindRefused, StatusCode: 418, Description: "I'm a teapot"}
 	for range 20 {
@@ -597,7 +596,7 @@ func TestAnEditAfterThreeRefusedAttemptsWaitsForTheBudgetAndEarnsNoNewAttempts(t
 	}
 	refused := w.grant("acme").Status.LastFailure.LastFailureTime.Time
 	var sent []time.Time
-	for i := 0; w.clock.Now().Before(refused.Add(61 * time.Minute)); i++ {
+	for i := 0; w.clock.Now().Before(refused.Add(31 * time.Minute)); i++ {
 		// Every other flip asks again for the refused request, which stays refused.
 		c := w.cred("login")
 		w.update(c, func() {
@@ -611,7 +610,7 @@ func TestAnEditAfterThreeRefusedAttemptsWaitsForTheBudgetAndEarnsNoNewAttempts(t
 		}
 		if i == 0 {
 			g := w.grant("acme")
-			want := "The last request failed (RefreshTokenRefused); the spec changed since, and the request for it is sent at " + refused.Add(30*time.Minute).UTC().Format(time.RFC3339) + " (at most 3 requests per token lifetime)"
+			want := "The last request failed (RefreshTokenRefused); the spec changed since, and the request for it is sent at " + refused.Add(10*time.Minute).UTC().Format(time.RFC3339) + " (at most 3 requests per token lifetime)"
 			if got := condition(t, g.Status.Conditions, cdv1.ReconcilingCondition); got.Message != want {
 				t.Errorf("Reconciling %q, want %q", got.Message, want)
 			}
@@ -622,14 +621,14 @@ func TestAnEditAfterThreeRefusedAttemptsWaitsForTheBudgetAndEarnsNoNewAttempts(t
 		}
 		w.clock.Step(20 * time.Second)
 	}
-	// Each at the first pass at least 30 minutes after the failure before it that asks
+	// Each at the first pass at least 10 minutes after the failure before it that asks
 	// for another request than the refused one.
-	want := []time.Time{refused.Add(30 * time.Minute), refused.Add(60*time.Minute + 20*time.Second)}
+	want := []time.Time{refused.Add(10 * time.Minute), refused.Add(20*time.Minute + 20*time.Second), refused.Add(30*time.Minute + 40*time.Second)}
 	if diff := cmp.Diff(want, sent); diff != "" {
 		t.Errorf("edited requests sent at (-want +got):\n%s", diff)
 	}
-	if f := w.grant("acme").Status.LastFailure; f == nil || f.FailedAttempts != 5 || f.RetryTime != nil {
-		t.Errorf("lastFailure %+v, want terminal after 5 attempts", f)
+	if f := w.grant("acme").Status.LastFailure; f == nil || f.FailedAttempts != 6 || f.RetryTime != nil {
+		t.Errorf("lastFailure %+v, want terminal after 6 attempts", f)
 	}
 }
 

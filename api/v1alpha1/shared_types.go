@@ -111,8 +111,7 @@ const DefaultIssuer = "https://id.centraldispatch.com"
 // most a third of the lifetime of the token being renewed), a
 // request refused for good is not sent again until it changes (a new client secret,
 // refresh token, endpoint, client or scopes), and a request changed by an edit of the
-// spec goes out while fewer than 3 requests (the failed ones and the last token) fall
-// within a token lifetime.
+// spec waits a third of the token lifetime after the failure.
 type FailureStatus struct {
 	// request identifies what was sent, never the values themselves: a hash of what the
 	// spec decides (endpoint, client, auth method, scopes, the Secrets it names) and one
@@ -143,8 +142,8 @@ type FailureStatus struct {
 
 	// recheckTime is when a terminal refusal that the identity server alone may fix (a
 	// grant type, scope, client secret or product refused, or a token host off the
-	// manager's allow-list) is asked again all the same: a sixth of the token lifetime
-	// later (5 minutes when unknown), at most an hour, so the CR recovers once it is
+	// manager's allow-list) is asked again all the same: a third of the token lifetime
+	// later (10 minutes when unknown, the request budget's pace), so the CR recovers once it is
 	// fixed there. Absent for a refusal no retry can fix (a
 	// rejected refresh token).
 	// +optional

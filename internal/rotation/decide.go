@@ -85,10 +85,9 @@ type Wait struct{ Until time.Time }
 type Backoff struct{ Until time.Time }
 
 // Defer: the request changed (an edit of the spec, or of what it references) sooner
-// than the request budget allows, at most RequestBudget requests per token lifetime
-// (DESIGN §4, §8); the changed request goes out at Until. AfterFailure says the budget
-// counts failed requests (Input.Failure), not only the issuance of the token in the
-// Secret.
+// than the request budget allows, at most 3 requests per token lifetime (DESIGN §4, §8);
+// the changed request goes out at Until. AfterFailure says the budget counts from a
+// failed request (Input.Failure), not from the issuance of the token in the Secret.
 type Defer struct {
 	Until        time.Time
 	AfterFailure bool
@@ -209,69 +208,37 @@ func backingOff(in Input) Decision {
 }
 
 // tooSoonAfterFailure holds a request whose spec half changed after a failed request
-// (SameSpec) while the request budget is spent: RequestBudget requests per token
-// lifetime, counting the failed requests since the last success and that success. So an
-// honest fix of a refused request (a mistyped scope) goes at once, but flipping a field
-// back and forth buys neither a fresh budget of attempts nor more than RequestBudget
-// requests per lifetime. An edit never ends a backoff early either: the server asked
-// for the wait. A request changed only in its secret values (a fixed client secret, a
+// (SameSpec) until a third of the token lifetime after that failure: an edit must not
+// buy a fresh backoff or a fresh budget of attempts, or flipping a field back and forth
+// would send one request per edit. Nor does it end a backoff early: the server may have
+// asked for it. A request changed only in its secret values (a fixed client secret, a
 // customer's new login) goes at once: no one who may only edit the CR can change those.
 func tooSoonAfterFailure(in Input) Decision {
 	f := in.Failure
 	if f == nil || f.Request == in.Request || SameSpec(f.Request, in.Request) {
 		return nil
 	}
-	until := budgetFreed(in)
-	if !f.Terminal() && f.Retry.After(until) {
-		until = f.Retry
-	}
+	until := ceilSecond(f.Time.Add(ChangeFloor(in.Lifetime)))
 	if l := in.Last; l != nil {
 		// Never past the token pods still have: a renewal that failed late in its life
-		// and an edit that fixes it must not leave the Secret to expire. This adds at
-		// most one request per lifetime, since the token that lands moves Last on.
+		// and an edit that fixes it must not leave the Secret to expire. One request,
+		// not one per edit: only while no request has failed since that point (the
+		// token that lands moves Last on).
 		latest := l.ExpiresAt.Add(-MinRenewMargin)
 		if earliest := l.Earliest(); latest.Before(earliest) {
 			latest = earliest
 		}
-		if latest.Before(until) {
+		if latest.Before(until) && f.Time.Before(latest) {
 			until = latest
 		}
+	}
+	if !f.Terminal() && f.Retry.After(until) {
+		until = f.Retry
 	}
 	if in.Now.Before(until) {
 		return Defer{Until: until, AfterFailure: true}
 	}
 	return nil
-}
-
-// budgetFreed is when the requests of the last window leave room for one more (zero:
-// now). Status keeps the count of failed requests since the last success and the time
-// of the last, not each time, so all of them are counted as sent then: a bound from
-// above. The success is the issuance of the token in the Secret (unknown: counted
-// until the failures leave the window).
-func budgetFreed(in Input) time.Time {
-	f := in.Failure
-	window := BudgetWindow(in.Lifetime)
-	failuresLeave := ceilSecond(f.Time.Add(window))
-	used := 0
-	if in.Now.Before(failuresLeave) {
-		used = f.Attempts
-	}
-	successLeaves := failuresLeave
-	if l := in.Last; l != nil {
-		if !l.Issued.IsZero() {
-			successLeaves = ceilSecond(l.Issued.Add(window))
-		}
-		if in.Now.Before(successLeaves) {
-			used++
-		}
-	}
-	switch {
-	case used < RequestBudget:
-		return time.Time{}
-	case f.Attempts < RequestBudget && successLeaves.Before(failuresLeave):
-		return successLeaves
-	}
-	return failuresLeave
 }
 
 func send(in Input) Decision {

@@ -21,9 +21,9 @@ func TestDecide(t *testing.T) {
 	retrying := &Failure{Request: req, Reason: "TokenRequestFailed", Time: t0.Add(-time.Second), Attempts: 2, Retry: t0.Add(9 * time.Second)}
 	recheck := &Failure{Request: req, Reason: "ProductNotAllocated", Time: t0.Add(-time.Minute), Attempts: 1, Recheck: t0.Add(9 * time.Minute)}
 	rechecked := &Failure{Request: req, Reason: "ProductNotAllocated", Time: t0.Add(-10 * time.Minute), Attempts: 1, Recheck: t0}
-	spent := &Failure{Request: req, Reason: "RefreshTokenRefused", Time: t0.Add(-time.Minute), Attempts: 3}
-	twice := &Failure{Request: req, Reason: "InvalidScope", Time: t0.Add(-time.Minute), Attempts: 2}
-	longLived := &Schedule{Issued: t0.Add(-time.Hour), RenewAt: t0.Add(time.Hour), ExpiresAt: t0.Add(2 * time.Hour)}
+	// backedOff was retried after its floor: the server asked for a longer wait.
+	backedOff := &Failure{Request: req, Reason: "RateLimited", Time: t0.Add(-time.Minute), Attempts: 1, Retry: t0.Add(5 * time.Minute)}
+	retryingEarly := &Failure{Request: req, Reason: "TokenRequestFailed", Time: t0.Add(-10 * time.Minute), Attempts: 2, Retry: t0.Add(-9 * time.Minute)}
 	retryDue := &Failure{Request: req, Reason: "TokenRequestFailed", Time: t0.Add(-time.Minute), Attempts: 2, Retry: t0.Add(-time.Second)}
 	stored := func(m Mark) *Refresh {
 		return &Refresh{Hash: "sha256:current", Mark: m, Self: "me", HolderTimeout: time.Minute}
@@ -62,36 +62,22 @@ func TestDecide(t *testing.T) {
 		"a changed secret value (a fixed client secret, a new login) is sent at once after a refusal": {
 			in: Input{Request: newSecret, Failure: terminal, Lifetime: 30 * time.Minute}, want: Send{},
 		},
-		// DESIGN §8: at most RequestBudget requests per lifetime, edits or not. A fix
-		// of a refused request has room in the budget and goes at once...
-		"an edited request after one refusal goes at once": {
-			in: Input{Request: edited, Failure: terminal, Lifetime: 3 * time.Hour}, want: Send{},
+		// DESIGN §8: flipping a field back and forth must not buy a fresh budget of
+		// attempts per edit, so an edited request waits a third of the lifetime.
+		"an edited request waits a third of the token lifetime after a refusal": {
+			in:   Input{Request: edited, Failure: terminal, Lifetime: 3 * time.Hour},
+			want: Defer{Until: terminal.Time.Add(time.Hour), AfterFailure: true},
 		},
-		"an edited request after one refusal goes at once when no lifetime is known": {
-			in: Input{Request: edited, Failure: terminal}, want: Send{},
+		"an edited request waits the fallback floor after a refusal when no lifetime is known": {
+			in:   Input{Request: edited, Failure: terminal},
+			want: Defer{Until: terminal.Time.Add(UnknownLifetimeFloor), AfterFailure: true},
 		},
-		// ...but flipping a field back and forth buys no more: three failed requests
-		// fill the budget until they leave the lifetime's window.
-		"an edited request after three failed requests waits a lifetime after the last": {
-			in:   Input{Request: edited, Failure: spent, Lifetime: 3 * time.Hour},
-			want: Defer{Until: spent.Time.Add(3 * time.Hour), AfterFailure: true},
-		},
-		"an edited request after three failed requests waits 30 minutes when no lifetime is known": {
-			in:   Input{Request: edited, Failure: spent},
-			want: Defer{Until: spent.Time.Add(UnknownLifetimeWindow), AfterFailure: true},
-		},
-		"an edited request is sent once the failed requests left the window": {
-			in: Input{Request: edited, Failure: spent, Lifetime: 30 * time.Second}, want: Send{},
-		},
-		// The token in the Secret was a request too: with two failures it fills the
-		// budget until it leaves the window, which the cap below brings before its expiry.
-		"an edited request after two failures within the last token's lifetime waits": {
-			in:   Input{Request: edited, Failure: twice, Lifetime: 3 * time.Hour, Last: longLived},
-			want: Defer{Until: longLived.ExpiresAt.Add(-MinRenewMargin), AfterFailure: true},
+		"an edited request is sent once a third of the lifetime has passed since the refusal": {
+			in: Input{Request: edited, Failure: terminal, Lifetime: 3 * time.Minute}, want: Send{},
 		},
 		"an edit during a backoff does not end the backoff early": {
-			in:   Input{Request: edited, Failure: retrying, Lifetime: 30 * time.Minute},
-			want: Defer{Until: retrying.Retry, AfterFailure: true},
+			in:   Input{Request: edited, Failure: backedOff, Lifetime: 30 * time.Second},
+			want: Defer{Until: backedOff.Retry, AfterFailure: true},
 		},
 		// The budget must not outlast the token pods have: a renewal that failed late in
 		// its life, then an edit that fixes it, still gets a token before that one expires.
@@ -100,8 +86,14 @@ func TestDecide(t *testing.T) {
 			want: Defer{Until: due.ExpiresAt.Add(-MinRenewMargin), AfterFailure: true},
 		},
 		"an edited request after a late failure goes out at once when the token in the Secret is about to expire": {
-			in:   Input{Request: edited, Failure: retrying, Lifetime: 30 * time.Minute, Last: &Schedule{Issued: t0.Add(-29 * time.Minute), RenewAt: t0.Add(-9 * time.Minute), ExpiresAt: t0.Add(time.Minute)}},
+			in:   Input{Request: edited, Failure: retryingEarly, Lifetime: 30 * time.Minute, Last: &Schedule{Issued: t0.Add(-29 * time.Minute), RenewAt: t0.Add(-9 * time.Minute), ExpiresAt: t0.Add(time.Minute)}},
 			want: Send{},
+		},
+		// ...but that is one request, not one per edit: once a request failed after the
+		// point the token was about to expire, edits wait the floor again.
+		"edits after the token in the Secret expired wait the floor after the last failure": {
+			in:   Input{Request: edited, Failure: terminal, Lifetime: 30 * time.Minute, Last: &Schedule{Issued: t0.Add(-40 * time.Minute), RenewAt: t0.Add(-20 * time.Minute), ExpiresAt: t0.Add(-10 * time.Minute)}},
+			want: Defer{Until: terminal.Time.Add(10 * time.Minute), AfterFailure: true},
 		},
 		// DESIGN §4: whatever the spec says, never renewed sooner than lifetime/3 after
 		// issuance. A token requested for something else leaves Current nil, not Last.

@@ -57,11 +57,11 @@ type Retry struct {
 }
 
 // RecheckInterval is how long a refusal the identity server alone can fix waits before
-// it is asked again: a sixth of the token lifetime (5 minutes when none is known), at
-// most an hour. A renewal refused at two thirds of a lifetime is asked again twice
-// before the token in the Secret expires.
+// it is asked again: the request budget's floor after a failure (ChangeFloor, a third
+// of the token lifetime, 10 minutes when none is known), so rechecks, like edits, make
+// at most 3 requests per lifetime (DESIGN §8).
 func RecheckInterval(lifetime time.Duration) time.Duration {
-	return min(BudgetWindow(lifetime)/6, time.Hour)
+	return ChangeFloor(lifetime)
 }
 
 // Backoff bounds: 5 s after the first failure, doubling, at most 10 minutes, plus up to

@@ -144,17 +144,19 @@ func TestFailureMemory(t *testing.T) {
 		"a refresh token held in memory is written again within 6 seconds however often it failed": {
 			prev: &Failure{Request: "r", Attempts: 6}, request: "r", retry: Retry{Holding: true, Lifetime: time.Hour}, wantAttempts: 7, minWait: 5 * time.Second, most: 6 * time.Second,
 		},
-		"a refusal the identity server may fix is terminal, rechecked a sixth of a 30-minute lifetime later": {
-			prev: &Failure{Request: "r", Attempts: 9}, request: "r", retry: Retry{Recheck: true, Lifetime: 30 * time.Minute}, wantAttempts: 10, wantTerminal: true, recheck: 5 * time.Minute,
+		// Rechecks are held to the request budget as edits are: a third of the lifetime
+		// after the failure, so at most 3 requests per lifetime (DESIGN §8).
+		"a refusal the identity server may fix is terminal, rechecked a third of a 30-minute lifetime later": {
+			prev: &Failure{Request: "r", Attempts: 9}, request: "r", retry: Retry{Recheck: true, Lifetime: 30 * time.Minute}, wantAttempts: 10, wantTerminal: true, recheck: 10 * time.Minute,
 		},
-		"a recheck without a known lifetime comes 5 minutes later": {
-			request: "r", retry: Retry{Recheck: true}, wantAttempts: 1, wantTerminal: true, recheck: 5 * time.Minute,
+		"a recheck without a known lifetime comes 10 minutes later": {
+			request: "r", retry: Retry{Recheck: true}, wantAttempts: 1, wantTerminal: true, recheck: 10 * time.Minute,
 		},
-		"a recheck of a day-long token's refusal comes within the hour": {
-			request: "r", retry: Retry{Recheck: true, Lifetime: 24 * time.Hour}, wantAttempts: 1, wantTerminal: true, recheck: time.Hour,
+		"a recheck of a day-long token's refusal comes a third of a day later": {
+			request: "r", retry: Retry{Recheck: true, Lifetime: 24 * time.Hour}, wantAttempts: 1, wantTerminal: true, recheck: 8 * time.Hour,
 		},
 		"a server's Retry-After beats the recheck interval": {
-			request: "r", retry: Retry{Recheck: true, After: 2 * time.Hour}, wantAttempts: 1, wantTerminal: true, recheck: 2 * time.Hour,
+			request: "r", retry: Retry{Recheck: true, After: 2 * time.Hour, Lifetime: 30 * time.Minute}, wantAttempts: 1, wantTerminal: true, recheck: 2 * time.Hour,
 		},
 		"a terminal failure has no retry time": {
 			request: "r", retry: Retry{Terminal: true}, wantAttempts: 1, wantTerminal: true,

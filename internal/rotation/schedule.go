@@ -36,22 +36,22 @@ func (s Schedule) Earliest() time.Time {
 	return ceilSecond(s.Issued.Add(s.ExpiresAt.Sub(s.Issued) / 3))
 }
 
-// RequestBudget is how many token requests a CR's edits may cause per token lifetime
-// (DESIGN §4, §8).
-const RequestBudget = 3
+// UnknownLifetimeFloor is how long a changed request waits after a failed one when no
+// token lifetime is known (the CR never stored a token): a third of the shortest
+// lifetime Central Dispatch issues (30 minutes, DESIGN §1), which is also the longest
+// backoff after a failure.
+const UnknownLifetimeFloor = 10 * time.Minute
 
-// UnknownLifetimeWindow is the request budget's window when no token lifetime is known
-// (the CR never stored a token): the shortest lifetime Central Dispatch issues
-// (30 minutes, DESIGN §1).
-const UnknownLifetimeWindow = 30 * time.Minute
-
-// BudgetWindow is the window RequestBudget counts in: the token lifetime, or
-// UnknownLifetimeWindow when it is unknown.
-func BudgetWindow(lifetime time.Duration) time.Duration {
+// ChangeFloor is how long a request the operator was not due to send (an edit's, a
+// recheck's) waits after a failed request: a third of the token lifetime, or
+// UnknownLifetimeFloor when the lifetime is unknown. Such requests spaced this far from
+// the failure before them, and renewals never sooner than a third of the lifetime after
+// issuance, make at most 3 requests per lifetime (DESIGN §4, §8).
+func ChangeFloor(lifetime time.Duration) time.Duration {
 	if lifetime <= 0 {
-		return UnknownLifetimeWindow
+		return UnknownLifetimeFloor
 	}
-	return lifetime
+	return lifetime / 3
 }
 
 // Plan decides when a token issued at issued with the given lifetime is renewed
