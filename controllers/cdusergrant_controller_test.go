@@ -995,23 +995,14 @@ func TestAReauthorizationRequestKeepsTheGrantWorking(t *testing.T) {
 }
 
 // The callback removes the reauthorization request once it has stored the new refresh
-// token; when that write fails, the login still succeeded. The controller drops a request
-// a later successful login answered, and only such a request: a login from before the
-// request does not answer it.
+// token; when that write fails, the login still succeeded. The controller drops the
+// request a successful login answered (status.lastAuthorization.answeredRequest), and
+// only that one: a login from before the request does not answer it.
 func TestAReauthorizationRequestALoginAnsweredIsDropped(t *testing.T) {
 	w := newWorld(t)
 	w.grants.Authorizer = fixedAuthorizer{}
 	g := w.grant("acme")
-	setLastAuthorization := func(a *cdv1.AuthorizationResult) {
-		t.Helper()
-		g = w.grant("acme")
-		before := g.DeepCopy()
-		g.Status.LastAuthorization = a
-		if err := w.client.Status().Patch(t.Context(), g, client.MergeFrom(before)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	setLastAuthorization(&cdv1.AuthorizationResult{Time: metav1.NewTime(epoch.Add(-time.Hour)), Reason: cdv1.CustomerAuthorizedReason})
+	setLastAuthorization(t, w, &cdv1.AuthorizationResult{Time: metav1.NewTime(epoch.Add(-time.Hour)), Reason: cdv1.CustomerAuthorizedReason})
 	w.update(g, func() { g.Annotations = map[string]string{cdv1.ReauthorizeAnnotation: epoch.Format(time.RFC3339)} })
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
@@ -1020,7 +1011,7 @@ func TestAReauthorizationRequestALoginAnsweredIsDropped(t *testing.T) {
 		t.Fatal("a login from before the request was taken for its answer: the request was dropped")
 	}
 	w.clock.Step(time.Minute)
-	setLastAuthorization(&cdv1.AuthorizationResult{Time: metav1.NewTime(w.clock.Now()), Reason: cdv1.CustomerAuthorizedReason})
+	setLastAuthorization(t, w, &cdv1.AuthorizationResult{Time: metav1.NewTime(w.clock.Now()), Reason: cdv1.CustomerAuthorizedReason, AnsweredRequest: epoch.Format(time.RFC3339)})
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -1031,6 +1022,84 @@ func TestAReauthorizationRequestALoginAnsweredIsDropped(t *testing.T) {
 	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
 	if g.Status.AuthorizationURL != "" {
 		t.Errorf("authorizationURL %q left after the request was answered", g.Status.AuthorizationURL)
+	}
+}
+
+// A login answers the reauthorization request the callback saw, and no other: a request
+// made after it is kept whatever the clocks say. Here ReauthorizationRequired was True
+// before the customer logged in (the refresh token was rejected) and stays True, with its
+// old transition time, when the first rotation with the new token gets no answer; 20 s
+// after the login an admin asks for another login from a laptop whose clock is 30 s
+// behind the operator's, so the request's time is before the login's.
+func TestAReauthorizationRequestedAfterALoginIsKeptWhateverTheRequestersClock(t *testing.T) {
+	w := newWorld(t)
+	w.grants.Authorizer = fixedAuthorizer{}
+	w.tokens.failNext(invalidGrant)
+	_, _ = w.reconcileGrant("acme")
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenRejectedReason)
+
+	// The customer logs in: the callback stores the token and records the login, which
+	// answered no request (there was none).
+	w.clock.Step(time.Minute)
+	loginAt := w.clock.Now()
+	w.login("refresh-new")
+	setLastAuthorization(t, w, &cdv1.AuthorizationResult{Time: metav1.NewTime(loginAt), Reason: cdv1.CustomerAuthorizedReason})
+	w.tokens.failNext(lostAnswer)
+	_, _ = w.reconcileGrant("acme")
+	if c := condition(t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition); c.Status != metav1.ConditionTrue || c.LastTransitionTime.After(loginAt) {
+		t.Fatalf("ReauthorizationRequired %+v after a rotation with no answer, want it still True from before the login: the premise fails", c)
+	}
+
+	w.clock.Step(20 * time.Second)
+	asked := w.clock.Now().Add(-30 * time.Second).Truncate(time.Second)
+	g := w.grant("acme")
+	w.update(g, func() { g.Annotations = map[string]string{cdv1.ReauthorizeAnnotation: asked.Format(time.RFC3339)} })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, requested := w.grant("acme").Annotations[cdv1.ReauthorizeAnnotation]; !requested {
+		t.Errorf("a reauthorization requested 20 s after the login (stamped %s by a clock 30 s behind) was dropped as answered by the login at %s",
+			asked.Format("15:04:05"), loginAt.Format("15:04:05"))
+	}
+}
+
+// The callback clears the request it answered and then records the login; a request
+// made in between, in the same second, is not the answered one and is kept.
+func TestAReauthorizationRequestedWhileTheCallbackRecordsItsLoginIsKept(t *testing.T) {
+	w := newWorld(t)
+	w.grants.Authorizer = fixedAuthorizer{}
+	g := w.grant("acme")
+	answered := epoch.Format(time.RFC3339)
+	w.update(g, func() { g.Annotations = map[string]string{cdv1.ReauthorizeAnnotation: answered} })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.ReauthorizationRequestedReason)
+
+	// The callback: stores the token, clears the request, a new one lands, the login is
+	// recorded.
+	w.clock.Step(time.Minute)
+	w.login("refresh-new")
+	again := w.clock.Now().Format(time.RFC3339)
+	w.update(g, func() { g.Annotations = map[string]string{cdv1.ReauthorizeAnnotation: again} })
+	setLastAuthorization(t, w, &cdv1.AuthorizationResult{Time: metav1.NewTime(w.clock.Now()), Reason: cdv1.CustomerAuthorizedReason, AnsweredRequest: answered})
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	g = w.grant("acme")
+	if v := g.Annotations[cdv1.ReauthorizeAnnotation]; v != again {
+		t.Errorf("the request made after the callback cleared the one it answered is %q, want %q kept", v, again)
+	}
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.ReauthorizationRequestedReason)
+}
+
+func setLastAuthorization(t *testing.T, w *world, a *cdv1.AuthorizationResult) {
+	t.Helper()
+	g := w.grant("acme")
+	before := g.DeepCopy()
+	g.Status.LastAuthorization = a
+	if err := w.client.Status().Patch(t.Context(), g, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -2,10 +2,7 @@ package controllers
 
 import (
 	"context"
-	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -26,18 +23,12 @@ func (r *CDUserGrantReconciler) dropAnsweredReauthorization(ctx context.Context,
 }
 
 // answeredReauthorization tells whether a grant's reauthorization request was answered:
-// status.lastAuthorization is a successful login (CustomerAuthorized) from no earlier
-// than the request (the annotation's time, from the requester's clock) and than
-// ReauthorizationRequired last turned True (this operator's clock, which also stamps
-// logins). Both must hold: a login from before the request does not answer it, whatever
-// the requester's clock says. A request whose time cannot be read is never dropped.
+// status.lastAuthorization is a successful login (CustomerAuthorized) that the callback
+// recorded as answering this very request (answeredRequest, the annotation's value when
+// the login completed). No clock is compared: a request made after the login, even in
+// the login's second or stamped by a clock running behind, has another value and is kept.
 func answeredReauthorization(grant *cdv1.CDUserGrant) bool {
 	value, requested := grant.Annotations[cdv1.ReauthorizeAnnotation]
 	a := grant.Status.LastAuthorization
-	waiting := meta.FindStatusCondition(grant.Status.Conditions, cdv1.ReauthorizationRequiredCondition)
-	if !requested || a == nil || a.Reason != cdv1.CustomerAuthorizedReason || waiting == nil || waiting.Status != metav1.ConditionTrue {
-		return false
-	}
-	asked, err := time.Parse(time.RFC3339, value)
-	return err == nil && !a.Time.Time.Before(asked) && !a.Time.Time.Before(waiting.LastTransitionTime.Truncate(time.Second))
+	return requested && value != "" && a != nil && a.Reason == cdv1.CustomerAuthorizedReason && a.AnsweredRequest == value
 }

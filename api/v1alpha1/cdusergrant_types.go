@@ -183,6 +183,17 @@ type AuthorizationResult struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Message string `json:"message,omitempty"`
+
+	// answeredRequest is the value of the cd.credops.io/reauthorize annotation (the time
+	// `kubectl cd reauthorize` stamped on its request, not a secret) when this login
+	// completed: the request the login answered. The controller removes that annotation
+	// while it still holds this value, when the callback could not; a request made since
+	// has another value and is kept, whatever the clocks say. Empty when no request was
+	// pending, the login failed, or the value was longer than this field allows (such a
+	// request is removed by the callback only).
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	AnsweredRequest string `json:"answeredRequest,omitempty"`
 }
 
 // CDUserGrant is one Central Dispatch customer's authorization of an

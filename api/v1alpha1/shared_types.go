@@ -97,9 +97,9 @@ const (
 	// ReauthorizeAnnotation on a CDUserGrant asks for a new customer login (its value is
 	// the time of the request, RFC 3339), even while the grant works: the operator puts a
 	// fresh authorizationURL in status, and the callback removes the annotation once the
-	// customer has logged in (the controller does, when a successful login newer than the
-	// request is in status.lastAuthorization but the annotation is still there). `kubectl
-	// cd reauthorize` sets it.
+	// customer has logged in (the controller does, when status.lastAuthorization is a
+	// successful login whose answeredRequest is this very value but the annotation is
+	// still there). `kubectl cd reauthorize` sets it.
 	ReauthorizeAnnotation = "cd.credops.io/reauthorize"
 )
 

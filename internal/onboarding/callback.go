@@ -315,8 +315,8 @@ func (c *Callback) store(ctx context.Context, grant *cdv1.CDUserGrant, rt string
 
 // clearReauthorize removes the reauthorization request the stored login answered. The
 // token is stored by then, so the login succeeded whatever happens here: a request that
-// cannot be removed after a few tries is left for the grant's controller, which drops a
-// request a later successful login answered (status.lastAuthorization).
+// cannot be removed after a few tries is left for the grant's controller, which drops the
+// request status.lastAuthorization.answeredRequest names (see record).
 func (c *Callback) clearReauthorize(ctx context.Context, grant *cdv1.CDUserGrant) {
 	requested, asked := grant.Annotations[cdv1.ReauthorizeAnnotation]
 	if !asked {
@@ -341,10 +341,15 @@ func (c *Callback) clearReauthorize(ctx context.Context, grant *cdv1.CDUserGrant
 
 // record writes the outcome of a login to the grant's status (where its controller
 // turns it into conditions) and as an event. A claimed link leaves status: it is spent.
+// A successful login names the reauthorization request it answered, so the controller
+// can remove that request, and only that one, if clearReauthorize could not.
 func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, a *answer, spent bool) {
 	before := grant.DeepCopy()
 	grant.Status.LastAuthorization = &cdv1.AuthorizationResult{
 		Time: metav1.NewTime(c.Clock.Now().Truncate(time.Second)), Reason: a.reason, Error: a.oauthError, Message: truncate(a.msg, 1000),
+	}
+	if a.reason == cdv1.CustomerAuthorizedReason {
+		grant.Status.LastAuthorization.AnsweredRequest = answeredRequest(grant)
 	}
 	if spent {
 		grant.Status.AuthorizationURL = ""
@@ -356,6 +361,22 @@ func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, a *answe
 		c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, a.reason, "Authorize", "Customer authorization failed: %s", truncate(a.msg, 1000))
 	}
 }
+
+// answeredRequest is the reauthorization request a successful login answered: the one
+// on the grant as it was claimed, which is the one clearReauthorize removes. A request
+// made since has another value (a time, from kubectl cd reauthorize) and stays. A value
+// too long for status.lastAuthorization.answeredRequest is not recorded: only the
+// callback removes such a request.
+func answeredRequest(grant *cdv1.CDUserGrant) string {
+	v := grant.Annotations[cdv1.ReauthorizeAnnotation]
+	if len(v) > maxAnsweredRequest {
+		return ""
+	}
+	return v
+}
+
+// maxAnsweredRequest is AuthorizationResult.AnsweredRequest's MaxLength.
+const maxAnsweredRequest = 128
 
 // mayBind reports whether the callback may write s for grant: bound to it, to no grant
 // yet (an opted-in Secret prepared for a customer who has not logged in), or to a grant

@@ -242,4 +242,51 @@ func TestAStoredLoginIsReportedAuthorizedWhenTheRequestCannotBeCleared(t *testin
 	if body := rec.Body.String(); rec.Code != http.StatusOK || a == nil || a.Reason != cdv1.CustomerAuthorizedReason || strings.Contains(body, "could not be stored") {
 		t.Errorf("the refresh token is stored in acme-refresh, yet HTTP %d says %q and lastAuthorization = %+v", rec.Code, body, a)
 	}
+	// The grant's controller removes the request the login answered: it is named.
+	if a != nil && a.AnsweredRequest != now.Format(time.RFC3339) {
+		t.Errorf("lastAuthorization.answeredRequest = %q, want the request the login answered, %q", a.AnsweredRequest, now.Format(time.RFC3339))
+	}
+}
+
+// A login answers the reauthorization request it found, which the callback removes; one
+// made after that, before the login is recorded, is not named as answered, so the grant's
+// controller keeps it (and it stays on the grant).
+func TestALoginNamesOnlyTheReauthorizationRequestItAnswered(t *testing.T) {
+	now := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
+	issuer := &countingIssuer{answer: func(string, int) (*tokenclient.Token, error) {
+		return &tokenclient.Token{AccessToken: "at", TokenType: "Bearer", RefreshToken: "rt-new-login", Scopes: []string{"marketplace", "offline_access"}}, nil
+	}}
+	answered, again := now.Add(-5*time.Minute).Format(time.RFC3339), now.Format(time.RFC3339)
+	funcs := &interceptor.Funcs{Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+		g, ok := obj.(*cdv1.CDUserGrant)
+		if !ok || g.Annotations[cdv1.ReauthorizeAnnotation] != "" {
+			return c.Patch(ctx, obj, patch, opts...)
+		}
+		// The callback removes the answered request; an admin asks again at once.
+		if err := c.Patch(ctx, obj, patch, opts...); err != nil {
+			return err
+		}
+		cur := &cdv1.CDUserGrant{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(g), cur); err != nil {
+			return err
+		}
+		cur.Annotations = map[string]string{cdv1.ReauthorizeAnnotation: again}
+		return c.Update(ctx, cur)
+	}}
+	o := newOnboarding(t, now, issuer, funcs)
+	g := o.current(t)
+	g.Annotations = map[string]string{cdv1.ReauthorizeAnnotation: answered}
+	if err := o.client.Update(t.Context(), g); err != nil {
+		t.Fatal(err)
+	}
+	if rec := o.login("code-A", o.link()); rec.Code != http.StatusOK {
+		t.Fatalf("login: HTTP %d %s", rec.Code, rec.Body)
+	}
+	g = o.current(t)
+	if a := g.Status.LastAuthorization; a == nil || a.Reason != cdv1.CustomerAuthorizedReason || a.AnsweredRequest != answered {
+		t.Errorf("lastAuthorization = %+v, want CustomerAuthorized answering %q", a, answered)
+	}
+	if v := g.Annotations[cdv1.ReauthorizeAnnotation]; v != again {
+		t.Errorf("reauthorize annotation %q, want the request made since (%q) left", v, again)
+	}
 }
