@@ -270,14 +270,14 @@ func ValidateTemplate(t *cdv1.SecretTemplate) error {
 	return errs.ToAggregate()
 }
 
-// ownerLabelValue is "<kind>.<name>", shortened with a hash when it would not fit in a
-// label value (63 characters).
 // OutputLabels select the output Secrets written for the CR of kind with name (a label
 // does not prove ownership: check the controller reference too).
 func OutputLabels(kind, name string) map[string]string {
 	return map[string]string{cdv1.OwnerLabel: ownerLabelValue(kind, name), cdv1.SecretTypeLabel: cdv1.SecretTypeAccessToken}
 }
 
+// ownerLabelValue is "<kind>.<name>", shortened with a hash when it would not fit in a
+// label value (63 characters; the README says how).
 func ownerLabelValue(kind, name string) string {
 	v := kind + "." + name
 	if len(v) <= 63 {
