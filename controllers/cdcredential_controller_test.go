@@ -600,3 +600,80 @@ func TestSwitchingTheFlowBackAndForthDoesNotResendARefusedRequest(t *testing.T) 
 	}
 	wantCondition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.GrantTypeNotAllowedReason)
 }
+
+// status.secretName is the Secret that holds the CR's access token: the SECRET column of
+// `kubectl get cdcred`, and what a platform team mounts. A credential whose output name
+// is held by another CR's output (here the grant acme's, which holds a customer's
+// token) is SecretNameConflict, and its status must not name that Secret: whoever
+// mounts what status says would get a customer's authorization-code token for
+// client-credentials calls, the very mix-up the operator exists to prevent. It names the
+// Secret its own token is still in, or none.
+func TestACredentialWhoseOutputNameIsTakenNamesOnlyASecretHoldingItsOwnToken(t *testing.T) {
+	cases := map[string]struct {
+		setup func(w *world) // before the credential's spec.secretName becomes acme's output
+		want  string
+	}{
+		"a new credential names no Secret": {
+			setup: func(*world) {},
+			want:  "",
+		},
+		"a credential renamed onto the taken name keeps naming the Secret its token is in": {
+			setup: func(w *world) {
+				if _, err := w.reconcileCred("pricing"); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: "pricing-token",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			tc.setup(w)
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+			if s := w.secret("acme-token"); !metav1.IsControlledBy(s, w.grant("acme")) {
+				t.Fatalf("acme-token is not the grant's output: %v", s.OwnerReferences)
+			}
+			c := w.cred("pricing")
+			w.update(c, func() { c.Spec.SecretName = "acme-token"; c.Generation++ })
+			if _, err := w.reconcileCred("pricing"); err != nil {
+				t.Fatal(err)
+			}
+			c = w.cred("pricing")
+			wantCondition(t, c.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretNameConflictReason)
+			if c.Status.SecretName != tc.want {
+				t.Errorf("status.secretName = %q, want %q: acme-token holds the grant's token, not the credential's", c.Status.SecretName, tc.want)
+			}
+		})
+	}
+}
+
+// The same when the credential's own output was deleted and another CR took its name:
+// status named that Secret, and the credential's token is no longer in it.
+func TestACredentialWhoseOutputWasTakenOverNamesNoSecret(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.client.Delete(t.Context(), w.secret("pricing-token")); err != nil {
+		t.Fatal(err)
+	}
+	g := w.grant("acme")
+	w.update(g, func() { g.Spec.SecretName = "pricing-token"; g.Generation++ })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if s := w.secret("pricing-token"); !metav1.IsControlledBy(s, w.grant("acme")) {
+		t.Fatalf("pricing-token is not the grant's output: %v", s.OwnerReferences)
+	}
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	c := w.cred("pricing")
+	wantCondition(t, c.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretNameConflictReason)
+	if c.Status.SecretName != "" {
+		t.Errorf("status.secretName = %q, want none: pricing-token holds the grant's token now", c.Status.SecretName)
+	}
+}

@@ -1573,3 +1573,26 @@ func TestAGrantWhoseCredentialIsInAnotherShardIsNotToldItIsMissing(t *testing.T)
 		t.Errorf("%d refreshes sent without the credential", n)
 	}
 }
+
+// As for a credential (TestACredentialWhoseOutputNameIsTakenNamesOnlyASecretHoldingItsOwnToken):
+// a grant whose default output name is held by a CDCredential's output is
+// SecretNameConflict, and its status names no Secret, not the credential's.
+func TestAGrantWhoseOutputNameIsTakenNamesNoSecretInStatus(t *testing.T) {
+	w := newWorld(t)
+	c := w.cred("pricing")
+	w.update(c, func() { c.Spec.SecretName = "acme-token"; c.Generation++ })
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	if s := w.secret("acme-token"); !metav1.IsControlledBy(s, w.cred("pricing")) {
+		t.Fatalf("acme-token is not the credential's output: %v", s.OwnerReferences)
+	}
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	g := w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretNameConflictReason)
+	if g.Status.SecretName != "" {
+		t.Errorf("status.secretName = %q, want none: acme-token holds the credential's token, not the grant's", g.Status.SecretName)
+	}
+}

@@ -109,18 +109,26 @@ func (stored) isOutcome()                {}
 func (writeFailed) isOutcome()           {}
 
 // keepTokenSecret has status keep naming the Secret that holds the token (previous)
-// until a pass puts a token in, or finds one in, the Secret the spec names now. A renamed
-// output must stay a rename to the passes after one that stopped or waited, whatever
-// stopped it: renaming the output over and over would otherwise get a token per rename
-// (renamedToken).
+// until a pass puts a token in, or finds one in, the Secret the spec names now (name).
+// A renamed output must stay a rename to the passes after one that stopped or waited,
+// whatever stopped it: renaming the output over and over would otherwise get a token per
+// rename (renamedToken).
+//
+// status.secretName is what pods are told to mount, so it never names a Secret this CR's
+// token is not in: none before the first token, and none when the Secret it named is
+// taken by another (a user's, or another CR's output holding another client's or a
+// customer's token: the mix-up the operator exists to prevent).
 func keepTokenSecret(name *string, previous string, out outcome) {
-	switch out.(type) {
+	switch o := out.(type) {
 	case stored, fresh, clientReady:
 		return
+	case outputBlocked:
+		if previous == *name && errors.Is(o.err, secrets.ErrNameConflict) {
+			*name = ""
+			return
+		}
 	}
-	if previous != "" {
-		*name = previous
-	}
+	*name = previous
 }
 
 // refusal is how an answer that yielded no token is reported: the Ready reason, whether

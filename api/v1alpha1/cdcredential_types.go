@@ -255,7 +255,10 @@ type CDCredentialStatus struct {
 	// +listType=atomic
 	GrantedScopes []string `json:"grantedScopes,omitempty"`
 
-	// secretName is the Secret that holds the access token.
+	// secretName is the Secret that holds this CR's access token: the one to mount.
+	// Empty until a token is stored, and never a Secret the token is not in: while
+	// spec.secretName is held by another Secret (SecretNameConflict), it names the
+	// Secret the token is still in, or none.
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
 }
