@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -73,6 +72,7 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if out == nil {
 		return ctrl.Result{}, err
 	}
+	out = noteLeftovers(ctx, r.Client, cred, kindCredential, cred.Status.SecretName, before.Status.SecretName, before.Status.Conditions, out)
 	sharers, err := r.sharers(ctx, cred)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -139,17 +139,10 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 func (r *CDCredentialReconciler) authorizationCode(ctx context.Context, cred *cdv1.CDCredential) (outcome, error) {
 	cred.Status.SecretName = ""
 	cred.Status.ExpiresAt, cred.Status.RenewalTime, cred.Status.GrantedScopes = nil, nil, nil
-	list := &corev1.SecretList{}
-	if err := r.List(ctx, list, client.InNamespace(cred.Namespace), client.MatchingLabels(secrets.OutputLabels(kindCredential, cred.Name))); err != nil {
+	leftover, err := leftoverOutputs(ctx, r.Client, cred, kindCredential, "")
+	if err != nil {
 		return nil, err
 	}
-	var leftover []string
-	for i := range list.Items {
-		if metav1.IsControlledBy(&list.Items[i], cred) {
-			leftover = append(leftover, list.Items[i].Name)
-		}
-	}
-	slices.Sort(leftover)
 	return clientReady{leftover: leftover}, nil
 }
 

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -42,14 +41,14 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 	case outputBlocked:
 		res = reportOutputBlocked(c, o, "no token is requested")
 	case clientReady:
-		standing = readyState{cdv1.ClientReadyReason, "The client id and secret are usable; CDUserGrants can use this client" + leftoverNote(o.leftover)}
+		standing = readyState{cdv1.ClientReadyReason, "The client id and secret are usable; CDUserGrants can use this client" + leftoverNote(o.leftover, "of this credential's ClientCredentials flow", kindCredential)}
 		c.ready(standing.reason, standing.message)
 	case fresh:
 		// Said as the storing pass said it: a pass that only confirms a token (a
 		// restart, a Secret event) writes nothing.
 		clamp := clampOf(cred.Spec.RenewBefore, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, o.schedule)
 		cred.Status.ExpiresAt, cred.Status.RenewalTime = timePtr(o.schedule.ExpiresAt), timePtr(o.schedule.RenewAt)
-		standing = readyState{cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, clamp)}
+		standing = readyState{cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, clamp) + renamedNote(o.leftover, kindCredential)}
 		c.ready(standing.reason, standing.message)
 		res.RequeueAfter = untilRenewal(o.schedule, now)
 	case stored:
@@ -57,7 +56,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		cred.Status.ExpiresAt, cred.Status.RenewalTime, cred.Status.LastIssuedTime = timePtr(s.ExpiresAt), timePtr(s.RenewAt), timePtr(s.Issued)
 		cred.Status.GrantedScopes = o.token.scopes
 		cred.Status.LastFailure = nil
-		standing = readyState{cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, o.token.clamp)}
+		standing = readyState{cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, o.token.clamp) + renamedNote(o.leftover, kindCredential)}
 		c.ready(standing.reason, standing.message)
 		res.RequeueAfter = untilRenewal(s, now)
 	case remembered:
@@ -71,7 +70,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		if ready := c.find(cdv1.ReadyCondition); ready.Status == metav1.ConditionTrue && o.last != nil {
 			// Ready stands on the token in the Secret, which still works: worded anew
 			// here, never from the kept message, so FlowMisuse's note is said once.
-			standing = readyState{cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, clampOf(cred.Spec.RenewBefore, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, *o.last))}
+			standing = readyState{cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, clampOf(cred.Spec.RenewBefore, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, *o.last)) + renamedNote(o.leftover, kindCredential)}
 		}
 		res.RequeueAfter = max(o.until.Sub(now), time.Second)
 	case answered:
@@ -141,15 +140,6 @@ func reportFlowMisuse(c conditions, cred *cdv1.CDCredential, misuse string, shar
 			c.set(cdv1.ReadyCondition, true, standing.reason, standing.message) // a sharer gone since Ready was kept
 		}
 	}
-}
-
-// leftoverNote names the output Secrets an AuthorizationCode CDCredential still controls
-// from a ClientCredentials flow it was switched from: nothing renews their token any more.
-func leftoverNote(names []string) string {
-	if len(names) == 0 {
-		return ""
-	}
-	return "; Secret " + strings.Join(names, ", ") + " still holds the last token of this credential's ClientCredentials flow, which is no longer renewed and expires within its lifetime: delete it once no pod mounts it (deleting this CDCredential deletes it too)"
 }
 
 // readyMessage says where the token is, and whether the renewal time was clamped.

@@ -115,6 +115,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if out == nil {
 		return ctrl.Result{}, err
 	}
+	out = noteLeftovers(ctx, r.Client, grant, kindGrant, grant.Status.SecretName, before.Status.SecretName, before.Status.Conditions, out)
 	res, err = r.report(grant, out)
 	return r.offerAuthorization(grant, cred, res, err)
 }

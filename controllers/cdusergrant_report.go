@@ -85,7 +85,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		// Said as the storing pass said it: a restart with a fresh token writes nothing.
 		clamp := clampOf(grant.Spec.RenewBefore, grant.Status.LastRotationTime, grant.Status.ExpiresAt, o.schedule)
 		grant.Status.ExpiresAt, grant.Status.RenewalTime = timePtr(o.schedule.ExpiresAt), timePtr(o.schedule.RenewAt)
-		c.ready(cdv1.TokenIssuedReason, readyMessage(grant.Status.SecretName, clamp))
+		c.ready(cdv1.TokenIssuedReason, readyMessage(grant.Status.SecretName, clamp)+renamedNote(o.leftover, kindGrant))
 		g.valid = true
 		res.RequeueAfter = untilRenewal(o.schedule, now)
 	case holding:
@@ -143,7 +143,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		}
 		grant.Status.GrantedScopes, grant.Status.Subject = o.token.scopes, o.token.subject
 		grant.Status.LastFailure = nil
-		c.ready(cdv1.TokenIssuedReason, readyMessage(grant.Status.SecretName, o.token.clamp))
+		c.ready(cdv1.TokenIssuedReason, readyMessage(grant.Status.SecretName, o.token.clamp)+renamedNote(o.leftover, kindGrant))
 		g.valid = true
 		res.RequeueAfter = untilRenewal(s, now)
 	case writeFailed:

@@ -46,8 +46,12 @@ type (
 	// the output Secrets it still controls from a ClientCredentials flow it was
 	// switched from.
 	clientReady struct{ leftover []string }
-	// fresh: the output Secret holds a token that is not due yet.
-	fresh struct{ schedule rotation.Schedule }
+	// fresh: the output Secret holds a token that is not due yet. leftover names the
+	// other outputs the CR still controls (noteLeftovers).
+	fresh struct {
+		schedule rotation.Schedule
+		leftover []string
+	}
 	// holding: another process is spending the refresh token right now.
 	holding struct{ until time.Time }
 	// remembered: a failure remembered in status still holds, terminal or backing off.
@@ -56,12 +60,13 @@ type (
 	// (rotation.Defer); it goes out at until. failure is the failure memory the pass
 	// acted on, nil when there is none; afterFailure says the budget counts from it.
 	// last is the token in the output Secret the budget counts from (rotation.Input.Last),
-	// nil when there is none.
+	// nil when there is none. leftover as for fresh.
 	deferred struct {
 		until        time.Time
 		afterFailure bool
 		failure      *rotation.Failure
 		last         *rotation.Schedule
+		leftover     []string
 	}
 	// abandoned: the stored refresh token was sent twice without an answer.
 	abandoned struct{ request string }
@@ -74,8 +79,11 @@ type (
 		// scopes are the scopes the request asked for (client credentials).
 		scopes []string
 	}
-	// stored: a token is in the output Secret.
-	stored struct{ token *issued }
+	// stored: a token is in the output Secret. leftover as for fresh.
+	stored struct {
+		token    *issued
+		leftover []string
+	}
 	// writeFailed: the API server refused to store a token the operator holds.
 	writeFailed struct {
 		err     error
