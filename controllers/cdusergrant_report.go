@@ -121,7 +121,10 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		g.reauth, g.reauthMsg = cdv1.RotationInterruptedReason, msg
 	case answered:
 		ref, msg := refusalOf(o, true)
-		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, ref.reason, now, withLifetime(o.outcome.Retry(), grant.Status.LastRotationTime, grant.Status.ExpiresAt), string(grant.UID))
+		retry := withLifetime(o.outcome.Retry(), grant.Status.LastRotationTime, grant.Status.ExpiresAt)
+		// No answer: the one resend left waits for the last safe point (DESIGN §6).
+		retry.ResendLate = o.outcome.Verdict == rotation.Lost
+		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, ref.reason, now, retry, string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
 		reportFailure(c, f, msg)
 		switch {

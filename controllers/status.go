@@ -174,9 +174,13 @@ func failureStatus(f rotation.Failure) *cdv1.FailureStatus {
 
 // withLifetime bounds retry's backoff by the lifetime of the token the CR last stored
 // (issued to expires, from its status), so a short-lived token is retried within its
-// renewal window; unknown when either time is missing.
+// renewal window (unknown when either time is missing), and by that token's expiry, so
+// no backoff runs past the last safe point before it (rotation.Retry.Expires).
 func withLifetime(retry rotation.Retry, issued, expires *metav1.Time) rotation.Retry {
 	retry.Lifetime = lifetimeOf(issued, expires)
+	if expires != nil {
+		retry.Expires = expires.Time
+	}
 	return retry
 }
 

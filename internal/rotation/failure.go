@@ -50,6 +50,17 @@ type Retry struct {
 	// asked again after RecheckInterval all the same, so the CR recovers without
 	// anyone touching it, within the request budget.
 	Recheck bool
+	// Expires, when known, is when the token in the output Secret expires. A wait never
+	// runs past the last safe point before it (Expires less MinRenewMargin), unless the
+	// server asked for longer (After): a provider that answers again by then renews it in
+	// time. Past that point the wait is at most ExpiringRetry: pods have (almost) nothing
+	// left, and the backoff must not add ten minutes to an outage that is over.
+	Expires time.Time
+	// ResendLate: a grant's attempt got no answer (Lost), so its stored refresh token may
+	// be sent once more, and only once (DESIGN §6). That resend waits for the last safe
+	// point before Expires, by when an outage that swallowed the first has likely passed,
+	// instead of spending the last send in the same outage seconds later.
+	ResendLate bool
 	// Holding: the write that failed carries a refresh token held only in memory (the
 	// one it replaced is spent). Each retry is one Secret write, and the token is lost
 	// if it has not landed by its holder deadline, so it is retried at the base interval.
@@ -70,6 +81,10 @@ const (
 	backoffBase = 5 * time.Second
 	backoffMax  = 10 * time.Minute
 )
+
+// ExpiringRetry is the longest wait between attempts once the token in the output
+// Secret is within MinRenewMargin of its expiry, or past it.
+const ExpiringRetry = time.Minute
 
 // Fail records one more failed attempt at request on top of prev (nil when there was
 // none) and decides when the next one may go out. The count starts afresh only when
@@ -93,11 +108,28 @@ func Fail(prev *Failure, request, reason string, now time.Time, retry Retry, see
 		limit = backoffBase
 	}
 	wait := max(backoffAfter(f.Attempts, limit, seed), retry.After)
+	if !retry.Expires.IsZero() && retry.After == 0 {
+		wait = boundByExpiry(wait, now, retry)
+	}
 	f.Retry = now.Add(wait).Truncate(time.Second)
 	if !f.Retry.After(now) {
 		f.Retry = now.Truncate(time.Second).Add(time.Second)
 	}
 	return f
+}
+
+// boundByExpiry fits a wait to the token pods hold (Retry.Expires): a lost answer's one
+// resend at the last safe point before it; any other retry no later than that point,
+// and at most ExpiringRetry apart after it.
+func boundByExpiry(wait time.Duration, now time.Time, retry Retry) time.Duration {
+	safe := retry.Expires.Add(-MinRenewMargin)
+	switch {
+	case !now.Before(safe):
+		return min(wait, ExpiringRetry)
+	case retry.ResendLate:
+		return safe.Sub(now)
+	}
+	return min(wait, max(safe.Sub(now), backoffBase))
 }
 
 // backoffAfter is the wait after the given number of consecutive failures, at most

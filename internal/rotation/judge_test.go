@@ -158,6 +158,23 @@ func TestFailureMemory(t *testing.T) {
 		"a server's Retry-After beats the recheck interval": {
 			request: "r", retry: Retry{Recheck: true, After: 2 * time.Hour, Lifetime: 30 * time.Minute}, wantAttempts: 1, wantTerminal: true, recheck: 2 * time.Hour,
 		},
+		// DESIGN §9: every token renewed before it expires. No backoff runs past the last
+		// safe point before the token pods hold expires...
+		"a backoff never runs past the last safe point before the token expires": {
+			prev: &Failure{Request: "r", Attempts: 8}, request: "r", retry: Retry{Lifetime: time.Hour, Expires: t0.Add(5 * time.Minute)}, wantAttempts: 9, minWait: 3 * time.Minute, most: 3 * time.Minute,
+		},
+		// ...nor ten minutes past it, once pods hold (almost) nothing.
+		"past the safe point, retries are at most a minute apart": {
+			prev: &Failure{Request: "r", Attempts: 8}, request: "r", retry: Retry{Lifetime: time.Hour, Expires: t0.Add(time.Minute)}, wantAttempts: 9, minWait: 5 * time.Second, most: ExpiringRetry,
+		},
+		// DESIGN §6: a lost answer leaves one resend; it goes when a passing outage that
+		// swallowed the first is likely over, not seconds later inside it.
+		"a lost answer's one resend waits for the last safe point": {
+			request: "r", retry: Retry{Lifetime: time.Hour, Expires: t0.Add(20 * time.Minute), ResendLate: true}, wantAttempts: 1, minWait: 18 * time.Minute, most: 18 * time.Minute,
+		},
+		"a server's Retry-After still wins over the expiry": {
+			request: "r", retry: Retry{After: 5 * time.Minute, Expires: t0.Add(3 * time.Minute)}, wantAttempts: 1, minWait: 5 * time.Minute, most: 5 * time.Minute,
+		},
 		"a terminal failure has no retry time": {
 			request: "r", retry: Retry{Terminal: true}, wantAttempts: 1, wantTerminal: true,
 		},
