@@ -1,8 +1,6 @@
 package manager
 
 import (
-	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -12,64 +10,13 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
-	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/controllers"
 	"github.com/credops/cd-credentials-operator/internal/onboarding"
 )
-
-// keyDataKey is the data key of the operator's key in its Secret.
-const keyDataKey = "hmac-key"
-
-// loadOrCreateKey reads the key all replicas share from its Secret, creating it on first
-// start. Two replicas starting at once both try to create it; the loser reads the
-// winner's. The Secret carries no opt-in label, so no CR can read it, nor write it as its
-// output (secrets.CheckOwner), and the cache does not hold it.
-func loadOrCreateKey(ctx context.Context, cfg *rest.Config, key types.NamespacedName) ([]byte, error) {
-	if key.Namespace == "" {
-		return nil, fmt.Errorf("the operator's namespace is unknown: set the POD_NAMESPACE environment variable (the chart sets it from the Downward API) or --key-secret=<namespace>/<name>")
-	}
-	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
-	if err != nil {
-		return nil, err
-	}
-	s := &corev1.Secret{}
-	err = c.Get(ctx, key, s)
-	if apierrors.IsNotFound(err) {
-		b := make([]byte, 32)
-		_, _ = rand.Read(b)
-		s = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{cdv1.ManagedByLabel: cdv1.ManagedByValue}},
-			Type:       corev1.SecretTypeOpaque,
-			Data:       map[string][]byte{keyDataKey: b},
-		}
-		err = c.Create(ctx, s)
-		if apierrors.IsAlreadyExists(err) {
-			err = c.Get(ctx, key, s)
-		}
-		if apierrors.IsNotFound(err) {
-			// Creating in a namespace that does not exist; the manager may not read
-			// namespaces, so this is where it learns.
-			return nil, fmt.Errorf("the operator's namespace %q does not exist: create it, or set POD_NAMESPACE or --key-secret=<namespace>/<name> to the namespace the operator runs in", key.Namespace)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading or creating the operator's key Secret %s: %w", key, err)
-	}
-	if len(s.Data[keyDataKey]) < 32 {
-		return nil, fmt.Errorf("the operator's key Secret %s holds no %s of at least 32 bytes", key, keyDataKey)
-	}
-	return s.Data[keyDataKey], nil
-}
 
 // setupCallback adds the onboarding callback server to the manager when it is
 // configured, and returns the Authorizer that puts authorization URLs in grant status.

@@ -243,6 +243,9 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error)
 		if key, err = loadOrCreateKey(ctx, cfg, opts.KeySecret); err != nil {
 			return nil, err
 		}
+		if err := keepKey(mgr, opts.KeySecret, key, opts.Clock); err != nil {
+			return nil, err
+		}
 	}
 	grants, err := setupControllers(ctx, mgr, opts, key)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +24,7 @@ import (
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/internal/manager"
 	"github.com/credops/cd-credentials-operator/test/support"
 )
 
@@ -294,6 +296,40 @@ func checkOnboarding(t *testing.T, c client.Client, ns string, idp identityServe
 
 // checkLeaderElection: the manager holds its Lease in the release namespace and recorded
 // the leader Event there (core/v1, through controller-runtime's leader election).
+// checkKeySecretKept: the operator's key Secret, deleted while the manager runs, is put
+// back with the same key, which takes watching it and creating it as the ServiceAccount
+// (a Role restricted to its name allows the watch only with a field selector on it).
+func checkKeySecretKept(t *testing.T, c client.Client, d *appsv1.Deployment) {
+	t.Helper()
+	name := types.NamespacedName{Namespace: d.Namespace, Name: manager.KeySecretName}
+	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
+		if v, ok := strings.CutPrefix(a, "--key-secret="); ok {
+			ns, n, _ := strings.Cut(v, "/")
+			name = types.NamespacedName{Namespace: ns, Name: n}
+		}
+	}
+	original := &corev1.Secret{}
+	if err := c.Get(context.Background(), name, original); err != nil {
+		t.Fatalf("the key Secret: %v", err)
+	}
+	if err := c.Delete(context.Background(), original); err != nil {
+		t.Fatal(err)
+	}
+	support.Eventually(t, flowTimeout, name.String()+" put back with the same key", func() error {
+		s := &corev1.Secret{}
+		if err := c.Get(context.Background(), name, s); err != nil {
+			return err
+		}
+		if s.UID == original.UID {
+			return fmt.Errorf("still the deleted Secret")
+		}
+		if string(s.Data["hmac-key"]) != string(original.Data["hmac-key"]) {
+			return fmt.Errorf("put back with another key")
+		}
+		return nil
+	})
+}
+
 func checkLeaderElection(t *testing.T, c client.Client, ns string) {
 	t.Helper()
 	support.Eventually(t, flowTimeout, ns+": leader Lease and Event", func() error {

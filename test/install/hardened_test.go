@@ -162,6 +162,7 @@ func runInstallation(t *testing.T, cl *cluster, bin string, in *installation, ep
 	checkMemoryLimit(t, p, d)
 	flows(t, cl.admin, in.tenant, idp)
 	checkLeaderElection(t, cl.admin, d.Namespace)
+	checkKeySecretKept(t, cl.admin, d)
 	checkClientCredentials(t, cl.admin, in.tenant, idp)
 	checkRotation(t, cl.admin, in.tenant)
 	checkFlowMisuse(t, cl.admin, in.tenant)
