@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -134,7 +135,12 @@ func (r *CDUserGrantReconciler) storeRefresh(ctx context.Context, h *heldRefresh
 	if h.deadline.Before(until) {
 		until = h.deadline
 	}
-	return r.retryWrite(h.marked, until, func(known *corev1.Secret) error { return r.tryStoreRefresh(ctx, h, known) })
+	return r.retryWrite(ctx, h.marked, until, r.storing(ctx, h))
+}
+
+// storing is the write of storeRefresh, for retryWrite or a retrier.
+func (r *CDUserGrantReconciler) storing(ctx context.Context, h *heldRefresh) func(known *corev1.Secret) error {
+	return func(known *corev1.Secret) error { return r.tryStoreRefresh(ctx, h, known) }
 }
 
 // restoreMark puts the in-flight mark on marked (the refresh-token Secret as this pass
@@ -145,7 +151,7 @@ func (r *CDUserGrantReconciler) storeRefresh(ctx context.Context, h *heldRefresh
 // this pass's (a new login was stored meanwhile, or it is gone) is left as it is.
 func (r *CDUserGrantReconciler) restoreMark(ctx context.Context, marked *corev1.Secret, grant *cdv1.CDUserGrant, previous rotation.Mark) error {
 	placed := rotation.ReadMark(marked.Annotations)
-	return r.retryWrite(marked, r.Clock.Now().Add(r.persistTimeout()), func(known *corev1.Secret) error {
+	return r.retryWrite(ctx, marked, r.Clock.Now().Add(r.persistTimeout()), func(known *corev1.Secret) error {
 		s := known
 		if s == nil {
 			s = &corev1.Secret{}
@@ -162,27 +168,67 @@ func (r *CDUserGrantReconciler) restoreMark(ctx context.Context, marked *corev1.
 }
 
 // retryWrite runs try, first on known (the Secret as this process last wrote it), then
-// on a fresh read (nil), until it succeeds, fails for good, or until passes: a conflict
-// is retried at once, an outage after a backoff.
-func (r *CDUserGrantReconciler) retryWrite(known *corev1.Secret, until time.Time, try func(known *corev1.Secret) error) error {
-	backoff := 100 * time.Millisecond
+// on a fresh read (nil), until it succeeds, fails for good, until passes, or ctx ends: a
+// conflict is retried at once, an outage after a backoff. A caller that must not be cut
+// short by a shutdown passes a context.WithoutCancel context; once ctx has ended every
+// try would fail at once (its API calls carry ctx), so retrying on is only time lost.
+func (r *CDUserGrantReconciler) retryWrite(ctx context.Context, known *corev1.Secret, until time.Time, try func(known *corev1.Secret) error) error {
+	w := retrier{known: known, try: try}
+	backoff := newWriteBackoff()
 	for {
-		err := try(known)
-		if err == nil {
-			return nil
-		}
-		known = nil // read it again
-		if !isTransientAPIError(err) && !apierrors.IsConflict(err) {
+		again, err := w.attempt(r.Clock, until)
+		if !again || !backoff.wait(ctx, r.Clock) {
 			return err
-		}
-		if !r.Clock.Now().Before(until) {
-			return err
-		}
-		if !apierrors.IsConflict(err) {
-			<-r.Clock.After(backoff)
-			backoff = min(2*backoff, 5*time.Second)
 		}
 	}
+}
+
+// retrier is one write retried through an API server outage: first on the Secret as
+// this process last wrote it, then on fresh reads.
+type retrier struct {
+	known *corev1.Secret
+	try   func(known *corev1.Secret) error
+}
+
+// attempt runs try, again at once on a conflict, and says whether an outage leaves it
+// worth trying again after a backoff: not once it succeeded, failed for good, or until
+// passed.
+func (w *retrier) attempt(clock clock.PassiveClock, until time.Time) (again bool, err error) {
+	for {
+		err = w.try(w.known)
+		if err == nil {
+			return false, nil
+		}
+		w.known = nil // read it again
+		if !isTransientAPIError(err) && !apierrors.IsConflict(err) {
+			return false, err
+		}
+		if !clock.Now().Before(until) {
+			return false, err
+		}
+		if !apierrors.IsConflict(err) {
+			return true, err
+		}
+	}
+}
+
+// writeBackoff is the wait between tries of a write through an outage.
+type writeBackoff struct{ next time.Duration }
+
+func newWriteBackoff() *writeBackoff { return &writeBackoff{next: 100 * time.Millisecond} }
+
+// wait waits the next backoff on clock, and reports false, at once, when ctx ends first.
+func (b *writeBackoff) wait(ctx context.Context, clock clock.Clock) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	select {
+	case <-clock.After(b.next):
+	case <-ctx.Done():
+		return false
+	}
+	b.next = min(2*b.next, 5*time.Second)
+	return ctx.Err() == nil
 }
 
 // tryStoreRefresh makes one attempt to store h. It succeeds without writing when the
@@ -281,17 +327,41 @@ func (r *CDUserGrantReconciler) storeAndForget(ctx context.Context, uid types.UI
 
 // Drain, once the manager stopped (SIGTERM, or a lost leader election, which gives
 // in-flight work no grace), waits for the rotations still in flight to end, then stores
-// the refresh tokens still held: each until it lands or its deadline passes. It returns
-// how many rotations were still out when ctx ended, plus the tokens that could not be
-// stored: those customers must log in again.
+// the refresh tokens still held: each until it lands, its deadline passes, or ctx ends.
+// It returns how many rotations were still out when ctx ended, plus the tokens that
+// could not be stored: those customers must log in again.
+//
+// The tokens are tried in turns, every one before any waits out a backoff: ctx is a
+// budget (manager.ShutdownDrain after SIGTERM) shared by all of them, and storing them
+// one after the other would spend it on the first outage met, leaving the rest no try.
 func (r *CDUserGrantReconciler) Drain(ctx context.Context) int {
 	lost := r.rotating.wait(ctx)
+	type draining struct {
+		retrier
+		deadline time.Time
+	}
+	pending := map[types.UID]*draining{}
 	for uid, held := range r.held.refreshTokens() {
-		if err := r.storeRefresh(ctx, held.refresh, held.refresh.deadline); err != nil {
-			lost++
-			continue
+		pending[uid] = &draining{retrier{known: held.refresh.marked, try: r.storing(ctx, held.refresh)}, held.refresh.deadline}
+	}
+	backoff := newWriteBackoff()
+	for len(pending) > 0 {
+		for uid, d := range pending {
+			again, err := d.attempt(r.Clock, d.deadline)
+			if again {
+				continue
+			}
+			if err != nil {
+				lost++
+			} else {
+				r.held.drop(uid)
+			}
+			delete(pending, uid)
 		}
-		r.held.drop(uid)
+		if len(pending) > 0 && !backoff.wait(ctx, r.Clock) {
+			lost += len(pending)
+			break
+		}
 	}
 	return lost
 }
