@@ -162,7 +162,7 @@ func reportFailure(c conditions, f rotation.Failure, msg string) {
 		c.stalled(f.Reason, msg+"; nothing is sent again until the spec or a referenced Secret changes")
 		return
 	}
-	c.retrying(f.Reason, fmt.Sprintf("%s (attempt %d, next at %s)", msg, f.Attempts, f.Retry.UTC().Format(time.RFC3339)))
+	c.retryingNoted(f.Reason, fmt.Sprintf("%s (attempt %d, next at %s)", msg, f.Attempts, f.Retry.UTC().Format(time.RFC3339)), msg)
 }
 
 // keepFailure confirms the conditions of a failure remembered in status: the pass sent

@@ -181,7 +181,7 @@ func refusalOf(a answered, grant bool) (refusal, string) {
 		msg += ": " + a.hint
 	}
 	if e := a.outcome.Err; e != nil {
-		msg += ": " + e.Error()
+		msg += ": " + errorText(a.outcome)
 		if a.outcome.Verdict == rotation.ScopeRefused {
 			msg += " (requested: " + strings.Join(a.scopes, " ")
 			if len(e.Scopes) > 0 {
@@ -191,6 +191,21 @@ func refusalOf(a answered, grant bool) (refusal, string) {
 		}
 	}
 	return ref, msg
+}
+
+// errorText is the token client's words for o's error. A server error the identity
+// server answered with is said without "the server may have processed the request":
+// rotation.Judge takes an answered request for one that spent nothing, the mark goes
+// back and the token is sent again, so the report must not suggest otherwise. An
+// attempt with no answer (rotation.Lost) or an unusable 2xx keeps the words.
+func errorText(o rotation.Outcome) string {
+	e := o.Err
+	if o.Verdict == rotation.Transient && e.StatusCode != 0 && e.Ambiguous {
+		answered := *e
+		answered.Ambiguous = false
+		return answered.Error()
+	}
+	return e.Error()
 }
 
 // writeFailure describes an API server's refusal to store a token: its reason and

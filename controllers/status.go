@@ -37,10 +37,14 @@ type conditions struct {
 	before     []metav1.Condition
 	generation int64
 	now        time.Time
+	// note is the note of the Event a Ready=False records, when it is not Ready's
+	// message: a retried failure's message says the attempt and the next try's time,
+	// which an Event must not carry (see retryingNoted).
+	note *readyState
 }
 
 func newConditions(list *[]metav1.Condition, generation int64, now time.Time) conditions {
-	return conditions{list: list, before: append([]metav1.Condition(nil), *list...), generation: generation, now: now}
+	return conditions{list: list, before: append([]metav1.Condition(nil), *list...), generation: generation, now: now, note: &readyState{}}
 }
 
 func (c conditions) set(typ string, status bool, reason, message string) {
@@ -99,6 +103,14 @@ func (c conditions) retrying(reason, message string) {
 	c.remove(cdv1.StalledCondition)
 }
 
+// retryingNoted is retrying, with note in place of message in the Event it may record.
+// The events library folds repeats into a series by reason and keeps the first note: a
+// note that said "attempt 1, next at 10:17:08" would go on saying it for a whole outage.
+func (c conditions) retryingNoted(reason, message, note string) {
+	c.retrying(reason, message)
+	*c.note = readyState{reason, note}
+}
+
 // stalled: Ready=False and Stalled=True: nothing happens until the spec or a referenced
 // object changes.
 func (c conditions) stalled(reason, message string) {
@@ -127,10 +139,11 @@ func (c conditions) becameTrue(typ string) bool {
 }
 
 // recordChanges records one event per change of state in this pass and none when
-// nothing changed: Ready turning True (a first token, or the first after a failure), a
-// new failure reason on Ready, and the onset of FlowMisuse or ReauthorizationRequired. A
-// routine renewal changes nothing here and records nothing (DESIGN §9). Condition
-// messages never hold a secret, so events built from them do not either.
+// nothing changed: Ready turning True (a first token, or the first after a failure),
+// Ready turning False or failing in a new way (newFailure), and the onset of FlowMisuse
+// or ReauthorizationRequired. A routine renewal changes nothing here and records nothing
+// (DESIGN §9), and neither does a retry of the same failure. Condition messages never
+// hold a secret, so events built from them do not either.
 func (c conditions) recordChanges(rec events.EventRecorder, obj runtime.Object) {
 	target := eventTarget(obj)
 	now, was := c.find(cdv1.ReadyCondition), meta.FindStatusCondition(c.before, cdv1.ReadyCondition)
@@ -138,8 +151,12 @@ func (c conditions) recordChanges(rec events.EventRecorder, obj runtime.Object) 
 	case now == nil:
 	case c.becameTrue(cdv1.ReadyCondition):
 		rec.Eventf(target, nil, corev1.EventTypeNormal, now.Reason, "Reconcile", "%s", now.Message)
-	case now.Status == metav1.ConditionFalse && now.Reason != cdv1.ReconcilingReason && (was == nil || was.Reason != now.Reason):
-		rec.Eventf(target, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
+	case newFailure(was, now):
+		note := now.Message
+		if c.note.reason == now.Reason && c.note.message != "" {
+			note = c.note.message
+		}
+		rec.Eventf(target, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", note)
 	}
 	if c.becameTrue(cdv1.FlowMisuseCondition) {
 		m := c.find(cdv1.FlowMisuseCondition)
@@ -149,6 +166,27 @@ func (c conditions) recordChanges(rec events.EventRecorder, obj runtime.Object) 
 		m := c.find(cdv1.ReauthorizationRequiredCondition)
 		rec.Eventf(target, nil, corev1.EventTypeWarning, cdv1.ReauthorizationRequiredReason, "Reconcile", "%s: %s", m.Reason, m.Message)
 	}
+}
+
+// newFailure reports whether Ready (was before the pass, now after it) turned False, or
+// stayed False for a failure of another kind. A flip between reasons of one kind is no
+// news: each would be an Event write per CR per retry for the whole of an outage.
+func newFailure(was, now *metav1.Condition) bool {
+	if now.Status != metav1.ConditionFalse || now.Reason == cdv1.ReconcilingReason {
+		return false
+	}
+	return was == nil || was.Status != metav1.ConditionFalse || failureKind(was.Reason) != failureKind(now.Reason)
+}
+
+// failureKind is the kind of failure a Ready reason says. An identity server in an
+// outage answers 502 from a gateway with no backend and 503 with Retry-After from
+// backends shedding load, in turn: TokenRequestFailed and RateLimited alternate from
+// retry to retry, and are one outage.
+func failureKind(reason string) string {
+	if reason == cdv1.RateLimitedReason {
+		return cdv1.TokenRequestFailedReason
+	}
+	return reason
 }
 
 // eventTarget is obj without its resourceVersion. The events recorder groups repeated
