@@ -160,6 +160,7 @@ var refusals = map[rotation.Verdict]refusal{
 	rotation.NotAllocated:   {cdv1.ProductNotAllocatedReason, "The identity server answered 402: the subscription behind this client lacks the product, or this is the wrong credential set"},
 	rotation.Refused:        {cdv1.TokenRequestRefusedReason, "The identity server refused the request"},
 	rotation.Unusable:       {cdv1.InvalidTokenResponseReason, "The identity server's answer cannot be used"},
+	rotation.WrongEndpoint:  {cdv1.TokenRequestRefusedReason, "The token URL is wrong"},
 }
 
 // grantRefusals are the refresh-specific reports.
@@ -188,6 +189,13 @@ func refusalOf(a answered, grant bool) (refusal, string) {
 				msg += "; the server named: " + strings.Join(e.Scopes, ", ")
 			}
 			msg += "). Check spec.scopes against what the client is allowed at the identity server"
+		}
+		if a.outcome.Verdict == rotation.WrongEndpoint {
+			whose := "" // a grant asks at its CDCredential's URL
+			if grant {
+				whose = "the CDCredential's "
+			}
+			msg += ". Check " + whose + "spec.issuer (the operator appends /connect/token to it) or spec.tokenURL"
 		}
 	}
 	return ref, msg

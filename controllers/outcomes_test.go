@@ -9,7 +9,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
 // A terminal error is never requeued: only a blocker whose end is an event for the CR
@@ -35,6 +37,32 @@ func TestABlockedPassStallsOnlyWhenAnEventEndsIt(t *testing.T) {
 			reason, terminal := blockedReason(tc.err)
 			if reason != tc.reason || terminal != tc.terminal {
 				t.Errorf("blockedReason = %s, terminal %v; want %s, terminal %v", reason, terminal, tc.reason, tc.terminal)
+			}
+		})
+	}
+}
+
+// A 404 or 405 from the token URL is a wrong spec.issuer or spec.tokenURL more often
+// than anything else: the report names the URL that answered and the fields to check
+// (for a grant, its CDCredential's), and does not blame the refresh token.
+func TestAWrongTokenURLIsReportedWithTheFieldsToCheck(t *testing.T) {
+	notFound := &tokenclient.Error{Kind: tokenclient.KindEndpointNotFound, StatusCode: 404, Description: "non-JSON response (text/plain)", Endpoint: "https://id.example.com/connect/token/connect/token"}
+	const answer = "no token endpoint at https://id.example.com/connect/token/connect/token: non-JSON response (text/plain) (HTTP 404)"
+	cases := map[string]struct {
+		grant bool
+		want  string
+	}{
+		"a credential": {false, "The token URL is wrong: " + answer + ". Check spec.issuer (the operator appends /connect/token to it) or spec.tokenURL"},
+		"a grant":      {true, "The token URL is wrong: " + answer + ". Check the CDCredential's spec.issuer (the operator appends /connect/token to it) or spec.tokenURL"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			ref, msg := refusalOf(answered{outcome: rotation.Judge(nil, notFound, false)}, tc.grant)
+			if ref.reason != cdv1.TokenRequestRefusedReason {
+				t.Errorf("reason %s, want %s", ref.reason, cdv1.TokenRequestRefusedReason)
+			}
+			if msg != tc.want {
+				t.Errorf("message\n%q, want\n%q", msg, tc.want)
 			}
 		})
 	}

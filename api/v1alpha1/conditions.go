@@ -78,7 +78,10 @@ const (
 
 	// TokenRequestRefusedReason: the token endpoint refused a client-credentials request
 	// with an answer no known provider uses for a specific error. It is tried twice more
-	// with backoff, then Stalled until the spec or the client Secret changes.
+	// with backoff, then Stalled until the spec or the client Secret changes. Also set,
+	// for a credential or a grant, when the token URL answered 404 or 405 (no token
+	// endpoint there: spec.issuer or spec.tokenURL is wrong): Stalled at once, asked
+	// again at status.lastFailure.recheckTime.
 	TokenRequestRefusedReason = "TokenRequestRefused"
 
 	// InvalidClientReason: the token endpoint rejected the client id or secret

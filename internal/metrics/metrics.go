@@ -84,7 +84,7 @@ func requestResult(err error) string {
 		return "unauthorized_client"
 	case tokenclient.KindInvalidScope:
 		return "invalid_scope"
-	case tokenclient.KindRefused:
+	case tokenclient.KindRefused, tokenclient.KindEndpointNotFound:
 		return "refused"
 	case tokenclient.KindRateLimited:
 		return "rate_limited"

@@ -34,6 +34,9 @@ const (
 	HostRefused
 	// NotAllocated: HTTP 402, the subscription lacks the product.
 	NotAllocated
+	// WrongEndpoint: the token URL is no token endpoint (a 404 or 405): a wrong
+	// spec.issuer or spec.tokenURL, or a route the server lacks.
+	WrongEndpoint
 	// Refused: a 4xx no known wording places; retried a bounded number of times.
 	Refused
 	// Unusable: a success answer that cannot be used. Outcome.NewRefreshToken holds a
@@ -41,7 +44,7 @@ const (
 	Unusable
 )
 
-var verdictNames = [...]string{"Issued", "Rejected", "Interrupted", "Lost", "Transient", "RateLimited", "Misuse", "ScopeRefused", "ClientRejected", "HostRefused", "NotAllocated", "Refused", "Unusable"}
+var verdictNames = [...]string{"Issued", "Rejected", "Interrupted", "Lost", "Transient", "RateLimited", "Misuse", "ScopeRefused", "ClientRejected", "HostRefused", "NotAllocated", "WrongEndpoint", "Refused", "Unusable"}
 
 func (v Verdict) String() string { return verdictNames[v] }
 
@@ -104,6 +107,8 @@ func Judge(tok *tokenclient.Token, err error, resumed bool) Outcome {
 		o.Verdict = HostRefused
 	case tokenclient.KindProductNotAllocated:
 		o.Verdict = NotAllocated
+	case tokenclient.KindEndpointNotFound:
+		o.Verdict = WrongEndpoint
 	case tokenclient.KindRefused:
 		o.Verdict = Refused
 	default:
@@ -119,16 +124,17 @@ func Judge(tok *tokenclient.Token, err error, resumed bool) Outcome {
 
 // Retry says how the attempt that led to o is retried: a refused refresh token is
 // terminal until the request changes; refusals of the client's registration (grant
-// type, scope, client secret, product) and a host off the allow-list are terminal but
-// asked again seldom (Recheck), as the identity server, or a restart with another
-// allow-list, may fix them with nothing in the CR to change; an unplaced 4xx is tried
+// type, scope, client secret, product), a host off the allow-list and a URL that is no
+// token endpoint are terminal but asked again seldom (Recheck), as the identity server
+// (a route added), or a restart with another allow-list, may fix them with nothing in
+// the CR to change, and the same answer would come back meanwhile; an unplaced 4xx is tried
 // three times in all, so no answer makes the operator loop on one token; the rest back
 // off.
 func (o Outcome) Retry() Retry {
 	switch o.Verdict {
 	case Rejected, Interrupted:
 		return Retry{Terminal: true}
-	case Misuse, ScopeRefused, ClientRejected, NotAllocated, HostRefused:
+	case Misuse, ScopeRefused, ClientRejected, NotAllocated, HostRefused, WrongEndpoint:
 		return Retry{Recheck: true}
 	case Refused:
 		return Retry{MaxAttempts: 3}

@@ -63,6 +63,11 @@ func TestJudge(t *testing.T) {
 		"a 402 is rechecked": {
 			err: kind(tokenclient.KindProductNotAllocated), want: NotAllocated, retry: Retry{Recheck: true},
 		},
+		// A wrong spec.issuer or spec.tokenURL answers the same each time: asking three
+		// times tells the user nothing the first answer did not.
+		"a URL that is no token endpoint is rechecked, and spent nothing": {
+			err: &tokenclient.Error{Kind: tokenclient.KindEndpointNotFound, StatusCode: 404}, want: WrongEndpoint, retry: Retry{Recheck: true},
+		},
 		"an unplaced 4xx is tried three times in all": {
 			err: kind(tokenclient.KindRefused), want: Refused, retry: Retry{MaxAttempts: 3},
 		},

@@ -32,8 +32,11 @@ func asRetrieveError(err error) (*oauth2.RetrieveError, bool) {
 	return nil, false
 }
 
-// refusal classifies an answer the server meant as an error.
-func refusal(re *oauth2.RetrieveError, red redactor, now time.Time) *Error {
+// refusal classifies an answer the server meant as an error. endpoint is the URL that
+// answered: an answer without an OAuth error code, and one from no token endpoint,
+// name it, as a reader cannot tell a doubled path or a wrong host from "non-JSON
+// response (text/plain)" alone.
+func refusal(re *oauth2.RetrieveError, endpoint string, red redactor, now time.Time) *Error {
 	status := re.Response.StatusCode
 	code := strings.ToLower(strings.TrimSpace(re.ErrorCode))
 	e := &Error{
@@ -42,6 +45,9 @@ func refusal(re *oauth2.RetrieveError, red redactor, now time.Time) *Error {
 		Description: red.scrub(re.ErrorDescription),
 	}
 	e.Kind, e.Ambiguous = kindFor(status, code, re.ErrorDescription, re.Response.Header)
+	if code == "" || e.Kind == KindEndpointNotFound {
+		e.Endpoint = red.redact(endpointText(endpoint))
+	}
 	switch {
 	case e.Kind == KindRateLimited:
 		e.RetryAfter = retryAfter(re.Response.Header, now)
@@ -59,7 +65,8 @@ func refusal(re *oauth2.RetrieveError, red redactor, now time.Time) *Error {
 // processed the request anyway. In order: a provider's known wording for this code (it
 // may overrule the code), the code, what only the server side can mean (rate limits,
 // 5xx, redirects), a known wording under any code, the description's own words, the
-// status, and last KindRefused: the server answered, but nothing here places it.
+// status (a 404 or 405 says the URL is no token endpoint), and last KindRefused: the
+// server answered, but nothing here places it.
 func kindFor(status int, code, description string, h http.Header) (ErrorKind, bool) {
 	d := normalizeDescription(description)
 	if w, ok := wordingFor(code, d, false); ok {
@@ -95,6 +102,10 @@ func kindFor(status int, code, description string, h http.Header) (ErrorKind, bo
 	case status == http.StatusRequestTimeout:
 		// The server gave up waiting for the request: nothing was processed.
 		return KindTransient, false
+	case status == http.StatusNotFound || status == http.StatusMethodNotAllowed:
+		// No token endpoint answers a POST at this URL. A code no row places does not
+		// change that: Keycloak answers a wrong realm with 404 "Realm does not exist".
+		return KindEndpointNotFound, false
 	}
 	return KindRefused, false
 }
@@ -205,7 +216,7 @@ func tooLarge(ex *exchange, limit int64, now time.Time) *Error {
 	if is2xx(ex.status) {
 		return &Error{Kind: KindInvalidResponse, StatusCode: ex.status, Description: desc, Ambiguous: true}
 	}
-	e := refusal(&oauth2.RetrieveError{Response: &http.Response{StatusCode: ex.status, Header: ex.header}}, nil, now)
+	e := refusal(&oauth2.RetrieveError{Response: &http.Response{StatusCode: ex.status, Header: ex.header}}, ex.url, nil, now)
 	if e.Kind != KindInvalidResponse {
 		e.Description = desc
 	}

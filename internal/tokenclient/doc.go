@@ -21,7 +21,8 @@
 // code (RFC 6749 §5.2) first, then the known wordings of widely used identity servers
 // (wordings.go, each row citing its source: Dex answers a spent refresh token with
 // invalid_request, Auth0 with 403, Keycloak says "unauthorized_client" for a wrong
-// secret), then the status. A 4xx nothing places is KindRefused, never KindTransient:
+// secret), then the status: a 404 or 405 is KindEndpointNotFound, a URL that is no token
+// endpoint, named in the error. A 4xx nothing places is KindRefused, never KindTransient:
 // the server answered, and the caller bounds its retries. Tokens that could split a
 // header or a Secret (RFC 6750 b64token, RFC 6749 appendix A.17) are refused before
 // the caller sees them. Revoke speaks RFC 7009 with the same guarantees as a token

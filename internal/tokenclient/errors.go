@@ -3,6 +3,7 @@ package tokenclient
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -36,6 +37,11 @@ const (
 	// KindTransient: 5xx, timeouts, connection errors, and a client-side rate-limit
 	// wait that was given up. Sending again later may work.
 	KindTransient ErrorKind = "Transient"
+	// KindEndpointNotFound: a 404 or 405 that no OAuth error code places: the URL is no
+	// token endpoint (an issuer with the token path already in it, a mistyped path, a
+	// gateway with no route). Error.Endpoint names the URL that answered. Only a new URL,
+	// or the server adding the route, helps.
+	KindEndpointNotFound ErrorKind = "EndpointNotFound"
 	// KindRefused: the server answered with a 4xx that no known code, wording or status
 	// places. It answered, so it is not ambiguous; it may work again (a fault at the
 	// server) or never (a configuration the server rejects), so callers retry it a
@@ -69,6 +75,12 @@ type Error struct {
 	// Scopes are the scope names a KindInvalidScope answer named, scrubbed like the
 	// description; empty when none could be read with confidence.
 	Scopes []string
+	// Endpoint is the URL that answered, set on KindEndpointNotFound and whenever the
+	// answer carried no OAuth error code to say what was wrong: then where it came from
+	// is what the reader needs (a doubled path, the wrong host). Only scheme, host and
+	// path are ever kept, with this request's secrets redacted: a query string or
+	// userinfo may hold a secret.
+	Endpoint string
 
 	// cause is a context error, for errors.Is; never anything that holds a body.
 	cause error
@@ -78,7 +90,6 @@ type Error struct {
 // events and logs.
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString(e.lead())
 	for _, part := range []string{e.Code, e.Description} {
 		if part != "" {
 			b.WriteString(": " + part)
@@ -94,21 +105,45 @@ func (e *Error) Error() string {
 		b.WriteString("; the server may have processed the request")
 	}
 	// The fields are scrubbed where they are filled in; this catches an Error built
-	// by hand, without cutting the message short.
+	// by hand, without cutting the message short. The lead is left out of the
+	// patterns: the endpoint in it is the user's own URL, cut down to scheme, host and
+	// path, and longRun would take a tenant id or a long realm path for a token.
 	msg := strings.Map(dropControl, b.String())
-	return longRun.ReplaceAllString(jwtLike.ReplaceAllString(msg, redacted), redacted)
+	return e.lead() + longRun.ReplaceAllString(jwtLike.ReplaceAllString(msg, redacted), redacted)
 }
 
 func (e *Error) lead() string {
+	ep := endpointText(e.Endpoint)
+	at := "token endpoint"
+	if ep != "" {
+		at += " " + ep
+	}
 	switch {
 	case e.Kind == KindHostNotAllowed || e.StatusCode == 0 && e.Terminal():
 		return "token request not sent"
+	case e.Kind == KindEndpointNotFound && ep == "":
+		return "no token endpoint at the URL called"
+	case e.Kind == KindEndpointNotFound:
+		return "no token endpoint at " + ep
 	case e.Kind == KindInvalidResponse:
-		return "token endpoint returned an unusable response"
+		return at + " returned an unusable response"
 	case e.StatusCode >= 300:
-		return "token endpoint refused the request"
+		return at + " refused the request"
 	}
 	return "token request failed"
+}
+
+// endpointText is the part of a URL that may be shown: scheme, host and path. Userinfo,
+// a query string and a fragment are dropped, whatever they hold; a URL that does not
+// parse is not shown at all.
+func endpointText(raw string) string {
+	u, err := url.Parse(raw)
+	if raw == "" || err != nil || u.Host == "" {
+		return ""
+	}
+	shown := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
+	s := strings.Map(dropControl, shown.String())
+	return truncate(jwtLike.ReplaceAllString(s, redacted), maxDescription)
 }
 
 // Unwrap gives errors.Is access to context.Canceled and context.DeadlineExceeded.
@@ -118,7 +153,7 @@ func (e *Error) Unwrap() error { return e.cause }
 // changes: the client, its secret, the grant or the configuration.
 func (e *Error) Terminal() bool {
 	switch e.Kind {
-	case KindInvalidClient, KindInvalidGrant, KindInvalidScope, KindGrantTypeNotAllowed, KindProductNotAllocated, KindHostNotAllowed:
+	case KindInvalidClient, KindInvalidGrant, KindInvalidScope, KindGrantTypeNotAllowed, KindProductNotAllocated, KindHostNotAllowed, KindEndpointNotFound:
 		return true
 	}
 	return false

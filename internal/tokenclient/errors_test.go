@@ -37,28 +37,28 @@ func TestRefusalsAreClassifiedByCodeThenStatus(t *testing.T) {
 		"invalid_request about something else is refused, not transient": {400, nil, `{"error":"invalid_request","error_description":"The redirect_uri parameter is missing"}`,
 			Error{Kind: KindRefused, StatusCode: 400, Code: "invalid_request", Description: "The redirect_uri parameter is missing"}},
 		"invalid_scope without a description names no scope": {400, nil, `{"error":"invalid_scope"}`, Error{Kind: KindInvalidScope, StatusCode: 400, Code: "invalid_scope"}},
-		"a bare 403 with an empty body":                      {403, nil, ``, Error{Kind: KindGrantTypeNotAllowed, StatusCode: 403}},
-		"402 with a message":                                 {402, nil, `{"message":"Product not allocated"}`, Error{Kind: KindProductNotAllocated, StatusCode: 402, Description: "Product not allocated"}},
+		"a bare 403 with an empty body":                      {403, nil, ``, Error{Kind: KindGrantTypeNotAllowed, StatusCode: 403, Endpoint: tokenPath}},
+		"402 with a message":                                 {402, nil, `{"message":"Product not allocated"}`, Error{Kind: KindProductNotAllocated, StatusCode: 402, Description: "Product not allocated", Endpoint: tokenPath}},
 		"402 as the sandbox sends it":                        {402, nil, `{"error":"temporarily_unavailable"}`, Error{Kind: KindProductNotAllocated, StatusCode: 402, Code: "temporarily_unavailable"}},
 		"invalid_client as a 400":                            {400, nil, `{"error":"invalid_client"}`, Error{Kind: KindInvalidClient, StatusCode: 400, Code: "invalid_client"}},
 		"invalid_client as a 401":                            {401, nil, `{"error":"invalid_client"}`, Error{Kind: KindInvalidClient, StatusCode: 401, Code: "invalid_client"}},
-		"a 401 HTML page":                                    {401, html, `<html>Unauthorized</html>`, Error{Kind: KindInvalidClient, StatusCode: 401, Description: "non-JSON response (text/html)"}},
+		"a 401 HTML page":                                    {401, html, `<html>Unauthorized</html>`, Error{Kind: KindInvalidClient, StatusCode: 401, Description: "non-JSON response (text/html)", Endpoint: tokenPath}},
 		"invalid_grant":                                      {400, nil, `{"error":"invalid_grant","error_description":"refresh token expired"}`, Error{Kind: KindInvalidGrant, StatusCode: 400, Code: "invalid_grant", Description: "refresh token expired"}},
 		"invalid_grant in a 200":                             {200, nil, `{"error":"invalid_grant"}`, Error{Kind: KindInvalidGrant, StatusCode: 200, Code: "invalid_grant"}},
 		"a 500 may have spent the token":                     {500, nil, `{"error":"server_error"}`, Error{Kind: KindTransient, StatusCode: 500, Code: "server_error", Ambiguous: true}},
-		"an HTML 502 page":                                   {502, html, `<html><body><h1>502 Bad Gateway</h1>nginx</body></html>`, Error{Kind: KindTransient, StatusCode: 502, Description: "non-JSON response (text/html)", Ambiguous: true}},
+		"an HTML 502 page":                                   {502, html, `<html><body><h1>502 Bad Gateway</h1>nginx</body></html>`, Error{Kind: KindTransient, StatusCode: 502, Description: "non-JSON response (text/html)", Ambiguous: true, Endpoint: tokenPath}},
 		"503 with Retry-After seconds": {503, map[string]string{"Retry-After": "120"}, `{"error":"temporarily_unavailable"}`,
 			Error{Kind: KindRateLimited, StatusCode: 503, Code: "temporarily_unavailable", RetryAfter: 2 * time.Minute, Ambiguous: true}},
-		"503 without Retry-After": {503, nil, ``, Error{Kind: KindTransient, StatusCode: 503, Ambiguous: true}},
+		"503 without Retry-After": {503, nil, ``, Error{Kind: KindTransient, StatusCode: 503, Ambiguous: true, Endpoint: tokenPath}},
 		"429 with an HTTP-date Retry-After": {429, map[string]string{"Date": serverNow.Format(http.TimeFormat), "Retry-After": serverNow.Add(10 * time.Minute).Format(http.TimeFormat)}, ``,
-			Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: 10 * time.Minute}},
-		"429 without Retry-After waits 30 s":                       {429, nil, ``, Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: 30 * time.Second}},
-		"429 asking for a day waits an hour":                       {429, map[string]string{"Retry-After": "86400"}, ``, Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: time.Hour}},
-		"429 asking for no wait waits a second":                    {429, map[string]string{"Retry-After": "0"}, ``, Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: time.Second}},
-		"429 with a garbled Retry-After waits 30":                  {429, map[string]string{"Retry-After": "soon"}, ``, Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: 30 * time.Second}},
-		"another 4xx is refused, not transient":                    {404, map[string]string{"Content-Type": "text/plain"}, `not found`, Error{Kind: KindRefused, StatusCode: 404, Description: "non-JSON response (text/plain)"}},
+			Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: 10 * time.Minute, Endpoint: tokenPath}},
+		"429 without Retry-After waits 30 s":                       {429, nil, ``, Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: 30 * time.Second, Endpoint: tokenPath}},
+		"429 asking for a day waits an hour":                       {429, map[string]string{"Retry-After": "86400"}, ``, Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: time.Hour, Endpoint: tokenPath}},
+		"429 asking for no wait waits a second":                    {429, map[string]string{"Retry-After": "0"}, ``, Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: time.Second, Endpoint: tokenPath}},
+		"429 with a garbled Retry-After waits 30":                  {429, map[string]string{"Retry-After": "soon"}, ``, Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: 30 * time.Second, Endpoint: tokenPath}},
+		"another 4xx is refused, not transient":                    {409, map[string]string{"Content-Type": "text/plain"}, `conflict`, Error{Kind: KindRefused, StatusCode: 409, Description: "non-JSON response (text/plain)", Endpoint: tokenPath}},
 		"an unknown error code in a 4xx is refused":                {400, nil, `{"error":"invalid_target"}`, Error{Kind: KindRefused, StatusCode: 400, Code: "invalid_target"}},
-		"a 408 is a timeout: transient, and nothing was processed": {408, nil, ``, Error{Kind: KindTransient, StatusCode: 408}},
+		"a 408 is a timeout: transient, and nothing was processed": {408, nil, ``, Error{Kind: KindTransient, StatusCode: 408, Endpoint: tokenPath}},
 		"a 403 that says a scope is refused": {403, nil, `{"error":"access_denied","error_description":"scope pricing is not permitted for this client"}`,
 			Error{Kind: KindInvalidScope, StatusCode: 403, Code: "access_denied", Description: "scope pricing is not permitted for this client"}},
 		"an invalid_request about a missing scope parameter is refused, not a scope refusal": {400, nil, `{"error":"invalid_request","error_description":"The scope parameter is missing"}`,
@@ -68,8 +68,17 @@ func TestRefusalsAreClassifiedByCodeThenStatus(t *testing.T) {
 			Error{Kind: KindGrantTypeNotAllowed, StatusCode: 403, Code: "access_denied", Description: "Unauthorized"}},
 		"a 5xx whose page speaks of scopes is still transient": {500, nil, `{"error":"server_error","error_description":"scope store unknown"}`,
 			Error{Kind: KindTransient, StatusCode: 500, Code: "server_error", Description: "scope store unknown", Ambiguous: true}},
+		// A wrong URL: an issuer with the token path already in it, a mistyped path.
+		"a 404 page is no token endpoint, and names the URL called": {404, map[string]string{"Content-Type": "text/plain"}, `404 page not found`,
+			Error{Kind: KindEndpointNotFound, StatusCode: 404, Description: "non-JSON response (text/plain)", Endpoint: tokenPath}},
+		"a 405 is no token endpoint either": {405, nil, ``, Error{Kind: KindEndpointNotFound, StatusCode: 405, Endpoint: tokenPath}},
+		"a gateway's JSON 404 without a route": {404, nil, `{"message":"no Route matched with those values"}`,
+			Error{Kind: KindEndpointNotFound, StatusCode: 404, Description: "no Route matched with those values", Endpoint: tokenPath}},
+		"Keycloak's 404 for a realm that does not exist": {404, nil, `{"error":"Realm does not exist"}`,
+			Error{Kind: KindEndpointNotFound, StatusCode: 404, Code: "Realm does not exist", Endpoint: tokenPath}},
+		"a 404 with a code that places it is that code": {404, nil, `{"error":"invalid_grant"}`, Error{Kind: KindInvalidGrant, StatusCode: 404, Code: "invalid_grant"}},
 		"a 302 is not followed": {302, map[string]string{"Location": "https://elsewhere.example.com/token"}, ``,
-			Error{Kind: KindInvalidResponse, StatusCode: 302, Description: "token endpoint redirected to another location"}},
+			Error{Kind: KindInvalidResponse, StatusCode: 302, Description: "token endpoint redirected to another location", Endpoint: tokenPath}},
 	})
 }
 
@@ -92,7 +101,7 @@ func checkAnswers(t *testing.T, cases map[string]answerCase) {
 			if !errors.As(err, &got) {
 				t.Fatalf("err %v is not a *Error", err)
 			}
-			if diff := cmp.Diff(&tc.want, got, ignoreCause); diff != "" {
+			if diff := cmp.Diff(s.at(&tc.want), got, ignoreCause); diff != "" {
 				t.Errorf("error (-want +got):\n%s", diff)
 			}
 			for _, secret := range []string{testSecret, testRefresh, "at-new-0001", "rt-new-0002", "rt-new-0009"} {
@@ -148,8 +157,8 @@ func TestBodiesOverTheLimitAreNeverRead(t *testing.T) {
 		want   *Error
 	}{
 		"a 200 over the limit: the refresh may be spent": {200, nil, big, &Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "response body larger than 1024 bytes", Ambiguous: true}},
-		"a 500 over the limit":                           {500, nil, big, &Error{Kind: KindTransient, StatusCode: 500, Description: "response body larger than 1024 bytes", Ambiguous: true}},
-		"a 429 over the limit still waits":               {429, map[string]string{"Retry-After": "5"}, big, &Error{Kind: KindRateLimited, StatusCode: 429, Description: "response body larger than 1024 bytes", RetryAfter: 5 * time.Second}},
+		"a 500 over the limit":                           {500, nil, big, &Error{Kind: KindTransient, StatusCode: 500, Description: "response body larger than 1024 bytes", Ambiguous: true, Endpoint: tokenPath}},
+		"a 429 over the limit still waits":               {429, map[string]string{"Retry-After": "5"}, big, &Error{Kind: KindRateLimited, StatusCode: 429, Description: "response body larger than 1024 bytes", RetryAfter: 5 * time.Second, Endpoint: tokenPath}},
 		"a 200 exactly at the limit is read":             {200, nil, `{"access_token":"at","expires_in":60,"pad":"` + strings.Repeat("x", limit-len(`{"access_token":"at","expires_in":60,"pad":""}`)) + `"}`, nil},
 	}
 	for name, tc := range cases {
@@ -160,7 +169,7 @@ func TestBodiesOverTheLimitAreNeverRead(t *testing.T) {
 			if err != nil && !errors.As(err, &got) {
 				t.Fatalf("err %v is not a *Error", err)
 			}
-			if diff := cmp.Diff(tc.want, got, ignoreCause); diff != "" {
+			if diff := cmp.Diff(s.at(tc.want), got, ignoreCause); diff != "" {
 				t.Errorf("error (-want +got):\n%s", diff)
 			}
 			s.assertRequests(t, 1)
@@ -175,8 +184,8 @@ func TestARedirectIsNeverFollowed(t *testing.T) {
 			s := newIDP(t, reply(status, map[string]string{"Location": other.URL + "/connect/token"}, ``))
 			c := New(Options{AllowedHosts: []string{s.host(), other.host()}})
 			_, err := c.Refresh(context.Background(), s.endpoint(ClientSecretPost), testRefresh)
-			want := &Error{Kind: KindInvalidResponse, StatusCode: status, Description: "token endpoint redirected to another location"}
-			if diff := cmp.Diff(want, err, ignoreCause); diff != "" {
+			want := &Error{Kind: KindInvalidResponse, StatusCode: status, Description: "token endpoint redirected to another location", Endpoint: tokenPath}
+			if diff := cmp.Diff(s.at(want), err, ignoreCause); diff != "" {
 				t.Errorf("error (-want +got):\n%s", diff)
 			}
 			s.assertRequests(t, 1)
@@ -370,7 +379,7 @@ func TestSecretsNeverComeBackInErrors(t *testing.T) {
 	}
 	secrets := []string{testSecret, "s3cret-Value%2B42", testRefresh, code, verifier, "\x07"}
 	for _, method := range []AuthMethod{ClientSecretPost, ClientSecretBasic} {
-		for _, status := range []int{400, 402, 500, 200} {
+		for _, status := range []int{400, 402, 404, 500, 200} {
 			for _, ct := range []string{"application/json", "text/html"} {
 				for grant, call := range map[string]call{"refresh": refresh, "exchange": codeExchange(code, "https://app.example.com/cb", verifier)} {
 					name := fmt.Sprintf("%s %s %d %s", grant, method, status, ct)
@@ -402,6 +411,23 @@ func TestAnEchoedSecretIsRedactedNotTheRestOfTheDescription(t *testing.T) {
 	}
 }
 
+// The token URL is the user's own and not a secret, but what may ride along in it is:
+// a query string (an API key some gateways take there), or a secret in the path.
+func TestARefusalNamesItsEndpointWithoutQueryOrSecrets(t *testing.T) {
+	s := newIDP(t, reply(404, map[string]string{"Content-Type": "text/plain"}, `404 page not found`))
+	ep := s.endpoint(ClientSecretPost)
+	ep.TokenURL = s.URL + "/t/" + testSecret + tokenPath + "?api_key=key-0001&tenant=t1#frag"
+	_, err := s.client(Options{}).ClientCredentials(context.Background(), ep)
+	want := &Error{Kind: KindEndpointNotFound, StatusCode: 404, Description: "non-JSON response (text/plain)", Endpoint: s.URL + "/t/[redacted]" + tokenPath}
+	if diff := cmp.Diff(want, err, ignoreCause); diff != "" {
+		t.Errorf("error (-want +got):\n%s", diff)
+	}
+	wantMsg := "no token endpoint at " + s.URL + "/t/[redacted]" + tokenPath + ": non-JSON response (text/plain) (HTTP 404)"
+	if diff := cmp.Diff(wantMsg, err.Error()); diff != "" {
+		t.Errorf("Error() (-want +got):\n%s", diff)
+	}
+}
+
 func TestErrorMessages(t *testing.T) {
 	cases := map[string]struct {
 		err  *Error
@@ -427,6 +453,30 @@ func TestErrorMessages(t *testing.T) {
 			&Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response has no access_token", Token: &Token{RefreshToken: "rt-new-0009"}},
 			"token endpoint returned an unusable response: the response has no access_token (HTTP 200)",
 		},
+		"a wrong endpoint names the URL called": {
+			&Error{Kind: KindEndpointNotFound, StatusCode: 404, Description: "non-JSON response (text/plain)", Endpoint: "https://id.example.com/connect/token/connect/token"},
+			"no token endpoint at https://id.example.com/connect/token/connect/token: non-JSON response (text/plain) (HTTP 404)",
+		},
+		"an answer without an OAuth error names where it came from": {
+			&Error{Kind: KindRefused, StatusCode: 400, Description: "non-JSON response (text/html)", Endpoint: "https://id.example.com/connect/token"},
+			"token endpoint https://id.example.com/connect/token refused the request: non-JSON response (text/html) (HTTP 400)",
+		},
+		"a hand-built endpoint loses its userinfo, query and fragment": {
+			&Error{Kind: KindEndpointNotFound, StatusCode: 405, Endpoint: "https://user:pw@id.example.com/token?client_secret=abc&x=y#top"},
+			"no token endpoint at https://id.example.com/token (HTTP 405)",
+		},
+		"a tenant id in the endpoint's path is not taken for a token": {
+			&Error{Kind: KindEndpointNotFound, StatusCode: 404, Endpoint: "https://login.example.com/0d0b5c42-7f5e-4a8e-9a3b-2f1c6d7e8f90/realms/operations-platform/oauth2/v2.0/token"},
+			"no token endpoint at https://login.example.com/0d0b5c42-7f5e-4a8e-9a3b-2f1c6d7e8f90/realms/operations-platform/oauth2/v2.0/token (HTTP 404)",
+		},
+		"a JWT in a hand-built endpoint is redacted": {
+			&Error{Kind: KindEndpointNotFound, StatusCode: 404, Endpoint: "https://id.example.com/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl/token"},
+			"no token endpoint at https://id.example.com/[redacted]/token (HTTP 404)",
+		},
+		"a wrong endpoint without a URL still says what is wrong": {
+			&Error{Kind: KindEndpointNotFound, StatusCode: 404},
+			"no token endpoint at the URL called (HTTP 404)",
+		},
 		"a token in a hand-built error is still redacted": {
 			&Error{Kind: KindTransient, StatusCode: 500, Description: "saw eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl\nand more"},
 			"token endpoint refused the request: saw [redacted] and more (HTTP 500)",
@@ -444,7 +494,7 @@ func TestErrorMessages(t *testing.T) {
 func TestTerminalKinds(t *testing.T) {
 	want := map[ErrorKind]bool{
 		KindHostNotAllowed: true, KindInvalidClient: true, KindInvalidGrant: true, KindInvalidScope: true, KindGrantTypeNotAllowed: true,
-		KindProductNotAllocated: true, KindRateLimited: false, KindTransient: false, KindRefused: false, KindInvalidResponse: false,
+		KindProductNotAllocated: true, KindEndpointNotFound: true, KindRateLimited: false, KindTransient: false, KindRefused: false, KindInvalidResponse: false,
 	}
 	got := map[ErrorKind]bool{}
 	for kind := range want {

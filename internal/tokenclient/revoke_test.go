@@ -16,7 +16,10 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
 )
 
-func (s *idp) revocationURL() string { return s.URL + "/connect/revocation" }
+// revocationPath is where s.revocationURL points.
+const revocationPath = "/connect/revocation"
+
+func (s *idp) revocationURL() string { return s.URL + revocationPath }
 
 func TestRevokeSendsTheRFC7009FormAuthenticatedAsConfigured(t *testing.T) {
 	cases := map[string]struct {
@@ -63,9 +66,9 @@ func TestRevokeOutcomes(t *testing.T) {
 			&Error{Kind: KindInvalidClient, StatusCode: 400, Code: "invalid_client", Description: "bad secret"}},
 		"503 with Retry-After asks to wait": {reply(503, map[string]string{"Retry-After": "9"}, `{"error":"temporarily_unavailable"}`),
 			&Error{Kind: KindRateLimited, StatusCode: 503, Code: "temporarily_unavailable", RetryAfter: 9 * time.Second, Ambiguous: true}},
-		"a 500 may have revoked it": {reply(500, nil, ``), &Error{Kind: KindTransient, StatusCode: 500, Ambiguous: true}},
+		"a 500 may have revoked it": {reply(500, nil, ``), &Error{Kind: KindTransient, StatusCode: 500, Ambiguous: true, Endpoint: revocationPath}},
 		"a redirect is not followed": {reply(302, map[string]string{"Location": "https://elsewhere.example.com/revoke"}, ``),
-			&Error{Kind: KindInvalidResponse, StatusCode: 302, Description: "token endpoint redirected to another location"}},
+			&Error{Kind: KindInvalidResponse, StatusCode: 302, Description: "token endpoint redirected to another location", Endpoint: revocationPath}},
 		"an echoed token and secret are redacted": {func(w http.ResponseWriter, r *http.Request) {
 			reply(400, nil, fmt.Sprintf(`{"error":"invalid_request","error_description":"token %s of %s"}`, r.PostForm.Get("token"), r.PostForm.Get("client_secret")))(w, r)
 		}, &Error{Kind: KindRefused, StatusCode: 400, Code: "invalid_request", Description: "token [redacted] of [redacted]"}},
@@ -78,7 +81,7 @@ func TestRevokeOutcomes(t *testing.T) {
 			if err != nil && !errors.As(err, &got) {
 				t.Fatalf("err %v is not a *Error", err)
 			}
-			if diff := cmp.Diff(tc.want, got, ignoreCause); diff != "" {
+			if diff := cmp.Diff(s.at(tc.want), got, ignoreCause); diff != "" {
 				t.Errorf("error (-want +got):\n%s", diff)
 			}
 			if err != nil && (strings.Contains(err.Error(), testRefresh) || strings.Contains(err.Error(), testSecret)) {

@@ -66,6 +66,15 @@ func (r redactor) scrub(s string) string {
 	return finish(s)
 }
 
+// redact replaces this request's secrets in s and nothing else: for text that is not the
+// server's (the URL the request went to), which the token patterns would mangle.
+func (r redactor) redact(s string) string {
+	for _, v := range r {
+		s = strings.ReplaceAll(s, v, mark)
+	}
+	return strings.ReplaceAll(s, mark, redacted)
+}
+
 // scrubPatterns is scrub for text with no request behind it.
 func scrubPatterns(s string) string { return redactor(nil).scrub(s) }
 

@@ -257,7 +257,7 @@ func (c *Client) Revoke(ctx context.Context, ep Endpoint, revocationURL, token, 
 	case ex.tooBig:
 		return tooLarge(ex, c.maxBody, c.now())
 	case ex.read:
-		return refusal(retrieveError(ex), red, c.now())
+		return refusal(retrieveError(ex), ex.url, red, c.now())
 	}
 	return transportFailure(ctx, ex, err, red)
 }
@@ -295,7 +295,7 @@ func (c *Client) outcome(ctx context.Context, ex *exchange, err error, requested
 	case ex.tooBig:
 		return nil, tooLarge(ex, c.maxBody, c.now())
 	case refused:
-		return nil, refusal(re, red, c.now())
+		return nil, refusal(re, ex.url, red, c.now())
 	case ex.read && is2xx(ex.status):
 		return success(ex, requested, red)
 	}

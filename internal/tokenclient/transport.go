@@ -14,6 +14,8 @@ import (
 // means a new refresh token in an otherwise unusable answer is never lost.
 type exchange struct {
 	max int64
+	// url is where the request went, named in a refusal that does not say what was wrong.
+	url string
 	// calls counts RoundTrip calls: the second one is refused.
 	calls atomic.Int32
 	// wrote is set once request bytes went to a connection: from then on the server may
@@ -48,6 +50,7 @@ func (t *onceTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	trace := &httptrace.ClientTrace{WroteHeaders: func() { t.ex.wrote.Store(true) }}
 	req = req.Clone(httptrace.WithClientTrace(req.Context(), trace))
 	req.Header.Set("User-Agent", userAgent)
+	t.ex.url = req.URL.String()
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
 		return nil, err
