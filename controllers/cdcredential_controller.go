@@ -65,7 +65,7 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 			return
 		}
-		r.written.note(cred, target, before.Status.LastFailure, cred.Status.LastFailure, r.Clock.Now())
+		r.written.note(cred, target, before.Status.LastFailure, cred.Status.LastFailure, cred.Status.Conditions, r.Clock.Now())
 	}()
 	out, err := r.reconcile(ctx, cred)
 	keepTokenSecret(&cred.Status.SecretName, before.Status.SecretName, out)

@@ -62,11 +62,11 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 	case remembered:
 		// As for a grant: the memory the pass acted on, whatever a lagging cache shows.
 		cred.Status.LastFailure = failureStatus(o.failure)
-		misuse = keepFailure(c, o.failure)
+		misuse = keepFailure(c, o.failure, r.written.said(cred, &o.failure))
 		res.RequeueAfter = retryAfter(o.failure, now)
 	case deferred:
 		cred.Status.LastFailure = reportDeferred(c, o, cred.Status.SecretName, &cred.Status.RenewalTime)
-		misuse = keptMisuse(c, o.failure)
+		misuse = keptMisuse(c, o.failure, r.written.said(cred, o.failure))
 		if ready := c.find(cdv1.ReadyCondition); ready.Status == metav1.ConditionTrue && o.last != nil {
 			// Ready stands on the token in the Secret, which still works: worded anew
 			// here, never from the kept message, so FlowMisuse's note is said once.
@@ -166,17 +166,28 @@ func reportFailure(c conditions, f rotation.Failure, msg string) {
 }
 
 // keepFailure confirms the conditions of a failure remembered in status: the pass sent
-// nothing, so they stand as they were written (after a restart too). It returns the
-// FlowMisuse message when the failure was a refused grant type.
-func keepFailure(c conditions, f rotation.Failure) string {
+// nothing, so they stand as they were written (after a restart too). A cache that has
+// not seen them yet shows other conditions: they are said again in the words this
+// process wrote them with (said), or, unknown, worded anew from the reason. It returns
+// the FlowMisuse message when the failure was a refused grant type.
+func keepFailure(c conditions, f rotation.Failure, said failureWords) string {
 	state := cdv1.ReconcilingCondition
 	if f.Terminal() {
 		state = cdv1.StalledCondition
 	}
 	ready := c.find(cdv1.ReadyCondition)
-	if ready == nil || ready.Reason != f.Reason || c.find(state) == nil {
+	switch {
+	case said.ready != "":
+		// Even over a cached Ready of the same reason: an older attempt's words would
+		// replace the newer ones written, with the whole conditions list.
+		if f.Terminal() {
+			c.stalled(f.Reason, said.ready)
+		} else {
+			c.retrying(f.Reason, said.ready)
+		}
+	case ready == nil || ready.Reason != f.Reason || c.find(state) == nil:
 		reportFailure(c, f, "The last request failed ("+f.Reason+")")
-	} else {
+	default:
 		c.keep(cdv1.ReadyCondition, false, f.Reason, "")
 		c.keep(state, true, f.Reason, "")
 	}
@@ -187,14 +198,19 @@ func keepFailure(c conditions, f rotation.Failure) string {
 	} else {
 		c.remove(cdv1.StalledCondition)
 	}
-	return keptMisuse(c, &f)
+	return keptMisuse(c, &f, said)
 }
 
 // keptMisuse is the FlowMisuse message a remembered refusal of the grant type keeps
-// standing while nothing new is sent; "" for any other failure, or none.
-func keptMisuse(c conditions, f *rotation.Failure) string {
+// standing while nothing new is sent: as the refusal said it (said, while the cache may
+// not show it, or the cached condition), or worded from the reason; "" for any other
+// failure, or none.
+func keptMisuse(c conditions, f *rotation.Failure, said failureWords) string {
 	if f == nil || f.Reason != cdv1.GrantTypeNotAllowedReason {
 		return ""
+	}
+	if said.misuse != "" {
+		return said.misuse
 	}
 	if m := c.find(cdv1.FlowMisuseCondition); m != nil && m.Status == "True" {
 		return m.Message

@@ -107,7 +107,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 			return
 		}
-		r.written.note(grant, target, before.Status.LastFailure, grant.Status.LastFailure, r.Clock.Now())
+		r.written.note(grant, target, before.Status.LastFailure, grant.Status.LastFailure, grant.Status.Conditions, r.Clock.Now())
 		r.links.note(grant, target, before.Status.AuthorizationURL, grant.Status.AuthorizationURL)
 	}()
 	out, cred, err := r.reconcile(ctx, grant)

@@ -100,7 +100,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		// The memory the pass acted on, which a cache behind this process's last write
 		// may not show: a write from this pass must not record it as cleared.
 		grant.Status.LastFailure = failureStatus(o.failure)
-		if msg := keepFailure(c, o.failure); msg != "" {
+		if msg := keepFailure(c, o.failure, r.written.said(grant, &o.failure)); msg != "" {
 			g.misuse, g.misuseMsg = cdv1.GrantTypeNotAllowedReason, msg
 		}
 		if reauthReasons[o.failure.Reason] && o.failure.Terminal() {
@@ -109,7 +109,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		res.RequeueAfter = retryAfter(o.failure, now)
 	case deferred:
 		grant.Status.LastFailure = reportDeferred(c, o, grant.Status.SecretName, &grant.Status.RenewalTime)
-		if msg := keptMisuse(c, o.failure); msg != "" {
+		if msg := keptMisuse(c, o.failure, r.written.said(grant, o.failure)); msg != "" {
 			g.misuse, g.misuseMsg = cdv1.GrantTypeNotAllowedReason, msg
 		}
 		res.RequeueAfter = max(o.until.Sub(now), time.Second)

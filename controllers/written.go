@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -72,22 +73,70 @@ func (w *writeMemory[T]) forget(key types.NamespacedName) {
 // refused for good once more (a rejected refresh token a second time). Only CRs with a
 // failure memory on either side of a write have an entry: a routine write (no failure
 // before or after) leaves none.
+//
+// An entry also keeps the words the failure was reported with. status.lastFailure holds
+// only its reason, and a pass that acts on the remembered failure before the cache shows
+// the conditions written with it would otherwise word them anew from the reason alone,
+// and its status write would replace what the refusal said to do ("use the
+// client-credentials credential set", "the customer must log in again"). Kept here and
+// not in status: status already holds the words in its conditions, a copy in
+// lastFailure would add up to a kilobyte to each failing CR (of 10,000) for a window of
+// milliseconds, and the entry goes once the cache holds the write.
 type writtenFailures struct{ writeMemory[writtenFailure] }
 
 type writtenFailure struct {
 	failure *rotation.Failure // nil: the memory was cleared (a success)
 	at      time.Time
+	said    failureWords
 }
 
+// failureWords are the messages a failure was reported with when it happened: Ready's
+// (and Stalled's or Reconciling's, which say the same) and FlowMisuse's for a refused
+// grant type. Empty when unknown.
+type failureWords struct{ ready, misuse string }
+
 // note records what a successful status write of obj stored (after) over the cached
-// status it started from (before); written is the answer's metadata.
-func (w *writtenFailures) note(obj client.Object, written metav1.Object, before, after *cdv1.FailureStatus, now time.Time) {
+// status it started from (before), and conds, the conditions it wrote; written is the
+// answer's metadata.
+func (w *writtenFailures) note(obj client.Object, written metav1.Object, before, after *cdv1.FailureStatus, conds []metav1.Condition, now time.Time) {
 	if before == nil && after == nil && !w.has(obj.GetUID()) {
 		// Any copy the cache may show says "no failure", as the write did. An entry for
 		// an earlier write of a failure is brought up to date instead.
 		return
 	}
-	w.store(obj, written, writtenFailure{failure: fromFailureStatus(after), at: now})
+	e := writtenFailure{failure: fromFailureStatus(after), at: now}
+	e.said = w.words(obj, e.failure, fromFailureStatus(before), conds)
+	w.store(obj, written, e)
+}
+
+// words are the messages to remember with failure f, written with conds: the words of
+// the pass that recorded f, never those of a later pass that only kept it (a deferred
+// edit words Ready its own way). prev is the memory the pass started from.
+func (w *writtenFailures) words(obj client.Object, f, prev *rotation.Failure, conds []metav1.Condition) failureWords {
+	if f == nil {
+		return failureWords{}
+	}
+	if e, ok := w.m.Load(obj.GetUID()); ok {
+		if last := e.(memoryEntry[writtenFailure]).value; sameFailure(last.failure, f) {
+			return last.said
+		}
+	}
+	if sameFailure(prev, f) {
+		return failureWords{} // recorded before; the cache holds its words
+	}
+	var said failureWords
+	if c := meta.FindStatusCondition(conds, cdv1.ReadyCondition); c != nil && c.Reason == f.Reason {
+		said.ready = c.Message
+	}
+	if c := meta.FindStatusCondition(conds, cdv1.FlowMisuseCondition); c != nil && c.Status == metav1.ConditionTrue && c.Reason == cdv1.GrantTypeNotAllowedReason {
+		said.misuse = c.Message
+	}
+	return said
+}
+
+// sameFailure tells whether a and b record the same failed attempt.
+func sameFailure(a, b *rotation.Failure) bool {
+	return a != nil && b != nil && a.Request == b.Request && a.Reason == b.Reason && a.Time.Equal(b.Time) && a.Attempts == b.Attempts
 }
 
 // current is the newer of the failure memory in cached's status and the one this
@@ -105,6 +154,16 @@ func (w *writtenFailures) current(cached client.Object, memory *cdv1.FailureStat
 		return written.failure
 	}
 	return fromCache
+}
+
+// said is what failure f was reported with when this process wrote it and cached may
+// not show those conditions yet; empty when the cache holds the write, or f is another
+// failure.
+func (w *writtenFailures) said(cached client.Object, f *rotation.Failure) failureWords {
+	if written, ok := w.recall(cached); ok && sameFailure(written.failure, f) {
+		return written.said
+	}
+	return failureWords{}
 }
 
 // writtenLinks remembers the authorization URL this process last wrote to a grant's
