@@ -62,7 +62,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 	case remembered:
 		// As for a grant: the memory the pass acted on, whatever a lagging cache shows.
 		cred.Status.LastFailure = failureStatus(o.failure)
-		misuse = keepFailure(c, o.failure, r.written.said(cred, &o.failure))
+		misuse = keepFailure(c, o.failure, r.written.said(cred, &o.failure), lifetimeOf(cred.Status.LastIssuedTime, cred.Status.ExpiresAt))
 		res.RequeueAfter = retryAfter(o.failure, now)
 	case deferred:
 		cred.Status.LastFailure = reportDeferred(c, o, cred.Status.SecretName, &cred.Status.RenewalTime)
@@ -80,7 +80,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		if o.outcome.Verdict == rotation.Misuse {
 			misuse = msg
 		}
-		reportFailure(c, f, msg)
+		reportFailure(c, f, msg, lifetimeOf(cred.Status.LastIssuedTime, cred.Status.ExpiresAt))
 		res.RequeueAfter = retryAfter(f, now)
 	case writeFailed:
 		f := rotation.Fail(r.written.current(cred, cred.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, withLifetime(rotation.Retry{}, cred.Status.LastIssuedTime, cred.Status.ExpiresAt), string(cred.UID))
@@ -152,17 +152,27 @@ func readyMessage(secret, clamp string) string {
 }
 
 // reportFailure sets the conditions of a failed attempt: Stalled when it is terminal,
-// Reconciling while it is retried.
-func reportFailure(c conditions, f rotation.Failure, msg string) {
-	switch {
-	case f.Terminal() && !f.Recheck.IsZero():
-		c.stalled(f.Reason, msg+"; asked again at "+f.Recheck.UTC().Format(time.RFC3339)+" in case it was fixed at the identity server, or at once when the spec or a referenced Secret changes")
-		return
-	case f.Terminal():
-		c.stalled(f.Reason, msg+"; nothing is sent again until the spec or a referenced Secret changes")
+// Reconciling while it is retried. A terminal failure says what brings the CR back, and
+// when: a change to a referenced Secret (a new client secret, a customer's login) at
+// once; a spec edit once the request budget allows, by the time rotation holds it to
+// (Failure.EditFloor over lifetime, that of the last token stored, 0 when unknown); and
+// a refusal the identity server may fix at its recheck time.
+func reportFailure(c conditions, f rotation.Failure, msg string, lifetime time.Duration) {
+	if !f.Terminal() {
+		c.retryingNoted(f.Reason, fmt.Sprintf("%s (attempt %d, next at %s)", msg, f.Attempts, f.Retry.UTC().Format(time.RFC3339)), msg)
 		return
 	}
-	c.retryingNoted(f.Reason, fmt.Sprintf("%s (attempt %d, next at %s)", msg, f.Attempts, f.Retry.UTC().Format(time.RFC3339)), msg)
+	then := "a change to a referenced Secret is tried at once, a spec edit by " + f.EditFloor(lifetime).UTC().Format(time.RFC3339) + " (at most 3 requests per token lifetime)"
+	if f.Recheck.IsZero() {
+		c.stalled(f.Reason, msg+"; nothing is sent again until a referenced Secret or the spec changes: "+then)
+		return
+	}
+	fixed := "it was fixed at the identity server"
+	if f.Reason == cdv1.TokenHostNotAllowedReason {
+		// Nothing was sent: only a restart with another --allowed-token-hosts fixes it.
+		fixed = "the manager now allows the host"
+	}
+	c.stalled(f.Reason, msg+"; asked again at "+f.Recheck.UTC().Format(time.RFC3339)+" in case "+fixed+"; "+then)
 }
 
 // keepFailure confirms the conditions of a failure remembered in status: the pass sent
@@ -170,7 +180,7 @@ func reportFailure(c conditions, f rotation.Failure, msg string) {
 // not seen them yet shows other conditions: they are said again in the words this
 // process wrote them with (said), or, unknown, worded anew from the reason. It returns
 // the FlowMisuse message when the failure was a refused grant type.
-func keepFailure(c conditions, f rotation.Failure, said failureWords) string {
+func keepFailure(c conditions, f rotation.Failure, said failureWords, lifetime time.Duration) string {
 	state := cdv1.ReconcilingCondition
 	if f.Terminal() {
 		state = cdv1.StalledCondition
@@ -186,7 +196,7 @@ func keepFailure(c conditions, f rotation.Failure, said failureWords) string {
 			c.retrying(f.Reason, said.ready)
 		}
 	case ready == nil || ready.Reason != f.Reason || c.find(state) == nil:
-		reportFailure(c, f, "The last request failed ("+f.Reason+")")
+		reportFailure(c, f, "The last request failed ("+f.Reason+")", lifetime)
 	default:
 		c.keep(cdv1.ReadyCondition, false, f.Reason, "")
 		c.keep(state, true, f.Reason, "")

@@ -100,7 +100,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		// The memory the pass acted on, which a cache behind this process's last write
 		// may not show: a write from this pass must not record it as cleared.
 		grant.Status.LastFailure = failureStatus(o.failure)
-		if msg := keepFailure(c, o.failure, r.written.said(grant, &o.failure)); msg != "" {
+		if msg := keepFailure(c, o.failure, r.written.said(grant, &o.failure), lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt)); msg != "" {
 			g.misuse, g.misuseMsg = cdv1.GrantTypeNotAllowedReason, msg
 		}
 		if reauthReasons[o.failure.Reason] && o.failure.Terminal() {
@@ -117,7 +117,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		msg := "The stored refresh token was sent twice and no answer came back either time: it was most likely spent, and is not sent a third time. The customer must log in again"
 		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, cdv1.RotationInterruptedReason, now, rotation.Retry{Terminal: true}, string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
-		reportFailure(c, f, msg)
+		reportFailure(c, f, msg, lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt))
 		g.reauth, g.reauthMsg = cdv1.RotationInterruptedReason, msg
 	case answered:
 		ref, msg := refusalOf(o, true)
@@ -126,7 +126,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		retry.ResendLate = o.outcome.Verdict == rotation.Lost
 		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, ref.reason, now, retry, string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
-		reportFailure(c, f, msg)
+		reportFailure(c, f, msg, lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt))
 		switch {
 		case o.outcome.Verdict == rotation.Misuse:
 			g.misuse, g.misuseMsg = cdv1.GrantTypeNotAllowedReason, msg+"; "+misuseHint(cdv1.FlowAuthorizationCode)

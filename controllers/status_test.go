@@ -119,7 +119,7 @@ func TestARememberedBackoffNeverEndsInATerminalError(t *testing.T) {
 		{Type: cdv1.StalledCondition, Status: metav1.ConditionTrue, Reason: cdv1.RotationInterruptedReason}, // left from an older token
 	}
 	c := newConditions(&list, 1, now)
-	keepFailure(c, rotation.Failure{Reason: cdv1.TokenRequestFailedReason, Attempts: 2, Retry: now.Add(10 * time.Second)}, failureWords{})
+	keepFailure(c, rotation.Failure{Reason: cdv1.TokenRequestFailedReason, Attempts: 2, Retry: now.Add(10 * time.Second)}, failureWords{}, 0)
 	if err := c.terminal(ctrl.Result{}); err != nil {
 		t.Fatalf("a failure that is retried ended in %v, which controller-runtime never requeues", err)
 	}

@@ -218,7 +218,7 @@ func tooSoonAfterFailure(in Input) Decision {
 	if f == nil || f.Request == in.Request || SameSpec(f.Request, in.Request) {
 		return nil
 	}
-	until := ceilSecond(f.Time.Add(ChangeFloor(in.Lifetime)))
+	until := f.EditFloor(in.Lifetime)
 	if l := in.Last; l != nil {
 		// Never past the token pods still have: a renewal that failed late in its life
 		// and an edit that fixes it must not leave the Secret to expire. One request,

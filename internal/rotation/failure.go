@@ -30,6 +30,15 @@ type Failure struct {
 // Terminal reports whether nothing is to be sent until the request changes.
 func (f Failure) Terminal() bool { return f.Retry.IsZero() }
 
+// EditFloor is when a request edited in its spec after f (SameSpec false) may go out:
+// the request budget's floor after a failure, ChangeFloor of lifetime (the last stored
+// token's, 0 when unknown) after it. tooSoonAfterFailure holds an edit until then, sooner
+// only to renew a token that would expire first, later only for a backoff that ends
+// later. Conditions name it, so a user knows when an edit is tried.
+func (f Failure) EditFloor(lifetime time.Duration) time.Time {
+	return ceilSecond(f.Time.Add(ChangeFloor(lifetime)))
+}
+
 // Retry says how a failed attempt is retried.
 type Retry struct {
 	// Terminal: never again for the same request.

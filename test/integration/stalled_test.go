@@ -1,0 +1,105 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/internal/manager"
+)
+
+// editBy is the time Stalled's message says a spec edit is tried by.
+var editBy = regexp.MustCompile(`a spec edit by (\S+) \(`)
+
+// A new user's first mistakes, fixed as Stalled's message says: the message names when
+// a spec edit is tried (the request budget: a third of the token lifetime after the
+// failure, 10 minutes when no token was stored yet), and the fixed spec is sent then,
+// not sooner, with nothing else to do. The manager runs on a fake clock.
+func TestAFixedSpecIsSentByTheTimeTheStalledMessageNames(t *testing.T) {
+	cases := map[string]struct {
+		wrong  func(idp identityServer) string
+		reason string
+		then   string // what else Stalled says brings the CR back
+	}{
+		"host not on --allowed-token-hosts": {func(identityServer) string { return "https://id.example.com" }, cdv1.TokenHostNotAllowedReason, "in case the manager now allows the host"},
+		"token URL pasted as issuer":        {func(idp identityServer) string { return idp.URL + "/connect/token" }, cdv1.TokenRequestRefusedReason, "nothing is sent again until a referenced Secret or the spec changes"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			ns := newNamespace(t)
+			idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
+			clock := clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
+			startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}, Clock: clock})
+			create(t, clientSecret(ns, "api-client", apiClientID, apiClientSecret))
+			create(t, credential(ns, "pricing", cdv1.FlowClientCredentials, "api-client", tc.wrong(idp)))
+			eventually(t, 30*time.Second, tc.reason, func() error {
+				c, err := getCredential(ns, "pricing")
+				if err == nil && c.Status.LastFailure != nil && c.Status.LastFailure.RetryTime != nil {
+					clock.SetTime(c.Status.LastFailure.RetryTime.Time) // an unknown refusal is tried three times
+				}
+				return credentialCondition(ns, "pricing", cdv1.StalledCondition, metav1.ConditionTrue, tc.reason)()
+			})
+			c, err := getCredential(ns, "pricing")
+			if err != nil {
+				t.Fatal(err)
+			}
+			said := meta.FindStatusCondition(c.Status.Conditions, cdv1.StalledCondition).Message
+			if !strings.Contains(said, tc.then) {
+				t.Errorf("Stalled's message %q does not say %q", said, tc.then)
+			}
+			m := editBy.FindStringSubmatch(said)
+			if m == nil {
+				t.Fatalf("Stalled's message does not say when a spec edit is tried: %q", said)
+			}
+			by, err := time.Parse(time.RFC3339, m[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if failed := c.Status.LastFailure.LastFailureTime.Time; !by.Equal(failed.Add(10 * time.Minute)) {
+				t.Errorf("Stalled says a spec edit is tried by %s; the budget holds it to 10 minutes after the failure at %s", by, failed)
+			}
+
+			// Fixed just before that time: it waits for it, and says so.
+			clock.SetTime(by.Add(-3 * time.Second))
+			err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				c, err := getCredential(ns, "pricing")
+				if err != nil {
+					return err
+				}
+				c.Spec.Issuer = idp.URL
+				return k8s.Update(context.Background(), c)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 30*time.Second, "the edit held until "+m[1], func() error {
+				c, err := getCredential(ns, "pricing")
+				if err != nil {
+					return err
+				}
+				r := meta.FindStatusCondition(c.Status.Conditions, cdv1.ReconcilingCondition)
+				if r == nil || r.Status != metav1.ConditionTrue || !regexp.MustCompile(`sent at `+regexp.QuoteMeta(m[1])).MatchString(r.Message) {
+					return fmt.Errorf("Reconciling %+v", r)
+				}
+				return nil
+			})
+			if n := idp.Stats().TokenRequests["client_credentials"]; n != 0 {
+				t.Errorf("%d token requests before %s", n, m[1])
+			}
+
+			// At that time it goes, on the requeue the deferral set.
+			clock.SetTime(by)
+			eventually(t, 30*time.Second, "Ready by "+m[1]+" (Stalled said: "+said+")", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+		})
+	}
+}
