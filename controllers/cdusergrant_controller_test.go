@@ -1596,3 +1596,30 @@ func TestAGrantWhoseOutputNameIsTakenNamesNoSecretInStatus(t *testing.T) {
 		t.Errorf("status.secretName = %q, want none: acme-token holds the credential's token, not the grant's", g.Status.SecretName)
 	}
 }
+
+// A grant created before its refresh-token Secret holds a token says RefreshTokenMissing.
+// Once the Secret's token was sent, that is false whatever came back: a refusal a login
+// does not fix (here the wrong credential set) leaves the token unchecked, not missing,
+// and no login is asked for.
+func TestRefreshTokenMissingEndsOnceTheSecretsTokenIsSent(t *testing.T) {
+	w := newWorld(t)
+	s := w.secret("acme-refresh")
+	w.update(s, func() { s.Data = map[string][]byte{} })
+	if _, err := w.reconcileGrant("acme"); err != nil && !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatal(err)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenMissingReason)
+
+	// The user follows the README: puts the customer's refresh token in the Secret.
+	w.update(s, func() { s.Data = map[string][]byte{"refresh_token": []byte("refresh-0")} })
+	w.tokens.failNext(&tokenclient.Error{Kind: tokenclient.KindGrantTypeNotAllowed, Code: "unauthorized_client", StatusCode: 400})
+	if _, err := w.reconcileGrant("acme"); err != nil && !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatal(err)
+	}
+	if got := w.tokens.refreshes(); !cmp.Equal(got, []string{"refresh-0"}) {
+		t.Fatalf("refresh tokens sent %v, want the one in the Secret", got)
+	}
+	g := w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenNotCheckedReason)
+	wantCondition(t, g.Status.Conditions, cdv1.FlowMisuseCondition, metav1.ConditionTrue, cdv1.GrantTypeNotAllowedReason)
+}

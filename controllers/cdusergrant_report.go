@@ -19,6 +19,9 @@ type grantReport struct {
 	reauth, reauthMsg string
 	// valid: the pass saw a refresh token that works (ReauthorizationRequired=False).
 	valid bool
+	// tried: the pass tried the refresh token in the Secret (sent it, or the manager
+	// refused to send it), so there is one, whatever came of it.
+	tried bool
 }
 
 // report is the one place that turns a CDUserGrant's outcome into status: conditions,
@@ -120,6 +123,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		reportFailure(c, f, msg, lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt))
 		g.reauth, g.reauthMsg = cdv1.RotationInterruptedReason, msg
 	case answered:
+		g.tried = true
 		ref, msg := refusalOf(o, true)
 		retry := withLifetime(o.outcome.Retry(), grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 		// No answer: the one resend left waits for the last safe point (DESIGN §6).
@@ -181,11 +185,19 @@ func (r *CDUserGrantReconciler) reportGrantConditions(grant *cdv1.CDUserGrant, c
 		c.set(cdv1.ReauthorizationRequiredCondition, true, cdv1.ReauthorizationRequestedReason, reauthorizationRequested(c.find(cdv1.ReauthorizationRequiredCondition), grant.Status.LastAuthorization))
 	case g.valid:
 		c.set(cdv1.ReauthorizationRequiredCondition, false, cdv1.RefreshTokenValidReason, "The grant holds a refresh token the identity server last accepted")
-	case c.find(cdv1.ReauthorizationRequiredCondition) == nil || c.find(cdv1.ReauthorizationRequiredCondition).Reason == cdv1.ReauthorizationRequestedReason:
+	case stale(c.find(cdv1.ReauthorizationRequiredCondition), g.tried):
 		c.set(cdv1.ReauthorizationRequiredCondition, false, cdv1.RefreshTokenNotCheckedReason, "The refresh token has not been checked yet")
 	default:
 		c.keep(cdv1.ReauthorizationRequiredCondition, false, "", "")
 	}
+}
+
+// stale tells whether ReauthorizationRequired (cur) says nothing true about the grant's
+// refresh token any more, so that a pass that learnt nothing about it words it anew: it
+// is absent, a request for a login that was answered, or "no refresh token" after the
+// pass tried one (refused for a reason a login does not fix, or unanswered).
+func stale(cur *metav1.Condition, tried bool) bool {
+	return cur == nil || cur.Reason == cdv1.ReauthorizationRequestedReason || (tried && cur.Reason == cdv1.RefreshTokenMissingReason)
 }
 
 // reauthorizationRequested words a pending reauthorization request. The grant stays
