@@ -1623,3 +1623,30 @@ func TestRefreshTokenMissingEndsOnceTheSecretsTokenIsSent(t *testing.T) {
 	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenNotCheckedReason)
 	wantCondition(t, g.Status.Conditions, cdv1.FlowMisuseCondition, metav1.ConditionTrue, cdv1.GrantTypeNotAllowedReason)
 }
+
+// With the callback server off (the chart's default; install.yaml has no callback
+// flags), no grant ever gets an authorization link, and `kubectl cd authorize` would
+// wait for one until its timeout. A grant awaiting authorization says that this manager
+// offers no login link (cdv1.NoLoginLinkMessage, which the plugin stops on), and what
+// to do instead: turn the callback on, or put a refresh token in the Secret.
+func TestAGrantAwaitingAuthorizationWithoutACallbackSaysNoLinkComes(t *testing.T) {
+	w := newWorld(t)
+	s := w.secret("acme-refresh")
+	w.update(s, func() { s.Data = map[string][]byte{} })
+	if _, err := w.reconcileGrant("acme"); err != nil && !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatal(err)
+	}
+	g := w.grant("acme")
+	if g.Status.AuthorizationURL != "" {
+		t.Fatalf("authorization URL %q without a callback", g.Status.AuthorizationURL)
+	}
+	for _, typ := range []string{cdv1.ReadyCondition, cdv1.ReauthorizationRequiredCondition} {
+		c := condition(t, g.Status.Conditions, typ)
+		for _, words := range []string{cdv1.NoLoginLinkMessage, "--callback-bind-address and --callback-url", "callback.enabled", "put a refresh token under key refresh_token"} {
+			if !strings.Contains(c.Message, words) {
+				t.Errorf("%s %s message %q does not say %q", typ, c.Reason, c.Message, words)
+			}
+		}
+	}
+	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.AwaitingAuthorizationReason)
+}

@@ -31,7 +31,7 @@ func (r *CDUserGrantReconciler) report(grant *cdv1.CDUserGrant, o outcome) (ctrl
 	now := r.Clock.Now()
 	grant.Status.ObservedGeneration = grant.Generation
 	c := newConditions(&grant.Status.Conditions, grant.Generation, now)
-	g, res, done := reportPrecondition(grant, c, o)
+	g, res, done := reportPrecondition(grant, c, o, r.Authorizer != nil)
 	if !done {
 		g, res = r.reportAttempt(grant, c, o, now)
 	}
@@ -41,8 +41,9 @@ func (r *CDUserGrantReconciler) report(grant *cdv1.CDUserGrant, o outcome) (ctrl
 }
 
 // reportPrecondition words an outcome that stopped the pass before a decision: a
-// missing or unusable credential or Secret. done is false for any other outcome.
-func reportPrecondition(grant *cdv1.CDUserGrant, c conditions, o outcome) (g grantReport, res ctrl.Result, done bool) {
+// missing or unusable credential or Secret. done is false for any other outcome. links
+// tells whether this manager offers customers a login link (its callback is on).
+func reportPrecondition(grant *cdv1.CDUserGrant, c conditions, o outcome, links bool) (g grantReport, res ctrl.Result, done bool) {
 	switch o := o.(type) {
 	case credentialMissing:
 		msg := "CDCredential " + o.name + " not found in namespace " + grant.Namespace
@@ -57,10 +58,7 @@ func reportPrecondition(grant *cdv1.CDUserGrant, c conditions, o outcome) (g gra
 	case credentialNotReady:
 		c.waiting(cdv1.CredentialNotReadyReason, "CDCredential "+o.name+" is not Ready; see its conditions")
 	case refreshTokenMissing:
-		msg := "No refresh token in Secret " + o.secret + ": the customer has to log in (or put a refresh token under key " + o.key + " of a Secret labelled " + cdv1.SecretTypeLabel + "=" + cdv1.SecretTypeRefreshToken + ")"
-		if o.err != nil {
-			msg = "No usable refresh token in Secret " + o.secret + " (" + o.err.Error() + "): the customer has to log in"
-		}
+		msg := awaitingMessage(o, links)
 		c.waiting(cdv1.AwaitingAuthorizationReason, msg)
 		g.reauth, g.reauthMsg = cdv1.RefreshTokenMissingReason, msg
 		showLastAuthorization(c, grant.Status.LastAuthorization)
@@ -79,6 +77,25 @@ func reportPrecondition(grant *cdv1.CDUserGrant, c conditions, o outcome) (g gra
 		return g, res, false
 	}
 	return g, res, true
+}
+
+// awaitingMessage says why a grant waits for a refresh token and how it gets one: the
+// customer logs in at the link this manager offers, or, without a callback server (no
+// link ever comes), someone turns it on or puts a refresh token in the Secret.
+func awaitingMessage(o refreshTokenMissing, links bool) string {
+	missing := "No refresh token in Secret " + o.secret
+	if o.err != nil {
+		missing = "No usable refresh token in Secret " + o.secret + " (" + o.err.Error() + ")"
+	}
+	put := "put a refresh token under key " + o.key + " of a Secret labelled " + cdv1.SecretTypeLabel + "=" + cdv1.SecretTypeRefreshToken
+	if !links {
+		return missing + ", and " + cdv1.NoLoginLinkMessage + " (its callback server is off): " + put +
+			", or enable the callback (manager flags --callback-bind-address and --callback-url; Helm chart value callback.enabled) for the customer to log in at status.authorizationURL"
+	}
+	if o.err != nil {
+		return missing + ": the customer has to log in"
+	}
+	return missing + ": the customer has to log in (or " + put + ")"
 }
 
 // reportAttempt words a decision, an answer of the identity server, or a stored token.

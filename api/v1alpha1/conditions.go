@@ -136,7 +136,9 @@ const (
 	SecretWriteFailedReason = "SecretWriteFailed"
 
 	// AwaitingAuthorizationReason: a CDUserGrant has no refresh token yet; the customer
-	// has to log in (or someone has to put a refresh token in its Secret).
+	// has to log in (or someone has to put a refresh token in its Secret). Without the
+	// callback server no login link is ever published: the message then says
+	// NoLoginLinkMessage and how to turn the callback on.
 	AwaitingAuthorizationReason = "AwaitingAuthorization"
 
 	// AuthorizationDeniedReason: the customer (or the identity server on their behalf)
@@ -250,3 +252,11 @@ const (
 	// refresh token failed; the Secret is deleted all the same.
 	RevocationFailedReason = "RevocationFailed"
 )
+
+// NoLoginLinkMessage is in the message of Ready=False AwaitingAuthorization (and of
+// ReauthorizationRequired=True RefreshTokenMissing) when the manager runs without its
+// callback server (no --callback-bind-address and --callback-url; the chart's
+// callback.enabled false): status.authorizationURL will never be set, so a tool that
+// waits for a link (`kubectl cd authorize`) stops at once instead. It is kept stable
+// for such tools: the reason alone does not tell the two waits apart.
+const NoLoginLinkMessage = "this manager offers no login link"

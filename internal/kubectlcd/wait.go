@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -158,10 +159,22 @@ func (t *tracker) observe(s grantState) verdict {
 	if isFalse(s.ready) && authorizationFailureReasons[s.ready.Reason] && !sameCondition(s.ready, t.initial.ready) {
 		return verdict{failed, describe(s.ready)}
 	}
+	if noLoginLink(s) {
+		// The manager runs without its callback server: no link will ever be published,
+		// and the message says what to do instead.
+		return verdict{failed, describe(s.ready)}
+	}
 	if isTrue(s.ready) && !isTrue(s.reauth) && s.reauthorize == "" && (t.mode == authorizeMode || t.loggedIn) {
 		return verdict{succeeded, describe(s.ready)}
 	}
 	return verdict{waiting, t.awaited(s)}
+}
+
+// noLoginLink tells whether the grant awaits a login that its manager offers no link
+// for (cdv1.NoLoginLinkMessage).
+func noLoginLink(s grantState) bool {
+	return s.url == "" && isFalse(s.ready) && s.ready.Reason == cdv1.AwaitingAuthorizationReason &&
+		strings.Contains(s.ready.Message, cdv1.NoLoginLinkMessage)
 }
 
 // awaited says what the wait is for, for the progress line.

@@ -27,6 +27,11 @@ var (
 		ready:  cond("Ready", "False", "AwaitingAuthorization", -time.Hour),
 		reauth: cond("ReauthorizationRequired", "True", "RefreshTokenMissing", -time.Hour),
 	}
+	// The manager runs without its callback server: no link will ever come.
+	awaitingNoCallback = grantState{
+		ready:  &metav1.Condition{Type: "Ready", Status: "False", Reason: "AwaitingAuthorization", Message: "No refresh token in Secret acme-refresh, and " + cdv1.NoLoginLinkMessage + " (its callback server is off): put a refresh token …, or enable the callback …", LastTransitionTime: *at(-time.Hour)},
+		reauth: cond("ReauthorizationRequired", "True", "RefreshTokenMissing", -time.Hour),
+	}
 	rejectedAwaiting = grantState{
 		ready:   cond("Ready", "False", "RefreshTokenRejected", -time.Hour),
 		reauth:  cond("ReauthorizationRequired", "True", "RefreshTokenRejected", -time.Hour),
@@ -105,6 +110,10 @@ func TestTrackerDecides(t *testing.T) {
 		"authorize: waits while the link is not yet published": {
 			mode: authorizeMode, initial: awaitingNoLink, states: []grantState{awaitingNoLink},
 			want: waiting, wantWhy: "publish an authorization link",
+		},
+		"authorize: a manager without a callback offers no link: said at once, not after the timeout": {
+			mode: authorizeMode, initial: awaitingNoCallback, states: []grantState{awaitingNoCallback},
+			want: failed, wantWhy: "AwaitingAuthorization: No refresh token in Secret acme-refresh, and this manager offers no login link",
 		},
 		"authorize: waits for the customer while the link is there": {
 			mode: authorizeMode, initial: awaitingLogin, states: []grantState{awaitingLogin},
