@@ -32,7 +32,7 @@ func TestAFixedSpecIsSentByTheTimeTheStalledMessageNames(t *testing.T) {
 		then   string // what else Stalled says brings the CR back
 	}{
 		"host not on --allowed-token-hosts": {func(identityServer) string { return "https://id.example.com" }, cdv1.TokenHostNotAllowedReason, "in case the manager now allows the host"},
-		"token URL pasted as issuer":        {func(idp identityServer) string { return idp.URL + "/connect/token" }, cdv1.TokenRequestRefusedReason, "nothing is sent again until a referenced Secret or the spec changes"},
+		"token URL pasted as issuer":        {func(idp identityServer) string { return idp.URL + "/connect/token" }, cdv1.TokenRequestRefusedReason, "Check spec.issuer"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
