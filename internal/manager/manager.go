@@ -196,11 +196,16 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error)
 	if err := checkTimings(opts); err != nil {
 		return nil, err
 	}
-	if opts.CallbackBindAddress != "" {
-		// A flag error, said before anything talks to the cluster.
+	// Flag errors, said before anything talks to the cluster.
+	switch {
+	case opts.CallbackBindAddress != "":
 		if _, err := callbackPath(opts.CallbackURL); err != nil {
 			return nil, err
 		}
+	case opts.CallbackURL != "":
+		// Half the callback's flags would start a manager that offers no login link
+		// while the platform team believes it does.
+		return nil, fmt.Errorf("--callback-url %q needs --callback-bind-address: without it no callback server runs and no grant is offered a login link", opts.CallbackURL)
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = opts.KubeAPIQPS, opts.KubeAPIBurst

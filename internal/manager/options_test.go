@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/rest"
 )
 
 // Shards left on the default Lease would elect one leader among them: every other
@@ -57,5 +58,14 @@ func TestTimingsNoProcessCanRunSafelyWithAreRefused(t *testing.T) {
 				t.Fatalf("err %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// --callback-url without --callback-bind-address used to start a manager with the
+// callback off, offering no login link, and nothing said why.
+func TestACallbackURLWithoutABindAddressIsRefused(t *testing.T) {
+	_, err := New(t.Context(), &rest.Config{Host: "https://127.0.0.1:1"}, Options{CallbackURL: "https://cd-callback.example.com/callback"})
+	if err == nil || !strings.Contains(err.Error(), "--callback-url \"https://cd-callback.example.com/callback\" needs --callback-bind-address") {
+		t.Fatalf("err %v, want the missing --callback-bind-address named", err)
 	}
 }
