@@ -1650,3 +1650,24 @@ func TestAGrantAwaitingAuthorizationWithoutACallbackSaysNoLinkComes(t *testing.T
 	}
 	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.AwaitingAuthorizationReason)
 }
+
+// A reauthorization asked of a manager without its callback server was ignored: the
+// grant said nothing and `kubectl cd reauthorize` waited out its timeout. It is
+// ReauthorizationRequested saying no link comes, and the grant keeps rotating.
+func TestAReauthorizationRequestWithoutACallbackSaysNoLinkComes(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	g := w.grant("acme")
+	w.update(g, func() { g.Annotations = map[string]string{cdv1.ReauthorizeAnnotation: "2026-11-29T10:00:00Z"} })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	g = w.grant("acme")
+	reauth := condition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition)
+	if reauth.Status != metav1.ConditionTrue || reauth.Reason != cdv1.ReauthorizationRequestedReason || !strings.Contains(reauth.Message, cdv1.NoLoginLinkMessage) {
+		t.Errorf("ReauthorizationRequired %s/%s %q, want True/ReauthorizationRequested saying %q", reauth.Status, reauth.Reason, reauth.Message, cdv1.NoLoginLinkMessage)
+	}
+	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+}

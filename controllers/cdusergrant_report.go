@@ -200,6 +200,11 @@ func (r *CDUserGrantReconciler) reportGrantConditions(grant *cdv1.CDUserGrant, c
 		c.set(cdv1.ReauthorizationRequiredCondition, true, g.reauth, g.reauthMsg)
 	case requested && r.Authorizer != nil:
 		c.set(cdv1.ReauthorizationRequiredCondition, true, cdv1.ReauthorizationRequestedReason, reauthorizationRequested(c.find(cdv1.ReauthorizationRequiredCondition), grant.Status.LastAuthorization))
+	case requested:
+		// Without a callback server the request cannot be answered: say so, where
+		// `kubectl cd reauthorize` looks, rather than ignore it.
+		c.set(cdv1.ReauthorizationRequiredCondition, true, cdv1.ReauthorizationRequestedReason, "A new customer login was asked for ("+cdv1.ReauthorizeAnnotation+"), but "+cdv1.NoLoginLinkMessage+
+			" (its callback server is off): enable the callback (manager flags --callback-bind-address and --callback-url; Helm chart value callback.enabled), or remove the annotation; the grant keeps rotating its current refresh token")
 	case g.valid:
 		c.set(cdv1.ReauthorizationRequiredCondition, false, cdv1.RefreshTokenValidReason, "The grant holds a refresh token the identity server last accepted")
 	case stale(c.find(cdv1.ReauthorizationRequiredCondition), g.tried):

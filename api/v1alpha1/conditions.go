@@ -254,7 +254,8 @@ const (
 )
 
 // NoLoginLinkMessage is in the message of Ready=False AwaitingAuthorization (and of
-// ReauthorizationRequired=True RefreshTokenMissing) when the manager runs without its
+// ReauthorizationRequired=True RefreshTokenMissing, or ReauthorizationRequested for a
+// reauthorization asked of such a manager) when the manager runs without its
 // callback server (no --callback-bind-address and --callback-url; the chart's
 // callback.enabled false): status.authorizationURL will never be set, so a tool that
 // waits for a link (`kubectl cd authorize`) stops at once instead. It is kept stable

@@ -162,6 +162,9 @@ func (t *tracker) observe(s grantState) verdict {
 	if noLoginLink(s) {
 		// The manager runs without its callback server: no link will ever be published,
 		// and the message says what to do instead.
+		if isTrue(s.reauth) && s.reauth.Reason == cdv1.ReauthorizationRequestedReason {
+			return verdict{failed, describe(s.reauth)}
+		}
 		return verdict{failed, describe(s.ready)}
 	}
 	if isTrue(s.ready) && !isTrue(s.reauth) && s.reauthorize == "" && (t.mode == authorizeMode || t.loggedIn) {
@@ -171,10 +174,15 @@ func (t *tracker) observe(s grantState) verdict {
 }
 
 // noLoginLink tells whether the grant awaits a login that its manager offers no link
-// for (cdv1.NoLoginLinkMessage).
+// for (cdv1.NoLoginLinkMessage): a first login (Ready) or a requested one
+// (ReauthorizationRequired).
 func noLoginLink(s grantState) bool {
-	return s.url == "" && isFalse(s.ready) && s.ready.Reason == cdv1.AwaitingAuthorizationReason &&
-		strings.Contains(s.ready.Message, cdv1.NoLoginLinkMessage)
+	if s.url != "" {
+		return false
+	}
+	awaiting := isFalse(s.ready) && s.ready.Reason == cdv1.AwaitingAuthorizationReason && strings.Contains(s.ready.Message, cdv1.NoLoginLinkMessage)
+	requested := isTrue(s.reauth) && s.reauth.Reason == cdv1.ReauthorizationRequestedReason && strings.Contains(s.reauth.Message, cdv1.NoLoginLinkMessage)
+	return awaiting || requested
 }
 
 // awaited says what the wait is for, for the progress line.

@@ -32,6 +32,12 @@ var (
 		ready:  &metav1.Condition{Type: "Ready", Status: "False", Reason: "AwaitingAuthorization", Message: "No refresh token in Secret acme-refresh, and " + cdv1.NoLoginLinkMessage + " (its callback server is off): put a refresh token …, or enable the callback …", LastTransitionTime: *at(-time.Hour)},
 		reauth: cond("ReauthorizationRequired", "True", "RefreshTokenMissing", -time.Hour),
 	}
+	// A reauthorization asked of a manager without its callback server.
+	reauthNoCallback = grantState{
+		ready:       cond("Ready", "True", "TokenIssued", -time.Hour),
+		reauth:      &metav1.Condition{Type: "ReauthorizationRequired", Status: "True", Reason: "ReauthorizationRequested", Message: "A new customer login was asked for (cd.credops.io/reauthorize), but " + cdv1.NoLoginLinkMessage + " (its callback server is off): enable the callback …", LastTransitionTime: *at(0)},
+		reauthorize: "2026-11-30T22:30:00Z",
+	}
 	rejectedAwaiting = grantState{
 		ready:   cond("Ready", "False", "RefreshTokenRejected", -time.Hour),
 		reauth:  cond("ReauthorizationRequired", "True", "RefreshTokenRejected", -time.Hour),
@@ -114,6 +120,10 @@ func TestTrackerDecides(t *testing.T) {
 		"authorize: a manager without a callback offers no link: said at once, not after the timeout": {
 			mode: authorizeMode, initial: awaitingNoCallback, states: []grantState{awaitingNoCallback},
 			want: failed, wantWhy: "AwaitingAuthorization: No refresh token in Secret acme-refresh, and this manager offers no login link",
+		},
+		"reauthorize: a manager without a callback offers no link: said at once, not after the timeout": {
+			mode: reauthorizeMode, initial: readyNow, states: []grantState{reauthNoCallback},
+			want: failed, wantWhy: "ReauthorizationRequested: A new customer login was asked for (cd.credops.io/reauthorize), but this manager offers no login link",
 		},
 		"authorize: waits for the customer while the link is there": {
 			mode: authorizeMode, initial: awaitingLogin, states: []grantState{awaitingLogin},
