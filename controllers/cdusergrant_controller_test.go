@@ -987,11 +987,7 @@ func TestAReauthorizationRequestKeepsTheGrantWorking(t *testing.T) {
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
-	g = w.grant("acme")
-	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
-	if g.Status.AuthorizationURL != "" {
-		t.Errorf("authorizationURL %q left after the request was done", g.Status.AuthorizationURL)
-	}
+	wantReauthorizationDone(t, w.grant("acme"))
 }
 
 // The callback removes the reauthorization request once it has stored the new refresh
@@ -1015,13 +1011,19 @@ func TestAReauthorizationRequestALoginAnsweredIsDropped(t *testing.T) {
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
-	g = w.grant("acme")
+	wantReauthorizationDone(t, w.grant("acme"))
+}
+
+// wantReauthorizationDone: a grant whose reauthorization request is over keeps no
+// request, asks for no login and offers no link.
+func wantReauthorizationDone(t *testing.T, g *cdv1.CDUserGrant) {
+	t.Helper()
 	if v, requested := g.Annotations[cdv1.ReauthorizeAnnotation]; requested {
-		t.Errorf("the request (%s) is kept after the customer logged in", v)
+		t.Errorf("the request (%s) is kept after it was done", v)
 	}
 	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
 	if g.Status.AuthorizationURL != "" {
-		t.Errorf("authorizationURL %q left after the request was answered", g.Status.AuthorizationURL)
+		t.Errorf("authorizationURL %q left after the request was done", g.Status.AuthorizationURL)
 	}
 }
 

@@ -34,14 +34,7 @@ func TestDrainStopsWhenItsContextEnds(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel() // the drain budget is spent
 	start := w.clock.Now()
-	done := make(chan int)
-	go func() { done <- w.grants.Drain(ctx) }()
-	var lost int
-	select {
-	case lost = <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("Drain did not return")
-	}
+	lost := drain(t, w, ctx)
 	if spent := w.clock.Now().Sub(start); spent > 5*time.Second {
 		t.Errorf("Drain with its context ended went on retrying for %v (until the holder deadline); want it to return at once", spent)
 	}
@@ -98,14 +91,7 @@ func TestDrainTriesEveryHeldTokenBeforeBackingOffOnAny(t *testing.T) {
 		}
 		return nil
 	})
-	done := make(chan int)
-	go func() { done <- w.grants.Drain(ctx) }()
-	var lost int
-	select {
-	case lost = <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("Drain did not return")
-	}
+	lost := drain(t, w, ctx)
 	if lost != 0 {
 		t.Errorf("Drain lost %d of 2 tokens (failed writes %v), want both stored within the budget", lost, failures)
 	}
@@ -113,5 +99,20 @@ func TestDrainTriesEveryHeldTokenBeforeBackingOffOnAny(t *testing.T) {
 		if got := string(w.secret(s).Data["refresh_token"]); got != want {
 			t.Errorf("%s holds %q, want %q", s, got, want)
 		}
+	}
+}
+
+// drain runs Drain with ctx and returns how many tokens it lost, failing the test if it
+// does not return (the fake clock advances as it waits).
+func drain(t *testing.T, w *world, ctx context.Context) int {
+	t.Helper()
+	done := make(chan int)
+	go func() { done <- w.grants.Drain(ctx) }()
+	select {
+	case lost := <-done:
+		return lost
+	case <-time.After(20 * time.Second):
+		t.Fatal("Drain did not return")
+		return 0
 	}
 }

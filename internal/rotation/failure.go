@@ -56,8 +56,8 @@ type Retry struct {
 	// Recheck: terminal, but a refusal the identity server alone may fix (a grant type
 	// enabled, a scope granted, a product allocated, a new client secret activated;
 	// or a host the manager may not contact, after a restart with another allow-list):
-	// asked again after RecheckInterval all the same, so the CR recovers without
-	// anyone touching it, within the request budget.
+	// asked again a ChangeFloor after the failure all the same (the pace edits keep), so
+	// the CR recovers without anyone touching it, within the request budget.
 	Recheck bool
 	// Expires, when known, is when the token in the output Secret expires. A wait never
 	// runs past the last safe point before it (Expires less MinRenewMargin), unless the
@@ -74,14 +74,6 @@ type Retry struct {
 	// one it replaced is spent). Each retry is one Secret write, and the token is lost
 	// if it has not landed by its holder deadline, so it is retried at the base interval.
 	Holding bool
-}
-
-// RecheckInterval is how long a refusal the identity server alone can fix waits before
-// it is asked again: the request budget's floor after a failure (ChangeFloor, a third
-// of the token lifetime, 10 minutes when none is known), so rechecks, like edits, make
-// at most 3 requests per lifetime (DESIGN §8).
-func RecheckInterval(lifetime time.Duration) time.Duration {
-	return ChangeFloor(lifetime)
 }
 
 // Backoff bounds: 5 s after the first failure, doubling, at most 10 minutes, plus up to
@@ -106,7 +98,8 @@ func Fail(prev *Failure, request, reason string, now time.Time, retry Retry, see
 		f.Attempts = prev.Attempts + 1
 	}
 	if retry.Recheck {
-		f.Recheck = now.Add(max(RecheckInterval(retry.Lifetime), retry.After)).Truncate(time.Second)
+		// At the request budget's pace, as an edit would go (DESIGN §8).
+		f.Recheck = now.Add(max(ChangeFloor(retry.Lifetime), retry.After)).Truncate(time.Second)
 		return f
 	}
 	if retry.Terminal || (retry.MaxAttempts > 0 && f.Attempts >= retry.MaxAttempts) {
