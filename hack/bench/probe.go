@@ -18,7 +18,7 @@ import (
 // machine, so a ratio that moved can be read. It does not explain everything: counted in
 // its units the manager holds steady from run to run, but the loop has measured 31 to 41
 // with nothing changed in it, and read over several windows it moves within one run too
-// (README, footnote ¹).
+// (docs/bench/README.md, footnote ¹).
 //
 // The unit hashes 8 MiB and follows a chain of 2^18 random links through 16 MiB, so that
 // both a core's speed and its memory's are in it. It is timed in the CPU time of its own

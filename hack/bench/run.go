@@ -379,8 +379,8 @@ func (b *bench) measureSettled(res *result, m *managerProc, w *watcher, started 
 // measureBaseline runs the bare loop over N grants of its own and measures it in
 // cfg.loopWindows windows as long as the manager's steady one, one after the other, after
 // a first round. Its CPU per rotation has moved by a quarter from run to run with nothing
-// changed in it (README, footnote ¹); several windows show how much of that moves within
-// one run.
+// changed in it (docs/bench/README.md, footnote ¹); several windows show how much of that
+// moves within one run.
 func (b *bench) measureBaseline(res *result, dir string) error {
 	step("N=%d: baseline: a plain client-go loop over %d grants", b.n, b.n)
 	ctx := context.Background()
