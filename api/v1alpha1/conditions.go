@@ -165,8 +165,10 @@ const (
 
 	// RefreshTokenSecretConflictReason: a customer logged in, but the grant's
 	// refresh-token Secret exists and is not one the callback may write (not opted in,
-	// or bound to another grant), so the new refresh token was not stored and the code
-	// was not exchanged.
+	// or bound to another grant), so the code was not exchanged. When another grant
+	// created or bound the Secret while the customer logged in (two grants naming one
+	// Secret), the code was exchanged: the refresh token was not stored and is revoked
+	// at the CDCredential's revocationURL, which the message confirms.
 	RefreshTokenSecretConflictReason = "RefreshTokenSecretConflict"
 )
 

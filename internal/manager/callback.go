@@ -16,6 +16,7 @@ import (
 
 	"github.com/credops/cd-credentials-operator/controllers"
 	"github.com/credops/cd-credentials-operator/internal/onboarding"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
 // setupCallback adds the onboarding callback server to the manager when it is
@@ -33,11 +34,13 @@ func setupCallback(mgr ctrl.Manager, opts Options, key []byte) (controllers.Auth
 	if err != nil {
 		return nil, err
 	}
+	revoker, _ := opts.Tokens.(tokenclient.Revoker)
 	cb := &onboarding.Callback{
 		Client:      mgr.GetClient(),
 		APIReader:   mgr.GetAPIReader(),
 		Signer:      signer,
 		Tokens:      opts.Tokens,
+		Revoker:     revoker,
 		Recorder:    mgr.GetEventRecorder("cdusergrant-callback"),
 		Clock:       opts.Clock,
 		CallbackURL: opts.CallbackURL,

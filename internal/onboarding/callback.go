@@ -38,8 +38,12 @@ type Callback struct {
 	APIReader client.Reader
 	Signer    *Signer
 	Tokens    tokenclient.Issuer
-	Recorder  events.EventRecorder
-	Clock     clock.PassiveClock
+	// Revoker revokes a refresh token the callback obtained but could not keep (RFC
+	// 7009), when the CDCredential has a revocationURL; nil: such a token is left to
+	// expire, and the grant's status says so.
+	Revoker  tokenclient.Revoker
+	Recorder events.EventRecorder
+	Clock    clock.PassiveClock
 	// CallbackURL is this endpoint's external URL (the redirect_uri, unless a
 	// CDCredential declares its own).
 	CallbackURL string
@@ -210,13 +214,8 @@ func (c *Callback) checkTarget(ctx context.Context, grant *cdv1.CDUserGrant) err
 	if err != nil {
 		return err
 	}
-	if m.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeRefreshToken {
-		switch ok, err := c.mayBind(ctx, &corev1.Secret{ObjectMeta: m.ObjectMeta}, grant); {
-		case err != nil:
-			return err
-		case ok:
-			return nil
-		}
+	if why, err := c.notWritable(ctx, grant, m.ObjectMeta); why == "" || err != nil {
+		return err
 	}
 	return failed(http.StatusConflict, cdv1.RefreshTokenSecretConflictReason, "", "Secret "+m.Name+" exists and is not this grant's refresh-token Secret (it must be labelled "+cdv1.SecretTypeLabel+"="+cdv1.SecretTypeRefreshToken+" and bound to this grant), so the login was not completed and nothing was exchanged. Point spec.refreshTokenSecretRef at a new Secret name and log in again.")
 }
@@ -245,7 +244,8 @@ func (c *Callback) claimState(ctx context.Context, grant *cdv1.CDUserGrant, st S
 	return refuse(http.StatusConflict, "The login could not be completed right now. Try again from the same link.")
 }
 
-// exchange trades the code once and stores the refresh token.
+// exchange trades the code once and stores the refresh token; one it does not store is
+// revoked (notKept).
 func (c *Callback) exchange(ctx context.Context, grant *cdv1.CDUserGrant, cred *cdv1.CDCredential, ep tokenclient.Endpoint, code string, st State) error {
 	ctx = context.WithoutCancel(ctx) // a spent code must not be lost to a closed browser tab
 	verifier := ""
@@ -260,11 +260,7 @@ func (c *Callback) exchange(ctx context.Context, grant *cdv1.CDUserGrant, cred *
 		return failed(http.StatusBadGateway, cdv1.AuthorizationFailedReason, "", noRefreshToken(cred, tok.Scopes))
 	}
 	if err := c.store(ctx, grant, tok.RefreshToken); err != nil {
-		var a *answer
-		if errors.As(err, &a) {
-			return err
-		}
-		return failed(http.StatusInternalServerError, cdv1.AuthorizationFailedReason, "", "The refresh token could not be stored ("+string(apierrors.ReasonForError(err))+"). Ask for a new link and log in again.")
+		return c.notKept(ctx, grant, cred, ep, tok.RefreshToken, err)
 	}
 	c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeNormal, cdv1.CustomerAuthorizedReason, "Authorize", "The customer authorized the integration; the refresh token is stored in Secret %s", grant.Spec.RefreshTokenSecretRef.Name)
 	return nil
@@ -286,31 +282,94 @@ func noRefreshToken(cred *cdv1.CDCredential, granted []string) string {
 // in and bound to the grant but owned by nobody (the session outlives the grant), or the
 // bound one, replacing a dead token and its in-flight mark. Then the reauthorization
 // request, if any, is done; only a failure to store the token is an error.
+//
+// checkTarget cannot keep the Secret free until the write: another grant's callback
+// naming the same Secret may create or bind it meanwhile. The write then fails
+// (AlreadyExists, or Conflict of the resourceVersion guard) and the Secret is read and
+// judged again by the same rule.
 func (c *Callback) store(ctx context.Context, grant *cdv1.CDUserGrant, rt string) error {
-	key := types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.RefreshTokenSecretRef.Name}
-	s := &corev1.Secret{}
-	err := c.APIReader.Get(ctx, key, s)
-	ours := false
-	if err == nil && s.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeRefreshToken {
-		ours, err = c.mayBind(ctx, s, grant)
-	}
-	switch {
-	case apierrors.IsNotFound(err):
-		s = secrets.NewRefreshSecret(grant)
-		secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
-		err = c.Client.Create(ctx, s)
-	case err == nil && ours:
-		secrets.Bind(s, grant)
-		secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
-		err = c.Client.Update(ctx, s) // guarded by the resourceVersion just read
-	case err == nil:
-		return failed(http.StatusConflict, cdv1.RefreshTokenSecretConflictReason, "", "Secret "+s.Name+" changed while the customer logged in and is no longer this grant's; the refresh token was not stored.")
+	var err error
+	for range 3 {
+		err = c.writeRefresh(ctx, grant, rt)
+		if !apierrors.IsAlreadyExists(err) && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+			break
+		}
 	}
 	if err != nil {
 		return err
 	}
 	c.clearReauthorize(ctx, grant)
 	return nil
+}
+
+// writeRefresh reads the grant's refresh-token Secret and, if the callback may write
+// it, writes rt into it; NotFound, AlreadyExists or Conflict mean it changed meanwhile.
+func (c *Callback) writeRefresh(ctx context.Context, grant *cdv1.CDUserGrant, rt string) error {
+	s := &corev1.Secret{}
+	err := c.APIReader.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.RefreshTokenSecretRef.Name}, s)
+	if apierrors.IsNotFound(err) {
+		s = secrets.NewRefreshSecret(grant)
+		secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
+		return c.Client.Create(ctx, s)
+	}
+	if err != nil {
+		return err
+	}
+	why, err := c.notWritable(ctx, grant, s.ObjectMeta)
+	switch {
+	case err != nil:
+		return err
+	case why != "":
+		return &notStored{status: http.StatusConflict, reason: cdv1.RefreshTokenSecretConflictReason,
+			what: "Secret " + s.Name + " " + why + ": it was created or changed while the customer logged in, so the refresh token was not stored.",
+			fix:  "Point spec.refreshTokenSecretRef at a Secret no other grant uses, then ask for a new link and log in again."}
+	}
+	secrets.Bind(s, grant)
+	secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
+	return c.Client.Update(ctx, s) // guarded by the resourceVersion just read
+}
+
+// notStored is why the refresh token was not kept, and what to do about it; notKept puts
+// what became of the token in between.
+type notStored struct {
+	status    int
+	reason    string
+	what, fix string
+}
+
+func (n *notStored) Error() string { return n.what }
+
+// notKept answers a login whose refresh token was not stored. That token is a live
+// session nobody holds, so it is revoked, and the answer says whether it was.
+func (c *Callback) notKept(ctx context.Context, grant *cdv1.CDUserGrant, cred *cdv1.CDCredential, ep tokenclient.Endpoint, rt string, err error) error {
+	var n *notStored
+	if !errors.As(err, &n) {
+		n = &notStored{status: http.StatusInternalServerError, reason: cdv1.AuthorizationFailedReason,
+			what: "The refresh token could not be stored (" + string(apierrors.ReasonForError(err)) + ").", fix: "Ask for a new link and log in again."}
+	}
+	return failed(n.status, n.reason, "", n.what+" "+c.revoke(ctx, grant, cred, ep, rt)+" "+n.fix)
+}
+
+// revoke revokes a refresh token the callback obtained and does not keep (RFC 7009),
+// with the client the grant's controller revokes a deleted grant's token with, and
+// returns the sentence that tells the grant and the customer what became of it.
+func (c *Callback) revoke(ctx context.Context, grant *cdv1.CDUserGrant, cred *cdv1.CDCredential, ep tokenclient.Endpoint, rt string) string {
+	logger := log.FromContext(ctx).WithValues("cdusergrant", client.ObjectKeyFromObject(grant))
+	const alive = ": it stays valid at the identity server until it expires or is revoked there."
+	switch {
+	case cred.Spec.RevocationURL == "":
+		logger.Info("The refresh token of a login was not stored and cannot be revoked: the CDCredential has no spec.revocationURL")
+		return "The CDCredential has no spec.revocationURL, so the session the login opened could not be revoked" + alive
+	case c.Revoker == nil:
+		logger.Info("The refresh token of a login was not stored and cannot be revoked: this manager has no revocation client")
+		return "The session the login opened could not be revoked" + alive
+	}
+	if err := c.Revoker.Revoke(ctx, ep, cred.Spec.RevocationURL, rt, "refresh_token"); err != nil {
+		logger.Info("The refresh token of a login was not stored, and revoking it failed", "error", err.Error())
+		return "Revoking the session the login opened failed (" + err.Error() + ")" + alive
+	}
+	logger.Info("Revoked the refresh token of a login that was not stored")
+	return "The session the login opened was revoked at the identity server."
 }
 
 // clearReauthorize removes the reauthorization request the stored login answered. The
@@ -378,12 +437,20 @@ func answeredRequest(grant *cdv1.CDUserGrant) string {
 // maxAnsweredRequest is AuthorizationResult.AnsweredRequest's MaxLength.
 const maxAnsweredRequest = 128
 
-// mayBind reports whether the callback may write s for grant: bound to it, to no grant
-// yet (an opted-in Secret prepared for a customer who has not logged in), or to a grant
-// that no longer exists, by the same rule as the controller (secrets.BoundElsewhere).
-func (c *Callback) mayBind(ctx context.Context, s *corev1.Secret, grant *cdv1.CDUserGrant) (bool, error) {
+// notWritable says why the callback may not write the refresh-token Secret m for
+// grant, or "" when it may: opted in, and bound to grant, to no grant yet (an opted-in
+// Secret prepared for a customer who has not logged in), or to a grant that no longer
+// exists, by the same rule as the controller (secrets.BoundElsewhere).
+func (c *Callback) notWritable(ctx context.Context, grant *cdv1.CDUserGrant, m metav1.ObjectMeta) (string, error) {
+	if m.Labels[cdv1.SecretTypeLabel] != cdv1.SecretTypeRefreshToken {
+		return "is not labelled " + cdv1.SecretTypeLabel + "=" + cdv1.SecretTypeRefreshToken, nil
+	}
+	s := &corev1.Secret{ObjectMeta: m}
 	elsewhere, err := secrets.BoundElsewhere(ctx, c.APIReader, grant, s)
-	return err == nil && !elsewhere, err
+	if err != nil || !elsewhere {
+		return "", err
+	}
+	return "is bound to grant " + secrets.BindingOf(s).Name, nil
 }
 
 // eventTarget is obj without its resourceVersion, so repeated events aggregate.
