@@ -2,6 +2,7 @@ package onboarding
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"html/template"
 	"net/http"
@@ -288,14 +289,21 @@ func noRefreshToken(cred *cdv1.CDCredential, granted []string) string {
 // (AlreadyExists, or Conflict of the resourceVersion guard) and the Secret is read and
 // judged again by the same rule.
 func (c *Callback) store(ctx context.Context, grant *cdv1.CDUserGrant, rt string) error {
-	var err error
+	var (
+		s       *corev1.Secret
+		created bool
+		err     error
+	)
 	for range 3 {
-		err = c.writeRefresh(ctx, grant, rt)
+		s, created, err = c.writeRefresh(ctx, grant, rt)
 		if !apierrors.IsAlreadyExists(err) && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
 			break
 		}
 	}
 	if err != nil {
+		return err
+	}
+	if err := c.confirmGrant(ctx, grant, s, created, rt); err != nil {
 		return err
 	}
 	c.clearReauthorize(ctx, grant)
@@ -304,29 +312,78 @@ func (c *Callback) store(ctx context.Context, grant *cdv1.CDUserGrant, rt string
 
 // writeRefresh reads the grant's refresh-token Secret and, if the callback may write
 // it, writes rt into it; NotFound, AlreadyExists or Conflict mean it changed meanwhile.
-func (c *Callback) writeRefresh(ctx context.Context, grant *cdv1.CDUserGrant, rt string) error {
+// It returns the Secret as written, and whether it created it.
+func (c *Callback) writeRefresh(ctx context.Context, grant *cdv1.CDUserGrant, rt string) (*corev1.Secret, bool, error) {
 	s := &corev1.Secret{}
 	err := c.APIReader.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.RefreshTokenSecretRef.Name}, s)
 	if apierrors.IsNotFound(err) {
 		s = secrets.NewRefreshSecret(grant)
 		secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
-		return c.Client.Create(ctx, s)
+		return s, true, c.Client.Create(ctx, s)
 	}
 	if err != nil {
-		return err
+		return nil, false, err
 	}
 	why, err := c.notWritable(ctx, grant, s.ObjectMeta)
 	switch {
 	case err != nil:
-		return err
+		return nil, false, err
 	case why != "":
-		return &notStored{status: http.StatusConflict, reason: cdv1.RefreshTokenSecretConflictReason,
+		return nil, false, &notStored{status: http.StatusConflict, reason: cdv1.RefreshTokenSecretConflictReason,
 			what: "Secret " + s.Name + " " + why + ": it was created or changed while the customer logged in, so the refresh token was not stored.",
 			fix:  "Point spec.refreshTokenSecretRef at a Secret no other grant uses, then ask for a new link and log in again."}
 	}
 	secrets.Bind(s, grant)
 	secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
-	return c.Client.Update(ctx, s) // guarded by the resourceVersion just read
+	return s, false, c.Client.Update(ctx, s) // guarded by the resourceVersion just read
+}
+
+// confirmGrant makes sure, after the write, that the grant the login was for is still
+// there. One deleted before the write (being deleted, or created again under its name)
+// would leave a live session in a Secret bound to a UID that is gone, which by the
+// binding rule any grant naming the Secret may adopt: a new grant of that name would
+// inherit another customer's session. Such a write is taken back (takeBack) and the
+// token, not kept, revoked. Reading after the write leaves no gap: a grant deleted
+// after this read is an ordinary deletion, which its deletionPolicy carries out.
+func (c *Callback) confirmGrant(ctx context.Context, grant *cdv1.CDUserGrant, s *corev1.Secret, created bool, rt string) error {
+	cur := &cdv1.CDUserGrant{}
+	err := c.APIReader.Get(ctx, client.ObjectKeyFromObject(grant), cur)
+	if err == nil && cur.UID == grant.UID && cur.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	// Unconfirmed is not kept either: the token is revoked, so a Secret that could not be
+	// taken back holds a dead one.
+	c.takeBack(ctx, s, created, secrets.RefreshKey(grant), rt)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	log.FromContext(ctx).Info("The grant was removed while the customer logged in; the refresh token written for it was taken back", "cdusergrant", client.ObjectKeyFromObject(grant), "secret", s.Name)
+	// No reason: nothing is recorded, not even on a new grant of the same name.
+	return &notStored{status: http.StatusNotFound,
+		what: "What this login was for was removed while you logged in, so the login was not kept.",
+		fix:  "If access is still needed, ask for a new link."}
+}
+
+// takeBack removes rt from s, which the callback just wrote: the Secret it created is
+// deleted, as long as nobody wrote it since (UID and resourceVersion preconditions);
+// otherwise only the key is removed, as long as it still holds rt (a JSON patch test).
+// A failure is logged: the token is revoked all the same.
+func (c *Callback) takeBack(ctx context.Context, s *corev1.Secret, created bool, key, rt string) {
+	if created {
+		err := c.Client.Delete(ctx, s, client.Preconditions{UID: &s.UID, ResourceVersion: &s.ResourceVersion})
+		if err == nil || apierrors.IsNotFound(err) {
+			return
+		}
+	}
+	path := "/data/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(key)
+	patch, _ := json.Marshal([]map[string]any{
+		{"op": "test", "path": "/metadata/uid", "value": s.UID},
+		{"op": "test", "path": path, "value": []byte(rt)}, // []byte marshals as base64, as Secret data does
+		{"op": "remove", "path": path},
+	})
+	if err := c.Client.Patch(ctx, s, client.RawPatch(types.JSONPatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
+		log.FromContext(ctx).Info("Could not take back the refresh token written for a removed grant; it is revoked all the same", "secret", client.ObjectKeyFromObject(s), "error", err.Error())
+	}
 }
 
 // notStored is why the refresh token was not kept, and what to do about it; notKept puts

@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
@@ -112,7 +113,8 @@ func (s *identityServer) live(t *testing.T, rt string) bool {
 // and bound to the grant named by bound ("name/uid"; "" for none).
 func refreshSecret(bound, token string) *corev1.Secret {
 	s := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme-refresh", Labels: map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeRefreshToken}},
+		// A UID, as the API server gives every object (the fake client gives none).
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme-refresh", UID: types.UID("uid-secret-" + token), Labels: map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeRefreshToken}},
 		Data:       map[string][]byte{"refresh_token": []byte(token)},
 	}
 	if bound != "" {
@@ -254,6 +256,87 @@ func TestARefreshTokenSecretTakenDuringTheLoginIsJudgedAgainAndAnUnstoredTokenRe
 			}
 			if live, want := idp.live(t, rt), tc.wantStored || tc.noRevocation; live != want {
 				t.Errorf("the login's refresh token is live at the identity server: %v, want %v (revoked unless stored, or no revocation endpoint)", live, want)
+			}
+		})
+	}
+}
+
+// A grant deleted, or deleted and created again under its name, after the callback
+// claimed its link and before the refresh token is written: the token would sit in a
+// Secret bound to a UID that is gone, which by the binding rule any grant naming the
+// Secret may adopt (a new grant of the same name would inherit another customer's
+// session). The callback confirms the grant after the write and takes the token back
+// (the Secret it created is deleted; one it updated loses the token) and revokes it.
+func TestALoginForAGrantRemovedDuringItLeavesNoSessionBehind(t *testing.T) {
+	cases := map[string]struct {
+		before   *corev1.Secret // acme-refresh when the customer logs in; nil: missing
+		recreate bool           // a new grant acme is created after the deletion
+		// finalizer holds the deleted grant (deletionPolicy Delete): it is still there,
+		// being deleted, and its controller may have looked for the Secret already.
+		finalizer bool
+	}{
+		"being deleted, held by a finalizer, before its Secret was created": {finalizer: true},
+		"deleted before its Secret was created":                             {},
+		"deleted and created again under the same name":                     {recreate: true},
+		"deleted before its bound Secret was updated":                       {before: refreshSecret("acme/uid-acme", "rt-dead")},
+		"re-created before its bound Secret was updated":                    {before: refreshSecret("acme/uid-acme", "rt-dead"), recreate: true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			now := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
+			idp := newIdentityServer(t)
+			m := &meddler{fn: func(ctx context.Context, c client.WithWatch) error {
+				acme := &cdv1.CDUserGrant{}
+				if err := c.Get(ctx, client.ObjectKey{Namespace: "ns", Name: "acme"}, acme); err != nil {
+					return err
+				}
+				if tc.finalizer {
+					acme.Finalizers = []string{"cd.credops.io/delete-refresh-token"}
+					if err := c.Update(ctx, acme); err != nil {
+						return err
+					}
+				}
+				if err := c.Delete(ctx, acme); err != nil || !tc.recreate {
+					return err
+				}
+				again := &cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme", UID: "uid-acme-2"}}
+				again.Spec.CredentialRef.Name = "login"
+				again.Spec.RefreshTokenSecretRef.Name = "acme-refresh"
+				return c.Create(ctx, again)
+			}}
+			o := newOnboarding(t, now, idp, m.funcs())
+			idp.serve(t, o)
+			if tc.before != nil {
+				if err := o.client.Create(t.Context(), tc.before.DeepCopy()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m.armed.Store(true)
+
+			rec := o.login("code-A", o.link())
+
+			rt := idp.only(t)
+			if body := rec.Body.String(); rec.Code == http.StatusOK || !strings.Contains(body, "removed while you logged in") || !strings.Contains(body, "revoked at the identity server") {
+				t.Errorf("HTTP %d %q, want a refusal saying what the login was for was removed and the session revoked", rec.Code, body)
+			}
+			list := &corev1.SecretList{}
+			if err := o.client.List(t.Context(), list, client.InNamespace("ns")); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range list.Items {
+				for k, v := range s.Data {
+					if string(v) == rt {
+						t.Errorf("Secret %s (bound %q) holds the login's refresh token under %s", s.Name, s.Annotations[cdv1.BoundToAnnotation], k)
+					}
+				}
+			}
+			if idp.live(t, rt) {
+				t.Error("the login's refresh token is live at the identity server, want revoked")
+			}
+			if tc.recreate {
+				if a := o.current(t).Status.LastAuthorization; a != nil {
+					t.Errorf("the new grant acme records the old grant's login: %+v", a)
+				}
 			}
 		})
 	}
