@@ -45,6 +45,10 @@ type Retry struct {
 	Terminal bool
 	// After is the least wait the server asked for (Retry-After).
 	After time.Duration
+	// Wait is the least wait a throttle that named none is thought to need (a 429
+	// without Retry-After, Entra's loop detection): like After, but only a guess, so a
+	// token about to expire cuts it short (Expires).
+	Wait time.Duration
 	// MaxAttempts, when positive, turns the failure terminal once this many attempts at
 	// the same request have failed.
 	MaxAttempts int
@@ -109,7 +113,7 @@ func Fail(prev *Failure, request, reason string, now time.Time, retry Retry, see
 	if retry.Holding {
 		limit = backoffBase
 	}
-	wait := max(backoffAfter(f.Attempts, limit, seed), retry.After)
+	wait := max(backoffAfter(f.Attempts, limit, seed), retry.After, retry.Wait)
 	if !retry.Expires.IsZero() && retry.After == 0 {
 		wait = boundByExpiry(wait, now, retry)
 	}

@@ -21,7 +21,8 @@ const (
 	Lost
 	// Transient: a server error, a network error or a timeout before anything was sent.
 	Transient
-	// RateLimited: the server asked to wait (Outcome.Err.RetryAfter).
+	// RateLimited: the server asked to wait, or throttled without saying how long
+	// (Outcome.Err.RetryAfter, RetryAfterGuessed).
 	RateLimited
 	// Misuse: the server refused this grant type for this client: the wrong credential
 	// set (FlowMisuse).
@@ -146,6 +147,9 @@ func (o Outcome) Retry() Retry {
 			return Retry{MaxAttempts: 3}
 		}
 	case RateLimited:
+		if o.Err.RetryAfterGuessed {
+			return Retry{Wait: o.Err.RetryAfter}
+		}
 		return Retry{After: o.Err.RetryAfter}
 	}
 	return Retry{}

@@ -44,13 +44,14 @@ func refusal(re *oauth2.RetrieveError, endpoint string, red redactor, now time.T
 		Code:        truncate(red.scrub(re.ErrorCode), 64),
 		Description: red.scrub(re.ErrorDescription),
 	}
-	e.Kind, e.Ambiguous = kindFor(status, code, re.ErrorDescription, re.Response.Header)
+	p := kindFor(status, code, re.ErrorDescription, re.Response.Header)
+	e.Kind, e.Ambiguous = p.kind, p.ambiguous
 	if code == "" || e.Kind == KindEndpointNotFound {
 		e.Endpoint = red.redact(endpointText(endpoint))
 	}
 	switch {
 	case e.Kind == KindRateLimited:
-		e.RetryAfter = retryAfter(re.Response.Header, now)
+		e.RetryAfter, e.RetryAfterGuessed = retryAfter(re.Response.Header, now, p.wait)
 	case e.Kind == KindInvalidScope:
 		e.Scopes = scopesNamed(re.ErrorDescription, re.Body, red)
 	case status >= 300 && status < 400:
@@ -61,53 +62,62 @@ func refusal(re *oauth2.RetrieveError, endpoint string, red redactor, now time.T
 	return e
 }
 
+// placement is what kindFor makes of an error answer.
+type placement struct {
+	kind ErrorKind
+	// ambiguous: the server may have processed the request anyway.
+	ambiguous bool
+	// wait is how long a throttle lasts when the answer names no wait (0: the default).
+	wait time.Duration
+}
+
 // kindFor maps an error answer to a kind, and says whether the server may have
 // processed the request anyway. In order: a provider's known wording for this code (it
 // may overrule the code), the code, what only the server side can mean (rate limits,
 // 5xx, redirects), a known wording under any code, the description's own words, the
 // status (a 404 or 405 says the URL is no token endpoint), and last KindRefused: the
 // server answered, but nothing here places it.
-func kindFor(status int, code, description string, h http.Header) (ErrorKind, bool) {
+func kindFor(status int, code, description string, h http.Header) placement {
 	d := normalizeDescription(description)
 	if w, ok := wordingFor(code, d, false); ok {
-		return w.kind, false
+		return placement{kind: w.kind, wait: w.wait()}
 	}
 	if k, ok := codeKinds[code]; ok {
-		return k, false
+		return placement{kind: k}
 	}
 	switch {
 	case status == http.StatusTooManyRequests:
-		return KindRateLimited, false
+		return placement{kind: KindRateLimited}
 	case status == http.StatusServiceUnavailable && h.Get("Retry-After") != "":
-		return KindRateLimited, true
+		return placement{kind: KindRateLimited, ambiguous: true}
 	case status >= 500:
-		return KindTransient, true
+		return placement{kind: KindTransient, ambiguous: true}
 	case status >= 300 && status < 400:
-		return KindInvalidResponse, false
+		return placement{kind: KindInvalidResponse}
 	}
 	if w, ok := wordingFor(code, d, true); ok {
-		return w.kind, false
+		return placement{kind: w.kind, wait: w.wait()}
 	}
 	switch {
 	case strings.Contains(code, "scope") || scopeRefused(d):
-		return KindInvalidScope, false
+		return placement{kind: KindInvalidScope}
 	case status == http.StatusBadRequest && grantTypeRefused(description):
-		return KindGrantTypeNotAllowed, false
+		return placement{kind: KindGrantTypeNotAllowed}
 	case status == http.StatusUnauthorized:
-		return KindInvalidClient, false
+		return placement{kind: KindInvalidClient}
 	case status == http.StatusPaymentRequired:
-		return KindProductNotAllocated, false
+		return placement{kind: KindProductNotAllocated}
 	case status == http.StatusForbidden:
-		return KindGrantTypeNotAllowed, false
+		return placement{kind: KindGrantTypeNotAllowed}
 	case status == http.StatusRequestTimeout:
 		// The server gave up waiting for the request: nothing was processed.
-		return KindTransient, false
+		return placement{kind: KindTransient}
 	case status == http.StatusNotFound || status == http.StatusMethodNotAllowed:
 		// No token endpoint answers a POST at this URL. A code no row places does not
 		// change that: Keycloak answers a wrong realm with 404 "Realm does not exist".
-		return KindEndpointNotFound, false
+		return placement{kind: KindEndpointNotFound}
 	}
-	return KindRefused, false
+	return placement{kind: KindRefused}
 }
 
 // scopeRefusals are how servers word "this scope is refused" when their code does not
@@ -153,13 +163,15 @@ func grantTypeRefused(description string) bool {
 // or as an HTTP date; without it the time the provider's window resets, which Okta
 // sends as X-Rate-Limit-Reset (also spelt X-RateLimit-Reset) in Unix seconds and the
 // IETF draft as RateLimit-Reset in seconds from now. Times are measured against the
-// answer's own Date so a skewed clock does not stretch or cancel the wait. Default 30 s,
-// at least 1 s (a zero wait would mean "no requeue" to a controller), at most an hour.
-func retryAfter(h http.Header, now time.Time) time.Duration {
+// answer's own Date so a skewed clock does not stretch or cancel the wait. Without any
+// of them the wait is guessed (the second result): fallback when a provider's throttle
+// is known to last that long, else 30 s. At least 1 s (a zero wait would mean "no
+// requeue" to a controller), at most an hour.
+func retryAfter(h http.Header, now time.Time, fallback time.Duration) (time.Duration, bool) {
 	if date, err := http.ParseTime(h.Get("Date")); err == nil {
 		now = date
 	}
-	d := defaultRetryAfter
+	d, guessed := defaultRetryAfter, false
 	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
 		if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
 			if secs >= 0 {
@@ -172,8 +184,13 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 		d = time.Unix(at, 0).Sub(now)
 	} else if secs, ok := headerInt(h, "RateLimit-Reset"); ok && secs >= 0 {
 		d = time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
+	} else {
+		guessed = true
+		if fallback > 0 {
+			d = fallback
+		}
 	}
-	return min(max(d, time.Second), maxRetryAfter)
+	return min(max(d, time.Second), maxRetryAfter), guessed
 }
 
 // headerInt is the first of the named headers that holds an integer.

@@ -32,7 +32,8 @@ const (
 	KindGrantTypeNotAllowed ErrorKind = "GrantTypeNotAllowed"
 	// KindProductNotAllocated: HTTP 402.
 	KindProductNotAllocated ErrorKind = "ProductNotAllocated"
-	// KindRateLimited: 429, or 503 with Retry-After; RetryAfter says how long to wait.
+	// KindRateLimited: 429, 503 with Retry-After, or a provider's known throttle answer
+	// (Entra's AADSTS50196, sent as invalid_grant); RetryAfter says how long to wait.
 	KindRateLimited ErrorKind = "RateLimited"
 	// KindTransient: 5xx, timeouts, connection errors, and a client-side rate-limit
 	// wait that was given up. Sending again later may work.
@@ -60,6 +61,10 @@ type Error struct {
 	// scrubbed of anything secret and cut to 200 runes.
 	Description string
 	RetryAfter  time.Duration
+	// RetryAfterGuessed: the answer named no wait (no Retry-After or rate-limit reset
+	// header), so RetryAfter is this package's estimate of the provider's throttle, not
+	// the server's demand: a caller may cut it short for a token about to expire.
+	RetryAfterGuessed bool
 	// Ambiguous is true when the server may have processed the request without the
 	// caller getting a usable answer: a timeout or a broken connection after the request
 	// was written, a 5xx, an unreadable 2xx. How a refresh is retried after one is

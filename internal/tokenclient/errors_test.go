@@ -52,7 +52,7 @@ func TestRefusalsAreClassifiedByCodeThenStatus(t *testing.T) {
 		"503 without Retry-After": {503, nil, ``, Error{Kind: KindTransient, StatusCode: 503, Ambiguous: true, Endpoint: tokenPath}},
 		"429 with an HTTP-date Retry-After": {429, map[string]string{"Date": serverNow.Format(http.TimeFormat), "Retry-After": serverNow.Add(10 * time.Minute).Format(http.TimeFormat)}, ``,
 			Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: 10 * time.Minute, Endpoint: tokenPath}},
-		"429 without Retry-After waits 30 s":                       {429, nil, ``, Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: 30 * time.Second, Endpoint: tokenPath}},
+		"429 without Retry-After waits 30 s, a guess":              {429, nil, ``, Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: 30 * time.Second, RetryAfterGuessed: true, Endpoint: tokenPath}},
 		"429 asking for a day waits an hour":                       {429, map[string]string{"Retry-After": "86400"}, ``, Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: time.Hour, Endpoint: tokenPath}},
 		"429 asking for no wait waits a second":                    {429, map[string]string{"Retry-After": "0"}, ``, Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: time.Second, Endpoint: tokenPath}},
 		"429 with a garbled Retry-After waits 30":                  {429, map[string]string{"Retry-After": "soon"}, ``, Error{Kind: KindRateLimited, StatusCode: 429, RetryAfter: 30 * time.Second, Endpoint: tokenPath}},

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -95,6 +96,12 @@ func TestProviderRefusalsAreClassified(t *testing.T) {
 			refused(KindInvalidGrant, 400, "invalid_grant", entraDescription(50173, "The provided grant has expired due to it being revoked, and a fresh auth token is needed."))},
 		"entra: code already redeemed (AADSTS54005)": {400, nil, entraBody("invalid_grant", 54005, "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token."),
 			refused(KindInvalidGrant, 400, "invalid_grant", entraDescription(54005, "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token."))},
+		"entra: client request loop (AADSTS50196) is a throttle of five minutes": {400, nil, entraBody("invalid_grant", 50196, "The server terminated an operation because it encountered a client request loop. Please contact your app vendor."),
+			func() Error {
+				e := refused(KindRateLimited, 400, "invalid_grant", entraDescription(50196, "The server terminated an operation because it encountered a client request loop. Please contact your app vendor."))
+				e.RetryAfter, e.RetryAfterGuessed = 5*time.Minute, true
+				return e
+			}()},
 		"entra: MFA required (AADSTS50076)": {400, nil, entraBody("interaction_required", 50076, "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication."),
 			refused(KindInvalidGrant, 400, "interaction_required", entraDescription(50076, "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication."))},
 		"entra: invalid scope (AADSTS70011)": {400, nil, entraBody("invalid_scope", 70011, "The provided value for the input parameter 'scope' isn't valid. The scope https://example.contoso.com/activity.read isn't valid."),

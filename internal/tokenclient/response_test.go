@@ -89,7 +89,7 @@ func FuzzParseTokenResponse(f *testing.F) {
 		}
 		// The same bytes as an error description: classified without a panic, and any
 		// scope names read from it are valid scope tokens fit for a message.
-		if kind, _ := kindFor(400, contentType, string(body), nil); kind == "" {
+		if p := kindFor(400, contentType, string(body), nil); p.kind == "" {
 			t.Fatal("no kind for a 400")
 		}
 		names := scopesNamed(string(body), body, newRedactor(Endpoint{ClientSecret: "s"}))

@@ -78,7 +78,7 @@ func TestRetryAfter(t *testing.T) {
 			for k, v := range tc.header {
 				h.Set(k, v)
 			}
-			if got := retryAfter(h, now); got != tc.want {
+			if got, _ := retryAfter(h, now, 0); got != tc.want {
 				t.Errorf("retryAfter = %s, want %s", got, tc.want)
 			}
 		})

@@ -1,6 +1,9 @@
 package tokenclient
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // codeKinds are the OAuth error codes whose meaning is settled: RFC 6749 §5.2 for the
 // token endpoint, and OpenID Connect Core §3.1.2.6 for the ones that say a person must
@@ -28,6 +31,22 @@ var codeKinds = map[string]ErrorKind{
 type wording struct {
 	provider, code, phrase string
 	kind                   ErrorKind
+}
+
+// throttleWindows are how long a provider's throttle lasts when its KindRateLimited
+// answer names no wait (no Retry-After or reset header).
+var throttleWindows = map[string]time.Duration{
+	// Entra counts identical requests over five minutes (reference-breaking-changes.md,
+	// below): a retry sooner lands in the same window.
+	"entra": 5 * time.Minute,
+}
+
+// wait is how long the throttle w describes lasts, 0 when unknown or not a throttle.
+func (w wording) wait() time.Duration {
+	if w.kind != KindRateLimited {
+		return 0
+	}
+	return throttleWindows[w.provider]
 }
 
 // wordings are the refusals of widely used identity servers, each confirmed in the
@@ -107,6 +126,12 @@ var wordings = []wording{
 	{"entra", "invalid_scope", "aadsts70011:", KindInvalidScope},
 	{"entra", "unauthorized_client", "aadsts700011:", KindInvalidClient},
 	{"entra", "unauthorized_client", "aadsts700016:", KindInvalidClient},
+	// MicrosoftDocs/entra-docs docs/identity-platform/reference-breaking-changes.md
+	// ("Looping clients will be interrupted": more than 15 identical requests in 5
+	// minutes get invalid_grant AADSTS50196 "client request loop"); MSAL.NET calls the
+	// code AadThrottledErrorCode. The grant and the client are fine: it is a throttle,
+	// with no Retry-After, so the wait outlasts Entra's five-minute window.
+	{"entra", "invalid_grant", "aadsts50196:", KindRateLimited},
 
 	// github.com/okta/okta-react-native/issues/109
 	{"okta", "invalid_grant", "the refresh token is invalid or expired", KindInvalidGrant},
