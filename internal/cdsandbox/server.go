@@ -121,7 +121,8 @@ type Stats struct {
 type FaultMode int
 
 const (
-	// FaultStatus answers with Status (and RetryAfter) instead of the real answer.
+	// FaultStatus answers with Status (and RetryAfter) instead of the real answer: RFC
+	// 6749's temporarily_unavailable for a 429 or a 5xx, a bare message for any other.
 	FaultStatus FaultMode = iota
 	// FaultHang waits Delay (or until the client goes away) and then answers normally.
 	FaultHang

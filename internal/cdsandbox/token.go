@@ -260,7 +260,13 @@ func (s *Server) misbehave(w http.ResponseWriter, r *http.Request, f *Fault, res
 		if f.RetryAfter != "" {
 			h["Retry-After"] = f.RetryAfter
 		}
-		out := oauthError(f.Status, "temporarily_unavailable", "")
+		// temporarily_unavailable says the server is busy, whatever the status, so it
+		// goes only with the statuses that say so; any other status (a 402, a 403)
+		// stands alone, with a message as an API gateway words it.
+		out := tokenResult{status: f.Status, body: map[string]any{"message": http.StatusText(f.Status)}}
+		if f.Status == http.StatusTooManyRequests || f.Status >= 500 {
+			out = oauthError(f.Status, "temporarily_unavailable", "")
+		}
 		out.header = h
 		writeJSON(w, out)
 	case FaultHang:

@@ -118,3 +118,36 @@ func TestEntraLoopDetectionIsWaitedOutNotTakenForADeadGrant(t *testing.T) {
 		})
 	}
 }
+
+// RFC 6749 §4.1.2.1 defines temporarily_unavailable and server_error as conditions of
+// the server, and Entra sends both from its token endpoint as a 400 JSON body ("Retry
+// the request after a small delay", "Retry the request": MicrosoftDocs
+// v2-oauth2-auth-code-flow.md, "Error codes for token endpoint errors"). An outage of
+// that kind is backed off like a 5xx, never given up after three tries.
+func TestTemporarilyUnavailableAndServerErrorAt400AreRetriedLikeAnOutage(t *testing.T) {
+	answers := map[string]http.HandlerFunc{
+		"temporarily_unavailable": entraAnswer(http.StatusBadRequest, "temporarily_unavailable", 90033, "A transient error has occurred. Please try again."),
+		"server_error":            entraAnswer(http.StatusBadRequest, "server_error", 90100, "An unexpected error occurred. Please try again."),
+	}
+	for code, h := range answers {
+		for name, refresh := range flows {
+			t.Run(code+", "+name, func(t *testing.T) {
+				if got := askUntilTerminal(t, h, refresh, 0); got.terminal != 0 || got.verdict != Transient {
+					t.Errorf("a 400 %s made the CR terminal after %d request(s) (verdict %v), want Transient and backed off", code, got.terminal, got.verdict)
+				}
+			})
+		}
+	}
+	t.Run("temporarily_unavailable with Retry-After waits as asked", func(t *testing.T) {
+		h := func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "120")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"error":"temporarily_unavailable"}`))
+		}
+		got := askUntilTerminal(t, h, true, 0)
+		if got.terminal != 0 || got.verdict != RateLimited || got.firstWait < 2*time.Minute {
+			t.Errorf("terminal after %d, verdict %v, first retry %s later: want RateLimited, waiting 2m0s", got.terminal, got.verdict, got.firstWait)
+		}
+	})
+}

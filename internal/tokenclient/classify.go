@@ -74,9 +74,10 @@ type placement struct {
 // kindFor maps an error answer to a kind, and says whether the server may have
 // processed the request anyway. In order: a provider's known wording for this code (it
 // may overrule the code), the code, what only the server side can mean (rate limits,
-// 5xx, redirects), a known wording under any code, the description's own words, the
-// status (a 404 or 405 says the URL is no token endpoint), and last KindRefused: the
-// server answered, but nothing here places it.
+// temporarily_unavailable and server_error under any status, 5xx, redirects), a known
+// wording under any code, the description's own words, the status (a 404 or 405 says
+// the URL is no token endpoint), and last KindRefused: the server answered, but nothing
+// here places it. A code that settles the grant (invalid_grant) wins over a 5xx status.
 func kindFor(status int, code, description string, h http.Header) placement {
 	d := normalizeDescription(description)
 	if w, ok := wordingFor(code, d, false); ok {
@@ -90,6 +91,14 @@ func kindFor(status int, code, description string, h http.Header) placement {
 		return placement{kind: KindRateLimited}
 	case status == http.StatusServiceUnavailable && h.Get("Retry-After") != "":
 		return placement{kind: KindRateLimited, ambiguous: true}
+	case serverConditions[code]:
+		// Whatever the status: Entra sends these as a 400 like all its token errors.
+		// server_error may come after the request was acted on, as a 5xx may.
+		p := placement{kind: KindTransient, ambiguous: status >= 500 || code == "server_error"}
+		if namesAWait(h) {
+			p.kind = KindRateLimited
+		}
+		return p
 	case status >= 500:
 		return placement{kind: KindTransient, ambiguous: true}
 	case status >= 300 && status < 400:
@@ -118,6 +127,30 @@ func kindFor(status int, code, description string, h http.Header) placement {
 		return placement{kind: KindEndpointNotFound}
 	}
 	return placement{kind: KindRefused}
+}
+
+// serverConditions are the OAuth error codes that say the server, not the request, is at
+// fault: RFC 6749 §4.1.2.1 defines them for the authorization endpoint, where a
+// redirect cannot carry a 500 or a 503, and servers send them from the token endpoint
+// too. Both are retried with backoff like an outage, never given up after a few tries:
+// temporarily_unavailable is "a temporary overloading or maintenance of the server", and
+// for server_error ("an unexpected condition") Microsoft Entra's token endpoint docs
+// (v2-oauth2-auth-code-flow.md, "Error codes for token endpoint errors") say "Retry the
+// request. These errors can result from temporary conditions." A server that means a
+// request will never work says so with another code.
+var serverConditions = map[string]bool{
+	"temporarily_unavailable": true,
+	"server_error":            true,
+}
+
+// namesAWait reports whether an answer says how long to wait (see retryAfter).
+func namesAWait(h http.Header) bool {
+	for _, name := range []string{"Retry-After", "X-Rate-Limit-Reset", "X-RateLimit-Reset", "RateLimit-Reset"} {
+		if h.Get(name) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // scopeRefusals are how servers word "this scope is refused" when their code does not

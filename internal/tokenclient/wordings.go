@@ -8,9 +8,10 @@ import (
 // codeKinds are the OAuth error codes whose meaning is settled: RFC 6749 §5.2 for the
 // token endpoint, and OpenID Connect Core §3.1.2.6 for the ones that say a person must
 // take part again (Microsoft Entra ID answers a refresh with interaction_required when
-// Conditional Access or MFA wants the user; see the Entra row below). invalid_request,
-// access_denied, server_error and temporarily_unavailable are not here: they say
-// nothing about the grant, so the description or the status decides.
+// Conditional Access or MFA wants the user; see the Entra row below). invalid_request
+// and access_denied are not here: they say nothing about the grant, so the description
+// or the status decides. server_error and temporarily_unavailable say the server is at
+// fault: kindFor places them (serverConditions).
 var codeKinds = map[string]ErrorKind{
 	"invalid_client":             KindInvalidClient,
 	"invalid_grant":              KindInvalidGrant,
