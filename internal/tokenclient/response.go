@@ -172,3 +172,12 @@ func lifetime(expiresIn string) time.Duration {
 	}
 	return time.Duration(n) * time.Second
 }
+
+// carriesToken reports whether ex is a 2xx whose body holds an access or refresh token.
+func carriesToken(ex *exchange) bool {
+	if !ex.read || !is2xx(ex.status) {
+		return false
+	}
+	f, err := decodeFields(ex.header.Get("Content-Type"), ex.body)
+	return err == nil && (f.accessToken != "" || f.refreshToken != "")
+}

@@ -288,13 +288,16 @@ func revocationRequest(ctx context.Context, ep Endpoint, style oauth2.AuthStyle,
 // outcome reads what happened to the one request. x/oauth2 decides nothing on success:
 // its parser rejects answers this package accepts (expires_in "3600.0", a JSON body
 // labelled text/plain) and fills in the old refresh token when the answer has none, so
-// a 2xx body is always read here, from the bytes that arrived.
+// a 2xx body is always read here, from the bytes that arrived. x/oauth2 also calls a 2xx
+// with an `error` field a refusal; one that carries a token all the same is read as a
+// success answer, so a refresh token in it, the successor of the one just spent, is
+// never dropped.
 func (c *Client) outcome(ctx context.Context, ex *exchange, err error, requested []string, red redactor) (*Token, error) {
 	re, refused := asRetrieveError(err)
 	switch {
 	case ex.tooBig:
 		return nil, tooLarge(ex, c.maxBody, c.now())
-	case refused:
+	case refused && !carriesToken(ex):
 		return nil, refusal(re, ex.url, red, c.now())
 	case ex.read && is2xx(ex.status):
 		return success(ex, requested, red)

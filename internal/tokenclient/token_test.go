@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 // call is one Issuer method with fixed grant arguments.
@@ -228,5 +229,50 @@ func TestConcurrentRequestsReuseTheirConnections(t *testing.T) {
 	s.assertRequests(t, parallel*rounds)
 	if n := s.conns.Load(); n > parallel {
 		t.Errorf("%d connections for %d rounds of %d parallel requests, want at most %d: idle connections were thrown away", n, rounds, parallel, parallel)
+	}
+}
+
+// x/oauth2 turns any 2xx with an `error` field into a RetrieveError. No listed provider
+// sends one with a token, but a refresh token in an answer is the only successor of
+// the one just spent: a 2xx carrying a token is read as a success answer, and only one
+// with nothing but an error is a refusal.
+func TestA2xxWithAnErrorFieldNeverDropsItsRefreshToken(t *testing.T) {
+	cases := map[string]struct {
+		body      string
+		want      *Token
+		wantErr   *Error
+		tokenHeld string
+	}{
+		"an error field beside a whole token: the token is issued": {
+			body: tokenJSON(map[string]any{"error": "x"}),
+			want: &Token{AccessToken: "at-new-0001", TokenType: "Bearer", RefreshToken: "rt-new-0002", Scopes: []string{"marketplace", "offline_access"}, Lifetime: 30 * time.Minute},
+		},
+		"an error field beside a refresh token alone: unusable, the refresh token held": {
+			body:    `{"error":"x","refresh_token":"rt-new-0002"}`,
+			wantErr: &Error{Kind: KindInvalidResponse, StatusCode: 200, Description: errNoAccessToken.Error(), Token: &Token{RefreshToken: "rt-new-0002"}},
+		},
+		"an error field alone is still a refusal": {
+			body:    `{"error":"invalid_grant"}`,
+			wantErr: &Error{Kind: KindInvalidGrant, StatusCode: 200, Code: "invalid_grant"},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := newIDP(t, reply(200, nil, tc.body))
+			got, err := s.client(Options{}).Refresh(context.Background(), s.endpoint(ClientSecretPost), testRefresh)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("token (-want +got):\n%s", diff)
+			}
+			var gotErr *Error
+			if err != nil {
+				var ok bool
+				if gotErr, ok = err.(*Error); !ok {
+					t.Fatalf("error %T %v", err, err)
+				}
+			}
+			if diff := cmp.Diff(tc.wantErr, gotErr, cmpopts.IgnoreUnexported(Error{})); diff != "" {
+				t.Errorf("error (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
