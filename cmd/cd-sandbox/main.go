@@ -60,7 +60,7 @@ func main() {
 	flag.StringVar(&cfg.clientsFile, "clients-file", "", "YAML list of clients (id, secret, grantTypes, redirectURIs, scopes).")
 	flag.DurationVar(&cfg.ttl, "access-token-ttl", 30*time.Minute, "Access token lifetime (expires_in).")
 	flag.StringVar(&cfg.seed, "seed-grant", "", "clientID:subject:path: log a customer in and write their refresh token to path (mode 0600).")
-	flag.StringVar(&cfg.profile, "profile", string(cdsandbox.ProfileCD), "Identity server whose refusals (spent refresh token, unknown scope, disallowed grant type) to imitate: "+profileNames()+".")
+	flag.StringVar(&cfg.profile, "profile", string(cdsandbox.ProfileCD), "Identity server whose refusals (spent refresh token, unknown scope, disallowed grant type) and refresh-token rotation to imitate: "+profileNames()+".")
 	flag.BoolVar(&cfg.journal, "journal", false, "Record every token request (token hashes, never tokens) and serve the records read-only at GET "+cdsandbox.JournalPath+", for test harnesses.")
 	flag.BoolVar(&cfg.offlineAccessWithoutConsent, "offline-access-without-consent", false,
 		"Issue a refresh token for offline_access without prompt=consent (by default the sandbox follows OpenID Connect Core §11; the google profile follows Google's access_type rule).")

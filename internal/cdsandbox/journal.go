@@ -155,7 +155,7 @@ func (j *journal) processed(s *Server, r *http.Request, grantType string, res to
 		e.Presented = TokenHash(presented)
 		if rt, ok := s.refresh[presented]; ok {
 			e.Grant, e.Revoked = rt.grant.id, rt.grant.revoked
-			e.Consumed = res.ok()
+			e.Consumed = res.ok() && rt.spent // a token that is not rotated is never spent
 			e.Reused = !res.ok() && rt.spent
 		}
 	}

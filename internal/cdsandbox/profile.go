@@ -9,10 +9,10 @@ import (
 	"time"
 )
 
-// Profile names the identity server whose refusals the sandbox imitates: a spent
-// refresh token, an unknown scope and a grant type the client may not use are answered
-// with that server's status code and body. Everything else (single-use refresh tokens
-// that revoke the grant when reused, codes, PKCE, Stats) stays the sandbox's own.
+// Profile names the identity server the sandbox imitates: a spent refresh token, an
+// unknown scope and a grant type the client may not use are answered with that
+// server's status code and body, and refresh tokens rotate as that server rotates them
+// (Rotation). Everything else (codes, PKCE, Stats) stays the sandbox's own.
 type Profile string
 
 const (
@@ -21,16 +21,19 @@ const (
 	// ProfileDex is Dex, which also requires the openid scope at login.
 	ProfileDex Profile = "dex"
 	// ProfileKeycloak is Keycloak with refresh-token rotation on (revokeRefreshToken,
-	// refreshTokenMaxReuse 0).
+	// refreshTokenMaxReuse 0); Keycloak's default, with it off, keeps old tokens valid
+	// as Entra does.
 	ProfileKeycloak Profile = "keycloak"
-	// ProfileEntra is Microsoft Entra ID.
+	// ProfileEntra is Microsoft Entra ID, which rotates refresh tokens without revoking
+	// the old ones.
 	ProfileEntra Profile = "entra"
-	// ProfileOkta is Okta (a custom authorization server).
+	// ProfileOkta is Okta (a custom authorization server) with refresh-token rotation
+	// and its default 30 s grace period.
 	ProfileOkta Profile = "okta"
 	// ProfileAuth0 is Auth0, which answers refusals with 403.
 	ProfileAuth0 Profile = "auth0"
 	// ProfileGoogle is Google, which issues a refresh token only for
-	// access_type=offline, and again only after prompt=consent.
+	// access_type=offline, and again only after prompt=consent, and never rotates it.
 	ProfileGoogle Profile = "google"
 )
 
@@ -53,6 +56,48 @@ func ParseProfile(name string) (Profile, error) {
 	}
 	return "", fmt.Errorf("unknown profile %q: want one of %s", name, strings.Join(names, ", "))
 }
+
+// Rotation is what a server does with the refresh token a refresh presents.
+type Rotation int
+
+const (
+	// RotateSingleUse: a new refresh token with every refresh, and the one presented is
+	// spent; a spent one presented again revokes the grant, its newest token included.
+	// Central Dispatch, Dex, Keycloak with Revoke Refresh Token on, Auth0 with rotation.
+	RotateSingleUse Rotation = iota
+	// RotateWithGrace: RotateSingleUse, but a spent token presented again within
+	// RotationGrace of its first use is honoured: Okta's "Grace period for token
+	// rotation".
+	RotateWithGrace
+	// RotateKeepOld: a new refresh token with every refresh, and the one presented stays
+	// valid: Entra, Keycloak with Revoke Refresh Token off.
+	RotateKeepOld
+	// NoRotation: no refresh token in a refresh answer; the one presented stays valid:
+	// Google.
+	NoRotation
+)
+
+// RotationGrace is how long a spent refresh token stays valid under RotateWithGrace:
+// Okta's default (0 to 60 s may be set).
+const RotationGrace = 30 * time.Second
+
+// profileRotations are the profiles that do not rotate single-use tokens.
+var profileRotations = map[Profile]Rotation{
+	// developer.okta.com/docs/guides/refresh-tokens ("Grace period for token rotation",
+	// 30 s by default; "Refresh token reuse detection" invalidates the most recent
+	// refresh token after that).
+	ProfileOkta: RotateWithGrace,
+	// MicrosoftDocs/entra-docs v2-oauth2-auth-code-flow.md ("Refresh the access token"):
+	// "Refresh tokens aren't revoked when used to acquire new access tokens."
+	ProfileEntra: RotateKeepOld,
+	// developers.google.com/identity/protocols/oauth2/web-server ("Refreshing an access
+	// token"): the answer has access_token, expires_in, scope and token_type, no
+	// refresh_token; the same refresh token serves every refresh.
+	ProfileGoogle: NoRotation,
+}
+
+// Rotation is how the profile's server rotates refresh tokens.
+func (p Profile) Rotation() Rotation { return profileRotations[p] }
 
 // refusals are how one identity server words the answers a profile changes. The
 // wordings are confirmed in the sources named beside them (the same ones the token

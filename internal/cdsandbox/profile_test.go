@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -28,8 +29,9 @@ func asRefusal(status int, body map[string]any) refusal {
 
 func withProfile(p Profile) func(*Options) { return func(o *Options) { o.Profile = p } }
 
-// spendTwice refreshes a new grant's first refresh token twice and returns the second
-// answer, and the refresh token the first answer issued.
+// spendTwice refreshes a new grant's first refresh token twice, the second time past
+// any grace period (Okta's), and returns the second answer, and the refresh token the
+// first answer issued.
 func spendTwice(h *harness) (refusal, string) {
 	h.t.Helper()
 	rt := h.s.SeedGrant("login", "cust", []string{"marketplace", "offline_access"})
@@ -37,6 +39,7 @@ func spendTwice(h *harness) (refusal, string) {
 	if status != http.StatusOK {
 		h.t.Fatalf("first refresh: %d %v", status, body)
 	}
+	h.now = h.now.Add(RotationGrace + time.Second)
 	return asRefusal(h.post(refreshForm(rt), false)), body["refresh_token"].(string)
 }
 
@@ -101,17 +104,27 @@ func TestEachProfileAnswersWithItsProvidersWords(t *testing.T) {
 		t.Run(string(profile), func(t *testing.T) {
 			h := newHarness(t, withProfile(profile))
 			var got answers
-			var newest string
-			got.spent, newest = spendTwice(h)
-			// Strict mode: the reuse revoked the grant, so its newest token is refused too.
-			got.rejected = asRefusal(h.post(refreshForm(newest), false))
+			reuses := 0
+			switch profile.Rotation() {
+			case RotateKeepOld, NoRotation:
+				// Nothing is ever spent: the one refusal is of a token the server
+				// never issued (or revoked).
+				got.spent = asRefusal(h.post(refreshForm("rt_never_issued"), false))
+				got.rejected = got.spent
+			default:
+				var newest string
+				got.spent, newest = spendTwice(h)
+				// The reuse revoked the grant, so its newest token is refused too.
+				got.rejected = asRefusal(h.post(refreshForm(newest), false))
+				reuses = 1
+			}
 			got.scope = askUnknownScope(h)
 			got.grantType = useWrongGrantType(h)
 			if diff := cmp.Diff(want, got, cmp.AllowUnexported(answers{})); diff != "" {
 				t.Errorf("answers (-want +got):\n%s", diff)
 			}
-			if st := h.s.Stats(); st.RefreshTokensReused != 1 || st.GrantsRevoked != 1 {
-				t.Errorf("reused %d, revoked %d; want 1 and 1", st.RefreshTokensReused, st.GrantsRevoked)
+			if st := h.s.Stats(); st.RefreshTokensReused != reuses || st.GrantsRevoked != reuses {
+				t.Errorf("reused %d, revoked %d; want %d and %d", st.RefreshTokensReused, st.GrantsRevoked, reuses, reuses)
 			}
 		})
 	}
@@ -382,4 +395,63 @@ func TestProfileNames(t *testing.T) {
 		}
 	}()
 	New(Options{Profile: "ping"})
+}
+
+// Each profile rotates refresh tokens as its provider does. Google answers a refresh
+// with no refresh_token and the old one keeps working
+// (developers.google.com/identity/protocols/oauth2/web-server, "Refreshing an access
+// token"); Entra issues a new one, but "refresh tokens aren't revoked when used to
+// acquire new access tokens" (MicrosoftDocs v2-oauth2-auth-code-flow.md); Okta rotates
+// with a grace period, 30 s by default, in which the previous token stays valid, and
+// takes a later reuse for theft (developer.okta.com refresh-tokens guide, "Grace period
+// for token rotation", "Refresh token reuse detection"). The rest rotate single-use
+// tokens and revoke the grant on reuse, Central Dispatch first.
+func TestProfilesRotateRefreshTokensAsTheirProvidersDo(t *testing.T) {
+	type want struct {
+		newRefreshToken    bool
+		reusedAtOnce       int // status of the spent token sent again at once
+		reusedAfterAMinute int // and a minute after it was spent
+	}
+	strict := want{newRefreshToken: true, reusedAtOnce: http.StatusBadRequest, reusedAfterAMinute: http.StatusBadRequest}
+	cases := map[Profile]want{
+		ProfileCD:       strict,
+		ProfileDex:      strict,
+		ProfileKeycloak: strict,
+		ProfileAuth0:    {newRefreshToken: true, reusedAtOnce: http.StatusForbidden, reusedAfterAMinute: http.StatusForbidden},
+		ProfileOkta:     {newRefreshToken: true, reusedAtOnce: http.StatusOK, reusedAfterAMinute: http.StatusBadRequest},
+		ProfileEntra:    {newRefreshToken: true, reusedAtOnce: http.StatusOK, reusedAfterAMinute: http.StatusOK},
+		ProfileGoogle:   {newRefreshToken: false, reusedAtOnce: http.StatusOK, reusedAfterAMinute: http.StatusOK},
+	}
+	if len(cases) != len(Profiles()) {
+		t.Fatalf("%d profiles, %d cases", len(Profiles()), len(cases))
+	}
+	for profile, want := range cases {
+		t.Run(string(profile), func(t *testing.T) {
+			for _, wait := range []time.Duration{0, time.Minute} {
+				h := newHarness(t, withProfile(profile))
+				rt := h.s.SeedGrant("login", "cust", []string{"marketplace", "offline_access"})
+				status, body := h.post(refreshForm(rt), false)
+				if status != http.StatusOK {
+					t.Fatalf("first refresh: %d %v", status, body)
+				}
+				next, got := body["refresh_token"].(string)
+				if got != want.newRefreshToken || (got && next == rt) {
+					t.Errorf("refresh answer carries a new refresh_token: %v, want %v", got && next != rt, want.newRefreshToken)
+				}
+				h.now = h.now.Add(wait)
+				wantStatus := map[time.Duration]int{0: want.reusedAtOnce, time.Minute: want.reusedAfterAMinute}[wait]
+				if status, body = h.post(refreshForm(rt), false); status != wantStatus {
+					t.Errorf("the first refresh token sent again %s later: %d %v, want %d", wait, status, body["error"], wantStatus)
+				}
+				// A reuse the provider takes for theft revokes the grant: its newest
+				// refresh token dies too. Any other leaves it working.
+				if next != "" {
+					status, _ = h.post(refreshForm(next), false)
+					if (status == http.StatusOK) != (wantStatus == http.StatusOK) {
+						t.Errorf("the newest refresh token after that: %d, want it to work: %v", status, wantStatus == http.StatusOK)
+					}
+				}
+			}
+		})
+	}
 }

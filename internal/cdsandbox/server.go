@@ -15,7 +15,10 @@
 // of recent authorization requests for tests to inspect. Options.Profile makes it answer
 // a spent refresh token, an unknown scope and a disallowed grant type in the words and
 // status codes of another identity server (Dex, Keycloak, Microsoft Entra ID, Okta,
-// Auth0, Google), so the operator can be tested against each.
+// Auth0, Google), and rotate refresh tokens as that server does (Profile.Rotation:
+// Google never rotates them, Entra keeps old ones valid, Okta has a grace period), so
+// the operator can be tested against each. The default, Central Dispatch's strict
+// single-use rotation, is what `make demo` and the chaos suite run against.
 package cdsandbox
 
 import (
@@ -184,6 +187,8 @@ type grant struct {
 type refreshToken struct {
 	grant *grant
 	spent bool
+	// spentAt is when it was first spent, for RotateWithGrace.
+	spentAt time.Time
 }
 
 type accessToken struct {

@@ -144,27 +144,38 @@ func (c *Client) unknownScopes(scopes []string) []string {
 	return unknown
 }
 
-// refreshGrant spends a single-use refresh token. A spent one revokes the whole grant.
+// refreshGrant honours a refresh token as the profile's Rotation says. Under single-use
+// rotation the token is spent, and a spent one presented again (past Okta's grace
+// period) revokes the whole grant.
 func (s *Server) refreshGrant(c *Client, token string) tokenResult {
 	rt, ok := s.refresh[token]
 	if !ok || rt.grant.clientID != c.ID {
 		return s.refusals.rejectedRefreshToken(s.opts.Now())
 	}
+	now, rotation := s.opts.Now(), s.opts.Profile.Rotation()
 	if rt.spent {
 		s.stats.RefreshTokensReused++
-		s.revoke(rt.grant)
-		res := s.refusals.spentRefreshToken(s.opts.Now())
-		res.note = "refresh token reuse detected: the grant is revoked"
-		return res
+		if rotation != RotateWithGrace || now.Sub(rt.spentAt) > RotationGrace {
+			s.revoke(rt.grant)
+			res := s.refusals.spentRefreshToken(now)
+			res.note = "refresh token reuse detected: the grant is revoked"
+			return res
+		}
 	}
 	if rt.grant.revoked {
-		return s.refusals.rejectedRefreshToken(s.opts.Now())
+		return s.refusals.rejectedRefreshToken(now)
 	}
-	rt.spent = true
-	if now := s.opts.Now(); !rt.grant.expires.IsZero() && now.After(rt.grant.expires) {
+	if (rotation == RotateSingleUse || rotation == RotateWithGrace) && !rt.spent {
+		rt.spent, rt.spentAt = true, now
+	}
+	if !rt.grant.expires.IsZero() && now.After(rt.grant.expires) {
 		s.stats.LateRenewals++
 	}
-	return s.issue(c.ID, rt.grant.subject, "refresh_token", rt.grant.scopes, rt.grant, s.newRefreshToken(rt.grant))
+	next := ""
+	if rotation != NoRotation {
+		next = s.newRefreshToken(rt.grant)
+	}
+	return s.issue(c.ID, rt.grant.subject, "refresh_token", rt.grant.scopes, rt.grant, next)
 }
 
 // codeGrant exchanges a single-use authorization code.

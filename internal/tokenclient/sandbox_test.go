@@ -44,7 +44,8 @@ func TestEveryProfileRefusalIsClassified(t *testing.T) {
 	}
 	for _, profile := range cdsandbox.Profiles() {
 		t.Run(string(profile), func(t *testing.T) {
-			sb := cdsandbox.New(cdsandbox.Options{Profile: profile, Clients: []cdsandbox.Client{
+			now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+			sb := cdsandbox.New(cdsandbox.Options{Profile: profile, Now: func() time.Time { return now }, Clients: []cdsandbox.Client{
 				{ID: "api", Secret: "api-secret", GrantTypes: []string{"client_credentials"}, Scopes: []string{"marketplace"}},
 				{ID: "login", Secret: "login-secret", GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{"https://app.example.com/cb"}},
 			}})
@@ -63,8 +64,20 @@ func TestEveryProfileRefusalIsClassified(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			now = now.Add(cdsandbox.RotationGrace + time.Second) // past Okta's grace period
+			newest := tok.RefreshToken
+			if newest == "" { // Google: the one token serves every refresh
+				newest = first
+			}
+			if r := profile.Rotation(); r == cdsandbox.RotateKeepOld || r == cdsandbox.NoRotation {
+				// A spent token still works there: the grant is revoked instead, and
+				// its token presented (the "spent" answer is of a revoked grant).
+				if err := c.Revoke(ctx, login, srv.URL+"/connect/revocation", first, "refresh_token"); err != nil {
+					t.Fatal(err)
+				}
+			}
 			_, spent := c.Refresh(ctx, login, first)
-			_, revoked := c.Refresh(ctx, login, tok.RefreshToken)
+			_, revoked := c.Refresh(ctx, login, newest)
 			_, scope := c.ClientCredentials(ctx, endpoint("api", "api-secret", "marketplace", "pricing"))
 			_, grantType := c.ClientCredentials(ctx, login)
 

@@ -32,8 +32,14 @@ type grantFixture struct {
 
 func newGrantFixture(t *testing.T, ttl time.Duration) *grantFixture {
 	t.Helper()
+	return newGrantFixtureOn(t, startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients(), AccessTokenTTL: ttl}))
+}
+
+// newGrantFixtureOn is newGrantFixture against a sandbox already started, with Central
+// Dispatch's clients.
+func newGrantFixtureOn(t *testing.T, idp identityServer) *grantFixture {
+	t.Helper()
 	ns := newNamespace(t)
-	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients(), AccessTokenTTL: ttl})
 	create(t, clientSecret(ns, "login-client", loginClientID, loginClientSecret))
 	create(t, credential(ns, "login", cdv1.FlowAuthorizationCode, "login-client", idp.URL))
 	return &grantFixture{t: t, ns: ns, idp: idp, opts: manager.Options{

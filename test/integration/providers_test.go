@@ -18,9 +18,10 @@ import (
 // TestEveryProvidersRefusalsEndTheLoop runs the operator against each provider profile
 // of the sandbox, which words its refusals as that provider does (a spent refresh token
 // is Dex's `invalid_request` "already been claimed", Auth0's 403, …): a grant holding a
-// spent refresh token asks for a new login after at most 3 refresh requests, and a
-// credential asking for a scope the provider does not know stops after 1 request and
-// names it.
+// refresh token the provider refuses (spent, where tokens are single-use; revoked, where
+// a spent one still works, as at Google, Entra and Okta within its grace period) asks
+// for a new login after at most 3 refresh requests, and a credential asking for a scope
+// the provider does not know stops after 1 request and names it.
 func TestEveryProvidersRefusalsEndTheLoop(t *testing.T) {
 	for _, profile := range cdsandbox.Profiles() {
 		t.Run(string(profile), func(t *testing.T) {
@@ -30,9 +31,13 @@ func TestEveryProvidersRefusalsEndTheLoop(t *testing.T) {
 			idp := startSandbox(t, cdsandbox.Options{Profile: profile, Clients: clients})
 			startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
 
-			// A refresh token someone already spent.
+			// A refresh token someone already spent, or revoked.
 			rt := idp.SeedGrant(loginClientID, "acme", []string{"openid", "marketplace", "offline_access"})
-			spend(t, idp, rt)
+			if profile.Rotation() == cdsandbox.RotateSingleUse {
+				spend(t, idp, rt)
+			} else {
+				revoke(t, idp, rt)
+			}
 			spent := idp.Stats().TokenRequests["refresh_token"]
 			create(t, clientSecret(ns, "login-client", loginClientID, loginClientSecret))
 			create(t, credential(ns, "login", cdv1.FlowAuthorizationCode, "login-client", idp.URL))
@@ -63,7 +68,7 @@ func TestEveryProvidersRefusalsEndTheLoop(t *testing.T) {
 			if msg := conditionMessage(c.Status.Conditions, cdv1.ReadyCondition); !strings.Contains(msg, "pricing") {
 				t.Errorf("ScopeNotAllowed message %q does not name the scope", msg)
 			}
-			t.Logf("%s: %d refresh requests for the spent token, %d client-credentials requests", profile,
+			t.Logf("%s: %d refresh requests for the refused token, %d client-credentials requests", profile,
 				idp.Stats().TokenRequests["refresh_token"]-spent, idp.Stats().TokenRequests["client_credentials"])
 			if n := idp.Stats().TokenRequests["client_credentials"]; n != 1 {
 				t.Errorf("%d client-credentials requests for a refused scope, want 1", n)
@@ -84,5 +89,20 @@ func spend(t *testing.T, idp identityServer, rt string) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatal(fmt.Errorf("spending the token: HTTP %d", resp.StatusCode))
+	}
+}
+
+// revoke revokes a refresh token, and with it its grant, at the identity server (RFC
+// 7009), as its customer would have by signing the app out.
+func revoke(t *testing.T, idp identityServer, rt string) {
+	t.Helper()
+	resp, err := http.PostForm(idp.URL+"/connect/revocation", url.Values{"token": {rt}, "token_type_hint": {"refresh_token"},
+		"client_id": {loginClientID}, "client_secret": {loginClientSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatal(fmt.Errorf("revoking the token: HTTP %d", resp.StatusCode))
 	}
 }
