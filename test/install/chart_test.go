@@ -2,7 +2,6 @@ package install
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -525,32 +525,37 @@ func TestATLSCallbackIsReachedOverTLS(t *testing.T) {
 
 // TestTheNetworkPolicyLetsTheManagerReachEveryTokenHostPort: allowedTokenHosts may name
 // a port (host:port); with the NetworkPolicy on, egress to that port must be allowed or
-// every token request to that host times out.
+// every token request to that host times out, whatever CIDRs the token hosts are given.
 func TestTheNetworkPolicyLetsTheManagerReachEveryTokenHostPort(t *testing.T) {
-	objs := objects(t, run(t, helm(t), "template", "cd", chartDir, "--namespace", "cd-system",
-		"--set", "networkPolicy.enabled=true",
-		"--set", "allowedTokenHosts={id.example.com,login.example.com:8443,other.example.com:443}"))
-	nps := only(objs, "NetworkPolicy")
-	if len(nps) != 1 {
-		t.Fatalf("%d NetworkPolicies, want 1", len(nps))
-	}
-	egress, _, _ := unstructured.NestedSlice(nps[0].Object, "spec", "egress")
-	var got []string
-	for _, r := range egress {
-		to, _, _ := unstructured.NestedSlice(r.(map[string]any), "to")
-		if len(to) == 0 || to[0].(map[string]any)["ipBlock"] == nil {
-			continue
-		}
-		if cidr, _, _ := unstructured.NestedString(to[0].(map[string]any), "ipBlock", "cidr"); cidr != "0.0.0.0/0" {
-			continue // the API server's rule, when it names CIDRs
-		}
-		ports, _, _ := unstructured.NestedSlice(r.(map[string]any), "ports")
-		for _, p := range ports {
-			got = append(got, fmt.Sprint(p.(map[string]any)["port"]))
-		}
-	}
-	if diff := cmp.Diff([]string{"443", "8443"}, got); diff != "" {
-		t.Errorf("token-host egress ports (-want +got):\n%s", diff)
+	for _, tc := range []struct {
+		name  string
+		cidrs []string
+	}{
+		{"any public address", nil},
+		{"the token hosts' own range", []string{"--set", "networkPolicy.egress.tokenHosts.cidrs={203.0.113.0/24}"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"template", "cd", chartDir, "--namespace", "cd-system",
+				"--set", "networkPolicy.enabled=true",
+				"--set", "allowedTokenHosts={id.example.com,login.example.com:8443,other.example.com:443}"}, tc.cidrs...)
+			nps := only(objects(t, run(t, helm(t), args...)), "NetworkPolicy")
+			if len(nps) != 1 {
+				t.Fatalf("%d NetworkPolicies, want 1", len(nps))
+			}
+			var np networkingv1.NetworkPolicy
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(nps[0].Object, &np); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			if r := tokenHostRule(np); r != nil {
+				for _, p := range r.Ports {
+					got = append(got, p.Port.String())
+				}
+			}
+			if diff := cmp.Diff([]string{"443", "8443"}, got); diff != "" {
+				t.Errorf("token-host egress ports (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
@@ -574,4 +579,91 @@ func TestEveryManagerFlagIsAChartValue(t *testing.T) {
 			t.Errorf("manager flag --%s has no chart value (only extraArgs)", name)
 		}
 	}
+}
+
+// TestANarrowedTokenHostCIDRInstalls: a platform team may narrow
+// networkPolicy.egress.tokenHosts.cidrs to its identity server's range, public or
+// on-prem, IPv4 or IPv6. The API server refuses an ipBlock whose except is not a strict
+// subset of its cidr, so each except must land only under the CIDRs that hold it, or
+// helm install and upgrade fail on the NetworkPolicy.
+func TestANarrowedTokenHostCIDRInstalls(t *testing.T) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set")
+	}
+	env := &envtest.Environment{}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	admin, err := client.New(cfg, client.Options{Scheme: scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	privateV4 := []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
+	for _, tc := range []struct {
+		name string
+		set  []string
+		want []networkingv1.IPBlock
+	}{
+		{"the default allows any public IPv4 or IPv6 address", nil, []networkingv1.IPBlock{
+			{CIDR: "0.0.0.0/0", Except: privateV4},
+			{CIDR: "::/0", Except: []string{"fc00::/7", "fe80::/10"}},
+		}},
+		{"a public range takes no private except", []string{"--set", "networkPolicy.egress.tokenHosts.cidrs={203.0.113.0/24}"},
+			[]networkingv1.IPBlock{{CIDR: "203.0.113.0/24"}}},
+		{"an on-prem range inside an excepted one takes no except", []string{"--set", "networkPolicy.egress.tokenHosts.cidrs={10.1.2.0/24}"},
+			[]networkingv1.IPBlock{{CIDR: "10.1.2.0/24"}}},
+		{"an IPv6 range takes no IPv6 except it does not hold", []string{"--set", "networkPolicy.egress.tokenHosts.cidrs={2001:db8::/32}"},
+			[]networkingv1.IPBlock{{CIDR: "2001:db8::/32"}}},
+		{"an on-prem range takes the excepts inside it", []string{
+			"--set", "networkPolicy.egress.tokenHosts.cidrs={10.0.0.0/8,0.0.0.0/0}",
+			"--set", "networkPolicy.egress.tokenHosts.except={10.96.0.0/12,192.168.0.0/16}"},
+			[]networkingv1.IPBlock{{CIDR: "10.0.0.0/8", Except: []string{"10.96.0.0/12"}}, {CIDR: "0.0.0.0/0", Except: []string{"10.96.0.0/12", "192.168.0.0/16"}}}},
+		{"an entry with its own except keeps it", []string{
+			"--set-json", `networkPolicy.egress.tokenHosts.cidrs=[{"cidr":"2001:db8::/32","except":["2001:db8:1::/48"]},"198.51.100.0/24"]`},
+			[]networkingv1.IPBlock{{CIDR: "2001:db8::/32", Except: []string{"2001:db8:1::/48"}}, {CIDR: "198.51.100.0/24"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"template", "cd", chartDir, "--namespace", "default", "--set", "networkPolicy.enabled=true"}, tc.set...)
+			nps := only(objects(t, run(t, helm(t), args...)), "NetworkPolicy")
+			if len(nps) != 1 {
+				t.Fatalf("%d NetworkPolicies, want 1", len(nps))
+			}
+			var np networkingv1.NetworkPolicy
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(nps[0].Object, &np); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, tokenHostBlocks(np)); diff != "" {
+				t.Errorf("token-host ipBlocks (-want +got):\n%s", diff)
+			}
+			np.Name = strings.ToLower(strings.ReplaceAll(tc.name, " ", "-"))
+			if err := admin.Create(context.Background(), &np); err != nil {
+				t.Errorf("the API server refuses the chart's NetworkPolicy: %v", err)
+			}
+		})
+	}
+}
+
+// tokenHostRule is the last egress rule to ipBlocks: the token hosts' (the API server's,
+// when it names CIDRs, comes before).
+func tokenHostRule(np networkingv1.NetworkPolicy) *networkingv1.NetworkPolicyEgressRule {
+	var rule *networkingv1.NetworkPolicyEgressRule
+	for i, r := range np.Spec.Egress {
+		if len(r.To) > 0 && r.To[0].IPBlock != nil {
+			rule = &np.Spec.Egress[i]
+		}
+	}
+	return rule
+}
+
+// tokenHostBlocks are the ipBlocks of the token hosts' egress rule.
+func tokenHostBlocks(np networkingv1.NetworkPolicy) []networkingv1.IPBlock {
+	var blocks []networkingv1.IPBlock
+	if r := tokenHostRule(np); r != nil {
+		for _, p := range r.To {
+			blocks = append(blocks, *p.IPBlock)
+		}
+	}
+	return blocks
 }

@@ -176,3 +176,33 @@ that must end before the kubelet's SIGKILL, or a customer's new refresh token is
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/*
+"true" when the CIDR .except lies strictly inside the CIDR .cidr, as the API server
+requires of an ipBlock's except (it refuses the whole NetworkPolicy otherwise). Computed
+for IPv4; of the IPv6 CIDRs only ::/0 is taken to hold one (an entry of another IPv6
+range names its own except).
+*/}}
+{{- define "cdcreds.cidrHolds" -}}
+{{- $c := splitList "/" .cidr }}
+{{- $e := splitList "/" .except }}
+{{- if and (eq (len $c) 2) (eq (len $e) 2) }}
+{{- $cl := atoi (last $c) }}
+{{- $el := atoi (last $e) }}
+{{- if and (contains ":" .cidr) (contains ":" .except) }}
+{{- if and (eq (first $c) "::") (eq $cl 0) (gt $el 0) }}true{{ end }}
+{{- else if and (not (contains ":" .cidr)) (not (contains ":" .except)) (gt $el $cl) }}
+{{- $size := 1 }}
+{{- range until (sub 32 $cl | int) }}{{ $size = mul $size 2 }}{{ end }}
+{{- if eq (div (include "cdcreds.ipv4" (first $c)) $size) (div (include "cdcreds.ipv4" (first $e)) $size) }}true{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+An IPv4 address as a number.
+*/}}
+{{- define "cdcreds.ipv4" -}}
+{{- $o := splitList "." . }}
+{{- add (mul (atoi (index $o 0)) 16777216) (mul (atoi (index $o 1)) 65536) (mul (atoi (index $o 2)) 256) (atoi (index $o 3)) }}
+{{- end }}
