@@ -7,6 +7,7 @@ package manager
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"time"
@@ -82,6 +83,9 @@ type Options struct {
 	MaxConcurrentReconciles int
 	TokenRequestsPerSecond  float64
 	TokenRequestTimeout     time.Duration
+	// TokenHostCAFile is a PEM bundle whose certificates token hosts' certificates may
+	// also chain to (a private identity server's CA), besides the public roots.
+	TokenHostCAFile         string
 	GracefulShutdownTimeout time.Duration
 
 	// KeySecret is the Secret holding the operator's key, which signs authorization
@@ -206,6 +210,13 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error)
 		// Half the callback's flags would start a manager that offers no login link
 		// while the platform team believes it does.
 		return nil, fmt.Errorf("--callback-url %q needs --callback-bind-address: without it no callback server runs and no grant is offered a login link", opts.CallbackURL)
+	}
+	if opts.Tokens == nil {
+		tokens, err := TokenClient(opts)
+		if err != nil {
+			return nil, err
+		}
+		opts.Tokens = tokens
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = opts.KubeAPIQPS, opts.KubeAPIBurst
@@ -344,15 +355,27 @@ func withDefaults(opts Options) Options {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	if opts.Tokens == nil {
-		opts.Tokens = tokenclient.New(tokenclient.Options{
-			AllowedHosts:      opts.AllowedTokenHosts,
-			Timeout:           opts.TokenRequestTimeout,
-			RequestsPerSecond: opts.TokenRequestsPerSecond,
-			Burst:             max(1, int(opts.TokenRequestsPerSecond)),
-		})
-	}
 	return opts
+}
+
+// TokenClient is the token client the manager sends token, revocation and
+// authorization-code requests with: trusting the public roots, and the certificates of
+// TokenHostCAFile when set.
+func TokenClient(opts Options) (*tokenclient.Client, error) {
+	var roots *x509.CertPool
+	if opts.TokenHostCAFile != "" {
+		var err error
+		if roots, err = tokenclient.RootsWith(opts.TokenHostCAFile); err != nil {
+			return nil, fmt.Errorf("--token-host-ca-file: %w", err)
+		}
+	}
+	return tokenclient.New(tokenclient.Options{
+		AllowedHosts:      opts.AllowedTokenHosts,
+		Timeout:           opts.TokenRequestTimeout,
+		RequestsPerSecond: opts.TokenRequestsPerSecond,
+		Burst:             max(1, int(opts.TokenRequestsPerSecond)),
+		RootCAs:           roots,
+	}), nil
 }
 
 // cacheOptions keep only opted-in and operator-written Secrets in memory (the ones

@@ -2,6 +2,8 @@ package tokenclient
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -78,6 +80,9 @@ type Options struct {
 	RequestsPerSecond float64
 	// Burst is the rate limiter's burst; at least 1.
 	Burst int
+	// RootCAs are the roots token hosts' certificates are verified against (RootsWith);
+	// nil: the system's, or the compiled-in bundle when the system has none.
+	RootCAs *x509.CertPool
 	// HTTPClient's Transport is reused when set (tests). Its CheckRedirect, Timeout and
 	// Jar are not: redirects and cookies have no place in a token request.
 	HTTPClient *http.Client
@@ -108,7 +113,7 @@ var (
 func New(opts Options) *Client {
 	c := &Client{
 		allowed:   newAllowList(opts.AllowedHosts),
-		transport: newTransport(),
+		transport: newTransport(opts.RootCAs),
 		timeout:   opts.Timeout,
 		maxBody:   opts.MaxResponseBytes,
 		now:       time.Now,
@@ -136,10 +141,13 @@ const idleConnsPerHost = 64
 // to one host. DefaultTransport keeps 2 idle connections per host: with more token
 // requests in flight than that, most of them opened (over TLS: negotiated) a connection
 // of their own and threw it away.
-func newTransport() *http.Transport {
+func newTransport(roots *x509.CertPool) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = idleConnsPerHost
 	t.MaxIdleConns = max(t.MaxIdleConns, idleConnsPerHost)
+	if roots != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
 	return t
 }
 

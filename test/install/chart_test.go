@@ -201,6 +201,8 @@ func TestEveryFlagAUserSetsIsAValue(t *testing.T) {
 		{"namespaces map to --watch-namespaces", []string{"rbac.namespaces={team-a,team-b}"}, []string{"--watch-namespaces=team-a,team-b"}},
 		{"shard selector and its lease", []string{"shardLabelSelector=shard=b", "leaderElection.id=shard-b"}, []string{"--shard-label-selector=shard=b", "--leader-election-id=shard-b"}},
 		{"log level and format", []string{"logLevel=debug", "logFormat=console"}, []string{"--zap-log-level=debug", "--zap-encoder=console"}},
+		{"a CA bundle for token hosts, from a ConfigMap", []string{"tokenHostCABundle.configMapName=trusted-ca"},
+			[]string{"--token-host-ca-file=/etc/cd-credentials-operator/token-host-ca/ca-bundle.crt"}},
 		{"token request rate and timeout", []string{"tokenRequestsPerSecond=5", "tokenRequestTimeout=7s"}, []string{"--token-requests-per-second=5", "--token-request-timeout=7s"}},
 		{"reconcile parallelism and shutdown grace", []string{"maxConcurrentReconciles=9", "gracefulShutdownTimeout=21s"}, []string{"--max-concurrent-reconciles=9", "--graceful-shutdown-timeout=21s"}},
 		{"gzipped API answers and a pprof endpoint", []string{"kubeAPICompression=true", "pprofBindAddress=127.0.0.1:6060"}, []string{"--kube-api-compression", "--pprof-bind-address=127.0.0.1:6060"}},

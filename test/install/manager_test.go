@@ -93,9 +93,10 @@ func callbackScheme(d *appsv1.Deployment) string {
 
 // startManager runs the manager binary with the rendered Deployment's arguments and
 // environment, as its ServiceAccount. Only what cannot be the same outside a pod is
-// changed: mounted folders become local ones (TLS Secrets get a self-signed pair), the
-// listeners bind to free loopback ports, the token host is the local sandbox, and the
-// callback is turned on where the values leave it off (the RBAC it needs is the same).
+// changed: mounted folders become local ones (TLS Secrets get a self-signed pair, CA
+// bundles a CA), the listeners bind to free loopback ports, the token host is the local
+// sandbox, and the callback is turned on where the values leave it off (the RBAC it
+// needs is the same).
 func (c *cluster) startManager(t *testing.T, bin string, d *appsv1.Deployment, ep localEndpoints, tokenHost string) *managerProcess {
 	t.Helper()
 	spec := d.Spec.Template.Spec
@@ -196,6 +197,9 @@ func localizeMounts(t *testing.T, spec corev1.PodSpec, c corev1.Container) *stri
 			if v.Name == m.Name && v.Secret != nil {
 				writeSelfSignedPair(t, dir)
 			}
+			if v.Name == m.Name && v.ConfigMap != nil {
+				writeCABundle(t, dir, v.ConfigMap.Items)
+			}
 		}
 		pairs = append(pairs, m.MountPath, dir)
 	}
@@ -213,6 +217,21 @@ func writeSelfSignedPair(t *testing.T, dir string) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "tls.key"), key, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// writeCABundle writes a CA certificate under each item of a ConfigMap volume (the
+// chart's tokenHostCABundle), so that the manager finds a bundle to trust.
+func writeCABundle(t *testing.T, dir string, items []corev1.KeyToPath) {
+	t.Helper()
+	crt, _, err := certutil.GenerateSelfSignedCertKey("corp-ca.example", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range items {
+		if err := os.WriteFile(filepath.Join(dir, it.Path), crt, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -114,6 +114,7 @@ that must end before the kubelet's SIGKILL, or a customer's new refresh token is
 {{/* Where mounted TLS Secrets live in the container. */}}
 {{- define "cdcreds.callbackCertDir" -}}/etc/cd-credentials-operator/callback-tls{{- end }}
 {{- define "cdcreds.metricsCertDir" -}}/etc/cd-credentials-operator/metrics-tls{{- end }}
+{{- define "cdcreds.tokenHostCADir" -}}/etc/cd-credentials-operator/token-host-ca{{- end }}
 
 {{/* The manager's flags, every one from a value. */}}
 {{- define "cdcreds.args" -}}
@@ -147,6 +148,9 @@ that must end before the kubelet's SIGKILL, or a customer's new refresh token is
 - --in-flight-timeout={{ $v.inFlightTimeout }}
 - --token-requests-per-second={{ $v.tokenRequestsPerSecond }}
 - --token-request-timeout={{ $v.tokenRequestTimeout }}
+{{- with $v.tokenHostCABundle.configMapName }}
+- --token-host-ca-file={{ include "cdcreds.tokenHostCADir" $ }}/{{ $v.tokenHostCABundle.key }}
+{{- end }}
 - --graceful-shutdown-timeout={{ include "cdcreds.gracefulShutdownTimeout" . }}
 - --health-probe-bind-address=:{{ $v.healthPort }}
 - --key-secret={{ .Release.Namespace }}/{{ $v.keySecretName }}
