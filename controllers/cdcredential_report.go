@@ -154,15 +154,17 @@ func readyMessage(secret, clamp string) string {
 // reportFailure sets the conditions of a failed attempt: Stalled when it is terminal,
 // Reconciling while it is retried. A terminal failure says what brings the CR back, and
 // when: a change to a referenced Secret (a new client secret, a customer's login) at
-// once; a spec edit once the request budget allows, by the time rotation holds it to
-// (Failure.EditFloor over lifetime, that of the last token stored, 0 when unknown); and
-// a refusal the identity server may fix at its recheck time.
+// once; a spec edit once the request budget allows, no later than the time rotation
+// holds it to (Failure.EditFloor over lifetime, that of the last token stored, 0 when
+// unknown); and a refusal the identity server may fix at its recheck time. The times
+// are named by the status fields that hold them, never written into the message
+// (STYLE: messages without timestamps), so a retry changes no condition.
 func reportFailure(c conditions, f rotation.Failure, msg string, lifetime time.Duration) {
 	if !f.Terminal() {
-		c.retryingNoted(f.Reason, fmt.Sprintf("%s (attempt %d, next at %s)", msg, f.Attempts, f.Retry.UTC().Format(time.RFC3339)), msg)
+		c.retryingNoted(f.Reason, msg+"; tried again at status.lastFailure.retryTime", msg)
 		return
 	}
-	then := "a change to a referenced Secret is tried at once, a spec edit by " + f.EditFloor(lifetime).UTC().Format(time.RFC3339) + " (at most 3 requests per token lifetime)"
+	then := "a change to a referenced Secret is tried at once, a spec edit no later than " + rotation.ChangeFloor(lifetime).String() + " after status.lastFailure.lastFailureTime (at most 3 requests per token lifetime)"
 	if f.Recheck.IsZero() {
 		c.stalled(f.Reason, msg+"; nothing is sent again until a referenced Secret or the spec changes: "+then)
 		return
@@ -172,7 +174,7 @@ func reportFailure(c conditions, f rotation.Failure, msg string, lifetime time.D
 		// Nothing was sent: only a restart with another --allowed-token-hosts fixes it.
 		fixed = "the manager now allows the host"
 	}
-	c.stalled(f.Reason, msg+"; asked again at "+f.Recheck.UTC().Format(time.RFC3339)+" in case "+fixed+"; "+then)
+	c.stalled(f.Reason, msg+"; asked again at status.lastFailure.recheckTime in case "+fixed+"; "+then)
 }
 
 // keepFailure confirms the conditions of a failure remembered in status: the pass sent
@@ -234,16 +236,15 @@ func keptMisuse(c conditions, f *rotation.Failure, said failureWords) string {
 // requeued). Ready stays as it was while the budget counts from the token in the output
 // Secret, which still works; after a failed request it keeps that failure's reason. It
 // returns the failure memory to write: the one the pass acted on. It also sets when the
-// next token is asked for (renewalTime).
+// next token is asked for (renewalTime), which the message names.
 func reportDeferred(c conditions, o deferred, secret string, renewal **metav1.Time) *cdv1.FailureStatus {
-	at := o.until.UTC().Format(time.RFC3339)
+	*renewal = timePtr(o.until)
 	if o.afterFailure {
-		c.retrying(o.failure.Reason, fmt.Sprintf("The last request failed (%s); the spec changed since, and the request for it is sent at %s (at most 3 requests per token lifetime)", o.failure.Reason, at))
+		c.retrying(o.failure.Reason, fmt.Sprintf("The last request failed (%s); the spec changed since, and the request for it is sent at status.renewalTime (at most 3 requests per token lifetime)", o.failure.Reason))
 		return failureStatus(*o.failure)
 	}
-	*renewal = timePtr(o.until)
 	c.keep(cdv1.ReadyCondition, false, cdv1.ReconcilingReason, "The operator has not finished a first pass yet")
-	c.set(cdv1.ReconcilingCondition, true, cdv1.ReconcilingReason, fmt.Sprintf("The spec changed since the token in Secret %s was issued; the token for it is requested at %s (at most 3 requests per token lifetime)", secret, at))
+	c.set(cdv1.ReconcilingCondition, true, cdv1.ReconcilingReason, fmt.Sprintf("The spec changed since the token in Secret %s was issued; the token for it is requested at status.renewalTime (at most 3 requests per token lifetime)", secret))
 	c.remove(cdv1.StalledCondition)
 	if o.failure == nil {
 		return nil

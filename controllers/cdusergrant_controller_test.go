@@ -534,9 +534,12 @@ func TestEditsOfTheCredentialSpendAtMostThreeRefreshTokensPerLifetime(t *testing
 	}
 	g := w.grant("acme")
 	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
-	want := "The spec changed since the token in Secret acme-token was issued; the token for it is requested at 2026-11-29T10:30:40Z (at most 3 requests per token lifetime)"
+	want := "The spec changed since the token in Secret acme-token was issued; the token for it is requested at status.renewalTime (at most 3 requests per token lifetime)"
 	if got := condition(t, g.Status.Conditions, cdv1.ReconcilingCondition); got.Status != metav1.ConditionTrue || got.Message != want {
 		t.Errorf("Reconciling %s %q, want True %q", got.Status, got.Message, want)
+	}
+	if rt := g.Status.RenewalTime; rt == nil || !rt.Time.Equal(epoch.Add(30*time.Minute+40*time.Second)) {
+		t.Errorf("renewalTime %v, want 10:30:40, when the token for the edited spec is asked for", rt)
 	}
 }
 
@@ -610,9 +613,12 @@ func TestAnEditAfterARefusalWaitsAThirdOfALifetimeAndEarnsNoNewAttempts(t *testi
 		}
 		if i == 0 {
 			g := w.grant("acme")
-			want := "The last request failed (RefreshTokenRefused); the spec changed since, and the request for it is sent at " + refused.Add(10*time.Minute).UTC().Format(time.RFC3339) + " (at most 3 requests per token lifetime)"
+			want := "The last request failed (RefreshTokenRefused); the spec changed since, and the request for it is sent at status.renewalTime (at most 3 requests per token lifetime)"
 			if got := condition(t, g.Status.Conditions, cdv1.ReconcilingCondition); got.Message != want {
 				t.Errorf("Reconciling %q, want %q", got.Message, want)
+			}
+			if rt := g.Status.RenewalTime; rt == nil || !rt.Time.Equal(refused.Add(10*time.Minute)) {
+				t.Errorf("renewalTime %v, want %s, when the edited request is sent", rt, refused.Add(10*time.Minute))
 			}
 			wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.RefreshTokenRefusedReason)
 			if s := meta.FindStatusCondition(g.Status.Conditions, cdv1.StalledCondition); s != nil {

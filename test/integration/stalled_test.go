@@ -18,13 +18,15 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/manager"
 )
 
-// editBy is the time Stalled's message says a spec edit is tried by.
-var editBy = regexp.MustCompile(`a spec edit by (\S+) \(`)
+// editBy is how long after status.lastFailure.lastFailureTime Stalled's message says a
+// spec edit is tried at the latest.
+var editBy = regexp.MustCompile(`a spec edit no later than (\S+) after status\.lastFailure\.lastFailureTime \(`)
 
 // A new user's first mistakes, fixed as Stalled's message says: the message names when
 // a spec edit is tried (the request budget: a third of the token lifetime after the
 // failure, 10 minutes when no token was stored yet), and the fixed spec is sent then,
-// not sooner, with nothing else to do. The manager runs on a fake clock.
+// not sooner, with nothing else to do; while it waits, Reconciling names
+// status.renewalTime, which holds that time. The manager runs on a fake clock.
 func TestAFixedSpecIsSentByTheTimeTheStalledMessageNames(t *testing.T) {
 	cases := map[string]struct {
 		wrong  func(idp identityServer) string
@@ -61,13 +63,14 @@ func TestAFixedSpecIsSentByTheTimeTheStalledMessageNames(t *testing.T) {
 			if m == nil {
 				t.Fatalf("Stalled's message does not say when a spec edit is tried: %q", said)
 			}
-			by, err := time.Parse(time.RFC3339, m[1])
+			after, err := time.ParseDuration(m[1])
 			if err != nil {
 				t.Fatal(err)
 			}
-			if failed := c.Status.LastFailure.LastFailureTime.Time; !by.Equal(failed.Add(10 * time.Minute)) {
-				t.Errorf("Stalled says a spec edit is tried by %s; the budget holds it to 10 minutes after the failure at %s", by, failed)
+			if after != 10*time.Minute {
+				t.Errorf("Stalled says a spec edit is tried %s after the failure; the budget holds it to 10 minutes", after)
 			}
+			by := c.Status.LastFailure.LastFailureTime.Time.Add(after)
 
 			// Fixed just before that time: it waits for it, and says so.
 			clock.SetTime(by.Add(-3 * time.Second))
@@ -82,24 +85,27 @@ func TestAFixedSpecIsSentByTheTimeTheStalledMessageNames(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, 30*time.Second, "the edit held until "+m[1], func() error {
+			eventually(t, 30*time.Second, "the edit held until "+by.String(), func() error {
 				c, err := getCredential(ns, "pricing")
 				if err != nil {
 					return err
 				}
 				r := meta.FindStatusCondition(c.Status.Conditions, cdv1.ReconcilingCondition)
-				if r == nil || r.Status != metav1.ConditionTrue || !regexp.MustCompile(`sent at `+regexp.QuoteMeta(m[1])).MatchString(r.Message) {
+				if r == nil || r.Status != metav1.ConditionTrue || !strings.Contains(r.Message, "sent at status.renewalTime") {
 					return fmt.Errorf("Reconciling %+v", r)
+				}
+				if rt := c.Status.RenewalTime; rt == nil || !rt.Time.Equal(by) {
+					return fmt.Errorf("renewalTime %v, want %s", rt, by)
 				}
 				return nil
 			})
 			if n := idp.Stats().TokenRequests["client_credentials"]; n != 0 {
-				t.Errorf("%d token requests before %s", n, m[1])
+				t.Errorf("%d token requests before %s", n, by)
 			}
 
 			// At that time it goes, on the requeue the deferral set.
 			clock.SetTime(by)
-			eventually(t, 30*time.Second, "Ready by "+m[1]+" (Stalled said: "+said+")", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+			eventually(t, 30*time.Second, "Ready by "+by.String()+" (Stalled said: "+said+")", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
 		})
 	}
 }
