@@ -202,8 +202,11 @@ func (r *CDCredentialReconciler) persist(ctx context.Context, cred *cdv1.CDCrede
 }
 
 // outputSecret returns the output Secret when the credential may write it: its name is
-// not taken by another Secret and its template is valid.
+// valid and not taken by another Secret, and its template is valid.
 func (r *CDCredentialReconciler) outputSecret(ctx context.Context, cred *cdv1.CDCredential, name string) (*corev1.Secret, error) {
+	if err := checkOutputName(name); err != nil {
+		return nil, err
+	}
 	if err := secrets.ValidateTemplate(cred.Spec.SecretTemplate); err != nil {
 		return nil, wrapTemplate(err)
 	}

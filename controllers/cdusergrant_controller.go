@@ -298,6 +298,9 @@ func refreshProblem(err error, secret, key string) (outcome, error) {
 
 // outputSecret returns the grant's output Secret when the grant may write it.
 func (r *CDUserGrantReconciler) outputSecret(ctx context.Context, grant *cdv1.CDUserGrant) (*corev1.Secret, error) {
+	if err := checkOutputName(grant.Status.SecretName); err != nil {
+		return nil, err
+	}
 	if err := secrets.ValidateTemplate(grant.Spec.SecretTemplate); err != nil {
 		return nil, wrapTemplate(err)
 	}

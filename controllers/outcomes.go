@@ -244,7 +244,7 @@ func blockedReason(err error) (reason string, terminal bool) {
 		return cdv1.SecretNameConflictReason, false
 	case errors.Is(err, errBoundElsewhere):
 		return cdv1.RefreshTokenSecretInUseReason, false
-	case errors.Is(err, errTemplateInvalid):
+	case errors.Is(err, errTemplateInvalid), errors.Is(err, errOutputNameInvalid):
 		return cdv1.SecretTemplateInvalidReason, true
 	}
 	return cdv1.ClientSecretNotFoundReason, false

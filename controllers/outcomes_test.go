@@ -3,6 +3,7 @@ package controllers
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,6 +30,7 @@ func TestABlockedPassStallsOnlyWhenAnEventEndsIt(t *testing.T) {
 		{"a Secret that is not opted in (labelling it is an event)", &secrets.NotOptedInError{}, cdv1.SecretNotOptedInReason, true},
 		{"an invalid client Secret (fixing it is an event)", &secrets.InvalidError{}, cdv1.ClientSecretInvalidReason, true},
 		{"an invalid secret template (only the spec fixes it)", wrapTemplate(errors.New("bad label")), cdv1.SecretTemplateInvalidReason, true},
+		{"an output Secret name the API server refuses (only the spec fixes it)", checkOutputName(strings.Repeat("a", 250) + "-token"), cdv1.SecretTemplateInvalidReason, true},
 		{"the output name taken by another Secret", fmt.Errorf("%w: Secret x", secrets.ErrNameConflict), cdv1.SecretNameConflictReason, false},
 		{"the refresh-token Secret bound to another live grant", errBoundElsewhere, cdv1.RefreshTokenSecretInUseReason, false},
 		{"a missing Secret", apierrors.NewNotFound(corev1.Resource("secrets"), "x"), cdv1.ClientSecretNotFoundReason, false},

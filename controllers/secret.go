@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -22,12 +24,26 @@ import (
 var (
 	// errTemplateInvalid wraps a secretTemplate that would make an invalid Secret.
 	errTemplateInvalid = errors.New("spec.secretTemplate is invalid")
+	// errOutputNameInvalid wraps an output Secret name the API server would refuse: the
+	// default <name>-token of a CR whose name is over 247 characters. Admission refuses
+	// such a CR since the rule came in; this stops one created before it.
+	errOutputNameInvalid = errors.New("the output Secret name is invalid")
 	// errBoundElsewhere wraps a refresh-token Secret bound to another live grant.
 	errBoundElsewhere = errors.New("the refresh-token Secret is bound to another CDUserGrant")
 )
 
 // wrapTemplate marks a template validation error as errTemplateInvalid.
 func wrapTemplate(err error) error { return fmt.Errorf("%w: %w", errTemplateInvalid, err) }
+
+// checkOutputName refuses, before any token is requested, an output Secret name the API
+// server would refuse: the token would be spent and could never be stored.
+func checkOutputName(name string) error {
+	errs := validation.IsDNS1123Subdomain(name)
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %q (%d characters) %s. Set spec.secretName to a valid Secret name", errOutputNameInvalid, name, len(name), strings.Join(errs, "; "))
+}
 
 // clientProblem turns a failed client read into the outcome that reports it; a failed
 // API call is returned as an error instead.
@@ -42,7 +58,7 @@ func clientProblem(err error) (outcome, error) {
 
 // outputProblem turns a blocked output Secret into the outcome that reports it.
 func outputProblem(err error) (outcome, error) {
-	if errors.Is(err, secrets.ErrNameConflict) || errors.Is(err, errTemplateInvalid) {
+	if errors.Is(err, secrets.ErrNameConflict) || errors.Is(err, errTemplateInvalid) || errors.Is(err, errOutputNameInvalid) {
 		return outputBlocked{err: err}, nil
 	}
 	return nil, err

@@ -177,7 +177,10 @@ type CDCredentialSpec struct {
 	DisablePKCE bool `json:"disablePKCE,omitempty"`
 
 	// secretName is the Secret that receives the access token (ClientCredentials
-	// only). Default: <name>-token.
+	// only). Default: <name>-token; required when the name has over 247 characters, as
+	// <name>-token would not be a valid Secret name. (A CR created without it before
+	// admission refused that keeps its name: it stalls with SecretTemplateInvalid and
+	// requests nothing until this is set.)
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
@@ -269,6 +272,7 @@ type CDCredentialStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:validation:XValidation:rule="self.spec.flow != 'ClientCredentials' || has(self.spec.secretName) || self.spec.clientSecretRef.name != self.metadata.name + '-token'",message="the default output Secret <name>-token would overwrite the client Secret: set spec.secretName or rename the client Secret"
+// +kubebuilder:validation:XValidation:rule="self.spec.flow != 'ClientCredentials' || has(self.spec.secretName) || size(self.metadata.name) <= 247 || (oldSelf.hasValue() && oldSelf.value().spec.flow == 'ClientCredentials' && !has(oldSelf.value().spec.secretName))",message="a ClientCredentials CDCredential named with over 247 characters needs spec.secretName: the default output Secret <name>-token would be longer than a Secret name may be (253 characters)",optionalOldSelf=true
 // +kubebuilder:resource:shortName=cdcred,categories=cdcredops
 // +kubebuilder:printcolumn:name="Flow",type=string,JSONPath=`.spec.flow`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

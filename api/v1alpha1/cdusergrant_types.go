@@ -66,7 +66,10 @@ type CDUserGrantSpec struct {
 	// +required
 	RefreshTokenSecretRef RefreshTokenSecretReference `json:"refreshTokenSecretRef"`
 
-	// secretName is the Secret that receives the access token. Default: <name>-token.
+	// secretName is the Secret that receives the access token. Default: <name>-token;
+	// required when the name has over 247 characters, as <name>-token would not be a
+	// valid Secret name. (A CR created without it before admission refused that keeps its
+	// name: it stalls with SecretTemplateInvalid and spends nothing until this is set.)
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
@@ -205,6 +208,7 @@ type AuthorizationResult struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:validation:XValidation:rule="has(self.spec.secretName) || self.spec.refreshTokenSecretRef.name != self.metadata.name + '-token'",message="the default output Secret <name>-token would overwrite the refresh-token Secret: set spec.secretName or rename the refresh-token Secret"
+// +kubebuilder:validation:XValidation:rule="has(self.spec.secretName) || size(self.metadata.name) <= 247 || (oldSelf.hasValue() && !has(oldSelf.value().spec.secretName))",message="a CDUserGrant named with over 247 characters needs spec.secretName: the default output Secret <name>-token would be longer than a Secret name may be (253 characters)",optionalOldSelf=true
 // +kubebuilder:resource:shortName=cdgrant,categories=cdcredops
 // +kubebuilder:printcolumn:name="Credential",type=string,JSONPath=`.spec.credentialRef.name`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

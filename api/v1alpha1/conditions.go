@@ -124,8 +124,9 @@ const (
 	SecretNameConflictReason = "SecretNameConflict"
 
 	// SecretTemplateInvalidReason: spec.secretTemplate would make the output Secret
-	// invalid (bad keys, values, or too much metadata). Nothing is requested until the
-	// spec changes.
+	// invalid (bad keys, values, or too much metadata), or its name is no valid Secret
+	// name (the default <name>-token of a CR named with over 247 characters, created
+	// before admission refused that). Nothing is requested until the spec changes.
 	SecretTemplateInvalidReason = "SecretTemplateInvalid"
 
 	// SecretWriteFailedReason: the API server refused to store a token (forbidden,
