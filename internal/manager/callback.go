@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -48,7 +50,7 @@ func setupCallback(mgr ctrl.Manager, opts Options, key []byte) (controllers.Auth
 	shutdown := 10 * time.Second
 	server := &manager.Server{
 		Name:            "callback",
-		Server:          &http.Server{Addr: opts.CallbackBindAddress, Handler: serveCallbackAt(path, cb), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second},
+		Server:          &http.Server{Addr: opts.CallbackBindAddress, Handler: limitCallback(serveCallbackAt(path, cb), opts.Clock), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second},
 		ShutdownTimeout: &shutdown,
 	}
 	if opts.CallbackCertDir != "" {
@@ -111,5 +113,45 @@ func serveCallbackAt(path string, cb http.Handler) http.Handler {
 			return
 		}
 		cb.ServeHTTP(w, r)
+	})
+}
+
+// The callback's bounds. Logins are paced by people, and every request costs API reads
+// (and a refusal may cost a write) from the manager's share, which every renewal uses;
+// the URL is public and a genuine link is easy to replay. The bounds are global: behind
+// an Ingress every request comes from its address.
+const (
+	// callbackRate and callbackBurst: 10 requests a second, 30 at once, are far above
+	// the logins of any onboarding.
+	callbackRate  = rate.Limit(10)
+	callbackBurst = 30
+	// callbackInFlight bounds requests served at once (a code exchange waits on the
+	// identity server).
+	callbackInFlight = 16
+)
+
+// limitCallback answers 429 beyond callbackRate and 503 beyond callbackInFlight, both
+// with Retry-After, before next costs anything.
+func limitCallback(next http.Handler, clk clock.PassiveClock) http.Handler {
+	limiter := rate.NewLimiter(callbackRate, callbackBurst)
+	inFlight := make(chan struct{}, callbackInFlight)
+	busy := func(w http.ResponseWriter, status int) {
+		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Cache-Control", "no-store")
+		http.Error(w, "Too many logins at once. Wait a moment and reload this page.", status)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !limiter.AllowN(clk.Now(), 1) {
+			busy(w, http.StatusTooManyRequests)
+			return
+		}
+		select {
+		case inFlight <- struct{}{}:
+			defer func() { <-inFlight }()
+		default:
+			busy(w, http.StatusServiceUnavailable)
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }

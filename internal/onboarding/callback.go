@@ -6,7 +6,9 @@ import (
 	"errors"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -48,6 +50,9 @@ type Callback struct {
 	// CallbackURL is this endpoint's external URL (the redirect_uri, unless a
 	// CDCredential declares its own).
 	CallbackURL string
+
+	// failures is when this replica last recorded a failed login of each grant.
+	failures failureLog
 }
 
 var page = template.Must(template.New("page").Parse(`<!doctype html>
@@ -79,14 +84,14 @@ func (c *Callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Referrer-Policy", "no-referrer")
-	grant, spent, err := c.handle(r.Context(), r)
+	grant, st, spent, err := c.handle(r.Context(), r)
 	a := &answer{status: http.StatusOK, reason: cdv1.CustomerAuthorizedReason, msg: "Thank you: the integration can now act on your behalf. You can close this window."}
 	if err != nil && !errors.As(err, &a) {
 		log.FromContext(r.Context()).Error(err, "Callback failed")
 		a = refuse(http.StatusInternalServerError, "The login could not be completed. Try again from the link you were given.")
 	}
 	if grant != nil && a.reason != "" {
-		c.record(r.Context(), grant, a, spent)
+		c.record(r.Context(), grant, st, a, spent)
 	}
 	title := a.title
 	switch {
@@ -103,15 +108,25 @@ func (c *Callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // handle runs one callback. It validates everything before it spends anything: the
 // state, the grant still waiting, the issuer (RFC 9207), an error or a code, and where the
 // refresh token would go. Only then is the link claimed and the code exchanged, once. It
-// returns the grant, when known, so the outcome is recorded on it, and whether the link
-// was spent.
-func (c *Callback) handle(ctx context.Context, r *http.Request) (*cdv1.CDUserGrant, bool, error) {
+// returns the grant, when known, so the outcome is recorded on it, the state (an expired
+// one too), and whether the link was spent.
+func (c *Callback) handle(ctx context.Context, r *http.Request) (*cdv1.CDUserGrant, State, bool, error) {
 	q := r.URL.Query()
 	st, stateErr := c.Signer.Verify(q.Get("state"), c.Clock.Now())
 	if errors.Is(stateErr, ErrStateMalformed) || errors.Is(stateErr, ErrStateForged) {
-		return nil, false, refuse(http.StatusBadRequest, stateErr.Error())
+		return nil, st, false, refuse(http.StatusBadRequest, stateErr.Error())
 	}
-	grant, err := c.grantFor(ctx, q.Get("state"), st, stateErr)
+	if stateErr != nil {
+		// Expired but genuine: the grant is known, to record the attempt on it.
+		st, _ = c.Signer.Verify(q.Get("state"), time.Unix(0, 0))
+	}
+	grant, spent, err := c.carryOut(ctx, q, st, stateErr)
+	return grant, st, spent, err
+}
+
+// carryOut is handle past the state's signature.
+func (c *Callback) carryOut(ctx context.Context, q url.Values, st State, stateErr error) (*cdv1.CDUserGrant, bool, error) {
+	grant, err := c.grantFor(ctx, st)
 	if grant == nil || err != nil {
 		return grant, false, err
 	}
@@ -150,11 +165,7 @@ func (c *Callback) handle(ctx context.Context, r *http.Request) (*cdv1.CDUserGra
 // that does not need authorizing, is refused. An expired link is checked as far as a
 // fresh one: a customer who opens an old link after logging in from a newer one has
 // nothing left to do, and an authorized grant must not record that as a failure.
-func (c *Callback) grantFor(ctx context.Context, raw string, st State, stateErr error) (*cdv1.CDUserGrant, error) {
-	if stateErr != nil {
-		// Expired but genuine: the grant is known, to record the attempt on it.
-		st, _ = c.Signer.Verify(raw, time.Unix(0, 0))
-	}
+func (c *Callback) grantFor(ctx context.Context, st State) (*cdv1.CDUserGrant, error) {
 	grant := &cdv1.CDUserGrant{}
 	err := c.APIReader.Get(ctx, types.NamespacedName{Namespace: st.Namespace, Name: st.Name}, grant)
 	if apierrors.IsNotFound(err) || (err == nil && grant.UID != st.UID) {
@@ -459,10 +470,46 @@ func (c *Callback) clearReauthorize(ctx context.Context, grant *cdv1.CDUserGrant
 // turns it into conditions) and as an event. A claimed link leaves status: it is spent.
 // A successful login names the reauthorization request it answered, so the controller
 // can remove that request, and only that one, if clearReauthorize could not.
-func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, a *answer, spent bool) {
+//
+// A login that spent nothing failed before anything was claimed, and anyone holding a
+// link can repeat it (the redirect is a plain GET to a public URL), so it is recorded
+// only when it is news (failureNews), and by this replica at most once per grant per
+// failureRecordWindow: the customer's page says what went wrong every time. Its write
+// is guarded by the resourceVersion read, so a login recorded meanwhile is judged too.
+func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, st State, a *answer, spent bool) {
+	ctx = context.WithoutCancel(ctx)
+	now := c.Clock.Now()
+	floodable := a.reason != cdv1.CustomerAuthorizedReason && !spent
+	if floodable && (!failureNews(grant.Status.LastAuthorization, st, a, now) || !c.failures.claim(grant.UID, now)) {
+		return
+	}
+	for range 3 {
+		err := c.Client.Status().Patch(ctx, grant, setOutcome(grant, a, spent, now, floodable))
+		if apierrors.IsConflict(err) {
+			// Only a failure's write is guarded; judge it again on the grant as it is now.
+			if err = c.APIReader.Get(ctx, client.ObjectKeyFromObject(grant), grant); err == nil {
+				if !failureNews(grant.Status.LastAuthorization, st, a, now) {
+					return
+				}
+				continue
+			}
+		}
+		if err != nil {
+			log.FromContext(ctx).Error(err, "Recording the authorization outcome failed", "cdusergrant", client.ObjectKeyFromObject(grant))
+		}
+		break
+	}
+	if a.reason != cdv1.CustomerAuthorizedReason {
+		c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, a.reason, "Authorize", "Customer authorization failed: %s", truncate(a.msg, 1000))
+	}
+}
+
+// setOutcome puts a's outcome into grant's status and returns the patch that writes
+// it, guarded by the resourceVersion when guarded.
+func setOutcome(grant *cdv1.CDUserGrant, a *answer, spent bool, now time.Time, guarded bool) client.Patch {
 	before := grant.DeepCopy()
 	grant.Status.LastAuthorization = &cdv1.AuthorizationResult{
-		Time: metav1.NewTime(c.Clock.Now().Truncate(time.Second)), Reason: a.reason, Error: a.oauthError, Message: truncate(a.msg, 1000),
+		Time: metav1.NewTime(now.Truncate(time.Second)), Reason: a.reason, Error: a.oauthError, Message: truncate(a.msg, 1000),
 	}
 	if a.reason == cdv1.CustomerAuthorizedReason {
 		grant.Status.LastAuthorization.AnsweredRequest = answeredRequest(grant)
@@ -470,12 +517,59 @@ func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, a *answe
 	if spent {
 		grant.Status.AuthorizationURL = ""
 	}
-	if err := c.Client.Status().Patch(context.WithoutCancel(ctx), grant, client.MergeFrom(before)); err != nil {
-		log.FromContext(ctx).Error(err, "Recording the authorization outcome failed", "cdusergrant", client.ObjectKeyFromObject(grant))
+	if guarded {
+		return client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
 	}
-	if a.reason != cdv1.CustomerAuthorizedReason {
-		c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, a.reason, "Authorize", "Customer authorization failed: %s", truncate(a.msg, 1000))
+	return client.MergeFrom(before)
+}
+
+// failureRecordWindow is how long a recorded failed login stands for the same grant's
+// next ones that spent nothing. Thirty seconds: a flood of replayed redirects costs at
+// most two status writes (and controller wakes) a minute per grant and replica, while a
+// customer's next real try (reading the page, going back to the identity server,
+// logging in again) takes longer than that, so it is still recorded.
+const failureRecordWindow = 30 * time.Second
+
+// failureNews says whether a failed login that spent nothing is worth recording over
+// last: not when it comes from a link no newer than a recorded login (a replayed old
+// redirect must not undo the login, nor its answeredRequest, which the controller needs),
+// nor when last is the same refusal, told within failureRecordWindow.
+func failureNews(last *cdv1.AuthorizationResult, st State, a *answer, now time.Time) bool {
+	switch {
+	case last == nil:
+		return true
+	case last.Reason == cdv1.CustomerAuthorizedReason && st.Issued <= last.Time.Unix():
+		return false
+	case last.Reason == a.reason && last.Error == a.oauthError && now.Sub(last.Time.Time) < failureRecordWindow:
+		return false
 	}
+	return true
+}
+
+// failureLog is when this replica last recorded a failed login of each grant. It
+// holds only grants a genuine link was made for, and forgets those whose window passed.
+type failureLog struct {
+	mu   sync.Mutex
+	last map[types.UID]time.Time
+}
+
+// claim says whether a failure of grant uid may be recorded at now, and if so notes it.
+func (l *failureLog) claim(uid types.UID, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.last[uid]; ok && now.Sub(t) < failureRecordWindow {
+		return false
+	}
+	if l.last == nil {
+		l.last = map[types.UID]time.Time{}
+	}
+	for k, t := range l.last {
+		if now.Sub(t) >= failureRecordWindow {
+			delete(l.last, k)
+		}
+	}
+	l.last[uid] = now
+	return true
 }
 
 // answeredRequest is the reauthorization request a successful login answered: the one

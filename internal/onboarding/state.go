@@ -26,6 +26,9 @@ type State struct {
 	UID       types.UID `json:"u"`
 	Nonce     string    `json:"x"`
 	Expires   int64     `json:"e"`
+	// Issued is when the link was made (Unix seconds; 0 in links made before it was
+	// recorded): a failure from a link older than a recorded login does not replace it.
+	Issued int64 `json:"i,omitempty"`
 }
 
 // Errors a callback's state can fail with; each gets its own page and event message.
@@ -73,7 +76,7 @@ func NewKey() []byte {
 func NewState(ns, name string, uid types.UID, now time.Time, ttl time.Duration) State {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
-	return State{Namespace: ns, Name: name, UID: uid, Nonce: base64.RawURLEncoding.EncodeToString(b), Expires: now.Add(ttl).Unix()}
+	return State{Namespace: ns, Name: name, UID: uid, Nonce: base64.RawURLEncoding.EncodeToString(b), Expires: now.Add(ttl).Unix(), Issued: now.Unix()}
 }
 
 // Sign encodes a state as payload.signature, both base64url.

@@ -1,0 +1,114 @@
+package onboarding
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
+)
+
+// countStatusWrites counts the status patches of the grant.
+func countStatusWrites(n *atomic.Int32) *interceptor.Funcs {
+	return &interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			n.Add(1)
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	}
+}
+
+// deny serves the identity server's redirect back with an OAuth error for state.
+func (o *onboarding) deny(state, description string) *httptest.ResponseRecorder {
+	q := url.Values{"state": {state}, "error": {"access_denied"}, "error_description": {description}}
+	rec := httptest.NewRecorder()
+	o.cb.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/callback?"+q.Encode(), nil))
+	return rec
+}
+
+// The callback is public, and a genuine link of a waiting grant is in its status (and in
+// a customer's browser history; an expired one does as well). Replaying its redirect
+// with an OAuth error used to cost a status write of the grant, an event and a wake of
+// its controller per request, at the rate of plain GETs. The same refusal told again
+// within seconds is no news: a failure is recorded once per grant per
+// failureRecordWindow, and the customer's page still says what went wrong each time.
+func TestReplayedErrorRedirectsWriteTheGrantOncePerWindow(t *testing.T) {
+	now := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
+	var writes atomic.Int32
+	o := newOnboarding(t, now, &countingIssuer{}, countStatusWrites(&writes))
+	recorder := events.NewFakeRecorder(1000)
+	o.cb.Recorder = recorder
+	state := o.link()
+	for i := range 200 {
+		if rec := o.deny(state, fmt.Sprintf("nope %d", i)); rec.Code != http.StatusForbidden {
+			t.Fatalf("request %d: HTTP %d", i, rec.Code)
+		}
+	}
+	if n := writes.Load(); n != 1 {
+		t.Errorf("200 replays of one redirect made %d status writes of the grant, want 1", n)
+	}
+	if n := len(recorder.Events); n != 1 {
+		t.Errorf("200 replays of one redirect made %d events, want 1", n)
+	}
+	if a := o.current(t).Status.LastAuthorization; a == nil || a.Reason != cdv1.AuthorizationDeniedReason || a.Error != "access_denied" {
+		t.Errorf("lastAuthorization = %+v, want the refusal", a)
+	}
+
+	o.clock.Step(failureRecordWindow)
+	o.deny(state, "nope again")
+	if n := writes.Load(); n != 2 {
+		t.Errorf("a refusal after the window made %d status writes in all, want 2: it is recorded again", n)
+	}
+}
+
+// A flood of failed redirects cannot keep a login from being recorded, and no failure,
+// however late, replaces the record of a login that came from a newer link: the
+// replayed redirect of an old link right after a login used to overwrite
+// status.lastAuthorization, answeredRequest included, so the grant's controller could no
+// longer drop the reauthorization request the login answered.
+func TestALoginIsRecordedAfterABurstOfFailuresAndNoReplayReplacesIt(t *testing.T) {
+	now := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
+	issuer := &countingIssuer{answer: func(string, int) (*tokenclient.Token, error) {
+		return &tokenclient.Token{AccessToken: "at", TokenType: "Bearer", RefreshToken: "rt-login", Scopes: []string{"marketplace", "offline_access"}}, nil
+	}}
+	var writes atomic.Int32
+	o := newOnboarding(t, now, issuer, countStatusWrites(&writes))
+	o.cb.Recorder = events.NewFakeRecorder(1000)
+	requested := now.Format(time.RFC3339)
+	g := o.current(t)
+	g.Annotations = map[string]string{cdv1.ReauthorizeAnnotation: requested}
+	if err := o.client.Update(t.Context(), g); err != nil {
+		t.Fatal(err)
+	}
+	old := o.link()
+	for i := range 50 {
+		o.deny(old, fmt.Sprintf("nope %d", i))
+	}
+
+	o.clock.Step(time.Second)
+	if rec := o.login("code-A", o.link()); rec.Code != http.StatusOK {
+		t.Fatalf("login after the burst: HTTP %d %s", rec.Code, rec.Body)
+	}
+	want := o.current(t).Status.LastAuthorization
+	if want == nil || want.Reason != cdv1.CustomerAuthorizedReason || want.AnsweredRequest != requested {
+		t.Fatalf("lastAuthorization = %+v, want the login answering %q", want, requested)
+	}
+
+	for _, step := range []time.Duration{0, failureRecordWindow, 20 * time.Minute} { // the old link expires after 15
+		o.clock.Step(step)
+		o.deny(old, "replayed")
+		if got := o.current(t).Status.LastAuthorization; *got != *want {
+			t.Errorf("%s after the login, a replayed redirect of an older link recorded %+v over the login %+v", step, got, want)
+		}
+	}
+}
