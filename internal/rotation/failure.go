@@ -80,8 +80,9 @@ type Retry struct {
 	Holding bool
 }
 
-// Backoff bounds: 5 s after the first failure, doubling, at most 10 minutes, plus up to
-// 20% jitter so a fleet that failed together does not retry together.
+// Backoff bounds: 5 s after the first failure, doubling, at most 10 minutes, with up to
+// 20% jitter so a fleet that failed together does not retry together (below the bound
+// once the bound is reached, so the bound holds).
 const (
 	backoffBase = 5 * time.Second
 	backoffMax  = 10 * time.Minute
@@ -139,16 +140,24 @@ func boundByExpiry(wait time.Duration, now time.Time, retry Retry) time.Duration
 }
 
 // backoffAfter is the wait after the given number of consecutive failures, at most
-// limit when that is positive (never less than the base).
+// limit when that is positive (never less than the base). The jitter lengthens a wait
+// that has room below its ceiling (backoffMax, limit) and shortens one that would
+// reach it: the ceiling is what Retry.Lifetime and UnknownLifetimeFloor promise.
 func backoffAfter(attempts int, limit time.Duration, seed string) time.Duration {
-	d := backoffMax
-	if shift := attempts - 1; shift < 8 {
-		d = min(backoffBase<<max(shift, 0), backoffMax)
-	}
+	ceiling := backoffMax
 	if limit > 0 {
-		d = min(d, max(limit, backoffBase))
+		ceiling = min(ceiling, max(limit, backoffBase))
 	}
-	return d + time.Duration(seeded(seed, uint64(attempts))%uint64(d/5))
+	d := ceiling
+	if shift := attempts - 1; shift < 8 {
+		d = min(backoffBase<<max(shift, 0), ceiling)
+	}
+	j := time.Duration(seeded(seed, uint64(attempts)) % uint64(d/5))
+	if d+d/5 <= ceiling || ceiling == backoffBase {
+		// The base is a floor, not a ceiling: a write held at it keeps its 5-6 s.
+		return d + j
+	}
+	return ceiling - j
 }
 
 // Request identifies a token request by what it sends, without revealing any of it. It

@@ -119,7 +119,7 @@ func TestFailureMemory(t *testing.T) {
 			prev: &Failure{Request: "r", Attempts: 3}, request: "r", wantAttempts: 4, minWait: 40 * time.Second, most: 48 * time.Second,
 		},
 		"the backoff never exceeds 12 minutes": {
-			prev: &Failure{Request: "r", Attempts: 40}, request: "r", wantAttempts: 41, minWait: 10 * time.Minute, most: 12 * time.Minute,
+			prev: &Failure{Request: "r", Attempts: 40}, request: "r", wantAttempts: 41, minWait: 8 * time.Minute, most: 10 * time.Minute,
 		},
 		"a failure of a request changed only in a secret value (a new login) counts from one again": {
 			prev: &Failure{Request: Request([]string{"spec"}, []string{"old"}), Attempts: 7}, request: Request([]string{"spec"}, []string{"new"}), wantAttempts: 1, minWait: 5 * time.Second, most: 6 * time.Second,
@@ -135,13 +135,13 @@ func TestFailureMemory(t *testing.T) {
 			request: "r", retry: Retry{After: time.Minute}, wantAttempts: 1, minWait: time.Minute, most: time.Minute,
 		},
 		"a third failure renewing a 30 second token waits a third of its lifetime, not 20 seconds": {
-			prev: &Failure{Request: "r", Attempts: 2}, request: "r", retry: Retry{Lifetime: 30 * time.Second}, wantAttempts: 3, minWait: 10 * time.Second, most: 12 * time.Second,
+			prev: &Failure{Request: "r", Attempts: 2}, request: "r", retry: Retry{Lifetime: 30 * time.Second}, wantAttempts: 3, minWait: 8 * time.Second, most: 10 * time.Second,
 		},
 		"the lifetime bound never shortens the first backoff below 5 seconds": {
 			request: "r", retry: Retry{Lifetime: 3 * time.Second}, wantAttempts: 1, minWait: 5 * time.Second, most: 6 * time.Second,
 		},
 		"an hour's token keeps the 10 minute ceiling": {
-			prev: &Failure{Request: "r", Attempts: 40}, request: "r", retry: Retry{Lifetime: time.Hour}, wantAttempts: 41, minWait: 10 * time.Minute, most: 12 * time.Minute,
+			prev: &Failure{Request: "r", Attempts: 40}, request: "r", retry: Retry{Lifetime: time.Hour}, wantAttempts: 41, minWait: 8 * time.Minute, most: 10 * time.Minute,
 		},
 		"a server's Retry-After beats the lifetime bound": {
 			prev: &Failure{Request: "r", Attempts: 2}, request: "r", retry: Retry{Lifetime: 30 * time.Second, After: time.Minute}, wantAttempts: 3, minWait: time.Minute, most: time.Minute,
