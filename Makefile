@@ -144,7 +144,8 @@ install: manifests $(KUSTOMIZE) ## Install the CRDs into the current cluster.
 	$(KUSTOMIZE) build config/crd | kubectl apply --server-side -f -
 
 .PHONY: uninstall
-uninstall: manifests $(KUSTOMIZE) ## Remove the CRDs from the current cluster (and with them every CR).
+uninstall: manifests $(KUSTOMIZE) ## Remove every CR, then the CRDs, from the current cluster; with the operator running (`make run`), so Delete-policy grants revoke their tokens.
+	$(MAKE) --no-print-directory delete-crs
 	$(KUSTOMIZE) build config/crd | kubectl delete --ignore-not-found -f -
 
 .PHONY: deploy
@@ -152,8 +153,19 @@ deploy: build-installer ## Deploy the operator (image $(IMG)) into the current c
 	kubectl apply --server-side -f dist/install.yaml
 
 .PHONY: undeploy
-undeploy: $(KUSTOMIZE) ## Remove the operator from the current cluster (the CRDs and every CR too).
-	$(KUSTOMIZE) build config/default | kubectl delete --ignore-not-found -f -
+undeploy: $(KUSTOMIZE) ## Remove the operator, every CR and the CRDs: the CRs while the manager runs (Delete-policy grants revoke their tokens), then the manager, then the CRDs.
+	$(MAKE) --no-print-directory delete-crs
+	kubectl delete --ignore-not-found clusterrole,clusterrolebinding -l app.kubernetes.io/part-of=cd-credentials-operator
+	kubectl delete --ignore-not-found namespace cd-credentials-operator
+	$(KUSTOMIZE) build config/crd | kubectl delete --ignore-not-found -f -
+
+# delete-crs deletes every CDUserGrant, then every CDCredential, and waits for them: a
+# grant of deletionPolicy Delete holds a finalizer only a running operator removes.
+.PHONY: delete-crs
+delete-crs:
+	@for kind in cdusergrants.cd.credops.io cdcredentials.cd.credops.io; do \
+		if kubectl get crd $$kind >/dev/null 2>&1; then kubectl delete $$kind --all --all-namespaces; fi; \
+	done
 
 ##@ Packaging and release
 
