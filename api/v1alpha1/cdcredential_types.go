@@ -143,7 +143,8 @@ type CDCredentialSpec struct {
 	// operator builds for this client's CDUserGrants (AuthorizationCode only), for
 	// providers that need them: `prompt: consent`, Google's `access_type: offline`, a
 	// tenant or audience. The parameters the operator owns (client_id, redirect_uri,
-	// response_type, scope, state, code_challenge, code_challenge_method) are refused, and
+	// response_type, grant_type, scope, state, code_challenge, code_challenge_method)
+	// are refused, and
 	// so is response_mode: the callback reads the code from the redirect's query, where a
 	// form_post or fragment response never puts it.
 	// When offline_access is requested and prompt is not set here, the operator sends
@@ -151,7 +152,7 @@ type CDCredentialSpec struct {
 	// it); set `prompt: ""` to send no prompt at all.
 	// +optional
 	// +kubebuilder:validation:MaxProperties=16
-	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['client_id', 'redirect_uri', 'response_type', 'scope', 'state', 'code_challenge', 'code_challenge_method']))",message="client_id, redirect_uri, response_type, scope, state, code_challenge and code_challenge_method are set by the operator"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['client_id', 'redirect_uri', 'response_type', 'grant_type', 'scope', 'state', 'code_challenge', 'code_challenge_method']))",message="client_id, redirect_uri, response_type, grant_type, scope, state, code_challenge and code_challenge_method are set by the operator"
 	// +kubebuilder:validation:XValidation:rule="!('response_mode' in self)",message="response_mode cannot be set: the callback reads the code from the redirect's query, so form_post or fragment responses would fail every login"
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 64 && size(self[k]) <= 512)",message="parameter names are limited to 64 characters and values to 512"
 	AuthorizationParameters map[string]string `json:"authorizationParameters,omitempty"`

@@ -198,7 +198,8 @@ const (
 )
 
 // Reasons for ReauthorizationRequired. When it is True, Ready is False with the same
-// reason, except ReauthorizationRequested (the grant keeps working meanwhile).
+// reason, except for RefreshTokenMissing (Ready is AwaitingAuthorization: no token yet)
+// and ReauthorizationRequested (the grant keeps working meanwhile).
 const (
 	// RefreshTokenValidReason is set on ReauthorizationRequired=False: the grant holds a
 	// refresh token the identity server last accepted.

@@ -17,7 +17,7 @@ import (
 var (
 	tokenRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cdcredops_token_requests_total",
-		Help: "Token requests sent to identity servers, by CR kind, grant type and result.",
+		Help: "Token requests to identity servers, by CR kind, grant type and result; one the operator refused before sending (a token host not allowed, a wait for the client-side rate limit given up) counts as result error.",
 	}, []string{"kind", "grant_type", "result"})
 	tokenRequestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "cdcredops_token_request_duration_seconds",

@@ -70,7 +70,7 @@ func (a *Authorizer) build(cred *cdv1.CDCredential, clientID string, st State) s
 		RedirectURL: RedirectURI(cred, a.CallbackURL),
 		Scopes:      Scopes(cred),
 	}
-	opts := []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("grant_type", "authorization_code")}
+	var opts []oauth2.AuthCodeOption
 	params := cred.Spec.AuthorizationParameters
 	if _, set := params["prompt"]; !set && slices.Contains(conf.Scopes, "offline_access") {
 		opts = append(opts, oauth2.SetAuthURLParam("prompt", "consent"))
@@ -80,6 +80,9 @@ func (a *Authorizer) build(cred *cdv1.CDCredential, clientID string, st State) s
 			opts = append(opts, oauth2.SetAuthURLParam(k, v))
 		}
 	}
+	// After the credential's parameters, so it wins over one admitted before admission
+	// refused grant_type (a later option of the same name replaces an earlier one).
+	opts = append(opts, oauth2.SetAuthURLParam("grant_type", "authorization_code"))
 	if !cred.Spec.DisablePKCE {
 		opts = append(opts, oauth2.S256ChallengeOption(a.Signer.Verifier(st)))
 	}

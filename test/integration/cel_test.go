@@ -58,6 +58,11 @@ func TestAdmissionRejectsBadSpecs(t *testing.T) {
 		"an authorization parameter the operator owns": {ac(func(c *cdv1.CDCredential) {
 			c.Spec.AuthorizationParameters = map[string]string{"redirect_uri": "https://evil.example/cb"}
 		}), "are set by the operator"},
+		// The authorizer sets grant_type=authorization_code, and a later parameter of the
+		// same name replaced it in the URL.
+		"grant_type among the authorization parameters": {ac(func(c *cdv1.CDCredential) {
+			c.Spec.AuthorizationParameters = map[string]string{"grant_type": "implicit"}
+		}), "are set by the operator"},
 		// form_post or fragment would send the code where the callback never looks
 		// (it reads the redirect's query): every login would fail with nothing said.
 		"a response_mode the callback cannot read": {ac(func(c *cdv1.CDCredential) {
