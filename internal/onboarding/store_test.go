@@ -224,16 +224,7 @@ func TestARefreshTokenSecretTakenDuringTheLoginIsJudgedAgainAndAnUnstoredTokenRe
 			if err := o.client.Create(t.Context(), globex.DeepCopy()); err != nil {
 				t.Fatal(err)
 			}
-			if tc.before != nil {
-				if err := o.client.Create(t.Context(), tc.before.DeepCopy()); err != nil {
-					t.Fatal(err)
-				}
-			}
-			m.armed.Store(true)
-
-			rec := o.login("code-A", o.link())
-
-			rt := idp.only(t)
+			rec, rt := o.loginMeddled(t, idp, m, tc.before)
 			body := rec.Body.String()
 			a := o.current(t).Status.LastAuthorization
 			if a == nil {
@@ -306,16 +297,7 @@ func TestALoginForAGrantRemovedDuringItLeavesNoSessionBehind(t *testing.T) {
 			}}
 			o := newOnboarding(t, now, idp, m.funcs())
 			idp.serve(t, o)
-			if tc.before != nil {
-				if err := o.client.Create(t.Context(), tc.before.DeepCopy()); err != nil {
-					t.Fatal(err)
-				}
-			}
-			m.armed.Store(true)
-
-			rec := o.login("code-A", o.link())
-
-			rt := idp.only(t)
+			rec, rt := o.loginMeddled(t, idp, m, tc.before)
 			if body := rec.Body.String(); rec.Code == http.StatusOK || !strings.Contains(body, "removed while you logged in") || !strings.Contains(body, "revoked at the identity server") {
 				t.Errorf("HTTP %d %q, want a refusal saying what the login was for was removed and the session revoked", rec.Code, body)
 			}
@@ -340,4 +322,19 @@ func TestALoginForAGrantRemovedDuringItLeavesNoSessionBehind(t *testing.T) {
 			}
 		})
 	}
+}
+
+// loginMeddled logs the customer in with before (a Secret, if any) already there and m
+// armed to meddle at the callback's first write of the refresh-token Secret, and returns
+// the answer and the refresh token the identity server issued.
+func (o *onboarding) loginMeddled(t *testing.T, idp *identityServer, m *meddler, before *corev1.Secret) (*httptest.ResponseRecorder, string) {
+	t.Helper()
+	if before != nil {
+		if err := o.client.Create(t.Context(), before.DeepCopy()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.armed.Store(true)
+	rec := o.login("code-A", o.link())
+	return rec, idp.only(t)
 }

@@ -380,19 +380,7 @@ func TestTheDocumentedCRDUpgradeWorksAfterAHelmInstall(t *testing.T) {
 	}
 	force := slices.Contains(args, "--force-conflicts")
 
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set: run `make test`, which builds kube-apiserver and etcd into ./bin")
-	}
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	admin, err := client.New(cfg, client.Options{Scheme: scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, admin := plainControlPlane(t)
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
 		t.Fatal(err)
@@ -589,19 +577,7 @@ func TestEveryManagerFlagIsAChartValue(t *testing.T) {
 // subset of its cidr, so each except must land only under the CIDRs that hold it, or
 // helm install and upgrade fail on the NetworkPolicy.
 func TestANarrowedTokenHostCIDRInstalls(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set")
-	}
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	admin, err := client.New(cfg, client.Options{Scheme: scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, admin := plainControlPlane(t)
 	privateV4 := []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
 	for _, tc := range []struct {
 		name string
@@ -668,4 +644,24 @@ func tokenHostBlocks(np networkingv1.NetworkPolicy) []networkingv1.IPBlock {
 		}
 	}
 	return blocks
+}
+
+// plainControlPlane starts a kube-apiserver and etcd of envtest's defaults (no hardening,
+// no CRDs) for one test, stopped when it ends, and an admin client of it.
+func plainControlPlane(t *testing.T) (*envtest.Environment, client.Client) {
+	t.Helper()
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run `make test`, which builds kube-apiserver and etcd into ./bin")
+	}
+	env := &envtest.Environment{}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	admin, err := client.New(cfg, client.Options{Scheme: scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env, admin
 }
