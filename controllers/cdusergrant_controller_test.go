@@ -23,6 +23,7 @@ import (
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/onboarding"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
@@ -669,6 +670,103 @@ func TestANewRefreshTokenIsHeldThroughAnAPIServerOutage(t *testing.T) {
 	if got := string(w.secret("acme-token").Data[cdv1.AccessTokenKey]); got != "access-1" {
 		t.Errorf("access token %q, want access-1", got)
 	}
+}
+
+// A refresh-token Secret deleted while its refresh is out (by a person, a GitOps prune)
+// is created again, bound to the grant, with the new token: once the old one is spent
+// the new one is the customer's only session, and holding it in memory until the Secret
+// comes back loses it at the next restart.
+func TestARefreshTokenSecretDeletedWhileARefreshIsOutIsCreatedAgainWithTheNewToken(t *testing.T) {
+	w := newWorld(t)
+	w.grants.PersistTimeout = time.Second
+	stop := advanceWhenWaited(w.clock)
+	defer stop()
+	deleted := false
+	w.grants.Tokens = &whileOut{Issuer: w.tokens, do: func() {
+		if deleted {
+			return
+		}
+		deleted = true
+		if err := w.client.Delete(context.Background(), w.secret("acme-refresh")); err != nil {
+			t.Fatal(err)
+		}
+	}}
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	s := &corev1.Secret{}
+	if err := w.client.Get(context.Background(), client.ObjectKey{Namespace: "ns", Name: "acme-refresh"}, s); err != nil {
+		t.Fatalf("the refresh-token Secret deleted mid-rotation was not created again with the new token: %v (tokens sent %v)", err, w.tokens.refreshes())
+	}
+	if got := string(s.Data["refresh_token"]); got != "refresh-1" {
+		t.Errorf("recreated Secret holds %q, want refresh-1", got)
+	}
+	if !secrets.BoundTo(s, w.grant("acme")) || s.Labels[cdv1.SecretTypeLabel] != cdv1.SecretTypeRefreshToken {
+		t.Errorf("recreated Secret is not an opted-in refresh-token Secret bound to acme: labels %v annotations %v", s.Labels, s.Annotations)
+	}
+	if diff := cmp.Diff([]string{"refresh-0"}, w.tokens.refreshes()); diff != "" {
+		t.Errorf("tokens sent (-want +got):\n%s", diff)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+}
+
+// A refresh-token Secret deleted while a refresh is out and created again by someone
+// else before the new token is stored is judged as any Secret read: a new login in it
+// wins, whether it came before the store read the Secret or between that read (which
+// found it gone) and the store's create.
+func TestARefreshTokenSecretCreatedAgainByANewLoginMidRotationKeepsTheLogin(t *testing.T) {
+	for name, beforeTheRead := range map[string]bool{"before the store reads it": true, "between the read and the create": false} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			w.grants.PersistTimeout = time.Second
+			stop := advanceWhenWaited(w.clock)
+			defer stop()
+			relogin := func() {
+				s := secrets.NewRefreshSecret(w.grant("acme"))
+				optedIn(s, cdv1.SecretTypeRefreshToken)
+				secrets.StoreRefreshToken(s, "refresh_token", "login-2")
+				if err := w.client.Create(context.Background(), s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w.grants.Tokens = &whileOut{Issuer: w.tokens, do: func() {
+				if err := w.client.Delete(context.Background(), w.secret("acme-refresh")); err != nil {
+					t.Fatal(err)
+				}
+				if beforeTheRead {
+					relogin()
+				}
+			}}
+			if !beforeTheRead {
+				w.grants.APIReader = &goneThen{Reader: w.client, name: "acme-refresh", then: relogin}
+			}
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+			if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "login-2" {
+				t.Errorf("refresh-token Secret holds %q, want the new login login-2 (it wins)", got)
+			}
+			wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+		})
+	}
+}
+
+// goneThen is an API reader that runs then, once, right after a read found the Secret
+// name gone: someone creates it between that read and the caller's next write.
+type goneThen struct {
+	client.Reader
+	name string
+	then func()
+	done bool
+}
+
+func (g *goneThen) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	err := g.Reader.Get(ctx, key, obj, opts...)
+	if _, ok := obj.(*corev1.Secret); ok && key.Name == g.name && apierrors.IsNotFound(err) && !g.done {
+		g.done = true
+		g.then()
+	}
+	return err
 }
 
 func TestASecretWriteTheAPIServerRefusesIsOnTheCRAndNoNewTokenIsRequested(t *testing.T) {

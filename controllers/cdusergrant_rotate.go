@@ -169,7 +169,8 @@ func (r *CDUserGrantReconciler) restoreMark(ctx context.Context, marked *corev1.
 
 // retryWrite runs try, first on known (the Secret as this process last wrote it), then
 // on a fresh read (nil), until it succeeds, fails for good, until passes, or ctx ends: a
-// conflict is retried at once, an outage after a backoff. A caller that must not be cut
+// conflict, or the Secret deleted or created under the write, is retried at once on a
+// fresh read (retrier.readAgain), an outage after a backoff. A caller that must not be cut
 // short by a shutdown passes a context.WithoutCancel context; once ctx has ended every
 // try would fail at once (its API calls carry ctx), so retrying on is only time lost.
 func (r *CDUserGrantReconciler) retryWrite(ctx context.Context, known *corev1.Secret, until time.Time, try func(known *corev1.Secret) error) error {
@@ -199,17 +200,27 @@ func (w *retrier) attempt(clock clock.PassiveClock, until time.Time) (again bool
 		if err == nil {
 			return false, nil
 		}
-		w.known = nil // read it again
-		if !isTransientAPIError(err) && !apierrors.IsConflict(err) {
+		now := w.readAgain(err)
+		if !now && !isTransientAPIError(err) {
 			return false, err
 		}
+		w.known = nil // read it again
 		if !clock.Now().Before(until) {
 			return false, err
 		}
-		if !apierrors.IsConflict(err) {
+		if !now {
 			return true, err
 		}
 	}
+}
+
+// readAgain reports whether err is the Secret having changed under the write, which a
+// fresh read settles at once: a conflict; the Secret as this process knew it deleted
+// (the fresh read finds it gone, or created again by someone else, and the try judges
+// that as for any Secret read); or a Secret created by someone else between the read
+// that found it gone and the create.
+func (w *retrier) readAgain(err error) bool {
+	return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || (w.known != nil && apierrors.IsNotFound(err))
 }
 
 // writeBackoff is the wait between tries of a write through an outage.
