@@ -769,6 +769,141 @@ func (g *goneThen) Get(ctx context.Context, key client.ObjectKey, obj client.Obj
 	return err
 }
 
+// A new login stored while a refresh is out wins over the refresh's successor: the
+// store finds the Secret no longer holding the spent token and leaves it as it is.
+func TestANewLoginStoredWhileARefreshIsOutWinsOverItsSuccessor(t *testing.T) {
+	w := newWorld(t)
+	w.grants.Tokens = &whileOut{Issuer: w.tokens, do: func() {
+		s := w.secret("acme-refresh")
+		w.update(s, func() {
+			s.Data["refresh_token"] = []byte("login-2")
+			rotation.ClearMark(s.Annotations)
+		})
+	}}
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "login-2" {
+		t.Errorf("refresh-token Secret holds %q, want the new login login-2 (it wins)", got)
+	}
+}
+
+// Putting the mark back after an answer that spent nothing leaves a mark that is no
+// longer this pass's alone: another process that took the mark over (its resend,
+// Attempts 2) keeps it, for putting back the mark this pass replaced would give the
+// token a third send.
+func TestRestoringTheMarkLeavesAnotherProcesssMarkAlone(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.failNext(badGateway)
+	w.grants.Tokens = &whileOut{Issuer: w.tokens, do: func() {
+		w.mark("other", w.clock.Now(), 2)
+	}}
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	m := rotation.ReadMark(w.secret("acme-refresh").Annotations)
+	if m.Holder != "other" || m.Attempts != 2 {
+		t.Errorf("mark %+v, want the other process's resend mark (Attempts 2) left as it is", m)
+	}
+}
+
+// A held access token that expired before it could be written is dropped, never written
+// into the output Secret: the next pass asks for a new one.
+func TestAHeldAccessTokenThatExpiredIsNotWritten(t *testing.T) {
+	w := newWorld(t)
+	w.setFault(func(verb string, obj client.Object) error {
+		if verb == "apply" && obj.GetName() == "acme-token" {
+			return errors.New("connection refused")
+		}
+		return nil
+	})
+	_, _ = w.reconcileGrant("acme") // the outage is the pass's error
+	if _, ok := w.grants.held.get("uid-acme"); !ok {
+		t.Fatal("no access token held")
+	}
+	w.clock.Step(31 * time.Minute) // past the held token's 30-minute lifetime
+	w.setFault(nil)
+	_, _ = w.reconcileGrant("acme") // the pass that finds the held token expired
+	s := &corev1.Secret{}
+	err := w.client.Get(context.Background(), client.ObjectKey{Namespace: "ns", Name: "acme-token"}, s)
+	if err == nil && string(s.Data[cdv1.AccessTokenKey]) == "access-1" {
+		t.Errorf("output Secret holds access-1, which expired before it was written")
+	}
+	if client.IgnoreNotFound(err) != nil {
+		t.Fatal(err)
+	}
+}
+
+// A new refresh token is written no later than the moment another process may take the
+// in-flight mark for a dead holder's and resend the spent token (Since + HolderTimeout):
+// a write after it could overwrite that process's outcome. The retrier stops at a
+// deadline 5 s earlier, which leaves room for the last backoff (at most 5 s) it may
+// have begun before the deadline.
+func TestANewRefreshTokenIsNeverWrittenOnceAnotherProcessMayTakeTheMarkOver(t *testing.T) {
+	w := newWorld(t)
+	w.grants.PersistTimeout = 10 * time.Minute // longer than the holder timeout
+	stop := advanceWhenWaited(w.clock)
+	defer stop()
+	var tries []time.Time
+	w.setFault(func(verb string, obj client.Object) error {
+		if verb == "update" && obj.GetName() == "acme-refresh" && obj.GetAnnotations()[cdv1.RotationInFlightAnnotation] == "" {
+			tries = append(tries, w.clock.Now())
+			return errors.New("connection refused")
+		}
+		return nil
+	})
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	m := rotation.ReadMark(w.secret("acme-refresh").Annotations)
+	takeover := m.Since.Add(w.grants.holderTimeout())
+	if len(tries) < 2 {
+		t.Fatalf("%d tries to store the new token, want retries through the outage", len(tries))
+	}
+	if last := tries[len(tries)-1]; !last.Before(takeover) {
+		t.Errorf("the new token was written at %v, %v after another process may take the mark over (%v)", last, last.Sub(takeover), takeover)
+	}
+}
+
+// A held result whose refresh token is stored and whose access token is not (the output
+// Secret could not be written) carries no refresh token: Drain and another grant's pass
+// (storeInherited) pass it by, and the access token is written by its grant's next pass.
+func TestAHeldAccessTokenWithoutARefreshTokenIsLeftToItsGrant(t *testing.T) {
+	w := newWorld(t,
+		optedIn(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "beta-refresh", Annotations: map[string]string{cdv1.BoundToAnnotation: "beta/uid-beta"}},
+			Data: map[string][]byte{"refresh_token": []byte("beta-0")}}, cdv1.SecretTypeRefreshToken),
+		grantObj("beta", "beta-refresh"))
+	w.setFault(func(verb string, obj client.Object) error {
+		if verb == "apply" && obj.GetName() == "acme-token" {
+			return forbidden
+		}
+		return nil
+	})
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	held, ok := w.grants.held.get("uid-acme")
+	if !ok || held.refresh != nil || held.access == nil {
+		t.Fatalf("held %+v, want only acme's access token (its refresh token stored)", held)
+	}
+	if _, err := w.reconcileGrant("beta"); err != nil {
+		t.Fatal(err)
+	}
+	if lost := drain(t, w, t.Context()); lost != 0 {
+		t.Errorf("Drain counted %d lost for a held access token: no session hangs on it", lost)
+	}
+	w.setFault(nil)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(w.secret("acme-token").Data[cdv1.AccessTokenKey]); got != "access-1" {
+		t.Errorf("access token %q, want the held access-1 written by acme's next pass", got)
+	}
+	if diff := cmp.Diff([]string{"refresh-0", "beta-0"}, w.tokens.refreshes()); diff != "" {
+		t.Errorf("tokens sent (-want +got):\n%s", diff)
+	}
+}
+
 func TestASecretWriteTheAPIServerRefusesIsOnTheCRAndNoNewTokenIsRequested(t *testing.T) {
 	cases := map[string]struct {
 		verb, name string

@@ -102,6 +102,26 @@ func TestDrainTriesEveryHeldTokenBeforeBackingOffOnAny(t *testing.T) {
 	}
 }
 
+// A held refresh token whose holder deadline passes while Drain retries it is given up
+// (another process may resend the spent token from then on) and counted as lost: that
+// customer must log in again.
+func TestDrainCountsATokenWhoseHolderDeadlinePassed(t *testing.T) {
+	w := newWorld(t)
+	w.grants.PersistTimeout = time.Second
+	stop := advanceWhenWaited(w.clock)
+	defer stop()
+	w.failStoringNewRefreshTokens() // the outage outlasts the holder deadline
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := w.grants.held.get("uid-acme"); !ok {
+		t.Fatal("no token held")
+	}
+	if lost := drain(t, w, t.Context()); lost != 1 {
+		t.Errorf("Drain reported %d lost, want 1: the token's holder deadline passed unstored", lost)
+	}
+}
+
 // drain runs Drain with ctx and returns how many tokens it lost, failing the test if it
 // does not return (the fake clock advances as it waits).
 func drain(t *testing.T, w *world, ctx context.Context) int {

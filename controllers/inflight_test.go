@@ -3,32 +3,44 @@ package controllers
 import (
 	"context"
 	"testing"
+	"testing/synctest"
 )
 
 // Drain waits for the rotations in flight as long as its context allows, and counts the
 // ones still out when it gives up: their customers may have to log in again.
 func TestInFlightWaitsForEveryRotationOrCountsTheOnesStillOut(t *testing.T) {
-	var f inFlight
-	if n := f.wait(t.Context()); n != 0 {
-		t.Fatalf("wait with nothing in flight = %d, want 0", n)
-	}
-	f.begin()
-	f.begin()
-	given, cancel := context.WithCancel(t.Context())
-	cancel()
-	if n := f.wait(given); n != 2 {
-		t.Errorf("wait that gave up = %d, want the 2 still out", n)
-	}
-	done := make(chan int)
-	go func() { done <- f.wait(t.Context()) }()
-	f.end()
-	f.end()
-	if n := <-done; n != 0 {
-		t.Errorf("wait after both ended = %d, want 0", n)
-	}
-	f.begin() // in flight again after it was idle: a new wait waits anew
-	if n := f.wait(given); n != 1 {
-		t.Errorf("wait on a rotation begun after idle = %d, want 1", n)
-	}
-	f.end()
+	synctest.Test(t, func(t *testing.T) {
+		var f inFlight
+		if n := f.wait(t.Context()); n != 0 {
+			t.Fatalf("wait with nothing in flight = %d, want 0", n)
+		}
+		f.begin()
+		f.begin()
+		given, cancel := context.WithCancel(t.Context())
+		cancel()
+		if n := f.wait(given); n != 2 {
+			t.Errorf("wait that gave up = %d, want the 2 still out", n)
+		}
+		done := make(chan int, 1)
+		go func() { done <- f.wait(t.Context()) }()
+		for range 2 {
+			// Every goroutine of the bubble is blocked: a wait that has not returned
+			// is blocked on the rotations, not yet to run.
+			synctest.Wait()
+			select {
+			case n := <-done:
+				t.Fatalf("wait returned %d while a rotation was still in flight", n)
+			default:
+			}
+			f.end()
+		}
+		if n := <-done; n != 0 {
+			t.Errorf("wait after both ended = %d, want 0", n)
+		}
+		f.begin() // in flight again after it was idle: a new wait waits anew
+		if n := f.wait(given); n != 1 {
+			t.Errorf("wait on a rotation begun after idle = %d, want 1", n)
+		}
+		f.end()
+	})
 }

@@ -169,6 +169,52 @@ func TestAnOlderClaimedLinkIsRefusedAsAlreadyUsed(t *testing.T) {
 	}
 }
 
+// Two replicas serve the same callback (the browser retried, a load balancer replayed
+// it): the other replica's claim of this very state lands between this replica's read of
+// the grant and its claim patch. The claim conflicts, the grant read again shows the
+// state claimed, and the code is not exchanged a second time.
+func TestASecondReplicaRacingOnTheSameStateIsRefusedBeforeAnyExchange(t *testing.T) {
+	now := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
+	issuer := &countingIssuer{answer: func(string, int) (*tokenclient.Token, error) {
+		return &tokenclient.Token{AccessToken: "at", TokenType: "Bearer", RefreshToken: "rt"}, nil
+	}}
+	var raced bool
+	var state string
+	var o *onboarding
+	funcs := &interceptor.Funcs{
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			if g, ok := obj.(*cdv1.CDUserGrant); ok && !raced {
+				raced = true
+				// The other replica's claim of the same state lands first.
+				cur := &cdv1.CDUserGrant{}
+				if err := c.Get(ctx, client.ObjectKeyFromObject(g), cur); err != nil {
+					return err
+				}
+				st, err := o.signer.Verify(state, now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				used := readClaims(cur.Annotations[UsedStateAnnotation])
+				used.add(st, now)
+				metav1.SetMetaDataAnnotation(&cur.ObjectMeta, UsedStateAnnotation, used.String())
+				if err := c.Update(ctx, cur); err != nil {
+					return err
+				}
+			}
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+	}
+	o = newOnboarding(t, now, issuer, funcs)
+	state = o.link()
+	rec := o.login("code-A", state)
+	if n := issuer.sent("code-A"); n != 0 {
+		t.Errorf("code-A was exchanged %d times though another replica had claimed its state (HTTP %d %s)", n, rec.Code, rec.Body)
+	}
+	if body := rec.Body.String(); rec.Code != http.StatusConflict || !strings.Contains(body, "already being completed") {
+		t.Errorf("HTTP %d %q, want 409 saying the login is already being completed", rec.Code, body)
+	}
+}
+
 // The harmful form: code A made the grant's live session. A reauthorization is asked for
 // within the link lifetime and its login B fails at the exchange; login A's redirect,
 // replayed, must not be exchanged again, or an identity server that revokes what a
