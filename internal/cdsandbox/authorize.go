@@ -71,6 +71,20 @@ func (s *Server) checkAuthorize(q url.Values) (*Client, string) {
 	return c, ""
 }
 
+// checkGrantType applies the profile's grant_type rule to an authorization request the
+// browser brings (the GET that shows the login page); a non-empty message refuses it as
+// checkAuthorize's do. Central Dispatch's documentation requires the parameter but does
+// not say how a request without it is refused, so the sandbox answers 400 with the
+// OAuth error invalid_request on its error page. The login form's POST is the sandbox's
+// own page (Central Dispatch's login page is its own too) and is not held to it: a
+// harness may post the form straight away (test/chaos logs its customers in so).
+func (s *Server) checkGrantType(q url.Values) string {
+	if s.refusals.requireAuthorizationCodeGrantType && q.Get("grant_type") != "authorization_code" {
+		return "invalid_request: grant_type must be authorization_code"
+	}
+	return ""
+}
+
 // scopeRefusal is an authorization request refused for its scopes, worded as the
 // profile's server words it.
 type scopeRefusal struct {
@@ -132,8 +146,11 @@ func (s *Server) handleAuthorizePage(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.recordAuthorizationRequest(q)
 	c, msg := s.checkAuthorize(q)
+	if msg == "" {
+		msg = s.checkGrantType(q)
+	}
 	var refusal *scopeRefusal
-	if c != nil {
+	if msg == "" {
 		refusal = s.checkScopes(c, q)
 	}
 	s.mu.Unlock()

@@ -124,6 +124,9 @@ type refusals struct {
 	rateLimited func(now time.Time, status int, retryAfter string) tokenResult
 	// requireOpenID refuses an authorization request without the openid scope.
 	requireOpenID bool
+	// requireAuthorizationCodeGrantType refuses an authorization request whose
+	// grant_type is not authorization_code (checkGrantType).
+	requireAuthorizationCodeGrantType bool
 	// errorRedirect is the status of a redirect that carries an error.
 	errorRedirect int
 }
@@ -146,7 +149,13 @@ var profileRefusals = map[Profile]refusals{
 			return oauthError(http.StatusBadRequest, "unauthorized_client", "The client is not authorized to use the "+grantType+" grant type")
 		},
 		authorizeScope: rfcScopeRefusal,
-		errorRedirect:  http.StatusFound,
+		// Central Dispatch documents grant_type as a required parameter of the
+		// authorization request, "This field should always contain the value
+		// authorization_code" (its Authorization Code Flow page). RFC 6749 has no such
+		// parameter and tells servers to ignore ones they do not know (§3.1), which is
+		// what the other profiles' servers do: only this one checks it.
+		requireAuthorizationCodeGrantType: true,
+		errorRedirect:                     http.StatusFound,
 	},
 	// dexidp/dex server/grants/refresh.go (refreshLookupError), server/grants/grants.go
 	// (validateScopes, unsupported grant types), server/authflow/request.go (openid

@@ -455,3 +455,36 @@ func TestProfilesRotateRefreshTokensAsTheirProvidersDo(t *testing.T) {
 		})
 	}
 }
+
+// Central Dispatch documents grant_type as a parameter of the authorization request that
+// "should always contain the value authorization_code" (its Authorization Code Flow
+// page): its profile refuses a request without it, or with another value, as
+// invalid_request instead of showing the login page, so an operator that stopped
+// sending it fails here. The other profiles' servers ignore the parameter, as RFC 6749
+// §3.1 says of one a server does not know.
+func TestTheAuthorizeEndpointRequiresGrantTypeAuthorizationCodeOnlyWhereCentralDispatchDoes(t *testing.T) {
+	for _, p := range Profiles() {
+		h := newHarness(t, withProfile(p))
+		for name, gt := range map[string][]string{"grant_type=authorization_code": {"authorization_code"}, "no grant_type": nil, "grant_type=client_credentials": {"client_credentials"}} {
+			q := authorizeQuery("challenge")
+			q.Set("scope", "openid marketplace offline_access") // Dex requires openid
+			q["grant_type"] = gt
+			if gt == nil {
+				q.Del("grant_type")
+			}
+			resp, err := http.Get(h.url + "/connect/authorize?" + q.Encode())
+			if err != nil {
+				t.Fatal(err)
+			}
+			page, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			refused := p == ProfileCD && name != "grant_type=authorization_code"
+			switch {
+			case refused && (resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(page), "invalid_request")):
+				t.Errorf("%s, %s: HTTP %d %q, want 400 invalid_request", p, name, resp.StatusCode, page)
+			case !refused && resp.StatusCode != http.StatusOK:
+				t.Errorf("%s, %s: HTTP %d %q, want the login page", p, name, resp.StatusCode, page)
+			}
+		}
+	}
+}

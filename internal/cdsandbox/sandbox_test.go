@@ -113,22 +113,46 @@ func TestClientsAreRegisteredPerFlow(t *testing.T) {
 	}
 }
 
+// A client authenticates one way: client_secret_basic works alone, and credentials in
+// both the header and the body are refused as invalid_request (RFC 6749 §2.3) before
+// the refresh token is looked at, so a live token is neither honoured nor spent.
 func TestClientSecretBasicAndBothAtOnce(t *testing.T) {
 	h := newHarness(t)
 	rt := h.s.SeedGrant("login", "cust", []string{"offline_access"})
-	if status, body := h.post(refreshForm(rt), true); status != 200 {
-		t.Errorf("basic auth refused: %d %v", status, body)
+	status, body := h.post(refreshForm(rt), true)
+	if status != http.StatusOK {
+		t.Fatalf("basic auth refused: %d %v", status, body)
 	}
-	req, _ := http.NewRequest(http.MethodPost, h.url+"/connect/token", strings.NewReader(refreshForm("x").Encode()))
+	live := body["refresh_token"].(string)
+	req, _ := http.NewRequest(http.MethodPost, h.url+"/connect/token", strings.NewReader(refreshForm(live).Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth("login", "login-secret")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 400 {
-		t.Errorf("credentials in both places: HTTP %d, want 400", resp.StatusCode)
+	defer resp.Body.Close()
+	var refused map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&refused)
+	if resp.StatusCode != http.StatusBadRequest || refused["error"] != "invalid_request" {
+		t.Errorf("credentials in both places with a live refresh token: HTTP %d %v, want 400 invalid_request", resp.StatusCode, refused)
+	}
+	if status, body := h.post(refreshForm(live), false); status != http.StatusOK {
+		t.Errorf("the refresh token after the refused request: %d %v, want it still live", status, body)
+	}
+}
+
+// A customer's refresh token is bound to the client it was issued to: another
+// authorization-code client presenting it is refused, and does not spend it.
+func TestARefreshTokenIsRefusedToAnotherClient(t *testing.T) {
+	h := newHarness(t)
+	rt := h.s.SeedGrant("login", "cust", []string{"offline_access"})
+	other := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {"scoped-login"}, "client_secret": {"scoped-login-secret"}}
+	if status, body := h.post(other, false); status != http.StatusBadRequest || body["error"] != "invalid_grant" {
+		t.Errorf("another client's refresh: %d %v, want 400 invalid_grant", status, body)
+	}
+	if status, body := h.post(refreshForm(rt), false); status != http.StatusOK {
+		t.Errorf("the owner's refresh after another client's try: %d %v", status, body)
 	}
 }
 
