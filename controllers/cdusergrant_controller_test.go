@@ -340,13 +340,7 @@ func TestAServerErrorSpentNothing(t *testing.T) {
 	t.Run("a new login stored meanwhile is left as it is", func(t *testing.T) {
 		w := newWorld(t)
 		w.tokens.failNext(badGateway)
-		w.grants.Tokens = &whileOut{Issuer: w.tokens, do: func() {
-			s := w.secret("acme-refresh")
-			w.update(s, func() {
-				s.Data["refresh_token"] = []byte("login-2")
-				rotation.ClearMark(s.Annotations)
-			})
-		}}
+		w.loginWhileARefreshIsOut("login-2")
 		if _, err := w.reconcileGrant("acme"); err != nil {
 			t.Fatal(err)
 		}
@@ -769,17 +763,24 @@ func (g *goneThen) Get(ctx context.Context, key client.ObjectKey, obj client.Obj
 	return err
 }
 
+// loginWhileARefreshIsOut makes the customer's new login (refresh token rt, stored as
+// the callback stores it: no mark) land in acme's Secret while the grant's next refresh
+// request is out.
+func (w *world) loginWhileARefreshIsOut(rt string) {
+	w.grants.Tokens = &whileOut{Issuer: w.tokens, do: func() {
+		s := w.secret("acme-refresh")
+		w.update(s, func() {
+			s.Data["refresh_token"] = []byte(rt)
+			rotation.ClearMark(s.Annotations)
+		})
+	}}
+}
+
 // A new login stored while a refresh is out wins over the refresh's successor: the
 // store finds the Secret no longer holding the spent token and leaves it as it is.
 func TestANewLoginStoredWhileARefreshIsOutWinsOverItsSuccessor(t *testing.T) {
 	w := newWorld(t)
-	w.grants.Tokens = &whileOut{Issuer: w.tokens, do: func() {
-		s := w.secret("acme-refresh")
-		w.update(s, func() {
-			s.Data["refresh_token"] = []byte("login-2")
-			rotation.ClearMark(s.Annotations)
-		})
-	}}
+	w.loginWhileARefreshIsOut("login-2")
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
