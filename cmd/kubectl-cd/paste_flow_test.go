@@ -6,15 +6,22 @@ package main
 // plugin was rebuilt; the outcome is now read from the API, not from the callback page.)
 
 import (
+	"context"
 	"fmt"
+	"maps"
+	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
@@ -97,7 +104,12 @@ func (o *onboarding) authorizeByPaste(grant, authURL string, paste func() string
 	o.t.Helper()
 	// What `kubectl port-forward` exposes: the callback's listener under another address
 	// than the redirect URI the identity server sends the browser to.
-	endpoint := strings.Replace(o.callbackURL, "127.0.0.1", "localhost", 1)
+	return o.authorizeByPasteThrough(strings.Replace(o.callbackURL, "127.0.0.1", "localhost", 1), grant, authURL, paste)
+}
+
+// authorizeByPasteThrough is authorizeByPaste with the callback reached at endpoint.
+func (o *onboarding) authorizeByPasteThrough(endpoint, grant, authURL string, paste func() string) result {
+	o.t.Helper()
 	p := start(o.t, nil, "-n", o.ns, "authorize", grant, "--callback-endpoint", endpoint, "--timeout", "1m")
 	p.waitOutput(authURL)
 	eventually(o.t, 10*time.Second, "the prompt", func() error {
@@ -175,5 +187,45 @@ func TestAuthorizePasteFlowRefusals(t *testing.T) {
 				t.Errorf("a code was exchanged")
 			}
 		})
+	}
+}
+
+// The callback's answer to a pasted address can come after the grant is Ready: the login
+// it carries is stored before the answer leaves, and the controller's status write may
+// reach the CLI's watch first. The CLI still says how the callback took the login, then
+// that the grant is Ready. A proxy in front of the callback holds its answer until the
+// grant is Ready, which makes that order certain.
+func TestAPastedLoginIsReportedAcceptedWhenTheGrantIsReadyBeforeTheAnswer(t *testing.T) {
+	o := newOnboarding(t)
+	authURL := o.awaiting("acme")
+	target, err := url.Parse(o.callbackURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forward := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: target.Scheme, Host: target.Host})
+	held := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		forward.ServeHTTP(rec, r)
+		// Not eventually: this goroutine is the server's, where a test may not stop.
+		err := wait.PollUntilContextTimeout(r.Context(), 50*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+			g := &cdv1.CDUserGrant{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: o.ns, Name: "acme"}, g); err != nil {
+				return false, nil
+			}
+			return meta.IsStatusConditionTrue(g.Status.Conditions, cdv1.ReadyCondition), nil
+		})
+		if err != nil {
+			t.Errorf("acme not Ready within 20 s of the callback's answer: %v", err)
+		}
+		maps.Copy(w.Header(), rec.Header())
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+	}))
+	t.Cleanup(held.Close)
+
+	r := o.authorizeByPasteThrough(held.URL+"/callback", "acme", authURL, func() string { return o.login(authURL, "login") })
+	accepted := strings.Index(r.stderr, "The operator's callback accepted the login.\n")
+	if r.code != 0 || accepted < 0 || !strings.Contains(r.stdout, "CDUserGrant "+o.ns+"/acme is Ready: TokenIssued") {
+		t.Errorf("want the callback's acceptance said, then Ready:\n%s", r)
 	}
 }

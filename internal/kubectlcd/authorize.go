@@ -197,6 +197,10 @@ func (ao *authorizeOptions) wait(ctx context.Context, k *kube, name string, mode
 	defer prog.done()
 	t := newTracker(mode, initial)
 	pasted := make(chan error, 1)
+	// submitted closes once a pasted address is handed to the callback, pasteDone once
+	// the callback has answered it: the login it carries can make the grant Ready before
+	// that answer arrives, and the person should read how the callback took it first.
+	submitted, pasteDone := make(chan struct{}), make(chan struct{})
 	var shown string
 	links := &shownLinks{}
 	last := verdict{waiting, t.awaited(initial)}
@@ -205,7 +209,10 @@ func (ao *authorizeOptions) wait(ctx context.Context, k *kube, name string, mode
 			ao.showLink(prog, key, s.url, shown != "")
 			links.add(s.url)
 			if shown == "" && ao.callbackEndpoint != "" {
-				go func() { pasted <- ao.paste(ctx, k, name, links, prog) }()
+				go func() {
+					defer close(pasteDone)
+					pasted <- ao.paste(ctx, k, name, links, prog, submitted)
+				}()
 			}
 			shown = s.url
 		}
@@ -219,6 +226,9 @@ func (ao *authorizeOptions) wait(ctx context.Context, k *kube, name string, mode
 		prog.set(last.why)
 		return false, nil
 	})
+	if err == nil {
+		awaitAnswer(ctx, submitted, pasteDone)
+	}
 	prog.done()
 	switch {
 	case err == nil:
@@ -230,6 +240,24 @@ func (ao *authorizeOptions) wait(ctx context.Context, k *kube, name string, mode
 		return fmt.Errorf("interrupted: CDUserGrant %s is not Ready yet (%s); run the command again to keep waiting", key, last.why)
 	}
 	return err
+}
+
+// awaitAnswer waits, for a few seconds at most, for the callback's answer to a pasted
+// address already handed to it (submitted closed; done closes with the answer); it
+// returns at once when nothing was handed on (the login came through the browser, or
+// the prompt still waits for a line that will not come).
+func awaitAnswer(ctx context.Context, submitted, done <-chan struct{}) {
+	select {
+	case <-submitted:
+	default:
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 // showLink prints the link on stdout (and opens it); it is what the person came for.

@@ -58,7 +58,7 @@ func (s *shownLinks) all() []string {
 }
 
 // paste takes the redirected address from stdin and hands it to the callback.
-func (ao *authorizeOptions) paste(ctx context.Context, k *kube, name string, shown *shownLinks, prog *progress) error {
+func (ao *authorizeOptions) paste(ctx context.Context, k *kube, name string, shown *shownLinks, prog *progress, submitted chan<- struct{}) error {
 	prog.printf(ao.env.Streams.ErrOut, "After the login the browser is sent to the redirect URI; that page may not load.\nPaste its full address here and press Enter:\n")
 	prog.hold()
 	line, err := bufio.NewReader(io.LimitReader(ao.env.Streams.In, 64<<10)).ReadString('\n')
@@ -71,6 +71,7 @@ func (ao *authorizeOptions) paste(ctx context.Context, k *kube, name string, sho
 		return err
 	}
 	since := ao.env.Clock.Now()
+	close(submitted)
 	status, err := replay(ctx, ao.callbackEndpoint, query)
 	if err != nil {
 		return err
