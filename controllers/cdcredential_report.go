@@ -65,7 +65,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		misuse = keepFailure(c, o.failure, r.written.said(cred, &o.failure), lifetimeOf(cred.Status.LastIssuedTime, cred.Status.ExpiresAt))
 		res.RequeueAfter = retryAfter(o.failure, now)
 	case deferred:
-		cred.Status.LastFailure = reportDeferred(c, o, cred.Status.SecretName, &cred.Status.RenewalTime)
+		cred.Status.LastFailure = reportDeferred(c, o, cred.Status.SecretName, &cred.Status.RenewalTime, lifetimeOf(cred.Status.LastIssuedTime, cred.Status.ExpiresAt))
 		misuse = keptMisuse(c, o.failure, r.written.said(cred, o.failure))
 		if ready := c.find(cdv1.ReadyCondition); ready.Status == metav1.ConditionTrue && o.last != nil {
 			// Ready stands on the token in the Secret, which still works: worded anew
@@ -235,14 +235,26 @@ func keptMisuse(c conditions, f *rotation.Failure, said failureWords) string {
 // it goes out, never Stalled (the wait ends by itself, and a terminal error is never
 // requeued). Ready stays as it was while the budget counts from the token in the output
 // Secret, which still works; after a failed request it keeps that failure's reason. It
-// returns the failure memory to write: the one the pass acted on. It also sets when the
-// next token is asked for (renewalTime), which the message names.
-func reportDeferred(c conditions, o deferred, secret string, renewal **metav1.Time) *cdv1.FailureStatus {
-	*renewal = timePtr(o.until)
+// returns the failure memory to write: the one the pass acted on.
+//
+// With no failure it sets renewalTime to when the next token is asked for, which the
+// message names: the token in the Secret is fresh. After a failure renewalTime keeps the
+// schedule of the token in the Secret, which may have expired:
+// cdcredops_token_renewal_timestamp_seconds follows it, and CDTokenExpiresSoon needs it
+// in the past to page for an expired token that waits for the edit. The message then
+// names the fields rotation holds the edit to (tooSoonAfterFailure): ChangeFloor over
+// lifetime (that of the last token stored, 0 when unknown) after the failure, sooner
+// only to renew that token before it expires, later only for a backoff that ends later.
+func reportDeferred(c conditions, o deferred, secret string, renewal **metav1.Time, lifetime time.Duration) *cdv1.FailureStatus {
 	if o.afterFailure {
-		c.retrying(o.failure.Reason, fmt.Sprintf("The last request failed (%s); the spec changed since, and the request for it is sent at status.renewalTime (at most 3 requests per token lifetime)", o.failure.Reason))
+		when := "no later than " + rotation.ChangeFloor(lifetime).String() + " after status.lastFailure.lastFailureTime"
+		if f := o.failure; !f.Terminal() && !f.Retry.IsZero() {
+			when += ", or at status.lastFailure.retryTime if that is later"
+		}
+		c.retrying(o.failure.Reason, fmt.Sprintf("The last request failed (%s); the spec changed since, and the request for it is sent %s (at most 3 requests per token lifetime)", o.failure.Reason, when))
 		return failureStatus(*o.failure)
 	}
+	*renewal = timePtr(o.until)
 	c.keep(cdv1.ReadyCondition, false, cdv1.ReconcilingReason, "The operator has not finished a first pass yet")
 	c.set(cdv1.ReconcilingCondition, true, cdv1.ReconcilingReason, fmt.Sprintf("The spec changed since the token in Secret %s was issued; the token for it is requested at status.renewalTime (at most 3 requests per token lifetime)", secret))
 	c.remove(cdv1.StalledCondition)

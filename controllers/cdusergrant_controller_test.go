@@ -593,6 +593,7 @@ func TestAnEditAfterARefusalWaitsAThirdOfALifetimeAndEarnsNoNewAttempts(t *testi
 		w.clock.Step(res.RequeueAfter)
 	}
 	refused := w.grant("acme").Status.LastFailure.LastFailureTime.Time
+	renewal := w.grant("acme").Status.RenewalTime
 	var sent []time.Time
 	for i := 0; w.clock.Now().Before(refused.Add(31 * time.Minute)); i++ {
 		// Every other flip asks again for the refused request, which stays refused.
@@ -608,12 +609,15 @@ func TestAnEditAfterARefusalWaitsAThirdOfALifetimeAndEarnsNoNewAttempts(t *testi
 		}
 		if i == 0 {
 			g := w.grant("acme")
-			want := "The last request failed (RefreshTokenRefused); the spec changed since, and the request for it is sent at status.renewalTime (at most 3 requests per token lifetime)"
+			// Sent 10 minutes after the failure (below): the message says so in terms of
+			// status fields, and renewalTime keeps the schedule of the token in the Secret
+			// (none here), which the expiry alert reads.
+			want := "The last request failed (RefreshTokenRefused); the spec changed since, and the request for it is sent no later than 10m0s after status.lastFailure.lastFailureTime (at most 3 requests per token lifetime)"
 			if got := condition(t, g.Status.Conditions, cdv1.ReconcilingCondition); got.Message != want {
 				t.Errorf("Reconciling %q, want %q", got.Message, want)
 			}
-			if rt := g.Status.RenewalTime; rt == nil || !rt.Time.Equal(refused.Add(10*time.Minute)) {
-				t.Errorf("renewalTime %v, want %s, when the edited request is sent", rt, refused.Add(10*time.Minute))
+			if !g.Status.RenewalTime.Equal(renewal) {
+				t.Errorf("renewalTime %v while the edited request waits, want %v as before the edit: it follows the token in the Secret", g.Status.RenewalTime, renewal)
 			}
 			wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.RefreshTokenRefusedReason)
 			if s := meta.FindStatusCondition(g.Status.Conditions, cdv1.StalledCondition); s != nil {
@@ -630,6 +634,61 @@ func TestAnEditAfterARefusalWaitsAThirdOfALifetimeAndEarnsNoNewAttempts(t *testi
 	}
 	if f := w.grant("acme").Status.LastFailure; f == nil || f.FailedAttempts != 6 || f.RetryTime != nil {
 		t.Errorf("lastFailure %+v, want terminal after 6 attempts", f)
+	}
+}
+
+// TestAnExpiredTokenStillAlertsWhileAnEditWaitsAfterAFailure: renewals refused until the
+// token in the Secret expired, then an edit of the credential (the fix), which the
+// request budget holds back. status.renewalTime keeps the token's schedule while the edit
+// waits: cdcredops_token_renewal_timestamp_seconds follows it, and CDTokenExpiresSoon
+// (config/prometheus/prometheusrule.yaml) pages only while it is in the past. Moved to
+// when the edit goes, an expired token would page nobody until then. Reconciling says
+// when the edit goes in terms of status fields, and the requeue keeps to it.
+func TestAnExpiredTokenStillAlertsWhileAnEditWaitsAfterAFailure(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	g := w.grant("acme")
+	if g.Status.ExpiresAt == nil || g.Status.RenewalTime == nil {
+		t.Fatalf("no token: %+v", g.Status)
+	}
+	expires, renewal := g.Status.ExpiresAt.Time, g.Status.RenewalTime.Time
+	// Renewals fail (an answer nobody places: three tries) until the token expired.
+	odd := &tokenclient.Error{Kind: tokenclient.KindRefused, StatusCode: 418, Description: "I'm a teapot"}
+	for range 20 {
+		w.tokens.failNext(odd)
+	}
+	w.clock.SetTime(expires.Add(-90 * time.Second))
+	for range 3 {
+		res, _ := w.reconcileGrant("acme")
+		w.clock.Step(res.RequeueAfter)
+	}
+	w.clock.SetTime(expires.Add(time.Minute))
+	c := w.cred("login")
+	w.update(c, func() {
+		c.Spec.ClientAuthMethod = cdv1.ClientSecretBasic
+		c.Generation++
+	})
+	res, _ := w.reconcileGrant("acme")
+
+	g = w.grant("acme")
+	now := w.clock.Now()
+	if got := g.Status.RenewalTime; got == nil || !got.Time.Equal(renewal) {
+		t.Errorf("renewalTime %v while the edit waits, want %s, the schedule of the token in the Secret", got, renewal.Format(time.TimeOnly))
+	}
+	// CDTokenExpiresSoon: time() - renewal > 120 or (expiration - time() < 60 and time() > renewal)
+	rt, exp := g.Status.RenewalTime.Time, g.Status.ExpiresAt.Time
+	if !(now.Sub(rt) > 120*time.Second || (exp.Sub(now) < time.Minute && now.After(rt))) {
+		t.Errorf("token expired at %s, now %s, renewalTime %s: CDTokenExpiresSoon's expression does not hold for an expired, unrenewed token",
+			exp.Format(time.TimeOnly), now.Format(time.TimeOnly), rt.Format(time.TimeOnly))
+	}
+	want := "The last request failed (RefreshTokenRefused); the spec changed since, and the request for it is sent no later than 10m0s after status.lastFailure.lastFailureTime (at most 3 requests per token lifetime)"
+	if got := condition(t, g.Status.Conditions, cdv1.ReconcilingCondition); got.Status != metav1.ConditionTrue || got.Message != want {
+		t.Errorf("Reconciling %s %q, want True %q", got.Status, got.Message, want)
+	}
+	if f := g.Status.LastFailure; f == nil || res.RequeueAfter <= 0 || now.Add(res.RequeueAfter).After(f.LastFailureTime.Add(10*time.Minute)) {
+		t.Errorf("requeued after %s with lastFailure %+v: later than Reconciling says", res.RequeueAfter, f)
 	}
 }
 

@@ -128,7 +128,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		}
 		res.RequeueAfter = retryAfter(o.failure, now)
 	case deferred:
-		grant.Status.LastFailure = reportDeferred(c, o, grant.Status.SecretName, &grant.Status.RenewalTime)
+		grant.Status.LastFailure = reportDeferred(c, o, grant.Status.SecretName, &grant.Status.RenewalTime, lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt))
 		if msg := keptMisuse(c, o.failure, r.written.said(grant, o.failure)); msg != "" {
 			g.misuse, g.misuseMsg = cdv1.GrantTypeNotAllowedReason, msg
 		}
