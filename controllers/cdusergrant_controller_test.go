@@ -763,6 +763,59 @@ func TestARefreshTokenSecretDeletedWhileARefreshIsOutIsCreatedAgainWithTheNewTok
 	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
 }
 
+// A grant (deletionPolicy Retain: no finalizer) and its refresh-token Secret deleted
+// together while a refresh is out (kubectl delete -f of the onboarding manifest, a
+// namespace cleanup by label): the Secret is not created again. It would hold the
+// customer's live session bound to a UID that is gone, which any grant naming the Secret
+// may adopt. Nobody holds the new token any more: it is revoked when the credential has
+// a revocationURL, as deletionPolicy Delete revokes one, and the held result is dropped.
+func TestASecretDeletedWithItsGrantMidRotationIsNotCreatedAgain(t *testing.T) {
+	cases := map[string]struct {
+		revocationURL string
+		wantRevoked   []string
+	}{
+		"the credential has a revocationURL: the new token is revoked": {revocationURL: "https://id.example.com/connect/revocation", wantRevoked: []string{"refresh-1"}},
+		"no revocationURL: nothing to revoke at":                       {},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			c := w.cred("login")
+			w.update(c, func() { c.Spec.RevocationURL = tc.revocationURL })
+			w.grants.PersistTimeout = time.Second
+			stop := advanceWhenWaited(w.clock)
+			defer stop()
+			deleted := false
+			w.grants.Tokens = &whileOut{Issuer: w.tokens, do: func() {
+				if deleted {
+					return
+				}
+				deleted = true
+				if err := w.client.Delete(context.Background(), w.grant("acme")); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.client.Delete(context.Background(), w.secret("acme-refresh")); err != nil {
+					t.Fatal(err)
+				}
+			}}
+			_, _ = w.reconcileGrant("acme")
+			_, _ = w.reconcileGrant("acme") // the grant is gone: storeOrphan
+			for _, name := range []string{"acme-refresh", "acme-token"} {
+				s := &corev1.Secret{}
+				if err := w.client.Get(context.Background(), client.ObjectKey{Namespace: "ns", Name: name}, s); !apierrors.IsNotFound(err) {
+					t.Errorf("Secret %s written for a grant deleted mid-rotation: %v, data %q, annotations %v", name, err, s.Data, s.Annotations)
+				}
+			}
+			if diff := cmp.Diff(tc.wantRevoked, w.grants.Revoker.(*fakeRevoker).revoked); diff != "" {
+				t.Errorf("revoked (-want +got):\n%s", diff)
+			}
+			if _, held := w.grants.held.get("uid-acme"); held {
+				t.Error("the result of the deleted grant is still held")
+			}
+		})
+	}
+}
+
 // A refresh-token Secret deleted while a refresh is out and created again by someone
 // else before the new token is stored is judged as any Secret read: a new login in it
 // wins, whether it came before the store read the Secret or between that read (which

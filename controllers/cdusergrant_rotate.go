@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -21,6 +22,11 @@ import (
 // errHeldTokenExpired: a held access token expired before it could be written; the next
 // pass asks for a new one.
 var errHeldTokenExpired = errors.New("a held access token expired before it could be stored")
+
+// errGrantGone: a new refresh token had nowhere to go, its refresh-token Secret and its
+// grant both deleted while it was out; it was revoked instead (grantGone), and the held
+// result is dropped, never retried.
+var errGrantGone = errors.New("the grant and its refresh-token Secret were deleted while the refresh was out")
 
 // rotate spends the stored refresh token once (DESIGN §6): mark it in flight, send it,
 // then store what came back before anything else. From the mark on, the work runs on a
@@ -97,7 +103,12 @@ func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserG
 	ctx = context.WithoutCancel(ctx)
 	held, _ := r.held.get(grant.UID)
 	if held.refresh != nil {
-		if err := r.storeRefresh(ctx, held.refresh, r.Clock.Now().Add(r.persistTimeout())); err != nil {
+		err := r.storeRefresh(ctx, held.refresh, r.Clock.Now().Add(r.persistTimeout()))
+		if errors.Is(err, errGrantGone) {
+			r.held.drop(grant.UID)
+			return nil, nil // nothing left to report on: the grant is gone
+		}
+		if err != nil {
 			return writeFailed{err: err, request: held.request, holding: true}, nil
 		}
 		stored := *held
@@ -201,7 +212,9 @@ func (w *retrier) attempt(clock clock.PassiveClock, until time.Time) (again bool
 			return false, nil
 		}
 		now := w.readAgain(err)
-		if !now && !isTransientAPIError(err) {
+		// errGrantGone is no API answer, which isTransientAPIError takes for a failed
+		// connection; but it is settled for good (the token was revoked).
+		if !now && (!isTransientAPIError(err) || errors.Is(err, errGrantGone)) {
 			return false, err
 		}
 		w.known = nil // read it again
@@ -254,7 +267,11 @@ func (r *CDUserGrantReconciler) tryStoreRefresh(ctx context.Context, h *heldRefr
 		err = r.APIReader.Get(ctx, h.secret, s)
 	}
 	if apierrors.IsNotFound(err) {
-		// Deleted mid-rotation: the new token is the customer's only session.
+		// Deleted mid-rotation: the new token is the customer's only session, kept for
+		// the grant if it is still there; else it goes with it (grantGone).
+		if err := r.grantGone(ctx, h); err != nil {
+			return err
+		}
 		s = secrets.NewRefreshSecret(h.grant)
 		secrets.StoreRefreshToken(s, h.key, h.token)
 		return r.Create(ctx, s)
@@ -271,6 +288,30 @@ func (r *CDUserGrantReconciler) tryStoreRefresh(ctx context.Context, h *heldRefr
 		secrets.StoreRefreshToken(s, h.key, h.token)
 	}
 	return r.Update(ctx, s)
+}
+
+// grantGone returns errGrantGone, having revoked h's token, when the grant h belongs to
+// is gone (or another by its name) or being deleted, as the API server says: a Secret
+// deleted with its grant (kubectl delete -f of the onboarding manifest) is not created
+// again. A Secret created again would hold the customer's live session bound to a UID
+// that no longer exists, which any grant naming the Secret may adopt. The token is
+// revoked as deletionPolicy Delete revokes one, when the credential has a
+// revocationURL: nobody holds it any more.
+func (r *CDUserGrantReconciler) grantGone(ctx context.Context, h *heldRefresh) error {
+	g := &cdv1.CDUserGrant{}
+	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(h.grant), g)
+	if err == nil && g.UID == h.grant.UID && g.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	if h.token != "" {
+		r.revoke(ctx, h.grant, h.token)
+	}
+	ctrl.LoggerFrom(ctx).Info("Revoked the customer's session: its grant and refresh-token Secret were deleted while a refresh was out, so the new refresh token is not stored",
+		"grant", h.grant.Name, "secret", h.secret.Name)
+	return errGrantGone
 }
 
 // storeOrphan stores the new refresh token of a grant deleted while it was held: the
@@ -327,9 +368,10 @@ func (r *CDUserGrantReconciler) storeHeld(ctx context.Context, match func(types.
 
 // storeAndForget stores the held new refresh token of a grant that is gone or going,
 // until it lands or the persist timeout passes, then forgets the grant's result: only the
-// refresh token is still wanted.
+// refresh token is still wanted. A token whose Secret went with its grant is revoked
+// instead (grantGone), and forgotten all the same.
 func (r *CDUserGrantReconciler) storeAndForget(ctx context.Context, uid types.UID, h *heldRefresh) error {
-	if err := r.storeRefresh(context.WithoutCancel(ctx), h, r.Clock.Now().Add(r.persistTimeout())); err != nil {
+	if err := r.storeRefresh(context.WithoutCancel(ctx), h, r.Clock.Now().Add(r.persistTimeout())); err != nil && !errors.Is(err, errGrantGone) {
 		return err
 	}
 	r.held.drop(uid)
@@ -362,7 +404,7 @@ func (r *CDUserGrantReconciler) Drain(ctx context.Context) int {
 			if again {
 				continue
 			}
-			if err != nil {
+			if err != nil && !errors.Is(err, errGrantGone) {
 				lost++
 			} else {
 				r.held.drop(uid)
