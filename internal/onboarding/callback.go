@@ -356,18 +356,26 @@ func (c *Callback) writeRefresh(ctx context.Context, grant *cdv1.CDUserGrant, rt
 // inherit another customer's session. Such a write is taken back (takeBack) and the
 // token, not kept, revoked. Reading after the write leaves no gap: a grant deleted
 // after this read is an ordinary deletion, which its deletionPolicy carries out.
+//
+// Only the API server's answer says the grant is gone (NotFound, another UID, a
+// deletionTimestamp): an error of the read (a timeout, a 500) is retried, and a grant
+// that still cannot be read keeps the login. The login was good and its link is spent,
+// while the grant was there a moment ago (claimState); its controller finds the token.
 func (c *Callback) confirmGrant(ctx context.Context, grant *cdv1.CDUserGrant, s *corev1.Secret, created bool, rt string) error {
 	cur := &cdv1.CDUserGrant{}
-	err := c.APIReader.Get(ctx, client.ObjectKeyFromObject(grant), cur)
-	if err == nil && cur.UID == grant.UID && cur.DeletionTimestamp.IsZero() {
+	err := retry.OnError(retry.DefaultBackoff, func(err error) bool { return !apierrors.IsNotFound(err) }, func() error {
+		return c.APIReader.Get(ctx, client.ObjectKeyFromObject(grant), cur)
+	})
+	switch {
+	case err != nil && !apierrors.IsNotFound(err):
+		log.FromContext(ctx).Info("The refresh token is stored but the grant could not be read again to confirm it is still there; the login is kept", "cdusergrant", client.ObjectKeyFromObject(grant), "secret", s.Name, "error", err.Error())
+		return nil
+	case err == nil && cur.UID == grant.UID && cur.DeletionTimestamp.IsZero():
 		return nil
 	}
 	// Unconfirmed is not kept either: the token is revoked, so a Secret that could not be
 	// taken back holds a dead one.
 	c.takeBack(ctx, s, created, secrets.RefreshKey(grant), rt)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return err
-	}
 	log.FromContext(ctx).Info("The grant was removed while the customer logged in; the refresh token written for it was taken back", "cdusergrant", client.ObjectKeyFromObject(grant), "secret", s.Name)
 	// No reason: nothing is recorded, not even on a new grant of the same name.
 	return &notStored{status: http.StatusNotFound,

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -337,4 +339,52 @@ func (o *onboarding) loginMeddled(t *testing.T, idp *identityServer, m *meddler,
 	m.armed.Store(true)
 	rec := o.login("code-A", o.link())
 	return rec, idp.only(t)
+}
+
+// An error of the read that confirms the grant after the refresh token was written (a
+// timeout, a 500 of the API server) is not the grant gone: the login was good, so the
+// token stays stored and live, and the customer is told so. One error is retried; a
+// grant that cannot be read at all keeps the login too (its controller finds the token).
+// Taking the token back on any error used to lose the login and spend the link.
+func TestAnErrorOnTheConfirmingReadKeepsAGoodLogin(t *testing.T) {
+	cases := map[string]struct{ failures int32 }{
+		"one API timeout":             {failures: 1},
+		"API timeouts on every retry": {failures: 1000},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			now := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
+			idp := newIdentityServer(t)
+			var written atomic.Bool
+			var failed atomic.Int32
+			funcs := &interceptor.Funcs{
+				Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+					if s, ok := obj.(*corev1.Secret); ok && s.Name == "acme-refresh" {
+						written.Store(true)
+					}
+					return c.Create(ctx, obj, opts...)
+				},
+				Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+					if _, ok := obj.(*cdv1.CDUserGrant); ok && written.Load() && failed.Add(1) <= tc.failures {
+						return apierrors.NewServerTimeout(schema.GroupResource{Group: "cd.credops.io", Resource: "cdusergrants"}, "get", 1)
+					}
+					return c.Get(ctx, key, obj, opts...)
+				},
+			}
+			o := newOnboarding(t, now, idp, funcs)
+			idp.serve(t, o)
+			rec := o.login("code-A", o.link())
+			rt := idp.only(t)
+			if rec.Code != http.StatusOK {
+				t.Errorf("a good login whose confirming read met %s: HTTP %d %q, want 200", name, rec.Code, rec.Body.String())
+			}
+			s := &corev1.Secret{}
+			if err := o.client.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "acme-refresh"}, s); err != nil || string(s.Data["refresh_token"]) != rt {
+				t.Errorf("refresh-token Secret after the login: %v (data %q), want it holding the login's token", err, s.Data)
+			}
+			if !idp.live(t, rt) {
+				t.Error("the good login's refresh token was revoked at the identity server")
+			}
+		})
+	}
 }
