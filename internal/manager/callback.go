@@ -50,7 +50,7 @@ func setupCallback(mgr ctrl.Manager, opts Options, key []byte) (controllers.Auth
 	shutdown := 10 * time.Second
 	server := &manager.Server{
 		Name:            "callback",
-		Server:          &http.Server{Addr: opts.CallbackBindAddress, Handler: limitCallback(serveCallbackAt(path, cb), opts.Clock), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second},
+		Server:          &http.Server{Addr: opts.CallbackBindAddress, Handler: serveCallbackAt(path, limitCallback(cb, signer, opts.Clock)), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second},
 		ShutdownTimeout: &shutdown,
 	}
 	if opts.CallbackCertDir != "" {
@@ -116,10 +116,10 @@ func serveCallbackAt(path string, cb http.Handler) http.Handler {
 	})
 }
 
-// The callback's bounds. Logins are paced by people, and every request costs API reads
-// (and a refusal may cost a write) from the manager's share, which every renewal uses;
-// the URL is public and a genuine link is easy to replay. The bounds are global: behind
-// an Ingress every request comes from its address.
+// The callback's bounds. Logins are paced by people, and every request with a genuine
+// state costs API reads (and a refusal may cost a write) from the manager's share, which
+// every renewal uses; the URL is public and a genuine link is easy to replay. The bounds
+// are global: behind an Ingress every request comes from its address.
 const (
 	// callbackRate and callbackBurst: 10 requests a second, 30 at once, are far above
 	// the logins of any onboarding.
@@ -131,8 +131,12 @@ const (
 )
 
 // limitCallback answers 429 beyond callbackRate and 503 beyond callbackInFlight, both
-// with Retry-After, before next costs anything.
-func limitCallback(next http.Handler, clk clock.PassiveClock) http.Handler {
+// with Retry-After, before next costs anything. Only requests whose state signer made
+// (expired ones too: their grant is read) count and are counted: anything else costs
+// next an HMAC check and no API call, and were it counted, anyone could turn every
+// genuine login away with requests that need no link (a browser's /favicon.ico, a
+// made-up state). serveCallbackAt answers other paths before this.
+func limitCallback(next http.Handler, signer *onboarding.Signer, clk clock.PassiveClock) http.Handler {
 	limiter := rate.NewLimiter(callbackRate, callbackBurst)
 	inFlight := make(chan struct{}, callbackInFlight)
 	busy := func(w http.ResponseWriter, status int) {
@@ -141,6 +145,10 @@ func limitCallback(next http.Handler, clk clock.PassiveClock) http.Handler {
 		http.Error(w, "Too many logins at once. Wait a moment and reload this page.", status)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !signer.Genuine(r.URL.Query().Get("state")) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		if !limiter.AllowN(clk.Now(), 1) {
 			busy(w, http.StatusTooManyRequests)
 			return
