@@ -546,12 +546,22 @@ func failureNews(last *cdv1.AuthorizationResult, st State, a *answer, now time.T
 	switch {
 	case last == nil:
 		return true
-	case last.Reason == cdv1.CustomerAuthorizedReason && st.Issued <= last.Time.Unix():
+	case last.Reason == cdv1.CustomerAuthorizedReason && madeBy(st) <= last.Time.Unix():
 		return false
 	case last.Reason == a.reason && last.Error == a.oauthError && now.Sub(last.Time.Time) < failureRecordWindow:
 		return false
 	}
 	return true
+}
+
+// madeBy is the latest a link can have been made (Unix seconds): when it was, or, for a
+// link made before states carried that (Issued 0), when it expired. Such a link may be
+// newer than a recorded login, so its failure is recorded unless it had expired by then.
+func madeBy(st State) int64 {
+	if st.Issued == 0 {
+		return st.Expires
+	}
+	return st.Issued
 }
 
 // failureLog is when this replica last recorded a failed login of each grant. It

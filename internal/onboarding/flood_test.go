@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -110,5 +111,40 @@ func TestALoginIsRecordedAfterABurstOfFailuresAndNoReplayReplacesIt(t *testing.T
 		if got := o.current(t).Status.LastAuthorization; *got != *want {
 			t.Errorf("%s after the login, a replayed redirect of an older link recorded %+v over the login %+v", step, got, want)
 		}
+	}
+}
+
+// A link made before states carried their issue time ("i" absent, Issued 0) may be
+// newer than the last recorded login (a reauthorization link made after it, before the
+// upgrade): a failure through it is recorded. Taking Issued 0 for older than any login
+// used to leave the grant showing the login. Only a link that expired before the login
+// was certainly made before it, and its failure does not replace the login.
+func TestAFailureThroughALinkWithoutIssueTimeIsRecordedUnlessItExpiredBeforeTheLogin(t *testing.T) {
+	now := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
+	login := now.Add(-48 * time.Hour)
+	cases := map[string]struct {
+		made         time.Time
+		wantRecorded bool
+	}{
+		"made after the login, still valid":   {made: now.Add(-time.Hour), wantRecorded: true},
+		"made and expired before the login":   {made: login.Add(-3 * time.Hour), wantRecorded: false},
+		"made after the login, expired since": {made: now.Add(-24 * time.Hour), wantRecorded: true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			o := newOnboarding(t, now, &countingIssuer{}, nil)
+			g := o.current(t)
+			g.Status.LastAuthorization = &cdv1.AuthorizationResult{Time: metav1.NewTime(login), Reason: cdv1.CustomerAuthorizedReason, Message: "ok"}
+			if err := o.client.Status().Update(t.Context(), g); err != nil {
+				t.Fatal(err)
+			}
+			st := NewState("ns", "acme", "uid-acme", tc.made, 2*time.Hour)
+			st.Issued = 0 // as links were before the change
+			o.deny(o.signer.Sign(st), "the customer said no")
+			a := o.current(t).Status.LastAuthorization
+			if recorded := a.Reason != cdv1.CustomerAuthorizedReason; recorded != tc.wantRecorded {
+				t.Errorf("a failure through a link without issue time, %s: recorded %v, want %v (lastAuthorization = %+v)", name, recorded, tc.wantRecorded, a)
+			}
+		})
 	}
 }

@@ -27,7 +27,8 @@ type State struct {
 	Nonce     string    `json:"x"`
 	Expires   int64     `json:"e"`
 	// Issued is when the link was made (Unix seconds; 0 in links made before it was
-	// recorded): a failure from a link older than a recorded login does not replace it.
+	// recorded, which count as made by their expiry): a failure from a link older than a
+	// recorded login does not replace it.
 	Issued int64 `json:"i,omitempty"`
 }
 
