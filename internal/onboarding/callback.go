@@ -51,7 +51,7 @@ type Callback struct {
 	// CDCredential declares its own).
 	CallbackURL string
 
-	// failures is when this replica last recorded a failed login of each grant.
+	// failures is when this replica last recorded each failed login of each grant.
 	failures failureLog
 }
 
@@ -481,14 +481,15 @@ func (c *Callback) clearReauthorize(ctx context.Context, grant *cdv1.CDUserGrant
 //
 // A login that spent nothing failed before anything was claimed, and anyone holding a
 // link can repeat it (the redirect is a plain GET to a public URL), so it is recorded
-// only when it is news (failureNews), and by this replica at most once per grant per
-// failureRecordWindow: the customer's page says what went wrong every time. Its write
+// only when it is news (failureNews), and by this replica at most once per grant and
+// failure (failureKeyOf) per failureRecordWindow: the customer's page says what went
+// wrong every time. Its write
 // is guarded by the resourceVersion read, so a login recorded meanwhile is judged too.
 func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, st State, a *answer, spent bool) {
 	ctx = context.WithoutCancel(ctx)
 	now := c.Clock.Now()
 	floodable := a.reason != cdv1.CustomerAuthorizedReason && !spent
-	if floodable && (!failureNews(grant.Status.LastAuthorization, st, a, now) || !c.failures.claim(grant.UID, now)) {
+	if floodable && (!failureNews(grant.Status.LastAuthorization, st, a, now) || !c.failures.claim(failureKeyOf(grant.UID, a), now)) {
 		return
 	}
 	for range 3 {
@@ -532,10 +533,11 @@ func setOutcome(grant *cdv1.CDUserGrant, a *answer, spent bool, now time.Time, g
 }
 
 // failureRecordWindow is how long a recorded failed login stands for the same grant's
-// next ones that spent nothing. Thirty seconds: a flood of replayed redirects costs at
-// most two status writes (and controller wakes) a minute per grant and replica, while a
-// customer's next real try (reading the page, going back to the identity server,
-// logging in again) takes longer than that, so it is still recorded.
+// next ones that spent nothing and failed alike (same reason and OAuth error). Thirty
+// seconds: a flood of one replayed redirect costs at most two status writes (and
+// controller wakes) a minute per grant and replica, while a customer's next real try
+// (reading the page, going back to the identity server, logging in again) takes longer
+// than that, so it is still recorded; one that fails differently is recorded at once.
 const failureRecordWindow = 30 * time.Second
 
 // failureNews says whether a failed login that spent nothing is worth recording over
@@ -564,29 +566,48 @@ func madeBy(st State) int64 {
 	return st.Issued
 }
 
-// failureLog is when this replica last recorded a failed login of each grant. It
-// holds only grants a genuine link was made for, and forgets those whose window passed.
+// failureLog is when this replica last recorded each failure of a grant. It holds only
+// grants a genuine link was made for, at most a key per reason and known OAuth error
+// each, and forgets those whose window passed.
 type failureLog struct {
 	mu   sync.Mutex
-	last map[types.UID]time.Time
+	last map[failureKey]time.Time
 }
 
-// claim says whether a failure of grant uid may be recorded at now, and if so notes it.
-func (l *failureLog) claim(uid types.UID, now time.Time) bool {
+// failureKey is one refusal of one grant: the window throttles a replay of it, not the
+// customer's next try, which may fail differently.
+type failureKey struct {
+	uid                types.UID
+	reason, oauthError string
+}
+
+// failureKeyOf is the key of a's failure of grant uid. The OAuth error is the
+// redirect's to choose, so a code the callback does not know is one key: made-up codes
+// cannot each buy a status write.
+func failureKeyOf(uid types.UID, a *answer) failureKey {
+	code := a.oauthError
+	if _, known := authorizationErrors[code]; !known && code != "" {
+		code = "unknown_error"
+	}
+	return failureKey{uid: uid, reason: a.reason, oauthError: code}
+}
+
+// claim says whether failure k may be recorded at now, and if so notes it.
+func (l *failureLog) claim(k failureKey, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if t, ok := l.last[uid]; ok && now.Sub(t) < failureRecordWindow {
+	if t, ok := l.last[k]; ok && now.Sub(t) < failureRecordWindow {
 		return false
 	}
 	if l.last == nil {
-		l.last = map[types.UID]time.Time{}
+		l.last = map[failureKey]time.Time{}
 	}
 	for k, t := range l.last {
 		if now.Sub(t) >= failureRecordWindow {
 			delete(l.last, k)
 		}
 	}
-	l.last[uid] = now
+	l.last[k] = now
 	return true
 }
 

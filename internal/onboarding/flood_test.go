@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -146,5 +147,35 @@ func TestAFailureThroughALinkWithoutIssueTimeIsRecordedUnlessItExpiredBeforeTheL
 				t.Errorf("a failure through a link without issue time, %s: recorded %v, want %v (lastAuthorization = %+v)", name, recorded, tc.wantRecorded, a)
 			}
 		})
+	}
+}
+
+// The failure window throttles a replay of the same refusal, not the customer's next
+// try: a retry 10 s later that fails differently (another reason or OAuth error) is
+// recorded, where a window per grant used to drop it and leave the grant showing the
+// first. Codes the callback does not know count as one, so a flood of made-up codes
+// still writes the grant once per window.
+func TestADifferentFailureWithinTheWindowIsRecorded(t *testing.T) {
+	now := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
+	var writes atomic.Int32
+	o := newOnboarding(t, now, &countingIssuer{}, countStatusWrites(&writes))
+	state := o.link()
+	fail := func(code string) {
+		q := url.Values{"state": {state}, "error": {code}, "error_description": {"no"}}
+		o.cb.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/callback?"+q.Encode(), nil))
+	}
+	fail("access_denied")
+	o.clock.Step(10 * time.Second)
+	fail("invalid_scope")
+	if a := o.current(t).Status.LastAuthorization; a == nil || a.Error != "invalid_scope" {
+		t.Errorf("the customer's retry 10 s later failed differently, but lastAuthorization = %+v", a)
+	}
+	o.clock.Step(time.Second)
+	fail("access_denied") // the first refusal again, within its window
+	for i := range 50 {
+		fail("made_up_" + strings.Repeat("x", i+1))
+	}
+	if n := writes.Load(); n != 3 {
+		t.Errorf("two different failures, the first replayed and 50 made-up codes within the window made %d status writes, want 3", n)
 	}
 }
