@@ -142,7 +142,7 @@ func (c *Callback) carryOut(ctx context.Context, q url.Values, st State, stateEr
 	}
 	if code := q.Get("error"); code != "" {
 		reason, msg := describeError(code, q.Get("error_description"))
-		return grant, false, failed(http.StatusForbidden, reason, code, msg)
+		return grant, false, failed(http.StatusForbidden, reason, errorCode(code), msg)
 	}
 	if q.Get("code") == "" {
 		return grant, false, refuse(http.StatusBadRequest, "The login did not complete. Open the link you were given again.")

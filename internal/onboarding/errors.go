@@ -34,6 +34,17 @@ var authorizationErrors = map[string]authorizationError{
 
 var oauthCodePattern = regexp.MustCompile(`^[a-z_]{1,64}$`)
 
+// errorCode is the code of an authorization response's error as status keeps it
+// (lastAuthorization.error): the code when it looks like one, else none. The redirect
+// is anyone's to forge, and a value the field cannot hold would make the API server
+// refuse the whole status write.
+func errorCode(code string) string {
+	if oauthCodePattern.MatchString(code) {
+		return code
+	}
+	return ""
+}
+
 // describeError is the reason and message of an authorization response's error. The
 // description is the server's (or whoever forged the redirect's) words: it is cut short
 // and shown only as text, never as markup.

@@ -179,3 +179,27 @@ func TestADifferentFailureWithinTheWindowIsRecorded(t *testing.T) {
 		t.Errorf("two different failures, the first replayed and 50 made-up codes within the window made %d status writes, want 3", n)
 	}
 }
+
+// The error code of a redirect is the redirect's to choose, and status keeps it in
+// lastAuthorization.error, which holds at most 64 characters of RFC 6749's error syntax:
+// a longer or malformed code must not make the status write fail (the API server refuses
+// the whole patch, and the failure would go unrecorded). It is recorded without the code.
+func TestARedirectsErrorCodeIsRecordedOnlyWhenItIsOne(t *testing.T) {
+	for name, tc := range map[string]struct{ code, want string }{
+		"a provider's own code": {"interaction_required", "interaction_required"},
+		"65 characters":         {strings.Repeat("a", 65), ""},
+		"a quote in it":         {`access"denied`, ""},
+		"a control character":   {"access\u0007denied", ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := newOnboarding(t, time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC), &countingIssuer{}, nil)
+			q := url.Values{"state": {o.link()}, "error": {tc.code}}
+			rec := httptest.NewRecorder()
+			o.cb.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/callback?"+q.Encode(), nil))
+			a := o.current(t).Status.LastAuthorization
+			if rec.Code != http.StatusForbidden || a == nil || a.Error != tc.want {
+				t.Errorf("HTTP %d, lastAuthorization %+v: want the refusal recorded with error %q", rec.Code, a, tc.want)
+			}
+		})
+	}
+}
