@@ -725,6 +725,23 @@ func TestANewRefreshTokenIsHeldThroughAnAPIServerOutage(t *testing.T) {
 	}
 }
 
+// deleteWhileTheFirstRefreshIsOut deletes what objects returns (read then) while the
+// grant's first refresh request is out, as a person or a GitOps prune would.
+func (w *world) deleteWhileTheFirstRefreshIsOut(t *testing.T, objects func() []client.Object) {
+	deleted := false
+	w.grants.Tokens = &whileOut{Issuer: w.tokens, do: func() {
+		if deleted {
+			return
+		}
+		deleted = true
+		for _, o := range objects() {
+			if err := w.client.Delete(context.Background(), o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}}
+}
+
 // A refresh-token Secret deleted while its refresh is out (by a person, a GitOps prune)
 // is created again, bound to the grant, with the new token: once the old one is spent
 // the new one is the customer's only session, and holding it in memory until the Secret
@@ -734,16 +751,7 @@ func TestARefreshTokenSecretDeletedWhileARefreshIsOutIsCreatedAgainWithTheNewTok
 	w.grants.PersistTimeout = time.Second
 	stop := advanceWhenWaited(w.clock)
 	defer stop()
-	deleted := false
-	w.grants.Tokens = &whileOut{Issuer: w.tokens, do: func() {
-		if deleted {
-			return
-		}
-		deleted = true
-		if err := w.client.Delete(context.Background(), w.secret("acme-refresh")); err != nil {
-			t.Fatal(err)
-		}
-	}}
+	w.deleteWhileTheFirstRefreshIsOut(t, func() []client.Object { return []client.Object{w.secret("acme-refresh")} })
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -785,19 +793,7 @@ func TestASecretDeletedWithItsGrantMidRotationIsNotCreatedAgain(t *testing.T) {
 			w.grants.PersistTimeout = time.Second
 			stop := advanceWhenWaited(w.clock)
 			defer stop()
-			deleted := false
-			w.grants.Tokens = &whileOut{Issuer: w.tokens, do: func() {
-				if deleted {
-					return
-				}
-				deleted = true
-				if err := w.client.Delete(context.Background(), w.grant("acme")); err != nil {
-					t.Fatal(err)
-				}
-				if err := w.client.Delete(context.Background(), w.secret("acme-refresh")); err != nil {
-					t.Fatal(err)
-				}
-			}}
+			w.deleteWhileTheFirstRefreshIsOut(t, func() []client.Object { return []client.Object{w.grant("acme"), w.secret("acme-refresh")} })
 			_, _ = w.reconcileGrant("acme")
 			_, _ = w.reconcileGrant("acme") // the grant is gone: storeOrphan
 			for _, name := range []string{"acme-refresh", "acme-token"} {
