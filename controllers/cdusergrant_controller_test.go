@@ -771,6 +771,33 @@ func TestARefreshTokenSecretDeletedWhileARefreshIsOutIsCreatedAgainWithTheNewTok
 	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
 }
 
+// A server that does not rotate (Google) answers a refresh without a new refresh token:
+// the token sent stays the customer's session. Its Secret deleted while that refresh is
+// out, the grant still there, is created again with that token, not with an empty one
+// (which would leave the grant nothing to send: the customer would have to log in again).
+func TestANonRotatingTokenSurvivesItsSecretDeletedMidRefresh(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.noRotate = true
+	w.grants.PersistTimeout = time.Second
+	stop := advanceWhenWaited(w.clock)
+	defer stop()
+	w.deleteWhileTheFirstRefreshIsOut(t, func() []client.Object { return []client.Object{w.secret("acme-refresh")} })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	s := &corev1.Secret{}
+	if err := w.client.Get(context.Background(), client.ObjectKey{Namespace: "ns", Name: "acme-refresh"}, s); err != nil {
+		t.Fatalf("the refresh-token Secret deleted mid-refresh was not created again: %v", err)
+	}
+	if got := string(s.Data["refresh_token"]); got != "refresh-0" {
+		t.Errorf("recreated Secret holds refresh_token %q, want the still-valid refresh-0 (the server did not rotate it)", got)
+	}
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
+}
+
 // A grant (deletionPolicy Retain: no finalizer) and its refresh-token Secret deleted
 // together while a refresh is out (kubectl delete -f of the onboarding manifest, a
 // namespace cleanup by label): the Secret is not created again. It would hold the

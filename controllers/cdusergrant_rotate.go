@@ -51,7 +51,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 	tok, err := metrics.Instrument(r.Tokens, kindGrant).Refresh(ctx, a.client.Endpoint, a.stored.value)
 	o := rotation.Judge(tok, err, d.Resume)
 	refresh := &heldRefresh{
-		grant: grant.DeepCopy(), secret: client.ObjectKeyFromObject(marked), key: a.stored.key, spentHash: a.stored.hash,
+		grant: grant.DeepCopy(), secret: client.ObjectKeyFromObject(marked), key: a.stored.key, sent: a.stored.value, spentHash: a.stored.hash,
 		marked: marked, deadline: d.Mark.Since.Add(r.holderTimeout() - 5*time.Second),
 	}
 	switch {
@@ -273,7 +273,7 @@ func (r *CDUserGrantReconciler) tryStoreRefresh(ctx context.Context, h *heldRefr
 			return err
 		}
 		s = secrets.NewRefreshSecret(h.grant)
-		secrets.StoreRefreshToken(s, h.key, h.token)
+		secrets.StoreRefreshToken(s, h.key, h.session())
 		return r.Create(ctx, s)
 	}
 	if err != nil {
@@ -306,9 +306,7 @@ func (r *CDUserGrantReconciler) grantGone(ctx context.Context, h *heldRefresh) e
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
-	if h.token != "" {
-		r.revoke(ctx, h.grant, h.token)
-	}
+	r.revoke(ctx, h.grant, h.session())
 	ctrl.LoggerFrom(ctx).Info("Revoked the customer's session: its grant and refresh-token Secret were deleted while a refresh was out, so the new refresh token is not stored",
 		"grant", h.grant.Name, "secret", h.secret.Name)
 	return errGrantGone

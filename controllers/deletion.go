@@ -41,7 +41,7 @@ func (r *CDUserGrantReconciler) deletion(ctx context.Context, grant *cdv1.CDUser
 			// hold the grant's deletion for ever. The Secret then holds a spent token.
 			ctrl.LoggerFrom(ctx).Info("Could not store the new refresh token of a grant being deleted; revoking it from memory (deletionPolicy Delete)", "error", err.Error())
 			if res, ok := r.held.get(grant.UID); ok && res.refresh != nil {
-				r.revoke(ctx, grant, res.refresh.token)
+				r.revoke(ctx, grant, res.refresh.session())
 				revokedHeld = true
 			}
 		}

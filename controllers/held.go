@@ -31,10 +31,14 @@ type result struct {
 // heldRefresh is a new refresh token and where it goes.
 type heldRefresh struct {
 	// grant is the grant it belongs to, to recreate a deleted Secret bound to it.
-	grant     *cdv1.CDUserGrant
-	secret    types.NamespacedName
-	key       string
-	token     string
+	grant  *cdv1.CDUserGrant
+	secret types.NamespacedName
+	key    string
+	token  string
+	// sent is the refresh token the request sent. When the server did not rotate (token
+	// is empty) it is still the customer's session: it is what a Secret deleted
+	// meanwhile is created again with, and what is revoked if the grant went with it.
+	sent      string
 	spentHash string
 	// marked is the Secret as the in-flight mark left it, so the first attempt to store
 	// the new token needs no read; later attempts read it again.
@@ -42,6 +46,15 @@ type heldRefresh struct {
 	// deadline is when another process may take the mark for a dead one's and resend
 	// the spent token: storing this token after that could overwrite its outcome.
 	deadline time.Time
+}
+
+// session is the customer's live refresh token after the request: the new one, or the
+// one sent when the server did not rotate.
+func (h *heldRefresh) session() string {
+	if h.token != "" {
+		return h.token
+	}
+	return h.sent
 }
 
 // issued is an access token to write into an output Secret.
