@@ -34,12 +34,17 @@ var authorizationErrors = map[string]authorizationError{
 
 var oauthCodePattern = regexp.MustCompile(`^[a-z_]{1,64}$`)
 
+// errorCodeSyntax is RFC 6749 §4.1.2.1's syntax of an error code (printable ASCII
+// without '"' and '\\'), at most as long as lastAuthorization.error holds. Providers use
+// more than the standard's lower-case codes (upper case, digits, hyphens).
+var errorCodeSyntax = regexp.MustCompile(`^[\x20\x21\x23-\x5B\x5D-\x7E]{1,64}$`)
+
 // errorCode is the code of an authorization response's error as status keeps it
-// (lastAuthorization.error): the code when it looks like one, else none. The redirect
-// is anyone's to forge, and a value the field cannot hold would make the API server
-// refuse the whole status write.
+// (lastAuthorization.error): the code when it has the standard's syntax, else none. The
+// redirect is anyone's to forge, and a value the field cannot hold would make the API
+// server refuse the whole status write.
 func errorCode(code string) string {
-	if oauthCodePattern.MatchString(code) {
+	if errorCodeSyntax.MatchString(code) {
 		return code
 	}
 	return ""

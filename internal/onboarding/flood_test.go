@@ -187,9 +187,13 @@ func TestADifferentFailureWithinTheWindowIsRecorded(t *testing.T) {
 func TestARedirectsErrorCodeIsRecordedOnlyWhenItIsOne(t *testing.T) {
 	for name, tc := range map[string]struct{ code, want string }{
 		"a provider's own code": {"interaction_required", "interaction_required"},
-		"65 characters":         {strings.Repeat("a", 65), ""},
-		"a quote in it":         {`access"denied`, ""},
-		"a control character":   {"access\u0007denied", ""},
+		// RFC 6749's syntax allows more than the standard's codes use.
+		"upper case":          {"OAUTH_APP_BLOCKED", "OAUTH_APP_BLOCKED"},
+		"digits":              {"invalid_request_2fa", "invalid_request_2fa"},
+		"a hyphen":            {"access-denied", "access-denied"},
+		"65 characters":       {strings.Repeat("a", 65), ""},
+		"a quote in it":       {`access"denied`, ""},
+		"a control character": {"access\u0007denied", ""},
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := newOnboarding(t, time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC), &countingIssuer{}, nil)
