@@ -128,16 +128,24 @@ const (
 	// callbackInFlight bounds requests served at once (a code exchange waits on the
 	// identity server).
 	callbackInFlight = 16
+	// expiredRate and expiredBurst bound requests whose genuine state has expired on a
+	// budget of their own: one old link (an old e-mail, a browser's history) is anyone's
+	// to replay, and on the shared budget it would turn every fresh login away. An
+	// expired link only gets the "ask for a new link" page (and costs a grant read).
+	expiredRate  = rate.Limit(1)
+	expiredBurst = 5
 )
 
 // limitCallback answers 429 beyond callbackRate and 503 beyond callbackInFlight, both
 // with Retry-After, before next costs anything. Only requests whose state signer made
-// (expired ones too: their grant is read) count and are counted: anything else costs
-// next an HMAC check and no API call, and were it counted, anyone could turn every
-// genuine login away with requests that need no link (a browser's /favicon.ico, a
-// made-up state). serveCallbackAt answers other paths before this.
+// count and are counted, those of an expired state on a budget of their own
+// (expiredRate): anything else costs next an HMAC check and no API call, and were it
+// counted, anyone could turn every genuine login away with requests that need no link
+// (a browser's /favicon.ico, a made-up state) or with one old link. serveCallbackAt
+// answers other paths before this.
 func limitCallback(next http.Handler, signer *onboarding.Signer, clk clock.PassiveClock) http.Handler {
 	limiter := rate.NewLimiter(callbackRate, callbackBurst)
+	expired := rate.NewLimiter(expiredRate, expiredBurst)
 	inFlight := make(chan struct{}, callbackInFlight)
 	busy := func(w http.ResponseWriter, status int) {
 		w.Header().Set("Retry-After", "1")
@@ -145,11 +153,16 @@ func limitCallback(next http.Handler, signer *onboarding.Signer, clk clock.Passi
 		http.Error(w, "Too many logins at once. Wait a moment and reload this page.", status)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !signer.Genuine(r.URL.Query().Get("state")) {
+		state := r.URL.Query().Get("state")
+		if !signer.Genuine(state) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if !limiter.AllowN(clk.Now(), 1) {
+		budget := limiter
+		if _, err := signer.Verify(state, clk.Now()); err != nil {
+			budget = expired
+		}
+		if !budget.AllowN(clk.Now(), 1) {
 			busy(w, http.StatusTooManyRequests)
 			return
 		}

@@ -120,3 +120,29 @@ func TestRequestsThatAreNoLoginDoNotTurnAGenuineLoginAway(t *testing.T) {
 		t.Errorf("a genuine login after %d requests that were no login, with %d more held: HTTP %d (served %d)", 8*callbackBurst, callbackInFlight, rec.Code, served)
 	}
 }
+
+// One link that expired long ago (an old onboarding e-mail, a browser's history) is
+// anyone's to replay: its state is genuine, but a flood of it must not turn another
+// customer's fresh login away. Expired states are bounded on a budget of their own.
+func TestAnExpiredLinkDoesNotTurnAFreshLoginAway(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC))
+	h, signer, _ := limited(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), clk)
+	old := signer.Sign(onboarding.NewState("ns", "old", "uid-old", clk.Now().Add(-365*24*time.Hour), 15*time.Minute))
+	limitedAt := -1
+	for i := range 2 * callbackBurst {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/callback?"+url.Values{"state": {old}, "error": {"access_denied"}}.Encode(), nil))
+		if rec.Code == http.StatusTooManyRequests && limitedAt < 0 {
+			limitedAt = i
+		}
+	}
+	if limitedAt != expiredBurst {
+		t.Errorf("the flood of one expired link was first refused at request %d, want %d (its own burst)", limitedAt, expiredBurst)
+	}
+	fresh := signer.Sign(onboarding.NewState("ns", "beta", "uid-beta", clk.Now(), 15*time.Minute))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/callback?"+url.Values{"state": {fresh}, "code": {"c"}}.Encode(), nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("a fresh login of another customer after a flood of one year-old link: HTTP %d, want 200", rec.Code)
+	}
+}

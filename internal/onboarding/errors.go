@@ -34,9 +34,9 @@ var authorizationErrors = map[string]authorizationError{
 
 var oauthCodePattern = regexp.MustCompile(`^[a-z_]{1,64}$`)
 
-// errorCodeSyntax is RFC 6749 §4.1.2.1's syntax of an error code (printable ASCII
-// without '"' and '\\'), at most as long as lastAuthorization.error holds. Providers use
-// more than the standard's lower-case codes (upper case, digits, hyphens).
+// errorCodeSyntax is RFC 6749 §4.1.2.1's syntax of an error code (printable ASCII but
+// the double quote and the backslash), at most as long as lastAuthorization.error holds.
+// Providers use more than the standard's lower-case codes (upper case, digits, hyphens).
 var errorCodeSyntax = regexp.MustCompile(`^[\x20\x21\x23-\x5B\x5D-\x7E]{1,64}$`)
 
 // errorCode is the code of an authorization response's error as status keeps it
