@@ -742,23 +742,31 @@ func (w *world) deleteWhileTheFirstRefreshIsOut(t *testing.T, objects func() []c
 	}}
 }
 
-// A refresh-token Secret deleted while its refresh is out (by a person, a GitOps prune)
-// is created again, bound to the grant, with the new token: once the old one is spent
-// the new one is the customer's only session, and holding it in memory until the Secret
-// comes back loses it at the next restart.
-func TestARefreshTokenSecretDeletedWhileARefreshIsOutIsCreatedAgainWithTheNewToken(t *testing.T) {
-	w := newWorld(t)
+// refreshSecretDeletedWhileTheFirstRefreshIsOut deletes acme's refresh-token Secret
+// while its first refresh is out, runs that pass, and returns the Secret as it is then.
+func (w *world) refreshSecretDeletedWhileTheFirstRefreshIsOut(t *testing.T) *corev1.Secret {
+	t.Helper()
 	w.grants.PersistTimeout = time.Second
 	stop := advanceWhenWaited(w.clock)
-	defer stop()
+	t.Cleanup(stop)
 	w.deleteWhileTheFirstRefreshIsOut(t, func() []client.Object { return []client.Object{w.secret("acme-refresh")} })
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
 	s := &corev1.Secret{}
 	if err := w.client.Get(context.Background(), client.ObjectKey{Namespace: "ns", Name: "acme-refresh"}, s); err != nil {
-		t.Fatalf("the refresh-token Secret deleted mid-rotation was not created again with the new token: %v (tokens sent %v)", err, w.tokens.refreshes())
+		t.Fatalf("the refresh-token Secret deleted while the refresh was out was not created again: %v (tokens sent %v)", err, w.tokens.refreshes())
 	}
+	return s
+}
+
+// A refresh-token Secret deleted while its refresh is out (by a person, a GitOps prune)
+// is created again, bound to the grant, with the new token: once the old one is spent
+// the new one is the customer's only session, and holding it in memory until the Secret
+// comes back loses it at the next restart.
+func TestARefreshTokenSecretDeletedWhileARefreshIsOutIsCreatedAgainWithTheNewToken(t *testing.T) {
+	w := newWorld(t)
+	s := w.refreshSecretDeletedWhileTheFirstRefreshIsOut(t)
 	if got := string(s.Data["refresh_token"]); got != "refresh-1" {
 		t.Errorf("recreated Secret holds %q, want refresh-1", got)
 	}
@@ -778,17 +786,7 @@ func TestARefreshTokenSecretDeletedWhileARefreshIsOutIsCreatedAgainWithTheNewTok
 func TestANonRotatingTokenSurvivesItsSecretDeletedMidRefresh(t *testing.T) {
 	w := newWorld(t)
 	w.tokens.noRotate = true
-	w.grants.PersistTimeout = time.Second
-	stop := advanceWhenWaited(w.clock)
-	defer stop()
-	w.deleteWhileTheFirstRefreshIsOut(t, func() []client.Object { return []client.Object{w.secret("acme-refresh")} })
-	if _, err := w.reconcileGrant("acme"); err != nil {
-		t.Fatal(err)
-	}
-	s := &corev1.Secret{}
-	if err := w.client.Get(context.Background(), client.ObjectKey{Namespace: "ns", Name: "acme-refresh"}, s); err != nil {
-		t.Fatalf("the refresh-token Secret deleted mid-refresh was not created again: %v", err)
-	}
+	s := w.refreshSecretDeletedWhileTheFirstRefreshIsOut(t)
 	if got := string(s.Data["refresh_token"]); got != "refresh-0" {
 		t.Errorf("recreated Secret holds refresh_token %q, want the still-valid refresh-0 (the server did not rotate it)", got)
 	}

@@ -51,7 +51,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 	tok, err := metrics.Instrument(r.Tokens, kindGrant).Refresh(ctx, a.client.Endpoint, a.stored.value)
 	o := rotation.Judge(tok, err, d.Resume)
 	refresh := &heldRefresh{
-		grant: grant.DeepCopy(), secret: client.ObjectKeyFromObject(marked), key: a.stored.key, sent: a.stored.value, spentHash: a.stored.hash,
+		grant: grant.DeepCopy(), secret: client.ObjectKeyFromObject(marked), key: a.stored.key, sent: a.stored.value,
 		marked: marked, deadline: d.Mark.Since.Add(r.holderTimeout() - 5*time.Second),
 	}
 	switch {
@@ -279,7 +279,7 @@ func (r *CDUserGrantReconciler) tryStoreRefresh(ctx context.Context, h *heldRefr
 	if err != nil {
 		return err
 	}
-	if v, _ := secrets.Value(s, h.key); rotation.Hash(v) != h.spentHash {
+	if v, _ := secrets.Value(s, h.key); v != h.sent {
 		return nil
 	}
 	if h.token == "" {

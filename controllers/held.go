@@ -35,11 +35,11 @@ type heldRefresh struct {
 	secret types.NamespacedName
 	key    string
 	token  string
-	// sent is the refresh token the request sent. When the server did not rotate (token
-	// is empty) it is still the customer's session: it is what a Secret deleted
-	// meanwhile is created again with, and what is revoked if the grant went with it.
-	sent      string
-	spentHash string
+	// sent is the refresh token the request sent, which the Secret still holds unless
+	// a new login was stored meanwhile. When the server did not rotate (token is empty)
+	// it is still the customer's session: it is what a Secret deleted meanwhile is
+	// created again with, and what is revoked if the grant went with it.
+	sent string
 	// marked is the Secret as the in-flight mark left it, so the first attempt to store
 	// the new token needs no read; later attempts read it again.
 	marked *corev1.Secret
