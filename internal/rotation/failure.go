@@ -34,7 +34,8 @@ func (f Failure) Terminal() bool { return f.Retry.IsZero() }
 // the request budget's floor after a failure, ChangeFloor of lifetime (the last stored
 // token's, 0 when unknown) after it. tooSoonAfterFailure holds an edit until then, sooner
 // only to renew a token that would expire first, later only for a backoff that ends
-// later. Conditions name it, so a user knows when an edit is tried.
+// later. Conditions say it as ChangeFloor after status.lastFailure.lastFailureTime (no
+// timestamps in messages), so a user knows when an edit is tried.
 func (f Failure) EditFloor(lifetime time.Duration) time.Time {
 	return ceilSecond(f.Time.Add(ChangeFloor(lifetime)))
 }
