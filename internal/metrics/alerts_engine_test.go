@@ -1,0 +1,253 @@
+package metrics
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/util/annotations"
+	"sigs.k8s.io/yaml"
+)
+
+// These tests run the shipped alerts on Prometheus's own PromQL engine. Its rule
+// manager and test storage pull in every service discovery Prometheus has (cloud SDKs
+// included), so the series live in a slice here and the `for:` clause is kept as
+// Prometheus keeps it (pending from the first evaluation that returns the series,
+// firing once it has been pending that long, reset when it is gone).
+
+// shippedRule is one alert of config/prometheus/prometheusrule.yaml.
+type shippedRule struct {
+	name string
+	expr string
+	hold time.Duration
+}
+
+// shippedRules parses the alerts config/prometheus ships (the chart's copy is generated
+// from it) as Prometheus does: a rule that does not parse, or whose annotations are no
+// valid template, fails here as it would fail the Prometheus Operator's reload.
+func shippedRules(t *testing.T) []shippedRule {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "config", "prometheus", "prometheusrule.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obj struct {
+		Spec map[string]any `json:"spec"`
+	}
+	if err := yaml.Unmarshal(raw, &obj); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := yaml.Marshal(obj.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, errs := rulefmt.Parse(spec, false, model.UTF8Validation, parser.NewParser(parser.Options{}), nil)
+	if len(errs) > 0 {
+		t.Fatalf("the shipped rules do not parse: %v", errs)
+	}
+	var out []shippedRule
+	for _, g := range groups.Groups {
+		for _, r := range g.Rules {
+			out = append(out, shippedRule{r.Alert, r.Expr, time.Duration(r.For)})
+		}
+	}
+	return out
+}
+
+// firing evaluates every shipped alert every 30 s, as a rule group would, on series
+// given one per line in promqltest's notation with one sample a minute from time 0
+// (`metric{labels} 1x9 stale _x10 1x10`), up to until, and returns the alerts firing
+// then, as "Alert kind/namespace/name".
+func firing(t *testing.T, load string, until time.Duration) []string {
+	t.Helper()
+	p := parser.NewParser(parser.Options{})
+	var series []storage.Series
+	for line := range strings.Lines(load) {
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		lbls, values, err := p.ParseSeriesDesc(line)
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		var samples []chunks.Sample
+		for i, v := range values {
+			if !v.Omitted {
+				samples = append(samples, floatSample{t: time.Duration(i) * time.Minute, f: v.Value})
+			}
+		}
+		series = append(series, storage.NewListSeries(lbls, samples))
+	}
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, Parser: p})
+	t.Cleanup(func() { _ = engine.Close() })
+	rules := shippedRules(t)
+	since := map[string]time.Duration{} // "alert labels" -> when the alert turned pending
+	var out []string
+	for at := time.Duration(0); at <= until; at += 30 * time.Second {
+		out = out[:0]
+		active := map[string]bool{}
+		for _, r := range rules {
+			q, err := engine.NewInstantQuery(context.Background(), seriesQueryable(series), nil, r.expr, time.Unix(0, 0).Add(at))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := q.Exec(context.Background())
+			if res.Err != nil {
+				t.Fatalf("%s at %s: %v", r.name, at, res.Err)
+			}
+			vec, err := res.Vector()
+			if err != nil {
+				t.Fatalf("%s at %s: %v", r.name, at, err)
+			}
+			for _, s := range vec {
+				key := r.name + " " + s.Metric.Get("kind") + "/" + s.Metric.Get("namespace") + "/" + s.Metric.Get("name")
+				active[key] = true
+				if _, ok := since[key]; !ok {
+					since[key] = at
+				}
+				if at-since[key] >= r.hold {
+					out = append(out, key)
+				}
+			}
+			q.Close()
+		}
+		for key := range since {
+			if !active[key] {
+				delete(since, key)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// seriesQueryable serves a fixed set of series to the engine.
+type seriesQueryable []storage.Series
+
+func (s seriesQueryable) Querier(int64, int64) (storage.Querier, error) {
+	return &storage.MockQuerier{SelectMockFunction: func(_ bool, _ *storage.SelectHints, matchers ...*labels.Matcher) storage.SeriesSet {
+		var match []storage.Series
+		for _, one := range s {
+			if matchesAll(one.Labels(), matchers) {
+				match = append(match, one)
+			}
+		}
+		slices.SortFunc(match, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
+		return &seriesSet{series: match, i: -1}
+	}}, nil
+}
+
+func matchesAll(l labels.Labels, matchers []*labels.Matcher) bool {
+	for _, m := range matchers {
+		if !m.Matches(l.Get(m.Name)) {
+			return false
+		}
+	}
+	return true
+}
+
+type seriesSet struct {
+	series []storage.Series
+	i      int
+}
+
+func (s *seriesSet) Next() bool                        { s.i++; return s.i < len(s.series) }
+func (s *seriesSet) At() storage.Series                { return s.series[s.i] }
+func (s *seriesSet) Err() error                        { return nil }
+func (s *seriesSet) Warnings() annotations.Annotations { return nil }
+
+// floatSample is one float sample at a time since 0 (a `stale` in the notation is
+// Prometheus's stale marker, which the engine reads as the series ending).
+type floatSample struct {
+	t time.Duration
+	f float64
+}
+
+func (s floatSample) T() int64                      { return s.t.Milliseconds() }
+func (s floatSample) ST() int64                     { return 0 }
+func (s floatSample) F() float64                    { return s.f }
+func (s floatSample) H() *histogram.Histogram       { return nil }
+func (s floatSample) FH() *histogram.FloatHistogram { return nil }
+func (s floatSample) Type() chunkenc.ValueType      { return chunkenc.ValFloat }
+func (s floatSample) Copy() chunks.Sample           { return s }
+
+// TestTokenNotIssuedFiresForACRThatNeverGotAToken: a CR that never got a token has no
+// expiry and no renewal series, so CDTokenExpiresSoon cannot page for it; one whose
+// Ready stayed False for 15 minutes (its reason changing as it retries) fires
+// CDTokenNotIssued, once, naming it.
+func TestTokenNotIssuedFiresForACRThatNeverGotAToken(t *testing.T) {
+	const load = `
+  cdcredops_condition{kind="CDCredential",namespace="team-a",name="pricing",type="Ready",status="False",reason="InvalidClient"} 1x9 stale
+  cdcredops_condition{kind="CDCredential",namespace="team-a",name="pricing",type="Ready",status="False",reason="TokenRequestFailed"} _x10 1x10
+  cdcredops_condition{kind="CDCredential",namespace="team-a",name="pricing",type="FlowMisuse",status="False",reason="FlowCorrect"} 1x20
+`
+	if got := firing(t, load, 14*time.Minute); len(got) != 0 {
+		t.Errorf("firing after 14 minutes: %v, want nothing yet", got)
+	}
+	want := []string{"CDTokenNotIssued CDCredential/team-a/pricing"}
+	if got := firing(t, load, 16*time.Minute); !slices.Equal(got, want) {
+		t.Errorf("firing after 16 minutes: %v, want %v", got, want)
+	}
+}
+
+// TestTokenNotIssuedLeavesWhatOtherAlertsCover: a CR that has a token (its renewals
+// failing page as CDTokenExpiresSoon), a grant waiting for its customer
+// (CDReauthorizationRequired), a flow misuse (CDFlowMisuse), a grant whose CDCredential
+// is not Ready (the credential pages) and a CR that got its token within the 15 minutes
+// do not fire CDTokenNotIssued.
+func TestTokenNotIssuedLeavesWhatOtherAlertsCover(t *testing.T) {
+	const load = `
+  cdcredops_condition{kind="CDCredential",namespace="a",name="renewing",type="Ready",status="False",reason="TokenRequestFailed"} 1x20
+  cdcredops_token_expiration_timestamp_seconds{kind="CDCredential",namespace="a",name="renewing"} 7200x20
+  cdcredops_token_renewal_timestamp_seconds{kind="CDCredential",namespace="a",name="renewing"} 4800x20
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="waiting",type="Ready",status="False",reason="AwaitingAuthorization"} 1x20
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="waiting",type="ReauthorizationRequired",status="True",reason="RefreshTokenMissing"} 1x20
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="misused",type="Ready",status="False",reason="UserGrantOnClientCredentials"} 1x20
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="misused",type="FlowMisuse",status="True",reason="UserGrantOnClientCredentials"} 1x20
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="behind",type="Ready",status="False",reason="CredentialNotReady"} 1x20
+  cdcredops_condition{kind="CDCredential",namespace="a",name="late",type="Ready",status="False",reason="Reconciling"} 1x9 stale
+  cdcredops_condition{kind="CDCredential",namespace="a",name="late",type="Ready",status="True",reason="TokenIssued"} _x10 1x10
+  cdcredops_token_expiration_timestamp_seconds{kind="CDCredential",namespace="a",name="late"} _x10 7200x10
+`
+	for _, got := range firing(t, load, 20*time.Minute) {
+		if strings.HasPrefix(got, "CDTokenNotIssued ") {
+			t.Errorf("%s fired", got)
+		}
+	}
+}
+
+// TestTheEngineAgreesWithTheTokenAlertsModel: the schedule tests above read
+// CDTokenExpiresSoon's thresholds out of its expression; Prometheus's engine, on the
+// same rule, fires for a renewal missed by more than its threshold and not for one
+// renewed on time.
+func TestTheEngineAgreesWithTheTokenAlertsModel(t *testing.T) {
+	// Renewal due at 600 s; renewed on time, the series move on at minute 10.
+	const onTime = `
+  cdcredops_token_expiration_timestamp_seconds{kind="CDCredential",namespace="a",name="fresh"} 900x10 1800x10
+  cdcredops_token_renewal_timestamp_seconds{kind="CDCredential",namespace="a",name="fresh"} 600x10 1500x10
+`
+	if got := firing(t, onTime, 20*time.Minute); len(got) != 0 {
+		t.Errorf("a renewal on schedule fired %v", got)
+	}
+	const missed = `
+  cdcredops_token_expiration_timestamp_seconds{kind="CDCredential",namespace="a",name="stuck"} 900x20
+  cdcredops_token_renewal_timestamp_seconds{kind="CDCredential",namespace="a",name="stuck"} 600x20
+`
+	want := []string{"CDTokenExpiresSoon CDCredential/a/stuck"}
+	if got := firing(t, missed, 14*time.Minute); !slices.Equal(got, want) {
+		t.Errorf("a renewal missed by 4 minutes: firing %v, want %v", got, want)
+	}
+}
