@@ -47,7 +47,7 @@ func main() {
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
 	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", d.MaxConcurrentReconciles, "Reconciles each controller runs in parallel.")
 	flag.Float64Var(&opts.TokenRequestsPerSecond, "token-requests-per-second", d.TokenRequestsPerSecond, "Most token requests per second the manager sends, across all CRs; 0 means no limit.")
-	flag.StringVar(&opts.TokenHostCAFile, "token-host-ca-file", "", "PEM file of CA certificates (e.g. a private identity server's CA) trusted for token hosts besides the public roots; SSL_CERT_FILE would replace those.")
+	flag.StringVar(&opts.TokenHostCAFile, "token-host-ca-file", "", "PEM file of CA certificates (e.g. a private identity server's CA) trusted for token hosts besides the public roots; SSL_CERT_FILE would replace those. Re-read within 30s when it changes; a file that turns unusable keeps the certificates it last held.")
 	flag.DurationVar(&opts.TokenRequestTimeout, "token-request-timeout", d.TokenRequestTimeout, "Timeout of one token request.")
 	flag.DurationVar(&opts.GracefulShutdownTimeout, "graceful-shutdown-timeout", d.GracefulShutdownTimeout, "How long in-flight rotations may take to finish and persist after SIGTERM.")
 	flag.DurationVar(&opts.HolderTimeout, "in-flight-timeout", d.HolderTimeout, "How old another process's in-flight mark must be before it is taken for a dead process's; longer than a token request plus the time a process may still spend storing its result.")

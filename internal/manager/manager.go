@@ -7,9 +7,9 @@ package manager
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -84,7 +84,9 @@ type Options struct {
 	TokenRequestsPerSecond  float64
 	TokenRequestTimeout     time.Duration
 	// TokenHostCAFile is a PEM bundle whose certificates token hosts' certificates may
-	// also chain to (a private identity server's CA), besides the public roots.
+	// also chain to (a private identity server's CA), besides the public roots. It is
+	// re-read when it changes (within tokenclient.CAFileCheckInterval), so a rotated CA
+	// needs no restart; a file that turns unusable keeps the certificates it last held.
 	TokenHostCAFile         string
 	GracefulShutdownTimeout time.Duration
 
@@ -360,12 +362,17 @@ func withDefaults(opts Options) Options {
 
 // TokenClient is the token client the manager sends token, revocation and
 // authorization-code requests with: trusting the public roots, and the certificates of
-// TokenHostCAFile when set.
+// TokenHostCAFile when set, re-read when the file changes (tokenclient.CAFileTransport).
 func TokenClient(opts Options) (*tokenclient.Client, error) {
-	var roots *x509.CertPool
+	var transport http.RoundTripper
 	if opts.TokenHostCAFile != "" {
+		clk := opts.Clock
+		if clk == nil {
+			clk = clock.RealClock{}
+		}
 		var err error
-		if roots, err = tokenclient.RootsWith(opts.TokenHostCAFile); err != nil {
+		transport, err = tokenclient.NewCAFileTransport(opts.TokenHostCAFile, clk, ctrl.Log.WithName("token-host-ca"))
+		if err != nil {
 			return nil, fmt.Errorf("--token-host-ca-file: %w", err)
 		}
 	}
@@ -374,7 +381,7 @@ func TokenClient(opts Options) (*tokenclient.Client, error) {
 		Timeout:           opts.TokenRequestTimeout,
 		RequestsPerSecond: opts.TokenRequestsPerSecond,
 		Burst:             max(1, int(opts.TokenRequestsPerSecond)),
-		RootCAs:           roots,
+		Transport:         transport,
 	}), nil
 }
 

@@ -83,6 +83,9 @@ type Options struct {
 	// RootCAs are the roots token hosts' certificates are verified against (RootsWith);
 	// nil: the system's, or the compiled-in bundle when the system has none.
 	RootCAs *x509.CertPool
+	// Transport, when set, carries the requests instead of a transport trusting RootCAs:
+	// the manager's CAFileTransport, whose roots follow a CA file as it changes.
+	Transport http.RoundTripper
 	// HTTPClient's Transport is reused when set (tests). Its CheckRedirect, Timeout and
 	// Jar are not: redirects and cookies have no place in a token request.
 	HTTPClient *http.Client
@@ -123,6 +126,9 @@ func New(opts Options) *Client {
 	}
 	if c.maxBody <= 0 {
 		c.maxBody = defaultMaxResponseBytes
+	}
+	if opts.Transport != nil {
+		c.transport = opts.Transport
 	}
 	if opts.HTTPClient != nil && opts.HTTPClient.Transport != nil {
 		c.transport = opts.HTTPClient.Transport
