@@ -51,6 +51,8 @@ type Record struct {
 	// Grace is how long a steady leader may take to put things right after a
 	// disturbance (a handover, an outage, a fault on the grant, a hand edit).
 	Grace time.Duration
+	// InFlight is the managers' --in-flight-timeout (Config.InFlightTimeout).
+	InFlight time.Duration
 }
 
 // RefreshSecret and OutputSecret name a CDUserGrant's Secrets in the suite.
@@ -257,6 +259,7 @@ const (
 	CauseLostOnWay   = "answer lost on the way, not injected (client gone before it came)"
 	CauseKilledAsked = "manager SIGKILLed while its request was in flight, after the sandbox consumed the token"
 	CauseKilled      = "manager SIGKILLed after the answer arrived, before storing the new token"
+	CauseKilledLate  = "manager SIGKILLed long after the answer arrived, having held it unstored while the API server ran"
 	CauseTerminated  = "manager SIGTERMed mid-rotation exited without storing the new token (DESIGN §6.4)"
 	CauseExited      = "manager exited on its own holding an answer it had not stored (DESIGN §6.3)"
 	CauseHeldOutage  = "answer held through an API-server outage longer than the in-flight timeout: nowhere to store it"
@@ -300,7 +303,7 @@ func lossCause(r *Record, x *index, first cdsandbox.JournalEntry) (cause, detail
 	case !ok:
 		return CauseNeverStored, fmt.Sprintf("%s: to an unidentified process while no leader ran", ex.ID), false
 	case p.Cause == ExitSIGKILL && !p.Exited.Before(ex.Start):
-		return CauseKilled, fmt.Sprintf("%s: replica %s pid %d killed %s after the answer", ex.ID, p.Replica, p.PID, p.Signaled.Sub(ex.End).Round(time.Millisecond)), true
+		return killedHolding(r, ex, p)
 	case p.Cause == ExitSIGTERM && !p.Exited.Before(ex.Start):
 		return CauseTerminated, fmt.Sprintf("%s: replica %s pid %d, SIGTERM %s after the answer, exited %s after it", ex.ID, p.Replica, p.PID, p.Signaled.Sub(ex.End).Round(time.Millisecond), p.Exited.Sub(ex.End).Round(time.Millisecond)), false
 	case p.Cause == ExitSelf && !p.Exited.Before(ex.Start) && r.Timeline.apiDownThroughout(ex.End, p.Exited):
@@ -313,6 +316,26 @@ func lossCause(r *Record, x *index, first cdsandbox.JournalEntry) (cause, detail
 	default:
 		return CauseNeverStored, fmt.Sprintf("%s: replica %s pid %d", ex.ID, p.Replica, p.PID), false
 	}
+}
+
+// killedHolding judges an answer never stored by the process it was delivered to, which
+// was then SIGKILLed. The kill explains the loss only while the answer could not have
+// been stored yet: within the in-flight timeout after the answer (a live manager stores
+// its answer, or gives it up, by its holder deadline, which falls within the in-flight
+// timeout of its mark, and the mark precedes the send), or with the API server down
+// from the answer to the kill (nowhere to store it). A kill after that found a manager
+// still holding an answer it should long have stored: the kill did not lose the token,
+// the manager had.
+func killedHolding(r *Record, ex Exchange, p ProcRecord) (cause, detail string, excused bool) {
+	after := p.Signaled.Sub(ex.End)
+	detail = fmt.Sprintf("%s: replica %s pid %d killed %s after the answer", ex.ID, p.Replica, p.PID, after.Round(time.Millisecond))
+	switch {
+	case after <= r.InFlight:
+		return CauseKilled, detail, true
+	case r.Timeline.apiDownThroughout(ex.End, p.Signaled):
+		return CauseKilled, detail + ", the API server down throughout", true
+	}
+	return CauseKilledLate, fmt.Sprintf("%s, more than the in-flight timeout (%s) with the API server up for some of it", detail, r.InFlight), false
 }
 
 // checkLosses: every revoked grant, and every session whose newest refresh token the

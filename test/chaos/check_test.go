@@ -29,7 +29,7 @@ func newWorld() *world {
 		Grants: []string{"g"},
 		Final:  map[string]FinalGrant{"g": {Ready: true, ReadyReason: cdv1.TokenIssuedReason}},
 		Junk:   map[string]bool{},
-		From:   t0, End: t0.Add(10 * time.Minute), Grace: 20 * time.Second,
+		From:   t0, End: t0.Add(10 * time.Minute), Grace: 20 * time.Second, InFlight: 8 * time.Second,
 		Timeline: Snapshot{Procs: []ProcRecord{
 			{Replica: "a", PID: 100, Started: t0.Add(-time.Hour), LeaderAt: t0.Add(-time.Hour)},
 			{Replica: "b", PID: 200, Started: t0.Add(-time.Hour)},
@@ -147,6 +147,30 @@ func TestCheckJudgesFromTheRecords(t *testing.T) {
 				w.r.Timeline.Procs[1].LeaderAt = w.at(-14 * time.Second)
 				w.login(-time.Minute, "s1", "r0")
 				w.rotate(-20*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, false)
+				w.replay(-13*time.Second, "s1", "r0")
+				w.lost(-12*time.Second, cdv1.RotationInterruptedReason)
+			},
+			lost: []string{CauseKilled},
+		},
+		"an answer a manager held unstored for a minute, the API server up, then SIGKILLed, is a lost grant": {
+			build: func(w *world) {
+				w.r.Timeline.Procs[0].Cause, w.r.Timeline.Procs[0].Signaled, w.r.Timeline.Procs[0].Exited = ExitSIGKILL, w.at(-20*time.Second), w.at(-20*time.Second+time.Millisecond)
+				w.r.Timeline.Procs[1].LeaderAt = w.at(-14 * time.Second)
+				w.login(-2*time.Minute, "s1", "r0")
+				w.rotate(-80*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, false)
+				w.replay(-13*time.Second, "s1", "r0")
+				w.lost(-12*time.Second, cdv1.RotationInterruptedReason)
+			},
+			violations: []string{InvLostGrant},
+			lost:       []string{CauseKilledLate},
+		},
+		"an answer held unstored through an API-server outage until its holder was SIGKILLed is an excused loss": {
+			build: func(w *world) {
+				w.r.Timeline.Procs[0].Cause, w.r.Timeline.Procs[0].Signaled, w.r.Timeline.Procs[0].Exited = ExitSIGKILL, w.at(-20*time.Second), w.at(-20*time.Second+time.Millisecond)
+				w.r.Timeline.Procs[1].LeaderAt = w.at(-14 * time.Second)
+				w.r.Timeline.APIDown = []Interval{{From: w.at(-81 * time.Second), To: w.at(-15 * time.Second)}}
+				w.login(-2*time.Minute, "s1", "r0")
+				w.rotate(-80*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, false)
 				w.replay(-13*time.Second, "s1", "r0")
 				w.lost(-12*time.Second, cdv1.RotationInterruptedReason)
 			},

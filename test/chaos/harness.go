@@ -67,6 +67,12 @@ type Config struct {
 	Logf              func(format string, args ...any)
 }
 
+// InFlightTimeout is the managers' --in-flight-timeout: a dead replica's in-flight mark
+// is taken over this long after it was set, or after the taker won the election, so it
+// is a token request's timeout and a margin. A live manager stores its answer or gives it
+// up before then (its holder deadline), which bounds how long it may hold one unstored.
+func (c Config) InFlightTimeout() time.Duration { return 2*c.TokenTimeout + 2*time.Second }
+
 // Harness is one run's moving parts.
 type Harness struct {
 	cfg      Config
@@ -152,9 +158,7 @@ func (h *Harness) startReplicas(bin string) error {
 		"--metrics-bind-address", "0",
 		"--health-probe-bind-address", "0",
 		"--key-secret", LeaseNamespace + "/cd-credentials-operator-key",
-		// A dead replica's in-flight mark is taken over this long after it was set, or
-		// after the taker won the election: a token request's timeout and a margin.
-		"--in-flight-timeout", (2*h.cfg.TokenTimeout + 2*time.Second).String(),
+		"--in-flight-timeout", h.cfg.InFlightTimeout().String(),
 	}
 	// Both replicas exist before either starts: the proxy asks them who sent a request.
 	var replicas []*Replica

@@ -147,6 +147,7 @@ func (h *Harness) collect(ctx context.Context, from, end time.Time) (*Record, er
 		From:         from,
 		End:          end,
 		Grace:        h.cfg.Grace,
+		InFlight:     h.cfg.InFlightTimeout(),
 	}, nil
 }
 
