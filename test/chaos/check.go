@@ -84,6 +84,7 @@ const (
 	InvUnknownToken   = "Secret holds a token the sandbox never issued"
 	InvExpired        = "access token expired under a steady leader"
 	InvNotRepaired    = "output Secret not repaired under a steady leader"
+	InvNotRecreated   = "refresh-token Secret deleted mid-rotation not created again with the new token"
 )
 
 // LostGrant is a customer session the sandbox revoked.
@@ -126,6 +127,9 @@ type Result struct {
 	// every grant holding an unexpired token; Unrecovered counts outages never recovered.
 	Recoveries  []time.Duration
 	Unrecovered int
+	// DeletedMidRotation counts the refresh-token Secrets deleted while their refresh was
+	// out (DeleteRefreshMid events that found one).
+	DeletedMidRotation int
 }
 
 type tokenInfo struct {
@@ -221,6 +225,8 @@ func check(r *Record) Result {
 	res.Lost = lost
 	res.Violations = append(res.Violations, v...)
 	res.Violations = append(res.Violations, checkFinal(r, x)...)
+	v, res.DeletedMidRotation = checkDeletedMidRotation(r, x, lost)
+	res.Violations = append(res.Violations, v...)
 	res.Violations = append(res.Violations, checkOrder(r, x)...)
 	res.Violations = append(res.Violations, checkFreshness(r, x, &res)...)
 	res.Handovers = handovers(r.Timeline)
@@ -398,7 +404,7 @@ func checkLosses(r *Record, x *index) ([]LostGrant, []Violation) {
 			switch {
 			case i >= len(revs) || revs[i].After(ep.At):
 				out = append(out, Violation{InvUnprovenLoss, cr, ep.At, fmt.Sprintf("reason %s, but the sandbox shows no revoked session of this grant before it", ep.Reason)})
-			case ep.Reason != cdv1.RotationInterruptedReason:
+			case ep.Reason != cdv1.RotationInterruptedReason && !(ep.Reason == cdv1.RefreshTokenMissingReason && deletedMidRotation(r, cr, ep.At)):
 				out = append(out, Violation{InvUnreported, cr, ep.At, fmt.Sprintf("reason %s, want %s", ep.Reason, cdv1.RotationInterruptedReason)})
 			}
 		}
@@ -410,6 +416,142 @@ func checkLosses(r *Record, x *index) ([]LostGrant, []Violation) {
 		lost[i].Reported = reported[revKey{lost[i].Grant, lost[i].At}]
 	}
 	return lost, out
+}
+
+// deletedMidRotation reports whether the harness deleted cr's refresh-token Secret while
+// a refresh was out, and the Secret was still gone at t. A session lost with the answer
+// to that refresh leaves the operator no Secret and no token: RefreshTokenMissing is as
+// true a report of the loss as RotationInterrupted.
+func deletedMidRotation(r *Record, cr string, t time.Time) bool {
+	var deleted time.Time
+	for _, d := range r.Timeline.Disturbances {
+		if d.Grant == cr && d.What == RefreshDeletedMidRotation && d.At.Before(t) {
+			deleted = d.At
+		}
+	}
+	if deleted.IsZero() {
+		return false
+	}
+	// A watch started afresh after an outage never sees a deletion it missed: absent any
+	// later state, the Secret is gone.
+	gone := true
+	for _, o := range r.Observations {
+		if o.Secret == RefreshSecret(cr) && o.At.After(deleted) && o.At.Before(t) {
+			gone = o.Deleted
+		}
+	}
+	return gone
+}
+
+// checkDeletedMidRotation: a grant whose refresh-token Secret was deleted while its
+// refresh was out keeps its session. The operator creates the Secret again with the new
+// token, so the grant ends Ready with the newest token the sandbox issued it in the
+// Secret, unless the session was lost after all, from the refresh on, to a cause
+// checkLosses excuses (a lost answer, a timely kill). It returns how many deletions
+// there were.
+func checkDeletedMidRotation(r *Record, x *index, lost []LostGrant) ([]Violation, int) {
+	var out []Violation
+	last := lastObservations(r.Observations)
+	n := 0
+	for _, d := range r.Timeline.Disturbances {
+		if d.What != RefreshDeletedMidRotation {
+			continue
+		}
+		n++
+		cr, from, stored := d.Grant, d.At, true
+		for _, ex := range r.Ledger {
+			if ex.Fault == string(DeleteRefreshMid) && !ex.Start.After(d.At) && !ex.End.Before(d.At) {
+				var v Violation
+				from = ex.Start
+				if v, stored = storedAgain(r, x, d, ex); !stored {
+					out = append(out, v)
+				}
+			}
+		}
+		if !stored || excusedLossSince(lost, cr, from) {
+			continue
+		}
+		what := fmt.Sprintf("Secret %s deleted at %s while its refresh was out, no session lost since to an injected cause", RefreshSecret(cr), d.At.Format("15:04:05.000"))
+		f, rt := r.Final[cr], last[RefreshSecret(cr)]
+		newest, seq := newestRefresh(r, x, cr)
+		switch {
+		case !f.Ready || f.Reauth:
+			out = append(out, Violation{InvNotRecreated, cr, r.End, fmt.Sprintf("%s, and at the end Ready=%t (%s), ReauthorizationRequired=%t (%s)", what, f.Ready, f.ReadyReason, f.Reauth, f.ReauthReason)})
+		case rt.Deleted || rt.Secret == "":
+			out = append(out, Violation{InvNotRecreated, cr, r.End, what + ", and at the end the Secret is gone"})
+		case rt.Refresh != newest:
+			out = append(out, Violation{InvNotRecreated, cr, r.End, fmt.Sprintf("%s, and at the end the Secret holds token %s, not the newest the sandbox issued (%s, journal seq %d)", what, short(rt.Refresh), short(newest), seq)})
+		}
+	}
+	return out, n
+}
+
+// answerToStore is how long a process that has an answer may take to store its new
+// token with the API server up: a read and a create, tens of milliseconds here, so ample
+// on a loaded machine.
+const answerToStore = time.Second
+
+// storedAgain: the answer to the refresh during which the Secret was deleted, when it
+// reached the operator, is stored (the Secret created again with its new token), unless
+// the process that had it was SIGKILLed before it could. The deletion landed, and the
+// harness deletes only with the API server up for a while, so the kill must come within
+// answerToStore of the answer. (A kill that late
+// is otherwise excused up to the in-flight timeout, which covers a store retried through
+// an outage; here it would excuse an operator that does not create the Secret again and
+// holds the token until something kills it.)
+func storedAgain(r *Record, x *index, d Disturbance, ex Exchange) (Violation, bool) {
+	if ex.Outcome != OutcomeDelivered && ex.Outcome != OutcomeDeliveredLate {
+		return Violation{}, true // the answer never reached the operator: checkLosses judges the loss
+	}
+	issued := ""
+	for _, e := range r.Journal {
+		if e.RequestID == ex.ID {
+			issued = e.IssuedRefresh
+		}
+	}
+	if issued == "" || x.stored[issued] {
+		return Violation{}, true
+	}
+	what := fmt.Sprintf("%s: Secret %s deleted at %s, the answer delivered at %s, and its new token %s never stored", ex.ID, RefreshSecret(d.Grant), d.At.Format("15:04:05.000"), ex.End.Format("15:04:05.000"), short(issued))
+	p, ok := r.Timeline.proc(ex.PID)
+	if !ok {
+		p, ok = r.Timeline.leaderAt(ex.Start)
+	}
+	switch {
+	case !ok:
+		return Violation{InvNotRecreated, d.Grant, ex.End, what}, false
+	case p.Cause == ExitSIGKILL && !p.Signaled.After(ex.End.Add(answerToStore)):
+		return Violation{}, true
+	case p.Cause == ExitRunning:
+		return Violation{InvNotRecreated, d.Grant, ex.End, fmt.Sprintf("%s by replica %s pid %d", what, p.Replica, p.PID)}, false
+	}
+	at := p.Signaled
+	if p.Cause == ExitSelf {
+		at = p.Exited
+	}
+	return Violation{InvNotRecreated, d.Grant, ex.End, fmt.Sprintf("%s by replica %s pid %d (%s %s after the answer)", what, p.Replica, p.PID, p.Cause, at.Sub(ex.End).Round(time.Millisecond))}, false
+}
+
+// excusedLossSince reports whether a session of cr was lost to an injected cause at or
+// after from.
+func excusedLossSince(lost []LostGrant, cr string, from time.Time) bool {
+	for _, l := range lost {
+		if l.Grant == cr && l.Excused && !l.LostAt.Before(from) {
+			return true
+		}
+	}
+	return false
+}
+
+// newestRefresh is the last refresh token the sandbox issued to any session of cr.
+func newestRefresh(r *Record, x *index, cr string) (string, int64) {
+	hash, seq := "", int64(0)
+	for _, e := range r.Journal {
+		if e.IssuedRefresh != "" && x.grantCR[e.Grant] == cr && e.Seq > seq {
+			hash, seq = e.IssuedRefresh, e.Seq
+		}
+	}
+	return hash, seq
 }
 
 // silentLosses are the sessions lost without a replay: the token's one presentation at

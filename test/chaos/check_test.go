@@ -89,6 +89,19 @@ func (w *world) attempt(at time.Duration, tok string, attempts int, outcome Outc
 	w.r.Ledger = append(w.r.Ledger, Exchange{ID: fmt.Sprintf("chaos-%d", w.ex), Start: w.at(at), End: w.at(at + 3*time.Second), PID: 100, GrantType: "refresh_token", Presented: h(tok), Outcome: outcome})
 }
 
+// deleteMid deletes the grant's refresh-token Secret from the hook of the exchange that
+// started at at (rotate's), 5 ms in: after the sandbox answered, before the answer left
+// the proxy.
+func (w *world) deleteMid(at time.Duration) {
+	for i, ex := range w.r.Ledger {
+		if ex.Start.Equal(w.at(at)) {
+			w.r.Ledger[i].Fault = string(DeleteRefreshMid)
+		}
+	}
+	w.r.Observations = append(w.r.Observations, Observation{At: w.at(at + 5*time.Millisecond), Secret: RefreshSecret("g"), Deleted: true})
+	w.r.Timeline.Disturbances = append(w.r.Timeline.Disturbances, Disturbance{Grant: "g", At: w.at(at + 5*time.Millisecond), What: RefreshDeletedMidRotation})
+}
+
 func (w *world) see(at time.Duration, secret, refresh, access string) {
 	w.r.Observations = append(w.r.Observations, Observation{At: w.at(at), Secret: secret, Refresh: refresh, Access: access})
 }
@@ -429,6 +442,68 @@ func TestCheckJudgesFromTheRecords(t *testing.T) {
 				w.lost(-9*time.Second, cdv1.RotationInterruptedReason)
 			},
 			violations: []string{InvUnprovenLoss, InvExpired},
+		},
+		"a refresh-token Secret deleted while its refresh was out, created again with the new token, breaks nothing": {
+			build: func(w *world) {
+				healthy(w)
+				w.deleteMid(0)
+			},
+		},
+		"a refresh-token Secret deleted while its refresh was out and never created again is a lost grant": {
+			build: func(w *world) {
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-40*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+				w.rotate(-20*time.Second, "s1", "r1", "r2", OutcomeDelivered, 100, false)
+				w.deleteMid(-20 * time.Second)
+				w.r.Final["g"] = FinalGrant{Ready: false, ReadyReason: cdv1.SecretWriteFailedReason}
+			},
+			violations: []string{InvLostGrant, InvUnreported, InvFinal, InvNotRecreated},
+			lost:       []string{CauseNeverStored},
+		},
+		"a refresh-token Secret deleted while its refresh was out, the answer held by a manager SIGKILLed 4 s later, is not created again": {
+			build: func(w *world) {
+				w.r.Timeline.Procs[0].Cause, w.r.Timeline.Procs[0].Signaled, w.r.Timeline.Procs[0].Exited = ExitSIGKILL, w.at(-16*time.Second), w.at(-16*time.Second+time.Millisecond)
+				w.r.Timeline.Procs[1].LeaderAt = w.at(-10 * time.Second)
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-40*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+				w.rotate(-20*time.Second, "s1", "r1", "r2", OutcomeDeliveredLate, 100, false)
+				w.deleteMid(-20 * time.Second)
+				w.lost(-9*time.Second, cdv1.RefreshTokenMissingReason)
+			},
+			violations: []string{InvNotRecreated},
+			lost:       []string{CauseKilled},
+		},
+		"a refresh-token Secret deleted while its refresh was out, the answer's manager SIGKILLed at once, is an excused loss": {
+			build: func(w *world) {
+				w.r.Timeline.Procs[0].Cause, w.r.Timeline.Procs[0].Signaled, w.r.Timeline.Procs[0].Exited = ExitSIGKILL, w.at(-20*time.Second+15*time.Millisecond), w.at(-20*time.Second+16*time.Millisecond)
+				w.r.Timeline.Procs[1].LeaderAt = w.at(-14 * time.Second)
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-40*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+				w.rotate(-20*time.Second, "s1", "r1", "r2", OutcomeDeliveredLate, 100, false)
+				w.deleteMid(-20 * time.Second)
+				w.lost(-9*time.Second, cdv1.RefreshTokenMissingReason)
+			},
+			lost: []string{CauseKilled},
+		},
+		"a refresh-token Secret deleted while its refresh was out, the answer then lost, reported RefreshTokenMissing, is an excused loss": {
+			build: func(w *world) {
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-40*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+				w.rotate(-20*time.Second, "s1", "r1", "r2", OutcomeLate, 100, false)
+				w.deleteMid(-20 * time.Second)
+				w.lost(-15*time.Second, cdv1.RefreshTokenMissingReason)
+			},
+			lost: []string{CauseLate},
+		},
+		"a loss reported RefreshTokenMissing while the refresh-token Secret exists is misreported": {
+			build: func(w *world) {
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-40*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+				w.rotate(-20*time.Second, "s1", "r1", "r2", OutcomeLate, 100, false)
+				w.lost(-15*time.Second, cdv1.RefreshTokenMissingReason)
+			},
+			violations: []string{InvUnreported},
+			lost:       []string{CauseLate},
 		},
 		"a grant neither Ready nor lost at the end": {
 			build: func(w *world) {

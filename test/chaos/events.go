@@ -65,6 +65,8 @@ func (h *Harness) carryOut(ctx context.Context, ev Event, in *Injection) error {
 		return h.outage(ctx, in)
 	case EditOutput, EditRefreshMD:
 		return h.edit(ctx, ev, in)
+	case DeleteRefreshMid:
+		return h.deleteRefreshMidRotation(ctx, ev)
 	}
 	return fmt.Errorf("unknown kind %q", ev.Kind)
 }
@@ -263,6 +265,53 @@ func (h *Harness) edit(ctx context.Context, ev Event, in *Injection) error {
 		h.tl.amend(ev.Seq, func(in *Injection) { in.Detail = joinDetail(in.Detail, detail) })
 	}
 	return h.arm(ctx, ev, Fault{Mode: Intercept, Hook: hook, Count: 1})
+}
+
+// RefreshDeletedMidRotation is the disturbance a DeleteRefreshMid event records on the
+// grant whose refresh-token Secret it deleted.
+const RefreshDeletedMidRotation = "refresh-token Secret deleted while its refresh was out"
+
+// deleteRefreshMidRotation deletes the refresh-token Secret of the grant whose refresh
+// comes next, after the sandbox has answered it and before the operator has the answer:
+// the proxy holds the answer until the deletion has landed. The operator must create the
+// Secret again with the new token.
+func (h *Harness) deleteRefreshMidRotation(ctx context.Context, ev Event) error {
+	hook := func(presented string, status int) {
+		detail := h.deleteRefreshOf(ctx, presented, status)
+		h.tl.amend(ev.Seq, func(in *Injection) { in.Detail = joinDetail(in.Detail, detail) })
+	}
+	return h.arm(ctx, ev, Fault{Mode: InterceptAnswer, AnswerHook: hook, Count: 1})
+}
+
+// apiSettle is how long after an outage the API server counts as settled.
+const apiSettle = 5 * time.Second
+
+// deleteRefreshOf deletes the refresh-token Secret of the grant presented belongs to,
+// when the sandbox answered with a new token: without one on the way the deletion would
+// be one at rest, the session lost with the Secret.
+func (h *Harness) deleteRefreshOf(ctx context.Context, presented string, status int) string {
+	if status != http.StatusOK {
+		return fmt.Sprintf("the sandbox answered %d: nothing deleted", status)
+	}
+	// Around an outage the operator's store may fail for reasons of its own, and the
+	// checker holds it to storing the answer at once: delete only with the API server
+	// settled.
+	if h.tl.apiBackWithin(time.Now(), apiSettle) {
+		return "the API server is down or just back: nothing deleted"
+	}
+	// The client waits meanwhile: the deletion must land well within its timeout, or the
+	// answer is lost (a loss the checker excuses, and nothing learnt).
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.TokenTimeout/2)
+	defer cancel()
+	grant, err := h.grantOfToken(ctx, presented)
+	if err != nil {
+		return "nothing deleted: " + err.Error()
+	}
+	if err := h.k8s.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: RefreshSecret(grant)}}); err != nil {
+		return fmt.Sprintf("%s: nothing deleted: %v", grant, err)
+	}
+	h.tl.disturbed(grant, RefreshDeletedMidRotation, time.Now())
+	return grant + ": " + RefreshDeletedMidRotation
 }
 
 // grantOfToken names the CDUserGrant whose session a refresh token belongs to.

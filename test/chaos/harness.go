@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -370,6 +371,14 @@ func (h *Harness) logInAgain(ctx context.Context, grant string) error {
 		}
 		s.Data["refresh_token"] = []byte(token)
 	})
+	if apierrors.IsNotFound(err) {
+		// Deleted mid-rotation, and the answer lost too: the login creates it again, as
+		// the customer's onboarding would.
+		err = h.k8s.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: RefreshSecret(grant), Labels: map[string]string{secretTypeLabel: "refresh-token"}},
+			StringData: map[string]string{"refresh_token": token},
+		})
+	}
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,11 @@ const (
 	APIOutage     Kind = "kube-apiserver outage"
 	EditOutput    Kind = "output Secret deleted or edited"
 	EditRefreshMD Kind = "refresh-token Secret edited"
+	// DeleteRefreshMid deletes a grant's refresh-token Secret while its refresh is out
+	// (the sandbox has answered, the operator does not have the answer yet). One deleted
+	// at rest takes the customer's session with it, which no operator can undo, so the
+	// suite never does that.
+	DeleteRefreshMid Kind = "refresh-token Secret deleted mid-rotation"
 )
 
 // weights say how often each kind comes up: the cheap faults often, the API-server
@@ -34,7 +39,7 @@ var weights = []struct {
 	{KillLeader, 8}, {TermLeader, 8}, {KillFollower, 6}, {TermFollower, 6},
 	{AnswerLost, 5}, {Burst500, 6}, {Burst503, 6}, {Burst429, 6},
 	{SlowRequest, 6}, {SlowAnswer, 4}, {APIOutage, 2},
-	{EditOutput, 8}, {EditRefreshMD, 8},
+	{EditOutput, 8}, {EditRefreshMD, 8}, {DeleteRefreshMid, 2},
 }
 
 // Kinds lists every kind, in the report's order.

@@ -33,6 +33,10 @@ const (
 	// Intercept calls Hook with the presented refresh token's hash before forwarding:
 	// the request is mid-rotation (marked in flight, not yet answered) while Hook runs.
 	Intercept
+	// InterceptAnswer forwards the request at once and calls AnswerHook with the presented
+	// token's hash and the sandbox's status before delivering the answer: the sandbox has
+	// answered and the operator does not have the answer yet while AnswerHook runs.
+	InterceptAnswer
 )
 
 // Fault is armed on the proxy and applies to the next Count refresh-token requests.
@@ -44,6 +48,9 @@ type Fault struct {
 	Delay      time.Duration
 	// Hook runs for Intercept; it must return quickly (the client is waiting).
 	Hook func(presented string)
+	// AnswerHook runs for InterceptAnswer; the answer waits for it, and is lost if the
+	// client gives up meanwhile.
+	AnswerHook func(presented string, status int)
 	// Label names the kind of chaos event in the ledger; Event is its number.
 	Label string
 	Event int
@@ -278,6 +285,9 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, body []byte, f 
 			ex.Outcome = OutcomeLate
 			return
 		}
+		ex.Outcome = OutcomeDeliveredLate
+	case InterceptAnswer:
+		f.AnswerHook(ex.Presented, resp.status)
 		ex.Outcome = OutcomeDeliveredLate
 	default:
 		ex.Outcome = OutcomeDelivered

@@ -107,6 +107,10 @@ func TestTheProxyInjectsFaultsAndRecordsWhatBecameOfEachAnswer(t *testing.T) {
 			fault: &Fault{Mode: Intercept},
 			want:  result{Status: 200, Outcome: OutcomeDelivered, Forwarded: true, Consumed: true, Hooked: true},
 		},
+		"an intercepted answer runs the hook after the sandbox consumed the token, then arrives": {
+			fault: &Fault{Mode: InterceptAnswer},
+			want:  result{Status: 200, Outcome: OutcomeDeliveredLate, Forwarded: true, Consumed: true, Hooked: true},
+		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -118,6 +122,11 @@ func TestTheProxyInjectsFaultsAndRecordsWhatBecameOfEachAnswer(t *testing.T) {
 				f.Label = name
 				f.Hook = func(presented string) {
 					if len(s.Journal(0)) == 0 {
+						hooked = presented
+					}
+				}
+				f.AnswerHook = func(presented string, status int) {
+					if j := s.Journal(0); len(j) == 1 && j[0].Consumed && status == 200 {
 						hooked = presented
 					}
 				}

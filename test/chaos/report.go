@@ -42,6 +42,7 @@ func (rep *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "\nrotations (refresh tokens the sandbox consumed)   %d\n", res.Rotations)
 	fmt.Fprintf(w, "presentations of refresh tokens at the sandbox    %d (token requests at the proxy: %d)\n", res.Presentations, res.Requests)
 	fmt.Fprintf(w, "spent refresh tokens presented again              %d\n", res.Replays)
+	fmt.Fprintf(w, "refresh-token Secrets deleted mid-rotation        %d\n", res.DeletedMidRotation)
 	excused := 0
 	for _, l := range res.Lost {
 		if l.Excused {

@@ -159,6 +159,15 @@ func (tl *Timeline) leader(now time.Time) (ProcRecord, bool) {
 	return ProcRecord{}, false
 }
 
+// apiBackWithin reports whether the API server is down at now, or came back less than d
+// before it.
+func (tl *Timeline) apiBackWithin(now time.Time, d time.Duration) bool {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	n := len(tl.apiDown)
+	return n > 0 && (tl.apiDown[n-1].To.IsZero() || now.Sub(tl.apiDown[n-1].To) < d)
+}
+
 // acquiredSince returns the first time at or after t that a process acquired the lease.
 func (tl *Timeline) acquiredSince(t time.Time) (time.Time, bool) {
 	tl.mu.Lock()
