@@ -247,8 +247,8 @@ func (r *CDUserGrantReconciler) credential(ctx context.Context, grant *cdv1.CDUs
 	return cred, c, nil, nil
 }
 
-// refreshToken reads the grant's refresh-token Secret, opted in and not bound to another
-// grant. An unbound Secret is bound by the same resourceVersion-guarded write that marks
+// refreshToken reads the grant's refresh-token Secret, opted in, not bound to another
+// grant, and not set back to a token this operator already spent. An unbound Secret is bound by the same resourceVersion-guarded write that marks
 // its token in flight, so nothing is sent before the binding is recorded, and binding
 // costs no write of its own. A non-nil outcome says why there is nothing to spend.
 func (r *CDUserGrantReconciler) refreshToken(ctx context.Context, grant *cdv1.CDUserGrant) (*storedToken, outcome, error) {
@@ -266,7 +266,15 @@ func (r *CDUserGrantReconciler) refreshToken(ctx context.Context, grant *cdv1.CD
 	if err != nil {
 		return nil, refreshTokenMissing{secret: ref.Name, key: key, err: err}, nil
 	}
-	return &storedToken{secret: s, key: key, value: value, hash: rotation.Hash(value)}, nil, nil
+	hash := rotation.Hash(value)
+	if secrets.Spent(s, hash) {
+		// Set back to a token this operator spent (a GitOps re-sync, a restore): its
+		// data no longer matches the operator's last write, as a new login's would not,
+		// but sending it is a reuse, which a strict provider answers by revoking the
+		// customer's whole session.
+		return nil, refreshTokenSpent{secret: ref.Name}, nil
+	}
+	return &storedToken{secret: s, key: key, value: value, hash: hash}, nil, nil
 }
 
 // boundElsewhere returns errBoundElsewhere when the Secret is bound to another grant that

@@ -63,6 +63,10 @@ func reportPrecondition(grant *cdv1.CDUserGrant, c conditions, o outcome, links 
 		g.reauth, g.reauthMsg = cdv1.RefreshTokenMissingReason, msg
 		showLastAuthorization(c, grant.Status.LastAuthorization)
 		res.RequeueAfter = missingSecretRecheck
+	case refreshTokenSpent:
+		msg := spentMessage(o.secret)
+		c.stalled(cdv1.RefreshTokenSpentReason, msg)
+		g.reauth, g.reauthMsg = cdv1.RefreshTokenSpentReason, msg
 	case refreshSecretUnusable:
 		reason, terminal := blockedReason(o.err)
 		if terminal {
@@ -96,6 +100,14 @@ func awaitingMessage(o refreshTokenMissing, links bool) string {
 		return missing + ": the customer has to log in"
 	}
 	return missing + ": the customer has to log in (or " + put + ")"
+}
+
+// spentMessage says why a Secret set back to a spent refresh token is not sent, and
+// what ends the wait.
+func spentMessage(secret string) string {
+	return "Secret " + secret + " was set back to a refresh token this operator already spent and replaced (a GitOps re-sync, or a restore from a backup?). " +
+		"It is not sent: at an identity server with refresh-token reuse detection, sending it again would revoke the customer's whole session. " +
+		"The customer logs in again, or put the current refresh token back; have GitOps tools create this Secret once and never re-sync its data (create-only: see the README, Refresh-token Secrets and GitOps)"
 }
 
 // reportAttempt words a decision, an answer of the identity server, or a stored token.

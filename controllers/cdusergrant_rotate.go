@@ -257,7 +257,7 @@ func (b *writeBackoff) wait(ctx context.Context, clock clock.Clock) bool {
 
 // tryStoreRefresh makes one attempt to store h. It succeeds without writing when the
 // Secret no longer holds the spent token: someone stored a new login meanwhile, which
-// wins.
+// wins; a token this operator spent before is no new login.
 func (r *CDUserGrantReconciler) tryStoreRefresh(ctx context.Context, h *heldRefresh, known *corev1.Secret) error {
 	s := &corev1.Secret{}
 	var err error
@@ -273,19 +273,25 @@ func (r *CDUserGrantReconciler) tryStoreRefresh(ctx context.Context, h *heldRefr
 			return err
 		}
 		s = secrets.NewRefreshSecret(h.grant)
-		secrets.StoreRefreshToken(s, h.key, h.session())
+		if h.token == "" {
+			secrets.StoreRefreshToken(s, h.key, h.sent)
+		} else {
+			secrets.StoreSuccessor(s, h.key, h.sent, h.token)
+		}
 		return r.Create(ctx, s)
 	}
 	if err != nil {
 		return err
 	}
-	if v, _ := secrets.Value(s, h.key); v != h.sent {
+	// A token this operator spent before, written back meanwhile (a GitOps re-sync), is
+	// no new login: a successor goes in all the same.
+	if v, _ := secrets.Value(s, h.key); v != h.sent && (h.token == "" || !secrets.Spent(s, rotation.Hash(v))) {
 		return nil
 	}
 	if h.token == "" {
 		rotation.ClearMark(s.Annotations)
 	} else {
-		secrets.StoreRefreshToken(s, h.key, h.token)
+		secrets.StoreSuccessor(s, h.key, h.sent, h.token)
 	}
 	return r.Update(ctx, s)
 }

@@ -36,6 +36,9 @@ type (
 		secret, key string
 		err         error
 	}
+	// refreshTokenSpent: the refresh-token Secret holds a token the operator already
+	// spent and replaced (secrets.Spent): it was set back, and is not sent.
+	refreshTokenSpent struct{ secret string }
 	// refreshSecretUnusable: the refresh-token Secret is not opted in, or is bound to
 	// another grant.
 	refreshSecretUnusable struct{ err error }
@@ -104,6 +107,7 @@ func (credentialMissing) isOutcome()     {}
 func (wrongFlow) isOutcome()             {}
 func (credentialNotReady) isOutcome()    {}
 func (refreshTokenMissing) isOutcome()   {}
+func (refreshTokenSpent) isOutcome()     {}
 func (refreshSecretUnusable) isOutcome() {}
 func (outputBlocked) isOutcome()         {}
 func (clientReady) isOutcome()           {}

@@ -223,6 +223,14 @@ const (
 	// stops rather than loop on one token; the message carries the provider's words.
 	RefreshTokenRefusedReason = "RefreshTokenRefused"
 
+	// RefreshTokenSpentReason: the refresh-token Secret was set back to a refresh token
+	// this operator already spent and replaced (SpentHashesAnnotation): a GitOps tool
+	// re-synced it from Git, or it was restored from a backup. Nothing is sent (a reused
+	// token makes a provider with reuse detection revoke the whole session). Terminal
+	// until the Secret holds another token: the customer logs in again, or the current
+	// token is put back.
+	RefreshTokenSpentReason = "RefreshTokenSpent"
+
 	// RotationInterruptedReason: a rotation was cut short after the refresh token was
 	// sent (the process died, or the answer was lost), and the identity server has since
 	// rejected the stored token, or it was sent twice without an answer. The customer

@@ -115,6 +115,49 @@ func StoreRefreshToken(s *corev1.Secret, key, token string) {
 	s.Annotations[storedHashAnnotation] = dataHash(s.Data)
 }
 
+// spentKept is how many of the latest spent tokens the spent list keeps besides the
+// first: enough for a write-back of any recent state, bounded so the Secret does not grow
+// with every rotation.
+const spentKept = 3
+
+// StoreSuccessor is StoreRefreshToken for the successor of spent, a token a refresh
+// just spent: the same write lists spent's hash (cdv1.SpentHashesAnnotation), so
+// remembering it costs no API write. A server that returned no new refresh token did not
+// spend the old one: store nothing through here then.
+func StoreSuccessor(s *corev1.Secret, key, spent, successor string) {
+	StoreRefreshToken(s, key, successor)
+	s.Annotations[cdv1.SpentHashesAnnotation] = strings.Join(withSpent(spentHashes(s), rotation.Hash(spent)), ",")
+}
+
+// Spent reports whether hash (rotation.Hash of a refresh token) is one the operator
+// spent from s and replaced: s was set back to it (a GitOps re-sync, a restore from a
+// backup), and sending it again would be a reuse.
+func Spent(s *corev1.Secret, hash string) bool {
+	return slices.Contains(spentHashes(s), hash)
+}
+
+func spentHashes(s *corev1.Secret) []string {
+	v := s.Annotations[cdv1.SpentHashesAnnotation]
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
+}
+
+// withSpent adds hash to list, keeping the first ever spent (what a GitOps tool writes
+// back is the token the Secret was seeded with) and the spentKept latest.
+func withSpent(list []string, hash string) []string {
+	if slices.Contains(list, hash) {
+		return list
+	}
+	if len(list) == 0 {
+		return []string{hash}
+	}
+	rest := append(slices.Clone(list[1:]), hash)
+	rest = rest[max(0, len(rest)-spentKept):]
+	return append([]string{list[0]}, rest...)
+}
+
 // WrittenByOperator reports whether s's data is what the operator last stored in it: an
 // update event for it is the operator's own write, not news.
 func WrittenByOperator(s *corev1.Secret) bool {
