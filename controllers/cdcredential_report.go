@@ -234,8 +234,10 @@ func keptMisuse(c conditions, f *rotation.Failure, said failureWords) string {
 // budget (at most 3 requests per token lifetime): Reconciling=True saying why and when
 // it goes out, never Stalled (the wait ends by itself, and a terminal error is never
 // requeued). Ready stays as it was while the budget counts from the token in the output
-// Secret, which still works; after a failed request it keeps that failure's reason. It
-// returns the failure memory to write: the one the pass acted on.
+// Secret, which still works, and reports the generation that token was issued for
+// (pending), so `kubectl wait --for=condition=Ready` waits for the edit's token; after a
+// failed request it keeps that failure's reason. It returns the failure memory to write:
+// the one the pass acted on.
 //
 // With no failure it sets renewalTime to when the next token is asked for, which the
 // message names: the token in the Secret is fresh. After a failure renewalTime keeps the
@@ -255,6 +257,7 @@ func reportDeferred(c conditions, o deferred, secret string, renewal **metav1.Ti
 		return failureStatus(*o.failure)
 	}
 	*renewal = timePtr(o.until)
+	c.pending()
 	c.keep(cdv1.ReadyCondition, false, cdv1.ReconcilingReason, "The operator has not finished a first pass yet")
 	c.set(cdv1.ReconcilingCondition, true, cdv1.ReconcilingReason, fmt.Sprintf("The spec changed since the token in Secret %s was issued; the token for it is requested at status.renewalTime (at most 3 requests per token lifetime)", secret))
 	c.remove(cdv1.StalledCondition)

@@ -121,6 +121,9 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		g.valid = true
 		res.RequeueAfter = untilRenewal(o.schedule, now)
 	case holding:
+		// The other process's token may be for an earlier generation: Ready does not
+		// vouch for this one until a pass stores a token for it.
+		c.pending()
 		c.keep(cdv1.ReadyCondition, false, cdv1.ReconcilingReason, "The operator has not finished a first pass yet")
 		c.set(cdv1.ReconcilingCondition, true, cdv1.ReconcilingReason, "Another operator process is rotating this grant's refresh token; waiting for it to finish")
 		// Whatever stopped the grant before (a token since replaced by a new login) no

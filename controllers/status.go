@@ -41,10 +41,13 @@ type conditions struct {
 	// message: a retried failure's message says the attempt and the next try's time,
 	// which an Event must not carry (see retryingNoted).
 	note *readyState
+	// readyFor, when not 0, is the generation a Ready=True reports in this pass: that of
+	// the token it stands on, older than the object's (see pending).
+	readyFor *int64
 }
 
 func newConditions(list *[]metav1.Condition, generation int64, now time.Time) conditions {
-	return conditions{list: list, before: append([]metav1.Condition(nil), *list...), generation: generation, now: now, note: &readyState{}}
+	return conditions{list: list, before: append([]metav1.Condition(nil), *list...), generation: generation, now: now, note: &readyState{}, readyFor: new(int64)}
 }
 
 func (c conditions) set(typ string, status bool, reason, message string) {
@@ -56,7 +59,7 @@ func (c conditions) set(typ string, status bool, reason, message string) {
 	if old := meta.FindStatusCondition(c.before, typ); old != nil && old.Status == s {
 		transition = old.LastTransitionTime
 	}
-	cond := metav1.Condition{Type: typ, Status: s, ObservedGeneration: c.generation, LastTransitionTime: transition, Reason: reason, Message: message}
+	cond := metav1.Condition{Type: typ, Status: s, ObservedGeneration: c.generationOf(typ, s), LastTransitionTime: transition, Reason: reason, Message: message}
 	if cur := meta.FindStatusCondition(*c.list, typ); cur != nil {
 		*cur = cond
 		return
@@ -65,14 +68,39 @@ func (c conditions) set(typ string, status bool, reason, message string) {
 }
 
 // keep re-stamps a condition as it is with the current generation (a pass that
-// confirmed it), or sets the given default when there is none yet.
+// confirmed it; a Ready=True while pending, with the generation of its token), or sets
+// the given default when there is none yet.
 func (c conditions) keep(typ string, status bool, reason, message string) {
 	cur := meta.FindStatusCondition(*c.list, typ)
 	if cur == nil {
 		c.set(typ, status, reason, message)
 		return
 	}
-	cur.ObservedGeneration = c.generation
+	cur.ObservedGeneration = c.generationOf(typ, cur.Status)
+}
+
+// pending says that the token in the output Secret was issued for an earlier generation
+// and the current one's waits (the request budget, another process's rotation): a
+// Ready=True set or kept in this pass goes on reporting the generation it reported
+// before the pass. `kubectl wait --for=condition=Ready` skips a condition whose
+// observedGeneration is below metadata.generation, so it waits for the edit's token
+// instead of returning on the old one. The caller sets Reconciling=True, which carries
+// the current generation and says what is pending (kstatus: InProgress);
+// status.observedGeneration is the current generation all the same: the spec was seen.
+func (c conditions) pending() {
+	if r := meta.FindStatusCondition(c.before, cdv1.ReadyCondition); r != nil && r.Status == metav1.ConditionTrue {
+		*c.readyFor = r.ObservedGeneration
+	}
+}
+
+// generationOf is the observedGeneration condition typ gets with status s: the
+// object's, except for a Ready=True that stands on an earlier generation's token
+// (pending).
+func (c conditions) generationOf(typ string, s metav1.ConditionStatus) int64 {
+	if typ == cdv1.ReadyCondition && s == metav1.ConditionTrue && *c.readyFor != 0 {
+		return *c.readyFor
+	}
+	return c.generation
 }
 
 func (c conditions) find(typ string) *metav1.Condition { return meta.FindStatusCondition(*c.list, typ) }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -178,4 +179,51 @@ func BenchmarkARoutineRotationsStatusPatch(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// kubectlWaitReady is `kubectl wait --for=condition=Ready`'s test on a CR
+// (k8s.io/kubectl pkg/cmd/wait/condition.go, checkCondition): Ready is True, unless its
+// observedGeneration (else status.observedGeneration, when the condition has none) is
+// below metadata.generation: kubectl then keeps waiting.
+func kubectlWaitReady(obj metav1.Object, observedGeneration int64, conds []metav1.Condition) bool {
+	c := meta.FindStatusCondition(conds, cdv1.ReadyCondition)
+	if c == nil {
+		return false
+	}
+	og, found := c.ObservedGeneration, c.ObservedGeneration != 0 // omitempty: 0 is absent
+	if !found {
+		og, found = observedGeneration, observedGeneration != 0
+	}
+	if found && og < obj.GetGeneration() {
+		return false
+	}
+	return c.Status == metav1.ConditionTrue
+}
+
+// kstatusOf is a CR's kstatus as github.com/fluxcd/cli-utils pkg/kstatus/status.Compute
+// (v1.2.2; sigs.k8s.io/cli-utils alike) computes it for a kind with no rule of its own,
+// which is what Flux's health checks and `kpt live status` report: deletionTimestamp →
+// Terminating; status.observedGeneration present and != metadata.generation →
+// InProgress; Reconciling=True → InProgress; Stalled=True → Failed; then
+// checkReadyCondition: Ready=True → Current, Ready=False or Unknown → InProgress; no
+// Ready → Current. cli-utils is no dependency of this module, so the rules are restated.
+func kstatusOf(obj metav1.Object, observedGeneration int64, conds []metav1.Condition) string {
+	if obj.GetDeletionTimestamp() != nil {
+		return "Terminating"
+	}
+	if observedGeneration != 0 && observedGeneration != obj.GetGeneration() { // omitempty: 0 is absent
+		return "InProgress"
+	}
+	for _, c := range conds {
+		switch {
+		case c.Type == cdv1.ReconcilingCondition && c.Status == metav1.ConditionTrue:
+			return "InProgress"
+		case c.Type == cdv1.StalledCondition && c.Status == metav1.ConditionTrue:
+			return "Failed"
+		}
+	}
+	if c := meta.FindStatusCondition(conds, cdv1.ReadyCondition); c != nil && c.Status != metav1.ConditionTrue {
+		return "InProgress"
+	}
+	return "Current"
 }

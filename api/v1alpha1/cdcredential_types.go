@@ -207,7 +207,9 @@ type CDCredentialSpec struct {
 
 // CDCredentialStatus is what the operator observed and did.
 type CDCredentialStatus struct {
-	// observedGeneration is the spec generation the conditions describe.
+	// observedGeneration is the spec generation the operator last acted on. Each
+	// condition carries its own: Ready=True keeps that of the token it reports while the
+	// token for a newer generation waits (Reconciling=True carries the newer one).
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 

@@ -103,7 +103,9 @@ type CDUserGrantSpec struct {
 
 // CDUserGrantStatus is what the operator observed and did.
 type CDUserGrantStatus struct {
-	// observedGeneration is the spec generation the conditions describe.
+	// observedGeneration is the spec generation the operator last acted on. Each
+	// condition carries its own: Ready=True keeps that of the token it reports while the
+	// token for a newer generation waits (Reconciling=True carries the newer one).
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
