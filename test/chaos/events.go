@@ -275,13 +275,41 @@ const RefreshDeletedMidRotation = "refresh-token Secret deleted while its refres
 // comes next, after the sandbox has answered it and before the operator has the answer:
 // the proxy holds the answer until the deletion has landed. The operator must create the
 // Secret again with the new token.
+//
+// A refresh that comes back without a new token, or around an outage, deletes nothing;
+// the fault is then armed again on the next refresh, up to deleteTries refreshes in
+// all, so that a short run (where each kind comes up about once) nearly always deletes
+// one Secret instead of merely planning to.
 func (h *Harness) deleteRefreshMidRotation(ctx context.Context, ev Event) error {
-	hook := func(presented string, status int) {
-		detail := h.deleteRefreshOf(ctx, presented, status)
-		h.tl.amend(ev.Seq, func(in *Injection) { in.Detail = joinDetail(in.Detail, detail) })
+	for range deleteTries {
+		done := make(chan bool, 1)
+		hook := func(presented string, status int) {
+			detail, deleted := h.deleteRefreshOf(ctx, presented, status)
+			h.tl.amend(ev.Seq, func(in *Injection) { in.Detail = joinDetail(in.Detail, detail) })
+			done <- deleted
+		}
+		if err := h.arm(ctx, ev, Fault{Mode: InterceptAnswer, AnswerHook: hook, Count: 1}); err != nil {
+			return err
+		}
+		// The fault is taken when the refresh reaches the proxy, and the hook runs once
+		// the sandbox has answered it. A fault no refresh took within FaultWait stays
+		// armed for a later one (and no answer comes here in time): no second try then.
+		select {
+		case deleted := <-done:
+			if deleted {
+				return nil
+			}
+		case <-time.After(h.cfg.TokenTimeout):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	return h.arm(ctx, ev, Fault{Mode: InterceptAnswer, AnswerHook: hook, Count: 1})
+	return nil
 }
+
+// deleteTries bounds the refreshes one DeleteRefreshMid event intercepts.
+const deleteTries = 3
 
 // apiSettle is how long after an outage the API server counts as settled.
 const apiSettle = 5 * time.Second
@@ -289,15 +317,15 @@ const apiSettle = 5 * time.Second
 // deleteRefreshOf deletes the refresh-token Secret of the grant presented belongs to,
 // when the sandbox answered with a new token: without one on the way the deletion would
 // be one at rest, the session lost with the Secret.
-func (h *Harness) deleteRefreshOf(ctx context.Context, presented string, status int) string {
+func (h *Harness) deleteRefreshOf(ctx context.Context, presented string, status int) (detail string, deleted bool) {
 	if status != http.StatusOK {
-		return fmt.Sprintf("the sandbox answered %d: nothing deleted", status)
+		return fmt.Sprintf("the sandbox answered %d: nothing deleted", status), false
 	}
 	// Around an outage the operator's store may fail for reasons of its own, and the
 	// checker holds it to storing the answer at once: delete only with the API server
 	// settled.
 	if h.tl.apiBackWithin(time.Now(), apiSettle) {
-		return "the API server is down or just back: nothing deleted"
+		return "the API server is down or just back: nothing deleted", false
 	}
 	// The client waits meanwhile: the deletion must land well within its timeout, or the
 	// answer is lost (a loss the checker excuses, and nothing learnt).
@@ -305,13 +333,13 @@ func (h *Harness) deleteRefreshOf(ctx context.Context, presented string, status 
 	defer cancel()
 	grant, err := h.grantOfToken(ctx, presented)
 	if err != nil {
-		return "nothing deleted: " + err.Error()
+		return "nothing deleted: " + err.Error(), false
 	}
 	if err := h.k8s.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: RefreshSecret(grant)}}); err != nil {
-		return fmt.Sprintf("%s: nothing deleted: %v", grant, err)
+		return fmt.Sprintf("%s: nothing deleted: %v", grant, err), false
 	}
 	h.tl.disturbed(grant, RefreshDeletedMidRotation, time.Now())
-	return grant + ": " + RefreshDeletedMidRotation
+	return grant + ": " + RefreshDeletedMidRotation, true
 }
 
 // grantOfToken names the CDUserGrant whose session a refresh token belongs to.
