@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -20,48 +21,75 @@ import (
 const deleteFinalizer = "cd.credops.io/delete-refresh-token"
 
 // deletion carries out spec.deletionPolicy: it keeps the finalizer in step with the
-// policy and, once the grant is being deleted, stores a new refresh token still held,
-// then revokes and deletes its refresh token.
+// policy and, once the grant is being deleted, does what the policy says then.
 // done is true when the grant is being deleted and nothing else is to be done.
 func (r *CDUserGrantReconciler) deletion(ctx context.Context, grant *cdv1.CDUserGrant) (done bool, err error) {
-	deleting := !grant.DeletionTimestamp.IsZero()
-	want := grant.Spec.DeletionPolicy == cdv1.DeletionPolicyDelete && !deleting
 	has := controllerutil.ContainsFinalizer(grant, deleteFinalizer)
-	if deleting {
-		// A new refresh token still held is the customer's live session: the Secret
-		// Retain leaves behind must hold it, and Delete must revoke it, not the spent
-		// one. A grant with any finalizer gets here before it is gone.
-		revokedHeld := false
-		if err := r.storeHeld(ctx, func(uid types.UID, _ *heldRefresh) bool { return uid == grant.UID }); err != nil {
-			if !has {
-				return true, err
-			}
-			// Delete needs the token only to revoke it: when the API server refuses to
-			// store it (an admission policy, a quota), revoke it from memory rather than
-			// hold the grant's deletion for ever. The Secret then holds a spent token.
-			ctrl.LoggerFrom(ctx).Info("Could not store the new refresh token of a grant being deleted; revoking it from memory (deletionPolicy Delete)", "error", err.Error())
-			if res, ok := r.held.get(grant.UID); ok && res.refresh != nil {
-				r.revoke(ctx, grant, res.refresh.session())
-				revokedHeld = true
-			}
+	if grant.DeletionTimestamp.IsZero() {
+		want := grant.Spec.DeletionPolicy == cdv1.DeletionPolicyDelete
+		if want == has {
+			return false, nil
 		}
-		r.held.drop(grant.UID) // an access token still held has no use now
-		if has {
-			if err := r.deleteRefreshToken(ctx, grant, !revokedHeld); err != nil {
-				return true, err
-			}
+		return false, r.patchFinalizer(ctx, grant, want)
+	}
+	// The spec at deletion decides, not the finalizer: a grant switched to Retain and
+	// deleted before a pass dropped the finalizer (at once, or while the operator was
+	// down) keeps its session, as one without the finalizer would.
+	if has && grant.Spec.DeletionPolicy == cdv1.DeletionPolicyDelete {
+		if err := r.revokeAndDelete(ctx, grant); err != nil {
+			return true, err
+		}
+		return true, r.patchFinalizer(ctx, grant, false)
+	}
+	err = r.keepSession(ctx, grant)
+	if has {
+		// A token that could not be stored stays held; the pass that finds the grant
+		// gone tries again (storeOrphan). The grant's deletion does not wait on it.
+		err = kerrors.NewAggregate([]error{err, r.patchFinalizer(ctx, grant, false)})
+	}
+	return true, err
+}
+
+// keepSession stores a new refresh token still held for a grant being deleted with
+// deletionPolicy Retain: it is the customer's live session, and the Secret left behind
+// must hold it, not the spent one. A grant with any finalizer gets here before it is
+// gone.
+func (r *CDUserGrantReconciler) keepSession(ctx context.Context, grant *cdv1.CDUserGrant) error {
+	if err := r.storeHeld(ctx, func(uid types.UID, _ *heldRefresh) bool { return uid == grant.UID }); err != nil {
+		return err
+	}
+	r.held.drop(grant.UID) // an access token still held has no use now
+	return nil
+}
+
+// revokeAndDelete carries out deletionPolicy Delete: it stores a new refresh token still
+// held (the live session, which is the one to revoke, not the spent one), then revokes
+// and deletes the grant's refresh token.
+func (r *CDUserGrantReconciler) revokeAndDelete(ctx context.Context, grant *cdv1.CDUserGrant) error {
+	revokedHeld := false
+	if err := r.storeHeld(ctx, func(uid types.UID, _ *heldRefresh) bool { return uid == grant.UID }); err != nil {
+		// The token is needed only to revoke it: when the API server refuses to store
+		// it (an admission policy, a quota), revoke it from memory rather than hold the
+		// grant's deletion for ever. The Secret then holds a spent token.
+		ctrl.LoggerFrom(ctx).Info("Could not store the new refresh token of a grant being deleted; revoking it from memory (deletionPolicy Delete)", "error", err.Error())
+		if res, ok := r.held.get(grant.UID); ok && res.refresh != nil {
+			r.revoke(ctx, grant, res.refresh.session())
+			revokedHeld = true
 		}
 	}
-	if want == has {
-		return deleting, nil
-	}
+	r.held.drop(grant.UID) // an access token still held has no use now
+	return r.deleteRefreshToken(ctx, grant, !revokedHeld)
+}
+
+// patchFinalizer adds (add) or removes this operator's finalizer.
+func (r *CDUserGrantReconciler) patchFinalizer(ctx context.Context, grant *cdv1.CDUserGrant, add bool) error {
 	patch := client.MergeFrom(grant.DeepCopy())
-	if want {
+	if add {
 		controllerutil.AddFinalizer(grant, deleteFinalizer)
 	} else {
 		controllerutil.RemoveFinalizer(grant, deleteFinalizer)
 	}
-	return deleting, client.IgnoreNotFound(r.Patch(ctx, grant, patch))
+	return client.IgnoreNotFound(r.Patch(ctx, grant, patch))
 }
 
 // deleteRefreshToken revokes the grant's refresh token at the identity server when the
