@@ -2,6 +2,9 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -81,15 +84,42 @@ func (r *CDUserGrantReconciler) revokeAndDelete(ctx context.Context, grant *cdv1
 	return r.deleteRefreshToken(ctx, grant, !revokedHeld)
 }
 
-// patchFinalizer adds (add) or removes this operator's finalizer.
+// patchFinalizer adds (add) or removes this operator's finalizer and no other. The
+// grant comes from the cache, which may not show yet a finalizer another controller
+// added (a backup tool's, a policy engine's, foregroundDeletion's), and a merge patch
+// replaces metadata.finalizers whole.
 func (r *CDUserGrantReconciler) patchFinalizer(ctx context.Context, grant *cdv1.CDUserGrant, add bool) error {
-	patch := client.MergeFrom(grant.DeepCopy())
+	var patch client.Patch
 	if add {
+		// Nothing is done for the grant before the finalizer is on: a stale grant
+		// meets a conflict, and the pass is tried again on a fresh one.
+		patch = client.MergeFromWithOptions(grant.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		controllerutil.AddFinalizer(grant, deleteFinalizer)
 	} else {
+		// Removal follows the revocation: a conflict with any write since the cache's
+		// copy (the last pass's own status patch) would run the deletion again. This
+		// patch tests and removes our entry alone, so only a finalizer removed before
+		// ours fails it (the API server answers 422, the pass is tried again).
+		var err error
+		if patch, err = removeFinalizerPatch(grant.Finalizers, deleteFinalizer); err != nil {
+			return err
+		}
 		controllerutil.RemoveFinalizer(grant, deleteFinalizer)
 	}
 	return client.IgnoreNotFound(r.Patch(ctx, grant, patch))
+}
+
+// removeFinalizerPatch is a JSON patch (RFC 6902) that removes finalizer from a list
+// that was finalizers when read, failing if it has moved since.
+func removeFinalizerPatch(finalizers []string, finalizer string) (client.Patch, error) {
+	type op struct {
+		Op    string `json:"op"`
+		Path  string `json:"path"`
+		Value string `json:"value,omitempty"`
+	}
+	path := fmt.Sprintf("/metadata/finalizers/%d", slices.Index(finalizers, finalizer))
+	ops, err := json.Marshal([]op{{Op: "test", Path: path, Value: finalizer}, {Op: "remove", Path: path}})
+	return client.RawPatch(types.JSONPatchType, ops), err
 }
 
 // deleteRefreshToken revokes the grant's refresh token at the identity server when the

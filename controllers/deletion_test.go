@@ -1,9 +1,11 @@
 package controllers
 
 import (
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -65,6 +67,53 @@ func TestAGrantSwitchedToRetainBeforeItsFinalizerWasDroppedKeepsItsSession(t *te
 			}
 			if err := w.client.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "acme"}, &cdv1.CDUserGrant{}); !apierrors.IsNotFound(err) {
 				t.Errorf("the grant is still there (%v): its finalizer was not removed", err)
+			}
+		})
+	}
+}
+
+// The finalizer is added and removed from a grant read from the cache. Another
+// controller's finalizer (a backup tool's, a policy engine's, foregroundDeletion) that
+// the cache does not show yet must survive both: a JSON merge patch replaces
+// metadata.finalizers whole. Once the cache has caught up, ours is added or removed.
+func TestAddingOrRemovingTheFinalizerKeepsAnotherControllersFinalizer(t *testing.T) {
+	const other = "backup.example.com/hold"
+	for name, deleting := range map[string]bool{"adding ours": false, "removing ours": true} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			g := w.grant("acme")
+			w.update(g, func() {
+				g.Spec.DeletionPolicy = cdv1.DeletionPolicyDelete
+				if deleting {
+					g.Finalizers = []string{deleteFinalizer}
+				}
+			})
+			if deleting {
+				if err := w.client.Delete(t.Context(), w.grant("acme")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w.lag(w.grant("acme")) // the cache as of now
+			g = w.grant("acme")
+			w.update(g, func() { g.Finalizers = append(g.Finalizers, other) }) // another controller
+			_, _ = w.reconcileGrant("acme")                                    // a conflict is retried later
+			got := &cdv1.CDUserGrant{}
+			if err := w.client.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "acme"}, got); err != nil {
+				t.Fatalf("the grant is gone (%v): the other controller's finalizer was dropped before it ran", err)
+			}
+			if !slices.Contains(got.Finalizers, other) {
+				t.Fatalf("finalizers %v: the other controller's finalizer was dropped", got.Finalizers)
+			}
+			w.lag(&cdv1.CDUserGrant{}) // the cache catches up
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{other, deleteFinalizer}
+			if deleting {
+				want = []string{other}
+			}
+			if diff := cmp.Diff(want, w.grant("acme").Finalizers); diff != "" {
+				t.Errorf("finalizers (-want +got):\n%s", diff)
 			}
 		})
 	}
