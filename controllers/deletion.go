@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -150,9 +151,17 @@ func (r *CDUserGrantReconciler) deleteRefreshToken(ctx context.Context, grant *c
 	return nil
 }
 
+// revoke revokes token at the grant's CDCredential's revocationURL. When it cannot even
+// be sent, an event and a log line say why: the session stays valid at the identity
+// server, and nobody must take it for revoked. Whatever the outcome, the caller goes on
+// (a deletion, a namespace's above all, never waits on a revocation).
 func (r *CDUserGrantReconciler) revoke(ctx context.Context, grant *cdv1.CDUserGrant, token string) {
-	cred := &cdv1.CDCredential{}
-	if r.Revoker == nil || r.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.CredentialRef.Name}, cred) != nil || cred.Spec.RevocationURL == "" {
+	if r.Revoker == nil {
+		return
+	}
+	cred, why := r.revocationCredential(ctx, grant)
+	if why != "" {
+		r.notRevoked(ctx, grant, why)
 		return
 	}
 	c, err := r.readers().ReadClient(ctx, cred)
@@ -164,4 +173,34 @@ func (r *CDUserGrantReconciler) revoke(ctx context.Context, grant *cdv1.CDUserGr
 		return
 	}
 	r.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeNormal, cdv1.RefreshTokenRevokedReason, "Delete", "Revoked the refresh token at the identity server; deleting Secret %s", grant.Spec.RefreshTokenSecretRef.Name)
+}
+
+// revocationCredential reads the grant's CDCredential for a revocation, or says why
+// there is none to send the token to. A CDCredential outside this manager's shard is not
+// in the cache; a deletion is rare enough to ask the API server.
+func (r *CDUserGrantReconciler) revocationCredential(ctx context.Context, grant *cdv1.CDUserGrant) (*cdv1.CDCredential, string) {
+	name := grant.Spec.CredentialRef.Name
+	key := types.NamespacedName{Namespace: grant.Namespace, Name: name}
+	cred := &cdv1.CDCredential{}
+	err := r.Get(ctx, key, cred)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, cred)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, "CDCredential " + name + " was not found"
+	case err != nil:
+		return nil, "CDCredential " + name + " could not be read: " + err.Error()
+	case cred.Spec.RevocationURL == "":
+		return nil, "CDCredential " + name + " has no revocationURL"
+	}
+	return cred, ""
+}
+
+// notRevoked says that the grant's refresh token was not sent for revocation, and why.
+func (r *CDUserGrantReconciler) notRevoked(ctx context.Context, grant *cdv1.CDUserGrant, why string) {
+	ctrl.LoggerFrom(ctx).Info("The refresh token was not revoked; it stays valid at the identity server until it expires",
+		"cdusergrant", klog.KObj(grant), "why", why)
+	r.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, cdv1.RefreshTokenNotRevokedReason, "Delete",
+		"The refresh token was not revoked (%s); it stays valid at the identity server until it expires", why)
 }

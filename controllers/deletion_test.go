@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,5 +117,86 @@ func TestAddingOrRemovingTheFinalizerKeepsAnotherControllersFinalizer(t *testing
 				t.Errorf("finalizers (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// deletionPolicy Delete promises a revocation. When it cannot be attempted, the grant's
+// deletion still ends (a namespace being deleted must never wait on it), and a Warning
+// says why, so nobody takes a session for revoked that is live at the identity server.
+func TestARefreshTokenNotRevokedOnDeletionIsSaid(t *testing.T) {
+	cases := map[string]struct {
+		setup func(w *world)
+		want  string // in the Warning's message
+	}{
+		// kubectl delete -f of the whole onboarding manifest.
+		"the CDCredential is gone": {
+			setup: func(w *world) {
+				if err := w.client.Delete(w.t.Context(), w.cred("login")); err != nil {
+					w.t.Fatal(err)
+				}
+			},
+			want: "CDCredential login was not found",
+		},
+		"the CDCredential has no revocationURL": {
+			setup: func(w *world) {
+				c := w.cred("login")
+				w.update(c, func() { c.Spec.RevocationURL = "" })
+			},
+			want: "CDCredential login has no revocationURL",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			g := w.grant("acme")
+			w.update(g, func() {
+				g.Spec.DeletionPolicy = cdv1.DeletionPolicyDelete
+				g.Finalizers = []string{deleteFinalizer}
+			})
+			tc.setup(w)
+			if err := w.client.Delete(t.Context(), w.grant("acme")); err != nil {
+				t.Fatal(err)
+			}
+			w.recorded()
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.client.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "acme"}, &cdv1.CDUserGrant{}); !apierrors.IsNotFound(err) {
+				t.Errorf("the grant is still there (%v): its deletion waits on a revocation that cannot be", err)
+			}
+			if err := w.client.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "acme-refresh"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+				t.Errorf("the refresh-token Secret is still there (%v)", err)
+			}
+			if got := w.grants.Revoker.(*fakeRevoker).revoked; len(got) != 0 {
+				t.Errorf("revoked %v", got)
+			}
+			evs := w.recorded()
+			prefix := "Warning " + cdv1.RefreshTokenNotRevokedReason + " "
+			if !slices.ContainsFunc(evs, func(e string) bool { return strings.HasPrefix(e, prefix) && strings.Contains(e, tc.want) }) {
+				t.Errorf("no %q event saying %q; events: %v", prefix, tc.want, evs)
+			}
+		})
+	}
+}
+
+// A sharded manager's cache holds only its shard's CRs: a grant's CDCredential left
+// without the shard label is not in it, yet exists, and the deleted grant's refresh
+// token is revoked there.
+func TestADeletedGrantsTokenIsRevokedThoughItsCredentialIsOutsideTheShard(t *testing.T) {
+	w := newWorld(t)
+	g := w.grant("acme")
+	w.update(g, func() {
+		g.Spec.DeletionPolicy = cdv1.DeletionPolicyDelete
+		g.Finalizers = []string{deleteFinalizer}
+	})
+	if err := w.client.Delete(t.Context(), w.grant("acme")); err != nil {
+		t.Fatal(err)
+	}
+	w.grants.Client = credentialOutsideShardCache{w.client}
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"refresh-0"}, w.grants.Revoker.(*fakeRevoker).revoked); diff != "" {
+		t.Errorf("revoked (-want +got):\n%s", diff)
 	}
 }

@@ -263,6 +263,13 @@ const (
 	// RevocationFailedReason is the event recorded when revoking a deleted grant's
 	// refresh token failed; the Secret is deleted all the same.
 	RevocationFailedReason = "RevocationFailed"
+
+	// RefreshTokenNotRevokedReason is the Warning recorded when a grant's refresh token
+	// could not even be sent for revocation (deletionPolicy Delete, or a new refresh
+	// token with nowhere to go): the CDCredential is gone or has no revocationURL. The
+	// message says which; the session stays valid at the identity server until it
+	// expires. The deletion goes on all the same.
+	RefreshTokenNotRevokedReason = "RefreshTokenNotRevoked"
 )
 
 // NoLoginLinkMessage is in the message of Ready=False AwaitingAuthorization (and of
