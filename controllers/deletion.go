@@ -54,10 +54,10 @@ func (r *CDUserGrantReconciler) deletion(ctx context.Context, grant *cdv1.CDUser
 	return true, err
 }
 
-// keepSession stores a new refresh token still held for a grant being deleted with
-// deletionPolicy Retain: it is the customer's live session, and the Secret left behind
-// must hold it, not the spent one. A grant with any finalizer gets here before it is
-// gone.
+// keepSession stores a new refresh token still held for a grant being deleted that
+// keeps its session (Retain, or Delete set too late for the finalizer): it is the
+// customer's live session, and the Secret left behind must hold it, not the spent one.
+// A grant with any finalizer gets here before it is gone.
 func (r *CDUserGrantReconciler) keepSession(ctx context.Context, grant *cdv1.CDUserGrant) error {
 	if err := r.storeHeld(ctx, func(uid types.UID, _ *heldRefresh) bool { return uid == grant.UID }); err != nil {
 		return err
@@ -70,19 +70,22 @@ func (r *CDUserGrantReconciler) keepSession(ctx context.Context, grant *cdv1.CDU
 // held (the live session, which is the one to revoke, not the spent one), then revokes
 // and deletes the grant's refresh token.
 func (r *CDUserGrantReconciler) revokeAndDelete(ctx context.Context, grant *cdv1.CDUserGrant) error {
+	// A held token whose Secret is gone is revoked by storeHeld (grantGone) instead.
+	res, held := r.held.get(grant.UID)
+	held = held && res.refresh != nil
 	revokedHeld := false
 	if err := r.storeHeld(ctx, func(uid types.UID, _ *heldRefresh) bool { return uid == grant.UID }); err != nil {
 		// The token is needed only to revoke it: when the API server refuses to store
 		// it (an admission policy, a quota), revoke it from memory rather than hold the
 		// grant's deletion for ever. The Secret then holds a spent token.
 		ctrl.LoggerFrom(ctx).Info("Could not store the new refresh token of a grant being deleted; revoking it from memory (deletionPolicy Delete)", "error", err.Error())
-		if res, ok := r.held.get(grant.UID); ok && res.refresh != nil {
+		if held {
 			r.revoke(ctx, grant, res.refresh.session())
 			revokedHeld = true
 		}
 	}
 	r.held.drop(grant.UID) // an access token still held has no use now
-	return r.deleteRefreshToken(ctx, grant, !revokedHeld)
+	return r.deleteRefreshToken(ctx, grant, !revokedHeld, !held)
 }
 
 // patchFinalizer adds (add) or removes this operator's finalizer and no other. The
@@ -127,8 +130,9 @@ func removeFinalizerPatch(finalizers []string, finalizer string) (client.Patch, 
 // credential has a revocationURL (and revokeStored: not when the live token was revoked
 // from memory), then deletes the Secret — only one bound to this grant, never
 // another's. A failed revocation is said in an event; the Secret is deleted all the
-// same, since the grant that could use it is gone.
-func (r *CDUserGrantReconciler) deleteRefreshToken(ctx context.Context, grant *cdv1.CDUserGrant, revokeStored bool) error {
+// same, since the grant that could use it is gone. sayMissing: a Secret already gone
+// took an unrevoked token with it, which is said too.
+func (r *CDUserGrantReconciler) deleteRefreshToken(ctx context.Context, grant *cdv1.CDUserGrant, revokeStored, sayMissing bool) error {
 	ref := grant.Spec.RefreshTokenSecretRef
 	// Read around the cache: it may not show yet the new refresh token this pass just
 	// stored, and the spent token is not the one to revoke.
@@ -137,11 +141,25 @@ func (r *CDUserGrantReconciler) deleteRefreshToken(ctx context.Context, grant *c
 	if _, problem := refreshProblem(err, ref.Name, ""); problem != nil {
 		return problem
 	}
-	if err != nil || !secrets.BoundTo(s, grant) {
-		return nil // missing, not opted in, or not this grant's: nothing of ours to delete
+	switch {
+	case apierrors.IsNotFound(err):
+		// Most often a namespace being deleted: the namespace controller deletes its
+		// Secrets while the grant waits on its finalizer. Its event cannot be recorded
+		// then (a Terminating namespace refuses creates); the log line says it.
+		if revokeStored && sayMissing {
+			r.notRevoked(ctx, grant, "its refresh-token Secret "+ref.Name+" was not found, deleted before the grant")
+		}
+		return nil
+	case err != nil || !secrets.BoundTo(s, grant):
+		ctrl.LoggerFrom(ctx).Info("Left the refresh-token Secret of a deleted grant alone: not opted in, or never bound to this grant (deletionPolicy Delete)", "secret", ref.Name)
+		return nil
 	}
-	if token, err := secrets.Value(s, secrets.RefreshKey(grant)); err == nil && revokeStored {
-		r.revoke(ctx, grant, token)
+	if revokeStored {
+		if token, err := secrets.Value(s, secrets.RefreshKey(grant)); err == nil {
+			r.revoke(ctx, grant, token)
+		} else {
+			r.notRevoked(ctx, grant, "its refresh-token Secret "+ref.Name+" holds no usable token: "+err.Error())
+		}
 	}
 	err = r.Delete(ctx, s, client.Preconditions{UID: &s.UID})
 	if err != nil && !apierrors.IsNotFound(err) {

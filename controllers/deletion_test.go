@@ -144,6 +144,16 @@ func TestARefreshTokenNotRevokedOnDeletionIsSaid(t *testing.T) {
 			},
 			want: "CDCredential login has no revocationURL",
 		},
+		// kubectl delete namespace: the namespace controller deletes the Secrets while
+		// the grant waits on its finalizer.
+		"the refresh-token Secret is gone": {
+			setup: func(w *world) {
+				if err := w.client.Delete(w.t.Context(), w.secret("acme-refresh")); err != nil {
+					w.t.Fatal(err)
+				}
+			},
+			want: "its refresh-token Secret acme-refresh was not found",
+		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -198,5 +208,41 @@ func TestADeletedGrantsTokenIsRevokedThoughItsCredentialIsOutsideTheShard(t *tes
 	}
 	if diff := cmp.Diff([]string{"refresh-0"}, w.grants.Revoker.(*fakeRevoker).revoked); diff != "" {
 		t.Errorf("revoked (-want +got):\n%s", diff)
+	}
+}
+
+// A new refresh token held for a grant whose Secret went first (a namespace being
+// deleted) has nowhere to be stored: it is revoked from memory, and nothing claims
+// that a token went unrevoked with the Secret.
+func TestAHeldTokenWhoseSecretWentFirstIsRevokedAndNotSaidUnrevoked(t *testing.T) {
+	w := newWorld(t)
+	w.grants.PersistTimeout = time.Second
+	stop := advanceWhenWaited(w.clock)
+	defer stop()
+	g := w.grant("acme")
+	w.update(g, func() { g.Spec.DeletionPolicy = cdv1.DeletionPolicyDelete })
+	w.failStoringNewRefreshTokens()
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	w.setFault(nil)
+	if err := w.client.Delete(t.Context(), w.secret("acme-refresh")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.client.Delete(t.Context(), w.grant("acme")); err != nil {
+		t.Fatal(err)
+	}
+	w.recorded()
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"refresh-1"}, w.grants.Revoker.(*fakeRevoker).revoked); diff != "" {
+		t.Errorf("revoked (-want +got):\n%s", diff)
+	}
+	if evs := w.recorded(); slices.ContainsFunc(evs, func(e string) bool { return strings.Contains(e, cdv1.RefreshTokenNotRevokedReason) }) {
+		t.Errorf("a revoked session is said unrevoked; events: %v", evs)
+	}
+	if err := w.client.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "acme"}, &cdv1.CDUserGrant{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the grant is still there (%v)", err)
 	}
 }

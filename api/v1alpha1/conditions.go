@@ -266,9 +266,10 @@ const (
 
 	// RefreshTokenNotRevokedReason is the Warning recorded when a grant's refresh token
 	// could not even be sent for revocation (deletionPolicy Delete, or a new refresh
-	// token with nowhere to go): the CDCredential is gone or has no revocationURL. The
-	// message says which; the session stays valid at the identity server until it
-	// expires. The deletion goes on all the same.
+	// token with nowhere to go): the CDCredential is gone or has no revocationURL, or
+	// the refresh-token Secret was deleted before the grant (with its namespace, or by
+	// hand). The message says which; the session stays valid at the identity server
+	// until it expires. The deletion goes on all the same.
 	RefreshTokenNotRevokedReason = "RefreshTokenNotRevoked"
 )
 
