@@ -50,6 +50,7 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.Get(ctx, req.NamespacedName, cred); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.written.forget(req.NamespacedName)
+			r.held.dropAccess(req.NamespacedName, "")
 			left := &cdv1.CDCredential{}
 			return ctrl.Result{}, reportLeftShard(ctx, r.APIReader, r.Client, r.Shard, req.NamespacedName, left, func() *[]metav1.Condition { return &left.Status.Conditions }, r.Clock.Now())
 		}
@@ -85,6 +86,7 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 // backs off.
 func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCredential) (outcome, error) {
 	now := r.Clock.Now()
+	r.held.dropAccess(client.ObjectKeyFromObject(cred), cred.UID) // a token of its previous UID's
 	in := rotation.Input{Now: now, Pending: r.held.has(cred.UID)}
 	if in.Pending {
 		return r.carryOut(ctx, cred, in, secrets.Client{})
@@ -175,7 +177,7 @@ func (r *CDCredentialReconciler) issue(ctx context.Context, cred *cdv1.CDCredent
 		return answered{outcome: o, request: request, hint: r.misuseHint(ctx, cred, o), scopes: c.Endpoint.Scopes}, nil
 	}
 	sched, clamp := rotation.Plan(now, tok.Lifetime, renewBefore(cred.Spec.RenewBefore), string(cred.UID))
-	r.held.put(cred.UID, &result{request: request, access: &issued{
+	r.held.put(cred, &result{request: request, access: &issued{
 		token: tok.AccessToken, tokenType: tok.TokenType, scopes: tok.Scopes, schedule: sched, clamp: clamp, fingerprint: c.Fingerprint,
 	}})
 	return r.persist(ctx, cred)

@@ -82,6 +82,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if apierrors.IsNotFound(err) {
 			r.written.forget(req.NamespacedName)
 			r.links.forget(req.NamespacedName)
+			r.held.dropAccess(req.NamespacedName, "")
 			if err := r.storeOrphan(ctx, req.NamespacedName); err != nil {
 				return ctrl.Result{}, err
 			}
@@ -143,6 +144,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 	if out, err := r.storeInherited(ctx, grant); out != nil || err != nil {
 		return out, nil, err
 	}
+	r.held.dropAccess(client.ObjectKeyFromObject(grant), grant.UID) // a token of its previous UID's
 	in := rotation.Input{Now: r.Clock.Now(), Pending: r.held.has(grant.UID)}
 	if in.Pending {
 		// A rotation succeeded but its result is not stored yet: store it before

@@ -60,7 +60,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		// the old one stays and only the mark goes.
 		refresh.token = tok.RefreshToken
 		sched, clamp := rotation.Plan(now, tok.Lifetime, renewBefore(grant.Spec.RenewBefore), string(grant.UID))
-		r.held.put(grant.UID, &result{request: a.request, refresh: refresh, access: &issued{
+		r.held.put(grant, &result{request: a.request, refresh: refresh, access: &issued{
 			token: tok.AccessToken, tokenType: tok.TokenType, scopes: tok.Scopes, schedule: sched, clamp: clamp,
 			fingerprint: secrets.GrantFingerprint(a.client), subject: jwtSubject(tok.AccessToken), rotated: true,
 		}})
@@ -68,7 +68,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 	case o.NewRefreshToken != "":
 		// Unusable, but it carried a successor: the old token is spent, store the new.
 		refresh.token = o.NewRefreshToken
-		r.held.put(grant.UID, &result{request: a.request, refresh: refresh, answer: &o})
+		r.held.put(grant, &result{request: a.request, refresh: refresh, answer: &o})
 		return r.persist(ctx, grant)
 	case !o.MaySpend():
 		// The server answered without spending the token: the mark goes back to what
@@ -114,7 +114,7 @@ func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserG
 		stored := *held
 		stored.refresh = nil
 		held = &stored
-		r.held.put(grant.UID, held)
+		r.held.put(grant, held)
 	}
 	if held.access == nil {
 		// The refresh token came with an unusable answer: report that answer, in this

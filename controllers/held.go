@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
@@ -16,6 +17,9 @@ import (
 // is the customer's only session once the old one is spent, and a new access token is
 // not requested while the last one cannot be stored.
 type result struct {
+	// key is the CR's namespace and name: a CR deleted, or deleted and created again
+	// under a new UID, leaves its access token to nobody (dropAccess).
+	key types.NamespacedName
 	// refresh is the new refresh token, until it is stored; nil for a CDCredential and
 	// once stored.
 	refresh *heldRefresh
@@ -90,19 +94,37 @@ func (h *heldResults) has(uid types.UID) bool {
 	return ok
 }
 
-func (h *heldResults) put(uid types.UID, r *result) {
+// put holds r for the CR obj.
+func (h *heldResults) put(obj client.Object, r *result) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.m == nil {
 		h.m = map[types.UID]*result{}
 	}
-	h.m[uid] = r
+	r.key = client.ObjectKeyFromObject(obj)
+	h.m[obj.GetUID()] = r
 }
 
 func (h *heldResults) drop(uid types.UID) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.m, uid)
+}
+
+// dropAccess drops the results held for the CR named key under any UID but keep (none:
+// the CR is gone) that hold no refresh token. Their access token is of use only to that
+// CR, written into its output, and a CR deleted (or deleted and created again) is never
+// reconciled under its old UID again: held on, the token would stay in memory for the
+// life of the process. A held refresh token is the customer's session and is not dropped
+// here: it is stored for a grant that is gone (storeOrphan, storeInherited).
+func (h *heldResults) dropAccess(key types.NamespacedName, keep types.UID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for uid, r := range h.m {
+		if r.key == key && uid != keep && r.refresh == nil {
+			delete(h.m, uid)
+		}
+	}
 }
 
 // refreshTokens lists the held refresh tokens not stored yet, for Drain.
