@@ -332,10 +332,16 @@ func (r *CDUserGrantReconciler) storeOrphan(ctx context.Context, key types.Names
 // created again (kubectl replace --force, a GitOps re-sync), or another that named the
 // Secret. Until it lands the Secret holds the spent token under this process's in-flight
 // mark, which this grant would take for its own interrupted rotation and send again.
+//
+// It also stores, into the Secret it was read from, the token held for a previous grant
+// of this name that named another Secret (a Secret renamed in a GitOps repository): the
+// passes for this name find this grant, so the path for a deleted grant (storeOrphan)
+// never runs for that one, and its customer's live session would stay in memory only.
 func (r *CDUserGrantReconciler) storeInherited(ctx context.Context, grant *cdv1.CDUserGrant) (outcome, error) {
 	secret := types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.RefreshTokenSecretRef.Name}
 	for uid, held := range r.held.refreshTokens() {
-		if uid == grant.UID || held.refresh.secret != secret {
+		sameName := held.key == client.ObjectKeyFromObject(grant)
+		if uid == grant.UID || (held.refresh.secret != secret && !sameName) {
 			continue
 		}
 		// A grant still there stores its own; this one finds the Secret bound to it and

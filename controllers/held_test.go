@@ -2,12 +2,17 @@ package controllers
 
 import (
 	"errors"
+	"slices"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 )
 
 // refuseOutput has the API server refuse every write of the output Secret name, as a
@@ -81,5 +86,47 @@ func TestAHeldAccessTokenGoesWithItsCR(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A grant whose new refresh token is held through an outage is deleted and created
+// again under the same name, now naming another refresh-token Secret (a rename in a
+// GitOps repository, kubectl replace --force). The passes for that name find the new
+// grant, so the path for a deleted grant (storeOrphan) never runs: the old grant's live
+// token must still be stored into the Secret it was read from, which the old grant left
+// behind (Retain) holding the spent token under this process's in-flight mark.
+func TestAHeldRefreshTokenOfAGrantRecreatedWithAnotherSecretIsStored(t *testing.T) {
+	w := newWorld(t, optedIn(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme-refresh-v2"},
+		Data: map[string][]byte{"refresh_token": []byte("other-0")}}, cdv1.SecretTypeRefreshToken))
+	w.grants.PersistTimeout = time.Second
+	stop := advanceWhenWaited(w.clock)
+	defer stop()
+	w.failStoringNewRefreshTokens()
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := w.grants.held.get("uid-acme"); !ok || r.refresh == nil {
+		t.Fatal("setup: no new refresh token held through the outage")
+	}
+	if err := w.client.Delete(t.Context(), w.grant("acme")); err != nil {
+		t.Fatal(err)
+	}
+	g := grantObj("acme", "acme-refresh-v2")
+	g.UID = "uid-acme-2"
+	if err := w.client.Create(t.Context(), g); err != nil {
+		t.Fatal(err)
+	}
+	w.setFault(nil) // the outage is over
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "refresh-1" {
+		t.Errorf("the retained Secret acme-refresh holds %q, want the live refresh-1", got)
+	}
+	if w.grants.held.has("uid-acme") {
+		t.Error("the old grant's result is still held once its token is stored")
+	}
+	if got := w.tokens.refreshes(); !slices.Equal(got, []string{"refresh-0", "other-0"}) {
+		t.Errorf("refresh tokens sent %v, want refresh-0 then the new grant's own other-0", got)
 	}
 }
