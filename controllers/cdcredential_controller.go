@@ -56,6 +56,12 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 		return ctrl.Result{}, err
 	}
+	if !cred.DeletionTimestamp.IsZero() {
+		// Going: in a foreground deletion the garbage collector deletes the output first,
+		// and a token now would only create it again for the collector to delete.
+		r.held.dropAccess(req.NamespacedName, "")
+		return ctrl.Result{}, nil
+	}
 	before := cred.DeepCopy()
 	defer func() {
 		if equality.Semantic.DeepEqual(before.Status, cred.Status) {
@@ -110,6 +116,11 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 	}
 	if err := syncTemplate(ctx, r.Client, cred, current, cred.Spec.SecretTemplate); err != nil {
 		return nil, err
+	}
+	if current == nil {
+		if going, err := namespaceGoing(ctx, r.APIReader, cred.Namespace); going || err != nil {
+			return nil, err // the credential is about to go: nothing to report
+		}
 	}
 	in.Request = credentialRequest(cred, c)
 	in.Failure = r.written.current(cred, cred.Status.LastFailure)
@@ -195,6 +206,11 @@ func (r *CDCredentialReconciler) persist(ctx context.Context, cred *cdv1.CDCrede
 	if err := applyOutput(ctx, r.Client, cred, cdv1.GroupVersion.WithKind("CDCredential"), name, cred.Spec.SecretTemplate, held.access); err != nil {
 		if isTransientAPIError(err) {
 			return nil, err
+		}
+		if refusedAsTerminating(err) {
+			r.held.drop(cred.UID)
+			ctrl.LoggerFrom(ctx).Info("Dropped a token: its output Secret cannot be created in a namespace being deleted", "secret", name)
+			return nil, nil
 		}
 		return writeFailed{err: err, request: held.request}, nil
 	}

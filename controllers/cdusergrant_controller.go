@@ -168,6 +168,11 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 	if err := syncTemplate(ctx, r.Client, grant, current, grant.Spec.SecretTemplate); err != nil {
 		return nil, cred, err
 	}
+	if current == nil {
+		if going, err := namespaceGoing(ctx, r.APIReader, grant.Namespace); going || err != nil {
+			return nil, cred, err // the grant is about to go: nothing to report
+		}
+	}
 	fingerprint := secrets.GrantFingerprint(c)
 	in.Request = grantRequest(grant, cred, c, rt.hash)
 	in.Failure = r.written.current(grant, grant.Status.LastFailure)

@@ -132,6 +132,12 @@ func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserG
 		if isTransientAPIError(err) {
 			return nil, err
 		}
+		if refusedAsTerminating(err) {
+			// The new refresh token, if any, is stored (above): only the access token goes.
+			r.held.drop(grant.UID)
+			ctrl.LoggerFrom(ctx).Info("Dropped an access token: its output Secret cannot be created in a namespace being deleted", "secret", grant.Status.SecretName)
+			return nil, nil
+		}
 		return writeFailed{err: err, request: held.request}, nil
 	}
 	r.held.drop(grant.UID)

@@ -27,5 +27,10 @@ package controllers
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 
+// A namespace's own metadata, read before a token is requested for a missing output
+// Secret: none is while the namespace is being deleted (namespaceGoing). A namespaced
+// install's RoleBinding grants it for the namespace itself.
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
+
 // The controllers' and the callback's recorder (mgr.GetEventRecorder) writes events.k8s.io/v1.
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
