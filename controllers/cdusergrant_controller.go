@@ -61,6 +61,9 @@ type CDUserGrantReconciler struct {
 	rotating inFlight
 	written  writtenFailures
 	links    writtenLinks
+	// successors are live refresh tokens seen replaced by spent ones (a GitOps
+	// re-sync), to put back.
+	successors successors
 	// elected is when this process won the leader election (Unix nanoseconds).
 	elected atomic.Int64
 }
@@ -255,13 +258,21 @@ func (r *CDUserGrantReconciler) credential(ctx context.Context, grant *cdv1.CDUs
 }
 
 // refreshToken reads the grant's refresh-token Secret, opted in, not bound to another
-// grant, and not set back to a token this operator already spent. An unbound Secret is bound by the same resourceVersion-guarded write that marks
-// its token in flight, so nothing is sent before the binding is recorded, and binding
-// costs no write of its own. A non-nil outcome says why there is nothing to spend.
+// grant, and not set back to a token this operator already spent (unless the live one it
+// replaced can be put back). An unbound Secret is bound by the same
+// resourceVersion-guarded write that marks its token in flight, so nothing is sent before
+// the binding is recorded, and binding costs no write of its own. A non-nil outcome says
+// why there is nothing to spend.
 func (r *CDUserGrantReconciler) refreshToken(ctx context.Context, grant *cdv1.CDUserGrant) (*storedToken, outcome, error) {
+	return r.readRefreshToken(ctx, grant, r.readers(), putBackTries)
+}
+
+// readRefreshToken is refreshToken reading through readers; tries bounds the reads
+// again after a put-back that conflicted.
+func (r *CDUserGrantReconciler) readRefreshToken(ctx context.Context, grant *cdv1.CDUserGrant, readers secrets.Readers, tries int) (*storedToken, outcome, error) {
 	ref := grant.Spec.RefreshTokenSecretRef
 	key := secrets.RefreshKey(grant)
-	s, err := r.readers().Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: ref.Name}, cdv1.SecretTypeRefreshToken)
+	s, err := readers.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: ref.Name}, cdv1.SecretTypeRefreshToken)
 	if out, err := refreshProblem(err, ref.Name, key); out != nil || err != nil {
 		return nil, out, err
 	}
@@ -278,8 +289,19 @@ func (r *CDUserGrantReconciler) refreshToken(ctx context.Context, grant *cdv1.CD
 		// Set back to a token this operator spent (a GitOps re-sync, a restore): its
 		// data no longer matches the operator's last write, as a new login's would not,
 		// but sending it is a reuse, which a strict provider answers by revoking the
-		// customer's whole session.
-		return nil, refreshTokenSpent{secret: ref.Name}, nil
+		// customer's whole session. The live token it replaced goes back when this
+		// process saw it go.
+		rt, err := r.putBack(ctx, grant, s, key, hash)
+		switch {
+		case apierrors.IsConflict(err) && tries > 1:
+			// Written meanwhile: read it again, around the cache, and decide again.
+			return r.readRefreshToken(ctx, grant, secrets.Readers{Cache: r.APIReader, API: r.APIReader}, tries-1)
+		case err != nil:
+			return nil, nil, err
+		case rt == nil:
+			return nil, refreshTokenSpent{secret: ref.Name}, nil
+		}
+		return rt, nil, nil
 	}
 	return &storedToken{secret: s, key: key, value: value, hash: hash}, nil, nil
 }

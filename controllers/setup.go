@@ -90,7 +90,7 @@ func (r *CDUserGrantReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&cdv1.CDUserGrant{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, lastAuthorizationChanged, notInShard))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantRefreshSecretIndex)), builder.WithPredicates(secretChanged)).
+		Watches(&corev1.Secret{}, r.refreshSecretEvents(mgr.GetClient()), builder.WithPredicates(secretChanged)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(namingOutput(mgr.GetClient(), &cdv1.CDUserGrantList{}, &cdv1.CDUserGrant{}, grantSecretName)), builder.WithPredicates(onlyDeleted)).
 		Watches(&cdv1.CDCredential{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDUserGrantList{}, grantCredentialIndex))).
 		Watches(&cdv1.CDUserGrant{}, handler.EnqueueRequestsFromMapFunc(sharingRefreshSecret(mgr.GetClient())), builder.WithPredicates(onlyDeleted)).
@@ -130,6 +130,13 @@ func addNamespacedIndexes(ctx context.Context, c cache.Cache, obj client.Object,
 		}
 	}
 	return informer.AddIndexers(indexers)
+}
+
+// refreshSecretEvents maps a changed Secret to the grants that name it as their
+// refresh-token Secret, having remembered the live token an update replaced with a spent
+// one (noticingWriteBacks): the old object of the event is the only place it still is.
+func (r *CDUserGrantReconciler) refreshSecretEvents(c client.Client) handler.EventHandler {
+	return r.noticingWriteBacks(handler.EnqueueRequestsFromMapFunc(referencing(c, &cdv1.CDUserGrantList{}, grantRefreshSecretIndex)))
 }
 
 // secretChanged lets through a referenced Secret's creation (which, for the cache,

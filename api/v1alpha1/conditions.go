@@ -226,9 +226,10 @@ const (
 	// RefreshTokenSpentReason: the refresh-token Secret was set back to a refresh token
 	// this operator already spent and replaced (SpentHashesAnnotation): a GitOps tool
 	// re-synced it from Git, or it was restored from a backup. Nothing is sent (a reused
-	// token makes a provider with reuse detection revoke the whole session). Terminal
-	// until the Secret holds another token: the customer logs in again, or the current
-	// token is put back.
+	// token makes a provider with reuse detection revoke the whole session). Set only when
+	// the live token could not be put back (RefreshTokenRestoredReason: this process did
+	// not see the update that replaced a token it had stored). Terminal until the Secret
+	// holds another token: the customer logs in again, or the current token is put back.
 	RefreshTokenSpentReason = "RefreshTokenSpent"
 
 	// RotationInterruptedReason: a rotation was cut short after the refresh token was
@@ -255,6 +256,15 @@ const (
 	// CustomerAuthorizedReason is the event recorded when the callback stored a
 	// customer's refresh token.
 	CustomerAuthorizedReason = "CustomerAuthorized"
+
+	// RefreshTokenRestoredReason is the Warning event recorded when the refresh-token
+	// Secret was set back to a refresh token this operator already spent (a GitOps tool
+	// re-synced its data from Git) and the operator put the live token back: the one it
+	// had stored there itself, seen in the update that replaced it and remembered by
+	// this process only. The grant goes on; the tool must create the Secret once and
+	// never re-sync its data. After a restart nothing is remembered, and the grant stops
+	// with RefreshTokenSpent instead.
+	RefreshTokenRestoredReason = "RefreshTokenRestored"
 
 	// RefreshTokenRevokedReason is the event recorded when a deleted grant's refresh
 	// token was revoked at the identity server (deletionPolicy Delete).

@@ -115,6 +115,21 @@ func StoreRefreshToken(s *corev1.Secret, key, token string) {
 	s.Annotations[storedHashAnnotation] = dataHash(s.Data)
 }
 
+// PutBack puts token, the live refresh token a GitOps tool's write of a spent one
+// replaced, back into s (in place) as the operator's own write, so its update event is no
+// news. Unlike StoreRefreshToken it keeps the in-flight mark: the write-back changed the
+// data alone, so a mark on s was on token. The spent list stays as it is.
+func PutBack(s *corev1.Secret, key, token string) {
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	s.Data[key] = []byte(token)
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[storedHashAnnotation] = dataHash(s.Data)
+}
+
 // spentKept is how many of the latest spent tokens the spent list keeps besides the
 // first: enough for a write-back of any recent state, bounded so the Secret does not grow
 // with every rotation.

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -29,14 +31,15 @@ func fluxApply(t *testing.T, manifest map[string]any) {
 	}
 }
 
-// TestAGitOpsReSyncedRefreshTokenSecretIsNotSpentTwice: the platform team keeps the
+// TestAGitOpsReSyncedRefreshTokenSecretGetsItsLiveTokenBack: the platform team keeps the
 // customer's refresh-token Secret in Git (a plain Secret Flux applies; a SealedSecret or
 // an ExternalSecret behave alike), seeded with the token of the customer's first login.
 // The operator spends it and stores its successor; Flux's drift correction applies the
 // manifest again, putting the seeded token back. The operator must not send it (the
-// sandbox, like Central Dispatch, revokes the grant on a reused refresh token): the grant
-// stops on RefreshTokenSpent and asks for a login.
-func TestAGitOpsReSyncedRefreshTokenSecretIsNotSpentTwice(t *testing.T) {
+// sandbox, like Central Dispatch, revokes the grant on a reused refresh token), and need
+// not stop either: it saw the successor go in the update, puts it back with a Warning,
+// and the grant goes on rotating without the customer logging in again.
+func TestAGitOpsReSyncedRefreshTokenSecretGetsItsLiveTokenBack(t *testing.T) {
 	f := newGrantFixture(t, 3*time.Second)
 	seed := f.idp.SeedGrant(loginClientID, "acme@carrier.example", []string{"marketplace", "offline_access"})
 	manifest := map[string]any{
@@ -52,15 +55,33 @@ func TestAGitOpsReSyncedRefreshTokenSecretIsNotSpentTwice(t *testing.T) {
 
 	fluxApply(t, manifest) // the next Flux interval: drift corrected back to Git
 
-	eventually(t, 20*time.Second, "the grant stops on the spent token", func() error {
-		if f.idp.Stats().RefreshTokensReused != 0 {
-			return nil // a reuse: assertNoTokenReused says so
+	eventually(t, 20*time.Second, "the live token put back", func() error {
+		evs := &eventsv1.EventList{}
+		if err := k8s.List(context.Background(), evs, client.InNamespace(f.ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == cdv1.RefreshTokenRestoredReason && e.Regarding.Name == "acme" {
+				return nil
+			}
 		}
 		g, err := getGrant(f.ns, "acme")
 		if err != nil {
 			return err
 		}
-		return conditionIs(g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenSpentReason)
+		return fmt.Errorf("no %s event; conditions %+v", cdv1.RefreshTokenRestoredReason, g.Status.Conditions)
 	})
+	g, err := getGrant(f.ns, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two more rotations at the strict sandbox: the session the Secret holds is alive.
+	eventually(t, 20*time.Second, "two rotations after the put-back", f.rotations("acme", g.Status.RotationCount+2))
+	if err := grantCondition(f.ns, "acme", cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)(); err != nil {
+		t.Error(err)
+	}
 	f.assertNoTokenReused()
+	if n := f.idp.Stats().GrantsRevoked; n != 0 {
+		t.Errorf("the identity server revoked %d grants, want 0", n)
+	}
 }
