@@ -59,15 +59,18 @@ type successors struct {
 // live successor. Any other change of data forgets what was remembered for the Secret:
 // the remembered token is no longer the one the Secret lost.
 func (s *successors) note(old, cur *corev1.Secret, now time.Time) {
+	if maps.EqualFunc(old.Data, cur.Data, bytes.Equal) {
+		// Every rotation's in-flight mark, and any change of metadata alone: nothing to
+		// judge, and nothing hashed or locked on the hot path.
+		return
+	}
 	name := types.NamespacedName{Namespace: cur.Namespace, Name: cur.Name}
 	e, ok := writtenBack(old, cur)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expire(now)
 	if !ok {
-		if !maps.EqualFunc(old.Data, cur.Data, bytes.Equal) {
-			delete(s.m, name)
-		}
+		delete(s.m, name)
 		return
 	}
 	if s.m == nil {
