@@ -42,6 +42,8 @@ type CDCredentialReconciler struct {
 
 	held    heldResults
 	written writtenFailures
+	// terminating are namespaces lately seen being deleted.
+	terminating recently
 }
 
 // Reconcile fetches the CDCredential, carries out one pass and patches status once.
@@ -118,7 +120,7 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 		return nil, err
 	}
 	if current == nil {
-		if going, err := namespaceGoing(ctx, r.APIReader, cred.Namespace); going || err != nil {
+		if going, err := goingBeforeRequest(ctx, r.APIReader, &r.terminating, cred.Namespace, cred.Status.ExpiresAt != nil, r.Clock.Now()); going || err != nil {
 			return nil, err // the credential is about to go: nothing to report
 		}
 	}
@@ -208,6 +210,7 @@ func (r *CDCredentialReconciler) persist(ctx context.Context, cred *cdv1.CDCrede
 			return nil, err
 		}
 		if refusedAsTerminating(err) {
+			r.terminating.mark(cred.Namespace, r.Clock.Now(), r.Clock.Now().Add(terminatingRemembered))
 			r.held.drop(cred.UID)
 			ctrl.LoggerFrom(ctx).Info("Dropped a token: its output Secret cannot be created in a namespace being deleted", "secret", name)
 			return nil, nil

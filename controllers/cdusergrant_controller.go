@@ -64,6 +64,10 @@ type CDUserGrantReconciler struct {
 	// successors are live refresh tokens seen replaced by spent ones (a GitOps
 	// re-sync), to put back.
 	successors successors
+	// terminating are namespaces lately seen being deleted.
+	terminating recently
+	// finalized are grants whose refresh token a deletion pass revoked and deleted.
+	finalized recently
 	// elected is when this process won the leader election (Unix nanoseconds).
 	elected atomic.Int64
 }
@@ -172,7 +176,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 		return nil, cred, err
 	}
 	if current == nil {
-		if going, err := namespaceGoing(ctx, r.APIReader, grant.Namespace); going || err != nil {
+		if going, err := goingBeforeRequest(ctx, r.APIReader, &r.terminating, grant.Namespace, grant.Status.ExpiresAt != nil, r.Clock.Now()); going || err != nil {
 			return nil, cred, err // the grant is about to go: nothing to report
 		}
 	}

@@ -56,16 +56,17 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 	}
 	switch {
 	case o.Verdict == rotation.Issued:
-		// The token may come without a successor (the server does not rotate): then
-		// the old one stays and only the mark goes.
-		refresh.token = tok.RefreshToken
+		// The token may come without a successor (the server does not rotate), or with
+		// the very token sent (Okta without rotation echoes it): then the old one stays,
+		// unspent, and only the mark goes.
+		refresh.token = rotatedTo(tok.RefreshToken, a.stored.value)
 		sched, clamp := rotation.Plan(now, tok.Lifetime, renewBefore(grant.Spec.RenewBefore), string(grant.UID))
 		r.held.put(grant, &result{request: a.request, refresh: refresh, access: &issued{
 			token: tok.AccessToken, tokenType: tok.TokenType, scopes: tok.Scopes, schedule: sched, clamp: clamp,
 			fingerprint: secrets.GrantFingerprint(a.client), subject: jwtSubject(tok.AccessToken), rotated: true,
 		}})
 		return r.persist(ctx, grant)
-	case o.NewRefreshToken != "":
+	case rotatedTo(o.NewRefreshToken, a.stored.value) != "":
 		// Unusable, but it carried a successor: the old token is spent, store the new.
 		refresh.token = o.NewRefreshToken
 		r.held.put(grant, &result{request: a.request, refresh: refresh, answer: &o})
@@ -78,6 +79,17 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		}
 	}
 	return answered{outcome: o, request: a.request}, nil
+}
+
+// rotatedTo is the refresh token an answer carried in place of sent, or "" when it
+// carried none or sent itself back: a provider that does not rotate may echo the token
+// (Okta with rotation off), which is then still the live session, not a spent one to
+// list (secrets.StoreSuccessor) and never send again.
+func rotatedTo(answered, sent string) string {
+	if answered == sent {
+		return ""
+	}
+	return answered
 }
 
 // writeMark writes the in-flight mark m (or removes it, for the zero Mark) with a
@@ -134,6 +146,7 @@ func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserG
 		}
 		if refusedAsTerminating(err) {
 			// The new refresh token, if any, is stored (above): only the access token goes.
+			r.terminating.mark(grant.Namespace, r.Clock.Now(), r.Clock.Now().Add(terminatingRemembered))
 			r.held.drop(grant.UID)
 			ctrl.LoggerFrom(ctx).Info("Dropped an access token: its output Secret cannot be created in a namespace being deleted", "secret", grant.Status.SecretName)
 			return nil, nil

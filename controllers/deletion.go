@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/klog/v2"
@@ -70,6 +72,14 @@ func (r *CDUserGrantReconciler) keepSession(ctx context.Context, grant *cdv1.CDU
 // held (the live session, which is the one to revoke, not the spent one), then revokes
 // and deletes the grant's refresh token.
 func (r *CDUserGrantReconciler) revokeAndDelete(ctx context.Context, grant *cdv1.CDUserGrant) error {
+	now := r.Clock.Now()
+	if r.finalized.has(string(grant.UID), now) {
+		// This process revoked and deleted it already; the pass runs again because the
+		// finalizer's removal failed or the cache has not seen it yet (the Secret's
+		// delete event requeued the grant at once). The Secret is gone for that reason,
+		// not because something deleted it first: nothing to do, nothing to say.
+		return nil
+	}
 	// A held token whose Secret is gone is revoked by storeHeld (grantGone) instead.
 	res, held := r.held.get(grant.UID)
 	held = held && res.refresh != nil
@@ -85,8 +95,21 @@ func (r *CDUserGrantReconciler) revokeAndDelete(ctx context.Context, grant *cdv1
 		}
 	}
 	r.held.drop(grant.UID) // an access token still held has no use now
-	return r.deleteRefreshToken(ctx, grant, !revokedHeld, !held)
+	// A grant still waiting for its first login (or a new one after its Secret went)
+	// had no session the operator knew of when the deletion came: a Secret missing now
+	// took nothing unrevoked with it.
+	awaiting := meta.IsStatusConditionTrue(grant.Status.Conditions, cdv1.ReauthorizationRequiredCondition) &&
+		meta.FindStatusCondition(grant.Status.Conditions, cdv1.ReauthorizationRequiredCondition).Reason == cdv1.RefreshTokenMissingReason
+	if err := r.deleteRefreshToken(ctx, grant, !revokedHeld, !held && !awaiting); err != nil {
+		return err
+	}
+	r.finalized.mark(string(grant.UID), now, now.Add(finalizedRemembered))
+	return nil
 }
+
+// finalizedRemembered is how long a grant whose token a deletion pass revoked and
+// deleted is remembered: long enough for the finalizer's removal to be retried and seen.
+const finalizedRemembered = 10 * time.Minute
 
 // patchFinalizer adds (add) or removes this operator's finalizer and no other. The
 // grant comes from the cache, which may not show yet a finalizer another controller

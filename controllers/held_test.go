@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 )
@@ -274,5 +276,40 @@ func TestATerminatingNamespaceGetsNoNewTokens(t *testing.T) {
 				t.Errorf("%d token requests: the refusal was retried", n)
 			}
 		})
+	}
+}
+
+// TestANewCRsFirstPassReadsNoNamespace: a cold start creates thousands of outputs, each
+// CR's first pass finding none; only a CR that had a token, whose output went as in a
+// namespace's sweep, asks the API server whether its namespace is being deleted.
+func TestANewCRsFirstPassReadsNoNamespace(t *testing.T) {
+	w := newWorld(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns"}})
+	var reads int
+	counting := interceptor.NewClient(w.client, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if m, ok := obj.(*metav1.PartialObjectMetadata); ok && m.Kind == "Namespace" {
+				reads++
+			}
+			return c.Get(ctx, key, obj, opts...)
+		},
+	})
+	w.creds.APIReader, w.grants.APIReader = counting, counting
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if reads != 0 {
+		t.Errorf("%d namespace reads on first passes, want none", reads)
+	}
+	if err := w.client.Delete(t.Context(), w.secret("pricing-token")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	if reads != 1 {
+		t.Errorf("%d namespace reads after the output of a CR that had a token went, want 1", reads)
 	}
 }

@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -11,12 +13,28 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
+// goingBeforeRequest reports whether the namespace of a CR whose output Secret does not
+// exist is being deleted, before any token is requested for it: the namespace controller
+// deletes the Secrets before the CRs, and the API server refuses every create meanwhile,
+// so a token requested then (a customer's refresh token spent) would only have its output
+// refused. The CR is about to go, so the pass reports nothing.
+//
+// A namespace a create was refused in lately answers from memory. Otherwise only a CR
+// that had a token (hadToken: its output was deleted, as in a namespace's sweep) asks the
+// API server: a new one, each of a cold start's thousands, has no output to lose, and its
+// first pass costs no read past the cache; its create's refusal, if any, is remembered.
+func goingBeforeRequest(ctx context.Context, reader client.Reader, recent *recently, ns string, hadToken bool, now time.Time) (bool, error) {
+	if recent.has(ns, now) {
+		return true, nil
+	}
+	if !hadToken {
+		return false, nil
+	}
+	return namespaceGoing(ctx, reader, ns)
+}
+
 // namespaceGoing reports whether namespace ns is being deleted, as the API server says
-// (the cache holds no namespaces). It is asked only when a CR's output Secret does not
-// exist, before any token is requested for it: the namespace controller deletes the
-// Secrets before the CRs, and the API server refuses every create meanwhile, so a token
-// requested then (a customer's refresh token spent) would only have its output refused.
-// The CR is about to go, so the pass reports nothing.
+// (the cache holds no namespaces).
 //
 // A namespace that cannot be read (not found, or a manager whose RBAC predates this read)
 // is taken for a live one: the create's refusal still says so (refusedAsTerminating).
@@ -44,3 +62,39 @@ func namespaceGoing(ctx context.Context, reader client.Reader, ns string) (bool,
 func refusedAsTerminating(err error) bool {
 	return apierrors.IsForbidden(err) && apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause)
 }
+
+// recently remembers names until a time: the namespaces a create was refused in as being
+// deleted (refusedAsTerminating), so the other CRs of a namespace being swept request no
+// token and read nothing to learn it; the grants whose refresh token a deletion pass
+// revoked and deleted, so a pass run again before the finalizer's removal is seen does
+// not take the Secret it deleted for one deleted first. The zero value is empty.
+type recently struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+}
+
+// mark remembers name until until; it forgets the names whose time is past.
+func (t *recently) mark(name string, now, until time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.until == nil {
+		t.until = map[string]time.Time{}
+	}
+	for n, u := range t.until {
+		if !now.Before(u) {
+			delete(t.until, n)
+		}
+	}
+	t.until[name] = until
+}
+
+func (t *recently) has(name string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	until, ok := t.until[name]
+	return ok && now.Before(until)
+}
+
+// terminatingRemembered is how long a namespace seen being deleted is remembered: one of
+// that name created again afterwards has its CRs served within a minute.
+const terminatingRemembered = time.Minute

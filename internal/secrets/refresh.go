@@ -141,6 +141,9 @@ const spentKept = 3
 // spend the old one: store nothing through here then.
 func StoreSuccessor(s *corev1.Secret, key, spent, successor string) {
 	StoreRefreshToken(s, key, successor)
+	if spent == successor {
+		return // echoed back: the same live token, not spent
+	}
 	s.Annotations[cdv1.SpentHashesAnnotation] = strings.Join(withSpent(spentHashes(s), rotation.Hash(spent)), ",")
 }
 
