@@ -1,6 +1,7 @@
 package tokenclient
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
@@ -43,6 +44,12 @@ func rootsWithPEM(caFile string, data []byte) (*x509.CertPool, error) {
 	for rest := data; ; {
 		var block *pem.Block
 		if block, rest = pem.Decode(rest); block == nil {
+			// What pem.Decode leaves is text without a whole block. One that begins
+			// a block is one cut short: a bundle read while it was being rewritten,
+			// which must not stand for the whole (the CAs after the cut dropped).
+			if bytes.Contains(rest, []byte("-----BEGIN")) {
+				return nil, fmt.Errorf("%s: a PEM block after certificate %d is cut short or malformed", caFile, n)
+			}
 			break
 		}
 		if block.Type != "CERTIFICATE" {
