@@ -105,7 +105,7 @@ func awaitingMessage(o refreshTokenMissing, links bool) string {
 // spentMessage says why a Secret set back to a spent refresh token is not sent, and
 // what ends the wait.
 func spentMessage(secret string) string {
-	return "Secret " + secret + " was set back to a refresh token this operator already spent and replaced (a GitOps re-sync, or a restore from a backup?). " +
+	return "Secret " + secret + " was set back to a refresh token this operator already spent and replaced (a GitOps re-sync, or a restore of its data from a backup?). " +
 		"It is not sent: at an identity server with refresh-token reuse detection, sending it again would revoke the customer's whole session. " +
 		"The customer logs in again, or put the current refresh token back; have GitOps tools create this Secret once and never re-sync its data (create-only: see the README, Refresh-token Secrets and GitOps)"
 }

@@ -194,7 +194,7 @@ func namespaceTerminatingRefusal(name string) error {
 	return err
 }
 
-// kubectl delete namespace: the namespace controller deletes the Secrets before the CRs,
+// kubectl delete namespace: the namespace controller deletes the Secrets with the CRs,
 // and the API server refuses every create in the namespace meanwhile. A CR whose output
 // Secret vanished must not request a token (nor spend a customer's refresh token) just
 // to have its output refused; and a create refused for that reason is final (the CR is

@@ -15,7 +15,8 @@ import (
 
 // goingBeforeRequest reports whether the namespace of a CR whose output Secret does not
 // exist is being deleted, before any token is requested for it: the namespace controller
-// deletes the Secrets before the CRs, and the API server refuses every create meanwhile,
+// deletes Secrets and CRs at once, the Secrets (no finalizer) often first, and the API
+// server refuses every create meanwhile,
 // so a token requested then (a customer's refresh token spent) would only have its output
 // refused. The CR is about to go, so the pass reports nothing.
 //

@@ -225,7 +225,8 @@ const (
 
 	// RefreshTokenSpentReason: the refresh-token Secret was set back to a refresh token
 	// this operator already spent and replaced (SpentHashesAnnotation): a GitOps tool
-	// re-synced it from Git, or it was restored from a backup. Nothing is sent (a reused
+	// re-synced it from Git, or its data was restored from a backup (a restore of the
+	// whole Secret brings back its old list, and is not caught). Nothing is sent (a reused
 	// token makes a provider with reuse detection revoke the whole session). Set only when
 	// the live token could not be put back (RefreshTokenRestoredReason: this process did
 	// not see the update that replaced a token it had stored). Terminal until the Secret

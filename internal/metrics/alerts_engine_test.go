@@ -113,13 +113,15 @@ func firing(t *testing.T, load string, until time.Duration) []string {
 				t.Fatalf("%s at %s: %v", r.name, at, err)
 			}
 			for _, s := range vec {
-				key := r.name + " " + s.Metric.Get("kind") + "/" + s.Metric.Get("namespace") + "/" + s.Metric.Get("name")
+				// An alert is one per label set, as Prometheus keeps them: other labels
+				// (another pod's) make another alert, pending afresh.
+				key := r.name + " " + s.Metric.String()
 				active[key] = true
 				if _, ok := since[key]; !ok {
 					since[key] = at
 				}
 				if at-since[key] >= r.hold {
-					out = append(out, key)
+					out = append(out, r.name+" "+s.Metric.Get("kind")+"/"+s.Metric.Get("namespace")+"/"+s.Metric.Get("name"))
 				}
 			}
 			q.Close()
@@ -131,7 +133,7 @@ func firing(t *testing.T, load string, until time.Duration) []string {
 		}
 	}
 	slices.Sort(out)
-	return out
+	return slices.Compact(out)
 }
 
 // seriesQueryable serves a fixed set of series to the engine.
@@ -249,5 +251,28 @@ func TestTheEngineAgreesWithTheTokenAlertsModel(t *testing.T) {
 	want := []string{"CDTokenExpiresSoon CDCredential/a/stuck"}
 	if got := firing(t, missed, 14*time.Minute); !slices.Equal(got, want) {
 		t.Errorf("a renewal missed by 4 minutes: firing %v, want %v", got, want)
+	}
+}
+
+// TestPerCRAlertsOutliveALeaderChange: only the leader publishes the per-CR series, so a
+// rollout or a failover moves them to another pod (another target, other labels) with a
+// scrape or two between. An alert with a for: clause that kept the pod's labels would
+// start its wait afresh at each leader change, and one rollout after another would keep
+// it from ever firing.
+func TestPerCRAlertsOutliveALeaderChange(t *testing.T) {
+	const load = `
+  cdcredops_condition{pod="a",kind="CDUserGrant",namespace="a",name="acme",type="ReauthorizationRequired",status="True",reason="RefreshTokenRejected"} 1x3 stale
+  cdcredops_condition{pod="b",kind="CDUserGrant",namespace="a",name="acme",type="ReauthorizationRequired",status="True",reason="RefreshTokenRejected"} _x4 1x10
+  cdcredops_condition{pod="a",kind="CDCredential",namespace="a",name="pricing",type="Ready",status="False",reason="InvalidClient"} 1x9 stale
+  cdcredops_condition{pod="b",kind="CDCredential",namespace="a",name="pricing",type="Ready",status="False",reason="InvalidClient"} _x10 1x10
+`
+	want := []string{"CDReauthorizationRequired CDUserGrant/a/acme"}
+	if got := firing(t, load, 6*time.Minute); !slices.Equal(got, want) {
+		t.Errorf("6 minutes after the customer's grant was refused, across a leader change at 4: firing %v, want %v", got, want)
+	}
+	want = append(want, "CDTokenNotIssued CDCredential/a/pricing")
+	slices.Sort(want)
+	if got := firing(t, load, 16*time.Minute); !slices.Equal(got, want) {
+		t.Errorf("16 minutes in, across a leader change at 10: firing %v, want %v", got, want)
 	}
 }

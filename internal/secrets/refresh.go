@@ -148,7 +148,7 @@ func StoreSuccessor(s *corev1.Secret, key, spent, successor string) {
 }
 
 // Spent reports whether hash (rotation.Hash of a refresh token) is one the operator
-// spent from s and replaced: s was set back to it (a GitOps re-sync, a restore from a
+// spent from s and replaced: s was set back to it (a GitOps re-sync, a restore of its data from a
 // backup), and sending it again would be a reuse.
 func Spent(s *corev1.Secret, hash string) bool {
 	return slices.Contains(spentHashes(s), hash)
