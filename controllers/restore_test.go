@@ -60,15 +60,7 @@ func TestASpentRefreshTokenWrittenBackIsReplacedByTheLiveOne(t *testing.T) {
 	g := w.grant("acme")
 	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
 	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
-	var restored []string
-	for _, e := range w.recorded() {
-		if strings.Contains(e, "refresh-0") || strings.Contains(e, "refresh-1") {
-			t.Errorf("event carries a token: %q", e)
-		}
-		if strings.HasPrefix(e, "Warning "+cdv1.RefreshTokenRestoredReason) {
-			restored = append(restored, e)
-		}
-	}
+	restored := warningsWithReason(t, w, cdv1.RefreshTokenRestoredReason, "refresh-0", "refresh-1")
 	if len(restored) != 1 {
 		t.Fatalf("%s events %q, want one", cdv1.RefreshTokenRestoredReason, restored)
 	}

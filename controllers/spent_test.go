@@ -58,15 +58,7 @@ func TestASpentRefreshTokenWrittenBackIsNeverSentAgain(t *testing.T) {
 			t.Errorf("Ready's message %q does not say %q", msg, want)
 		}
 	}
-	var warnings []string
-	for _, e := range w.recorded() {
-		if strings.Contains(e, "refresh-0") || strings.Contains(e, "refresh-1") {
-			t.Errorf("event carries a token: %q", e)
-		}
-		if strings.HasPrefix(e, "Warning "+cdv1.RefreshTokenSpentReason) {
-			warnings = append(warnings, e)
-		}
-	}
+	warnings := warningsWithReason(t, w, cdv1.RefreshTokenSpentReason, "refresh-0", "refresh-1")
 	if len(warnings) != 1 {
 		t.Errorf("%s events %q, want one", cdv1.RefreshTokenSpentReason, warnings)
 	}
@@ -149,4 +141,22 @@ func TestASpentTokenWrittenBackWhileARefreshIsOutDoesNotKeepTheSuccessorOut(t *t
 	if diff := cmp.Diff([]string{"refresh-0", "refresh-1", "refresh-2"}, w.tokens.refreshes()); diff != "" {
 		t.Errorf("refresh tokens sent (-want +got):\n%s", diff)
 	}
+}
+
+// warningsWithReason returns the Warning events recorded since the last look that carry
+// reason, and fails the test for any event that carries one of tokens.
+func warningsWithReason(t *testing.T, w *world, reason string, tokens ...string) []string {
+	t.Helper()
+	var out []string
+	for _, e := range w.recorded() {
+		for _, token := range tokens {
+			if strings.Contains(e, token) {
+				t.Errorf("event carries a token: %q", e)
+			}
+		}
+		if strings.HasPrefix(e, "Warning "+reason) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
