@@ -1,10 +1,15 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"text/template"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -87,15 +93,27 @@ func TestTheReadmesRemoveEverythingSequenceRemovesTheCRDs(t *testing.T) {
 	// 2. The uninstall: the operator is gone.
 	mgr.Stop(t)
 
-	// 3. Had the operator gone first, a grant keeps its finalizer: the README's patch
-	// takes it off (its refresh token is then not revoked).
+	// 3. Had the operator gone first, a grant keeps its finalizer: the README's command
+	// takes it off, and no other controller's (its refresh token is then not revoked).
 	late := deletePolicyGrant(ns, "late")
-	late.Finalizers = []string{"cd.credops.io/delete-refresh-token"}
+	late.Finalizers = []string{"example.com/backup", "cd.credops.io/delete-refresh-token"}
 	if err := c.Create(ctx, late); err != nil {
 		t.Fatal(err)
 	}
+	for _, p := range readmesFinalizerPatches(t, ctx, c) {
+		if err := c.Patch(ctx, &cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name}}, client.RawPatch(types.JSONPatchType, p.body)); err != nil {
+			t.Fatalf("kubectl -n %s patch cdusergrant %s --type json -p '%s': %v", p.ns, p.name, p.body, err)
+		}
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(late), late); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(late.Finalizers, []string{"example.com/backup"}) {
+		t.Fatalf("finalizers after the README's command: %v, want only the other controller's", late.Finalizers)
+	}
+	// The other controller does its part.
 	if err := c.Patch(ctx, late, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`))); err != nil {
-		t.Fatalf("kubectl patch cdusergrant late --type merge -p '{\"metadata\":{\"finalizers\":null}}': %v", err)
+		t.Fatal(err)
 	}
 
 	// 4. kubectl delete crd ...
@@ -163,4 +181,50 @@ func metaItems(list client.ObjectList) ([]client.Object, error) {
 		out = append(out, o.(client.Object))
 	}
 	return out, nil
+}
+
+// finalizerPatch is one `kubectl patch --type json` of the README's command.
+type finalizerPatch struct {
+	ns, name string
+	body     []byte
+}
+
+// readmesFinalizerPatches runs the README's command for taking the finalizer off when
+// the operator is gone: its go-template over the grants as kubectl renders it (the JSON
+// of the list), then the JSON patch its loop sends for each line.
+func readmesFinalizerPatches(t *testing.T, ctx context.Context, c client.Client) []finalizerPatch {
+	t.Helper()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const prefix = "kubectl get cdusergrants --all-namespaces -o go-template='"
+	_, rest, ok := strings.Cut(string(readme), prefix)
+	if !ok {
+		t.Fatalf("the README has no %q", prefix)
+	}
+	text, _, _ := strings.Cut(rest, "' |")
+	tmpl, err := template.New("readme").Parse(text)
+	if err != nil {
+		t.Fatalf("the README's go-template: %v", err)
+	}
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(cdv1.GroupVersion.WithKind("CDUserGrantList"))
+	if err := c.List(ctx, list); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := tmpl.Execute(&out, list.UnstructuredContent()); err != nil {
+		t.Fatalf("the README's go-template: %v", err)
+	}
+	var patches []finalizerPatch
+	for line := range strings.Lines(out.String()) {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			t.Fatalf("the README's go-template printed %q, want: namespace name index", line)
+		}
+		path := "/metadata/finalizers/" + f[2]
+		patches = append(patches, finalizerPatch{f[0], f[1], []byte(`[{"op":"test","path":"` + path + `","value":"cd.credops.io/delete-refresh-token"},{"op":"remove","path":"` + path + `"}]`)})
+	}
+	return patches
 }
