@@ -53,9 +53,9 @@ func trustChild(server, caFile string) string {
 	if err := tokens.Revoke(context.Background(), ep, server+"/revoke", "t", ""); err != nil {
 		private = "private untrusted"
 	}
-	roots, err := x509.SystemCertPool() // what a nil tokenclient.Options.RootCAs means
+	roots, err := x509.SystemCertPool() // what a token client without a Transport trusts
 	if caFile != "" {
-		roots, err = tokenclient.RootsWith(caFile) // what manager.TokenClient passed on
+		roots, err = tokenclient.RootsWith(caFile) // what manager.TokenClient's CAFileTransport trusts
 	}
 	public := "public untrusted"
 	if err == nil && publicRootTrusted(roots) {

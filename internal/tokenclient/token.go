@@ -80,11 +80,9 @@ type Options struct {
 	RequestsPerSecond float64
 	// Burst is the rate limiter's burst; at least 1.
 	Burst int
-	// RootCAs are the roots token hosts' certificates are verified against (RootsWith);
-	// nil: the system's, or the compiled-in bundle when the system has none.
-	RootCAs *x509.CertPool
-	// Transport, when set, carries the requests instead of a transport trusting RootCAs:
-	// the manager's CAFileTransport, whose roots follow a CA file as it changes.
+	// Transport, when set, carries the requests instead of one trusting the system's
+	// roots (or the compiled-in bundle when the system has none): the manager's
+	// CAFileTransport, whose roots add a CA file's and follow it as it changes.
 	Transport http.RoundTripper
 	// HTTPClient's Transport is reused when set (tests). Its CheckRedirect, Timeout and
 	// Jar are not: redirects and cookies have no place in a token request.
@@ -116,7 +114,7 @@ var (
 func New(opts Options) *Client {
 	c := &Client{
 		allowed:   newAllowList(opts.AllowedHosts),
-		transport: newTransport(opts.RootCAs),
+		transport: opts.Transport,
 		timeout:   opts.Timeout,
 		maxBody:   opts.MaxResponseBytes,
 		now:       time.Now,
@@ -127,8 +125,8 @@ func New(opts Options) *Client {
 	if c.maxBody <= 0 {
 		c.maxBody = defaultMaxResponseBytes
 	}
-	if opts.Transport != nil {
-		c.transport = opts.Transport
+	if c.transport == nil {
+		c.transport = newTransport(nil)
 	}
 	if opts.HTTPClient != nil && opts.HTTPClient.Transport != nil {
 		c.transport = opts.HTTPClient.Transport
