@@ -96,10 +96,13 @@ const (
 	RotationAttemptAnnotation = "cd.credops.io/rotation-attempt"
 	// SpentHashesAnnotation lists, comma-separated, hashes (never the tokens) of refresh
 	// tokens the operator spent from this Secret and replaced with a successor: the
-	// first one ever spent (the seed a GitOps tool or a backup writes back) and the last
-	// three. It is written in the update that stores the successor. A Secret set back to
-	// a token on the list is never sent (ReauthorizationRequired=True, RefreshTokenSpent):
-	// at a provider with reuse detection that would revoke the customer's whole session.
+	// first one ever spent (the seed a GitOps tool writes back) and the last three. It is
+	// written in the update that stores the successor. A Secret set back to a token on the
+	// list is never sent: at a provider with reuse detection that would revoke the
+	// customer's whole session. The live token is put back when the running manager saw
+	// it replaced (RefreshTokenRestored); otherwise ReauthorizationRequired=True,
+	// RefreshTokenSpent. A restore of the whole Secret brings back its old list with it,
+	// and is not caught.
 	SpentHashesAnnotation = "cd.credops.io/spent-hashes"
 	// ReauthorizeAnnotation on a CDUserGrant asks for a new customer login (its value is
 	// the time of the request, RFC 3339), even while the grant works: the operator puts a
