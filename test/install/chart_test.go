@@ -229,6 +229,28 @@ func TestEveryFlagAUserSetsIsAValue(t *testing.T) {
 	}
 }
 
+// A values file is YAML, and Helm reads every number in it as a float64, which a bare
+// template action prints as 2e+06 from a million on: the manager's integer flags refuse
+// that (it would crash-loop) and the API server refuses it in the pod's integer fields.
+// --set parses integers as integers, so the table above cannot see it.
+func TestLargeNumbersFromAValuesFileRenderAsNumbersTheManagerParses(t *testing.T) {
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(values, []byte("kubeAPIQPS: 2500000\nkubeAPIBurst: 5000000\nmaxConcurrentReconciles: 1000000\n"+
+		"tokenRequestsPerSecond: 1500000\nterminationGracePeriodSeconds: 1000000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, helm(t), "template", "cd", chartDir, "--namespace", "cd-system", "-f", values)
+	if e := regexp.MustCompile(`.*\de\+\d.*`).Find(out); e != nil {
+		t.Errorf("rendered %q", e)
+	}
+	got := managerArgs(t, objects(t, out))
+	for _, w := range []string{"--kube-api-qps=2500000", "--kube-api-burst=5000000", "--max-concurrent-reconciles=1000000", "--token-requests-per-second=1500000"} {
+		if !slices.Contains(got, w) {
+			t.Errorf("args %q lack %q", got, w)
+		}
+	}
+}
+
 func TestGoMemoryLimitFollowsTheContainerLimit(t *testing.T) {
 	for _, tc := range []struct {
 		name string

@@ -117,6 +117,16 @@ that must end before the kubelet's SIGKILL, or a customer's new refresh token is
 {{- define "cdcreds.tokenHostCADir" -}}/etc/cd-credentials-operator/token-host-ca{{- end }}
 
 {{/* The manager's flags, every one from a value. */}}
+{{/*
+cdcreds.number prints a number as a flag or an integer field reads it: Helm reads every
+number of a values file as a float64, which a bare action prints as 2e+06 from a
+million on (an integer flag refuses that, and so does the API server in an integer
+field). Whole numbers print as integers, others as they are.
+*/}}
+{{- define "cdcreds.number" -}}
+{{- if eq (float64 (int64 .)) (float64 .) }}{{ int64 . }}{{ else }}{{ . }}{{ end -}}
+{{- end }}
+
 {{- define "cdcreds.args" -}}
 {{- $v := .Values -}}
 {{- if $v.leaderElection.enabled }}
@@ -136,9 +146,9 @@ that must end before the kubelet's SIGKILL, or a customer's new refresh token is
 {{- with $v.shardLabelSelector }}
 - --shard-label-selector={{ . }}
 {{- end }}
-- --max-concurrent-reconciles={{ $v.maxConcurrentReconciles }}
-- --kube-api-qps={{ $v.kubeAPIQPS }}
-- --kube-api-burst={{ $v.kubeAPIBurst }}
+- --max-concurrent-reconciles={{ include "cdcreds.number" $v.maxConcurrentReconciles }}
+- --kube-api-qps={{ include "cdcreds.number" $v.kubeAPIQPS }}
+- --kube-api-burst={{ include "cdcreds.number" $v.kubeAPIBurst }}
 {{- if $v.kubeAPICompression }}
 - --kube-api-compression
 {{- end }}
@@ -146,7 +156,7 @@ that must end before the kubelet's SIGKILL, or a customer's new refresh token is
 - --pprof-bind-address={{ . }}
 {{- end }}
 - --in-flight-timeout={{ $v.inFlightTimeout }}
-- --token-requests-per-second={{ $v.tokenRequestsPerSecond }}
+- --token-requests-per-second={{ include "cdcreds.number" $v.tokenRequestsPerSecond }}
 - --token-request-timeout={{ $v.tokenRequestTimeout }}
 {{- with $v.tokenHostCABundle.configMapName }}
 - --token-host-ca-file={{ include "cdcreds.tokenHostCADir" $ }}/{{ $v.tokenHostCABundle.key }}
