@@ -11,9 +11,9 @@
 //
 // A refresh is never retried, here or below. x/oauth2 sends one request when the style
 // is explicit; redirects are not followed (a redirect would replay the form at another
-// URL); and each request goes through a transport that refuses to be called twice. The
-// net/http transport only re-sends a POST when not a single byte of it was written, which
-// cannot spend anything. Whether to try again is the caller's decision, made from the
+// URL); and each request goes through a transport that refuses to be called twice and
+// takes away the request's GetBody, so that net/http can re-send a POST (over HTTP/1.1 or
+// HTTP/2) only when not a single byte of its form was read, which cannot spend anything. Whether to try again is the caller's decision, made from the
 // typed *Error: Ambiguous says the server may already have processed the request, so a
 // refresh token may be spent even though no answer arrived.
 //

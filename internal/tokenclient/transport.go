@@ -49,6 +49,12 @@ func (t *onceTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	trace := &httptrace.ClientTrace{WroteHeaders: func() { t.ex.wrote.Store(true) }}
 	req = req.Clone(httptrace.WithClientTrace(req.Context(), trace))
+	// Without GetBody no transport below can rewind the form to send it again. net/http
+	// re-sends a request whose HTTP/2 stream the peer reset (PROTOCOL_ERROR after a new
+	// dial, REFUSED_STREAM after a backoff) though the whole form arrived, and one such
+	// peer made this call send a refresh token hundreds of times a second. A request whose
+	// body was never read may still be re-sent: nothing of it reached the server.
+	req.GetBody = nil
 	req.Header.Set("User-Agent", userAgent)
 	t.ex.url = req.URL.String()
 	resp, err := t.base.RoundTrip(req)
