@@ -266,6 +266,13 @@ func (c *Callback) exchange(ctx context.Context, grant *cdv1.CDUserGrant, cred *
 	}
 	tok, err := metrics.Instrument(c.Tokens, "CDUserGrant").Exchange(ctx, ep, code, RedirectURI(cred, c.CallbackURL), verifier)
 	if err != nil {
+		// A 200 may carry a refresh token beside an answer the client refuses (no access
+		// token, another token_type): the code was accepted and that token is a live
+		// session, which the callback does not keep, so it is revoked.
+		if te := (*tokenclient.Error)(nil); errors.As(err, &te) && te.Token != nil && te.Token.RefreshToken != "" {
+			return c.notKept(ctx, grant, cred, ep, te.Token.RefreshToken, &notStored{status: http.StatusBadGateway, reason: cdv1.AuthorizationFailedReason,
+				what: "The identity server accepted the authorization code, but its answer was unusable: " + err.Error() + ".", fix: "Ask for a new link and log in again."})
+		}
 		return failed(http.StatusBadGateway, cdv1.AuthorizationFailedReason, "", "The identity server refused the authorization code: "+err.Error()+". Ask for a new link and log in again.")
 	}
 	if tok.RefreshToken == "" {
