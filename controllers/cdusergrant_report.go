@@ -37,6 +37,13 @@ func (r *CDUserGrantReconciler) report(grant *cdv1.CDUserGrant, o outcome) (ctrl
 	}
 	r.reportGrantConditions(grant, c, g)
 	c.recordChanges(r.Recorder, grant)
+	if m, ok := o.(markRefused); ok {
+		// Retried on controller-runtime's backoff, and at once when the Secret changes
+		// (it is watched). Nothing was sent, so nothing goes into the failure memory,
+		// which holds the request budget: the refusal may end without a change the
+		// operator sees (an admission policy fixed).
+		return res, m.err
+	}
 	return res, c.terminal(res)
 }
 
@@ -193,6 +200,10 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		}
 		c.retrying(cdv1.SecretWriteFailedReason, writeFailure(o.err))
 		res.RequeueAfter = retryAfter(f, now)
+	case markRefused:
+		// The token in the output Secret is still the last one stored: status keeps
+		// describing it, and the refresh token was not tried.
+		c.retrying(cdv1.SecretWriteFailedReason, markRefusal(o.secret, o.err))
 	}
 	return g, res
 }

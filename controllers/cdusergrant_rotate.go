@@ -44,6 +44,11 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 	defer r.rotating.end()
 	previous := rotation.ReadMark(a.stored.secret.Annotations)
 	marked, err := r.writeMark(ctx, a.stored.secret, grant, d.Mark)
+	if writeRefused(err) {
+		// Refused on every pass until someone changes the Secret or the policy: said on
+		// the grant, or it would stay Ready while its access token runs out.
+		return markRefused{secret: a.stored.secret.Name, err: err}, nil
+	}
 	if err != nil {
 		return nil, err // a conflict means someone changed the Secret: nothing was sent
 	}

@@ -100,6 +100,12 @@ type (
 		// after a failed one.
 		inherited bool
 	}
+	// markRefused: the API server refused the in-flight mark on the refresh-token Secret
+	// (secret) for a reason retrying at once does not fix (writeRefused). Nothing was sent.
+	markRefused struct {
+		secret string
+		err    error
+	}
 )
 
 func (clientUnusable) isOutcome()        {}
@@ -119,6 +125,7 @@ func (abandoned) isOutcome()             {}
 func (answered) isOutcome()              {}
 func (stored) isOutcome()                {}
 func (writeFailed) isOutcome()           {}
+func (markRefused) isOutcome()           {}
 
 // keepTokenSecret has status keep naming the Secret that holds the token (previous)
 // until a pass puts a token in, or finds one in, the Secret the spec names now (name).
@@ -229,6 +236,30 @@ func writeFailure(err error) string {
 		return fmt.Sprintf("The API server refused to store the token (%s): %s. The operator holds the token and writes it again with backoff; no new token is requested meanwhile", s.Reason, truncate(s.Message, 400))
 	}
 	return "The token could not be stored: " + truncate(err.Error(), 400) + ". The operator holds the token and writes it again with backoff"
+}
+
+// writeRefused reports whether the API server refused a write for a reason of its own
+// that retrying at once does not fix: the object as written is invalid (annotations over
+// the 256 KiB limit), an admission policy or RBAC forbids it, or it is too large. A
+// conflict or a Secret gone is settled by a fresh read, an outage by waiting: those are
+// not refusals.
+func writeRefused(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsRequestEntityTooLargeError(err)
+}
+
+// markRefusal describes the API server's refusal of the in-flight mark on the
+// refresh-token Secret secret: its reason and message, never a value.
+func markRefusal(secret string, err error) string {
+	why := truncate(err.Error(), 400)
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		s := status.Status()
+		why = "(" + string(s.Reason) + "): " + truncate(s.Message, 400)
+	}
+	return "The API server refused the in-flight mark on refresh-token Secret " + secret + " " + why +
+		". The mark must be written before the refresh token is sent, so nothing was sent and the access token is not renewed: " +
+		"make the Secret writable again (its annotations within the API server's 256 KiB, the admission policy or RBAC that refuses the update). " +
+		"The operator tries again with backoff, and at once when the Secret changes"
 }
 
 // blockedReason is the Ready reason of a precondition that stops the pass, and whether

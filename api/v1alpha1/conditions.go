@@ -133,7 +133,11 @@ const (
 	// invalid, too large, a quota, an admission policy). The message carries the API
 	// server's reason and message, never a value. The token already issued is held in
 	// memory and written again (every 5-6 s while it is a new refresh token whose
-	// predecessor is spent); no new token is requested meanwhile.
+	// predecessor is spent); no new token is requested meanwhile. On a CDUserGrant it is
+	// also set when the API server refuses the in-flight mark on the refresh-token Secret
+	// for good (its annotations at the 256 KiB limit, an admission policy): the mark
+	// comes before the refresh token is sent, so nothing is sent and the access token is
+	// not renewed; the grant tries again with backoff, and at once when the Secret changes.
 	SecretWriteFailedReason = "SecretWriteFailed"
 
 	// AwaitingAuthorizationReason: a CDUserGrant has no refresh token yet; the customer
