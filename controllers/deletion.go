@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/eventnote"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 )
 
@@ -210,10 +211,10 @@ func (r *CDUserGrantReconciler) revoke(ctx context.Context, grant *cdv1.CDUserGr
 		err = r.Revoker.Revoke(ctx, c.Endpoint, cred.Spec.RevocationURL, token, "refresh_token")
 	}
 	if err != nil {
-		r.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, cdv1.RevocationFailedReason, "Delete", "Revoking the refresh token failed (%s); the refresh-token Secret is deleted all the same", err.Error())
+		r.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, cdv1.RevocationFailedReason, "Delete", "%s", eventnote.Of("Revoking the refresh token failed (%s); the refresh-token Secret is deleted all the same", err.Error()))
 		return
 	}
-	r.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeNormal, cdv1.RefreshTokenRevokedReason, "Delete", "Revoked the refresh token at the identity server; deleting Secret %s", grant.Spec.RefreshTokenSecretRef.Name)
+	r.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeNormal, cdv1.RefreshTokenRevokedReason, "Delete", "%s", eventnote.Of("Revoked the refresh token at the identity server; deleting Secret %s", grant.Spec.RefreshTokenSecretRef.Name))
 }
 
 // revocationCredential reads the grant's CDCredential for a revocation, or says why
@@ -243,5 +244,5 @@ func (r *CDUserGrantReconciler) notRevoked(ctx context.Context, grant *cdv1.CDUs
 	ctrl.LoggerFrom(ctx).Info("The refresh token was not revoked; it stays valid at the identity server until it expires",
 		"cdusergrant", klog.KObj(grant), "why", why)
 	r.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, cdv1.RefreshTokenNotRevokedReason, "Delete",
-		"The refresh token was not revoked (%s); it stays valid at the identity server until it expires", why)
+		"%s", eventnote.Of("The refresh token was not revoked (%s); it stays valid at the identity server until it expires", why))
 }

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/eventnote"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 )
@@ -175,7 +176,7 @@ func (r *CDUserGrantReconciler) putBack(ctx context.Context, grant *cdv1.CDUserG
 	if err := r.Update(ctx, put); err != nil {
 		return nil, err
 	}
-	r.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, cdv1.RefreshTokenRestoredReason, "Restore", "%s", restoredMessage(s.Name))
+	r.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, cdv1.RefreshTokenRestoredReason, "Restore", "%s", eventnote.Cut(restoredMessage(s.Name)))
 	ctrl.LoggerFrom(ctx).Info("Put the live refresh token back over a spent one written back", "secret", s.Name)
 	return &storedToken{secret: put, key: key, value: token, hash: rotation.Hash(token)}, nil
 }

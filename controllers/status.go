@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/eventnote"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 )
@@ -171,28 +172,29 @@ func (c conditions) becameTrue(typ string) bool {
 // Ready turning False or failing in a new way (newFailure), and the onset of FlowMisuse
 // or ReauthorizationRequired. A routine renewal changes nothing here and records nothing
 // (DESIGN §9), and neither does a retry of the same failure. Condition messages never
-// hold a secret, so events built from them do not either.
+// hold a secret, so events built from them do not either. Every note is cut to what the
+// API server takes (eventnote): a refused Event is lost.
 func (c conditions) recordChanges(rec events.EventRecorder, obj runtime.Object) {
 	target := eventTarget(obj)
 	now, was := c.find(cdv1.ReadyCondition), meta.FindStatusCondition(c.before, cdv1.ReadyCondition)
 	switch {
 	case now == nil:
 	case c.becameTrue(cdv1.ReadyCondition):
-		rec.Eventf(target, nil, corev1.EventTypeNormal, now.Reason, "Reconcile", "%s", now.Message)
+		rec.Eventf(target, nil, corev1.EventTypeNormal, now.Reason, "Reconcile", "%s", eventnote.Cut(now.Message))
 	case newFailure(was, now):
 		note := now.Message
 		if c.note.reason == now.Reason && c.note.message != "" {
 			note = c.note.message
 		}
-		rec.Eventf(target, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", note)
+		rec.Eventf(target, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", eventnote.Cut(note))
 	}
 	if c.becameTrue(cdv1.FlowMisuseCondition) {
 		m := c.find(cdv1.FlowMisuseCondition)
-		rec.Eventf(target, nil, corev1.EventTypeWarning, cdv1.FlowMisuseDetectedReason, "Reconcile", "%s: %s", m.Reason, m.Message)
+		rec.Eventf(target, nil, corev1.EventTypeWarning, cdv1.FlowMisuseDetectedReason, "Reconcile", "%s", eventnote.Of("%s: %s", m.Reason, m.Message))
 	}
 	if c.becameTrue(cdv1.ReauthorizationRequiredCondition) {
 		m := c.find(cdv1.ReauthorizationRequiredCondition)
-		rec.Eventf(target, nil, corev1.EventTypeWarning, cdv1.ReauthorizationRequiredReason, "Reconcile", "%s: %s", m.Reason, m.Message)
+		rec.Eventf(target, nil, corev1.EventTypeWarning, cdv1.ReauthorizationRequiredReason, "Reconcile", "%s", eventnote.Of("%s: %s", m.Reason, m.Message))
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/eventnote"
 	"github.com/credops/cd-credentials-operator/internal/metrics"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
@@ -281,7 +282,7 @@ func (c *Callback) exchange(ctx context.Context, grant *cdv1.CDUserGrant, cred *
 	if err := c.store(ctx, grant, tok.RefreshToken); err != nil {
 		return c.notKept(ctx, grant, cred, ep, tok.RefreshToken, err)
 	}
-	c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeNormal, cdv1.CustomerAuthorizedReason, "Authorize", "The customer authorized the integration; the refresh token is stored in Secret %s", grant.Spec.RefreshTokenSecretRef.Name)
+	c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeNormal, cdv1.CustomerAuthorizedReason, "Authorize", "%s", eventnote.Of("The customer authorized the integration; the refresh token is stored in Secret %s", grant.Spec.RefreshTokenSecretRef.Name))
 	return nil
 }
 
@@ -516,7 +517,7 @@ func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, st State
 		break
 	}
 	if a.reason != cdv1.CustomerAuthorizedReason {
-		c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, a.reason, "Authorize", "Customer authorization failed: %s", truncate(a.msg, 1000))
+		c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeWarning, a.reason, "Authorize", "%s", eventnote.Of("Customer authorization failed: %s", a.msg))
 	}
 }
 

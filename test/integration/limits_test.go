@@ -2,14 +2,19 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/internal/manager"
 )
 
 // The API server's limits, which the fake client of the unit tests does not keep.
@@ -60,4 +65,39 @@ func TestAnInFlightMarkTheAPIServerRefusesIsOnTheGrant(t *testing.T) {
 
 	editRefreshSecret(func(a map[string]string) { delete(a, padKey) })
 	eventually(t, 20*time.Second, "a rotation once the Secret is trimmed", f.rotations("acme", g.Status.RotationCount+1))
+}
+
+// A ClientCredentials CDCredential asks for many long scopes (Google-style URL scopes,
+// within the CRD's 32 × 128) and the identity server refuses one. Ready's message quotes
+// the requested scopes, well over events.k8s.io/v1's 1024-byte note limit: the
+// ScopeNotAllowed Event, the one that says what to fix, still reaches the API server.
+func TestAScopeRefusalWithLongScopesStillRecordsItsEvent(t *testing.T) {
+	ns := newNamespace(t)
+	clients := centralDispatchClients()
+	clients[0].Scopes = []string{"marketplace"}
+	idp := startSandbox(t, cdsandbox.Options{Clients: clients})
+	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
+	create(t, clientSecret(ns, "api-client", apiClientID, apiClientSecret))
+	cc := credential(ns, "pricing", cdv1.FlowClientCredentials, "api-client", idp.URL)
+	for i := range 16 {
+		cc.Spec.Scopes = append(cc.Spec.Scopes, fmt.Sprintf("https://api.centraldispatch.example/auth/marketplace.listings.readonly.%02d", i))
+	}
+	create(t, cc)
+	eventually(t, 30*time.Second, "ScopeNotAllowed", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.ScopeNotAllowedReason))
+	c, _ := getCredential(ns, "pricing")
+	if n := len(conditionMessage(c.Status.Conditions, cdv1.ReadyCondition)); n <= 1024 {
+		t.Fatalf("Ready's message is %d bytes: the test needs one over the note limit", n)
+	}
+	eventually(t, 10*time.Second, "the ScopeNotAllowed event", func() error {
+		evs := &eventsv1.EventList{}
+		if err := k8s.List(context.Background(), evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Regarding.Name == "pricing" && e.Reason == cdv1.ScopeNotAllowedReason {
+				return nil
+			}
+		}
+		return fmt.Errorf("no ScopeNotAllowed event on the CDCredential (%d events in the namespace)", len(evs.Items))
+	})
 }
