@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -25,12 +26,23 @@ import (
 // tells a pass to look for them again (noteLeftovers).
 const leftoverMark = "which is no longer renewed"
 
-// leftoverNote names Secrets left behind; origin says whose last token they hold.
+// leftoversNamed is how many Secrets left behind a note names; the rest it counts. A CR
+// renamed many times leaves as many, with names up to 253 characters: listing them all
+// passes metav1.Condition's 32768-character message limit, and the API server refuses
+// the whole status patch, on every pass.
+const leftoversNamed = 3
+
+// leftoverNote names Secrets left behind (the first leftoversNamed, and how many more);
+// origin says whose last token they hold.
 func leftoverNote(names []string, origin, kind string) string {
 	if len(names) == 0 {
 		return ""
 	}
-	return "; Secret " + strings.Join(names, ", ") + " still holds the last token " + origin + ", " + leftoverMark +
+	named := strings.Join(names[:min(len(names), leftoversNamed)], ", ")
+	if more := len(names) - leftoversNamed; more > 0 {
+		named += fmt.Sprintf(" and %d more", more)
+	}
+	return "; Secret " + named + " still holds the last token " + origin + ", " + leftoverMark +
 		" and expires within its lifetime: delete it once no pod mounts it (deleting this " + kind + " deletes it too)"
 }
 

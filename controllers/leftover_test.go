@@ -2,9 +2,11 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -151,5 +153,39 @@ func TestARenamedOutputIsNamedOnReadyUntilItIsDeleted(t *testing.T) {
 				t.Errorf("routine passes listed Secrets %d times, want none", lists)
 			}
 		})
+	}
+}
+
+// A CR renamed many times leaves many outputs behind, with names up to 253 characters.
+// Ready names a few and counts the rest: a message listing them all passes
+// metav1.Condition's 32768-character limit, and the API server then refuses the whole
+// status patch on every pass (status.secretName and expiresAt stay stale). No condition
+// message passes the limit, whatever builds it.
+func TestManyLongLeftoverSecretsKeepReadysMessageWithinItsLimit(t *testing.T) {
+	var names []string
+	for i := range 130 {
+		names = append(names, fmt.Sprintf("%s-%03d", strings.Repeat("p", 249), i))
+	}
+	note := renamedNote(names, kindCredential)
+	for _, named := range names[:leftoversNamed] {
+		if !strings.Contains(note, named) {
+			t.Errorf("note does not name %s…", named[245:])
+		}
+	}
+	if strings.Contains(note, names[leftoversNamed]) || !strings.Contains(note, fmt.Sprintf("and %d more", 130-leftoversNamed)) {
+		t.Errorf("note %q, want the first %d names and a count of the rest", note, leftoversNamed)
+	}
+	if !strings.Contains(note, leftoverMark) {
+		t.Errorf("note %q lacks %q, which has later passes look for the leftovers again", note, leftoverMark)
+	}
+	if n := utf8.RuneCountInString(note); n > 2000 {
+		t.Errorf("note of %d characters for 130 leftovers, want a few names' worth", n)
+	}
+
+	var conds []metav1.Condition
+	c := newConditions(&conds, 1, epoch)
+	c.set(cdv1.ReadyCondition, true, cdv1.TokenIssuedReason, strings.Repeat("é", 40000))
+	if n := utf8.RuneCountInString(condition(t, conds, cdv1.ReadyCondition).Message); n > maxConditionMessage {
+		t.Errorf("condition message of %d characters, want at most %d: the API server refuses the status patch", n, maxConditionMessage)
 	}
 }

@@ -47,6 +47,9 @@ type conditions struct {
 	readyFor *int64
 }
 
+// maxConditionMessage is metav1.Condition's limit on a message, in characters.
+const maxConditionMessage = 32768
+
 func newConditions(list *[]metav1.Condition, generation int64, now time.Time) conditions {
 	return conditions{list: list, before: append([]metav1.Condition(nil), *list...), generation: generation, now: now, note: &readyState{}, readyFor: new(int64)}
 }
@@ -59,6 +62,11 @@ func (c conditions) set(typ string, status bool, reason, message string) {
 	transition := metav1.NewTime(c.now)
 	if old := meta.FindStatusCondition(c.before, typ); old != nil && old.Status == s {
 		transition = old.LastTransitionTime
+	}
+	// Cut, not refused: a message over the limit would have the API server refuse the
+	// whole status patch, on every pass.
+	if len(message) > maxConditionMessage { // bytes: no rune count on every pass
+		message = truncate(message, maxConditionMessage-1)
 	}
 	cond := metav1.Condition{Type: typ, Status: s, ObservedGeneration: c.generationOf(typ, s), LastTransitionTime: transition, Reason: reason, Message: message}
 	if cur := meta.FindStatusCondition(*c.list, typ); cur != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
@@ -99,5 +100,40 @@ func TestAScopeRefusalWithLongScopesStillRecordsItsEvent(t *testing.T) {
 			}
 		}
 		return fmt.Errorf("no ScopeNotAllowed event on the CDCredential (%d events in the namespace)", len(evs.Items))
+	})
+}
+
+// A CDCredential whose spec.secretName was renamed many times, with long names: each
+// rename leaves the previous output Secret behind, controlled by the CR and named in
+// Ready until deleted. Ready names a few and counts the rest; a list of all of them
+// passed metav1.Condition's 32768-character limit, and the API server refused the whole
+// status patch on every pass: status kept naming the old Secret, though the token was in
+// the new one. The leftovers are made here as 130 renames leave them (the operator's
+// labels, a controller reference to the CR); a namespace user can create them as well.
+func TestManyLongLeftoverSecretsDoNotFreezeStatus(t *testing.T) {
+	ns, _ := setupClientCredentials(t, 6*time.Second, func(c *cdv1.CDCredential) { c.Spec.SecretName = "pricing-token" })
+	eventually(t, 20*time.Second, "Ready", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	c, _ := getCredential(ns, "pricing")
+	controller := true
+	for i := range 130 {
+		create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+			Namespace: ns, Name: fmt.Sprintf("%s-%03d", strings.Repeat("p", 249), i),
+			Labels:          map[string]string{cdv1.OwnerLabel: "CDCredential.pricing", cdv1.SecretTypeLabel: cdv1.SecretTypeAccessToken, cdv1.ManagedByLabel: cdv1.ManagedByValue},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: cdv1.GroupVersion.String(), Kind: "CDCredential", Name: "pricing", UID: c.UID, Controller: &controller}},
+		}, StringData: map[string]string{"access_token": "old"}})
+	}
+	c.Spec.SecretName = "pricing-token-2"
+	if err := k8s.Update(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "status names the renamed output", func() error {
+		c, err := getCredential(ns, "pricing")
+		if err != nil {
+			return err
+		}
+		if msg := conditionMessage(c.Status.Conditions, cdv1.ReadyCondition); c.Status.SecretName != "pricing-token-2" || !strings.Contains(msg, "and 128 more") {
+			return fmt.Errorf("status.secretName %q; Ready %.120q", c.Status.SecretName, msg)
+		}
+		return nil
 	})
 }
