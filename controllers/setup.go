@@ -61,12 +61,14 @@ func (r *CDCredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &cdv1.CDCredential{}, credentialClientIDIndex, indexClientID); err != nil {
 		return err
 	}
+	keyID := secrets.KeyID(r.Key)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&cdv1.CDCredential{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, notInShard))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDCredentialList{}, credentialClientSecretIndex)), builder.WithPredicates(secretChanged)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(namingOutput(mgr.GetClient(), &cdv1.CDCredentialList{}, &cdv1.CDCredential{}, credentialSecretName)), builder.WithPredicates(onlyDeleted)).
-		Watches(&cdv1.CDCredential{}, sharersHandler(mgr.GetClient())).
+		Watches(&cdv1.CDCredential{}, sharersHandler(mgr.GetClient(), keyID)).
+		Watches(&cdv1.CDCredential{}, anotherInstallHandler(r.Recorder, keyID)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
 }

@@ -6,8 +6,11 @@ import (
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -15,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
 )
 
 // credentialClientIDIndex indexes CDCredentials cluster-wide by status.clientID, so a
@@ -76,8 +80,8 @@ func (s sharing) message(cred *cdv1.CDCredential) string {
 
 // sharersHandler enqueues the CDCredentials that share a client id with a changed one,
 // under its old and its new id, so the condition appears on all of them and clears when
-// one is fixed or deleted.
-func sharersHandler(c client.Reader) handler.EventHandler {
+// one is fixed or deleted. keyID is this manager's key id (secrets.KeyID).
+func sharersHandler(c client.Reader, keyID string) handler.EventHandler {
 	enqueue := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], objs ...client.Object) {
 		for _, o := range objs {
 			cred, ok := o.(*cdv1.CDCredential)
@@ -102,12 +106,53 @@ func sharersHandler(c client.Reader) handler.EventHandler {
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			old, cur := e.ObjectOld.(*cdv1.CDCredential), e.ObjectNew.(*cdv1.CDCredential)
-			if old.Status.ClientID != cur.Status.ClientID || old.Status.ClientSecretHash != cur.Status.ClientSecretHash || old.Spec.Flow != cur.Spec.Flow {
+			if old.Status.ClientID != cur.Status.ClientID || secretChangedUnder(keyID, old.Status.ClientSecretHash, cur.Status.ClientSecretHash) || old.Spec.Flow != cur.Spec.Flow {
 				enqueue(ctx, q, old, cur)
 			}
 		},
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			enqueue(ctx, q, e.Object)
+		},
+	}
+}
+
+// secretChangedUnder reports whether a CDCredential's client-secret hash went from old
+// to cur with neither written under another key than keyID's. A hash of another key is
+// another install's write (both select this CR): it cannot be compared with this
+// manager's, and re-queuing the sharers on it, or on this manager's write over it, would
+// have the two installs re-queue each other's CRs for ever, each rewriting the hash. A
+// hash of the earlier format, naming no key, counts as this manager's: it is rewritten
+// once, and its sharers are looked at again once.
+func secretChangedUnder(keyID, old, cur string) bool {
+	if old == cur {
+		return false
+	}
+	for _, h := range []string{old, cur} {
+		if id, ok := secrets.HashKeyID(h); ok && id != keyID {
+			return false
+		}
+	}
+	return true
+}
+
+// anotherInstallHandler warns, once per write, when another operator install with
+// another key writes a CDCredential this manager reconciles: the write leaves a
+// client-secret hash under another key id. Only a write seen while running counts: a hash
+// found at start may be this install's own under a key rotated since. It enqueues
+// nothing: a pass would only write this manager's hash back, for the other install to
+// write its own again.
+func anotherInstallHandler(rec events.EventRecorder, keyID string) handler.EventHandler {
+	return handler.Funcs{
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			old, cur := e.ObjectOld.(*cdv1.CDCredential), e.ObjectNew.(*cdv1.CDCredential)
+			id, ok := secrets.HashKeyID(cur.Status.ClientSecretHash)
+			if !ok || id == keyID || cur.Status.ClientSecretHash == old.Status.ClientSecretHash {
+				return
+			}
+			ctrl.LoggerFrom(ctx).Info("Another operator install with another key writes this CDCredential: installs must not select the same objects, or must share one key Secret",
+				"cdcredential", klog.KObj(cur), "keyID", id, "ownKeyID", keyID)
+			rec.Eventf(eventTarget(cur), nil, corev1.EventTypeWarning, cdv1.AnotherInstallReason, "Reconcile",
+				"Another operator install, with another key (id %s; this install's is %s), writes this CDCredential: two installs must never select the same objects (or, while moving between installs, must share one key Secret)", id, keyID)
 		},
 	}
 }

@@ -229,9 +229,13 @@ type CDCredentialStatus struct {
 	ClientID string `json:"clientID,omitempty"`
 
 	// clientSecretHash is a keyed hash (HMAC-SHA256 under a key only the operator
-	// holds) of the client secret: equal for CDCredentials that hold the same secret,
-	// and of no use to anyone without the key. With clientID it detects one client used
-	// for both flows (ClientSharedAcrossFlows).
+	// holds) of the client secret, "hmac-sha256:<key id>:<hash>": equal for
+	// CDCredentials that hold the same secret under one key, and of no use to anyone
+	// without the key. With clientID it detects one client used for both flows
+	// (ClientSharedAcrossFlows). The key id (a fingerprint of the operator's key, which
+	// reveals nothing of it) tells apart the writes of two installs that select the
+	// same object, which they must not (the AnotherInstall event). A value of an
+	// earlier version, "hmac-sha256:<hash>", is written anew once.
 	// +optional
 	ClientSecretHash string `json:"clientSecretHash,omitempty"`
 

@@ -286,6 +286,13 @@ const (
 	// hand). The message says which; the session stays valid at the identity server
 	// until it expires. The deletion goes on all the same.
 	RefreshTokenNotRevokedReason = "RefreshTokenNotRevoked"
+
+	// AnotherInstallReason is the Warning event recorded when another operator install,
+	// holding another key, wrote a CDCredential this manager reconciles (its
+	// status.clientSecretHash names another key id): two installs select the same
+	// objects, which they must never do. Recorded once per such write; no condition,
+	// which the two installs would flip back and forth.
+	AnotherInstallReason = "AnotherInstall"
 )
 
 // NoLoginLinkMessage is in the message of Ready=False AwaitingAuthorization (and of

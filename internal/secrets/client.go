@@ -82,13 +82,38 @@ func authMethod(m cdv1.ClientAuthMethod) tokenclient.AuthMethod {
 	return tokenclient.ClientSecretPost
 }
 
-// KeyedHash is HMAC-SHA256 of a client secret under the operator's key: equal for equal
-// secrets, so one client used for both flows is found across namespaces, and of no use to
-// anyone who can read CR status but not the key.
+// KeyedHash is HMAC-SHA256 of a client secret under the operator's key, named by the
+// key's id: "hmac-sha256:<key id>:<hex>". Equal for equal secrets under one key, so one
+// client used for both flows is found across namespaces, and of no use to anyone who can
+// read CR status but not the key. The key id tells a hash written by another install
+// (another key Secret) from a change of the client secret: the two cannot be compared.
 func KeyedHash(key []byte, secret string) string {
+	return hashPrefix + KeyID(key) + ":" + hex.EncodeToString(mac(key, "client-secret\x00"+secret)[:16])
+}
+
+// KeyID names a key in KeyedHash: 4 bytes of an HMAC of a fixed label under the key, so
+// it tells keys apart and reveals nothing about the key.
+func KeyID(key []byte) string {
+	return hex.EncodeToString(mac(key, "key-id")[:4])
+}
+
+// HashKeyID is the key id a KeyedHash names; false for an empty hash and for one of the
+// earlier format "hmac-sha256:<hex>", which named no key.
+func HashKeyID(hash string) (string, bool) {
+	rest, ok := strings.CutPrefix(hash, hashPrefix)
+	if !ok {
+		return "", false
+	}
+	id, _, ok := strings.Cut(rest, ":")
+	return id, ok
+}
+
+const hashPrefix = "hmac-sha256:"
+
+func mac(key []byte, msg string) []byte {
 	m := hmac.New(sha256.New, key)
-	m.Write([]byte("client-secret\x00" + secret))
-	return "hmac-sha256:" + hex.EncodeToString(m.Sum(nil)[:16])
+	m.Write([]byte(msg))
+	return m.Sum(nil)
 }
 
 func fingerprint(parts ...string) string {
