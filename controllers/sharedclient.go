@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/eventnote"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 )
 
@@ -152,7 +153,7 @@ func anotherInstallHandler(rec events.EventRecorder, keyID string) handler.Event
 			ctrl.LoggerFrom(ctx).Info("Another operator install with another key writes this CDCredential: installs must not select the same objects, or must share one key Secret",
 				"cdcredential", klog.KObj(cur), "keyID", id, "ownKeyID", keyID)
 			rec.Eventf(eventTarget(cur), nil, corev1.EventTypeWarning, cdv1.AnotherInstallReason, "Reconcile",
-				"Another operator install, with another key (id %s; this install's is %s), writes this CDCredential: two installs must never select the same objects (or, while moving between installs, must share one key Secret)", id, keyID)
+				"%s", eventnote.Of("Another operator install, with another key (id %s; this install's is %s), writes this CDCredential: two installs must never select the same objects (or, while moving between installs, must share one key Secret)", id, keyID))
 		},
 	}
 }
