@@ -56,7 +56,7 @@ func TestSharersAreRequeuedOnlyForAHashUnderThisManagersKey(t *testing.T) {
 		"an earlier version's hash rewritten, once":            {old: earlier, cur: ourHash, requeued: true},
 		"an unchanged hash":                                    {old: ourHash, cur: ourHash},
 		"another install's write over this manager's":          {old: ourHash, cur: theirHash},
-		"this manager's write over another install's":          {old: theirHash, cur: ourHash},
+		"this manager's write over another key's, the first time (a rotated key, or another install)": {old: theirHash, cur: ourHash, requeued: true},
 		"another install's write over an earlier version's":    {old: earlier, cur: theirHash},
 		"a flow change, whoever wrote the hash":                {old: ourHash, cur: theirHash, flow: cdv1.FlowClientCredentials, requeued: true},
 		"another install's first hash":                         {old: "", cur: theirHash},
@@ -78,6 +78,26 @@ func TestSharersAreRequeuedOnlyForAHashUnderThisManagersKey(t *testing.T) {
 				t.Errorf("sharer re-queued: %v, want %v", got, tc.requeued)
 			}
 		})
+	}
+}
+
+// This manager writing its hash over another key's re-queues the sharers once per
+// CDCredential and key: after a key rotation that is what brings every sharer's hash under
+// the new key, and two installs writing over each other must not re-queue each other's
+// CRs for ever.
+func TestSharersAreRequeuedOnceWhenThisManagerWritesOverAnotherKeysHash(t *testing.T) {
+	old, sharer := loginTwins(theirHash)
+	cur := old.DeepCopy()
+	cur.Status.ClientSecretHash = ourHash
+	c := clientWith(t, cur, sharer)
+	h := sharersHandler(c, secrets.KeyID(ourKey))
+	for i, want := range []bool{true, false, false} {
+		q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+		h.Update(context.Background(), event.UpdateEvent{ObjectOld: old, ObjectNew: cur}, q)
+		if got := q.Len() > 0; got != want {
+			t.Errorf("write %d over another key's hash: sharer re-queued %v, want %v", i+1, got, want)
+		}
+		q.ShutDown()
 	}
 }
 

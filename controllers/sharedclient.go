@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -83,6 +84,7 @@ func (s sharing) message(cred *cdv1.CDCredential) string {
 // under its old and its new id, so the condition appears on all of them and clears when
 // one is fixed or deleted. keyID is this manager's key id (secrets.KeyID).
 func sharersHandler(c client.Reader, keyID string) handler.EventHandler {
+	rehashed := &rehashedOnce{seen: map[types.UID]string{}}
 	enqueue := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], objs ...client.Object) {
 		for _, o := range objs {
 			cred, ok := o.(*cdv1.CDCredential)
@@ -107,33 +109,68 @@ func sharersHandler(c client.Reader, keyID string) handler.EventHandler {
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			old, cur := e.ObjectOld.(*cdv1.CDCredential), e.ObjectNew.(*cdv1.CDCredential)
-			if old.Status.ClientID != cur.Status.ClientID || secretChangedUnder(keyID, old.Status.ClientSecretHash, cur.Status.ClientSecretHash) || old.Spec.Flow != cur.Spec.Flow {
+			changed := old.Status.ClientID != cur.Status.ClientID || old.Spec.Flow != cur.Spec.Flow
+			switch was, ok := hashChange(keyID, old.Status.ClientSecretHash, cur.Status.ClientSecretHash); {
+			case ok:
+				changed = true
+			case was != "":
+				changed = changed || rehashed.first(cur.UID, was)
+			}
+			if changed {
 				enqueue(ctx, q, old, cur)
 			}
 		},
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			rehashed.forget(e.Object.GetUID())
 			enqueue(ctx, q, e.Object)
 		},
 	}
 }
 
-// secretChangedUnder reports whether a CDCredential's client-secret hash went from old
-// to cur with neither written under another key than keyID's. A hash of another key is
-// another install's write (both select this CR): it cannot be compared with this
-// manager's, and re-queuing the sharers on it, or on this manager's write over it, would
-// have the two installs re-queue each other's CRs for ever, each rewriting the hash. A
-// hash of the earlier format, naming no key, counts as this manager's: it is rewritten
-// once, and its sharers are looked at again once.
-func secretChangedUnder(keyID, old, cur string) bool {
+// hashChange tells what a CDCredential's client-secret hash going from old to cur means
+// for its sharers. ok: a change this manager compares (both under its key, or the earlier
+// format that named no key, which is rewritten once). Otherwise was names the other key
+// when this manager wrote its hash over one of another key: after a key rotation that
+// key is this install's own old one, and the sharers still hold hashes under it (each
+// compared nothing on its start-up pass and cleared its condition), so they must be
+// looked at again; but the other key may be another install's that selects the same CRs
+// and writes its hash back, which is why rehashedOnce lets that happen once. A hash
+// another install wrote (cur under another key) is nothing to compare: both empty.
+func hashChange(keyID, old, cur string) (was string, ok bool) {
 	if old == cur {
+		return "", false
+	}
+	if id, named := secrets.HashKeyID(cur); named && id != keyID {
+		return "", false
+	}
+	if id, named := secrets.HashKeyID(old); named && id != keyID {
+		return id, false
+	}
+	return "", true
+}
+
+// rehashedOnce remembers, per CDCredential, the other key whose hash this manager last
+// wrote over, so that a write over another install's hash re-queues the sharers once, not
+// every time the two installs write over each other.
+type rehashedOnce struct {
+	mu   sync.Mutex
+	seen map[types.UID]string
+}
+
+func (r *rehashedOnce) first(uid types.UID, otherKeyID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen[uid] == otherKeyID {
 		return false
 	}
-	for _, h := range []string{old, cur} {
-		if id, ok := secrets.HashKeyID(h); ok && id != keyID {
-			return false
-		}
-	}
+	r.seen[uid] = otherKeyID
 	return true
+}
+
+func (r *rehashedOnce) forget(uid types.UID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.seen, uid)
 }
 
 // anotherInstallHandler warns, once per write, when another operator install with
