@@ -12,8 +12,10 @@
 // A refresh is never retried, here or below. x/oauth2 sends one request when the style
 // is explicit; redirects are not followed (a redirect would replay the form at another
 // URL); and each request goes through a transport that refuses to be called twice and
-// takes away the request's GetBody, so that net/http can re-send a POST (over HTTP/1.1 or
-// HTTP/2) only when not a single byte of its form was read, which cannot spend anything. Whether to try again is the caller's decision, made from the
+// takes away the request's GetBody, so that net/http cannot re-send the form (it would
+// after an HTTP/2 stream reset, though the server had the whole request). The transport
+// sends a request once more itself only when the server provably did not process it:
+// nothing of it went out, or a graceful HTTP/2 GOAWAY refused its stream. Whether to try again is the caller's decision, made from the
 // typed *Error: Ambiguous says the server may already have processed the request, so a
 // refresh token may be spent even though no answer arrived.
 //

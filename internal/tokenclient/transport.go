@@ -2,10 +2,13 @@ package tokenclient
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
+	"strings"
 	"sync/atomic"
 )
 
@@ -18,9 +21,9 @@ type exchange struct {
 	url string
 	// calls counts RoundTrip calls: the second one is refused.
 	calls atomic.Int32
-	// wrote is set once request bytes went to a connection: from then on the server may
-	// have processed the request even if no answer arrives. Set from the transport's
-	// writing goroutine, hence atomic.
+	// wrote: the server may have processed the request, even if no whole answer
+	// arrived: an answer began, or request bytes went out and nothing proves the server
+	// did not act on them (see onceTransport).
 	wrote  atomic.Bool
 	status int
 	header http.Header
@@ -37,6 +40,15 @@ var (
 
 // onceTransport sends exactly one request per exchange, names the operator in
 // User-Agent, and reads the whole (bounded) body while the request's deadline applies.
+//
+// Its clone of the request has no GetBody, so no transport below can rewind the form and
+// send it again. net/http re-sends a request whose HTTP/2 stream the peer reset
+// (PROTOCOL_ERROR after a new dial, REFUSED_STREAM after a backoff) though the whole form
+// arrived, and one such peer made a single call send a refresh token hundreds of times a
+// second. What net/http would have re-sent safely, onceTransport re-sends itself, once,
+// and only when the server provably did not process the request: it was never written
+// whole (a kept-alive connection the server had closed), or HTTP/2's graceful GOAWAY
+// says the stream was not processed (RFC 9113 §6.8).
 type onceTransport struct {
 	base http.RoundTripper
 	ex   *exchange
@@ -47,17 +59,16 @@ func (t *onceTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// Nothing in this package sends twice; this holds should x/oauth2 ever change.
 		return nil, errSentTwice
 	}
-	trace := &httptrace.ClientTrace{WroteHeaders: func() { t.ex.wrote.Store(true) }}
-	req = req.Clone(httptrace.WithClientTrace(req.Context(), trace))
-	// Without GetBody no transport below can rewind the form to send it again. net/http
-	// re-sends a request whose HTTP/2 stream the peer reset (PROTOCOL_ERROR after a new
-	// dial, REFUSED_STREAM after a backoff) though the whole form arrived, and one such
-	// peer made this call send a refresh token hundreds of times a second. A request whose
-	// body was never read may still be re-sent: nothing of it reached the server.
-	req.GetBody = nil
-	req.Header.Set("User-Agent", userAgent)
 	t.ex.url = req.URL.String()
-	resp, err := t.base.RoundTrip(req)
+	resp, a, err := t.send(req, req.Body)
+	if err != nil && a.unprocessed(err) && req.GetBody != nil && req.Context().Err() == nil {
+		if body, berr := req.GetBody(); berr == nil {
+			resp, a, err = t.send(req, body)
+		}
+	}
+	// The server may have acted on the request once an answer began, or once any of it
+	// went out and nothing proves the server did not act on it.
+	t.ex.wrote.Store(err == nil || (a.started.Load() && !a.unprocessed(err)))
 	if err != nil {
 		return nil, err
 	}
@@ -74,6 +85,59 @@ func (t *onceTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.ex.read, t.ex.body = true, body
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	return resp, nil
+}
+
+// send makes one attempt with body, recording in the returned attempt how far it got.
+func (t *onceTransport) send(req *http.Request, body io.ReadCloser) (*http.Response, *attempt, error) {
+	a := &attempt{}
+	trace := &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) {
+			if tc, ok := info.Conn.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
+				a.h2.Store(true)
+			}
+		},
+		WroteHeaders: func() { a.started.Store(true) },
+	}
+	r := req.Clone(httptrace.WithClientTrace(req.Context(), trace))
+	r.Body, r.GetBody = body, nil
+	r.Header.Set("User-Agent", userAgent)
+	resp, err := t.base.RoundTrip(r)
+	return resp, a, err
+}
+
+// attempt is how far one attempt got. Set from the transport's goroutines, hence atomic.
+type attempt struct {
+	// started: the request's headers were written (to the connection's buffer, at
+	// least), so request bytes may have gone out.
+	started atomic.Bool
+	// h2: the attempt went over HTTP/2.
+	h2 atomic.Bool
+}
+
+// goAwayUnprocessed is net/http's error for an HTTP/2 stream above the last stream id of
+// the server's graceful GOAWAY, which RFC 9113 §6.8 says was not processed. net/http
+// would re-send it by GetBody; without GetBody it reports this, with no error value to
+// match but its text.
+const goAwayUnprocessed = "Transport received Server's graceful shutdown GOAWAY"
+
+// http1BytesWentOut is how net/http wraps an HTTP/1.1 connection's failure once bytes of
+// the request had gone out; a failure before the first byte comes back as the write's
+// own error.
+const http1BytesWentOut = "transport connection broken"
+
+// unprocessed reports whether the server provably did not process the attempt that
+// failed with err: nothing of it was written; over HTTP/2, a graceful GOAWAY refused its
+// stream; over HTTP/1.1, the connection's write failed before a byte of it went out, as
+// when a kept-alive connection the server had closed is reused.
+func (a *attempt) unprocessed(err error) bool {
+	if !a.started.Load() {
+		return true
+	}
+	if a.h2.Load() {
+		return strings.Contains(err.Error(), goAwayUnprocessed)
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "write" && !strings.Contains(err.Error(), http1BytesWentOut)
 }
 
 func is2xx(status int) bool { return status >= 200 && status < 300 }
