@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -118,15 +119,34 @@ func serveCallbackAt(path string, cb http.Handler) http.Handler {
 
 // The callback's bounds. Logins are paced by people, and every request with a genuine
 // state costs API reads (and a refusal may cost a write) from the manager's share, which
-// every renewal uses; the URL is public and a genuine link is easy to replay. The bounds
-// are global: behind an Ingress every request comes from its address.
+// every renewal uses; the URL is public and a genuine link is easy to replay. Behind an
+// Ingress every request comes from its address, so the bounds are keyed on what the
+// signed state says, never on the client: each namespace's links have a budget of their
+// own, and all of them together a global one.
 const (
-	// callbackRate and callbackBurst: 10 requests a second, 30 at once, are far above
-	// the logins of any onboarding.
-	callbackRate  = rate.Limit(10)
-	callbackBurst = 30
-	// callbackInFlight bounds requests served at once (a code exchange waits on the
-	// identity server).
+	// namespaceRate, namespaceBurst and namespaceInFlight bound the requests of one
+	// namespace's unexpired links. Anyone who may read a grant's status holds such a link
+	// (status.authorizationURL), and a customer's used one stays unexpired in the
+	// browser's history for the link's lifetime; on the global budget alone, replaying
+	// it would turn every other namespace's customers away. 2 a second, 10 at once, 4
+	// served at once are still far above the logins of one namespace's onboarding.
+	namespaceRate     = rate.Limit(2)
+	namespaceBurst    = 10
+	namespaceInFlight = 4
+	// maxNamespaces bounds the namespaces whose budgets are kept. Only a state the
+	// operator signed makes an entry, so there are as many as namespaces with grants
+	// (and old links); an entry quiet for namespaceIdle is dropped first.
+	maxNamespaces = 1024
+	// namespaceIdle is well past the time a namespace's bucket takes to fill again
+	// (namespaceBurst/namespaceRate, 5 seconds): dropping an entry quiet that long, with
+	// nothing in flight, forgets nothing.
+	namespaceIdle = time.Minute
+	// callbackRate, callbackBurst and callbackInFlight are the outer cap on all
+	// namespaces together, what the manager's API share can spare: 10 requests a second,
+	// 30 at once, 16 served at once (a code exchange waits on the identity server). They
+	// are several namespaces' shares, so one namespace's flood leaves most of them.
+	callbackRate     = rate.Limit(10)
+	callbackBurst    = 30
 	callbackInFlight = 16
 	// expiredRate and expiredBurst bound requests whose genuine state has expired on a
 	// budget of their own: one old link (an old e-mail, a browser's history) is anyone's
@@ -136,43 +156,147 @@ const (
 	expiredBurst = 5
 )
 
-// limitCallback answers 429 beyond callbackRate and 503 beyond callbackInFlight, both
-// with Retry-After, before next costs anything. Only requests whose state signer made
-// count and are counted, those of an expired state on a budget of their own
-// (expiredRate): anything else costs next an HMAC check and no API call, and were it
+// callbackLimiter answers 429 beyond a rate and 503 beyond the requests served at once,
+// both with Retry-After, before next costs anything. Only requests whose state signer
+// made count and are counted: those of an unexpired state on their namespace's budget
+// and then the global one, those of an expired state on a budget of their own
+// (expiredRate). Anything else costs next an HMAC check and no API call, and were it
 // counted, anyone could turn every genuine login away with requests that need no link
 // (a browser's /favicon.ico, a made-up state) or with one old link. serveCallbackAt
 // answers other paths before this.
-func limitCallback(next http.Handler, signer *onboarding.Signer, clk clock.PassiveClock) http.Handler {
-	limiter := rate.NewLimiter(callbackRate, callbackBurst)
-	expired := rate.NewLimiter(expiredRate, expiredBurst)
-	inFlight := make(chan struct{}, callbackInFlight)
-	busy := func(w http.ResponseWriter, status int) {
-		w.Header().Set("Retry-After", "1")
-		w.Header().Set("Cache-Control", "no-store")
-		http.Error(w, "Too many logins at once. Wait a moment and reload this page.", status)
+type callbackLimiter struct {
+	next       http.Handler
+	signer     *onboarding.Signer
+	clock      clock.PassiveClock
+	global     *rate.Limiter
+	expired    *rate.Limiter
+	inFlight   chan struct{}
+	namespaces namespaceBudgets
+}
+
+func limitCallback(next http.Handler, signer *onboarding.Signer, clk clock.PassiveClock) *callbackLimiter {
+	return &callbackLimiter{
+		next:       next,
+		signer:     signer,
+		clock:      clk,
+		global:     rate.NewLimiter(callbackRate, callbackBurst),
+		expired:    rate.NewLimiter(expiredRate, expiredBurst),
+		inFlight:   make(chan struct{}, callbackInFlight),
+		namespaces: namespaceBudgets{entries: map[string]*namespaceBudget{}},
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		state := r.URL.Query().Get("state")
-		if !signer.Genuine(state) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		budget := limiter
-		if _, err := signer.Verify(state, clk.Now()); err != nil {
-			budget = expired
-		}
-		if !budget.AllowN(clk.Now(), 1) {
+}
+
+func (l *callbackLimiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	state := r.URL.Query().Get("state")
+	if !l.signer.Genuine(state) {
+		l.next.ServeHTTP(w, r)
+		return
+	}
+	now := l.clock.Now()
+	st, err := l.signer.Verify(state, now)
+	if err != nil {
+		if !l.expired.AllowN(now, 1) {
 			busy(w, http.StatusTooManyRequests)
 			return
 		}
-		select {
-		case inFlight <- struct{}{}:
-			defer func() { <-inFlight }()
-		default:
+		l.serve(w, r, nil)
+		return
+	}
+	// The namespace's budget first: a request it refuses takes nothing from the others'.
+	ns := l.namespaces.of(st.Namespace, now)
+	if !ns.limiter.AllowN(now, 1) || !l.global.AllowN(now, 1) {
+		busy(w, http.StatusTooManyRequests)
+		return
+	}
+	l.serve(w, r, ns)
+}
+
+// serve runs next in a place among the requests served at once, one of ns's too when
+// ns is set.
+func (l *callbackLimiter) serve(w http.ResponseWriter, r *http.Request, ns *namespaceBudget) {
+	if ns != nil {
+		if !l.namespaces.enter(ns) {
 			busy(w, http.StatusServiceUnavailable)
 			return
 		}
-		next.ServeHTTP(w, r)
-	})
+		defer l.namespaces.leave(ns)
+	}
+	select {
+	case l.inFlight <- struct{}{}:
+		defer func() { <-l.inFlight }()
+	default:
+		busy(w, http.StatusServiceUnavailable)
+		return
+	}
+	l.next.ServeHTTP(w, r)
+}
+
+func busy(w http.ResponseWriter, status int) {
+	w.Header().Set("Retry-After", "1")
+	w.Header().Set("Cache-Control", "no-store")
+	http.Error(w, "Too many logins at once. Wait a moment and reload this page.", status)
+}
+
+// namespaceBudgets holds the budget of each namespace whose links were opened lately.
+type namespaceBudgets struct {
+	mu      sync.Mutex
+	entries map[string]*namespaceBudget
+}
+
+type namespaceBudget struct {
+	limiter  *rate.Limiter
+	inFlight int
+	seen     time.Time
+}
+
+// of returns the budget of namespace ns, made when it has none. Making one beyond
+// maxNamespaces first drops the entries quiet for namespaceIdle, and if none is, the
+// one quiet longest with nothing in flight (its namespace gets a full bucket should it
+// come back, the least harm there is).
+func (b *namespaceBudgets) of(ns string, now time.Time) *namespaceBudget {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.entries[ns]
+	if !ok {
+		if len(b.entries) >= maxNamespaces {
+			b.dropQuiet(now)
+		}
+		e = &namespaceBudget{limiter: rate.NewLimiter(namespaceRate, namespaceBurst)}
+		b.entries[ns] = e
+	}
+	e.seen = now
+	return e
+}
+
+func (b *namespaceBudgets) dropQuiet(now time.Time) {
+	var oldest string
+	for ns, e := range b.entries {
+		switch {
+		case e.inFlight > 0:
+		case now.Sub(e.seen) >= namespaceIdle:
+			delete(b.entries, ns)
+		case oldest == "" || e.seen.Before(b.entries[oldest].seen):
+			oldest = ns
+		}
+	}
+	if len(b.entries) >= maxNamespaces && oldest != "" {
+		delete(b.entries, oldest)
+	}
+}
+
+// enter takes one of e's places among the requests served at once, if one is free.
+func (b *namespaceBudgets) enter(e *namespaceBudget) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e.inFlight >= namespaceInFlight {
+		return false
+	}
+	e.inFlight++
+	return true
+}
+
+func (b *namespaceBudgets) leave(e *namespaceBudget) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e.inFlight--
 }
