@@ -69,6 +69,9 @@ type answer struct {
 	title string
 	// reason, when set, is recorded in the grant's status.lastAuthorization.
 	reason, oauthError string
+	// page, when set, is what the customer's page says instead of msg: msg holds
+	// words that are for the grant's owner only.
+	page string
 }
 
 func (a *answer) Error() string { return a.msg }
@@ -102,8 +105,12 @@ func (c *Callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		title = "Not authorized"
 	}
+	msg := a.msg
+	if a.page != "" {
+		msg = a.page
+	}
 	w.WriteHeader(a.status)
-	_ = page.Execute(w, map[string]string{"Title": title, "Message": a.msg})
+	_ = page.Execute(w, map[string]string{"Title": title, "Message": msg})
 }
 
 // handle runs one callback. It validates everything before it spends anything: the
@@ -142,8 +149,10 @@ func (c *Callback) carryOut(ctx context.Context, q url.Values, st State, stateEr
 		return grant, false, err
 	}
 	if code := q.Get("error"); code != "" {
-		reason, msg := describeError(code, q.Get("error_description"))
-		return grant, false, failed(http.StatusForbidden, reason, errorCode(code), msg)
+		reason, msg, page := describeError(code, q.Get("error_description"))
+		a := failed(http.StatusForbidden, reason, errorCode(code), msg)
+		a.page = page
+		return grant, false, a
 	}
 	if q.Get("code") == "" {
 		return grant, false, refuse(http.StatusBadRequest, "The login did not complete. Open the link you were given again.")

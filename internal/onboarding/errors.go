@@ -3,6 +3,7 @@ package onboarding
 import (
 	"regexp"
 	"strings"
+	"unicode"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 )
@@ -50,10 +51,13 @@ func errorCode(code string) string {
 	return ""
 }
 
-// describeError is the reason and message of an authorization response's error. The
-// description is the server's (or whoever forged the redirect's) words: it is cut short
-// and shown only as text, never as markup.
-func describeError(code, description string) (reason, message string) {
+// describeError is the reason of an authorization response's error, the message
+// recorded on the grant and the one the customer's page shows. The description is the
+// server's (or whoever forged the redirect's) words: a namespace user holds a genuine
+// state of a grant of their own and can send anyone a redirect with it, so the
+// description goes only to the grant's owner (status, event), cut short and cleaned,
+// never onto the page, which is served from a domain every tenant's customers trust.
+func describeError(code, description string) (reason, message, page string) {
 	if !oauthCodePattern.MatchString(code) {
 		code = "unknown_error"
 	}
@@ -62,18 +66,24 @@ func describeError(code, description string) (reason, message string) {
 		e = authorizationError{cdv1.AuthorizationFailedReason, "The identity server did not authorize the integration."}
 	}
 	message = "The identity server answered " + code
+	page = message + ". " + e.advice
 	if d := cleanDescription(description); d != "" {
 		message += " (" + d + ")"
 	}
-	return e.reason, message + ". " + e.advice
+	return e.reason, message + ". " + e.advice, page
 }
 
-// cleanDescription keeps a description printable and short: it ends up in status,
-// events and a page.
+// cleanDescription keeps a description printable and short: it ends up in status, an
+// event and `kubectl cd status`. Control characters (C0, DEL, C1) become spaces; format
+// characters (bidi overrides and isolates, zero-width ones) go, since they reorder or
+// hide what a reader sees.
 func cleanDescription(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		switch {
+		case r < 0x20, r >= 0x7f && r <= 0x9f:
 			return ' '
+		case unicode.Is(unicode.Cf, r):
+			return -1
 		}
 		return r
 	}, s)

@@ -1,0 +1,41 @@
+package onboarding
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/events"
+)
+
+// The callback's page is served from the operator's public domain, which every tenant's
+// customers trust. A namespace user holds a genuine state of a grant of their own, and a
+// redirect with it and an error is anyone's to forge: its error_description used to be
+// put on the page as the identity server's words, bidi overrides included. The page
+// shows the error code (syntax-checked) and the advice only; the description is for the
+// grant's owner, in status and the event, without format or C1 control characters.
+func TestAForgedErrorDescriptionPutsNoTextOfTheAttackersOnTheOperatorsPage(t *testing.T) {
+	o := newOnboarding(t, time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC), nil, nil)
+	recorder := events.NewFakeRecorder(10)
+	o.cb.Recorder = recorder
+	lure := "Your session expired. Log in again at https://cd-login.example.net/reauth \u202etxt.exe\u200b\u0085\u009b"
+	rec := o.deny(o.link(), lure)
+	body := rec.Body.String()
+	if rec.Code != http.StatusForbidden || !strings.Contains(body, "access_denied") {
+		t.Errorf("HTTP %d %q, want 403 naming the error code", rec.Code, body)
+	}
+	if strings.Contains(body, "cd-login.example.net") {
+		t.Errorf("HTTP %d: the operator's page carries the forged redirect's text: %q", rec.Code, body)
+	}
+	if strings.ContainsRune(body, '\u202e') {
+		t.Errorf("the page keeps a right-to-left override from the redirect")
+	}
+	a := o.current(t).Status.LastAuthorization
+	if a == nil || !strings.Contains(a.Message, "(Your session expired. Log in again at https://cd-login.example.net/reauth txt.exe)") {
+		t.Fatalf("lastAuthorization = %+v, want the description for the grant's owner, without format or control characters", a)
+	}
+	if e := <-recorder.Events; strings.ContainsAny(e, "\u202e\u200b\u0085\u009b") {
+		t.Errorf("the event keeps format or C1 control characters: %q", e)
+	}
+}
