@@ -56,6 +56,8 @@ type Callback struct {
 	failures failureLog
 }
 
+// page is the callback's page. It must stay free of script, style and images: its
+// Content-Security-Policy (default-src 'none') allows none.
 var page = template.Must(template.New("page").Parse(`<!doctype html>
 <html><head><title>{{.Title}}</title></head>
 <body><h1>{{.Title}}</h1><p>{{.Message}}</p></body></html>
@@ -88,6 +90,13 @@ func (c *Callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Referrer-Policy", "no-referrer")
+	// The page is on a domain every tenant's customers trust: no other site may frame it
+	// (clickjacking) nor a browser read it as anything but HTML. It has no script, style
+	// or image, so its policy allows nothing; X-Frame-Options is for browsers without
+	// frame-ancestors.
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	w.Header().Set("X-Frame-Options", "DENY")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	grant, st, spent, err := c.handle(r.Context(), r)
 	a := &answer{status: http.StatusOK, reason: cdv1.CustomerAuthorizedReason, msg: "Thank you: the integration can now act on your behalf. You can close this window."}
 	if err != nil && !errors.As(err, &a) {

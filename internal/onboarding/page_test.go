@@ -2,6 +2,8 @@ package onboarding
 
 import (
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -37,5 +39,29 @@ func TestAForgedErrorDescriptionPutsNoTextOfTheAttackersOnTheOperatorsPage(t *te
 	}
 	if e := <-recorder.Events; strings.ContainsAny(e, "\u202e\u200b\u0085\u009b") {
 		t.Errorf("the event keeps format or C1 control characters: %q", e)
+	}
+}
+
+// The callback's pages are the operator's, on a domain every tenant's customers trust:
+// no other site may frame them (clickjacking) and no browser may sniff them as anything
+// but the HTML they are. The page has no script or style, so the policy allows nothing.
+func TestTheCallbacksPagesForbidFramingAndSniffing(t *testing.T) {
+	o := newOnboarding(t, time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC), nil, nil)
+	for name, target := range map[string]string{
+		"a refusal":      "/callback?state=forged",
+		"an OAuth error": "/callback?" + url.Values{"state": {o.link()}, "error": {"access_denied"}}.Encode(),
+	} {
+		rec := httptest.NewRecorder()
+		o.cb.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+		h := rec.Header()
+		if got, want := h.Get("Content-Security-Policy"), "default-src 'none'; frame-ancestors 'none'"; got != want {
+			t.Errorf("%s: Content-Security-Policy %q, want %q", name, got, want)
+		}
+		if h.Get("X-Frame-Options") != "DENY" {
+			t.Errorf("%s: X-Frame-Options %q, want DENY", name, h.Get("X-Frame-Options"))
+		}
+		if h.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: X-Content-Type-Options %q, want nosniff", name, h.Get("X-Content-Type-Options"))
+		}
 	}
 }
