@@ -284,6 +284,11 @@ func (r *CDUserGrantReconciler) readRefreshToken(ctx context.Context, grant *cdv
 		out, err := refreshProblem(err, ref.Name, key)
 		return nil, out, err
 	}
+	if isImmutable(s) {
+		// Checked before the mark: the mark (metadata) would be taken, the token sent and
+		// spent, and its successor refused.
+		return nil, refreshSecretUnusable{err: &immutableRefreshSecret{secret: ref.Name, key: key}}, nil
+	}
 	value, err := secrets.Value(s, key)
 	if err != nil {
 		return nil, refreshTokenMissing{secret: ref.Name, key: key, err: err}, nil

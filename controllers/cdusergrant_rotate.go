@@ -317,7 +317,12 @@ func (r *CDUserGrantReconciler) tryStoreRefresh(ctx context.Context, h *heldRefr
 	} else {
 		secrets.StoreSuccessor(s, h.key, h.sent, h.token)
 	}
-	return r.Update(ctx, s)
+	if err := r.Update(ctx, s); err != nil {
+		// Made immutable while the refresh was out: said apart, since deleting the
+		// Secret is the one way left to store the token (the NotFound path above).
+		return refusedAsImmutable(ctx, r.APIReader, h.secret, err)
+	}
+	return nil
 }
 
 // grantGone returns errGrantGone, having revoked h's token, when the grant h belongs to

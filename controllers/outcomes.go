@@ -229,7 +229,14 @@ func errorText(o rotation.Outcome) string {
 
 // writeFailure describes an API server's refusal to store a token: its reason and
 // message, never a value (the API server does not echo Secret data in errors).
+//
+// A new refresh token refused because its Secret was made immutable can only be stored
+// into the Secret created again: the message says to delete it.
 func writeFailure(err error) string {
+	var immutable *immutableRefusal
+	if errors.As(err, &immutable) {
+		return immutable.message()
+	}
 	var status apierrors.APIStatus
 	if errors.As(err, &status) {
 		s := status.Status()
@@ -270,7 +277,10 @@ func markRefusal(secret string, err error) string {
 func blockedReason(err error) (reason string, terminal bool) {
 	var notOptedIn *secrets.NotOptedInError
 	var invalid *secrets.InvalidError
+	var immutable *immutableRefreshSecret
 	switch {
+	case errors.As(err, &immutable):
+		return cdv1.RefreshTokenSecretImmutableReason, true
 	case errors.As(err, &notOptedIn):
 		return cdv1.SecretNotOptedInReason, true
 	case errors.As(err, &invalid):

@@ -133,7 +133,9 @@ const (
 	// invalid, too large, a quota, an admission policy). The message carries the API
 	// server's reason and message, never a value. The token already issued is held in
 	// memory and written again (every 5-6 s while it is a new refresh token whose
-	// predecessor is spent); no new token is requested meanwhile. On a CDUserGrant it is
+	// predecessor is spent); no new token is requested meanwhile. A refresh-token Secret
+	// made immutable while its token was out is named, with the one fix (delete it: the
+	// operator creates it again with the new token). On a CDUserGrant it is
 	// also set when the API server refuses the in-flight mark on the refresh-token Secret
 	// for good (its annotations at the 256 KiB limit, an admission policy): the mark
 	// comes before the refresh token is sent, so nothing is sent and the access token is
@@ -161,6 +163,14 @@ const (
 	// that grant is deleted (at once when this manager watches it; within 5 minutes for
 	// a grant of another shard), or spends its own once the spec names another Secret.
 	RefreshTokenSecretInUseReason = "RefreshTokenSecretInUse"
+
+	// RefreshTokenSecretImmutableReason: the refresh-token Secret is immutable
+	// (`immutable: true`, set by a user or an admission policy). Every rotation writes the
+	// new refresh token into it, which the API server refuses for an immutable Secret, and
+	// `immutable` cannot be unset: so nothing is sent (a token sent would be spent, its
+	// successor held in memory only). Terminal until the Secret is created again without
+	// `immutable` (opted in, with the current refresh token).
+	RefreshTokenSecretImmutableReason = "RefreshTokenSecretImmutable"
 
 	// NotInShardReason (Ready=Unknown): the CR's labels no longer match the shard of the
 	// manager that served it (--shard-label-selector): unless another manager's shard
