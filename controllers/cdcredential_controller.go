@@ -97,7 +97,7 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 	r.held.dropAccess(client.ObjectKeyFromObject(cred), cred.UID) // a token of its previous UID's
 	in := rotation.Input{Now: now, Pending: r.held.has(cred.UID)}
 	if in.Pending {
-		return r.carryOut(ctx, cred, in, secrets.Client{})
+		return r.carryOut(ctx, cred, in, secrets.Client{}, nil)
 	}
 	c, err := r.readers().ReadClient(ctx, cred)
 	if err != nil {
@@ -138,7 +138,7 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 		in.Last = renamedToken(previous, name, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, cred.Status.RenewalTime)
 	}
 	in.Lifetime = lifetimeOf(cred.Status.LastIssuedTime, cred.Status.ExpiresAt)
-	return r.carryOut(ctx, cred, in, c)
+	return r.carryOut(ctx, cred, in, c, current)
 }
 
 // authorizationCode reports an AuthorizationCode CDCredential, which mints nothing: its
@@ -162,8 +162,8 @@ func (r *CDCredentialReconciler) authorizationCode(ctx context.Context, cred *cd
 }
 
 // carryOut decides and does what the decision says: the only token requests and Secret
-// writes of a CDCredential.
-func (r *CDCredentialReconciler) carryOut(ctx context.Context, cred *cdv1.CDCredential, in rotation.Input, c secrets.Client) (outcome, error) {
+// writes of a CDCredential. current is the output Secret as the pass found it.
+func (r *CDCredentialReconciler) carryOut(ctx context.Context, cred *cdv1.CDCredential, in rotation.Input, c secrets.Client, current *corev1.Secret) (outcome, error) {
 	switch d := rotation.Decide(in).(type) {
 	case rotation.Persist:
 		return r.persist(ctx, cred)
@@ -175,6 +175,9 @@ func (r *CDCredentialReconciler) carryOut(ctx context.Context, cred *cdv1.CDCred
 		return remembered{failure: d.Failure}, nil
 	case rotation.Backoff:
 		return remembered{failure: *in.Failure}, nil
+	}
+	if err := replaceImmutableOutput(ctx, r.Client, cred, current); err != nil {
+		return nil, err // nothing requested: the token could not be stored
 	}
 	return r.issue(ctx, cred, c, in.Request)
 }
@@ -205,7 +208,7 @@ func (r *CDCredentialReconciler) persist(ctx context.Context, cred *cdv1.CDCrede
 		return nil, errHeldTokenExpired
 	}
 	name := secrets.OutputName(cred.Name, cred.Spec.SecretName)
-	if err := applyOutput(ctx, r.Client, cred, cdv1.GroupVersion.WithKind("CDCredential"), name, cred.Spec.SecretTemplate, held.access); err != nil {
+	if err := writeOutput(ctx, r.Client, r.APIReader, cred, cdv1.GroupVersion.WithKind("CDCredential"), name, cred.Spec.SecretTemplate, held.access); err != nil {
 		if isTransientAPIError(err) {
 			return nil, err
 		}

@@ -133,6 +133,8 @@ type attempt struct {
 	client  secrets.Client
 	stored  *storedToken
 	request string
+	// output is the output Secret as the pass found it.
+	output *corev1.Secret
 }
 
 // storedToken is the refresh token as stored in its Secret.
@@ -194,7 +196,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 	}
 	in.Lifetime = lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), ActiveSince: time.Unix(0, r.elected.Load())}
-	out, err = r.carryOut(ctx, grant, in, &attempt{client: c, stored: rt, request: in.Request})
+	out, err = r.carryOut(ctx, grant, in, &attempt{client: c, stored: rt, request: in.Request, output: current})
 	return out, cred, err
 }
 
@@ -217,6 +219,9 @@ func (r *CDUserGrantReconciler) carryOut(ctx context.Context, grant *cdv1.CDUser
 	case rotation.Abandon:
 		return abandoned{request: in.Request}, nil
 	case rotation.Send:
+		if err := replaceImmutableOutput(ctx, r.Client, grant, a.output); err != nil {
+			return nil, err // nothing sent: the access token could not be stored
+		}
 		return r.rotate(ctx, grant, a, d)
 	}
 	panic("unknown decision")

@@ -145,7 +145,7 @@ func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserG
 		r.held.drop(grant.UID)
 		return nil, errHeldTokenExpired
 	}
-	if err := applyOutput(ctx, r.Client, grant, cdv1.GroupVersion.WithKind("CDUserGrant"), grant.Status.SecretName, grant.Spec.SecretTemplate, held.access); err != nil {
+	if err := writeOutput(ctx, r.Client, r.APIReader, grant, cdv1.GroupVersion.WithKind("CDUserGrant"), grant.Status.SecretName, grant.Spec.SecretTemplate, held.access); err != nil {
 		if isTransientAPIError(err) {
 			return nil, err
 		}

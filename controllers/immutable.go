@@ -3,13 +3,18 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
 )
 
 // isImmutable reports whether s is marked immutable: the API server refuses every change
@@ -67,4 +72,48 @@ func refusedAsImmutable(ctx context.Context, api client.Reader, key types.Namesp
 		return err
 	}
 	return &immutableRefusal{secret: key.Name, err: err}
+}
+
+// immutableOutputConflict is the name conflict of an immutable Secret under the output's
+// name that this CR does not control (an orphaned output it would adopt): it cannot take
+// the token, and it is not the operator's to delete.
+func immutableOutputConflict(name string) error {
+	return fmt.Errorf("%w: Secret %s is immutable (immutable: true) and not controlled by this CR, so it cannot take the token; delete it or choose another spec.secretName", secrets.ErrNameConflict, name)
+}
+
+// replaceImmutableOutput deletes current, the CR's own output Secret, when it is
+// immutable: the API server refuses every new token in it, for good, so it goes before a
+// token is requested (or written), and the token's write creates it again. A token is
+// never requested for an output that cannot take it (for a grant, each request spends a
+// refresh token). The delete is guarded by the Secret's UID and resourceVersion: a
+// Secret changed or created again meanwhile is judged again by the next pass.
+func replaceImmutableOutput(ctx context.Context, c client.Client, owner client.Object, current *corev1.Secret) error {
+	if !isImmutable(current) || !metav1.IsControlledBy(current, owner) {
+		return nil
+	}
+	uid, rv := current.UID, current.ResourceVersion
+	if err := c.Delete(ctx, current, client.Preconditions{UID: &uid, ResourceVersion: &rv}); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Deleted an immutable output Secret to create it again with the next token", "secret", current.Name)
+	return nil
+}
+
+// writeOutput is applyOutput, which replaces the CR's own output Secret when the API
+// server refused the token because the Secret was made immutable while it was requested:
+// the token held is written into the Secret created again, instead of being held until
+// it expires and another requested.
+func writeOutput(ctx context.Context, c client.Client, api client.Reader, owner client.Object, gvk schema.GroupVersionKind, name string, tmpl *cdv1.SecretTemplate, t *issued) error {
+	err := applyOutput(ctx, c, owner, gvk, name, tmpl, t)
+	if !writeRefused(err) {
+		return err
+	}
+	s := &corev1.Secret{}
+	if api.Get(ctx, types.NamespacedName{Namespace: owner.GetNamespace(), Name: name}, s) != nil || !isImmutable(s) || !metav1.IsControlledBy(s, owner) {
+		return err
+	}
+	if err := replaceImmutableOutput(context.WithoutCancel(ctx), c, owner, s); err != nil {
+		return err
+	}
+	return applyOutput(ctx, c, owner, gvk, name, tmpl, t)
 }

@@ -54,6 +54,11 @@ func (d duringRequest) Refresh(ctx context.Context, e tokenclient.Endpoint, rt s
 	return d.fakeIssuer.Refresh(ctx, e, rt)
 }
 
+func (d duringRequest) ClientCredentials(ctx context.Context, e tokenclient.Endpoint) (*tokenclient.Token, error) {
+	d.hook()
+	return d.fakeIssuer.ClientCredentials(ctx, e)
+}
+
 // An immutable refresh-token Secret (a "Secrets must be immutable" policy, a user's
 // patch) can never take the new refresh token a rotation returns: the token is not sent,
 // the grant says why and how to fix it, and a Secret created again without `immutable`
@@ -142,4 +147,98 @@ func TestARefreshTokenSecretMadeImmutableMidRotationIsCreatedAgainWithTheNewToke
 		t.Errorf("refreshes %q, want the one whose successor was stored", sent)
 	}
 	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+}
+
+// A CR's own output Secret made immutable (by a user, or a policy) cannot take the next
+// token: the operator deletes it (it is the CR's, guarded by its UID and
+// resourceVersion) and creates it again with the token, requesting exactly one, whether
+// it turned immutable before the renewal or while the request was out.
+func TestAnImmutableOutputSecretIsCreatedAgainWithTheNextToken(t *testing.T) {
+	type cr struct {
+		name, output string
+		pass         func(w *world) error
+		requests     func(w *world) int
+		tokenKey     string
+	}
+	kinds := map[string]cr{
+		"CDCredential": {name: "pricing", output: "pricing-token", tokenKey: "cc-access-2",
+			pass:     func(w *world) error { _, err := w.reconcileCred("pricing"); return err },
+			requests: func(w *world) int { return w.tokens.ccCount() }},
+		"CDUserGrant": {name: "acme", output: "acme-token", tokenKey: "access-2",
+			pass:     func(w *world) error { _, err := w.reconcileGrant("acme"); return err },
+			requests: func(w *world) int { return len(w.tokens.refreshes()) }},
+	}
+	for kind, k := range kinds {
+		for _, during := range []bool{false, true} {
+			name := kind + ", made immutable before the renewal"
+			if during {
+				name = kind + ", made immutable while the request is out"
+			}
+			t.Run(name, func(t *testing.T) {
+				w := newWorld(t)
+				w.setFault(w.refuseImmutable)
+				if err := k.pass(w); err != nil {
+					t.Fatal(err)
+				}
+				w.clock.Step(25 * 60e9) // past renewal, before expiry
+				if during {
+					hook := func() { w.makeImmutable(k.output) }
+					w.grants.Tokens = duringRequest{fakeIssuer: w.tokens, hook: hook}
+					w.creds.Tokens = duringRequest{fakeIssuer: w.tokens, hook: hook}
+				} else {
+					w.makeImmutable(k.output)
+				}
+				if err := k.pass(w); err != nil {
+					t.Fatal(err)
+				}
+				now := w.secret(k.output)
+				if got := string(now.Data["access_token"]); got != k.tokenKey || now.Immutable != nil {
+					t.Errorf("output Secret holds %q (immutable %v), want %s in a Secret created again", got, now.Immutable, k.tokenKey)
+				}
+				if !metav1.IsControlledBy(now, ownerOf(w, kind, k.name)) {
+					t.Errorf("output Secret created again without its controller reference: %+v", now.OwnerReferences)
+				}
+				if n := k.requests(w); n != 2 {
+					t.Errorf("%d token requests, want 2 (the first token, and one renewal)", n)
+				}
+				var conds []metav1.Condition
+				if kind == "CDCredential" {
+					conds = w.cred(k.name).Status.Conditions
+				} else {
+					conds = w.grant(k.name).Status.Conditions
+				}
+				wantCondition(t, conds, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+			})
+		}
+	}
+}
+
+// An immutable Secret under the output's name that is not the CR's (an orphaned output
+// it would adopt) is not deleted, and no token is requested that could not be stored.
+func TestAnImmutableOutputSecretNotTheCRsIsLeftAndNothingIsRequested(t *testing.T) {
+	yes := true
+	orphan := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pricing-token", Labels: map[string]string{
+		cdv1.ManagedByLabel: cdv1.ManagedByValue, cdv1.SecretTypeLabel: cdv1.SecretTypeAccessToken,
+	}}, Immutable: &yes, Data: map[string][]byte{"access_token": []byte("old")}}
+	w := newWorld(t, orphan)
+	w.setFault(w.refuseImmutable)
+	_, _ = w.reconcileCred("pricing")
+	if n := w.tokens.ccCount(); n != 0 {
+		t.Errorf("%d token requests for an output Secret that cannot take the token", n)
+	}
+	if s := w.secret("pricing-token"); string(s.Data["access_token"]) != "old" {
+		t.Errorf("the Secret that is not the CR's was replaced: %q", s.Data["access_token"])
+	}
+	c := w.cred("pricing")
+	ready := condition(t, c.Status.Conditions, cdv1.ReadyCondition)
+	if ready.Status != metav1.ConditionFalse || !strings.Contains(ready.Message, "immutable") {
+		t.Errorf("Ready %s/%s %q, want False saying the Secret is immutable", ready.Status, ready.Reason, ready.Message)
+	}
+}
+
+func ownerOf(w *world, kind, name string) metav1.Object {
+	if kind == "CDCredential" {
+		return w.cred(name)
+	}
+	return w.grant(name)
 }

@@ -230,8 +230,10 @@ func errorText(o rotation.Outcome) string {
 // writeFailure describes an API server's refusal to store a token: its reason and
 // message, never a value (the API server does not echo Secret data in errors).
 //
-// A new refresh token refused because its Secret was made immutable can only be stored
-// into the Secret created again: the message says to delete it.
+// A held access token is written again until it expires; only then, and after the
+// failure's backoff, is a new one requested. A new refresh token refused because its
+// Secret was made immutable can only be stored into the Secret created again: the
+// message says to delete it.
 func writeFailure(err error) string {
 	var immutable *immutableRefusal
 	if errors.As(err, &immutable) {
@@ -240,9 +242,9 @@ func writeFailure(err error) string {
 	var status apierrors.APIStatus
 	if errors.As(err, &status) {
 		s := status.Status()
-		return fmt.Sprintf("The API server refused to store the token (%s): %s. The operator holds the token and writes it again with backoff; no new token is requested meanwhile", s.Reason, truncate(s.Message, 400))
+		return fmt.Sprintf("The API server refused to store the token (%s): %s. The operator holds the token and writes it again with backoff until it expires; no new token is requested before then", s.Reason, truncate(s.Message, 400))
 	}
-	return "The token could not be stored: " + truncate(err.Error(), 400) + ". The operator holds the token and writes it again with backoff"
+	return "The token could not be stored: " + truncate(err.Error(), 400) + ". The operator holds the token and writes it again with backoff until it expires"
 }
 
 // writeRefused reports whether the API server refused a write for a reason of its own

@@ -66,7 +66,9 @@ func outputProblem(err error) (outcome, error) {
 
 // existingOutput returns a CR's output Secret (nil when there is none) after checking
 // that the CR may write it. The cache holds every output the operator wrote; a miss is
-// confirmed around it, since a user's Secret of that name is not in the cache.
+// confirmed around it, since a user's Secret of that name is not in the cache. An
+// immutable Secret the CR does not control (an orphaned output) can take no token and is
+// not the CR's to replace (replaceImmutableOutput): a name conflict.
 func existingOutput(ctx context.Context, r secrets.Readers, key types.NamespacedName, owner client.Object) (*corev1.Secret, error) {
 	s := &corev1.Secret{}
 	err := r.Cache.Get(ctx, key, s)
@@ -84,6 +86,9 @@ func existingOutput(ctx context.Context, r secrets.Readers, key types.Namespaced
 	}
 	if err := secrets.CheckOwner(s, owner); err != nil {
 		return nil, err
+	}
+	if isImmutable(s) && !metav1.IsControlledBy(s, owner) {
+		return nil, immutableOutputConflict(s.Name)
 	}
 	return s, nil
 }

@@ -133,9 +133,10 @@ const (
 	// invalid, too large, a quota, an admission policy). The message carries the API
 	// server's reason and message, never a value. The token already issued is held in
 	// memory and written again (every 5-6 s while it is a new refresh token whose
-	// predecessor is spent); no new token is requested meanwhile. A refresh-token Secret
-	// made immutable while its token was out is named, with the one fix (delete it: the
-	// operator creates it again with the new token). On a CDUserGrant it is
+	// predecessor is spent); no new token is requested before the held access token
+	// expires. A refresh-token Secret made immutable while its token was out is named,
+	// with the one fix (delete it: the operator creates it again with the new token);
+	// an immutable output Secret of the CR's own is replaced instead of reported. On a CDUserGrant it is
 	// also set when the API server refuses the in-flight mark on the refresh-token Secret
 	// for good (its annotations at the 256 KiB limit, an admission policy): the mark
 	// comes before the refresh token is sent, so nothing is sent and the access token is

@@ -9,11 +9,13 @@ import (
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/cdsandbox"
+	"github.com/credops/cd-credentials-operator/internal/manager"
 )
 
 // A policy or a user sets immutable: true on a customer's refresh-token Secret (a
@@ -51,6 +53,55 @@ func TestAnImmutableRefreshTokenSecretIsNeverSent(t *testing.T) {
 	f.assertNoTokenReused()
 	if st := f.idp.Stats(); st.GrantsRevoked != 0 {
 		t.Errorf("%d grants revoked, want none", st.GrantsRevoked)
+	}
+}
+
+// A user (or a policy) marks a CR's output Secret immutable. The operator owns that
+// Secret; the API server would refuse every new token in it, for good (immutable cannot
+// be unset). At the next renewal the operator deletes it and creates it again with the
+// new token: no write is refused, so no token is held and no failure recorded.
+func TestAnImmutableOutputSecretIsCreatedAgainWithTheNextToken(t *testing.T) {
+	ns := newNamespace(t)
+	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients(), AccessTokenTTL: 6 * time.Second})
+	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}, WatchNamespaces: []string{ns}})
+	create(t, clientSecret(ns, "pricing-client", apiClientID, apiClientSecret))
+	create(t, credential(ns, "pricing", cdv1.FlowClientCredentials, "pricing-client", idp.URL))
+	eventually(t, 30*time.Second, "ready", credentialCondition(ns, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	out, err := getSecret(ns, "pricing-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	yes := true
+	out.Immutable = &yes
+	if err := k8s.Update(context.Background(), out); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the output Secret created again with a new token", func() error {
+		now, err := getSecret(ns, "pricing-token")
+		if err != nil {
+			return err
+		}
+		if now.UID == out.UID || now.Immutable != nil || string(now.Data["access_token"]) == string(out.Data["access_token"]) {
+			return fmt.Errorf("still the immutable Secret (UID %s, immutable %v)", now.UID, now.Immutable)
+		}
+		c, err := getCredential(ns, "pricing")
+		if err != nil {
+			return err
+		}
+		return conditionIs(c.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	})
+	c, _ := getCredential(ns, "pricing")
+	if c.Status.LastFailure != nil {
+		t.Errorf("failure memory %+v: the immutable output was replaced before a token was requested, so no write failed", c.Status.LastFailure)
+	}
+	evs := &eventsv1.EventList{}
+	if err := k8s.List(context.Background(), evs, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs.Items {
+		if e.Reason == cdv1.SecretWriteFailedReason {
+			t.Errorf("event %s %q: no write of the output should have been refused", e.Reason, e.Note)
+		}
 	}
 }
 
