@@ -53,14 +53,14 @@ func TestSharersAreRequeuedOnlyForAHashUnderThisManagersKey(t *testing.T) {
 	}{
 		"a new client secret under this manager's key": {old: ourHash, cur: newSecret, requeued: true},
 		"the first hash": {old: "", cur: ourHash, requeued: true},
-		"an earlier version's hash rewritten, once":            {old: earlier, cur: ourHash, requeued: true},
-		"an unchanged hash":                                    {old: ourHash, cur: ourHash},
-		"another install's write over this manager's":          {old: ourHash, cur: theirHash},
-		"this manager's write over another key's, the first time (a rotated key, or another install)": {old: theirHash, cur: ourHash, requeued: true},
-		"another install's write over an earlier version's":    {old: earlier, cur: theirHash},
-		"a flow change, whoever wrote the hash":                {old: ourHash, cur: theirHash, flow: cdv1.FlowClientCredentials, requeued: true},
-		"another install's first hash":                         {old: "", cur: theirHash},
-		"this manager's hash cleared (the secret is unusable)": {old: ourHash, cur: "", requeued: true},
+		"an earlier version's hash rewritten, once":               {old: earlier, cur: ourHash, requeued: true},
+		"an unchanged hash":                                       {old: ourHash, cur: ourHash},
+		"another install's write over this manager's":             {old: ourHash, cur: theirHash},
+		"this manager's write over another key's, the first time": {old: theirHash, cur: ourHash, requeued: true},
+		"another install's write over an earlier version's":       {old: earlier, cur: theirHash},
+		"a flow change, whoever wrote the hash":                   {old: ourHash, cur: theirHash, flow: cdv1.FlowClientCredentials, requeued: true},
+		"another install's first hash":                            {old: "", cur: theirHash},
+		"this manager's hash cleared (the secret is unusable)":    {old: ourHash, cur: "", requeued: true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
