@@ -200,8 +200,17 @@ func tooSoonAfterIssue(in Input) Decision {
 	return nil
 }
 
+// backingOff holds a request whose last attempt failed until its retry time. While the
+// stored token is marked, a request changed only in its secret values (a client secret
+// rotated by an external secrets tool) is held too: the marked token's one resend waits
+// for the point its lost answer set (Retry.ResendLate), and a new client secret says
+// nothing about the outage that swallowed the first send.
 func backingOff(in Input) Decision {
-	if f := in.Failure; f != nil && f.Request == in.Request && in.Now.Before(f.Retry) {
+	f := in.Failure
+	if f == nil || !in.Now.Before(f.Retry) {
+		return nil
+	}
+	if f.Request == in.Request || (in.Refresh.marked() && SameSpec(f.Request, in.Request)) {
 		return Backoff{Until: f.Retry}
 	}
 	return nil
@@ -212,7 +221,8 @@ func backingOff(in Input) Decision {
 // buy a fresh backoff or a fresh budget of attempts, or flipping a field back and forth
 // would send one request per edit. Nor does it end a backoff early: the server may have
 // asked for it. A request changed only in its secret values (a fixed client secret, a
-// customer's new login) goes at once: no one who may only edit the CR can change those.
+// customer's new login) goes at once: no one who may only edit the CR can change those;
+// unless the stored token is marked, when backingOff held it.
 func tooSoonAfterFailure(in Input) Decision {
 	f := in.Failure
 	if f == nil || f.Request == in.Request || SameSpec(f.Request, in.Request) {

@@ -116,6 +116,15 @@ func TestDecide(t *testing.T) {
 		"a failure still backing off waits for its retry time": {
 			in: Input{Request: req, Failure: retrying}, want: Backoff{Until: retrying.Retry},
 		},
+		// README "Rotating refresh tokens safely" 5: a lost answer's one resend waits for
+		// the last safe point; a client secret rotated meanwhile (an external secrets
+		// tool) must not send it into the same outage seconds later.
+		"a resumed rotation whose client secret changed still waits out the backoff of its last failure": {
+			in: Input{Request: newSecret, Failure: retrying, Refresh: stored(ours)}, want: Backoff{Until: retrying.Retry},
+		},
+		"a resumed rotation whose client secret changed is resent once its backoff has passed": {
+			in: Input{Request: newSecret, Failure: retryDue, Refresh: stored(ours)}, want: Send{Resume: true, Mark: newMark(2)},
+		},
 		"a failure whose retry time has come is retried": {
 			in: Input{Request: req, Failure: retryDue}, want: Send{},
 		},
