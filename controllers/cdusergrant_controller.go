@@ -195,7 +195,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 		in.Last = renamedToken(previous, grant.Status.SecretName, grant.Status.LastRotationTime, grant.Status.ExpiresAt, grant.Status.RenewalTime)
 	}
 	in.Lifetime = lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt)
-	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), ActiveSince: time.Unix(0, r.elected.Load())}
+	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), ActiveSince: time.Unix(0, r.elected.Load()), To: destination(cred, c)}
 	out, err = r.carryOut(ctx, grant, in, &attempt{client: c, stored: rt, request: in.Request, output: current})
 	return out, cred, err
 }
@@ -218,6 +218,8 @@ func (r *CDUserGrantReconciler) carryOut(ctx context.Context, grant *cdv1.CDUser
 		return remembered{failure: *in.Failure}, nil
 	case rotation.Abandon:
 		return abandoned{request: in.Request}, nil
+	case rotation.Redirected:
+		return redirected{sentTo: d.SentTo}, nil
 	case rotation.Send:
 		if err := replaceImmutableOutput(ctx, r.Client, grant, a.output); err != nil {
 			return nil, err // nothing sent: the access token could not be stored

@@ -161,6 +161,8 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		grant.Status.LastFailure = failureStatus(f)
 		reportFailure(c, f, msg, lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt))
 		g.reauth, g.reauthMsg = cdv1.RotationInterruptedReason, msg
+	case redirected:
+		c.stalled(cdv1.RotationPendingAtOtherClientReason, o.message())
 	case answered:
 		g.tried = true
 		ref, msg := refusalOf(o, true)

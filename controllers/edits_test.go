@@ -1,14 +1,20 @@
 package controllers
 
 import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
 // A refresh whose answer was lost keeps its mark, and its one resend waits for the last
@@ -59,4 +65,135 @@ func TestANewClientSecretDoesNotBringALostAnswersResendForward(t *testing.T) {
 	if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "refresh-2" {
 		t.Errorf("refresh-token Secret holds %q, want the resend's successor refresh-2", got)
 	}
+}
+
+// boundIssuer is an identity server whose refresh tokens belong to the client and token
+// URL that issued them (RFC 6749 §6): presented by another client it answers
+// invalid_grant and spends nothing. It records who was sent what.
+type boundIssuer struct {
+	mu    sync.Mutex
+	owner map[string]string // token -> tokenURL|clientID
+	spent map[string]bool
+	next  int
+	seen  []string // "tokenURL|clientID token"
+	lost  []bool   // per request: answer lost (the request never reached the server)
+}
+
+func newBoundIssuer() *boundIssuer {
+	return &boundIssuer{owner: map[string]string{"refresh-0": "https://id.example.com/connect/token|login-id"}, spent: map[string]bool{}}
+}
+
+func (b *boundIssuer) ClientCredentials(context.Context, tokenclient.Endpoint) (*tokenclient.Token, error) {
+	return nil, fmt.Errorf("not used")
+}
+
+func (b *boundIssuer) Exchange(context.Context, tokenclient.Endpoint, string, string, string) (*tokenclient.Token, error) {
+	return nil, fmt.Errorf("not used")
+}
+
+func (b *boundIssuer) Refresh(_ context.Context, ep tokenclient.Endpoint, rt string) (*tokenclient.Token, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	who := ep.TokenURL + "|" + ep.ClientID
+	b.seen = append(b.seen, who+" "+rt)
+	if len(b.lost) > 0 {
+		lost := b.lost[0]
+		b.lost = b.lost[1:]
+		if lost {
+			return nil, lostAnswer
+		}
+	}
+	if b.owner[rt] != who || b.spent[rt] {
+		return nil, invalidGrant // unknown here, issued to another client, or spent
+	}
+	b.spent[rt] = true
+	b.next++
+	next := fmt.Sprintf("refresh-%d", b.next)
+	b.owner[next] = who
+	return &tokenclient.Token{AccessToken: fmt.Sprintf("access-%d", b.next), TokenType: "Bearer", RefreshToken: next, Scopes: []string{"marketplace"}, Lifetime: 30 * time.Minute}, nil
+}
+
+func (b *boundIssuer) sentTo() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.seen...)
+}
+
+// otherLogin is a second AuthorizationCode CDCredential of the namespace: another
+// client at another token host.
+func otherLogin() (*cdv1.CDCredential, *corev1.Secret) {
+	return &cdv1.CDCredential{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "other", UID: "uid-other", Generation: 1},
+			Spec:       cdv1.CDCredentialSpec{Flow: cdv1.FlowAuthorizationCode, ClientSecretRef: cdv1.ClientSecretReference{Name: "other-client"}, Issuer: "https://id.other.example.net"},
+			Status: cdv1.CDCredentialStatus{ClientID: "other-id", Conditions: []metav1.Condition{{
+				Type: cdv1.ReadyCondition, Status: metav1.ConditionTrue, Reason: cdv1.ClientReadyReason, LastTransitionTime: metav1.NewTime(epoch),
+			}}},
+		},
+		optedIn(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "other-client"},
+			Data: map[string][]byte{"client_id": []byte("other-id"), "client_secret": []byte("other-secret")}}, cdv1.SecretTypeClient)
+}
+
+// A refresh whose answer was lost waits for its one resend; spec.credentialRef is
+// pointed at another client at another host meanwhile (a mistake, reverted minutes
+// later). The token may be live and belongs to the client it was sent to: it is not
+// sent to the other (whose invalid_grant would be taken for an interrupted rotation,
+// and the revert for a token sent twice), the grant says what is pending, and once
+// pointed back the resend goes to its own client.
+func TestALostRefreshIsResentOnlyToTheClientItWasSentTo(t *testing.T) {
+	b := newBoundIssuer()
+	other, otherClient := otherLogin()
+	w := newWorld(t, other, otherClient)
+	w.grants.Tokens = b
+	res, err := w.reconcileGrant("acme") // refresh-0 -> refresh-1 at login-id
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Step(res.RequeueAfter)
+	b.lost = []bool{true} // the request never reached the server: refresh-1 is live
+	if res, err = w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	late := w.clock.Now().Add(res.RequeueAfter)
+	marked := rotation.ReadMark(w.secret("acme-refresh").Annotations)
+
+	w.clock.Step(time.Minute)
+	g := w.grant("acme")
+	w.update(g, func() { g.Spec.CredentialRef.Name = "other" })
+	// Passes past the point the resend was due (Stalled ends each in a terminal error;
+	// the revert, a spec change, brings the grant back).
+	for w.clock.Now().Before(late.Add(time.Minute)) {
+		w.clock.Step(time.Minute)
+		_, _ = w.reconcileGrant("acme")
+	}
+	if sent := b.sentTo(); len(sent) != 2 {
+		t.Errorf("sent %q, want nothing after the lost refresh while the grant names another client", sent)
+	}
+	conds := w.grant("acme").Status.Conditions
+	wantCondition(t, conds, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.RotationPendingAtOtherClientReason)
+	wantCondition(t, conds, cdv1.StalledCondition, metav1.ConditionTrue, cdv1.RotationPendingAtOtherClientReason)
+	if msg, want := condition(t, conds, cdv1.ReadyCondition).Message, "A rotation interrupted at client login-id is pending: point spec.credentialRef back at CDCredential login, or have the customer log in again"; !strings.HasPrefix(msg, want) {
+		t.Errorf("Ready message %q, want it to start %q", msg, want)
+	}
+	if got := rotation.ReadMark(w.secret("acme-refresh").Annotations); got != marked {
+		t.Errorf("mark after the edit %+v, want the lost send's %+v (no resend counted)", got, marked)
+	}
+
+	// The edit is reverted: the resend, due since, goes to the client the token belongs to.
+	g = w.grant("acme")
+	w.update(g, func() { g.Spec.CredentialRef.Name = "login" })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"https://id.example.com/connect/token|login-id refresh-0",
+		"https://id.example.com/connect/token|login-id refresh-1", // lost
+		"https://id.example.com/connect/token|login-id refresh-1", // the resend, to its own client
+	}
+	if diff := cmp.Diff(want, b.sentTo()); diff != "" {
+		t.Errorf("sent (-want +got):\n%s", diff)
+	}
+	if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "refresh-2" {
+		t.Errorf("refresh-token Secret holds %q, want the resend's successor refresh-2", got)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
 }

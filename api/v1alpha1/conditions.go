@@ -254,6 +254,14 @@ const (
 	// must log in again.
 	RotationInterruptedReason = "RotationInterrupted"
 
+	// RotationPendingAtOtherClientReason: a refresh got no answer, and before its one
+	// resend spec.credentialRef was pointed at another client (another client id or
+	// token URL). The token may be live and belongs to the client it was sent to, so it
+	// is not sent to the other, and the resend is not counted. Terminal until the grant
+	// points back at that client (the resend then goes there) or a new login replaces
+	// the token.
+	RotationPendingAtOtherClientReason = "RotationPendingAtOtherClient"
+
 	// ReauthorizationRequestedReason: someone asked for a new customer login (the
 	// cd.credops.io/reauthorize annotation, `kubectl cd reauthorize`). The grant keeps
 	// rotating its current token until the customer logs in.

@@ -94,6 +94,11 @@ const (
 	// never arrived. The operator presents such a token once more (DESIGN §6.5), and
 	// never a third time.
 	RotationAttemptAnnotation = "cd.credops.io/rotation-attempt"
+	// RotationSentToAnnotation says where the marked token was sent, as "<RFC 3339 time
+	// of the mark> <hash of token URL and client id> <CDCredential> <client id>" (the
+	// client id is public; no secret). A token whose answer was lost is sent again to
+	// that client only. Marks written before it existed have none.
+	RotationSentToAnnotation = "cd.credops.io/rotation-sent-to"
 	// SpentHashesAnnotation lists, comma-separated, hashes (never the tokens) of refresh
 	// tokens the operator spent from this Secret and replaced with a successor: the
 	// first one ever spent (the seed a GitOps tool writes back) and the last three. It is

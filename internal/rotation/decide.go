@@ -48,6 +48,8 @@ type Refresh struct {
 	Self string
 	// HolderTimeout is how long another process's mark is taken for a live rotation.
 	HolderTimeout time.Duration
+	// To is where the request would send the token now.
+	To Destination
 	// ActiveSince is when this process could first act (it won the leader election).
 	// Another process's mark is waited for a full HolderTimeout after that too: after an
 	// API-server outage, the process that set the mark may still be storing its result,
@@ -59,8 +61,8 @@ type Refresh struct {
 // it whose outcome was never recorded.
 func (r *Refresh) marked() bool { return r != nil && r.Mark.Hash == r.Hash }
 
-// Decision is what to do next. One of Persist, Stop, Hold, Abandon, Wait, Defer,
-// Backoff, Send.
+// Decision is what to do next. One of Persist, Stop, Hold, Abandon, Redirected, Wait,
+// Defer, Backoff, Send.
 type Decision interface{ decision() }
 
 // Persist: a result held in memory is not stored yet; store it before anything else and
@@ -77,6 +79,12 @@ type Hold struct{ Until time.Time }
 // Abandon: the stored token was sent twice and no answer arrived either time; it is
 // most likely spent and is not sent a third time. The customer must log in again.
 type Abandon struct{}
+
+// Redirected: the stored token was sent to another client than the one the request
+// goes to now (spec.credentialRef edited meanwhile) and no answer came back: it may be
+// live, and only its own client may take it. Nothing is sent, and the resend is not
+// counted, until the grant points back at SentTo or a new login replaces the token.
+type Redirected struct{ SentTo Destination }
 
 // Wait: the token in the output Secret is fresh until Until.
 type Wait struct{ Until time.Time }
@@ -101,25 +109,27 @@ type Send struct {
 	Mark   Mark
 }
 
-func (Persist) decision() {}
-func (Stop) decision()    {}
-func (Hold) decision()    {}
-func (Abandon) decision() {}
-func (Wait) decision()    {}
-func (Defer) decision()   {}
-func (Backoff) decision() {}
-func (Send) decision()    {}
+func (Persist) decision()    {}
+func (Stop) decision()       {}
+func (Hold) decision()       {}
+func (Abandon) decision()    {}
+func (Redirected) decision() {}
+func (Wait) decision()       {}
+func (Defer) decision()      {}
+func (Backoff) decision()    {}
+func (Send) decision()       {}
 
 // policies are checked in order; the first that decides wins. The order is the
 // protocol's: a held result first (the spent token must never be sent again), then
 // refusals remembered for this very request, then another process's live rotation, then
-// the resend budget of an interrupted rotation, and only then freshness, the request
-// budget and backoff.
+// the resend budget of an interrupted rotation and where its resend may go, and only
+// then freshness, the request budget and backoff.
 var policies = []func(Input) Decision{
 	pendingResult,
 	refusedForGood,
 	heldByAnother,
 	sentTwiceUnanswered,
+	sentElsewhere,
 	stillFresh,
 	tooSoonAfterIssue,
 	backingOff,
@@ -174,6 +184,19 @@ func sentTwiceUnanswered(in Input) Decision {
 		return Abandon{}
 	}
 	return nil
+}
+
+// sentElsewhere holds the resend of a marked token that went to another client than the
+// one the request goes to now: that client never issued it, so its refusal would say
+// nothing of the token (it would be taken for an interrupted rotation, and the revert
+// for a token sent twice), and the token would be disclosed to another host. A mark an
+// earlier version wrote says nothing of where it went: resumed as before.
+func sentElsewhere(in Input) Decision {
+	r := in.Refresh
+	if !r.marked() || r.Mark.SentTo.Hash == "" || r.Mark.SentTo.Hash == r.To.Hash {
+		return nil
+	}
+	return Redirected{SentTo: r.Mark.SentTo}
 }
 
 func stillFresh(in Input) Decision {
@@ -256,7 +279,7 @@ func send(in Input) Decision {
 	if r == nil {
 		return Send{}
 	}
-	m := Mark{Hash: r.Hash, Holder: r.Self, Since: in.Now.Truncate(time.Second), Attempts: 1}
+	m := Mark{Hash: r.Hash, Holder: r.Self, Since: in.Now.Truncate(time.Second), Attempts: 1, SentTo: r.To}
 	if r.marked() {
 		m.Attempts = r.Mark.Attempts + 1
 		return Send{Resume: true, Mark: m}

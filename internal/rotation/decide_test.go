@@ -33,6 +33,15 @@ func TestDecide(t *testing.T) {
 	deadTheirs := Mark{Hash: "sha256:current", Holder: "other", Since: t0.Add(-2 * time.Minute), Attempts: 1}
 	resent := Mark{Hash: "sha256:current", Holder: "me", Since: t0.Add(-time.Minute), Attempts: 2}
 	stale := Mark{Hash: "sha256:previous", Holder: "other", Since: t0.Add(-10 * time.Second), Attempts: 1}
+	login := Destination{Hash: DestinationHash("https://id.example.com/connect/token", "login-id"), ClientID: "login-id", Credential: "login"}
+	other := Destination{Hash: DestinationHash("https://id.other.example.net/connect/token", "other-id"), ClientID: "other-id", Credential: "other"}
+	// sentTo is the stored token with mark m, sent to was (as the mark says), the
+	// request now going to now.
+	sentTo := func(m Mark, was, now Destination) *Refresh {
+		r := stored(m)
+		r.Mark.SentTo, r.To = was, now
+		return r
+	}
 	newMark := func(attempts int) Mark {
 		return Mark{Hash: "sha256:current", Holder: "me", Since: t0, Attempts: attempts}
 	}
@@ -162,6 +171,32 @@ func TestDecide(t *testing.T) {
 		"a token sent twice without an answer is never sent a third time": {
 			in: Input{Request: req, Current: due, Refresh: stored(resent)}, want: Abandon{},
 		},
+		// A token whose answer was lost may be live, and belongs to the client it was
+		// sent to (RFC 6749 §6): its resend goes there or nowhere.
+		"an interrupted rotation is resumed at the client the token was sent to": {
+			in:   Input{Request: req, Current: fresh, Refresh: sentTo(ours, login, login)},
+			want: Send{Resume: true, Mark: Mark{Hash: "sha256:current", Holder: "me", Since: t0, Attempts: 2, SentTo: login}},
+		},
+		"an interrupted rotation is not resumed at another client: nothing is sent": {
+			in:   Input{Request: edited, Current: fresh, Failure: retryDue, Lifetime: 30 * time.Minute, Refresh: sentTo(ours, login, other)},
+			want: Redirected{SentTo: login},
+		},
+		"an interrupted rotation is held for another client even while its backoff runs": {
+			in:   Input{Request: edited, Failure: retrying, Refresh: sentTo(ours, login, other)},
+			want: Redirected{SentTo: login},
+		},
+		"a mark sent twice is abandoned whatever client the request goes to now": {
+			in:   Input{Request: req, Refresh: sentTo(resent, login, other)},
+			want: Abandon{},
+		},
+		"a mark written by an earlier version, with no client, is resumed as before": {
+			in:   Input{Request: req, Current: fresh, Refresh: sentTo(ours, Destination{}, other)},
+			want: Send{Resume: true, Mark: Mark{Hash: "sha256:current", Holder: "me", Since: t0, Attempts: 2, SentTo: other}},
+		},
+		"a first send records the client it goes to": {
+			in:   Input{Request: req, Current: due, Refresh: sentTo(Mark{}, Destination{}, other)},
+			want: Send{Mark: Mark{Hash: "sha256:current", Holder: "me", Since: t0, Attempts: 1, SentTo: other}},
+		},
 		"a rejection remembered for this token stops before the mark is looked at": {
 			in: Input{Request: req, Failure: terminal, Refresh: stored(resent)}, want: Stop{Failure: *terminal},
 		},
@@ -178,8 +213,12 @@ func TestDecide(t *testing.T) {
 
 func TestMarksRoundTripThroughAnnotations(t *testing.T) {
 	cases := map[string]Mark{
-		"a first attempt":         {Hash: "sha256:ab", Holder: "host-1a2b", Since: t0, Attempts: 1},
-		"the one allowed resend":  {Hash: "sha256:ab", Holder: "host-1a2b", Since: t0, Attempts: 2},
+		"a first attempt":        {Hash: "sha256:ab", Holder: "host-1a2b", Since: t0, Attempts: 1},
+		"the one allowed resend": {Hash: "sha256:ab", Holder: "host-1a2b", Since: t0, Attempts: 2},
+		"a send to a client": {Hash: "sha256:ab", Holder: "host-1a2b", Since: t0, Attempts: 1,
+			SentTo: Destination{Hash: DestinationHash("https://id.example.com/connect/token", "login-id"), ClientID: "login id with spaces", Credential: "login"}},
+		"a send to a client through no known CDCredential": {Hash: "sha256:ab", Holder: "host-1a2b", Since: t0, Attempts: 2,
+			SentTo: Destination{Hash: DestinationHash("https://id.example.com/connect/token", "login-id"), ClientID: "login-id"}},
 		"no mark at all is empty": {},
 	}
 	for name, m := range cases {
@@ -205,5 +244,36 @@ func TestAMarkWrittenByAnOlderReleaseIsAFirstAttempt(t *testing.T) {
 	want := Mark{Hash: "sha256:ab", Holder: "host-1a2b", Since: t0, Attempts: 1}
 	if diff := cmp.Diff(want, ReadMark(ann)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// An earlier version clears and rewrites marks without knowing the annotation that says
+// where a token was sent: one it left behind belongs to another mark, and is not read as
+// this one's.
+func TestWhereATokenWasSentIsReadOnlyForTheMarkThatSentIt(t *testing.T) {
+	login := Destination{Hash: DestinationHash("https://id.example.com/connect/token", "login-id"), ClientID: "login-id", Credential: "login"}
+	ann := map[string]string{}
+	WriteMark(ann, Mark{Hash: "sha256:ab", Holder: "new", Since: t0, Attempts: 1, SentTo: login})
+	// The earlier version resumes the mark: it rewrites the holder, keeps the rest.
+	ann["cd.credops.io/rotation-holder"] = "old@2026-11-29T10:12:00Z"
+	ann["cd.credops.io/rotation-attempt"] = "2"
+	want := Mark{Hash: "sha256:ab", Holder: "old", Since: t0.Add(12 * time.Minute), Attempts: 2}
+	if diff := cmp.Diff(want, ReadMark(ann)); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// The mark's first three annotations keep the format an earlier version reads: where
+// the token was sent is an annotation of its own, which that release ignores.
+func TestAMarkThatSaysWhereItWasSentReadsTheSameToAnEarlierVersion(t *testing.T) {
+	plain := Mark{Hash: "sha256:ab", Holder: "host-1a2b", Since: t0, Attempts: 2}
+	sent := plain
+	sent.SentTo = Destination{Hash: DestinationHash("https://id.example.com/connect/token", "login-id"), ClientID: "login-id", Credential: "login"}
+	a, b := map[string]string{}, map[string]string{}
+	WriteMark(a, plain)
+	WriteMark(b, sent)
+	delete(b, "cd.credops.io/rotation-sent-to")
+	if diff := cmp.Diff(a, b); diff != "" {
+		t.Errorf("annotations an earlier version reads (-without +with SentTo):\n%s", diff)
 	}
 }
