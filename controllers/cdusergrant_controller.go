@@ -322,13 +322,18 @@ func (r *CDUserGrantReconciler) readRefreshToken(ctx context.Context, grant *cdv
 	return &storedToken{secret: s, key: key, value: value, hash: hash}, nil, nil
 }
 
-// boundElsewhere returns errBoundElsewhere when the Secret is bound to another grant that
-// still exists (secrets.BoundElsewhere), as the API server says: the cache holds only
-// this shard's grants.
+// boundElsewhere returns a boundElsewhereError when the Secret is bound to another grant
+// that still holds it (secrets.BoundElsewhere), as the API server says: the cache holds
+// only this shard's grants. A grant that moved off the Secret holds it while this process
+// holds its successor for it, not stored yet (as storeInherited leaves it to that grant).
 func (r *CDUserGrantReconciler) boundElsewhere(ctx context.Context, grant *cdv1.CDUserGrant, s *corev1.Secret) error {
-	elsewhere, err := secrets.BoundElsewhere(ctx, r.APIReader, grant, s)
+	holding := func(bound types.UID) bool {
+		h, ok := r.held.refreshTokens()[bound]
+		return ok && h.refresh.secret == client.ObjectKeyFromObject(s)
+	}
+	elsewhere, err := secrets.BoundElsewhere(ctx, r.APIReader, grant, s, holding)
 	if elsewhere {
-		return errBoundElsewhere
+		return boundElsewhereError{grant: types.NamespacedName{Namespace: grant.Namespace, Name: secrets.BindingOf(s).Name}}
 	}
 	return err
 }

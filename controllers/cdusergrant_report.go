@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"errors"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -80,7 +81,7 @@ func reportPrecondition(grant *cdv1.CDUserGrant, c conditions, o outcome, links 
 			c.stalled(reason, o.err.Error())
 			break
 		}
-		c.waiting(reason, "Secret "+grant.Spec.RefreshTokenSecretRef.Name+" holds the refresh token of another CDUserGrant; a refresh token can be spent by one grant only. Nothing was sent. Give this grant its own refresh-token Secret; it takes this one over if that grant is deleted")
+		c.waiting(reason, inUseMessage(grant.Spec.RefreshTokenSecretRef.Name, o.err))
 		res.RequeueAfter = missingSecretRecheck
 	case outputBlocked:
 		res = reportOutputBlocked(c, o, "nothing is sent")
@@ -88,6 +89,18 @@ func reportPrecondition(grant *cdv1.CDUserGrant, c conditions, o outcome, links 
 		return g, res, false
 	}
 	return g, res, true
+}
+
+// inUseMessage says which grant holds the refresh-token Secret secret (err, a
+// boundElsewhereError) and when it lets go.
+func inUseMessage(secret string, err error) string {
+	holder := "another CDUserGrant"
+	var bound boundElsewhereError
+	if errors.As(err, &bound) {
+		holder = "CDUserGrant " + bound.grant.String()
+	}
+	return "Secret " + secret + " holds the refresh token of " + holder + "; a refresh token can be spent by one grant only. Nothing was sent. " +
+		"Give this grant its own refresh-token Secret; it takes this one over once that grant is deleted, or names another Secret and has stored its last token"
 }
 
 // awaitingMessage says why a grant waits for a refresh token and how it gets one: the

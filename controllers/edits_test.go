@@ -14,6 +14,7 @@ import (
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
@@ -196,4 +197,58 @@ func TestALostRefreshIsResentOnlyToTheClientItWasSentTo(t *testing.T) {
 		t.Errorf("refresh-token Secret holds %q, want the resend's successor refresh-2", got)
 	}
 	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+}
+
+// Grant acme rotates acme-refresh (binding it), then its spec.refreshTokenSecretRef moves
+// to a new Secret (a new login stored elsewhere). No grant names acme-refresh any more:
+// the binding no longer keeps another grant off it. While acme still holds a successor
+// for it, not stored yet, it does: the successor goes there, and the grant that took the
+// Secret over would spend the token it replaces.
+func TestASecretItsGrantNoLongerNamesIsReleasedOnceNothingIsHeldForIt(t *testing.T) {
+	for _, held := range []bool{false, true} {
+		t.Run(fmt.Sprintf("successor held: %v", held), func(t *testing.T) {
+			w := newWorld(t,
+				optedIn(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme-refresh-2"},
+					Data: map[string][]byte{"refresh_token": []byte("login-2")}}, cdv1.SecretTypeRefreshToken),
+				grantObj("beta", "beta-refresh"))
+			if held {
+				w.grants.PersistTimeout = time.Second
+				stop := advanceWhenWaited(w.clock) // through the write's retries
+				defer stop()
+				w.failStoringNewRefreshTokens()
+			}
+			if _, err := w.reconcileGrant("acme"); err != nil { // refresh-0 -> refresh-1 for acme-refresh
+				t.Fatal(err)
+			}
+			if got := w.grants.held.has("uid-acme"); got != held {
+				t.Fatalf("a successor held: %v, want %v", got, held)
+			}
+			g := w.grant("acme")
+			w.update(g, func() { g.Spec.RefreshTokenSecretRef.Name = "acme-refresh-2" })
+			b := w.grant("beta")
+			w.update(b, func() { b.Spec.RefreshTokenSecretRef.Name = "acme-refresh" })
+			if _, err := w.reconcileGrant("beta"); err != nil {
+				t.Fatal(err)
+			}
+			ready := condition(t, w.grant("beta").Status.Conditions, cdv1.ReadyCondition)
+			if !held {
+				if ready.Reason == cdv1.RefreshTokenSecretInUseReason {
+					t.Errorf("beta is refused acme-refresh, which no grant names any more: %s", ready.Message)
+				}
+				if got := secrets.BindingOf(w.secret("acme-refresh")); got.UID != "uid-beta" {
+					t.Errorf("acme-refresh bound to %+v, want beta, which took it over", got)
+				}
+				return
+			}
+			if ready.Reason != cdv1.RefreshTokenSecretInUseReason {
+				t.Errorf("beta Ready %s (%s), want %s: acme holds a successor for acme-refresh", ready.Reason, ready.Message, cdv1.RefreshTokenSecretInUseReason)
+			}
+			if want := "CDUserGrant ns/acme"; !strings.Contains(ready.Message, want) {
+				t.Errorf("beta Ready message %q does not name the grant that holds the Secret (%s)", ready.Message, want)
+			}
+			if diff := cmp.Diff([]string{"refresh-0"}, w.tokens.refreshes()); diff != "" {
+				t.Errorf("refreshes sent (-want +got):\n%s", diff)
+			}
+		})
+	}
 }

@@ -32,6 +32,15 @@ var (
 	errBoundElsewhere = errors.New("the refresh-token Secret is bound to another CDUserGrant")
 )
 
+// boundElsewhereError is errBoundElsewhere naming the grant the Secret is bound to.
+type boundElsewhereError struct{ grant types.NamespacedName }
+
+func (e boundElsewhereError) Error() string {
+	return errBoundElsewhere.Error() + " (" + e.grant.String() + ")"
+}
+
+func (boundElsewhereError) Unwrap() error { return errBoundElsewhere }
+
 // wrapTemplate marks a template validation error as errTemplateInvalid.
 func wrapTemplate(err error) error { return fmt.Errorf("%w: %w", errTemplateInvalid, err) }
 

@@ -80,7 +80,8 @@ const (
 	// resourceVersion-guarded update that marks the token in flight (the callback, in the
 	// one that stores a new login), so before it sends anything; another grant naming the Secret
 	// gets Ready=False, RefreshTokenSecretInUse and sends nothing. A binding to a grant
-	// that no longer exists may be taken over.
+	// that no longer exists may be taken over, and so may one to a grant whose spec names
+	// another Secret once no new token of it for this one is held unstored.
 	BoundToAnnotation = "cd.credops.io/bound-to"
 	// RotationInFlightAnnotation is set on a refresh-token Secret while the token it
 	// holds is being spent. Its value is a hash of that token (never the token). If it

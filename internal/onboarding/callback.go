@@ -662,7 +662,9 @@ func (c *Callback) notWritable(ctx context.Context, grant *cdv1.CDUserGrant, m m
 		return "is not labelled " + cdv1.SecretTypeLabel + "=" + cdv1.SecretTypeRefreshToken, nil
 	}
 	s := &corev1.Secret{ObjectMeta: m}
-	elsewhere, err := secrets.BoundElsewhere(ctx, c.APIReader, grant, s)
+	// The callback cannot see the reconciler's held results: a binding holds while the
+	// bound grant exists, as it always did for the callback.
+	elsewhere, err := secrets.BoundElsewhere(ctx, c.APIReader, grant, s, secrets.MayHold)
 	if err != nil || !elsewhere {
 		return "", err
 	}

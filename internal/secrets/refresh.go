@@ -51,15 +51,19 @@ func Bind(s *corev1.Secret, grant *cdv1.CDUserGrant) {
 }
 
 // BoundElsewhere reports whether s is bound to a grant other than grant that still
-// exists. A binding to a grant that is gone may be taken over, by the controller and by
-// the callback alike: a grant deleted (its Secret retained) and created again under the
-// same name, or another grant now naming the Secret, is where that session continues.
+// holds it (BindingHolds). A binding to a grant that is gone may be taken over, by the
+// controller and by the callback alike: a grant deleted (its Secret retained) and
+// created again under the same name, or another grant now naming the Secret, is where
+// that session continues. So may one to a grant that moved off the Secret.
+//
+// holding reports whether the caller holds a new refresh token for s, not stored yet,
+// of the bound grant (its UID); a caller that cannot know says true.
 //
 // api must read the API server, never a cache: a manager's cache holds only its shard's
 // (or namespaces') grants, and a live grant it does not hold would look gone, so another
 // shard's grant would take the Secret over and spend its single-use token. Only the rare
 // Secret bound to another grant costs the read.
-func BoundElsewhere(ctx context.Context, api client.Reader, grant *cdv1.CDUserGrant, s *corev1.Secret) (bool, error) {
+func BoundElsewhere(ctx context.Context, api client.Reader, grant *cdv1.CDUserGrant, s *corev1.Secret, holding func(bound types.UID) bool) (bool, error) {
 	b := BindingOf(s)
 	if b.UID == "" || b.UID == grant.UID {
 		return false, nil
@@ -72,8 +76,23 @@ func BoundElsewhere(ctx context.Context, api client.Reader, grant *cdv1.CDUserGr
 	case err != nil:
 		return false, err
 	}
-	return other.UID == b.UID, nil
+	return other.UID == b.UID && BindingHolds(other, s.Name, holding(b.UID)), nil
 }
+
+// BindingHolds reports whether a refresh-token Secret named secret stays bound to
+// bound, a grant that exists: while its spec names the Secret (under whatever key: a key
+// edited back must find its session), or while held, a new refresh token of that grant
+// not stored yet, goes into it (the rotation started from it, and the token there is
+// spent). A Secret no grant names any more is otherwise free for the grant that names
+// it now.
+func BindingHolds(bound *cdv1.CDUserGrant, secret string, held bool) bool {
+	return held || bound.Spec.RefreshTokenSecretRef.Name == secret
+}
+
+// MayHold is the holding of a BoundElsewhere caller that cannot see the results held
+// (the callback): the bound grant may hold one, so its binding holds for as long as the
+// grant exists.
+func MayHold(types.UID) bool { return true }
 
 // BoundTo reports whether s is bound to grant.
 func BoundTo(s *corev1.Secret, grant *cdv1.CDUserGrant) bool {
