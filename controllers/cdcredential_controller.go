@@ -176,9 +176,6 @@ func (r *CDCredentialReconciler) carryOut(ctx context.Context, cred *cdv1.CDCred
 	case rotation.Backoff:
 		return remembered{failure: *in.Failure}, nil
 	}
-	if err := replaceImmutableOutput(ctx, r.Client, cred, current); err != nil {
-		return nil, err // nothing requested: the token could not be stored
-	}
 	return r.issue(ctx, cred, c, in.Request)
 }
 

@@ -133,8 +133,6 @@ type attempt struct {
 	client  secrets.Client
 	stored  *storedToken
 	request string
-	// output is the output Secret as the pass found it.
-	output *corev1.Secret
 }
 
 // storedToken is the refresh token as stored in its Secret.
@@ -196,7 +194,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 	}
 	in.Lifetime = lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), ActiveSince: time.Unix(0, r.elected.Load()), To: destination(cred, c)}
-	out, err = r.carryOut(ctx, grant, in, &attempt{client: c, stored: rt, request: in.Request, output: current})
+	out, err = r.carryOut(ctx, grant, in, &attempt{client: c, stored: rt, request: in.Request})
 	return out, cred, err
 }
 
@@ -221,9 +219,6 @@ func (r *CDUserGrantReconciler) carryOut(ctx context.Context, grant *cdv1.CDUser
 	case rotation.Redirected:
 		return redirected{sentTo: d.SentTo}, nil
 	case rotation.Send:
-		if err := replaceImmutableOutput(ctx, r.Client, grant, a.output); err != nil {
-			return nil, err // nothing sent: the access token could not be stored
-		}
 		return r.rotate(ctx, grant, a, d)
 	}
 	panic("unknown decision")
@@ -324,8 +319,9 @@ func (r *CDUserGrantReconciler) readRefreshToken(ctx context.Context, grant *cdv
 
 // boundElsewhere returns a boundElsewhereError when the Secret is bound to another grant
 // that still holds it (secrets.BoundElsewhere), as the API server says: the cache holds
-// only this shard's grants. A grant that moved off the Secret holds it while this process
-// holds its successor for it, not stored yet (as storeInherited leaves it to that grant).
+// only this shard's grants. A grant that moved off the Secret holds it while a rotation
+// of it is out (its in-flight mark) or this process holds its successor for it, not
+// stored yet (as storeInherited leaves it to that grant).
 func (r *CDUserGrantReconciler) boundElsewhere(ctx context.Context, grant *cdv1.CDUserGrant, s *corev1.Secret) error {
 	holding := func(bound types.UID) bool {
 		h, ok := r.held.refreshTokens()[bound]

@@ -82,11 +82,11 @@ func immutableOutputConflict(name string) error {
 }
 
 // replaceImmutableOutput deletes current, the CR's own output Secret, when it is
-// immutable: the API server refuses every new token in it, for good, so it goes before a
-// token is requested (or written), and the token's write creates it again. A token is
-// never requested for an output that cannot take it (for a grant, each request spends a
-// refresh token). The delete is guarded by the Secret's UID and resourceVersion: a
-// Secret changed or created again meanwhile is judged again by the next pass.
+// immutable: the API server refuses every new token in it, for good, so writeOutput
+// deletes it once it holds the token and creates it again. Not before the request: a
+// request that then failed would leave pods without the Secret while its token was still
+// valid. The delete is guarded by the Secret's UID and resourceVersion: a Secret changed
+// or created again meanwhile is judged again by the next pass.
 func replaceImmutableOutput(ctx context.Context, c client.Client, owner client.Object, current *corev1.Secret) error {
 	if !isImmutable(current) || !metav1.IsControlledBy(current, owner) {
 		return nil

@@ -4,12 +4,14 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -241,4 +243,34 @@ func ownerOf(w *world, kind, name string) metav1.Object {
 		return w.cred(name)
 	}
 	return w.grant(name)
+}
+
+// A CR's own output Secret is made immutable; at the renewal (25 min into a 30-minute
+// token) the identity server is briefly down (502). The token in the output Secret is
+// still valid for 5 minutes, and pods keep it as long as the Secret is there. The
+// README promises that a pod starting finds no Secret only "in the moment between the
+// delete and the create": the delete must not leave the output gone when no token came.
+// The first version of the immutable fix deleted it before the request.
+func TestAnImmutableOutputIsNotDeletedForARequestThatFails(t *testing.T) {
+	for _, kind := range []string{"CDCredential", "CDUserGrant"} {
+		t.Run(kind, func(t *testing.T) {
+			w := newWorld(t)
+			w.setFault(w.refuseImmutable)
+			pass := func() { _, _ = w.reconcileCred("pricing") }
+			output := "pricing-token"
+			if kind == "CDUserGrant" {
+				pass = func() { _, _ = w.reconcileGrant("acme") }
+				output = "acme-token"
+			}
+			pass()
+			w.clock.Step(25 * time.Minute) // past renewal, 5 minutes before expiry
+			w.makeImmutable(output)
+			w.tokens.failNext(badGateway)
+			pass()
+			s := &corev1.Secret{}
+			if err := w.client.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: output}, s); err != nil {
+				t.Errorf("after a failed renewal the output Secret is gone (%v), though its token is valid for another 5 minutes: pods starting meanwhile cannot start", err)
+			}
+		})
+	}
 }
