@@ -662,9 +662,9 @@ func (c *Callback) notWritable(ctx context.Context, grant *cdv1.CDUserGrant, m m
 		return "is not labelled " + cdv1.SecretTypeLabel + "=" + cdv1.SecretTypeRefreshToken, nil
 	}
 	s := &corev1.Secret{ObjectMeta: m}
-	// The callback cannot see the reconciler's held results: a binding holds while the
-	// bound grant exists, as it always did for the callback.
-	elsewhere, err := secrets.BoundElsewhere(ctx, c.APIReader, grant, s, secrets.MayHold)
+	// The callback cannot see the reconciler's held results; a held result keeps the
+	// in-flight mark on the Secret, which holds the binding by the same rule.
+	elsewhere, err := secrets.BoundElsewhere(ctx, c.APIReader, grant, s, nil)
 	if err != nil || !elsewhere {
 		return "", err
 	}

@@ -54,10 +54,12 @@ func Bind(s *corev1.Secret, grant *cdv1.CDUserGrant) {
 // holds it (BindingHolds). A binding to a grant that is gone may be taken over, by the
 // controller and by the callback alike: a grant deleted (its Secret retained) and
 // created again under the same name, or another grant now naming the Secret, is where
-// that session continues. So may one to a grant that moved off the Secret.
+// that session continues. So may one to a grant that moved off the Secret, once no
+// rotation of it is out.
 //
 // holding reports whether the caller holds a new refresh token for s, not stored yet,
-// of the bound grant (its UID); a caller that cannot know says true.
+// of the bound grant (its UID); nil for a caller that cannot see held results (the
+// callback), which the in-flight mark covers (BindingHolds).
 //
 // api must read the API server, never a cache: a manager's cache holds only its shard's
 // (or namespaces') grants, and a live grant it does not hold would look gone, so another
@@ -76,23 +78,20 @@ func BoundElsewhere(ctx context.Context, api client.Reader, grant *cdv1.CDUserGr
 	case err != nil:
 		return false, err
 	}
-	return other.UID == b.UID && BindingHolds(other, s.Name, holding(b.UID)), nil
+	return other.UID == b.UID && BindingHolds(other, s, holding != nil && holding(b.UID)), nil
 }
 
-// BindingHolds reports whether a refresh-token Secret named secret stays bound to
-// bound, a grant that exists: while its spec names the Secret (under whatever key: a key
-// edited back must find its session), or while held, a new refresh token of that grant
-// not stored yet, goes into it (the rotation started from it, and the token there is
-// spent). A Secret no grant names any more is otherwise free for the grant that names
-// it now.
-func BindingHolds(bound *cdv1.CDUserGrant, secret string, held bool) bool {
-	return held || bound.Spec.RefreshTokenSecretRef.Name == secret
+// BindingHolds reports whether s, a refresh-token Secret, stays bound to bound, a grant
+// that exists: while its spec names the Secret (under whatever key: a key edited back
+// must find its session); while the Secret carries an in-flight mark (a rotation of it
+// is out, or its answer was lost: another grant reaching that mark would take it for
+// its own process's and send the token again, and only the bound grant's store of the
+// successor clears it, in whichever process or replica holds it); or while held, a new
+// refresh token of that grant not stored yet, goes into it. A Secret no grant names any
+// more is otherwise free for the grant that names it now.
+func BindingHolds(bound *cdv1.CDUserGrant, s *corev1.Secret, held bool) bool {
+	return held || bound.Spec.RefreshTokenSecretRef.Name == s.Name || s.Annotations[cdv1.RotationInFlightAnnotation] != ""
 }
-
-// MayHold is the holding of a BoundElsewhere caller that cannot see the results held
-// (the callback): the bound grant may hold one, so its binding holds for as long as the
-// grant exists.
-func MayHold(types.UID) bool { return true }
 
 // BoundTo reports whether s is bound to grant.
 func BoundTo(s *corev1.Secret, grant *cdv1.CDUserGrant) bool {

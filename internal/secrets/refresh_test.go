@@ -26,6 +26,7 @@ func TestARefreshTokenSecretIsBoundElsewhereWhileAnotherGrantStillHoldsIt(t *tes
 	holdsNothing := func(types.UID) bool { return false }
 	cases := map[string]struct {
 		bound   string // the Secret's binding
+		marked  bool   // the Secret carries an in-flight mark
 		acme    *cdv1.CDUserGrant
 		holding func(types.UID) bool
 		want    bool
@@ -56,6 +57,17 @@ func TestARefreshTokenSecretIsBoundElsewhereWhileAnotherGrantStillHoldsIt(t *tes
 		"a Secret its grant no longer names but holds an unstored successor for is bound elsewhere": {
 			bound: "acme/uid-acme", acme: naming("acme-refresh-2", ""), holding: holds, want: true,
 		},
+		// A rotation of it is out (or its answer was lost), in whichever process: only the
+		// bound grant may resolve the mark; another grant would send the token again.
+		"a Secret its grant no longer names but whose rotation is out is bound elsewhere": {
+			bound: "acme/uid-acme", marked: true, acme: naming("acme-refresh-2", ""), holding: holdsNothing, want: true,
+		},
+		"a marked Secret is bound elsewhere for a caller that cannot see held results (the callback)": {
+			bound: "acme/uid-acme", marked: true, acme: naming("acme-refresh-2", ""), want: true,
+		},
+		"an unmarked Secret its grant no longer names is free for the callback too": {
+			bound: "acme/uid-acme", acme: naming("acme-refresh-2", ""),
+		},
 	}
 	scheme := runtime.NewScheme()
 	_ = cdv1.AddToScheme(scheme)
@@ -67,8 +79,12 @@ func TestARefreshTokenSecretIsBoundElsewhereWhileAnotherGrantStillHoldsIt(t *tes
 			}
 			api := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
 			s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme-refresh"}}
+			s.Annotations = map[string]string{}
 			if tc.bound != "" {
-				s.Annotations = map[string]string{cdv1.BoundToAnnotation: tc.bound}
+				s.Annotations[cdv1.BoundToAnnotation] = tc.bound
+			}
+			if tc.marked {
+				s.Annotations[cdv1.RotationInFlightAnnotation] = "sha256:0123"
 			}
 			got, err := BoundElsewhere(context.Background(), api, beta, s, tc.holding)
 			if err != nil {
