@@ -163,8 +163,8 @@ const (
 	// CDUserGrant, which the message names. Nothing is sent. Not terminal: the grant
 	// takes the Secret over once that grant is deleted (at once when this manager watches
 	// it; within 5 minutes for a grant of another shard), or names another Secret and no
-	// new token of it for this one is held unstored (within 5 minutes), or spends its own
-	// once the spec names another Secret.
+	// rotation of this one is out (no in-flight mark on it; within 5 minutes), or spends
+	// its own once the spec names another Secret.
 	RefreshTokenSecretInUseReason = "RefreshTokenSecretInUse"
 
 	// RefreshTokenSecretImmutableReason: the refresh-token Secret is immutable

@@ -81,7 +81,7 @@ const (
 	// one that stores a new login), so before it sends anything; another grant naming the Secret
 	// gets Ready=False, RefreshTokenSecretInUse and sends nothing. A binding to a grant
 	// that no longer exists may be taken over, and so may one to a grant whose spec names
-	// another Secret once no new token of it for this one is held unstored.
+	// another Secret once no rotation of this one is out (no in-flight mark on it).
 	BoundToAnnotation = "cd.credops.io/bound-to"
 	// RotationInFlightAnnotation is set on a refresh-token Secret while the token it
 	// holds is being spent. Its value is a hash of that token (never the token). If it
