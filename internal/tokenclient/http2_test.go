@@ -31,9 +31,10 @@ type h2Resetter struct {
 	roots *x509.CertPool
 }
 
-func newH2Resetter(t *testing.T, code http2.ErrCode) *h2Resetter {
+// h2Listener is a TLS listener offering only HTTP/2 (ALPN h2), for a raw HTTP/2 server
+// written frame by frame, and the roots that trust its certificate (httptest's).
+func h2Listener(t *testing.T) (net.Listener, *x509.CertPool) {
 	t.Helper()
-	// Borrow httptest's certificate.
 	hs := httptest.NewUnstartedServer(http.NotFoundHandler())
 	hs.StartTLS()
 	cert := hs.TLS.Certificates[0]
@@ -44,8 +45,14 @@ func newH2Resetter(t *testing.T, code http2.ErrCode) *h2Resetter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &h2Resetter{ln: ln, code: code, roots: roots}
 	t.Cleanup(func() { ln.Close() })
+	return ln, roots
+}
+
+func newH2Resetter(t *testing.T, code http2.ErrCode) *h2Resetter {
+	t.Helper()
+	ln, roots := h2Listener(t)
+	s := &h2Resetter{ln: ln, code: code, roots: roots}
 	go func() {
 		for {
 			c, err := ln.Accept()

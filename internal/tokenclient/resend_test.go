@@ -3,12 +3,10 @@ package tokenclient
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,17 +23,7 @@ import (
 // gives up, and the request was reported as Ambiguous (the token may be spent): a grant
 // burnt its one resend for nothing. onceTransport sends it again itself.
 func TestAStreamAGracefulGoAwayRefusedIsSentAgainOnce(t *testing.T) {
-	hs := httptest.NewUnstartedServer(http.NotFoundHandler())
-	hs.StartTLS()
-	cert := hs.TLS.Certificates[0]
-	roots := x509.NewCertPool()
-	roots.AddCert(hs.Certificate())
-	hs.Close()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
+	ln, roots := h2Listener(t)
 	var conns atomic.Int32
 	var mu sync.Mutex
 	processed := 0

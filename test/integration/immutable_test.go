@@ -138,18 +138,11 @@ func mutateEverySecret(t *testing.T, ns, expr string) {
 	ctx := context.Background()
 	fail := admissionv1.Fail
 	never := admissionv1.NeverReinvocationPolicy
-	inNS := &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}
 	policy := &admissionv1.MutatingAdmissionPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "mutate-" + ns},
 		Spec: admissionv1.MutatingAdmissionPolicySpec{
-			FailurePolicy: &fail,
-			MatchConstraints: &admissionv1.MatchResources{
-				NamespaceSelector: inNS,
-				ResourceRules: []admissionv1.NamedRuleWithOperations{{RuleWithOperations: admissionv1.RuleWithOperations{
-					Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update},
-					Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"secrets"}},
-				}}},
-			},
+			FailurePolicy:      &fail,
+			MatchConstraints:   secretWritesIn(ns),
 			ReinvocationPolicy: never,
 			Mutations: []admissionv1.Mutation{{
 				PatchType:          admissionv1.PatchTypeApplyConfiguration,
@@ -161,7 +154,7 @@ func mutateEverySecret(t *testing.T, ns, expr string) {
 		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
 		Spec: admissionv1.MutatingAdmissionPolicyBindingSpec{
 			PolicyName:     policy.Name,
-			MatchResources: &admissionv1.MatchResources{NamespaceSelector: inNS},
+			MatchResources: &admissionv1.MatchResources{NamespaceSelector: secretWritesIn(ns).NamespaceSelector},
 		},
 	}
 	create(t, policy)

@@ -18,6 +18,17 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/manager"
 )
 
+// secretWritesIn matches every Secret created or updated in ns, for an admission policy.
+func secretWritesIn(ns string) *admissionv1.MatchResources {
+	return &admissionv1.MatchResources{
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}},
+		ResourceRules: []admissionv1.NamedRuleWithOperations{{RuleWithOperations: admissionv1.RuleWithOperations{
+			Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update},
+			Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"secrets"}},
+		}}},
+	}
+}
+
 // refuseTokenSecrets installs a ValidatingAdmissionPolicy that refuses, as Invalid,
 // every write of an operator output Secret in ns: what a platform team's policy engine
 // might do. It returns a func that lifts it.
@@ -26,18 +37,11 @@ func refuseTokenSecrets(t *testing.T, ns string) (lift func()) {
 	ctx := context.Background()
 	invalid := metav1.StatusReasonInvalid
 	fail := admissionv1.Fail
-	inNS := &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}
 	policy := &admissionv1.ValidatingAdmissionPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "no-tokens-" + ns},
 		Spec: admissionv1.ValidatingAdmissionPolicySpec{
-			FailurePolicy: &fail,
-			MatchConstraints: &admissionv1.MatchResources{
-				NamespaceSelector: inNS,
-				ResourceRules: []admissionv1.NamedRuleWithOperations{{RuleWithOperations: admissionv1.RuleWithOperations{
-					Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update},
-					Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"secrets"}},
-				}}},
-			},
+			FailurePolicy:    &fail,
+			MatchConstraints: secretWritesIn(ns),
 			Validations: []admissionv1.Validation{{
 				Expression: "!has(object.metadata.labels) || !('" + cdv1.OwnerLabel + "' in object.metadata.labels)",
 				Message:    "access-token Secrets are not allowed in this namespace",
@@ -50,7 +54,7 @@ func refuseTokenSecrets(t *testing.T, ns string) (lift func()) {
 		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
 			PolicyName:        policy.Name,
 			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
-			MatchResources:    &admissionv1.MatchResources{NamespaceSelector: inNS},
+			MatchResources:    &admissionv1.MatchResources{NamespaceSelector: secretWritesIn(ns).NamespaceSelector},
 		},
 	}
 	create(t, policy)
