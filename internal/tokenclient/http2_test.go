@@ -65,7 +65,10 @@ func newH2Resetter(t *testing.T, code http2.ErrCode) *h2Resetter {
 	return s
 }
 
-func (s *h2Resetter) serve(c net.Conn) {
+// serveFrames speaks raw HTTP/2 on c: it reads the client's preface, sends and
+// acknowledges settings, and hands every other frame the client sends to each, until
+// the connection ends.
+func serveFrames(c net.Conn, each func(fr *http2.Framer, f http2.Frame)) {
 	defer c.Close()
 	preface := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(c, preface); err != nil {
@@ -75,17 +78,25 @@ func (s *h2Resetter) serve(c net.Conn) {
 	if err := fr.WriteSettings(); err != nil {
 		return
 	}
-	bodies := map[uint32]*bytes.Buffer{}
 	for {
 		f, err := fr.ReadFrame()
 		if err != nil {
 			return
 		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
+		if sf, ok := f.(*http2.SettingsFrame); ok {
+			if !sf.IsAck() {
 				_ = fr.WriteSettingsAck()
 			}
+			continue
+		}
+		each(fr, f)
+	}
+}
+
+func (s *h2Resetter) serve(c net.Conn) {
+	bodies := map[uint32]*bytes.Buffer{}
+	serveFrames(c, func(fr *http2.Framer, f http2.Frame) {
+		switch f := f.(type) {
 		case *http2.HeadersFrame:
 			bodies[f.StreamID] = &bytes.Buffer{}
 		case *http2.DataFrame:
@@ -98,7 +109,7 @@ func (s *h2Resetter) serve(c net.Conn) {
 				_ = fr.WriteRSTStream(f.StreamID, s.code)
 			}
 		}
-	}
+	})
 }
 
 func (s *h2Resetter) received() [][]byte {

@@ -81,29 +81,11 @@ func TestAStreamAGracefulGoAwayRefusedIsSentAgainOnce(t *testing.T) {
 // goAwayFirstStream reads the client's first request and answers it with a graceful
 // GOAWAY whose last stream id (0) says the request was not processed.
 func goAwayFirstStream(c net.Conn) {
-	defer c.Close()
-	preface := make([]byte, len(http2.ClientPreface))
-	if _, err := io.ReadFull(c, preface); err != nil {
-		return
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(); err != nil {
-		return
-	}
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			return
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = fr.WriteSettingsAck()
-			}
-		case *http2.HeadersFrame:
+	serveFrames(c, func(fr *http2.Framer, f http2.Frame) {
+		if _, ok := f.(*http2.HeadersFrame); ok {
 			_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
 		}
-	}
+	})
 }
 
 // deadAfterFirst is a kept-alive connection the server closed while idle: its first
