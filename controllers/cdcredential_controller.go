@@ -58,6 +58,9 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 		return ctrl.Result{}, err
 	}
+	// A CR deleted and created again under its name (kubectl replace --force) may be
+	// reconciled only under its new UID: what was remembered for the old one goes.
+	r.written.forgetOthers(req.NamespacedName, cred.UID)
 	if !cred.DeletionTimestamp.IsZero() {
 		// Going: in a foreground deletion the garbage collector deletes the output first,
 		// and a token now would only create it again for the collector to delete.

@@ -98,6 +98,10 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 		return ctrl.Result{}, err
 	}
+	// A CR deleted and created again under its name (kubectl replace --force) may be
+	// reconciled only under its new UID: what was remembered for the old one goes.
+	r.written.forgetOthers(req.NamespacedName, grant.UID)
+	r.links.forgetOthers(req.NamespacedName, grant.UID)
 	if done, err := r.deletion(ctx, grant); done || err != nil {
 		return ctrl.Result{}, err
 	}

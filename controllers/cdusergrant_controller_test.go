@@ -1791,7 +1791,7 @@ func TestACacheThatHasNotSeenTheLastStatusWriteKeepsTheAuthorizationLink(t *test
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
-	if w.grants.links.has("uid-acme") {
+	if w.grants.links.has(w.grant("acme")) {
 		t.Error("the written link is still remembered after the cache caught up: one entry per grant, forever")
 	}
 }
@@ -1914,7 +1914,7 @@ func TestTheWrittenLinkIsForgottenOnceTheGrantShowsNone(t *testing.T) {
 	if g.Status.AuthorizationURL != "" {
 		t.Fatalf("link still shown: %q", g.Status.AuthorizationURL)
 	}
-	if w.grants.links.has(g.UID) {
+	if w.grants.links.has(g) {
 		t.Error("writtenLinks still holds an entry for a grant that offers no link and whose cache caught up: one entry per onboarded grant, until it is deleted")
 	}
 }

@@ -19,11 +19,16 @@ import (
 // Status stays what survives restarts: a restarted process starts from a freshly
 // listed cache, so the memory starts empty. An entry goes once the cache holds the
 // write it records, so the memory does not keep one entry per CR.
-type writeMemory[T comparable] struct{ m sync.Map } // types.UID -> memoryEntry[T]
+//
+// Entries are keyed by name and hold the UID they were written for: a CR deleted and
+// created again under its name (kubectl replace --force, Argo CD Replace=true) may have
+// no pass of its old UID again, and its old entry is replaced or forgotten
+// (forgetOthers) under the name, with no scan of the memory.
+type writeMemory[T comparable] struct{ m sync.Map } // types.NamespacedName -> memoryEntry[T]
 
 type memoryEntry[T comparable] struct {
 	value T
-	key   types.NamespacedName
+	uid   types.UID
 	// resourceVersion is the CR's after the write, as the API server answered it.
 	resourceVersion string
 }
@@ -31,12 +36,21 @@ type memoryEntry[T comparable] struct {
 // store records v as written to obj's status; written is the answer's metadata (the
 // CR's new resourceVersion).
 func (w *writeMemory[T]) store(obj client.Object, written metav1.Object, v T) {
-	w.m.Store(obj.GetUID(), memoryEntry[T]{value: v, key: client.ObjectKeyFromObject(obj), resourceVersion: written.GetResourceVersion()})
+	w.m.Store(client.ObjectKeyFromObject(obj), memoryEntry[T]{value: v, uid: obj.GetUID(), resourceVersion: written.GetResourceVersion()})
 }
 
-// has tells whether an entry is kept for uid.
-func (w *writeMemory[T]) has(uid types.UID) bool {
-	_, ok := w.m.Load(uid)
+// load is the entry kept for obj: under its name and for its UID.
+func (w *writeMemory[T]) load(obj client.Object) (memoryEntry[T], bool) {
+	e, ok := w.m.Load(client.ObjectKeyFromObject(obj))
+	if !ok || e.(memoryEntry[T]).uid != obj.GetUID() {
+		return memoryEntry[T]{}, false
+	}
+	return e.(memoryEntry[T]), true
+}
+
+// has tells whether an entry is kept for obj.
+func (w *writeMemory[T]) has(obj client.Object) bool {
+	_, ok := w.load(obj)
 	return ok
 }
 
@@ -44,15 +58,14 @@ func (w *writeMemory[T]) has(uid types.UID) bool {
 // not show it; ok is false when nothing is remembered, or when cached is that very
 // write (the entry then goes).
 func (w *writeMemory[T]) recall(cached client.Object) (v T, ok bool) {
-	e, ok := w.m.Load(cached.GetUID())
+	r, ok := w.load(cached)
 	if !ok {
 		return v, false
 	}
-	r := e.(memoryEntry[T])
 	if r.resourceVersion != "" && cached.GetResourceVersion() == r.resourceVersion {
 		// Not a later version, whose order resourceVersions do not promise; a later
 		// write stores anew.
-		w.m.CompareAndDelete(cached.GetUID(), e)
+		w.m.CompareAndDelete(client.ObjectKeyFromObject(cached), r)
 		return v, false
 	}
 	return r.value, true
@@ -60,12 +73,15 @@ func (w *writeMemory[T]) recall(cached client.Object) (v T, ok bool) {
 
 // forget drops what was remembered for a deleted CR.
 func (w *writeMemory[T]) forget(key types.NamespacedName) {
-	w.m.Range(func(uid, e any) bool {
-		if e.(memoryEntry[T]).key == key {
-			w.m.Delete(uid)
-		}
-		return true
-	})
+	w.m.Delete(key)
+}
+
+// forgetOthers drops what was remembered under key for a UID other than keep: a CR of
+// that name deleted and created again before a pass saw it gone.
+func (w *writeMemory[T]) forgetOthers(key types.NamespacedName, keep types.UID) {
+	if e, ok := w.m.Load(key); ok && e.(memoryEntry[T]).uid != keep {
+		w.m.CompareAndDelete(key, e)
+	}
 }
 
 // writtenFailures remembers the failure memory this process last wrote to status.
@@ -99,7 +115,7 @@ type failureWords struct{ ready, misuse string }
 // status it started from (before), and conds, the conditions it wrote; written is the
 // answer's metadata.
 func (w *writtenFailures) note(obj client.Object, written metav1.Object, before, after *cdv1.FailureStatus, conds []metav1.Condition, now time.Time) {
-	if before == nil && after == nil && !w.has(obj.GetUID()) {
+	if before == nil && after == nil && !w.has(obj) {
 		// Any copy the cache may show says "no failure", as the write did. An entry for
 		// an earlier write of a failure is brought up to date instead.
 		return
@@ -116,10 +132,8 @@ func (w *writtenFailures) words(obj client.Object, f, prev *rotation.Failure, co
 	if f == nil {
 		return failureWords{}
 	}
-	if e, ok := w.m.Load(obj.GetUID()); ok {
-		if last := e.(memoryEntry[writtenFailure]).value; sameFailure(last.failure, f) {
-			return last.said
-		}
+	if e, ok := w.load(obj); ok && sameFailure(e.value.failure, f) {
+		return e.value.said
 	}
 	if sameFailure(prev, f) {
 		return failureWords{} // recorded before; the cache holds its words
@@ -182,8 +196,8 @@ type writtenLinks struct{ writeMemory[string] }
 func (w *writtenLinks) note(grant client.Object, written metav1.Object, before, after string) {
 	switch {
 	case after == "":
-		w.m.Delete(grant.GetUID())
-	case before != after || w.has(grant.GetUID()):
+		w.m.Delete(client.ObjectKeyFromObject(grant))
+	case before != after || w.has(grant):
 		w.store(grant, written, after)
 	}
 }

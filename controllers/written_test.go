@@ -1,12 +1,15 @@
 package controllers
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -26,7 +29,7 @@ func TestTheWrittenFailureMemoryLastsUntilTheCacheHoldsTheWrite(t *testing.T) {
 		g.Status.LastFailure = memory
 		return g
 	}
-	remembered := func(w *writtenFailures) bool { _, ok := w.m.Load(grant("", nil).UID); return ok }
+	remembered := func(w *writtenFailures) bool { return w.has(grant("", nil)) }
 
 	var w writtenFailures
 	// A routine write, no failure before or after: nothing to remember.
@@ -162,5 +165,86 @@ func TestTheWrittenFailureKeepsTheWordsOfThePassThatRecordedIt(t *testing.T) {
 	}
 	if got := w.said(grant("6"), f); got != (failureWords{}) {
 		t.Errorf("cache at the write: said = %+v, want none (the cache shows them)", got)
+	}
+}
+
+// entries counts what a status-write memory holds, under any name and UID.
+func entries[T comparable](w *writeMemory[T]) int {
+	n := 0
+	w.m.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
+// replaceCR deletes old and creates fresh under its name with uid, as kubectl replace
+// --force and Argo CD's Replace=true do: no pass runs between the two, so none sees the
+// old UID gone.
+func (w *world) replaceCR(old, fresh client.Object, uid string) {
+	w.t.Helper()
+	w.update(old, func() { old.SetFinalizers(nil) })
+	if err := w.client.Delete(context.Background(), old); err != nil {
+		w.t.Fatal(err)
+	}
+	fresh.SetUID(types.UID(uid))
+	if err := w.client.Create(context.Background(), fresh); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// A CDCredential replaced under its name again and again is reconciled only under each
+// new UID, never seen gone: what the status-write memory kept for an old UID goes with
+// the new UID's first pass, so replacements do not add up to one entry each.
+func TestAReplacedCDCredentialLeavesNoStatusWriteMemory(t *testing.T) {
+	w := newWorld(t)
+	refused := &tokenclient.Error{Kind: tokenclient.KindInvalidClient, Code: "invalid_client", StatusCode: 401}
+	for i := range 20 {
+		// A refused client leaves a failure memory to remember.
+		w.tokens.failNext(refused)
+		if _, err := w.reconcileCred("pricing"); err != nil {
+			t.Fatalf("replacement %d: %v", i, err)
+		}
+		old := w.cred("pricing")
+		if old.Status.LastFailure == nil {
+			t.Fatalf("replacement %d: the refused client left no failure memory", i)
+		}
+		w.replaceCR(old, &cdv1.CDCredential{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pricing", Generation: 1}, Spec: old.Spec}, fmt.Sprintf("uid-pricing-%d", i))
+		w.clock.Step(time.Minute)
+	}
+	// The last one is issued a token: nothing left to remember.
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	if n := entries(&w.creds.written.writeMemory); n != 0 {
+		t.Errorf("after 20 replacements of a CDCredential whose client was refused, and a success, the written-failure memory holds %d entries, want 0", n)
+	}
+}
+
+// The same for a grant whose refresh token was refused and that offers its customer a
+// link: its failure memory and its link memory go with the new UID's first pass.
+func TestAReplacedCDUserGrantLeavesNoStatusWriteMemory(t *testing.T) {
+	w := newWorld(t)
+	w.grants.Authorizer = &mintingAuthorizer{}
+	for i := range 20 {
+		w.tokens.failNext(invalidGrant)
+		if _, err := w.reconcileGrant("acme"); err != nil {
+			t.Fatalf("replacement %d: %v", i, err)
+		}
+		old := w.grant("acme")
+		if old.Status.LastFailure == nil || old.Status.AuthorizationURL == "" {
+			t.Fatalf("replacement %d: the refused grant shows no failure memory or no link", i)
+		}
+		w.replaceCR(old, grantObj("acme", "acme-refresh"), fmt.Sprintf("uid-acme-%d", i))
+		// The customer logs in again for the new grant.
+		w.login(fmt.Sprintf("refresh-login-%d", i))
+		w.clock.Step(time.Minute)
+	}
+	// The last one rotates: nothing left to remember.
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if g := w.grant("acme"); g.Status.LastFailure != nil || g.Status.AuthorizationURL != "" {
+		t.Fatalf("the last grant did not rotate: lastFailure %+v, authorizationURL %q", g.Status.LastFailure, g.Status.AuthorizationURL)
+	}
+	if n, links := entries(&w.grants.written.writeMemory), entries(&w.grants.links.writeMemory); n != 0 || links != 0 {
+		t.Errorf("after 20 replacements of a CDUserGrant whose refresh token was refused, and a rotation, the written-failure memory holds %d entries and the link memory %d, want 0 and 0", n, links)
 	}
 }
