@@ -69,22 +69,29 @@ func refusedAsTerminating(err error) bool {
 // token and read nothing to learn it; the grants whose refresh token a deletion pass
 // revoked and deleted, so a pass run again before the finalizer's removal is seen does
 // not take the Secret it deleted for one deleted first. The zero value is empty.
+//
+// A name whose time is past goes when it is looked up, and all of them at once at the
+// first mark or lookup once every name held at the last such sweep is past: a burst of
+// thousands of deletions leaves nothing behind a lifetime later, whether or not another
+// comes, and neither a mark nor a lookup scans the memory on each call.
 type recently struct {
 	mu    sync.Mutex
 	until map[string]time.Time
+	// sweep is when the names whose time is past are next dropped together: the latest
+	// time held at the last sweep, or the first mark's; zero when nothing is held.
+	sweep time.Time
 }
 
-// mark remembers name until until; it forgets the names whose time is past.
+// mark remembers name until until.
 func (t *recently) mark(name string, now, until time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.expire(now)
 	if t.until == nil {
 		t.until = map[string]time.Time{}
 	}
-	for n, u := range t.until {
-		if !now.Before(u) {
-			delete(t.until, n)
-		}
+	if t.sweep.IsZero() {
+		t.sweep = until
 	}
 	t.until[name] = until
 }
@@ -92,8 +99,29 @@ func (t *recently) mark(name string, now, until time.Time) {
 func (t *recently) has(name string, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.expire(now)
 	until, ok := t.until[name]
-	return ok && now.Before(until)
+	if ok && !now.Before(until) {
+		delete(t.until, name)
+		return false
+	}
+	return ok
+}
+
+// expire drops every name whose time is past once the sweep is due, and sets the next.
+func (t *recently) expire(now time.Time) {
+	if t.sweep.IsZero() || now.Before(t.sweep) {
+		return
+	}
+	t.sweep = time.Time{}
+	for n, u := range t.until {
+		switch {
+		case !now.Before(u):
+			delete(t.until, n)
+		case u.After(t.sweep):
+			t.sweep = u
+		}
+	}
 }
 
 // terminatingRemembered is how long a namespace seen being deleted is remembered: one of
