@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -44,7 +45,14 @@ type CDCredentialReconciler struct {
 	written writtenFailures
 	// terminating are namespaces lately seen being deleted.
 	terminating recently
+	// active is when this process won the leader election.
+	active activeSince
 }
+
+// Elected records when this process became the one that requests tokens (it won the
+// leader election, or started without one): a stored time in this process's future
+// counts from it. The manager calls it from a leader-election runnable.
+func (r *CDCredentialReconciler) Elected(at time.Time) { r.active.elected(at) }
 
 // Reconcile fetches the CDCredential, carries out one pass and patches status once.
 func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
@@ -98,7 +106,7 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCredential) (outcome, error) {
 	now := r.Clock.Now()
 	r.held.dropAccess(client.ObjectKeyFromObject(cred), cred.UID) // a token of its previous UID's
-	in := rotation.Input{Now: now, Pending: r.held.has(cred.UID)}
+	in := rotation.Input{Now: now, Pending: r.held.has(cred.UID), ActiveSince: r.active.since(now)}
 	if in.Pending {
 		return r.carryOut(ctx, cred, in, secrets.Client{}, nil)
 	}
@@ -130,6 +138,7 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 	in.Request = credentialRequest(cred, c)
 	in.Failure = r.written.current(cred, cred.Status.LastFailure)
 	if s, ok := secrets.Schedule(current, c.Fingerprint); ok {
+		s.Issued = issuanceOf(s, cred.Status.LastIssuedTime, cred.Status.ExpiresAt)
 		in.Current = &s
 	}
 	if current != nil && metav1.IsControlledBy(current, cred) {
@@ -171,7 +180,7 @@ func (r *CDCredentialReconciler) carryOut(ctx context.Context, cred *cdv1.CDCred
 	case rotation.Persist:
 		return r.persist(ctx, cred)
 	case rotation.Wait:
-		return fresh{schedule: *in.Current}, nil
+		return freshUntil(*in.Current, d.Until), nil
 	case rotation.Defer:
 		return deferred{until: d.Until, afterFailure: d.AfterFailure, failure: in.Failure, last: in.Last}, nil
 	case rotation.Stop:

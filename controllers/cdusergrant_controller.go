@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -68,14 +67,15 @@ type CDUserGrantReconciler struct {
 	terminating recently
 	// finalized are grants whose refresh token a deletion pass revoked and deleted.
 	finalized recently
-	// elected is when this process won the leader election (Unix nanoseconds).
-	elected atomic.Int64
+	// active is when this process won the leader election.
+	active activeSince
 }
 
 // Elected records when this process became the one that rotates (it won the leader
 // election, or started without one): another process's in-flight mark is waited for a
-// full HolderTimeout after that. The manager calls it from a leader-election runnable.
-func (r *CDUserGrantReconciler) Elected(at time.Time) { r.elected.Store(at.UnixNano()) }
+// full HolderTimeout after that, and a stored time in this process's future counts from
+// it. The manager calls it from a leader-election runnable.
+func (r *CDUserGrantReconciler) Elected(at time.Time) { r.active.elected(at) }
 
 // Authorizer builds the URL a customer opens to authorize a grant (internal/onboarding).
 type Authorizer interface {
@@ -156,7 +156,8 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 		return out, nil, err
 	}
 	r.held.dropAccess(client.ObjectKeyFromObject(grant), grant.UID) // a token of its previous UID's
-	in := rotation.Input{Now: r.Clock.Now(), Pending: r.held.has(grant.UID)}
+	now := r.Clock.Now()
+	in := rotation.Input{Now: now, Pending: r.held.has(grant.UID), ActiveSince: r.active.since(now)}
 	if in.Pending {
 		// A rotation succeeded but its result is not stored yet: store it before
 		// anything else, whatever else changed, and never fall back to the spent token.
@@ -189,6 +190,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 	in.Failure = r.written.current(grant, grant.Status.LastFailure)
 	if current != nil && metav1.IsControlledBy(current, grant) {
 		if s, ok := secrets.Schedule(current, fingerprint); ok {
+			s.Issued = issuanceOf(s, grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 			in.Current = &s
 		}
 		in.Last = lastToken(current, grant.Status.LastRotationTime, grant.Status.ExpiresAt)
@@ -197,7 +199,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 		in.Last = renamedToken(previous, grant.Status.SecretName, grant.Status.LastRotationTime, grant.Status.ExpiresAt, grant.Status.RenewalTime)
 	}
 	in.Lifetime = lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt)
-	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), ActiveSince: time.Unix(0, r.elected.Load()), To: destination(cred, c)}
+	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), To: destination(cred, c)}
 	out, err = r.carryOut(ctx, grant, in, &attempt{client: c, stored: rt, request: in.Request})
 	return out, cred, err
 }
@@ -209,7 +211,7 @@ func (r *CDUserGrantReconciler) carryOut(ctx context.Context, grant *cdv1.CDUser
 	case rotation.Persist:
 		return r.persist(ctx, grant)
 	case rotation.Wait:
-		return fresh{schedule: *in.Current}, nil
+		return freshUntil(*in.Current, d.Until), nil
 	case rotation.Hold:
 		return holding{until: d.Until}, nil
 	case rotation.Defer:

@@ -49,8 +49,8 @@ type (
 	// the output Secrets it still controls from a ClientCredentials flow it was
 	// switched from.
 	clientReady struct{ leftover []string }
-	// fresh: the output Secret holds a token that is not due yet. leftover names the
-	// other outputs the CR still controls (noteLeftovers).
+	// fresh: the output Secret holds a token that is not due yet (see freshUntil).
+	// leftover names the other outputs the CR still controls (noteLeftovers).
 	fresh struct {
 		schedule rotation.Schedule
 		leftover []string
@@ -309,3 +309,12 @@ const (
 	kindCredential = "CDCredential"
 	kindGrant      = "CDUserGrant"
 )
+
+// freshUntil is the fresh outcome of the token on schedule s, renewed at until, its
+// renewal as rotation counted it (rotation.Wait): sooner than the stored one when a
+// clock running ahead stamped it. The expiry stays the stored one, which status mirrors
+// and a later pass finds the token's issuance in status by (issuanceOf).
+func freshUntil(s rotation.Schedule, until time.Time) fresh {
+	s.RenewAt = until
+	return fresh{schedule: s}
+}

@@ -293,10 +293,18 @@ func lastToken(s *corev1.Secret, issued, expires *metav1.Time) *rotation.Schedul
 	if !ok {
 		return nil
 	}
-	if issued != nil && expires != nil && expires.Time.Equal(sched.ExpiresAt) {
-		sched.Issued = issued.Time
-	}
+	sched.Issued = issuanceOf(sched, issued, expires)
 	return &sched
+}
+
+// issuanceOf is when the token on schedule s (read from its output Secret, which does
+// not record it) was issued, from status (issued) when status describes that very token
+// (expires); zero when unknown.
+func issuanceOf(s rotation.Schedule, issued, expires *metav1.Time) time.Time {
+	if issued != nil && expires != nil && expires.Time.Equal(s.ExpiresAt) {
+		return issued.Time
+	}
+	return time.Time{}
 }
 
 // renamedToken is the token a CR's status describes, when spec.secretName was changed

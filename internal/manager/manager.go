@@ -479,7 +479,9 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options, key [
 	}
 	// A runnable that needs the leader election starts when it is won.
 	elected := manager.RunnableFunc(func(ctx context.Context) error {
-		grant.Elected(opts.Clock.Now())
+		now := opts.Clock.Now()
+		cred.Elected(now)
+		grant.Elected(now)
 		<-ctx.Done()
 		return nil
 	})

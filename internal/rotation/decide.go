@@ -22,6 +22,7 @@ type Input struct {
 	Request string
 	// Current is the schedule of the token in the output Secret, or nil when there is
 	// none, it is incomplete, hand-edited, or was issued for another endpoint or client.
+	// Its Issued is zero when unknown.
 	Current *Schedule
 	// Failure is the failure memory from status, nil when the last attempt succeeded.
 	Failure *Failure
@@ -36,6 +37,12 @@ type Input struct {
 	Last *Schedule
 	// Lifetime is the lifetime of the last token stored, from status; 0 when unknown.
 	Lifetime time.Duration
+	// ActiveSince is when this process could first act (it won the leader election);
+	// zero when unknown. Another process's mark is waited for a full HolderTimeout after
+	// that too: after an API-server outage, the process that set the mark may still be
+	// storing its result, and the mark's age says nothing about it. And a time read from
+	// storage that lies after Now counts from it (see countsFrom).
+	ActiveSince time.Time
 }
 
 // Refresh is a CDUserGrant's stored refresh token as the decision needs it.
@@ -50,11 +57,6 @@ type Refresh struct {
 	HolderTimeout time.Duration
 	// To is where the request would send the token now.
 	To Destination
-	// ActiveSince is when this process could first act (it won the leader election).
-	// Another process's mark is waited for a full HolderTimeout after that too: after an
-	// API-server outage, the process that set the mark may still be storing its result,
-	// and the mark's age says nothing about it.
-	ActiveSince time.Time
 }
 
 // marked reports whether the stored token carries an in-flight mark: an attempt to spend
@@ -138,6 +140,7 @@ var policies = []func(Input) Decision{
 
 // Decide says what to do next.
 func Decide(in Input) Decision {
+	in = asOfNow(in)
 	for _, p := range policies {
 		if d := p(in); d != nil {
 			return d
@@ -170,8 +173,8 @@ func heldByAnother(in Input) Decision {
 		return nil
 	}
 	since := r.Mark.Since
-	if r.ActiveSince.After(since) {
-		since = r.ActiveSince
+	if in.ActiveSince.After(since) {
+		since = in.ActiveSince
 	}
 	if until := since.Add(r.HolderTimeout); in.Now.Before(until) {
 		return Hold{Until: until}

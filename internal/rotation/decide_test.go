@@ -42,6 +42,9 @@ func TestDecide(t *testing.T) {
 		r.Mark.SentTo, r.To = was, now
 		return r
 	}
+	// ahead was stamped by a clock an hour ahead of this one's: issued, by its word, an
+	// hour from now.
+	ahead := &Schedule{Issued: t0.Add(time.Hour), RenewAt: t0.Add(time.Hour + 20*time.Minute), ExpiresAt: t0.Add(time.Hour + 30*time.Minute)}
 	newMark := func(attempts int) Mark {
 		return Mark{Hash: "sha256:current", Holder: "me", Since: t0, Attempts: attempts}
 	}
@@ -162,7 +165,7 @@ func TestDecide(t *testing.T) {
 			in: Input{Request: req, Current: due, Refresh: stored(theirs)}, want: Hold{Until: theirs.Since.Add(time.Minute)},
 		},
 		"an old mark is still held for a full timeout after this process became leader": {
-			in:   Input{Request: req, Current: due, Refresh: &Refresh{Hash: "sha256:current", Mark: deadTheirs, Self: "me", HolderTimeout: time.Minute, ActiveSince: t0.Add(-10 * time.Second)}},
+			in:   Input{Request: req, Current: due, Refresh: stored(deadTheirs), ActiveSince: t0.Add(-10 * time.Second)},
 			want: Hold{Until: t0.Add(50 * time.Second)},
 		},
 		"another process's mark older than the holder timeout is a dead process's: resume": {
@@ -196,6 +199,37 @@ func TestDecide(t *testing.T) {
 		"a first send records the client it goes to": {
 			in:   Input{Request: req, Current: due, Refresh: sentTo(Mark{}, Destination{}, other)},
 			want: Send{Mark: Mark{Hash: "sha256:current", Holder: "me", Since: t0, Attempts: 1, SentTo: other}},
+		},
+		// Nothing stored is trusted to be in the past: a token cannot have been issued
+		// after this process could first act, so its schedule counts from there at the
+		// latest, however far ahead the clock that stamped it ran.
+		"a token stamped by a clock ahead waits for its renewal counted from when this process could first act": {
+			in:   Input{Request: req, Current: ahead, Last: ahead, ActiveSince: t0.Add(-5 * time.Minute)},
+			want: Wait{Until: t0.Add(15 * time.Minute)},
+		},
+		"a token stamped by a clock ahead is renewed once its renewal, counted from when this process could first act, has come": {
+			in:   Input{Request: req, Current: ahead, Last: ahead, ActiveSince: t0.Add(-20 * time.Minute)},
+			want: Send{},
+		},
+		"a grant's token stamped by a clock ahead waits for its renewal counted from when this process could first act": {
+			in:   Input{Request: req, Current: ahead, Last: ahead, Refresh: stored(Mark{}), ActiveSince: t0.Add(-5 * time.Minute)},
+			want: Wait{Until: t0.Add(15 * time.Minute)},
+		},
+		"a token stamped by a clock ahead counts from now when this process does not know when it could first act": {
+			in:   Input{Request: req, Current: ahead, Last: ahead},
+			want: Wait{Until: t0.Add(20 * time.Minute)},
+		},
+		"a token stamped by a clock ahead counts from now when the clock was stepped back below when this process could first act": {
+			in:   Input{Request: req, Current: ahead, Last: ahead, ActiveSince: t0.Add(10 * time.Minute)},
+			want: Wait{Until: t0.Add(20 * time.Minute)},
+		},
+		"a changed request waits a third of the lifetime of a token stamped by a clock ahead, counted from when this process could first act": {
+			in:   Input{Request: req, Last: ahead, ActiveSince: t0.Add(-5 * time.Minute)},
+			want: Defer{Until: t0.Add(5 * time.Minute)},
+		},
+		"an edit after a failure goes out before a token stamped by a clock ahead expires, counted from when this process could first act": {
+			in:   Input{Request: edited, Failure: terminal, Lifetime: 30 * time.Minute, Last: ahead, ActiveSince: t0.Add(-25 * time.Minute)},
+			want: Defer{Until: t0.Add(3 * time.Minute), AfterFailure: true},
 		},
 		"a rejection remembered for this token stops before the mark is looked at": {
 			in: Input{Request: req, Failure: terminal, Refresh: stored(resent)}, want: Stop{Failure: *terminal},

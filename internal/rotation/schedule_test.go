@@ -135,3 +135,41 @@ func TestRenewalIsNeverSoonerThanAThirdOfTheLifetimeWhateverTheFraction(t *testi
 		}
 	}
 }
+
+// A schedule stamped by a clock ahead of this one's counts from when this process could
+// first act (from): a token cannot have been issued later than that.
+func TestAScheduleStampedByAClockAheadCountsFromWhenThisProcessCouldFirstAct(t *testing.T) {
+	now := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	from := now.Add(-5 * time.Minute)
+	plan := func(issued time.Time) Schedule {
+		return Schedule{Issued: issued, RenewAt: issued.Add(20 * time.Minute), ExpiresAt: issued.Add(30 * time.Minute)}
+	}
+	cases := map[string]struct {
+		stored, want Schedule
+	}{
+		"a token issued an hour ahead of now is moved back whole to have been issued at from": {
+			stored: plan(now.Add(time.Hour)), want: plan(from),
+		},
+		"a token issued a second ahead of now is moved back to from too": {
+			stored: plan(now.Add(time.Second)), want: plan(from),
+		},
+		"a token issued now is as it was stored": {
+			stored: plan(now), want: plan(now),
+		},
+		"a token issued before from is as it was stored": {
+			stored: plan(now.Add(-10 * time.Minute)), want: plan(now.Add(-10 * time.Minute)),
+		},
+		"a token whose issuance is unknown is as it was stored": {
+			stored: Schedule{RenewAt: now.Add(time.Hour), ExpiresAt: now.Add(2 * time.Hour)},
+			want:   Schedule{RenewAt: now.Add(time.Hour), ExpiresAt: now.Add(2 * time.Hour)},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got := tc.stored.asOf(now, from)
+			if got != tc.want {
+				t.Errorf("asOf = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,99 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+)
+
+// restart replaces both reconcilers by new ones, as a new process has them: no memory,
+// the world's clients, clock and issuer, and the leader election won now (the manager's
+// runnable calls Elected).
+func (w *world) restart(holder string) {
+	g, c := w.grants, w.creds
+	w.grants = &CDUserGrantReconciler{Client: g.Client, APIReader: g.APIReader, Clock: w.clock, Tokens: w.tokens, Recorder: w.events, Holder: holder, Revoker: &fakeRevoker{}}
+	w.creds = &CDCredentialReconciler{Client: c.Client, APIReader: c.APIReader, Clock: w.clock, Tokens: w.tokens, Recorder: w.events, Key: c.Key}
+	w.grants.Elected(w.clock.Now())
+	w.creds.Elected(w.clock.Now())
+}
+
+// A process whose clock ran an hour ahead (a node without NTP, a VM clock corrected at
+// boot) issued a grant's token; the next process has the right clock. The token really
+// expires 30 minutes after it was issued, but the stored schedule says 1h30m from then.
+// Taken at its word, pods would hold an expired token for an hour while the grant says
+// Ready.
+func TestAGrantTokenStampedByAClockAheadIsRenewedWithinItsLifetime(t *testing.T) {
+	w := newWorld(t)
+	w.clock.SetTime(epoch.Add(time.Hour)) // the first process's clock
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	issued := w.grant("acme").Status.LastRotationTime.Time
+
+	w.clock.SetTime(epoch.Add(time.Second)) // the right clock, a second after the real issuance
+	w.restart("me-2")
+	res, err := w.reconcileGrant("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter > 20*time.Minute {
+		t.Errorf("requeue after %s: past 2/3 of the token's 30m lifetime (lastRotationTime is %s in the future)", res.RequeueAfter, issued.Sub(w.clock.Now()))
+	}
+	if got := w.grant("acme").Status.RenewalTime.Time; got.After(w.clock.Now().Add(20 * time.Minute)) {
+		t.Errorf("status.renewalTime %s after now: not when the token is renewed", got.Sub(w.clock.Now()))
+	}
+	w.clock.SetTime(epoch.Add(31 * time.Minute)) // the token pods hold has expired
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.tokens.refreshes()); n != 2 {
+		t.Errorf("a minute after the token really expired: %d refreshes in all, want 2 (renewed)", n)
+	}
+}
+
+// The same for a CDCredential: its stored schedule was trusted however far in the future
+// lastIssuedTime lay.
+func TestACredentialTokenStampedByAClockAheadIsRenewedWithinItsLifetime(t *testing.T) {
+	w := newWorld(t)
+	w.clock.SetTime(epoch.Add(time.Hour))
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	issued := w.cred("pricing").Status.LastIssuedTime.Time
+
+	w.clock.SetTime(epoch.Add(time.Second))
+	w.restart("me-2")
+	res, err := w.reconcileCred("pricing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter > 20*time.Minute {
+		t.Errorf("requeue after %s: past 2/3 of the token's 30m lifetime (lastIssuedTime is %s in the future)", res.RequeueAfter, issued.Sub(w.clock.Now()))
+	}
+	w.clock.SetTime(epoch.Add(31 * time.Minute))
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.tokens.ccCount(); n != 2 {
+		t.Errorf("a minute after the token really expired: %d requests in all, want 2 (renewed)", n)
+	}
+}
+
+// ActiveSince anchors stored times from a clock ahead, so it must not move from pass to
+// pass, and never lie after now: a clock stepped back below it moves it to now, once.
+func TestWhenThisProcessCouldFirstActIsNeverAfterNow(t *testing.T) {
+	var a activeSince
+	if got := a.since(epoch); !got.IsZero() {
+		t.Errorf("before the election: %s, want zero (unknown)", got)
+	}
+	a.elected(epoch)
+	if got := a.since(epoch.Add(time.Hour)); !got.Equal(epoch) {
+		t.Errorf("an hour after the election: %s, want the election %s", got, epoch)
+	}
+	stepped := epoch.Add(-10 * time.Minute) // the clock stepped back below the election
+	if got := a.since(stepped); !got.Equal(stepped) {
+		t.Errorf("after the clock was stepped back: %s, want now %s", got, stepped)
+	}
+	if got := a.since(stepped.Add(time.Minute)); !got.Equal(stepped) {
+		t.Errorf("a minute later: %s, want %s still (it must not move with every pass)", got, stepped)
+	}
+}
