@@ -97,3 +97,31 @@ func TestWhenThisProcessCouldFirstActIsNeverAfterNow(t *testing.T) {
 		t.Errorf("a minute later: %s, want %s still (it must not move with every pass)", got, stepped)
 	}
 }
+
+// Another process's in-flight mark stamped by a clock an hour ahead (that process then
+// died) held the grant for an hour and two minutes, though this process won the election
+// and a dead process's mark is waited for one HolderTimeout after that (DESIGN §6). The
+// access token in the Secret expired meanwhile.
+func TestAMarkStampedByAClockAheadHoldsNoLongerThanTheHolderTimeoutAfterTheElection(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	w.clock.SetTime(epoch.Add(25 * time.Minute)) // past the renewal, 5 minutes before expiry
+	w.mark("other", epoch.Add(25*time.Minute+time.Hour), 1)
+	w.restart("me-2")
+	res, err := w.reconcileGrant("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter > 2*time.Minute {
+		t.Errorf("held for %s; want at most the 2m holder timeout after winning the election (the token expires in 5m)", res.RequeueAfter)
+	}
+	w.clock.Step(2*time.Minute + time.Second)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.tokens.refreshes()); n != 2 {
+		t.Errorf("holder timeout after the election: %d refreshes in all, want 2 (the marked token resent once)", n)
+	}
+}

@@ -173,7 +173,11 @@ func heldByAnother(in Input) Decision {
 		return nil
 	}
 	since := r.Mark.Since
-	if in.ActiveSince.After(since) {
+	if since.After(in.Now) || in.ActiveSince.After(since) {
+		// A mark in this process's future was stamped by a clock running ahead (a
+		// process on another node, now dead, or this node's before it was stepped
+		// back): it was set no later than this process could first act. Not counted
+		// from now, which would hold it anew at every pass.
 		since = in.ActiveSince
 	}
 	if until := since.Add(r.HolderTimeout); in.Now.Before(until) {

@@ -31,6 +31,8 @@ func TestDecide(t *testing.T) {
 	ours := Mark{Hash: "sha256:current", Holder: "me", Since: t0.Add(-time.Minute), Attempts: 1}
 	theirs := Mark{Hash: "sha256:current", Holder: "other", Since: t0.Add(-10 * time.Second), Attempts: 1}
 	deadTheirs := Mark{Hash: "sha256:current", Holder: "other", Since: t0.Add(-2 * time.Minute), Attempts: 1}
+	// aheadTheirs was set by another process whose clock ran an hour ahead of this one's.
+	aheadTheirs := Mark{Hash: "sha256:current", Holder: "other", Since: t0.Add(time.Hour), Attempts: 1}
 	resent := Mark{Hash: "sha256:current", Holder: "me", Since: t0.Add(-time.Minute), Attempts: 2}
 	stale := Mark{Hash: "sha256:previous", Holder: "other", Since: t0.Add(-10 * time.Second), Attempts: 1}
 	login := Destination{Hash: DestinationHash("https://id.example.com/connect/token", "login-id"), ClientID: "login-id", Credential: "login"}
@@ -230,6 +232,18 @@ func TestDecide(t *testing.T) {
 		"an edit after a failure goes out before a token stamped by a clock ahead expires, counted from when this process could first act": {
 			in:   Input{Request: edited, Failure: terminal, Lifetime: 30 * time.Minute, Last: ahead, ActiveSince: t0.Add(-25 * time.Minute)},
 			want: Defer{Until: t0.Add(3 * time.Minute), AfterFailure: true},
+		},
+		"another process's mark stamped by a clock ahead is held a full timeout after this process could first act, no longer": {
+			in:   Input{Request: req, Current: due, Refresh: stored(aheadTheirs), ActiveSince: t0.Add(-10 * time.Second)},
+			want: Hold{Until: t0.Add(50 * time.Second)},
+		},
+		"another process's mark stamped by a clock ahead is resumed once that timeout has passed": {
+			in:   Input{Request: req, Current: due, Refresh: stored(aheadTheirs), ActiveSince: t0.Add(-2 * time.Minute)},
+			want: Send{Resume: true, Mark: newMark(2)},
+		},
+		"another process's mark stamped by a clock ahead is a dead process's when this process does not know when it could first act": {
+			in:   Input{Request: req, Current: due, Refresh: stored(aheadTheirs)},
+			want: Send{Resume: true, Mark: newMark(2)},
 		},
 		"a rejection remembered for this token stops before the mark is looked at": {
 			in: Input{Request: req, Failure: terminal, Refresh: stored(resent)}, want: Stop{Failure: *terminal},
