@@ -136,7 +136,7 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 		}
 	}
 	in.Request = credentialRequest(cred, c)
-	in.Failure = r.written.current(cred, cred.Status.LastFailure)
+	in.Failure = r.written.current(cred, cred.Status.LastFailure).AsOf(now, in.ActiveSince)
 	if s, ok := secrets.Schedule(current, c.Fingerprint); ok {
 		s.Issued = issuanceOf(s, cred.Status.LastIssuedTime, cred.Status.ExpiresAt)
 		in.Current = &s

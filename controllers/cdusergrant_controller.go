@@ -187,7 +187,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 	}
 	fingerprint := secrets.GrantFingerprint(c)
 	in.Request = grantRequest(grant, cred, c, rt.hash)
-	in.Failure = r.written.current(grant, grant.Status.LastFailure)
+	in.Failure = r.written.current(grant, grant.Status.LastFailure).AsOf(now, in.ActiveSince)
 	if current != nil && metav1.IsControlledBy(current, grant) {
 		if s, ok := secrets.Schedule(current, fingerprint); ok {
 			s.Issued = issuanceOf(s, grant.Status.LastRotationTime, grant.Status.ExpiresAt)

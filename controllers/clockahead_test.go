@@ -3,6 +3,8 @@ package controllers
 import (
 	"testing"
 	"time"
+
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
 // restart replaces both reconcilers by new ones, as a new process has them: no memory,
@@ -123,5 +125,41 @@ func TestAMarkStampedByAClockAheadHoldsNoLongerThanTheHolderTimeoutAfterTheElect
 	}
 	if n := len(w.tokens.refreshes()); n != 2 {
 		t.Errorf("holder timeout after the election: %d refreshes in all, want 2 (the marked token resent once)", n)
+	}
+}
+
+// A failure recorded by a process whose clock ran an hour ahead left a retry time an
+// hour in the next process's future: a 5-second backoff became an hour with no token.
+func TestABackoffRecordedByAClockAheadWaitsItsOwnLength(t *testing.T) {
+	w := newWorld(t)
+	w.clock.SetTime(epoch.Add(time.Hour))
+	w.tokens.failNext(&tokenclient.Error{Kind: tokenclient.KindTransient, StatusCode: 503})
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	f := w.cred("pricing").Status.LastFailure
+	if f == nil || f.RetryTime == nil {
+		t.Fatalf("no retry time in %+v", f)
+	}
+	wait := f.RetryTime.Sub(f.LastFailureTime.Time)
+
+	w.clock.SetTime(epoch)
+	w.restart("me-2")
+	res, err := w.reconcileCred("pricing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter > wait {
+		t.Errorf("requeue after %s: beyond the failure's own wait of %s (and the 10m backoff cap)", res.RequeueAfter, wait)
+	}
+	if f := w.cred("pricing").Status.LastFailure; f == nil || f.LastFailureTime.After(w.clock.Now()) || f.RetryTime == nil || f.RetryTime.After(w.clock.Now().Add(wait)) {
+		t.Errorf("status.lastFailure %+v: still in the future", f)
+	}
+	w.clock.Step(res.RequeueAfter)
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.tokens.ccCount(); n != 2 {
+		t.Errorf("once the backoff has passed: %d requests in all, want 2 (retried)", n)
 	}
 }

@@ -16,15 +16,15 @@ import "time"
 // this process stamped itself before its node's clock was stepped back counts from
 // there too: acted on sooner than its rule (a request early, once), never later.
 
-// countsFrom is when a stored time found after in.Now counts from: ActiveSince, in whole
-// seconds as stored times are; Now when that is unknown (a reconciler no manager
-// started) or later (the controller moves ActiveSince back to Now, once, when the clock
-// is stepped back below it).
-func (in Input) countsFrom() time.Time {
-	if in.ActiveSince.IsZero() || in.ActiveSince.After(in.Now) {
-		return in.Now.Truncate(time.Second)
+// countsFrom is when a stored time found after now counts from: activeSince
+// (Input.ActiveSince), in whole seconds as stored times are; now when that is unknown (a
+// reconciler no manager started) or later (the controller moves ActiveSince back to now,
+// once, when the clock is stepped back below it).
+func countsFrom(now, activeSince time.Time) time.Time {
+	if activeSince.IsZero() || activeSince.After(now) {
+		return now.Truncate(time.Second)
 	}
-	return in.ActiveSince.Truncate(time.Second)
+	return activeSince.Truncate(time.Second)
 }
 
 // asOf is s as it can truly be at now: a schedule issued after now (by a clock ahead of
@@ -40,10 +40,35 @@ func (s Schedule) asOf(now, from time.Time) Schedule {
 	return Schedule{Issued: from, ExpiresAt: s.ExpiresAt.Add(-ahead), RenewAt: s.RenewAt.Add(-ahead)}
 }
 
+// AsOf is failure memory f as it can truly be at now, activeSince as in
+// Input.ActiveSince: a failure recorded after now (by a clock ahead of this one) is moved
+// back whole to have been recorded when a stored time counts from (countsFrom), so its
+// retry, its recheck and the edit floor after it (EditFloor) keep their distance from
+// it. Decide counts it so; the controllers count it as they read it, so that status,
+// conditions and the requeue say what Decide counted, and the memory they write back no
+// longer lies in the future. nil stays nil.
+func (f *Failure) AsOf(now, activeSince time.Time) *Failure {
+	if f == nil || !f.Time.After(now) {
+		return f
+	}
+	from := countsFrom(now, activeSince)
+	ahead := f.Time.Sub(from)
+	c := *f
+	c.Time = from
+	if !c.Retry.IsZero() {
+		c.Retry = c.Retry.Add(-ahead)
+	}
+	if !c.Recheck.IsZero() {
+		c.Recheck = c.Recheck.Add(-ahead)
+	}
+	return &c
+}
+
 // asOfNow is in with the times it read from storage counted as they can truly be
 // (see above), for every policy alike.
 func asOfNow(in Input) Input {
-	from := in.countsFrom()
+	from := countsFrom(in.Now, in.ActiveSince)
+	in.Failure = in.Failure.AsOf(in.Now, in.ActiveSince)
 	if s := in.Current; s != nil && s.Issued.After(in.Now) {
 		c := s.asOf(in.Now, from)
 		in.Current = &c

@@ -25,6 +25,10 @@ func TestDecide(t *testing.T) {
 	backedOff := &Failure{Request: req, Reason: "RateLimited", Time: t0.Add(-time.Minute), Attempts: 1, Retry: t0.Add(5 * time.Minute)}
 	retryingEarly := &Failure{Request: req, Reason: "TokenRequestFailed", Time: t0.Add(-10 * time.Minute), Attempts: 2, Retry: t0.Add(-9 * time.Minute)}
 	retryDue := &Failure{Request: req, Reason: "TokenRequestFailed", Time: t0.Add(-time.Minute), Attempts: 2, Retry: t0.Add(-time.Second)}
+	// Failures recorded by a process whose clock ran an hour ahead of this one's.
+	retryingAhead := &Failure{Request: req, Reason: "TokenRequestFailed", Time: t0.Add(time.Hour), Attempts: 1, Retry: t0.Add(time.Hour + 5*time.Second)}
+	recheckAhead := &Failure{Request: req, Reason: "ProductNotAllocated", Time: t0.Add(time.Hour), Attempts: 1, Recheck: t0.Add(time.Hour + 10*time.Minute)}
+	terminalAhead := &Failure{Request: req, Reason: "InvalidClient", Time: t0.Add(time.Hour), Attempts: 1}
 	stored := func(m Mark) *Refresh {
 		return &Refresh{Hash: "sha256:current", Mark: m, Self: "me", HolderTimeout: time.Minute}
 	}
@@ -244,6 +248,29 @@ func TestDecide(t *testing.T) {
 		"another process's mark stamped by a clock ahead is a dead process's when this process does not know when it could first act": {
 			in:   Input{Request: req, Current: due, Refresh: stored(aheadTheirs)},
 			want: Send{Resume: true, Mark: newMark(2)},
+		},
+		// A failure cannot have been recorded after this process could first act: its
+		// deadlines keep their distance from it, counted from there at the latest.
+		"a backoff recorded by a clock ahead waits its own length counted from when this process could first act": {
+			in:   Input{Request: req, Failure: retryingAhead, ActiveSince: t0.Add(-2 * time.Second)},
+			want: Backoff{Until: t0.Add(3 * time.Second)},
+		},
+		"a backoff recorded by a clock ahead is retried once its own length has passed since this process could first act": {
+			in: Input{Request: req, Failure: retryingAhead, ActiveSince: t0.Add(-10 * time.Second)}, want: Send{},
+		},
+		"a backoff recorded by a clock ahead counts from now when this process does not know when it could first act": {
+			in: Input{Request: req, Failure: retryingAhead}, want: Backoff{Until: t0.Add(5 * time.Second)},
+		},
+		"a refusal recorded by a clock ahead is not sent again before its recheck, counted from when this process could first act": {
+			in:   Input{Request: req, Failure: recheckAhead, ActiveSince: t0.Add(-5 * time.Minute)},
+			want: Stop{Failure: Failure{Request: req, Reason: "ProductNotAllocated", Time: t0.Add(-5 * time.Minute), Attempts: 1, Recheck: t0.Add(5 * time.Minute)}},
+		},
+		"a refusal recorded by a clock ahead is sent again at its recheck, counted from when this process could first act": {
+			in: Input{Request: req, Failure: recheckAhead, ActiveSince: t0.Add(-10 * time.Minute)}, want: Send{},
+		},
+		"an edited request waits a third of the lifetime after a refusal recorded by a clock ahead, counted from when this process could first act": {
+			in:   Input{Request: edited, Failure: terminalAhead, Lifetime: 30 * time.Minute, ActiveSince: t0.Add(-5 * time.Minute)},
+			want: Defer{Until: t0.Add(5 * time.Minute), AfterFailure: true},
 		},
 		"a rejection remembered for this token stops before the mark is looked at": {
 			in: Input{Request: req, Failure: terminal, Refresh: stored(resent)}, want: Stop{Failure: *terminal},

@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // README, TokenRequestFailed/RateLimited/InvalidTokenResponse: "retried with exponential
@@ -37,5 +39,50 @@ func TestBackoffNeverExceedsAThirdOfTheTokenLifetime(t *testing.T) {
 				t.Errorf("lifetime %s, attempt %d: 20 CRs retry at only %d distinct times: the jitter no longer spreads them", lifetime, attempt, len(spread))
 			}
 		}
+	}
+}
+
+// A failure recorded by a clock ahead of this one's counts from when this process could
+// first act (activeSince), or from now when that is unknown or later: its retry and
+// recheck keep their distance from it.
+func TestAFailureRecordedByAClockAheadCountsFromWhenThisProcessCouldFirstAct(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	active := now.Add(-time.Minute)
+	failed := func(at time.Time) *Failure {
+		return &Failure{Request: "r", Reason: "TokenRequestFailed", Time: at, Attempts: 3, Retry: at.Add(20 * time.Second), Recheck: at.Add(10 * time.Minute)}
+	}
+	cases := map[string]struct {
+		stored      *Failure
+		activeSince time.Time
+		want        *Failure
+	}{
+		"a failure recorded an hour ahead is moved back whole to when this process could first act": {
+			stored: failed(now.Add(time.Hour)), activeSince: active, want: failed(active),
+		},
+		"a failure recorded ahead counts from now when this process does not know when it could first act": {
+			stored: failed(now.Add(time.Hour)), want: failed(now),
+		},
+		"a failure recorded ahead counts from now when the clock was stepped back below the election": {
+			stored: failed(now.Add(time.Hour)), activeSince: now.Add(time.Minute), want: failed(now),
+		},
+		"a terminal failure keeps no retry time": {
+			stored:      &Failure{Request: "r", Reason: "InvalidClient", Time: now.Add(time.Hour), Attempts: 1},
+			activeSince: active,
+			want:        &Failure{Request: "r", Reason: "InvalidClient", Time: active, Attempts: 1},
+		},
+		"a failure recorded now is as it was stored": {
+			stored: failed(now), activeSince: active, want: failed(now),
+		},
+		"a failure recorded before this process could act is as it was stored": {
+			stored: failed(now.Add(-time.Hour)), activeSince: active, want: failed(now.Add(-time.Hour)),
+		},
+		"no failure is none": {activeSince: active},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, tc.stored.AsOf(now, tc.activeSince)); diff != "" {
+				t.Errorf("AsOf (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
