@@ -75,7 +75,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		res.RequeueAfter = max(o.until.Sub(now), time.Second)
 	case answered:
 		ref, msg := refusalOf(o, false)
-		f := rotation.Fail(r.written.current(cred, cred.Status.LastFailure), o.request, ref.reason, now, withLifetime(o.outcome.Retry(), cred.Status.LastIssuedTime, cred.Status.ExpiresAt), string(cred.UID))
+		f := rotation.Fail(r.written.current(cred, cred.Status.LastFailure), o.request, ref.reason, now, withLifetime(o.outcome.Retry(), cred.Status.LastIssuedTime, cred.Status.ExpiresAt, now, r.active.since(now)), string(cred.UID))
 		cred.Status.LastFailure = failureStatus(f)
 		if o.outcome.Verdict == rotation.Misuse {
 			misuse = msg
@@ -83,7 +83,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		reportFailure(c, f, msg, lifetimeOf(cred.Status.LastIssuedTime, cred.Status.ExpiresAt))
 		res.RequeueAfter = retryAfter(f, now)
 	case writeFailed:
-		f := rotation.Fail(r.written.current(cred, cred.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, withLifetime(rotation.Retry{}, cred.Status.LastIssuedTime, cred.Status.ExpiresAt), string(cred.UID))
+		f := rotation.Fail(r.written.current(cred, cred.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, withLifetime(rotation.Retry{}, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, now, r.active.since(now)), string(cred.UID))
 		cred.Status.LastFailure = failureStatus(f)
 		c.retrying(cdv1.SecretWriteFailedReason, writeFailure(o.err))
 		res.RequeueAfter = retryAfter(f, now)

@@ -179,7 +179,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 	case answered:
 		g.tried = true
 		ref, msg := refusalOf(o, true)
-		retry := withLifetime(o.outcome.Retry(), grant.Status.LastRotationTime, grant.Status.ExpiresAt)
+		retry := withLifetime(o.outcome.Retry(), grant.Status.LastRotationTime, grant.Status.ExpiresAt, now, r.active.since(now))
 		// No answer: the one resend left waits for the last safe point (DESIGN §6).
 		retry.ResendLate = o.outcome.Verdict == rotation.Lost
 		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, ref.reason, now, retry, string(grant.UID))
@@ -208,7 +208,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		g.valid = true
 		res.RequeueAfter = untilRenewal(s, now)
 	case writeFailed:
-		retry := withLifetime(rotation.Retry{Holding: o.holding}, grant.Status.LastRotationTime, grant.Status.ExpiresAt)
+		retry := withLifetime(rotation.Retry{Holding: o.holding}, grant.Status.LastRotationTime, grant.Status.ExpiresAt, now, r.active.since(now))
 		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, retry, string(grant.UID))
 		if !o.inherited {
 			grant.Status.LastFailure = failureStatus(f)

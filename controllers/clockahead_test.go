@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
@@ -161,5 +162,41 @@ func TestABackoffRecordedByAClockAheadWaitsItsOwnLength(t *testing.T) {
 	}
 	if n := w.tokens.ccCount(); n != 2 {
 		t.Errorf("once the backoff has passed: %d requests in all, want 2 (retried)", n)
+	}
+}
+
+// A renewal whose answer is lost keeps its one resend for the last safe point before the
+// token in the Secret expires (DESIGN §6.5). For a token stamped by a clock an hour
+// ahead, that point came from the stored expiry: the resend waited an hour past the
+// token's real expiry.
+func TestALostAnswersResendGoesOutBeforeATokenStampedByAClockAheadExpires(t *testing.T) {
+	w := newWorld(t)
+	w.clock.SetTime(epoch.Add(time.Hour))
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	w.clock.SetTime(epoch.Add(time.Second))
+	w.restart("me-2")
+	res, err := w.reconcileGrant("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Step(res.RequeueAfter) // the renewal, counted from the election
+	w.tokens.failNext(lostAnswer)
+	if res, err = w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	// The token was issued no later than the election, a second in: it expires by then
+	// plus its 30 minutes.
+	safe := epoch.Add(time.Second + 30*time.Minute - rotation.MinRenewMargin)
+	if at := w.clock.Now().Add(res.RequeueAfter); at.After(safe) {
+		t.Errorf("the lost answer's resend at +%s, %s past the last safe point before the token expires", at.Sub(epoch), at.Sub(safe))
+	}
+	w.clock.Step(res.RequeueAfter)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.tokens.refreshes(); len(got) != 3 {
+		t.Errorf("sent %v by +%s, want the lost answer's token resent once", got, w.clock.Now().Sub(epoch))
 	}
 }

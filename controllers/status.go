@@ -251,11 +251,18 @@ func failureStatus(f rotation.Failure) *cdv1.FailureStatus {
 // withLifetime bounds retry's backoff by the lifetime of the token the CR last stored
 // (issued to expires, from its status), so a short-lived token is retried within its
 // renewal window (unknown when either time is missing), and by that token's expiry, so
-// no backoff runs past the last safe point before it (rotation.Retry.Expires).
-func withLifetime(retry rotation.Retry, issued, expires *metav1.Time) rotation.Retry {
+// no backoff runs past the last safe point before it (rotation.Retry.Expires). The
+// expiry is counted as rotation counts a stored schedule at now (Schedule.AsOf, with
+// activeSince): stamped by a clock ahead, it would hold a lost answer's resend that
+// much past the token's real expiry.
+func withLifetime(retry rotation.Retry, issued, expires *metav1.Time, now, activeSince time.Time) rotation.Retry {
 	retry.Lifetime = lifetimeOf(issued, expires)
 	if expires != nil {
-		retry.Expires = expires.Time
+		s := rotation.Schedule{ExpiresAt: expires.Time}
+		if issued != nil {
+			s.Issued = issued.Time
+		}
+		retry.Expires = s.AsOf(now, activeSince).ExpiresAt
 	}
 	return retry
 }

@@ -27,15 +27,19 @@ func countsFrom(now, activeSince time.Time) time.Time {
 	return activeSince.Truncate(time.Second)
 }
 
-// asOf is s as it can truly be at now: a schedule issued after now (by a clock ahead of
-// this one) is moved back whole to have been issued at from, so that its renewal, its
-// expiry and its request-budget floor (Earliest) keep their distance from its issuance.
-// A schedule whose issuance is unknown is left as it is: nothing says how far ahead it
-// was stamped.
-func (s Schedule) asOf(now, from time.Time) Schedule {
+// AsOf is s as it can truly be at now, activeSince as in Input.ActiveSince: a schedule
+// issued after now (by a clock ahead of this one) is moved back whole to have been issued
+// when a stored time counts from (countsFrom), so that its renewal, its expiry and its
+// request-budget floor (Earliest) keep their distance from its issuance. A schedule whose
+// issuance is unknown is left as it is: nothing says how far ahead it was stamped.
+// Decide counts the schedules it is given so. The controllers count one only to bound a
+// wait by the token's expiry (Retry.Expires), never to write it back: the stored expiry
+// is how a later pass finds the token's issuance in status.
+func (s Schedule) AsOf(now, activeSince time.Time) Schedule {
 	if !s.Issued.After(now) {
 		return s
 	}
+	from := countsFrom(now, activeSince)
 	ahead := s.Issued.Sub(from)
 	return Schedule{Issued: from, ExpiresAt: s.ExpiresAt.Add(-ahead), RenewAt: s.RenewAt.Add(-ahead)}
 }
@@ -67,14 +71,13 @@ func (f *Failure) AsOf(now, activeSince time.Time) *Failure {
 // asOfNow is in with the times it read from storage counted as they can truly be
 // (see above), for every policy alike.
 func asOfNow(in Input) Input {
-	from := countsFrom(in.Now, in.ActiveSince)
 	in.Failure = in.Failure.AsOf(in.Now, in.ActiveSince)
 	if s := in.Current; s != nil && s.Issued.After(in.Now) {
-		c := s.asOf(in.Now, from)
+		c := s.AsOf(in.Now, in.ActiveSince)
 		in.Current = &c
 	}
 	if s := in.Last; s != nil && s.Issued.After(in.Now) {
-		l := s.asOf(in.Now, from)
+		l := s.AsOf(in.Now, in.ActiveSince)
 		in.Last = &l
 	}
 	return in

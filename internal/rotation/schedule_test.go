@@ -137,7 +137,8 @@ func TestRenewalIsNeverSoonerThanAThirdOfTheLifetimeWhateverTheFraction(t *testi
 }
 
 // A schedule stamped by a clock ahead of this one's counts from when this process could
-// first act (from): a token cannot have been issued later than that.
+// first act (from, in whole seconds), or from now when that is unknown: a token cannot
+// have been issued later than that.
 func TestAScheduleStampedByAClockAheadCountsFromWhenThisProcessCouldFirstAct(t *testing.T) {
 	now := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
 	from := now.Add(-5 * time.Minute)
@@ -146,9 +147,13 @@ func TestAScheduleStampedByAClockAheadCountsFromWhenThisProcessCouldFirstAct(t *
 	}
 	cases := map[string]struct {
 		stored, want Schedule
+		unknown      bool // when this process could first act
 	}{
 		"a token issued an hour ahead of now is moved back whole to have been issued at from": {
 			stored: plan(now.Add(time.Hour)), want: plan(from),
+		},
+		"a token issued ahead counts from now when this process does not know when it could first act": {
+			stored: plan(now.Add(time.Hour)), want: plan(now), unknown: true,
 		},
 		"a token issued a second ahead of now is moved back to from too": {
 			stored: plan(now.Add(time.Second)), want: plan(from),
@@ -166,7 +171,11 @@ func TestAScheduleStampedByAClockAheadCountsFromWhenThisProcessCouldFirstAct(t *
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			got := tc.stored.asOf(now, from)
+			active := from.Add(400 * time.Millisecond)
+			if tc.unknown {
+				active = time.Time{}
+			}
+			got := tc.stored.AsOf(now, active)
 			if got != tc.want {
 				t.Errorf("asOf = %+v, want %+v", got, tc.want)
 			}
