@@ -65,7 +65,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		// the very token sent (Okta without rotation echoes it): then the old one stays,
 		// unspent, and only the mark goes.
 		refresh.token = rotatedTo(tok.RefreshToken, a.stored.value)
-		sched, clamp := rotation.Plan(now, tok.Lifetime, renewBefore(grant.Spec.RenewBefore), string(grant.UID))
+		sched, clamp := rotation.PlanRefresh(now, tok.Lifetime, tok.RefreshLifetime, renewBefore(grant.Spec.RenewBefore), string(grant.UID))
 		r.held.put(grant, &result{request: a.request, refresh: refresh, access: &issued{
 			token: tok.AccessToken, tokenType: tok.TokenType, scopes: tok.Scopes, schedule: sched, clamp: clamp,
 			fingerprint: secrets.GrantFingerprint(a.client), subject: jwtSubject(tok.AccessToken), rotated: true,

@@ -37,7 +37,9 @@ type fakeIssuer struct {
 	sent     []string // refresh tokens received, in order
 	cc       int      // client-credentials requests
 	lifetime time.Duration
-	next     int
+	// refreshLifetime is the refresh_expires_in a refresh answers with (0: none).
+	refreshLifetime time.Duration
+	next            int
 	// fail holds errors returned, in order, instead of tokens (one per request).
 	fail []error
 }
@@ -81,11 +83,12 @@ func (f *fakeIssuer) Refresh(_ context.Context, _ tokenclient.Endpoint, rt strin
 		newRT = ""
 	}
 	return &tokenclient.Token{
-		AccessToken:  fmt.Sprintf("access-%d", f.next),
-		TokenType:    "Bearer",
-		RefreshToken: newRT,
-		Scopes:       []string{"marketplace", "offline_access"},
-		Lifetime:     f.lifetime,
+		AccessToken:     fmt.Sprintf("access-%d", f.next),
+		TokenType:       "Bearer",
+		RefreshToken:    newRT,
+		Scopes:          []string{"marketplace", "offline_access"},
+		Lifetime:        f.lifetime,
+		RefreshLifetime: f.refreshLifetime,
 	}, nil
 }
 

@@ -28,12 +28,19 @@ func (s Schedule) Due(now time.Time) bool { return !now.Before(s.RenewAt) }
 
 // Earliest is when the next token may be requested at the soonest, whatever was
 // changed: a third of this token's lifetime after its issuance, or its renewal time when
-// the issuance is unknown (Plan never renews sooner than a third).
+// the issuance is unknown (Plan never renews sooner than a third). A renewal planned
+// sooner still, for a refresh token that expires before the access token
+// (PlanRefresh), is not held back: Plan held it to a third of the refresh token's
+// lifetime, and the refresh token is dead by the access token's third.
 func (s Schedule) Earliest() time.Time {
 	if s.Issued.IsZero() || !s.Issued.Before(s.ExpiresAt) {
 		return s.RenewAt
 	}
-	return ceilSecond(s.Issued.Add(s.ExpiresAt.Sub(s.Issued) / 3))
+	third := ceilSecond(s.Issued.Add(s.ExpiresAt.Sub(s.Issued) / 3))
+	if !s.RenewAt.IsZero() && s.RenewAt.Before(third) {
+		return s.RenewAt
+	}
+	return third
 }
 
 // UnknownLifetimeFloor is how long a changed request waits after a failed one when no
@@ -87,6 +94,27 @@ func Plan(issued time.Time, lifetime, renewBefore time.Duration, seed string) (s
 		s.RenewAt = earliest
 	}
 	return s, Clamp(lifetime, renewBefore)
+}
+
+// PlanRefresh is Plan for a token whose renewal spends a refresh token that lives
+// refreshLifetime (0: no limit, the usual case): the renewal must come before the
+// refresh token dies as well as before the access token expires. Keycloak answers an
+// hour-long access token with refresh_expires_in 1800 under its default SSO Session
+// Idle of 30 minutes; renewed at 2/3 of the hour, the refresh token is refused and the
+// customer must log in again. RenewAt is the earlier of the two tokens' plans, each
+// under Plan's rules (margin, jitter, never sooner than a third of that lifetime);
+// ExpiresAt stays the access token's, which is what pods hold. clamp is the access
+// token's, which a pass that finds the token fresh can say again from status (the
+// refresh token's lifetime is not kept).
+func PlanRefresh(issued time.Time, lifetime, refreshLifetime, renewBefore time.Duration, seed string) (s Schedule, clamp string) {
+	s, clamp = Plan(issued, lifetime, renewBefore, seed)
+	if refreshLifetime <= 0 {
+		return s, clamp
+	}
+	if r, _ := Plan(issued, refreshLifetime, renewBefore, seed); r.RenewAt.Before(s.RenewAt) {
+		s.RenewAt = r.RenewAt
+	}
+	return s, clamp
 }
 
 // Clamp says how Plan shortens renewBefore for a token of the given lifetime, in words

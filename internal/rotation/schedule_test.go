@@ -182,3 +182,48 @@ func TestAScheduleStampedByAClockAheadCountsFromWhenThisProcessCouldFirstAct(t *
 		})
 	}
 }
+
+// A refresh token that lives shorter than its access token (Keycloak's
+// refresh_expires_in under SSO Session Idle) must be spent before it dies; the access
+// token's expiry, which pods hold, stays as it is.
+func TestPlanRefreshRenewsBeforeTheRefreshTokenExpires(t *testing.T) {
+	issued := time.Date(2026, 11, 23, 10, 0, 0, 400_000_000, time.UTC)
+	cases := map[string]struct {
+		lifetime, refreshLifetime, renewBefore time.Duration
+		// The renewal must fall in [earliest, latest] after issue.
+		earliest, latest time.Duration
+	}{
+		"Keycloak's defaults, an hour-long access token and a 30-minute refresh token, renew at 17-20 minutes (the refresh token's 2/3 less jitter)": {
+			lifetime: time.Hour, refreshLifetime: 30 * time.Minute, earliest: 17 * time.Minute, latest: 20 * time.Minute,
+		},
+		"renewBefore is kept ahead of the refresh token's expiry": {
+			lifetime: time.Hour, refreshLifetime: 30 * time.Minute, renewBefore: 5 * time.Minute, earliest: 25 * time.Minute, latest: 25 * time.Minute,
+		},
+		"a refresh token of 3 minutes keeps the renewal at a third of its life, not a third of the access token's": {
+			lifetime: time.Hour, refreshLifetime: 3 * time.Minute, earliest: time.Minute, latest: time.Minute + time.Second,
+		},
+		"no limit (refresh_expires_in absent or 0) plans from the access token alone": {
+			lifetime: time.Hour, earliest: 34 * time.Minute, latest: 40 * time.Minute,
+		},
+		"a refresh token that outlives the access token changes nothing": {
+			lifetime: 30 * time.Minute, refreshLifetime: 10 * time.Hour, earliest: 17 * time.Minute, latest: 20 * time.Minute,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			s, clamp := PlanRefresh(issued, tc.lifetime, tc.refreshLifetime, tc.renewBefore, "uid-1")
+			base := issued.Truncate(time.Second)
+			if s.RenewAt.Before(base.Add(tc.earliest)) || s.RenewAt.After(base.Add(tc.latest)) {
+				t.Errorf("RenewAt = %s after issue, want within [%s, %s]", s.RenewAt.Sub(base), tc.earliest, tc.latest)
+			}
+			access, accessClamp := Plan(issued, tc.lifetime, tc.renewBefore, "uid-1")
+			if !s.ExpiresAt.Equal(access.ExpiresAt) || !s.Issued.Equal(access.Issued) || clamp != accessClamp {
+				t.Errorf("got %+v (clamp %q), want the access token's expiry, issuance and clamp: %+v (%q)", s, clamp, access, accessClamp)
+			}
+			// The request budget's floor does not hold the renewal back past its time.
+			if e := s.Earliest(); e.After(s.RenewAt) {
+				t.Errorf("Earliest = %s after issue, after the renewal at %s", e.Sub(base), s.RenewAt.Sub(base))
+			}
+		})
+	}
+}

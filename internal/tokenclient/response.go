@@ -36,8 +36,8 @@ var (
 // a field of an unexpected type counts as absent rather than spoiling the rest, so a
 // new refresh token survives a malformed neighbour.
 type tokenFields struct {
-	accessToken, tokenType, refreshToken, expiresIn string
-	scope                                           []string
+	accessToken, tokenType, refreshToken, expiresIn, refreshExpiresIn string
+	scope                                                             []string
 }
 
 // parseTokenResponse reads a 2xx body. It returns an error when the answer cannot be
@@ -55,6 +55,9 @@ func parseTokenResponse(contentType string, body []byte, requested []string) (*T
 		RefreshToken: f.refreshToken,
 		Scopes:       slices.Clone(requested),
 		Lifetime:     lifetime(f.expiresIn),
+		// Read with the same tolerance: a refresh token's limit misread as none would
+		// plan its renewal after its death.
+		RefreshLifetime: lifetime(f.refreshExpiresIn),
 	}
 	if len(f.scope) > 0 {
 		tok.Scopes = f.scope
@@ -94,7 +97,7 @@ func validRefreshToken(t string) bool {
 func decodeFields(contentType string, body []byte) (tokenFields, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(bytes.TrimSpace(body), &m); err == nil && m != nil {
-		f := tokenFields{expiresIn: jsonNumberText(m["expires_in"]), scope: jsonScope(m["scope"])}
+		f := tokenFields{expiresIn: jsonNumberText(m["expires_in"]), refreshExpiresIn: jsonNumberText(m["refresh_expires_in"]), scope: jsonScope(m["scope"])}
 		f.accessToken, _ = jsonString(m["access_token"])
 		f.tokenType, _ = jsonString(m["token_type"])
 		f.refreshToken, _ = jsonString(m["refresh_token"])
@@ -109,11 +112,12 @@ func decodeFields(contentType string, body []byte) (tokenFields, error) {
 		return tokenFields{}, errNotJSON
 	}
 	return tokenFields{
-		accessToken:  v.Get("access_token"),
-		tokenType:    v.Get("token_type"),
-		refreshToken: v.Get("refresh_token"),
-		expiresIn:    v.Get("expires_in"),
-		scope:        strings.Fields(v.Get("scope")),
+		accessToken:      v.Get("access_token"),
+		tokenType:        v.Get("token_type"),
+		refreshToken:     v.Get("refresh_token"),
+		expiresIn:        v.Get("expires_in"),
+		refreshExpiresIn: v.Get("refresh_expires_in"),
+		scope:            strings.Fields(v.Get("scope")),
 	}, nil
 }
 

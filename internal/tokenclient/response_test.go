@@ -42,6 +42,36 @@ func TestLifetime(t *testing.T) {
 	}
 }
 
+// refresh_expires_in (Keycloak's refresh token lifetime) is read as leniently as
+// expires_in, and 0 or absent means the refresh token has no limit of its own
+// (Keycloak's offline tokens answer 0).
+func TestRefreshExpiresIn(t *testing.T) {
+	cases := map[string]struct {
+		contentType, body string
+		want              time.Duration
+	}{
+		"Keycloak's answer under the default SSO Session Idle": {"application/json", tokenJSON(map[string]any{"expires_in": 3600, "refresh_expires_in": 1800}), 30 * time.Minute},
+		"a quoted number":                       {"application/json", tokenJSON(map[string]any{"refresh_expires_in": "1800"}), 30 * time.Minute},
+		"a decimal":                             {"application/json", tokenJSON(map[string]any{"refresh_expires_in": 1800.5}), 30 * time.Minute},
+		"a form-encoded answer":                 {"application/x-www-form-urlencoded", "access_token=at&refresh_token=rt&expires_in=3600&refresh_expires_in=1800", 30 * time.Minute},
+		"absent: no limit":                      {"application/json", tokenJSON(nil), 0},
+		"0, Keycloak's offline token: no limit": {"application/json", tokenJSON(map[string]any{"refresh_expires_in": 0}), 0},
+		"not a number: no limit":                {"application/json", tokenJSON(map[string]any{"refresh_expires_in": "soon"}), 0},
+		"more than a day is a day":              {"application/json", tokenJSON(map[string]any{"refresh_expires_in": 10 * 86400}), 24 * time.Hour},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			tok, err := parseTokenResponse(tc.contentType, []byte(tc.body), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tok.RefreshLifetime != tc.want {
+				t.Errorf("RefreshLifetime = %s, want %s", tok.RefreshLifetime, tc.want)
+			}
+		})
+	}
+}
+
 // FuzzParseTokenResponse feeds token endpoint answers to the parser and to the code
 // that describes error bodies: neither may panic, a usable token must really be
 // usable, and nothing that reaches a message may be long or carry control characters.

@@ -50,6 +50,12 @@ type Token struct {
 	// Lifetime from expires_in, in whole seconds, at most 24 h; 0 when missing or
 	// unusable, and the caller falls back to its own default.
 	Lifetime time.Duration
+	// RefreshLifetime is the refresh token's own lifetime, from refresh_expires_in
+	// (Keycloak: the shortest of its session idle and maximum times), read as Lifetime
+	// is; 0 when the answer gives none, or 0 (Keycloak's offline tokens): no limit
+	// beyond the provider's word. A refresh token that dies unused before the renewal
+	// that would spend it loses the customer's session.
+	RefreshLifetime time.Duration
 }
 
 // Issuer is the token endpoint as the controllers see it.
