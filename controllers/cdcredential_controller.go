@@ -209,12 +209,13 @@ func (r *CDCredentialReconciler) issue(ctx context.Context, cred *cdv1.CDCredent
 }
 
 // persist writes the held access token into the output Secret. A token that expired
-// while it could not be written is dropped: the next pass asks for a new one.
+// before it could be written is dropped, and reported as a failure: the next one is
+// asked for after a backoff.
 func (r *CDCredentialReconciler) persist(ctx context.Context, cred *cdv1.CDCredential) (outcome, error) {
 	held, _ := r.held.get(cred.UID)
-	if !r.Clock.Now().Before(held.access.schedule.ExpiresAt) {
+	if expired, ok := expiredBeforeStored(held, held.request, r.Clock.Now()); ok {
 		r.held.drop(cred.UID)
-		return nil, errHeldTokenExpired
+		return expired, nil
 	}
 	name := secrets.OutputName(cred.Name, cred.Spec.SecretName)
 	if err := writeOutput(ctx, r.Client, r.APIReader, cred, cdv1.GroupVersion.WithKind("CDCredential"), name, cred.Spec.SecretTemplate, held.access); err != nil {

@@ -82,6 +82,11 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		}
 		reportFailure(c, f, msg, lifetimeOf(cred.Status.LastIssuedTime, cred.Status.ExpiresAt))
 		res.RequeueAfter = retryAfter(f, now)
+	case expiredUnstored:
+		f := rotation.Fail(r.written.current(cred, cred.Status.LastFailure), o.request, cdv1.InvalidTokenResponseReason, now, withLifetime(rotation.Retry{}, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, now, r.active.since(now)), string(cred.UID))
+		cred.Status.LastFailure = failureStatus(f)
+		reportFailure(c, f, o.message(), lifetimeOf(cred.Status.LastIssuedTime, cred.Status.ExpiresAt))
+		res.RequeueAfter = retryAfter(f, now)
 	case writeFailed:
 		f := rotation.Fail(r.written.current(cred, cred.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, withLifetime(rotation.Retry{}, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, now, r.active.since(now)), string(cred.UID))
 		cred.Status.LastFailure = failureStatus(f)

@@ -134,9 +134,15 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 
 // attempt is what a refresh needs once the decision is to send.
 type attempt struct {
+	cred    *cdv1.CDCredential
 	client  secrets.Client
 	stored  *storedToken
 	request string
+}
+
+// requestAfter is the request a pass makes once session is the stored refresh token.
+func (a *attempt) requestAfter(grant *cdv1.CDUserGrant, session string) string {
+	return grantRequest(grant, a.cred, a.client, rotation.Hash(session))
 }
 
 // storedToken is the refresh token as stored in its Secret.
@@ -200,7 +206,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 	}
 	in.Lifetime = lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), To: destination(cred, c)}
-	out, err = r.carryOut(ctx, grant, in, &attempt{client: c, stored: rt, request: in.Request})
+	out, err = r.carryOut(ctx, grant, in, &attempt{cred: cred, client: c, stored: rt, request: in.Request})
 	return out, cred, err
 }
 

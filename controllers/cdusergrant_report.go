@@ -207,6 +207,14 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		c.ready(cdv1.TokenIssuedReason, readyMessage(grant.Status.SecretName, o.token.clamp)+renamedNote(o.leftover, kindGrant))
 		g.valid = true
 		res.RequeueAfter = untilRenewal(s, now)
+	case expiredUnstored:
+		// The identity server accepted the refresh token, and its successor is stored:
+		// only the access token was lost.
+		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, cdv1.InvalidTokenResponseReason, now, withLifetime(rotation.Retry{}, grant.Status.LastRotationTime, grant.Status.ExpiresAt, now, r.active.since(now)), string(grant.UID))
+		grant.Status.LastFailure = failureStatus(f)
+		reportFailure(c, f, o.message(), lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt))
+		g.valid = true
+		res.RequeueAfter = retryAfter(f, now)
 	case writeFailed:
 		retry := withLifetime(rotation.Retry{Holding: o.holding}, grant.Status.LastRotationTime, grant.Status.ExpiresAt, now, r.active.since(now))
 		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, retry, string(grant.UID))

@@ -19,10 +19,6 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
-// errHeldTokenExpired: a held access token expired before it could be written; the next
-// pass asks for a new one.
-var errHeldTokenExpired = errors.New("a held access token expired before it could be stored")
-
 // errGrantGone: a new refresh token had nowhere to go, its refresh-token Secret and its
 // grant both deleted while it was out; it was revoked instead (grantGone), and the held
 // result is dropped, never retried.
@@ -66,7 +62,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		// unspent, and only the mark goes.
 		refresh.token = rotatedTo(tok.RefreshToken, a.stored.value)
 		sched, clamp := rotation.PlanRefresh(now, tok.Lifetime, tok.RefreshLifetime, renewBefore(grant.Spec.RenewBefore), string(grant.UID))
-		r.held.put(grant, &result{request: a.request, refresh: refresh, access: &issued{
+		r.held.put(grant, &result{request: a.request, after: a.requestAfter(grant, refresh.session()), refresh: refresh, access: &issued{
 			token: tok.AccessToken, tokenType: tok.TokenType, scopes: tok.Scopes, schedule: sched, clamp: clamp,
 			fingerprint: secrets.GrantFingerprint(a.client), subject: jwtSubject(tok.AccessToken), rotated: true,
 		}})
@@ -141,9 +137,10 @@ func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserG
 		r.held.drop(grant.UID)
 		return answered{outcome: *held.answer, request: held.request}, nil
 	}
-	if !r.Clock.Now().Before(held.access.schedule.ExpiresAt) {
+	// The new refresh token, if any, is stored (above): only the access token goes.
+	if expired, ok := expiredBeforeStored(held, held.after, r.Clock.Now()); ok {
 		r.held.drop(grant.UID)
-		return nil, errHeldTokenExpired
+		return expired, nil
 	}
 	if err := writeOutput(ctx, r.Client, r.APIReader, grant, cdv1.GroupVersion.WithKind("CDUserGrant"), grant.Status.SecretName, grant.Spec.SecretTemplate, held.access); err != nil {
 		if isTransientAPIError(err) {

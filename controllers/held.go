@@ -27,6 +27,10 @@ type result struct {
 	access *issued
 	// request is the request that was answered, for the failure memory.
 	request string
+	// after is, for a grant, the request the next pass makes once the refresh token
+	// the answer left live is stored: a failure remembered under the spent token's
+	// request would be taken for one of a new login, which goes at once.
+	after string
 	// answer is, for a result without an access token, the unusable answer that carried
 	// the new refresh token: the pass that stores the token reports it.
 	answer *rotation.Outcome
@@ -138,4 +142,14 @@ func (h *heldResults) refreshTokens() map[types.UID]*result {
 		}
 	}
 	return out
+}
+
+// expiredBeforeStored is the outcome of a held access token that expired before it
+// could be written, remembered under request; ok is false while it has not.
+func expiredBeforeStored(held *result, request string, now time.Time) (expiredUnstored, bool) {
+	s := held.access.schedule
+	if now.Before(s.ExpiresAt) {
+		return expiredUnstored{}, false
+	}
+	return expiredUnstored{lifetime: s.ExpiresAt.Sub(s.Issued), request: request}, true
 }

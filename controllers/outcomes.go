@@ -100,6 +100,15 @@ type (
 		// after a failed one.
 		inherited bool
 	}
+	// expiredUnstored: an issued access token expired before it could be written: it
+	// lives shorter than the round trip (a slow identity server), or the API server
+	// refused its writes until then. A new refresh token that came with it is stored.
+	// request is what the next pass sends, for the failure memory (for a grant, the
+	// request of that stored successor).
+	expiredUnstored struct {
+		lifetime time.Duration
+		request  string
+	}
 	// markRefused: the API server refused the in-flight mark on the refresh-token Secret
 	// (secret) for a reason retrying at once does not fix (writeRefused). Nothing was sent.
 	markRefused struct {
@@ -125,6 +134,7 @@ func (abandoned) isOutcome()             {}
 func (answered) isOutcome()              {}
 func (stored) isOutcome()                {}
 func (writeFailed) isOutcome()           {}
+func (expiredUnstored) isOutcome()       {}
 func (markRefused) isOutcome()           {}
 
 // keepTokenSecret has status keep naming the Secret that holds the token (previous)
@@ -245,6 +255,13 @@ func writeFailure(err error) string {
 		return fmt.Sprintf("The API server refused to store the token (%s): %s. The operator holds the token and writes it again with backoff until it expires; no new token is requested before then", s.Reason, truncate(s.Message, 400))
 	}
 	return "The token could not be stored: " + truncate(err.Error(), 400) + ". The operator holds the token and writes it again with backoff until it expires"
+}
+
+// message says why the token is not in the output Secret. The lifetime is what the
+// identity server announced, which stays the same from one attempt to the next, so the
+// condition does too.
+func (o expiredUnstored) message() string {
+	return fmt.Sprintf("The identity server's token expired before it could be stored: its lifetime (%s) is shorter than the round trip (a slow identity server, or an API server that refused the write until then); a new token is requested with backoff", o.lifetime)
 }
 
 // writeRefused reports whether the API server refused a write for a reason of its own

@@ -92,7 +92,8 @@ const (
 
 	// InvalidTokenResponseReason: the token endpoint answered success with a response
 	// that cannot be used (no access_token, not a Bearer token, not JSON, a token with
-	// characters a header or a Secret must not hold). Retried with backoff.
+	// characters a header or a Secret must not hold), or with a token that expired
+	// before it could be stored. Retried with backoff.
 	InvalidTokenResponseReason = "InvalidTokenResponse"
 
 	// TokenHostNotAllowedReason: the token endpoint's host is not on the manager's
