@@ -55,7 +55,7 @@ func main() {
 	flag.StringVar(&opts.CallbackURL, "callback-url", "", "External URL of the callback, e.g. https://cd-callback.example.com/callback: the redirect URI registered at the identity server. The callback is served on its path (and on /callback, for a proxy that strips a prefix).")
 	flag.StringVar(&opts.CallbackCertDir, "callback-cert-dir", "", "Folder with tls.crt and tls.key to serve the callback over TLS; empty serves HTTP behind a TLS-terminating Ingress.")
 	keySecret := flag.String("key-secret", os.Getenv("POD_NAMESPACE")+"/"+manager.KeySecretName, "namespace/name of the Secret holding the operator's key (signs authorization state, keys client-secret hashes); created on first start, shared by all replicas, and put back when deleted; the manager exits when it holds another key. Default: $POD_NAMESPACE/"+manager.KeySecretName+".")
-	flag.DurationVar(&opts.AuthorizationStateTTL, "authorization-link-ttl", d.AuthorizationStateTTL, "How long an authorization link stays valid.")
+	flag.DurationVar(&opts.AuthorizationStateTTL, "authorization-link-ttl", d.AuthorizationStateTTL, "How long an authorization link stays valid; at least 2m.")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)

@@ -309,6 +309,9 @@ func checkTimings(opts Options) error {
 			return fmt.Errorf("%s %s is negative", d.flag, d.v)
 		}
 	}
+	if opts.AuthorizationStateTTL < onboarding.MinStateTTL {
+		return fmt.Errorf("--authorization-link-ttl %s is shorter than %s: a grant's link is replaced once it has a minute left, so a shorter one would be replaced on every pass, a status write a second for every grant waiting for its customer", opts.AuthorizationStateTTL, onboarding.MinStateTTL)
+	}
 	// A new leader takes a mark for a dead process's once it is HolderTimeout old (and
 	// HolderTimeout after it won). The old leader may have sent that token just before
 	// stepping down, and its request may take TokenRequestTimeout: a shorter holder

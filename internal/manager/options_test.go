@@ -44,6 +44,10 @@ func TestTimingsNoProcessCanRunSafelyWithAreRefused(t *testing.T) {
 		// A new leader would take the old leader's live mark while its request is out.
 		"an in-flight timeout shorter than a token request": {Options{LeaderElection: true, HolderTimeout: 5 * time.Second}, "--in-flight-timeout 5s must be longer than --token-request-timeout 20s"},
 		"a short in-flight timeout without leader election": {Options{HolderTimeout: 5 * time.Second}, ""},
+		// A link is replaced once it has a minute left: at a minute or less, on every pass,
+		// a status write a second for each grant waiting for its customer.
+		"an authorization link of a minute":  {Options{AuthorizationStateTTL: time.Minute}, "--authorization-link-ttl 1m0s is shorter than 2m0s"},
+		"an authorization link of 2 minutes": {Options{AuthorizationStateTTL: 2 * time.Minute}, ""},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -16,6 +16,17 @@ import (
 // DefaultStateTTL is how long an authorization link stays valid.
 const DefaultStateTTL = 15 * time.Minute
 
+// keptWhile is how long a link shown in status must still be good for to be kept: a
+// customer who opens it must have time to log in.
+const keptWhile = time.Minute
+
+// MinStateTTL is the shortest validity of an authorization link. A grant shows a link
+// until it has keptWhile left and comes back then for a new one: a link that lives no
+// longer than keptWhile is never kept, and every pass of every grant waiting for its
+// customer wrote a new one into status, a second apart. At MinStateTTL a link is kept
+// for a minute.
+const MinStateTTL = 2 * keptWhile
+
 // Authorizer builds the authorization URLs put in CDUserGrant status.
 type Authorizer struct {
 	Signer *Signer
@@ -23,7 +34,9 @@ type Authorizer struct {
 	// unless the CDCredential declares its own redirectURL (which must point at the
 	// same callback).
 	CallbackURL string
-	StateTTL    time.Duration
+	// StateTTL is how long a new link is valid: DefaultStateTTL when unset, and at
+	// least MinStateTTL (the manager refuses a shorter --authorization-link-ttl).
+	StateTTL time.Duration
 }
 
 // AuthorizationURL returns the URL a customer opens to authorize a grant, and when it
@@ -38,6 +51,7 @@ func (a *Authorizer) AuthorizationURL(grant *cdv1.CDUserGrant, cred *cdv1.CDCred
 	if ttl <= 0 {
 		ttl = DefaultStateTTL
 	}
+	ttl = max(ttl, MinStateTTL)
 	st := NewState(grant.Namespace, grant.Name, grant.UID, now, ttl)
 	return a.build(cred, clientID, st), time.Unix(st.Expires, 0)
 }
@@ -52,7 +66,7 @@ func (a *Authorizer) currentState(grant *cdv1.CDUserGrant, current string, now t
 	if current == "" || err != nil {
 		return State{}, false
 	}
-	st, err := a.Signer.Verify(u.Query().Get("state"), now.Add(time.Minute))
+	st, err := a.Signer.Verify(u.Query().Get("state"), now.Add(keptWhile))
 	return st, err == nil && st.UID == grant.UID && !claimed(grant.Annotations, st)
 }
 
