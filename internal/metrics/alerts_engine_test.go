@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
@@ -258,21 +259,35 @@ func TestTheEngineAgreesWithTheTokenAlertsModel(t *testing.T) {
 // rollout or a failover moves them to another pod (another target, other labels) with a
 // scrape or two between. An alert with a for: clause that kept the pod's labels would
 // start its wait afresh at each leader change, and one rollout after another would keep
-// it from ever firing.
+// it from ever firing; a firing one would resolve and page again a minute later.
 func TestPerCRAlertsOutliveALeaderChange(t *testing.T) {
 	const load = `
   cdcredops_condition{pod="a",kind="CDUserGrant",namespace="a",name="acme",type="ReauthorizationRequired",status="True",reason="RefreshTokenRejected"} 1x3 stale
   cdcredops_condition{pod="b",kind="CDUserGrant",namespace="a",name="acme",type="ReauthorizationRequired",status="True",reason="RefreshTokenRejected"} _x4 1x10
   cdcredops_condition{pod="a",kind="CDCredential",namespace="a",name="pricing",type="Ready",status="False",reason="InvalidClient"} 1x9 stale
   cdcredops_condition{pod="b",kind="CDCredential",namespace="a",name="pricing",type="Ready",status="False",reason="InvalidClient"} _x10 1x10
+  cdcredops_token_expiration_timestamp_seconds{pod="a",kind="CDCredential",namespace="a",name="stuck"} 3600x9 stale
+  cdcredops_token_renewal_timestamp_seconds{pod="a",kind="CDCredential",namespace="a",name="stuck"} 60x9 stale
+  cdcredops_token_expiration_timestamp_seconds{pod="b",kind="CDCredential",namespace="a",name="stuck"} _x10 3600x10
+  cdcredops_token_renewal_timestamp_seconds{pod="b",kind="CDCredential",namespace="a",name="stuck"} _x10 60x10
 `
-	want := []string{"CDReauthorizationRequired CDUserGrant/a/acme"}
-	if got := firing(t, load, 6*time.Minute); !slices.Equal(got, want) {
-		t.Errorf("6 minutes after the customer's grant was refused, across a leader change at 4: firing %v, want %v", got, want)
-	}
-	want = append(want, "CDTokenNotIssued CDCredential/a/pricing")
-	slices.Sort(want)
-	if got := firing(t, load, 16*time.Minute); !slices.Equal(got, want) {
-		t.Errorf("16 minutes in, across a leader change at 10: firing %v, want %v", got, want)
+	for _, tc := range []struct {
+		name string
+		at   time.Duration
+		want []string
+	}{
+		{"6 minutes after the customer's grant was refused, across a leader change at 4", 6 * time.Minute,
+			[]string{"CDReauthorizationRequired CDUserGrant/a/acme", "CDTokenExpiresSoon CDCredential/a/stuck"}},
+		// The renewal of "stuck" is overdue since minute 3, and paged from minute 4.
+		{"30 seconds after a leader change at 10, the renewal still overdue", 10*time.Minute + 30*time.Second,
+			[]string{"CDReauthorizationRequired CDUserGrant/a/acme", "CDTokenExpiresSoon CDCredential/a/stuck"}},
+		{"16 minutes in, across a leader change at 10", 16 * time.Minute,
+			[]string{"CDReauthorizationRequired CDUserGrant/a/acme", "CDTokenExpiresSoon CDCredential/a/stuck", "CDTokenNotIssued CDCredential/a/pricing"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, firing(t, load, tc.at)); diff != "" {
+				t.Errorf("firing at %s (-want +got):\n%s", tc.at, diff)
+			}
+		})
 	}
 }

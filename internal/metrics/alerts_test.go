@@ -47,7 +47,7 @@ func readTokenAlert(t *testing.T) tokenAlert {
 	if err := yaml.Unmarshal(raw, &rule); err != nil {
 		t.Fatal(err)
 	}
-	expr := regexp.MustCompile(`^time\(\) - cdcredops_token_renewal_timestamp_seconds > ([0-9]+) or \(cdcredops_token_expiration_timestamp_seconds - time\(\) < ([0-9]+) and time\(\) > cdcredops_token_renewal_timestamp_seconds\)$`)
+	expr := regexp.MustCompile(`^max by \(kind, namespace, name\) \(\s*time\(\) - cdcredops_token_renewal_timestamp_seconds > ([0-9]+)\s+or \(cdcredops_token_expiration_timestamp_seconds - time\(\) < ([0-9]+) and time\(\) > cdcredops_token_renewal_timestamp_seconds\)\s*\)\s*$`)
 	for _, g := range rule.Spec.Groups {
 		for _, r := range g.Rules {
 			if r.Alert != "CDTokenExpiresSoon" {
