@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
@@ -71,7 +72,7 @@ func shippedRules(t *testing.T) []shippedRule {
 // firing evaluates every shipped alert every 30 s, as a rule group would, on series
 // given one per line in promqltest's notation with one sample a minute from time 0
 // (`metric{labels} 1x9 stale _x10 1x10`), up to until, and returns the alerts firing
-// then, as "Alert kind/namespace/name".
+// then, as "Alert kind/namespace/name" (an alert on the operator as a whole: "Alert").
 func firing(t *testing.T, load string, until time.Duration) []string {
 	t.Helper()
 	p := parser.NewParser(parser.Options{})
@@ -122,7 +123,11 @@ func firing(t *testing.T, load string, until time.Duration) []string {
 					since[key] = at
 				}
 				if at-since[key] >= r.hold {
-					out = append(out, r.name+" "+s.Metric.Get("kind")+"/"+s.Metric.Get("namespace")+"/"+s.Metric.Get("name"))
+					alert := r.name
+					if s.Metric.Has("name") {
+						alert += " " + s.Metric.Get("kind") + "/" + s.Metric.Get("namespace") + "/" + s.Metric.Get("name")
+					}
+					out = append(out, alert)
 				}
 			}
 			q.Close()
@@ -136,6 +141,13 @@ func firing(t *testing.T, load string, until time.Duration) []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
+
+// scraped is the operator's scrape target up for 30 minutes (one pod, no leader
+// election), for the tests of what the per-CR series say: without it nothing publishes
+// them, and CDCredentialsOperatorDown fires.
+const scraped = `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x30
+`
 
 // seriesQueryable serves a fixed set of series to the engine.
 type seriesQueryable []storage.Series
@@ -197,11 +209,11 @@ func TestTokenNotIssuedFiresForACRThatNeverGotAToken(t *testing.T) {
   cdcredops_condition{kind="CDCredential",namespace="team-a",name="pricing",type="Ready",status="False",reason="TokenRequestFailed"} _x10 1x10
   cdcredops_condition{kind="CDCredential",namespace="team-a",name="pricing",type="FlowMisuse",status="False",reason="FlowCorrect"} 1x20
 `
-	if got := firing(t, load, 14*time.Minute); len(got) != 0 {
+	if got := firing(t, scraped+load, 14*time.Minute); len(got) != 0 {
 		t.Errorf("firing after 14 minutes: %v, want nothing yet", got)
 	}
 	want := []string{"CDTokenNotIssued CDCredential/team-a/pricing"}
-	if got := firing(t, load, 16*time.Minute); !slices.Equal(got, want) {
+	if got := firing(t, scraped+load, 16*time.Minute); !slices.Equal(got, want) {
 		t.Errorf("firing after 16 minutes: %v, want %v", got, want)
 	}
 }
@@ -225,7 +237,7 @@ func TestTokenNotIssuedLeavesWhatOtherAlertsCover(t *testing.T) {
   cdcredops_condition{kind="CDCredential",namespace="a",name="late",type="Ready",status="True",reason="TokenIssued"} _x10 1x10
   cdcredops_token_expiration_timestamp_seconds{kind="CDCredential",namespace="a",name="late"} _x10 7200x10
 `
-	for _, got := range firing(t, load, 20*time.Minute) {
+	for _, got := range firing(t, scraped+load, 20*time.Minute) {
 		if strings.HasPrefix(got, "CDTokenNotIssued ") {
 			t.Errorf("%s fired", got)
 		}
@@ -242,7 +254,7 @@ func TestTheEngineAgreesWithTheTokenAlertsModel(t *testing.T) {
   cdcredops_token_expiration_timestamp_seconds{kind="CDCredential",namespace="a",name="fresh"} 900x10 1800x10
   cdcredops_token_renewal_timestamp_seconds{kind="CDCredential",namespace="a",name="fresh"} 600x10 1500x10
 `
-	if got := firing(t, onTime, 20*time.Minute); len(got) != 0 {
+	if got := firing(t, scraped+onTime, 20*time.Minute); len(got) != 0 {
 		t.Errorf("a renewal on schedule fired %v", got)
 	}
 	const missed = `
@@ -250,7 +262,7 @@ func TestTheEngineAgreesWithTheTokenAlertsModel(t *testing.T) {
   cdcredops_token_renewal_timestamp_seconds{kind="CDCredential",namespace="a",name="stuck"} 600x20
 `
 	want := []string{"CDTokenExpiresSoon CDCredential/a/stuck"}
-	if got := firing(t, missed, 14*time.Minute); !slices.Equal(got, want) {
+	if got := firing(t, scraped+missed, 14*time.Minute); !slices.Equal(got, want) {
 		t.Errorf("a renewal missed by 4 minutes: firing %v, want %v", got, want)
 	}
 }
@@ -262,6 +274,8 @@ func TestTheEngineAgreesWithTheTokenAlertsModel(t *testing.T) {
 // it from ever firing; a firing one would resolve and page again a minute later.
 func TestPerCRAlertsOutliveALeaderChange(t *testing.T) {
 	const load = `
+  up{job="cd-credentials-operator-metrics",pod="a"} 1x20
+  up{job="cd-credentials-operator-metrics",pod="b"} 1x20
   cdcredops_condition{pod="a",kind="CDUserGrant",namespace="a",name="acme",type="ReauthorizationRequired",status="True",reason="RefreshTokenRejected"} 1x3 stale
   cdcredops_condition{pod="b",kind="CDUserGrant",namespace="a",name="acme",type="ReauthorizationRequired",status="True",reason="RefreshTokenRejected"} _x4 1x10
   cdcredops_condition{pod="a",kind="CDCredential",namespace="a",name="pricing",type="Ready",status="False",reason="InvalidClient"} 1x9 stale
@@ -286,6 +300,121 @@ func TestPerCRAlertsOutliveALeaderChange(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, firing(t, load, tc.at)); diff != "" {
+				t.Errorf("firing at %s (-want +got):\n%s", tc.at, diff)
+			}
+		})
+	}
+}
+
+// TestOperatorDownFiresWhenNothingPublishesThePerCRSeries: the per-CR alerts read series
+// only a scraped leader publishes. Whatever keeps them from Prometheus (every replica
+// down, scrapes refused, no replica leading), CDCredentialsOperatorDown says within 5
+// minutes that the per-CR alerts are blind; a healthy operator, with leader election or
+// without, and a failover do not fire it.
+func TestOperatorDownFiresWhenNothingPublishesThePerCRSeries(t *testing.T) {
+	down := []string{"CDCredentialsOperatorDown"}
+	for _, tc := range []struct {
+		name string
+		load string
+		at   time.Duration
+		want []string
+	}{
+		// The leader renews on schedule until minute 4, then every replica crash-loops
+		// (or is scaled to zero). The token expires at minute 15, and nobody renews it.
+		{"every replica down since minute 5, the token expired at 15", `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x4 0x20
+  cdcredops_token_expiration_timestamp_seconds{kind="CDCredential",namespace="a",name="pricing"} 900x4 stale
+  cdcredops_token_renewal_timestamp_seconds{kind="CDCredential",namespace="a",name="pricing"} 600x4 stale
+  cdcredops_condition{kind="CDCredential",namespace="a",name="pricing",type="Ready",status="True",reason="TokenIssued"} 1x4 stale
+`, 20 * time.Minute, down},
+		// The chart's default metrics.readerSubjects is empty: a ServiceMonitor and a
+		// PrometheusRule turned on without binding Prometheus get 403 at every scrape.
+		{"every scrape refused from the start", `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 0x30
+`, 30 * time.Minute, down},
+		{"every scrape refused, before the 5 minutes", `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 0x30
+`, 4 * time.Minute, nil},
+		{"no scrape job at all (the ServiceMonitor selected by no Prometheus)", `
+  up{job="another-operator-metrics",pod="x-0"} 1x30
+`, 30 * time.Minute, down},
+		// Both replicas serve metrics, neither holds the Lease (its RBAC taken away, the
+		// API server unreachable from them): nobody renews, nothing publishes.
+		{"both replicas scraped, neither leading", `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x30
+  up{job="cd-credentials-operator-metrics",pod="op-1"} 1x30
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-0",name="cd-credentials-operator.credops.io"} 0x30
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-1",name="cd-credentials-operator.credops.io"} 0x30
+`, 10 * time.Minute, down},
+		{"one replica scraped and leading, the other standing by", `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x30
+  up{job="cd-credentials-operator-metrics",pod="op-1"} 1x30
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-0",name="cd-credentials-operator.credops.io"} 1x30
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-1",name="cd-credentials-operator.credops.io"} 0x30
+`, 30 * time.Minute, nil},
+		{"one replica without leader election, scraped", scraped, 30 * time.Minute, nil},
+		// The leader dies at minute 10; the standby leads from minute 12.
+		{"a failover with two minutes between the leaders", `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x9 stale
+  up{job="cd-credentials-operator-metrics",pod="op-1"} 1x30
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-0",name="cd-credentials-operator.credops.io"} 1x9 stale
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-1",name="cd-credentials-operator.credops.io"} 0x11 1x18
+`, 30 * time.Minute, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, firing(t, tc.load, tc.at), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("firing at %s (-want +got):\n%s", tc.at, diff)
+			}
+		})
+	}
+}
+
+// TestATokenAlertOutlivesItsPublisher: the critical CDTokenExpiresSoon fires for a
+// failed renewal; then the operator dies, or the leader does and its successor is not
+// scraped yet. Nothing renews the token meanwhile, so the page must not resolve (a
+// resolve says "fixed"); it holds on the last values scraped until
+// CDCredentialsOperatorDown has taken over. A CR deleted while the operator is scraped
+// resolves at once.
+func TestATokenAlertOutlivesItsPublisher(t *testing.T) {
+	stuck := "CDTokenExpiresSoon CDCredential/a/pricing"
+	// Renewal due at 120 s, failing; the token expires at 900 s.
+	const died = `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x9 0x30
+  cdcredops_token_expiration_timestamp_seconds{kind="CDCredential",namespace="a",name="pricing"} 900x9 stale
+  cdcredops_token_renewal_timestamp_seconds{kind="CDCredential",namespace="a",name="pricing"} 120x9 stale
+`
+	// The leader (op-0) dies at minute 10; op-1 leads and publishes from minute 12.
+	const failover = `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x9 stale
+  up{job="cd-credentials-operator-metrics",pod="op-1"} 1x30
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-0",name="cd-credentials-operator.credops.io"} 1x9 stale
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-1",name="cd-credentials-operator.credops.io"} 0x11 1x18
+  cdcredops_token_expiration_timestamp_seconds{pod="op-0",kind="CDCredential",namespace="a",name="pricing"} 900x9 stale
+  cdcredops_token_renewal_timestamp_seconds{pod="op-0",kind="CDCredential",namespace="a",name="pricing"} 120x9 stale
+  cdcredops_token_expiration_timestamp_seconds{pod="op-1",kind="CDCredential",namespace="a",name="pricing"} _x12 900x18
+  cdcredops_token_renewal_timestamp_seconds{pod="op-1",kind="CDCredential",namespace="a",name="pricing"} _x12 120x18
+`
+	const deleted = `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x30
+  cdcredops_token_expiration_timestamp_seconds{kind="CDCredential",namespace="a",name="pricing"} 900x9 stale
+  cdcredops_token_renewal_timestamp_seconds{kind="CDCredential",namespace="a",name="pricing"} 120x9 stale
+`
+	for _, tc := range []struct {
+		name string
+		load string
+		at   time.Duration
+		want []string
+	}{
+		{"the renewal failing, the operator up", died, 9 * time.Minute, []string{stuck}},
+		{"2 minutes after the operator died", died, 12 * time.Minute, []string{stuck}},
+		{"once CDCredentialsOperatorDown fires", died, 16 * time.Minute, []string{"CDCredentialsOperatorDown", stuck}},
+		{"15 minutes after the last scrape: CDCredentialsOperatorDown alone", died, 25 * time.Minute, []string{"CDCredentialsOperatorDown"}},
+		{"30 seconds into a failover's two minutes without a leader", failover, 10*time.Minute + 30*time.Second, []string{stuck}},
+		{"after the failover", failover, 14 * time.Minute, []string{stuck}},
+		{"a CR deleted while its alert fires, the operator up", deleted, 10*time.Minute + 30*time.Second, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, firing(t, tc.load, tc.at), cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("firing at %s (-want +got):\n%s", tc.at, diff)
 			}
 		})

@@ -47,7 +47,15 @@ func readTokenAlert(t *testing.T) tokenAlert {
 	if err := yaml.Unmarshal(raw, &rule); err != nil {
 		t.Fatal(err)
 	}
-	expr := regexp.MustCompile(`^max by \(kind, namespace, name\) \(\s*time\(\) - cdcredops_token_renewal_timestamp_seconds > ([0-9]+)\s+or \(cdcredops_token_expiration_timestamp_seconds - time\(\) < ([0-9]+) and time\(\) > cdcredops_token_renewal_timestamp_seconds\)\s*\)\s*$`)
+	// The test on the series scraped now, then the same test on the last values scraped,
+	// for while nothing publishes the series (the engine tests cover when).
+	expr := regexp.MustCompile(`^max by \(kind, namespace, name\) \(\s*` +
+		`time\(\) - cdcredops_token_renewal_timestamp_seconds > ([0-9]+)\s+` +
+		`or \(cdcredops_token_expiration_timestamp_seconds - time\(\) < ([0-9]+) and time\(\) > cdcredops_token_renewal_timestamp_seconds\)\s*\)\s*` +
+		`or on \(kind, namespace, name\) \(\s*max by \(kind, namespace, name\) \(\s*` +
+		`time\(\) - last_over_time\(cdcredops_token_renewal_timestamp_seconds\[[0-9]+m\]\) > ([0-9]+)\s+` +
+		`or \(last_over_time\(cdcredops_token_expiration_timestamp_seconds\[[0-9]+m\]\) - time\(\) < ([0-9]+) and time\(\) > last_over_time\(cdcredops_token_renewal_timestamp_seconds\[[0-9]+m\]\)\)\s*\)\s*` +
+		`unless on \(\) \(`)
 	for _, g := range rule.Spec.Groups {
 		for _, r := range g.Rules {
 			if r.Alert != "CDTokenExpiresSoon" {
@@ -56,6 +64,9 @@ func readTokenAlert(t *testing.T) tokenAlert {
 			m := expr.FindStringSubmatch(r.Expr)
 			if m == nil {
 				t.Fatalf("CDTokenExpiresSoon's expression %q is not the one this test reads", r.Expr)
+			}
+			if m[1] != m[3] || m[2] != m[4] {
+				t.Fatalf("CDTokenExpiresSoon tests the last values scraped (> %s, < %s) otherwise than the series scraped now (> %s, < %s)", m[3], m[4], m[1], m[2])
 			}
 			overdue, _ := strconv.Atoi(m[1])
 			expiry, _ := strconv.Atoi(m[2])

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/prometheus/promql/parser"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/credops/cd-credentials-operator/internal/metrics"
@@ -91,6 +93,159 @@ func TestScrapedPerCRSeriesKeepTheCRsNamespace(t *testing.T) {
 						t.Errorf("ServiceMonitor %s has no honorLabels, but %v carry the label %q, which the Prometheus Operator sets on the target: Prometheus keeps the CR's %s as exported_%s", sms[0].GetName(), fams, l, l, l)
 					}
 				}
+			}
+		})
+	}
+}
+
+// ruleJobs returns the job matchers of every rule expression of the PrometheusRules
+// among objs.
+func ruleJobs(t *testing.T, objs []*unstructured.Unstructured) []string {
+	t.Helper()
+	rules := only(objs, "PrometheusRule")
+	if len(rules) != 1 {
+		t.Fatalf("%d PrometheusRules", len(rules))
+	}
+	groups, _, _ := unstructured.NestedSlice(rules[0].Object, "spec", "groups")
+	p := parser.NewParser(parser.Options{})
+	var jobs []string
+	for _, g := range groups {
+		rs, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+		for _, r := range rs {
+			src, _ := r.(map[string]any)["expr"].(string)
+			expr, err := p.ParseExpr(src)
+			if err != nil {
+				t.Fatalf("%q: %v", src, err)
+			}
+			parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+				if vs, ok := n.(*parser.VectorSelector); ok {
+					for _, m := range vs.LabelMatchers {
+						if m.Name == "job" {
+							jobs = append(jobs, m.Type.String()+m.Value)
+						}
+					}
+				}
+				return nil
+			})
+		}
+	}
+	return jobs
+}
+
+// scrapedService returns the name of the one Service among objs the ServiceMonitor
+// selects by label and scrapes by port name; the Prometheus Operator names its targets'
+// job after it, as the ServiceMonitor sets no jobLabel.
+func scrapedService(t *testing.T, monitor *unstructured.Unstructured, objs []*unstructured.Unstructured) string {
+	t.Helper()
+	if l, _, _ := unstructured.NestedString(monitor.Object, "spec", "jobLabel"); l != "" {
+		t.Fatalf("ServiceMonitor %s sets jobLabel %q: its targets' job is not the Service's name", monitor.GetName(), l)
+	}
+	selector, _, _ := unstructured.NestedStringMap(monitor.Object, "spec", "selector", "matchLabels")
+	endpoints, _, _ := unstructured.NestedSlice(monitor.Object, "spec", "endpoints")
+	var found []string
+	for _, svc := range only(objs, "Service") {
+		if !labels.SelectorFromSet(selector).Matches(labels.Set(svc.GetLabels())) {
+			continue
+		}
+		ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
+		for _, port := range ports {
+			if port.(map[string]any)["name"] == endpoints[0].(map[string]any)["port"] {
+				found = append(found, svc.GetName())
+			}
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("the ServiceMonitor scrapes the Services %v, want one", found)
+	}
+	return found[0]
+}
+
+// TestTheOperatorDownAlertWatchesTheScrapedJob: CDCredentialsOperatorDown, and
+// CDTokenExpiresSoon while nothing publishes, select the operator's targets by job, the
+// name of the metrics Service the ServiceMonitor scrapes. A job named otherwise would
+// fire CDCredentialsOperatorDown for ever beside a healthy operator (or, with a
+// pattern, let another install's targets hide a dead one).
+func TestTheOperatorDownAlertWatchesTheScrapedJob(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		objs func(t *testing.T) []*unstructured.Unstructured
+		job  string // empty: the Service the one ServiceMonitor scrapes
+	}{
+		{"config/prometheus beside config/default", func(t *testing.T) []*unstructured.Unstructured {
+			return append(kustomizeBuild(t, "config/default"), kustomizeBuild(t, "config/prometheus")...)
+		}, ""},
+		{"the chart, release cd-credentials-operator", func(t *testing.T) []*unstructured.Unstructured {
+			return helmTemplateSet(t, "cd-credentials-operator", "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true")
+		}, ""},
+		{"the chart, release creds", func(t *testing.T) []*unstructured.Unstructured {
+			return helmTemplateSet(t, "creds", "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true")
+		}, ""},
+		{"the chart, a fullnameOverride", func(t *testing.T) []*unstructured.Unstructured {
+			return helmTemplateSet(t, "creds", "fullnameOverride=pricing-creds", "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true")
+		}, ""},
+		{"the chart, metrics.prometheusRule.job for a scrape config of one's own", func(t *testing.T) []*unstructured.Unstructured {
+			return helmTemplateSet(t, "creds", "metrics.service.enabled=false", "metrics.prometheusRule.enabled=true", "metrics.prometheusRule.job=creds")
+		}, "creds"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := tc.objs(t)
+			job := tc.job
+			if job == "" {
+				sms := only(objs, "ServiceMonitor")
+				if len(sms) != 1 {
+					t.Fatalf("%d ServiceMonitors", len(sms))
+				}
+				job = scrapedService(t, sms[0], objs)
+			}
+			jobs := ruleJobs(t, objs)
+			if len(jobs) == 0 {
+				t.Fatal("no rule selects the operator's scrape job")
+			}
+			for _, got := range jobs {
+				if got != "="+job {
+					t.Errorf("a rule selects job%s, want job=%q (the scraped metrics Service)", got, job)
+				}
+			}
+		})
+	}
+}
+
+// helmTemplateSet renders the chart as release in namespace cd-system with --set values.
+func helmTemplateSet(t *testing.T, release string, set ...string) []*unstructured.Unstructured {
+	t.Helper()
+	args := []string{"template", release, chartDir, "--namespace", "cd-system"}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	return objects(t, run(t, helm(t), args...))
+}
+
+// TestTheChartWarnsWhenPrometheusCannotScrape: the chart's metrics.readerSubjects is
+// empty by default, and the endpoint refuses (403) whoever is not allowed to get
+// /metrics. A ServiceMonitor or PrometheusRule turned on without binding Prometheus
+// gets no metric at all; the release notes say so (a binding of one's own is legitimate,
+// so the chart does not refuse).
+func TestTheChartWarnsWhenPrometheusCannotScrape(t *testing.T) {
+	const warning = "WARNING: metrics.readerSubjects is empty"
+	for _, tc := range []struct {
+		name string
+		set  []string
+		warn bool
+	}{
+		{"a ServiceMonitor, nobody bound", []string{"metrics.serviceMonitor.enabled=true"}, true},
+		{"a PrometheusRule, nobody bound", []string{"metrics.prometheusRule.enabled=true"}, true},
+		{"a ServiceMonitor, Prometheus bound", []string{"metrics.serviceMonitor.enabled=true", "metrics.readerSubjects[0].kind=ServiceAccount", "metrics.readerSubjects[0].name=prometheus-k8s", "metrics.readerSubjects[0].namespace=monitoring"}, false},
+		{"a ServiceMonitor, plain HTTP", []string{"metrics.serviceMonitor.enabled=true", "metrics.secure=false"}, false},
+		{"neither monitoring object", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"install", "cd", chartDir, "--namespace", "cd-system", "--dry-run=client"}
+			for _, s := range tc.set {
+				args = append(args, "--set", s)
+			}
+			_, notes, _ := strings.Cut(string(run(t, helm(t), args...)), "\nNOTES:\n")
+			if got := strings.Contains(notes, warning); got != tc.warn {
+				t.Errorf("the notes warn: %v, want %v:\n%s", got, tc.warn, notes)
 			}
 		})
 	}

@@ -111,6 +111,21 @@ that must end before the kubelet's SIGKILL, or a customer's new refresh token is
 {{- (urlParse (include "cdcreds.callbackURL" .)).path }}
 {{- end }}
 
+{{/* The metrics Service: a ServiceMonitor's targets get its name as their job. */}}
+{{- define "cdcreds.metricsServiceName" -}}
+{{- include "cdcreds.fullname" . }}-metrics
+{{- end }}
+
+{{/*
+The alert rules of config/prometheus, for this release: their job matchers name the job
+of config/default's metrics Service, and here name this release's (or
+metrics.prometheusRule.job).
+*/}}
+{{- define "cdcreds.prometheusRules" -}}
+{{- $job := default (include "cdcreds.metricsServiceName" .) .Values.metrics.prometheusRule.job }}
+{{- .Files.Get "files/prometheus-rules.yaml" | replace "job=\"cd-credentials-operator-metrics\"" (printf "job=%q" $job) }}
+{{- end }}
+
 {{/* Where mounted TLS Secrets live in the container. */}}
 {{- define "cdcreds.callbackCertDir" -}}/etc/cd-credentials-operator/callback-tls{{- end }}
 {{- define "cdcreds.metricsCertDir" -}}/etc/cd-credentials-operator/metrics-tls{{- end }}
