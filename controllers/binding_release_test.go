@@ -2,9 +2,12 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -104,5 +107,90 @@ func TestALinkTheControllerOffersForAReleasedSecretIsNotRefusedByTheCallback(t *
 	}
 	if elsewhere {
 		t.Errorf("beta is offered a login link (Ready %s), but the callback refuses to store its login in acme-refresh: bound to acme, which exists and names another Secret", ready.Reason)
+	}
+}
+
+// Grant acme (deletionPolicy Retain) marks acme-refresh and sends refresh-0. While that
+// request is out, acme goes: deleted, its Secret named by beta (a GitOps rename), or
+// deleted and created again under its name (kubectl replace --force). The binding is
+// to a grant that no longer exists, so the pass that takes the Secret over finds
+// acme's mark, with this process as its holder, and took it for an interrupted rotation
+// of its own: it resent refresh-0 while the first send was unanswered. It waits now,
+// and takes the Secret over with the successor once acme's pass stored it.
+func TestARefreshOutForAGoneGrantIsNotResentByTheGrantTakingItsSecretOver(t *testing.T) {
+	cases := map[string]struct {
+		// takeOver removes acme while its request is out and names the grant that
+		// takes acme-refresh over.
+		takeOver func(w *world) string
+	}{
+		"another grant naming the Secret, once acme is deleted": {
+			takeOver: func(w *world) string {
+				if err := w.client.Delete(context.Background(), w.grant("acme")); err != nil {
+					t.Fatal(err)
+				}
+				return "beta"
+			},
+		},
+		"acme replaced under its name by a new UID": {
+			takeOver: func(w *world) string {
+				if err := w.client.Delete(context.Background(), w.grant("acme")); err != nil {
+					t.Fatal(err)
+				}
+				g := grantObj("acme", "acme-refresh")
+				g.UID = "uid-acme-2"
+				if err := w.client.Create(context.Background(), g); err != nil {
+					t.Fatal(err)
+				}
+				return "acme"
+			},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, grantObj("beta", "acme-refresh"))
+			var taker string
+			var held reconcile.Result
+			var reconciling *metav1.Condition
+			w.grants.Tokens = &hookIssuer{fakeIssuer: w.tokens, hook: func() {
+				taker = tc.takeOver(w)
+				res, err := w.grants.Reconcile(context.Background(), reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: taker}})
+				if err != nil {
+					t.Errorf("%s's pass while acme's request was out: %v", taker, err)
+				}
+				held = res
+				// Read before acme's pass ends: its own status write follows.
+				reconciling = meta.FindStatusCondition(w.grant(taker).Status.Conditions, cdv1.ReconcilingCondition)
+			}}
+			_, _ = w.reconcileGrant("acme") // its status has nowhere to go
+			if sent := w.tokens.refreshes(); !slices.Equal(sent, []string{"refresh-0"}) {
+				t.Fatalf("sent %v, want refresh-0 once: %s resent the token while acme's request was out", sent, taker)
+			}
+			if held.RequeueAfter != 5*time.Second {
+				t.Errorf("%s's pass while acme's request was out requeued after %v, want 5s (nothing else brings it back)", taker, held.RequeueAfter)
+			}
+			if reconciling == nil || reconciling.Status != metav1.ConditionTrue {
+				t.Errorf("%s while acme's request was out: Reconciling %+v, want True (waiting for that rotation)", taker, reconciling)
+			}
+
+			// acme's pass stored the successor: the next pass takes the Secret over. The
+			// output Secret of the old UID is the garbage collector's, as at any
+			// replacement (the fake API server has none).
+			if out := w.secret("acme-token"); metav1.GetControllerOf(out).UID == "uid-acme" {
+				if err := w.client.Delete(context.Background(), out); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := w.reconcileGrant(taker); err != nil {
+				t.Fatal(err)
+			}
+			if sent := w.tokens.refreshes(); !slices.Equal(sent, []string{"refresh-0", "refresh-1"}) {
+				t.Errorf("sent %v, want refresh-0 then its successor refresh-1", sent)
+			}
+			g := w.grant(taker)
+			wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+			if !secrets.BoundTo(w.secret("acme-refresh"), g) {
+				t.Errorf("acme-refresh bound to %+v, want %s (%s)", secrets.BindingOf(w.secret("acme-refresh")), taker, g.UID)
+			}
+		})
 	}
 }

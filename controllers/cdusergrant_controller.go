@@ -205,7 +205,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 		in.Last = renamedToken(previous, grant.Status.SecretName, grant.Status.LastRotationTime, grant.Status.ExpiresAt, grant.Status.RenewalTime)
 	}
 	in.Lifetime = lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt)
-	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), To: destination(cred, c)}
+	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), To: destination(cred, c), OutHere: r.rotating.spending(rt.hash)}
 	out, err = r.carryOut(ctx, grant, in, &attempt{cred: cred, client: c, stored: rt, request: in.Request})
 	return out, cred, err
 }
@@ -219,7 +219,7 @@ func (r *CDUserGrantReconciler) carryOut(ctx context.Context, grant *cdv1.CDUser
 	case rotation.Wait:
 		return freshUntil(*in.Current, d.Until), nil
 	case rotation.Hold:
-		return holding{until: d.Until}, nil
+		return holding{until: d.Until, here: d.Here}, nil
 	case rotation.Defer:
 		return deferred{until: d.Until, afterFailure: d.AfterFailure, failure: in.Failure, last: in.Last}, nil
 	case rotation.Stop:

@@ -145,7 +145,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		// vouch for this one until a pass stores a token for it.
 		c.pending()
 		c.keep(cdv1.ReadyCondition, false, cdv1.ReconcilingReason, "The operator has not finished a first pass yet")
-		c.set(cdv1.ReconcilingCondition, true, cdv1.ReconcilingReason, "Another operator process is rotating this grant's refresh token; waiting for it to finish")
+		c.set(cdv1.ReconcilingCondition, true, cdv1.ReconcilingReason, holdingMessage(o))
 		// Whatever stopped the grant before (a token since replaced by a new login) no
 		// longer holds: a Stalled left standing would end the pass in a terminal error,
 		// which is never requeued, and the wait would never end.
@@ -229,6 +229,14 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		c.retrying(cdv1.SecretWriteFailedReason, markRefusal(o.secret, o.err))
 	}
 	return g, res
+}
+
+// holdingMessage says whose rotation of the grant's refresh token a pass waits for.
+func holdingMessage(o holding) string {
+	if o.here {
+		return "This operator process is spending this grant's refresh token for another CDUserGrant (one deleted or replaced while its request was out); waiting for the answer to be stored"
+	}
+	return "Another operator process is rotating this grant's refresh token; waiting for it to finish"
 }
 
 // reauthReasons are the failures that leave the customer to log in again.

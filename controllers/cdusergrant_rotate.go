@@ -36,8 +36,8 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		return nil, err // stopping, or the turn would come too late: nothing was marked
 	}
 	ctx = context.WithoutCancel(ctx)
-	r.rotating.begin()
-	defer r.rotating.end()
+	r.rotating.begin(a.stored.hash)
+	defer r.rotating.end(a.stored.hash)
 	previous := rotation.ReadMark(a.stored.secret.Annotations)
 	marked, err := r.writeMark(ctx, a.stored.secret, grant, d.Mark)
 	if writeRefused(err) {

@@ -14,8 +14,8 @@ func TestInFlightWaitsForEveryRotationOrCountsTheOnesStillOut(t *testing.T) {
 		if n := f.wait(t.Context()); n != 0 {
 			t.Fatalf("wait with nothing in flight = %d, want 0", n)
 		}
-		f.begin()
-		f.begin()
+		f.begin("sha256:a")
+		f.begin("sha256:a")
 		given, cancel := context.WithCancel(t.Context())
 		cancel()
 		if n := f.wait(given); n != 2 {
@@ -32,15 +32,43 @@ func TestInFlightWaitsForEveryRotationOrCountsTheOnesStillOut(t *testing.T) {
 				t.Fatalf("wait returned %d while a rotation was still in flight", n)
 			default:
 			}
-			f.end()
+			f.end("sha256:a")
 		}
 		if n := <-done; n != 0 {
 			t.Errorf("wait after both ended = %d, want 0", n)
 		}
-		f.begin() // in flight again after it was idle: a new wait waits anew
+		f.begin("sha256:a") // in flight again after it was idle: a new wait waits anew
 		if n := f.wait(given); n != 1 {
 			t.Errorf("wait on a rotation begun after idle = %d, want 1", n)
 		}
-		f.end()
+		f.end("sha256:a")
 	})
+}
+
+// A pass for another grant asks whether this process is spending a refresh token: from
+// before its mark is written until what came back is stored or held, and for as long as
+// any of the rotations spending it is out.
+func TestInFlightKnowsWhichRefreshTokensItsRotationsSpend(t *testing.T) {
+	var f inFlight
+	if f.spending("sha256:a") {
+		t.Fatal("spending a token before any rotation began")
+	}
+	f.begin("sha256:a")
+	f.begin("sha256:a") // two passes racing for its mark: one write wins, both are out
+	f.begin("sha256:b")
+	f.end("sha256:a")
+	if !f.spending("sha256:a") {
+		t.Error("not spending sha256:a while one of its rotations is still out")
+	}
+	f.end("sha256:a")
+	if f.spending("sha256:a") {
+		t.Error("still spending sha256:a after both its rotations ended")
+	}
+	if !f.spending("sha256:b") {
+		t.Error("not spending sha256:b, whose rotation is out")
+	}
+	f.end("sha256:b")
+	if n := f.wait(t.Context()); n != 0 {
+		t.Errorf("wait after every rotation ended = %d, want 0", n)
+	}
 }

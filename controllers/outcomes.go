@@ -55,8 +55,12 @@ type (
 		schedule rotation.Schedule
 		leftover []string
 	}
-	// holding: another process is spending the refresh token right now.
-	holding struct{ until time.Time }
+	// holding: another process is spending the refresh token right now, or (here) a
+	// pass of this one for another grant.
+	holding struct {
+		until time.Time
+		here  bool
+	}
 	// remembered: a failure remembered in status still holds, terminal or backing off.
 	remembered struct{ failure rotation.Failure }
 	// deferred: the request changed (an edit) sooner than the request budget allows

@@ -57,6 +57,12 @@ type Refresh struct {
 	HolderTimeout time.Duration
 	// To is where the request would send the token now.
 	To Destination
+	// OutHere says this process has a rotation of the token under way, from before its
+	// mark is written until what came back is stored or held: another pass of this
+	// process (for a grant that took the Secret over from one deleted or replaced while
+	// the request was out) finds this process's own mark on it, which is not the mark
+	// of an interrupted rotation.
+	OutHere bool
 }
 
 // marked reports whether the stored token carries an in-flight mark: an attempt to spend
@@ -75,8 +81,12 @@ type Persist struct{}
 // (until Failure.Recheck, when set).
 type Stop struct{ Failure Failure }
 
-// Hold: another live process is spending the token; come back at Until.
-type Hold struct{ Until time.Time }
+// Hold: another live process is spending the token, or (Here) a pass of this process
+// for another grant, or for this grant's predecessor under its name; come back at Until.
+type Hold struct {
+	Until time.Time
+	Here  bool
+}
 
 // Abandon: the stored token was sent twice and no answer arrived either time; it is
 // most likely spent and is not sent a third time. The customer must log in again.
@@ -123,13 +133,14 @@ func (Send) decision()       {}
 
 // policies are checked in order; the first that decides wins. The order is the
 // protocol's: a held result first (the spent token must never be sent again), then
-// refusals remembered for this very request, then another process's live rotation, then
-// the resend budget of an interrupted rotation and where its resend may go, and only
-// then freshness, the request budget and backoff.
+// refusals remembered for this very request, then a live rotation (another process's, or
+// another pass's of this one), then the resend budget of an interrupted rotation and
+// where its resend may go, and only then freshness, the request budget and backoff.
 var policies = []func(Input) Decision{
 	pendingResult,
 	refusedForGood,
 	heldByAnother,
+	outHere,
 	sentTwiceUnanswered,
 	sentElsewhere,
 	stillFresh,
@@ -189,6 +200,23 @@ func heldByAnother(in Input) Decision {
 func sentTwiceUnanswered(in Input) Decision {
 	if r := in.Refresh; r.marked() && r.Mark.Attempts >= 2 {
 		return Abandon{}
+	}
+	return nil
+}
+
+// outHereRecheck is how soon a pass held by a rotation of this process looks again: the
+// rotation ends within a token request and the writes that store its answer, and the
+// pass that waits is brought back by nothing else (the store is the operator's own write).
+const outHereRecheck = 5 * time.Second
+
+// outHere holds a token this process is spending in another pass. Its mark names this
+// process, as the mark of an interrupted rotation of its own does, and heldByAnother
+// lets it through; a resend now would present the token a second time while the first
+// request is unanswered (a reuse: the customer's whole session revoked). Unmarked, it is
+// about to be marked, or was since this pass read it: held all the same.
+func outHere(in Input) Decision {
+	if r := in.Refresh; r != nil && r.OutHere {
+		return Hold{Until: in.Now.Add(outHereRecheck), Here: true}
 	}
 	return nil
 }

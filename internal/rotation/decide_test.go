@@ -51,6 +51,13 @@ func TestDecide(t *testing.T) {
 	// ahead was stamped by a clock an hour ahead of this one's: issued, by its word, an
 	// hour from now.
 	ahead := &Schedule{Issued: t0.Add(time.Hour), RenewAt: t0.Add(time.Hour + 20*time.Minute), ExpiresAt: t0.Add(time.Hour + 30*time.Minute)}
+	// spending is the stored token with mark m, which another pass of this process is
+	// spending right now.
+	spending := func(m Mark) *Refresh {
+		r := stored(m)
+		r.OutHere = true
+		return r
+	}
 	newMark := func(attempts int) Mark {
 		return Mark{Hash: "sha256:current", Holder: "me", Since: t0, Attempts: attempts}
 	}
@@ -179,6 +186,20 @@ func TestDecide(t *testing.T) {
 		},
 		"a token sent twice without an answer is never sent a third time": {
 			in: Input{Request: req, Current: due, Refresh: stored(resent)}, want: Abandon{},
+		},
+		// The mark of a rotation still out in another pass of this process names this
+		// process, as an interrupted one's does: it is no lost answer to resend.
+		"our own mark on a token another pass of this process is spending is held a short while, not resumed": {
+			in: Input{Request: req, Current: due, Refresh: spending(ours)}, want: Hold{Until: t0.Add(5 * time.Second), Here: true},
+		},
+		"our own resend still out in another pass is held, not abandoned": {
+			in: Input{Request: req, Current: due, Refresh: spending(resent)}, want: Hold{Until: t0.Add(5 * time.Second), Here: true},
+		},
+		"a token another pass of this process is about to mark is held": {
+			in: Input{Request: req, Current: due, Refresh: spending(Mark{})}, want: Hold{Until: t0.Add(5 * time.Second), Here: true},
+		},
+		"another process's live mark is held for its timeout, whatever this process is doing": {
+			in: Input{Request: req, Current: due, Refresh: spending(theirs)}, want: Hold{Until: theirs.Since.Add(time.Minute)},
 		},
 		// A token whose answer was lost may be live, and belongs to the client it was
 		// sent to (RFC 6749 §6): its resend goes there or nowhere.
