@@ -114,7 +114,12 @@ func (r *CDUserGrantReconciler) writeMark(ctx context.Context, s *corev1.Secret,
 // token (the status follows in Reconcile). The result stays held until each part landed.
 func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserGrant) (outcome, error) {
 	ctx = context.WithoutCancel(ctx)
-	held, _ := r.held.get(grant.UID)
+	held, ok := r.held.get(grant.UID)
+	if !ok {
+		// Stored and dropped since this pass saw it held: by Drain at shutdown, or by
+		// another grant's pass that took this one for gone (storeInherited).
+		return nil, nil
+	}
 	if held.refresh != nil {
 		err := r.storeRefresh(ctx, held.refresh, r.Clock.Now().Add(r.persistTimeout()))
 		if errors.Is(err, errGrantGone) {
