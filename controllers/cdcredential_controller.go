@@ -80,10 +80,13 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if equality.Semantic.DeepEqual(before.Status, cred.Status) {
 			return
 		}
-		target := metadataTarget(cdv1.GroupVersion.WithKind("CDCredential"), client.ObjectKeyFromObject(cred))
-		if err := r.Status().Patch(ctx, target, patchStatus(&before.Status, &cred.Status)); err != nil {
+		target, gone, err := writeStatus(ctx, r.Client, r.APIReader, cdv1.GroupVersion.WithKind("CDCredential"), cred, &before.Status, &cred.Status)
+		if err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 			return
+		}
+		if gone {
+			return // deleted or replaced while the pass ran: that brings a pass of its own
 		}
 		r.written.note(cred, target, before.Status.LastFailure, cred.Status.LastFailure, cred.Status.Conditions, r.Clock.Now())
 	}()

@@ -114,9 +114,14 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			return
 		}
 		// Status is the last of a rotation's writes; shutdown must not cancel it.
-		target := metadataTarget(cdv1.GroupVersion.WithKind("CDUserGrant"), client.ObjectKeyFromObject(grant))
-		if err := r.Status().Patch(context.WithoutCancel(ctx), target, patchStatus(&before.Status, &grant.Status)); err != nil {
+		target, gone, err := writeStatus(context.WithoutCancel(ctx), r.Client, r.APIReader, cdv1.GroupVersion.WithKind("CDUserGrant"), grant, &before.Status, &grant.Status)
+		if err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
+			return
+		}
+		if gone {
+			// Deleted, or replaced under its name, while the pass ran: its deletion, or the
+			// new one's creation, brings a pass of its own.
 			return
 		}
 		r.written.note(grant, target, before.Status.LastFailure, grant.Status.LastFailure, grant.Status.Conditions, r.Clock.Now())

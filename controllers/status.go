@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,11 +10,11 @@ import (
 	"strings"
 	"time"
 
-	jsonpatch "github.com/evanphx/json-patch/v5"
-
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -352,36 +353,103 @@ func timePtr(t time.Time) *metav1.Time {
 	return &mt
 }
 
-// statusPatch is a JSON merge patch of an object's status alone, from its status before
-// and after a pass. client.MergeFrom marshals and diffs the whole object, metadata and
-// spec included, on every status write, though the status subresource takes the status
-// only: on a rotation that was a tenth of the manager's CPU.
+// statusPatch is a JSON patch (RFC 6902) of an object's status alone, from its status
+// before and after a pass, that applies to the object the pass read and no other: its
+// first operation tests metadata.uid. The pass's status is written when the pass ends,
+// after a token request that may take seconds, and by then the object may have been
+// deleted and created again under its name (kubectl replace --force, a GitOps tool's
+// replace): a patch by name alone would give the new object a status it never had
+// (Ready, a token's times, a failure memory). A merge patch carrying metadata.uid does
+// not do it: the status subresource of a custom resource takes the status alone and
+// drops the rest, uid included (kube-apiserver 1.37 applies such a patch to another UID).
+// A failed test is refused as Invalid (writeStatus).
+//
+// client.MergeFrom marshals and diffs the whole object, metadata and spec included, on
+// every status write, though the status subresource takes the status only: on a
+// rotation that was a tenth of the manager's CPU. So only the fields that changed go,
+// each set whole (a field that went is set to null, which the API server prunes).
 type statusPatch[S any] struct {
+	uid           types.UID
 	before, after *S
+	// over, when set, is the resourceVersion of an object the pass read without a
+	// status: the patch then sets the status whole, which needs none there (a JSON
+	// patch cannot add a field to a status that is absent), and only at that version,
+	// so that a status written meanwhile is not replaced.
+	over string
 }
 
-// patchStatus returns the status patch from before to after.
-func patchStatus[S any](before, after *S) client.Patch {
-	return statusPatch[S]{before: before, after: after}
+// patchStatus returns the status patch from before to after for obj, as read with
+// status before.
+func patchStatus[S any](obj client.Object, before, after *S) statusPatch[S] {
+	p := statusPatch[S]{uid: obj.GetUID(), before: before, after: after}
+	if reflect.ValueOf(before).Elem().IsZero() {
+		p.over = obj.GetResourceVersion()
+	}
+	return p
 }
 
-func (statusPatch[S]) Type() types.PatchType { return types.MergePatchType }
+func (statusPatch[S]) Type() types.PatchType { return types.JSONPatchType }
+
+// patchOp is one operation of a JSON patch.
+type patchOp struct {
+	op, path string
+	value    json.RawMessage
+}
 
 func (p statusPatch[S]) Data(client.Object) ([]byte, error) {
-	diff, err := fieldDiff(reflect.ValueOf(p.before).Elem(), reflect.ValueOf(p.after).Elem())
+	ops := []patchOp{{op: "test", path: "/metadata/uid", value: stringOrNull(string(p.uid))}}
+	if p.over != "" {
+		whole, err := json.Marshal(p.after)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops,
+			patchOp{op: "test", path: "/metadata/resourceVersion", value: stringOrNull(p.over)},
+			patchOp{op: "add", path: "/status", value: whole})
+		return encodeOps(ops), nil
+	}
+	fields, err := fieldOps(reflect.ValueOf(p.before).Elem(), reflect.ValueOf(p.after).Elem())
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(map[string]any{"status": diff})
+	return encodeOps(append(ops, fields...)), nil
 }
 
-// fieldDiff is the merge patch from before to after, two structs of one type, by
-// top-level JSON field. A rotation changes a handful of scalar fields: only the fields
-// that differ are encoded (marshalling both statuses whole and decoding them again by
-// field was 2.7 % of the manager's CPU), and only an object that changed is diffed value
-// by value (a merge patch merges objects, so a field it lost must go as null).
-func fieldDiff(before, after reflect.Value) (map[string]json.RawMessage, error) {
-	diff := map[string]json.RawMessage{}
+// encodeOps is ops as a JSON patch. Each value is JSON already, and ops and paths need
+// no escaping (fieldOps refuses a field name that would): json.Marshal would only check
+// and compact every value again.
+func encodeOps(ops []patchOp) []byte {
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i, o := range ops {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`{"op":"` + o.op + `","path":"` + o.path + `","value":`)
+		b.Write(o.value)
+		b.WriteByte('}')
+	}
+	b.WriteByte(']')
+	return b.Bytes()
+}
+
+// stringOrNull is s as a JSON value, null when empty: a test of a field an object
+// lacks (one a test built without a uid).
+func stringOrNull(s string) json.RawMessage {
+	if s == "" {
+		return json.RawMessage("null")
+	}
+	raw, _ := json.Marshal(s)
+	return raw
+}
+
+// fieldOps are the operations that set the top-level JSON fields of after, a status,
+// that differ from before, a struct of the same type. A rotation changes a handful of
+// scalar fields: only the fields that differ are encoded (marshalling both statuses
+// whole and decoding them again by field was 2.7 % of the manager's CPU). A field that
+// went is set to null: unlike remove, that applies whether the object still has it or not.
+func fieldOps(before, after reflect.Value) ([]patchOp, error) {
+	var ops []patchOp
 	t := before.Type()
 	for i := range t.NumField() {
 		name, omitEmpty, err := jsonName(t.Field(i))
@@ -392,10 +460,14 @@ func fieldDiff(before, after reflect.Value) (map[string]json.RawMessage, error) 
 		if name == "" || reflect.DeepEqual(b.Interface(), a.Interface()) {
 			continue
 		}
+		if strings.ContainsAny(name, `~/"\`) {
+			return nil, fmt.Errorf("status field %s: its JSON name %q needs escaping in a JSON patch", t.Field(i).Name, name)
+		}
+		path := "/status/" + name
 		inBefore, inAfter := !omitEmpty || !isEmpty(b), !omitEmpty || !isEmpty(a)
 		if !inAfter {
 			if inBefore {
-				diff[name] = json.RawMessage("null")
+				ops = append(ops, patchOp{op: "add", path: path, value: json.RawMessage("null")})
 			}
 			continue
 		}
@@ -411,15 +483,43 @@ func fieldDiff(before, after reflect.Value) (map[string]json.RawMessage, error) 
 			if bytes.Equal(old, raw) {
 				continue // equal as sent: a time moved within its second
 			}
-			if isObject(old) && isObject(raw) {
-				if raw, err = jsonpatch.CreateMergePatch(old, raw); err != nil {
-					return nil, err
-				}
-			}
 		}
-		diff[name] = raw
+		ops = append(ops, patchOp{op: "add", path: path, value: raw})
 	}
-	return diff, nil
+	return ops, nil
+}
+
+// writeStatus writes obj's status from before to after (statusPatch) and returns the
+// patch's target, its answer. gone reports that obj was deleted, or replaced by another
+// object of its name, since the pass read it: nothing was written, and nothing is left
+// to report on. A refused patch costs one read, which says whether the object is gone
+// or its status is not as the pass read it (written meanwhile where there was none, or
+// the other way round): the patch then goes once more, in the form that fits.
+func writeStatus[S any](ctx context.Context, c client.Client, api client.Reader, gvk schema.GroupVersionKind, obj client.Object, before, after *S) (target *metav1.PartialObjectMetadata, gone bool, err error) {
+	target = metadataTarget(gvk, client.ObjectKeyFromObject(obj))
+	p := patchStatus(obj, before, after)
+	if err = c.Status().Patch(ctx, target, p); err == nil {
+		return target, false, nil
+	}
+	cur := &unstructured.Unstructured{}
+	cur.SetGroupVersionKind(gvk)
+	switch rerr := api.Get(ctx, client.ObjectKeyFromObject(obj), cur); {
+	case apierrors.IsNotFound(rerr):
+		return target, true, nil
+	case rerr != nil:
+		return target, false, err
+	case cur.GetUID() != obj.GetUID():
+		return target, true, nil
+	}
+	again := p
+	again.over = ""
+	if _, there := cur.Object["status"]; !there {
+		again.over = cur.GetResourceVersion()
+	}
+	if again.over == p.over {
+		return target, false, err // the same patch would be refused the same way
+	}
+	return target, false, c.Status().Patch(ctx, target, again)
 }
 
 // jsonName is the name encoding/json gives a struct field ("" for one it leaves out) and
@@ -459,8 +559,6 @@ func isEmpty(v reflect.Value) bool {
 	}
 	return false
 }
-
-func isObject(raw json.RawMessage) bool { return len(raw) > 0 && raw[0] == '{' }
 
 // metadataTarget is the object key as the target of a patch whose answer is read for its
 // metadata only. The API server answers a write with the whole object, and for a CR (and

@@ -2,9 +2,11 @@ package controllers
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,7 +18,7 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/rotation"
 )
 
-func TestAStatusPatchIsWhatMergeFromSendsForTheStatus(t *testing.T) {
+func TestAStatusPatchMakesWhatMergeFromMakesOfTheStatus(t *testing.T) {
 	at := metav1.NewTime(epoch)
 	later := metav1.NewTime(epoch.Add(time.Hour))
 	ready := metav1.Condition{Type: cdv1.ReadyCondition, Status: metav1.ConditionTrue, Reason: cdv1.TokenIssuedReason, LastTransitionTime: at}
@@ -62,7 +64,7 @@ func TestAStatusPatchIsWhatMergeFromSendsForTheStatus(t *testing.T) {
 	}
 }
 
-func TestACredentialsStatusPatchIsWhatMergeFromSendsForTheStatus(t *testing.T) {
+func TestACredentialsStatusPatchMakesWhatMergeFromMakesOfTheStatus(t *testing.T) {
 	at := metav1.NewTime(epoch)
 	before := &cdv1.CDCredential{Status: cdv1.CDCredentialStatus{ClientID: "pricing", ExpiresAt: &at, GrantedScopes: []string{"a"}}}
 	after := before.DeepCopy()
@@ -71,44 +73,116 @@ func TestACredentialsStatusPatchIsWhatMergeFromSendsForTheStatus(t *testing.T) {
 	checkStatusPatch(t, before, after, &before.Status, &after.Status)
 }
 
-// checkStatusPatch fails t unless the status patch from status bs to as sends what
-// client.MergeFrom sends for the whole objects before and after (which hold them).
+// checkStatusPatch fails t unless the status patch from status bs to as, applied to
+// before (which holds bs), makes what client.MergeFrom's patch makes of it for after
+// (which holds as): the API server prunes the nulls a JSON patch leaves.
 func checkStatusPatch[S any](t *testing.T, before, after client.Object, bs, as *S) {
 	t.Helper()
-	want, err := client.MergeFrom(before).Data(after)
+	doc, err := json.Marshal(before)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := patchStatus(bs, as).Data(after)
+	merge, err := client.MergeFrom(before).Data(after)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var w, g any
-	if err := json.Unmarshal(want, &w); err != nil {
+	want, err := jsonpatch.MergePatch(doc, merge)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(got, &g); err != nil {
-		t.Fatalf("%s: %v", got, err)
+	got, err := applyStatusPatch(doc, patchStatus(before, bs, as))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if diff := cmp.Diff(w, g); diff != "" {
-		t.Errorf("patch (-MergeFrom +patchStatus):\n%s", diff)
+	if diff := cmp.Diff(withoutNulls(t, want), withoutNulls(t, got)); diff != "" {
+		t.Errorf("patched (-MergeFrom +patchStatus):\n%s", diff)
 	}
 }
 
-func TestAStatusPatchRefusesFieldsItWouldEncodeUnlikeEncodingJSON(t *testing.T) {
-	type inner struct{ A string }
-	type embedding struct {
-		inner
-		B string `json:"b,omitempty"`
+// applyStatusPatch applies p to doc, an object as JSON, as the API server does.
+func applyStatusPatch[S any](doc []byte, p statusPatch[S]) ([]byte, error) {
+	data, err := p.Data(nil)
+	if err != nil {
+		return nil, err
 	}
-	type zeroOmitting struct {
-		T metav1.Time `json:"t,omitzero"`
+	ops, err := jsonpatch.DecodePatch(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", data, err)
 	}
-	if _, err := patchStatus(&embedding{}, &embedding{B: "x"}).Data(nil); err == nil {
-		t.Error("a status with an embedded struct was diffed")
+	return ops.Apply(doc)
+}
+
+// withoutNulls decodes an object and drops its null fields, as the API server prunes
+// them from a custom resource.
+func withoutNulls(t *testing.T, doc []byte) any {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(doc, &v); err != nil {
+		t.Fatalf("%s: %v", doc, err)
 	}
-	if _, err := patchStatus(&zeroOmitting{}, &zeroOmitting{T: metav1.NewTime(epoch)}).Data(nil); err == nil {
-		t.Error("a status with an omitzero field was diffed")
+	var prune func(any) any
+	prune = func(v any) any {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return v
+		}
+		for k, x := range m {
+			if x == nil {
+				delete(m, k)
+				continue
+			}
+			m[k] = prune(x)
+		}
+		return m
+	}
+	return prune(v)
+}
+
+// A pass's status is written when the pass ends, seconds after it read its object: by
+// then a CR of its name may be another (deleted and created again), which must not get
+// the old one's status. Nor may a first status, set whole, replace one written since
+// the pass read the object without any.
+func TestAStatusPatchAppliesToTheObjectThePassReadAlone(t *testing.T) {
+	at := metav1.NewTime(epoch)
+	ready := metav1.Condition{Type: cdv1.ReadyCondition, Status: metav1.ConditionTrue, Reason: cdv1.TokenIssuedReason, LastTransitionTime: at}
+	read := grantObj("acme", "acme-refresh")
+	read.ResourceVersion = "7"
+	cases := map[string]struct {
+		before cdv1.CDUserGrantStatus
+		// now is the object at the API server when the patch arrives.
+		now func(g *cdv1.CDUserGrant)
+	}{
+		"a routine write to a CR deleted and created again under its name": {
+			before: cdv1.CDUserGrantStatus{RotationCount: 1, Conditions: []metav1.Condition{ready}},
+			now:    func(g *cdv1.CDUserGrant) { g.UID, g.ResourceVersion = "uid-acme-2", "9" },
+		},
+		"a first write to a CR deleted and created again under its name": {
+			now: func(g *cdv1.CDUserGrant) { g.UID, g.ResourceVersion = "uid-acme-2", "9" },
+		},
+		"a first write to a CR whose status was written since the pass read it": {
+			now: func(g *cdv1.CDUserGrant) {
+				g.ResourceVersion = "8"
+				g.Status.LastAuthorization = &cdv1.AuthorizationResult{Reason: cdv1.CustomerAuthorizedReason, Time: at}
+			},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			before := read.DeepCopy()
+			before.Status = tc.before
+			after := before.DeepCopy()
+			after.Status.RotationCount++
+			after.Status.ExpiresAt = &at
+			now := before.DeepCopy()
+			tc.now(now)
+			doc, err := json.Marshal(now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := applyStatusPatch(doc, patchStatus(before, &before.Status, &after.Status)); err == nil {
+				t.Errorf("the patch applied: %s", got)
+			}
+		})
 	}
 }
 
@@ -174,8 +248,9 @@ func BenchmarkARoutineRotationsStatusPatch(b *testing.B) {
 		RotationCount: 7, GrantedScopes: []string{"marketplace", "offline_access"}, Subject: "acme@carrier.example", SecretName: "acme-token"}
 	after := *before.DeepCopy()
 	after.ExpiresAt, after.RenewalTime, after.LastRotationTime, after.RotationCount = &later, &later, &later, 8
+	cr := grantObj("acme", "acme-refresh")
 	for b.Loop() {
-		if _, err := patchStatus(&before, &after).Data(nil); err != nil {
+		if _, err := patchStatus(cr, &before, &after).Data(nil); err != nil {
 			b.Fatal(err)
 		}
 	}
