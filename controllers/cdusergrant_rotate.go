@@ -24,20 +24,29 @@ import (
 // result is dropped, never retried.
 var errGrantGone = errors.New("the grant and its refresh-token Secret were deleted while the refresh was out")
 
+// errDraining: the manager stopped and Drain has begun; no rotation begins any more.
+var errDraining = errors.New("the manager is stopping: no rotation begins")
+
 // rotate spends the stored refresh token once (DESIGN §6): mark it in flight, send it,
 // then store what came back before anything else. From the mark on, the work runs on a
 // context shutdown does not cancel: a rotation cut in half loses the customer.
 func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGrant, a *attempt, d rotation.Send) (outcome, error) {
+	// Counted before anything else: once the manager stopped, Drain waits for the
+	// rotations counted and the process exits when it returns. One that began after
+	// Drain looked would send the token with nobody left to store the answer.
+	if !r.rotating.begin(a.stored.hash) {
+		return nil, errDraining
+	}
+	defer r.rotating.end(a.stored.hash)
 	// The turn in the token-request rate limit comes before the mark: the mark counts an
 	// attempt, and a process stopped while it queued for its turn must not leave one
 	// counted that never went out (two counted attempts end the customer's session).
+	// Admit fails once ctx ended, with or without a rate limit: the manager stopped.
 	ctx, err := tokenclient.Admit(ctx, r.Tokens)
 	if err != nil {
 		return nil, err // stopping, or the turn would come too late: nothing was marked
 	}
 	ctx = context.WithoutCancel(ctx)
-	r.rotating.begin(a.stored.hash)
-	defer r.rotating.end(a.stored.hash)
 	previous := rotation.ReadMark(a.stored.secret.Annotations)
 	marked, err := r.writeMark(ctx, a.stored.secret, grant, d.Mark)
 	if writeRefused(err) {
@@ -429,6 +438,7 @@ func (r *CDUserGrantReconciler) storeAndForget(ctx context.Context, uid types.UI
 // budget (manager.ShutdownDrain after SIGTERM) shared by all of them, and storing them
 // one after the other would spend it on the first outage met, leaving the rest no try.
 func (r *CDUserGrantReconciler) Drain(ctx context.Context) int {
+	r.rotating.stop()
 	lost := r.rotating.wait(ctx)
 	type draining struct {
 		retrier

@@ -11,8 +11,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
 )
 
 // After SIGTERM the manager gives Drain manager.ShutdownDrain to store the held refresh
@@ -134,5 +136,72 @@ func drain(t *testing.T, w *world, ctx context.Context) int {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Drain did not return")
 		return 0
+	}
+}
+
+// getHook runs hook once, on the first read of the named object through the client.
+type getHook struct {
+	client.Client
+	name string
+	hook func()
+}
+
+func (g *getHook) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if key.Name == g.name && g.hook != nil {
+		f := g.hook
+		g.hook = nil
+		f()
+	}
+	return g.Client.Get(ctx, key, obj, opts...)
+}
+
+// The manager stops (SIGTERM, a lost leader election, which gives reconciles no grace)
+// while a grant's pass reads its refresh-token Secret on its way to a rotation.
+// Operator.Start then calls Drain, which finds no rotation in flight and returns, and
+// the process exits. With no client-side rate limit (--token-requests-per-second=0) Admit
+// did not look at the cancelled context, so the pass went on: it marked the token and
+// sent it after Drain had returned, and the answer died with the process (the mark left,
+// the successor lost: the customer logs in again).
+func TestNoRotationBeginsAfterDrainReturned(t *testing.T) {
+	cases := map[string]struct {
+		// cancel says the manager cancelled the pass's context before Drain, as
+		// controller-runtime does; a pass whose context outlives it is refused by Drain
+		// alone.
+		cancel bool
+	}{
+		"the pass's context cancelled, as the manager stopped": {cancel: true},
+		"the pass's context still live":                        {cancel: false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			drained := false
+			w.grants.Client = &getHook{Client: w.client, name: "acme-refresh", hook: func() {
+				if tc.cancel {
+					cancel()
+				}
+				dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
+				defer dcancel()
+				if lost := w.grants.Drain(dctx); lost != 0 {
+					t.Errorf("Drain lost %d, want 0: nothing was in flight", lost)
+				}
+				drained = true // Operator.Start returns; the process exits
+			}}
+			_, err := w.grants.Reconcile(ctx, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "acme"}})
+			if !drained {
+				t.Fatal("the pass did not read the refresh-token Secret")
+			}
+			if sent := w.tokens.refreshes(); len(sent) > 0 {
+				t.Errorf("refresh token sent (%v) after Drain returned with nothing in flight: the process exits with the answer on its way", sent)
+			}
+			if m := rotation.ReadMark(w.secret("acme-refresh").Annotations); m.Hash != "" {
+				t.Errorf("the refresh token was marked in flight (%+v) after Drain returned: an attempt counted that never went out", m)
+			}
+			if err == nil {
+				t.Error("the pass ended without an error: nothing says the rotation did not happen")
+			}
+		})
 	}
 }

@@ -19,13 +19,20 @@ type inFlight struct {
 	n      int
 	idle   chan struct{} // closed when n drops to zero
 	tokens map[string]int
+	// stopped: Drain has begun, and no rotation may begin after it looked.
+	stopped bool
 }
 
-// begin counts a rotation spending the refresh token with hash token, before its mark is
-// written.
-func (f *inFlight) begin(token string) {
+// begin counts a rotation spending the refresh token with hash token, before it waits
+// for its turn in the rate limit and before its mark is written. It reports false, and
+// counts nothing, once Drain has begun: the process exits when Drain returns, and a
+// rotation Drain did not wait for would die with it, its answer on the way.
+func (f *inFlight) begin(token string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.stopped {
+		return false
+	}
 	if f.n == 0 {
 		f.idle = make(chan struct{})
 	}
@@ -34,6 +41,14 @@ func (f *inFlight) begin(token string) {
 		f.tokens = map[string]int{}
 	}
 	f.tokens[token]++
+	return true
+}
+
+// stop lets no rotation begin from now on.
+func (f *inFlight) stop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopped = true
 }
 
 // end counts it out, once what came back is stored or held (or nothing was sent).

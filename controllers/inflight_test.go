@@ -72,3 +72,23 @@ func TestInFlightKnowsWhichRefreshTokensItsRotationsSpend(t *testing.T) {
 		t.Errorf("wait after every rotation ended = %d, want 0", n)
 	}
 }
+
+// Drain stops rotations from beginning before it looks for the ones in flight: the
+// process exits once it returns, and one that began after would die with it.
+func TestInFlightBeginsNothingOnceStopped(t *testing.T) {
+	var f inFlight
+	if !f.begin("sha256:a") {
+		t.Fatal("a rotation refused before Drain")
+	}
+	f.stop()
+	if f.begin("sha256:b") {
+		t.Error("a rotation began after Drain stopped them")
+	}
+	if f.spending("sha256:b") {
+		t.Error("a refused rotation is counted as spending its token")
+	}
+	f.end("sha256:a")
+	if n := f.wait(t.Context()); n != 0 {
+		t.Errorf("wait after the one rotation ended = %d, want 0", n)
+	}
+}

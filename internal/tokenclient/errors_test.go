@@ -350,6 +350,33 @@ func TestAnAdmittedRequestGoesOutWithoutWaitingAgainAndOnlyOnce(t *testing.T) {
 	s.assertRequests(t, 1)
 }
 
+// A manager stopping (SIGTERM, a lost leader election) cancels its reconciles' context:
+// a pass on its way to a rotation must mark and send nothing then, with a rate limit or
+// without one (--token-requests-per-second=0), whose Admit never waited on the context.
+func TestAdmitRefusesAStoppedCallerWithOrWithoutARateLimit(t *testing.T) {
+	s := newIDP(t, reply(200, nil, tokenJSON(nil)))
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	for name, opts := range map[string]Options{
+		"no rate limit": {},
+		"a rate limit":  {RequestsPerSecond: 10, Burst: 10},
+	} {
+		if _, err := s.client(opts).Admit(stopped); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s: Admit on a cancelled context: %v, want it refused (context canceled)", name, err)
+		}
+	}
+	if _, err := Admit(stopped, issuerWithoutAdmit{}); !errors.Is(err, context.Canceled) {
+		t.Errorf("an issuer without a rate limit of its own: Admit on a cancelled context: %v, want it refused", err)
+	}
+	if _, err := Admit(context.Background(), issuerWithoutAdmit{}); err != nil {
+		t.Errorf("an issuer without a rate limit of its own: Admit: %v, want a turn at once", err)
+	}
+	s.assertRequests(t, 0)
+}
+
+// issuerWithoutAdmit is an Issuer with no rate limit of its own (a test's fake).
+type issuerWithoutAdmit struct{ Issuer }
+
 func TestTheTransportRefusesASecondSend(t *testing.T) {
 	s := newIDP(t, reply(200, nil, tokenJSON(nil)))
 	tr := &onceTransport{base: http.DefaultTransport, ex: &exchange{max: 1 << 20}}

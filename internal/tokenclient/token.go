@@ -344,22 +344,27 @@ type admission struct{ used atomic.Bool }
 // A refresh token's in-flight mark is written between Admit and the send: then nothing
 // but that write lies between the mark and the request, and a process stopped while it
 // waits for its turn has marked nothing. An error means no turn was taken: the caller
-// gave up first.
+// gave up first, or ctx had ended (without a rate limit too: a stopping manager must not
+// mark and send a token whose answer nobody would store).
 func (c *Client) Admit(ctx context.Context) (context.Context, error) {
 	if err := c.wait(ctx); err != nil {
+		return ctx, err
+	}
+	if err := ctx.Err(); err != nil {
 		return ctx, err
 	}
 	return context.WithValue(ctx, admittedKey{}, &admission{}), nil
 }
 
-// Admit is Client.Admit for any Issuer: one without a rate limit admits at once.
+// Admit is Client.Admit for any Issuer: one without a rate limit admits at once, unless
+// ctx has ended.
 func Admit(ctx context.Context, i Issuer) (context.Context, error) {
 	if a, ok := i.(interface {
 		Admit(context.Context) (context.Context, error)
 	}); ok {
 		return a.Admit(ctx)
 	}
-	return ctx, nil
+	return ctx, ctx.Err()
 }
 
 // wait honours the client-side rate limit, unless Admit already waited for this
