@@ -184,11 +184,16 @@ func heldByAnother(in Input) Decision {
 		return nil
 	}
 	since := r.Mark.Since
-	if since.After(in.Now) || in.ActiveSince.After(since) {
+	switch {
+	case since.After(in.Now):
 		// A mark in this process's future was stamped by a clock running ahead (a
-		// process on another node, now dead, or this node's before it was stepped
-		// back): it was set no later than this process could first act. Not counted
-		// from now, which would hold it anew at every pass.
+		// process on another node, or this node's before it was stepped back): it was
+		// set no later than this process could first act (countsFrom). While that is
+		// not known yet (a pass before the manager recorded the election) it counts from
+		// now, so the mark is held as a live process's may be: taken for a dead one's,
+		// the token would be sent again while that process's request may be out.
+		since = countsFrom(in.Now, in.ActiveSince)
+	case in.ActiveSince.After(since):
 		since = in.ActiveSince
 	}
 	if until := since.Add(r.HolderTimeout); in.Now.Before(until) {

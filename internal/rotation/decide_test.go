@@ -266,9 +266,9 @@ func TestDecide(t *testing.T) {
 			in:   Input{Request: req, Current: due, Refresh: stored(aheadTheirs), ActiveSince: t0.Add(-2 * time.Minute)},
 			want: Send{Resume: true, Mark: newMark(2)},
 		},
-		"another process's mark stamped by a clock ahead is a dead process's when this process does not know when it could first act": {
+		"another process's mark stamped by a clock ahead is held from now while this process does not know when it could first act": {
 			in:   Input{Request: req, Current: due, Refresh: stored(aheadTheirs)},
-			want: Send{Resume: true, Mark: newMark(2)},
+			want: Hold{Until: t0.Add(time.Minute)},
 		},
 		// A failure cannot have been recorded after this process could first act: its
 		// deadlines keep their distance from it, counted from there at the latest.
