@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -154,12 +153,7 @@ func syncTemplate(ctx context.Context, c client.Client, owner client.Object, cur
 // (the server unreachable, overloaded, timing out), as opposed to a refusal of this very
 // write (forbidden, invalid, too large, a quota) that retrying at once cannot fix.
 func isTransientAPIError(err error) bool {
-	var netErr net.Error
-	switch {
-	case errors.As(err, &netErr):
-		return true
-	case apierrors.IsServerTimeout(err), apierrors.IsTimeout(err), apierrors.IsTooManyRequests(err),
-		apierrors.IsServiceUnavailable(err), apierrors.IsInternalError(err), apierrors.IsUnexpectedServerError(err):
+	if unavailable(err) || apierrors.IsUnexpectedServerError(err) {
 		return true
 	}
 	var status apierrors.APIStatus

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"strings"
 	"time"
@@ -492,14 +493,22 @@ func fieldOps(before, after reflect.Value) ([]patchOp, error) {
 // writeStatus writes obj's status from before to after (statusPatch) and returns the
 // patch's target, its answer. gone reports that obj was deleted, or replaced by another
 // object of its name, since the pass read it: nothing was written, and nothing is left
-// to report on. A refused patch costs one read, which says whether the object is gone
-// or its status is not as the pass read it (written meanwhile where there was none, or
+// to report on. A patch refused for another reason than the API server being
+// unavailable (a failed test is refused as Invalid) costs one read, which says whether
+// the object is gone or its status is not as the pass read it (written meanwhile where there was none, or
 // the other way round): the patch then goes once more, in the form that fits.
 func writeStatus[S any](ctx context.Context, c client.Client, api client.Reader, gvk schema.GroupVersionKind, obj client.Object, before, after *S) (target *metav1.PartialObjectMetadata, gone bool, err error) {
 	target = metadataTarget(gvk, client.ObjectKeyFromObject(obj))
 	p := patchStatus(obj, before, after)
-	if err = c.Status().Patch(ctx, target, p); err == nil {
+	switch err = c.Status().Patch(ctx, target, p); {
+	case err == nil:
 		return target, false, nil
+	case apierrors.IsNotFound(err):
+		return target, true, nil
+	case unavailable(err):
+		// An outage, a timeout, throttling: a read would only add to the load, and
+		// cannot say anything a failed test would.
+		return target, false, err
 	}
 	cur := &unstructured.Unstructured{}
 	cur.SetGroupVersionKind(gvk)
@@ -520,6 +529,14 @@ func writeStatus[S any](ctx context.Context, c client.Client, api client.Reader,
 		return target, false, err // the same patch would be refused the same way
 	}
 	return target, false, c.Status().Patch(ctx, target, again)
+}
+
+// unavailable reports whether err says the API server could not take a request now (an
+// outage, a timeout, throttling), not whether it refused this one.
+func unavailable(err error) bool {
+	var netErr net.Error
+	return errors.As(err, &netErr) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
+		apierrors.IsTooManyRequests(err) || apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err)
 }
 
 // jsonName is the name encoding/json gives a struct field ("" for one it leaves out) and
