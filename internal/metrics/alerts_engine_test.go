@@ -420,3 +420,31 @@ func TestATokenAlertOutlivesItsPublisher(t *testing.T) {
 		})
 	}
 }
+
+// A rollout moves the leader twice
+// within 15 minutes (op-0 -> op-1 -> op-2). op-1 renewed the CR at minute 6 (renewal
+// next due at 30m, token good until 45m). In the gap before op-2 is scraped as leader,
+// CDTokenExpiresSoon's "nothing publishes" branch takes last_over_time per series, so
+// op-0's series (last scraped at minute 3, renewal due at 6m) still in the 15m window
+// says "overdue", though a later publisher said otherwise.
+func TestTwoFailoversDoNotPageForARenewedToken(t *testing.T) {
+	const load = `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x3 stale
+  up{job="cd-credentials-operator-metrics",pod="op-1"} _x5 1x4 stale
+  up{job="cd-credentials-operator-metrics",pod="op-2"} 1x25
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-0",name="l"} 1x3 stale
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-1",name="l"} _x5 1x4 stale
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-2",name="l"} 0x11 1x14
+  cdcredops_token_renewal_timestamp_seconds{pod="op-0",kind="CDCredential",namespace="a",name="pricing"} 360x3 stale
+  cdcredops_token_expiration_timestamp_seconds{pod="op-0",kind="CDCredential",namespace="a",name="pricing"} 1200x3 stale
+  cdcredops_token_renewal_timestamp_seconds{pod="op-1",kind="CDCredential",namespace="a",name="pricing"} _x5 360 1800x3 stale
+  cdcredops_token_expiration_timestamp_seconds{pod="op-1",kind="CDCredential",namespace="a",name="pricing"} _x5 1200 2700x3 stale
+  cdcredops_token_renewal_timestamp_seconds{pod="op-2",kind="CDCredential",namespace="a",name="pricing"} _x12 1800x10
+  cdcredops_token_expiration_timestamp_seconds{pod="op-2",kind="CDCredential",namespace="a",name="pricing"} _x12 2700x10
+`
+	for _, at := range []time.Duration{9 * time.Minute, 11 * time.Minute, 11*time.Minute + 30*time.Second, 14 * time.Minute} {
+		if diff := cmp.Diff([]string(nil), firing(t, load, at), cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("firing at %s, the token renewed at 6m and good until 45m (-want +got):\n%s", at, diff)
+		}
+	}
+}

@@ -47,14 +47,15 @@ func readTokenAlert(t *testing.T) tokenAlert {
 	if err := yaml.Unmarshal(raw, &rule); err != nil {
 		t.Fatal(err)
 	}
-	// The test on the series scraped now, then the same test on the last values scraped,
-	// for while nothing publishes the series (the engine tests cover when).
+	// The test on the series scraped now, then the same test on the latest values any pod
+	// published, per CR, for while nothing publishes the series (the engine tests cover when).
 	expr := regexp.MustCompile(`^max by \(kind, namespace, name\) \(\s*` +
 		`time\(\) - cdcredops_token_renewal_timestamp_seconds > ([0-9]+)\s+` +
 		`or \(cdcredops_token_expiration_timestamp_seconds - time\(\) < ([0-9]+) and time\(\) > cdcredops_token_renewal_timestamp_seconds\)\s*\)\s*` +
-		`or on \(kind, namespace, name\) \(\s*max by \(kind, namespace, name\) \(\s*` +
-		`time\(\) - last_over_time\(cdcredops_token_renewal_timestamp_seconds\[[0-9]+m\]\) > ([0-9]+)\s+` +
-		`or \(last_over_time\(cdcredops_token_expiration_timestamp_seconds\[[0-9]+m\]\) - time\(\) < ([0-9]+) and time\(\) > last_over_time\(cdcredops_token_renewal_timestamp_seconds\[[0-9]+m\]\)\)\s*\)\s*` +
+		`or on \(kind, namespace, name\) \(\s*\(\s*` +
+		`time\(\) - max by \(kind, namespace, name\) \(last_over_time\(cdcredops_token_renewal_timestamp_seconds\[[0-9]+m\]\)\) > ([0-9]+)\s+` +
+		`or \(\s*max by \(kind, namespace, name\) \(last_over_time\(cdcredops_token_expiration_timestamp_seconds\[[0-9]+m\]\)\) - time\(\) < ([0-9]+)\s+` +
+		`and time\(\) > max by \(kind, namespace, name\) \(last_over_time\(cdcredops_token_renewal_timestamp_seconds\[[0-9]+m\]\)\)\s*\)\s*\)\s*` +
 		`unless on \(\) \(`)
 	for _, g := range rule.Spec.Groups {
 		for _, r := range g.Rules {
