@@ -132,10 +132,11 @@ func ruleJobs(t *testing.T, objs []*unstructured.Unstructured) []string {
 	return jobs
 }
 
-// scrapedService returns the name of the one Service among objs the ServiceMonitor
-// selects by label and scrapes by port name; the Prometheus Operator names its targets'
-// job after it, as the ServiceMonitor sets no jobLabel.
-func scrapedService(t *testing.T, monitor *unstructured.Unstructured, objs []*unstructured.Unstructured) string {
+// scrapedJob returns the job the ServiceMonitor's targets get: the name of the one
+// Service among objs it selects by label and scrapes by port name (the Prometheus
+// Operator names the job after it, as the ServiceMonitor sets no jobLabel), or the
+// replacement of a relabeling of job.
+func scrapedJob(t *testing.T, monitor *unstructured.Unstructured, objs []*unstructured.Unstructured) string {
 	t.Helper()
 	if l, _, _ := unstructured.NestedString(monitor.Object, "spec", "jobLabel"); l != "" {
 		t.Fatalf("ServiceMonitor %s sets jobLabel %q: its targets' job is not the Service's name", monitor.GetName(), l)
@@ -156,6 +157,12 @@ func scrapedService(t *testing.T, monitor *unstructured.Unstructured, objs []*un
 	}
 	if len(found) != 1 {
 		t.Fatalf("the ServiceMonitor scrapes the Services %v, want one", found)
+	}
+	relabelings, _, _ := unstructured.NestedSlice(endpoints[0].(map[string]any), "relabelings")
+	for _, r := range relabelings {
+		if r := r.(map[string]any); r["targetLabel"] == "job" {
+			return r["replacement"].(string) // a relabeling names the job
+		}
 	}
 	return found[0]
 }
@@ -183,6 +190,9 @@ func TestTheOperatorDownAlertWatchesTheScrapedJob(t *testing.T) {
 		{"the chart, a fullnameOverride", func(t *testing.T) []*unstructured.Unstructured {
 			return helmTemplateSet(t, "creds", "fullnameOverride=pricing-creds", "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true")
 		}, ""},
+		{"the chart, the all-features values (a relabeling names the job)", func(t *testing.T) []*unstructured.Unstructured {
+			return helmTemplate(t, "cd", "cd-system", allFeaturesValues)
+		}, ""},
 		{"the chart, metrics.prometheusRule.job for a scrape config of one's own", func(t *testing.T) []*unstructured.Unstructured {
 			return helmTemplateSet(t, "creds", "metrics.service.enabled=false", "metrics.prometheusRule.enabled=true", "metrics.prometheusRule.job=creds")
 		}, "creds"},
@@ -195,7 +205,7 @@ func TestTheOperatorDownAlertWatchesTheScrapedJob(t *testing.T) {
 				if len(sms) != 1 {
 					t.Fatalf("%d ServiceMonitors", len(sms))
 				}
-				job = scrapedService(t, sms[0], objs)
+				job = scrapedJob(t, sms[0], objs)
 			}
 			jobs := ruleJobs(t, objs)
 			if len(jobs) == 0 {
