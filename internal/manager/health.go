@@ -23,8 +23,9 @@ type syncer interface {
 
 // cacheSynced is the readiness check: a replica is Ready once its cache has synced. The
 // callback Service sends customers' logins to any Ready replica, leader or not, and the
-// callback reads the grant from the cache: before it has synced the read fails (the
-// cache not started) or waits out the login request. Every replica syncs its cache
+// callback reads the client Secret through the cache (the grant and its CDCredential
+// through the API server): before it has synced that read fails (the cache not
+// started) or waits out the login request. Every replica syncs its cache
 // whether it leads or not (the manager starts caches before the leader election), so
 // standbys become Ready and serve the callback. Once synced a replica stays Ready: an
 // informer the leader starts later (its controllers' watches) must not take it out of
