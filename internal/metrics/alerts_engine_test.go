@@ -353,13 +353,7 @@ func TestOperatorDownFiresWhenNothingPublishesThePerCRSeries(t *testing.T) {
   leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-1",name="cd-credentials-operator.credops.io"} 0x30
 `, 30 * time.Minute, nil},
 		{"one replica without leader election, scraped", scraped, 30 * time.Minute, nil},
-		// The leader dies at minute 10; the standby leads from minute 12.
-		{"a failover with two minutes between the leaders", `
-  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x9 stale
-  up{job="cd-credentials-operator-metrics",pod="op-1"} 1x30
-  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-0",name="cd-credentials-operator.credops.io"} 1x9 stale
-  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-1",name="cd-credentials-operator.credops.io"} 0x11 1x18
-`, 30 * time.Minute, nil},
+		{"a failover with two minutes between the leaders", failoverReplicas, 30 * time.Minute, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, firing(t, tc.load, tc.at), cmpopts.EquateEmpty()); diff != "" {
@@ -368,6 +362,15 @@ func TestOperatorDownFiresWhenNothingPublishesThePerCRSeries(t *testing.T) {
 		})
 	}
 }
+
+// failoverReplicas are two replicas' scrapes through a failover: the leader (op-0) dies at
+// minute 10, and the standby (op-1) leads from minute 12.
+const failoverReplicas = `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x9 stale
+  up{job="cd-credentials-operator-metrics",pod="op-1"} 1x30
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-0",name="cd-credentials-operator.credops.io"} 1x9 stale
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-1",name="cd-credentials-operator.credops.io"} 0x11 1x18
+`
 
 // TestATokenAlertOutlivesItsPublisher: the critical CDTokenExpiresSoon fires for a
 // failed renewal; then the operator dies, or the leader does and its successor is not
@@ -384,11 +387,7 @@ func TestATokenAlertOutlivesItsPublisher(t *testing.T) {
   cdcredops_token_renewal_timestamp_seconds{kind="CDCredential",namespace="a",name="pricing"} 120x9 stale
 `
 	// The leader (op-0) dies at minute 10; op-1 leads and publishes from minute 12.
-	const failover = `
-  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x9 stale
-  up{job="cd-credentials-operator-metrics",pod="op-1"} 1x30
-  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-0",name="cd-credentials-operator.credops.io"} 1x9 stale
-  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-1",name="cd-credentials-operator.credops.io"} 0x11 1x18
+	const failover = failoverReplicas + `
   cdcredops_token_expiration_timestamp_seconds{pod="op-0",kind="CDCredential",namespace="a",name="pricing"} 900x9 stale
   cdcredops_token_renewal_timestamp_seconds{pod="op-0",kind="CDCredential",namespace="a",name="pricing"} 120x9 stale
   cdcredops_token_expiration_timestamp_seconds{pod="op-1",kind="CDCredential",namespace="a",name="pricing"} _x12 900x18
