@@ -53,6 +53,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		res.RequeueAfter = untilRenewal(o.schedule, now)
 	case stored:
 		s := o.token.schedule
+		noteRenewedAhead(r.Recorder, cred, cred.Status.LastIssuedTime, now)
 		cred.Status.ExpiresAt, cred.Status.RenewalTime, cred.Status.LastIssuedTime = timePtr(s.ExpiresAt), timePtr(s.RenewAt), timePtr(s.Issued)
 		cred.Status.GrantedScopes = o.token.scopes
 		cred.Status.LastFailure = nil

@@ -198,6 +198,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		s := o.token.schedule
 		grant.Status.ExpiresAt, grant.Status.RenewalTime = timePtr(s.ExpiresAt), timePtr(s.RenewAt)
 		if o.token.rotated {
+			noteRenewedAhead(r.Recorder, grant, grant.Status.LastRotationTime, now)
 			grant.Status.LastRotationTime = timePtr(s.Issued)
 			grant.Status.RotationCount++
 			metrics.RotationStored()

@@ -1,9 +1,14 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
@@ -23,7 +28,7 @@ func (w *world) restart(holder string) {
 // boot) issued a grant's token; the next process has the right clock. The token really
 // expires 30 minutes after it was issued, but the stored schedule says 1h30m from then.
 // Taken at its word, pods would hold an expired token for an hour while the grant says
-// Ready.
+// Ready. Nothing stored says when the token was really issued: it is renewed at once.
 func TestAGrantTokenStampedByAClockAheadIsRenewedWithinItsLifetime(t *testing.T) {
 	w := newWorld(t)
 	w.clock.SetTime(epoch.Add(time.Hour)) // the first process's clock
@@ -38,18 +43,18 @@ func TestAGrantTokenStampedByAClockAheadIsRenewedWithinItsLifetime(t *testing.T)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.RequeueAfter > 20*time.Minute {
-		t.Errorf("requeue after %s: past 2/3 of the token's 30m lifetime (lastRotationTime is %s in the future)", res.RequeueAfter, issued.Sub(w.clock.Now()))
+	if n := len(w.tokens.refreshes()); n != 2 {
+		t.Errorf("after the hand-over: %d refreshes in all, want 2 (renewed at once: lastRotationTime was %s in the future)", n, issued.Sub(w.clock.Now()))
 	}
-	if got := w.grant("acme").Status.RenewalTime.Time; got.After(w.clock.Now().Add(20 * time.Minute)) {
+	if res.RequeueAfter > 20*time.Minute {
+		t.Errorf("requeue after %s: past 2/3 of the token's 30m lifetime", res.RequeueAfter)
+	}
+	g := w.grant("acme")
+	if got := g.Status.RenewalTime.Time; got.After(w.clock.Now().Add(20 * time.Minute)) {
 		t.Errorf("status.renewalTime %s after now: not when the token is renewed", got.Sub(w.clock.Now()))
 	}
-	w.clock.SetTime(epoch.Add(31 * time.Minute)) // the token pods hold has expired
-	if _, err := w.reconcileGrant("acme"); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(w.tokens.refreshes()); n != 2 {
-		t.Errorf("a minute after the token really expired: %d refreshes in all, want 2 (renewed)", n)
+	if got := g.Status.ExpiresAt.Time; !got.Equal(w.clock.Now().Add(30 * time.Minute)) {
+		t.Errorf("status.expiresAt %s after now, want the renewed token's 30m", got.Sub(w.clock.Now()))
 	}
 }
 
@@ -69,15 +74,133 @@ func TestACredentialTokenStampedByAClockAheadIsRenewedWithinItsLifetime(t *testi
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.RequeueAfter > 20*time.Minute {
-		t.Errorf("requeue after %s: past 2/3 of the token's 30m lifetime (lastIssuedTime is %s in the future)", res.RequeueAfter, issued.Sub(w.clock.Now()))
+	if n := w.tokens.ccCount(); n != 2 {
+		t.Errorf("after the hand-over: %d requests in all, want 2 (renewed at once: lastIssuedTime was %s in the future)", n, issued.Sub(w.clock.Now()))
 	}
-	w.clock.SetTime(epoch.Add(31 * time.Minute))
+	if res.RequeueAfter > 20*time.Minute {
+		t.Errorf("requeue after %s: past 2/3 of the token's 30m lifetime", res.RequeueAfter)
+	}
+	if got := w.cred("pricing").Status.ExpiresAt.Time; !got.Equal(w.clock.Now().Add(30 * time.Minute)) {
+		t.Errorf("status.expiresAt %s after now, want the renewed token's 30m", got.Sub(w.clock.Now()))
+	}
+}
+
+// handOverAhead has a leader whose clock runs an hour ahead store a token (issue, a pass
+// of the CR under it) at the real time epoch and die after, into the token's 30-minute
+// life; a leader with the right clock is elected then. The token expires at +30m, 12
+// minutes after an election at +18m, and nothing stored says so: counted from the
+// election, it was renewed at +38m, 8 minutes after it had expired, while the CR said
+// Ready.
+func (w *world) handOverAhead(issue func(string) (ctrl.Result, error), name string, after time.Duration) {
+	w.t.Helper()
+	w.clock.SetTime(epoch.Add(time.Hour))
+	if _, err := issue(name); err != nil {
+		w.t.Fatal(err)
+	}
+	w.recorded()
+	w.clock.SetTime(epoch.Add(after))
+	w.restart("me-2")
+}
+
+// wantRenewedAhead fails unless the pass recorded why it renewed the token at once: the
+// one it replaced was stamped ahead by ahead.
+func wantRenewedAhead(t *testing.T, events []string, ahead time.Duration) {
+	t.Helper()
+	want := "Normal " + cdv1.TokenIssuedReason + " Renewed the token at once: the token it replaces was stamped as issued " + ahead.String() + " after this manager's clock"
+	for _, e := range events {
+		if strings.HasPrefix(e, want) {
+			return
+		}
+	}
+	t.Errorf("events %q, want one beginning %q", events, want)
+}
+
+func TestAGrantTokenStampedByAClockAheadIsRenewedAtOnceByTheNextLeader(t *testing.T) {
+	w := newWorld(t)
+	w.handOverAhead(w.reconcileGrant, "acme", 18*time.Minute)
+	res, err := w.reconcileGrant("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.tokens.refreshes()); n != 2 {
+		t.Fatalf("at the election, 18m into the token's 30m life: %d refreshes in all, want 2 (renewed at once, not at election + 20m, after it expired)", n)
+	}
+	g := w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	now := w.clock.Now()
+	if !g.Status.LastRotationTime.Time.Equal(now) || !g.Status.ExpiresAt.Time.Equal(now.Add(30*time.Minute)) {
+		t.Errorf("status says a token issued at +%s expiring at +%s, want the renewed one issued now (+%s)",
+			g.Status.LastRotationTime.Sub(epoch), g.Status.ExpiresAt.Sub(epoch), now.Sub(epoch))
+	}
+	if at := now.Add(res.RequeueAfter); !at.Equal(g.Status.RenewalTime.Time) {
+		t.Errorf("requeued for +%s, want the renewed token's renewal at +%s", at.Sub(epoch), g.Status.RenewalTime.Sub(epoch))
+	}
+	wantRenewedAhead(t, w.recorded(), 42*time.Minute)
+
+	// Only once: the token stored now is stamped by this clock.
+	w.clock.Step(time.Minute)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.tokens.refreshes()); n != 2 {
+		t.Errorf("a minute after the hand-over: %d refreshes in all, want 2", n)
+	}
+	if events := w.recorded(); len(events) != 0 {
+		t.Errorf("a minute after the hand-over: events %q, want none", events)
+	}
+}
+
+func TestACredentialTokenStampedByAClockAheadIsRenewedAtOnceByTheNextLeader(t *testing.T) {
+	w := newWorld(t)
+	w.handOverAhead(w.reconcileCred, "pricing", 18*time.Minute)
+	res, err := w.reconcileCred("pricing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := w.tokens.ccCount(); n != 2 {
+		t.Fatalf("at the election, 18m into the token's 30m life: %d requests in all, want 2 (renewed at once, not at election + 20m, after it expired)", n)
+	}
+	c := w.cred("pricing")
+	wantCondition(t, c.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	now := w.clock.Now()
+	if !c.Status.LastIssuedTime.Time.Equal(now) || !c.Status.ExpiresAt.Time.Equal(now.Add(30*time.Minute)) {
+		t.Errorf("status says a token issued at +%s expiring at +%s, want the renewed one issued now (+%s)",
+			c.Status.LastIssuedTime.Sub(epoch), c.Status.ExpiresAt.Sub(epoch), now.Sub(epoch))
+	}
+	if at := now.Add(res.RequeueAfter); !at.Equal(c.Status.RenewalTime.Time) {
+		t.Errorf("requeued for +%s, want the renewed token's renewal at +%s", at.Sub(epoch), c.Status.RenewalTime.Sub(epoch))
+	}
+	wantRenewedAhead(t, w.recorded(), 42*time.Minute)
+
+	w.clock.Step(time.Minute)
 	if _, err := w.reconcileCred("pricing"); err != nil {
 		t.Fatal(err)
 	}
 	if n := w.tokens.ccCount(); n != 2 {
-		t.Errorf("a minute after the token really expired: %d requests in all, want 2 (renewed)", n)
+		t.Errorf("a minute after the hand-over: %d requests in all, want 2", n)
+	}
+}
+
+// A token stamped by a clock a second ahead (ordinary skew between nodes, within
+// rotation.SkewTolerance) is not renewed early at a hand-over: it keeps its renewal,
+// counted from the election.
+func TestATokenStampedByAClockASecondAheadIsNotRenewedEarly(t *testing.T) {
+	w := newWorld(t)
+	w.clock.SetTime(epoch.Add(time.Second))
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	w.clock.SetTime(epoch)
+	w.restart("me-2")
+	res, err := w.reconcileGrant("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.tokens.refreshes()); n != 1 {
+		t.Errorf("after the hand-over: %d refreshes in all, want 1 (not renewed early)", n)
+	}
+	if res.RequeueAfter < 17*time.Minute || res.RequeueAfter > 20*time.Minute {
+		t.Errorf("requeue after %s, want the token's own renewal, 17-20m into its 30m life", res.RequeueAfter)
 	}
 }
 
@@ -168,7 +291,9 @@ func TestABackoffRecordedByAClockAheadWaitsItsOwnLength(t *testing.T) {
 // A renewal whose answer is lost keeps its one resend for the last safe point before the
 // token in the Secret expires (DESIGN §6.5). For a token stamped by a clock an hour
 // ahead, that point came from the stored expiry: the resend waited an hour past the
-// token's real expiry.
+// token's real expiry. That token is renewed at once after the hand-over, and may have
+// expired already: a lost answer then is resent as for a token past its safe point,
+// within rotation.ExpiringRetry.
 func TestALostAnswersResendGoesOutBeforeATokenStampedByAClockAheadExpires(t *testing.T) {
 	w := newWorld(t)
 	w.clock.SetTime(epoch.Add(time.Hour))
@@ -177,26 +302,22 @@ func TestALostAnswersResendGoesOutBeforeATokenStampedByAClockAheadExpires(t *tes
 	}
 	w.clock.SetTime(epoch.Add(time.Second))
 	w.restart("me-2")
+	w.tokens.failNext(lostAnswer)
 	res, err := w.reconcileGrant("acme")
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.clock.Step(res.RequeueAfter) // the renewal, counted from the election
-	w.tokens.failNext(lostAnswer)
-	if res, err = w.reconcileGrant("acme"); err != nil {
-		t.Fatal(err)
+	if got := w.tokens.refreshes(); len(got) != 2 {
+		t.Fatalf("sent %v after the hand-over, want the token renewed at once", got)
 	}
-	// The token was issued no later than the election, a second in: it expires by then
-	// plus its 30 minutes.
-	safe := epoch.Add(time.Second + 30*time.Minute - rotation.MinRenewMargin)
-	if at := w.clock.Now().Add(res.RequeueAfter); at.After(safe) {
-		t.Errorf("the lost answer's resend at +%s, %s past the last safe point before the token expires", at.Sub(epoch), at.Sub(safe))
+	if res.RequeueAfter > rotation.ExpiringRetry {
+		t.Errorf("the lost answer's resend in %s, want within %s: the token it renews may have expired already", res.RequeueAfter, rotation.ExpiringRetry)
 	}
 	w.clock.Step(res.RequeueAfter)
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
-	if got := w.tokens.refreshes(); len(got) != 3 {
+	if got := w.tokens.refreshes(); len(got) != 3 || got[1] != got[2] {
 		t.Errorf("sent %v by +%s, want the lost answer's token resent once", got, w.clock.Now().Sub(epoch))
 	}
 }

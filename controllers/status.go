@@ -255,8 +255,10 @@ func failureStatus(f rotation.Failure) *cdv1.FailureStatus {
 // renewal window (unknown when either time is missing), and by that token's expiry, so
 // no backoff runs past the last safe point before it (rotation.Retry.Expires). The
 // expiry is counted as rotation counts a stored schedule at now (Schedule.AsOf, with
-// activeSince): stamped by a clock ahead, it would hold a lost answer's resend that
-// much past the token's real expiry.
+// activeSince): taken at its word, a token stamped by a clock ahead would hold a lost
+// answer's resend that much past its real expiry. Issued more than
+// rotation.SkewTolerance after now, the token may have expired already, and its expiry
+// is taken to be now.
 func withLifetime(retry rotation.Retry, issued, expires *metav1.Time, now, activeSince time.Time) rotation.Retry {
 	retry.Lifetime = lifetimeOf(issued, expires)
 	if expires != nil {

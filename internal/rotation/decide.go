@@ -41,7 +41,8 @@ type Input struct {
 	// zero when unknown. Another process's mark is waited for a full HolderTimeout after
 	// that too: after an API-server outage, the process that set the mark may still be
 	// storing its result, and the mark's age says nothing about it. And a time read from
-	// storage that lies after Now counts from it (see countsFrom).
+	// storage that lies after Now counts from it (see countsFrom), but for a token issued
+	// more than SkewTolerance after Now, which is due at once (Schedule.AsOf).
 	ActiveSince time.Time
 }
 

@@ -51,6 +51,8 @@ func TestDecide(t *testing.T) {
 	// ahead was stamped by a clock an hour ahead of this one's: issued, by its word, an
 	// hour from now.
 	ahead := &Schedule{Issued: t0.Add(time.Hour), RenewAt: t0.Add(time.Hour + 20*time.Minute), ExpiresAt: t0.Add(time.Hour + 30*time.Minute)}
+	// skewed was stamped by a clock a second ahead of this one's, within SkewTolerance.
+	skewed := &Schedule{Issued: t0.Add(time.Second), RenewAt: t0.Add(20*time.Minute + time.Second), ExpiresAt: t0.Add(30*time.Minute + time.Second)}
 	// spending is the stored token with mark m, which another pass of this process is
 	// spending right now.
 	spending := func(m Mark) *Refresh {
@@ -227,35 +229,67 @@ func TestDecide(t *testing.T) {
 			in:   Input{Request: req, Current: due, Refresh: sentTo(Mark{}, Destination{}, other)},
 			want: Send{Mark: Mark{Hash: "sha256:current", Holder: "me", Since: t0, Attempts: 1, SentTo: other}},
 		},
-		// Nothing stored is trusted to be in the past: a token cannot have been issued
-		// after this process could first act, so its schedule counts from there at the
-		// latest, however far ahead the clock that stamped it ran.
-		"a token stamped by a clock ahead waits for its renewal counted from when this process could first act": {
+		// Nothing stored is trusted to be in the past. A token issued, by its word, more
+		// than SkewTolerance after now may have been issued most of a lifetime before
+		// this process could first act: it is renewed at once.
+		"a token stamped by a clock an hour ahead is renewed at once": {
 			in:   Input{Request: req, Current: ahead, Last: ahead, ActiveSince: t0.Add(-5 * time.Minute)},
-			want: Wait{Until: t0.Add(15 * time.Minute)},
-		},
-		"a token stamped by a clock ahead is renewed once its renewal, counted from when this process could first act, has come": {
-			in:   Input{Request: req, Current: ahead, Last: ahead, ActiveSince: t0.Add(-20 * time.Minute)},
 			want: Send{},
 		},
-		"a grant's token stamped by a clock ahead waits for its renewal counted from when this process could first act": {
+		"a grant's token stamped by a clock an hour ahead is renewed at once": {
 			in:   Input{Request: req, Current: ahead, Last: ahead, Refresh: stored(Mark{}), ActiveSince: t0.Add(-5 * time.Minute)},
+			want: Send{Mark: newMark(1)},
+		},
+		"a token stamped by a clock an hour ahead is renewed at once while this process does not know when it could first act": {
+			in:   Input{Request: req, Current: ahead, Last: ahead},
+			want: Send{},
+		},
+		"a changed request is not held to the request budget of a token stamped by a clock an hour ahead": {
+			in:   Input{Request: req, Last: ahead, ActiveSince: t0.Add(-5 * time.Minute)},
+			want: Send{},
+		},
+		"an edit after a failure goes out at once when the token was stamped by a clock an hour ahead": {
+			in:   Input{Request: edited, Failure: terminal, Lifetime: 30 * time.Minute, Last: ahead, ActiveSince: t0.Add(-5 * time.Minute)},
+			want: Send{},
+		},
+		// Failure memory and marks keep their rule whatever the token's schedule says.
+		"a backoff recorded by a clock ahead still holds a token stamped by that clock, moved back whole to when this process could first act": {
+			in:   Input{Request: req, Current: ahead, Last: ahead, Failure: retryingAhead, ActiveSince: t0.Add(-2 * time.Second)},
+			want: Backoff{Until: t0.Add(3 * time.Second)},
+		},
+		"another process's mark stamped by a clock ahead is held a full timeout after this process could first act, though its token was stamped ahead too": {
+			in:   Input{Request: req, Current: ahead, Last: ahead, Refresh: stored(aheadTheirs), ActiveSince: t0.Add(-10 * time.Second)},
+			want: Hold{Until: t0.Add(50 * time.Second)},
+		},
+		// A token issued after now by no more than SkewTolerance (ordinary skew between
+		// nodes) is not renewed early: it cannot have been issued after this process
+		// could first act, so its schedule counts from there at the latest.
+		"a token stamped by a clock a second ahead waits for its renewal counted from when this process could first act": {
+			in:   Input{Request: req, Current: skewed, Last: skewed, ActiveSince: t0.Add(-5 * time.Minute)},
 			want: Wait{Until: t0.Add(15 * time.Minute)},
 		},
-		"a token stamped by a clock ahead counts from now when this process does not know when it could first act": {
-			in:   Input{Request: req, Current: ahead, Last: ahead},
+		"a token stamped by a clock a second ahead is renewed once its renewal, counted from when this process could first act, has come": {
+			in:   Input{Request: req, Current: skewed, Last: skewed, ActiveSince: t0.Add(-20 * time.Minute)},
+			want: Send{},
+		},
+		"a grant's token stamped by a clock a second ahead waits for its renewal counted from when this process could first act": {
+			in:   Input{Request: req, Current: skewed, Last: skewed, Refresh: stored(Mark{}), ActiveSince: t0.Add(-5 * time.Minute)},
+			want: Wait{Until: t0.Add(15 * time.Minute)},
+		},
+		"a token stamped by a clock a second ahead counts from now when this process does not know when it could first act": {
+			in:   Input{Request: req, Current: skewed, Last: skewed},
 			want: Wait{Until: t0.Add(20 * time.Minute)},
 		},
-		"a token stamped by a clock ahead counts from now when the clock was stepped back below when this process could first act": {
-			in:   Input{Request: req, Current: ahead, Last: ahead, ActiveSince: t0.Add(10 * time.Minute)},
+		"a token stamped by a clock a second ahead counts from now when the clock was stepped back below when this process could first act": {
+			in:   Input{Request: req, Current: skewed, Last: skewed, ActiveSince: t0.Add(10 * time.Minute)},
 			want: Wait{Until: t0.Add(20 * time.Minute)},
 		},
-		"a changed request waits a third of the lifetime of a token stamped by a clock ahead, counted from when this process could first act": {
-			in:   Input{Request: req, Last: ahead, ActiveSince: t0.Add(-5 * time.Minute)},
+		"a changed request waits a third of the lifetime of a token stamped by a clock a second ahead, counted from when this process could first act": {
+			in:   Input{Request: req, Last: skewed, ActiveSince: t0.Add(-5 * time.Minute)},
 			want: Defer{Until: t0.Add(5 * time.Minute)},
 		},
-		"an edit after a failure goes out before a token stamped by a clock ahead expires, counted from when this process could first act": {
-			in:   Input{Request: edited, Failure: terminal, Lifetime: 30 * time.Minute, Last: ahead, ActiveSince: t0.Add(-25 * time.Minute)},
+		"an edit after a failure goes out before a token stamped by a clock a second ahead expires, counted from when this process could first act": {
+			in:   Input{Request: edited, Failure: terminal, Lifetime: 30 * time.Minute, Last: skewed, ActiveSince: t0.Add(-25 * time.Minute)},
 			want: Defer{Until: t0.Add(3 * time.Minute), AfterFailure: true},
 		},
 		"another process's mark stamped by a clock ahead is held a full timeout after this process could first act, no longer": {

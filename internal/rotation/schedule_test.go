@@ -136,27 +136,39 @@ func TestRenewalIsNeverSoonerThanAThirdOfTheLifetimeWhateverTheFraction(t *testi
 	}
 }
 
-// A schedule stamped by a clock ahead of this one's counts from when this process could
-// first act (from, in whole seconds), or from now when that is unknown: a token cannot
-// have been issued later than that.
+// A schedule stamped by a clock ahead of this one's by no more than SkewTolerance counts
+// from when this process could first act (from, in whole seconds), or from now when that
+// is unknown: a token cannot have been issued later than that. One stamped further ahead
+// may have been issued most of a lifetime before that: it is due now, and taken to
+// expire now, its issuance unknown.
 func TestAScheduleStampedByAClockAheadCountsFromWhenThisProcessCouldFirstAct(t *testing.T) {
 	now := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
 	from := now.Add(-5 * time.Minute)
 	plan := func(issued time.Time) Schedule {
 		return Schedule{Issued: issued, RenewAt: issued.Add(20 * time.Minute), ExpiresAt: issued.Add(30 * time.Minute)}
 	}
+	dueNow := Schedule{RenewAt: now, ExpiresAt: now}
 	cases := map[string]struct {
 		stored, want Schedule
 		unknown      bool // when this process could first act
 	}{
-		"a token issued an hour ahead of now is moved back whole to have been issued at from": {
-			stored: plan(now.Add(time.Hour)), want: plan(from),
+		"a token issued an hour ahead of now is due now and expires now": {
+			stored: plan(now.Add(time.Hour)), want: dueNow,
 		},
-		"a token issued ahead counts from now when this process does not know when it could first act": {
-			stored: plan(now.Add(time.Hour)), want: plan(now), unknown: true,
+		"a token issued an hour ahead of now is due now when this process does not know when it could first act": {
+			stored: plan(now.Add(time.Hour)), want: dueNow, unknown: true,
 		},
-		"a token issued a second ahead of now is moved back to from too": {
+		"a token issued a second more than SkewTolerance ahead of now is due now": {
+			stored: plan(now.Add(SkewTolerance + time.Second)), want: dueNow,
+		},
+		"a token issued SkewTolerance ahead of now is moved back whole to have been issued at from": {
+			stored: plan(now.Add(SkewTolerance)), want: plan(from),
+		},
+		"a token issued a second ahead of now is moved back whole to have been issued at from": {
 			stored: plan(now.Add(time.Second)), want: plan(from),
+		},
+		"a token issued a second ahead counts from now when this process does not know when it could first act": {
+			stored: plan(now.Add(time.Second)), want: plan(now), unknown: true,
 		},
 		"a token issued now is as it was stored": {
 			stored: plan(now), want: plan(now),
