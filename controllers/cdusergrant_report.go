@@ -182,7 +182,11 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		retry := withLifetime(o.outcome.Retry(), grant.Status.LastRotationTime, grant.Status.ExpiresAt, now, r.active.since(now))
 		// No answer: the one resend left waits for the last safe point (DESIGN §6).
 		retry.ResendLate = o.outcome.Verdict == rotation.Lost
-		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, ref.reason, now, retry, string(grant.UID))
+		prev, request := r.written.current(grant, grant.Status.LastFailure), o.request
+		if o.next != "" {
+			prev, request = retriedAs(prev, o.request, o.next), o.next
+		}
+		f := rotation.Fail(prev, request, ref.reason, now, retry, string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
 		reportFailure(c, f, msg, lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt))
 		switch {

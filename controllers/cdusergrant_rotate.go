@@ -79,7 +79,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 	case rotatedTo(o.NewRefreshToken, a.stored.value) != "":
 		// Unusable, but it carried a successor: the old token is spent, store the new.
 		refresh.token = o.NewRefreshToken
-		r.held.put(grant, &result{request: a.request, refresh: refresh, answer: &o})
+		r.held.put(grant, &result{request: a.request, after: a.requestAfter(grant, refresh.session()), refresh: refresh, answer: &o})
 		return r.persist(ctx, grant)
 	case !o.MaySpend():
 		// The server answered without spending the token: the mark goes back to what
@@ -149,7 +149,7 @@ func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserG
 		// pass without an outcome would leave SecretWriteFailed standing and nothing
 		// scheduled.
 		r.held.drop(grant.UID)
-		return answered{outcome: *held.answer, request: held.request}, nil
+		return answered{outcome: *held.answer, request: held.request, next: held.after}, nil
 	}
 	// The new refresh token, if any, is stored (above): only the access token goes.
 	if expired, ok := expiredBeforeStored(held, held.after, r.Clock.Now()); ok {

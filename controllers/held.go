@@ -153,3 +153,18 @@ func expiredBeforeStored(held *result, request string, now time.Time) (expiredUn
 	}
 	return expiredUnstored{lifetime: s.ExpiresAt.Sub(s.Issued), request: request}, true
 }
+
+// retriedAs is the failure memory prev, of the request the last pass sent (answered),
+// as the memory of next, the request the next pass makes once the answer's new refresh
+// token is stored. The successor is not a customer's new login, which would go at once
+// with a fresh count (rotation.Fail, SameSpec): it is the same request retried, so its
+// failure backs off, and counts on, as a retry of answered would. A memory of another
+// request is left as it is.
+func retriedAs(prev *rotation.Failure, answered, next string) *rotation.Failure {
+	if prev == nil || prev.Request != answered {
+		return prev
+	}
+	f := *prev
+	f.Request = next
+	return &f
+}

@@ -85,6 +85,10 @@ type (
 		hint    string
 		// scopes are the scopes the request asked for (client credentials).
 		scopes []string
+		// next, when set, is the request the next pass makes: the answer spent the
+		// refresh token sent and left its successor stored (an unusable answer that
+		// carried one). The failure is remembered under it (retriedAs).
+		next string
 	}
 	// stored: a token is in the output Secret. leftover as for fresh.
 	stored struct {
