@@ -104,6 +104,11 @@ type writtenFailure struct {
 	failure *rotation.Failure // nil: the memory was cleared (a success)
 	at      time.Time
 	said    failureWords
+	// replaced is the latest time of a failure memory this process's writes replaced:
+	// the one each write's pass started from, and the ones this process wrote before it.
+	// A cached memory dated no later is one of those, or older, however far after the
+	// write its time lies (stamped by a clock ahead): the cache has not caught up.
+	replaced time.Time
 }
 
 // failureWords are the messages a failure was reported with when it happened: Ready's
@@ -122,7 +127,22 @@ func (w *writtenFailures) note(obj client.Object, written metav1.Object, before,
 	}
 	e := writtenFailure{failure: fromFailureStatus(after), at: now}
 	e.said = w.words(obj, e.failure, fromFailureStatus(before), conds)
+	e.replaced = latest(time.Time{}, fromFailureStatus(before))
+	if prev, ok := w.load(obj); ok {
+		if prev.value.replaced.After(e.replaced) {
+			e.replaced = prev.value.replaced
+		}
+		e.replaced = latest(e.replaced, prev.value.failure)
+	}
 	w.store(obj, written, e)
+}
+
+// latest is the later of t and f's time (t when f is nil).
+func latest(t time.Time, f *rotation.Failure) time.Time {
+	if f != nil && f.Time.After(t) {
+		return f.Time
+	}
+	return t
 }
 
 // words are the messages to remember with failure f, written with conds: the words of
@@ -154,16 +174,20 @@ func sameFailure(a, b *rotation.Failure) bool {
 }
 
 // current is the newer of the failure memory in cached's status and the one this
-// process last wrote.
+// process last wrote. A cached memory this process's writes replaced is older, whatever
+// its time says: one stamped by a clock ahead lies after the write that cleared it, and
+// would otherwise come back (and be counted on) until the cache caught up.
 func (w *writtenFailures) current(cached client.Object, memory *cdv1.FailureStatus) *rotation.Failure {
 	fromCache := fromFailureStatus(memory)
 	written, ok := w.recall(cached)
 	switch {
 	case !ok:
 		return fromCache
-	case written.failure == nil && (fromCache == nil || !fromCache.Time.After(written.at)):
+	case fromCache == nil || !fromCache.Time.After(written.replaced):
+		return written.failure
+	case written.failure == nil && !fromCache.Time.After(written.at):
 		return nil // cleared after the failure the cache still shows
-	case written.failure != nil && (fromCache == nil || fromCache.Time.Before(written.failure.Time) ||
+	case written.failure != nil && (fromCache.Time.Before(written.failure.Time) ||
 		(fromCache.Time.Equal(written.failure.Time) && fromCache.Attempts < written.failure.Attempts)):
 		return written.failure
 	}
