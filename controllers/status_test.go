@@ -16,6 +16,7 @@ import (
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
+	"github.com/credops/cd-credentials-operator/internal/statuspatch"
 )
 
 func TestAStatusPatchMakesWhatMergeFromMakesOfTheStatus(t *testing.T) {
@@ -90,17 +91,17 @@ func checkStatusPatch[S any](t *testing.T, before, after client.Object, bs, as *
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := applyStatusPatch(doc, patchStatus(before, bs, as))
+	got, err := applyStatusPatch(doc, statuspatch.For(before, bs, as))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(withoutNulls(t, want), withoutNulls(t, got)); diff != "" {
-		t.Errorf("patched (-MergeFrom +patchStatus):\n%s", diff)
+		t.Errorf("patched (-MergeFrom +statuspatch):\n%s", diff)
 	}
 }
 
 // applyStatusPatch applies p to doc, an object as JSON, as the API server does.
-func applyStatusPatch[S any](doc []byte, p statusPatch[S]) ([]byte, error) {
+func applyStatusPatch[S any](doc []byte, p statuspatch.Patch[S]) ([]byte, error) {
 	data, err := p.Data(nil)
 	if err != nil {
 		return nil, err
@@ -179,7 +180,7 @@ func TestAStatusPatchAppliesToTheObjectThePassReadAlone(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, err := applyStatusPatch(doc, patchStatus(before, &before.Status, &after.Status)); err == nil {
+			if got, err := applyStatusPatch(doc, statuspatch.For(before, &before.Status, &after.Status)); err == nil {
 				t.Errorf("the patch applied: %s", got)
 			}
 		})
@@ -250,7 +251,7 @@ func BenchmarkARoutineRotationsStatusPatch(b *testing.B) {
 	after.ExpiresAt, after.RenewalTime, after.LastRotationTime, after.RotationCount = &later, &later, &later, 8
 	cr := grantObj("acme", "acme-refresh")
 	for b.Loop() {
-		if _, err := patchStatus(cr, &before, &after).Data(nil); err != nil {
+		if _, err := statuspatch.For(cr, &before, &after).Data(nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -280,7 +280,7 @@ func rotatedStatus(g *cdv1.CDUserGrant, before cdv1.CDUserGrantStatus, now time.
 
 // rotateStatus moves g's status on by a rotation at now and returns the status merge patch
 // that says so: the fields that changed. The operator sends the same fields for less CPU
-// (controllers' patchStatus: a JSON patch that also tests the object's UID), so the client
+// (internal/statuspatch: a JSON patch that also tests the object's UID), so the client
 // column of the status rows is, if anything, above the operator's.
 func rotateStatus(g *cdv1.CDUserGrant, now time.Time) ([]byte, error) {
 	before := g.DeepCopy()

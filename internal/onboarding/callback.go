@@ -26,6 +26,7 @@ import (
 	"github.com/credops/cd-credentials-operator/internal/eventnote"
 	"github.com/credops/cd-credentials-operator/internal/metrics"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
+	"github.com/credops/cd-credentials-operator/internal/statuspatch"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
@@ -511,8 +512,15 @@ func (c *Callback) clearReauthorize(ctx context.Context, grant *cdv1.CDUserGrant
 // failure (failureKeyOf) per failureRecordWindow: the customer's page says what went
 // wrong every time. Its write
 // is guarded by the resourceVersion read, so a login recorded meanwhile is judged too.
+//
+// Every write applies to the grant the login was for and no other (setOutcome): the
+// exchange takes seconds, and a grant deleted and created again under its name
+// meanwhile (kubectl replace --force, a GitOps tool's replace) must not show a login
+// its customer never made, nor lose its own link. Such a grant is gone: nothing is
+// recorded, on it or as an event.
 func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, st State, a *answer, spent bool) {
 	ctx = context.WithoutCancel(ctx)
+	logger := log.FromContext(ctx).WithValues("cdusergrant", client.ObjectKeyFromObject(grant))
 	now := c.Clock.Now()
 	floodable := a.reason != cdv1.CustomerAuthorizedReason && !spent
 	if floodable && (!failureNews(grant.Status.LastAuthorization, st, a, now) || !c.failures.claim(failureKeyOf(grant.UID, a), now)) {
@@ -520,17 +528,28 @@ func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, st State
 	}
 	for range 3 {
 		err := c.Client.Status().Patch(ctx, grant, setOutcome(grant, a, spent, now, floodable))
-		if apierrors.IsConflict(err) {
-			// Only a failure's write is guarded; judge it again on the grant as it is now.
-			if err = c.APIReader.Get(ctx, client.ObjectKeyFromObject(grant), grant); err == nil {
-				if !failureNews(grant.Status.LastAuthorization, st, a, now) {
+		gone := apierrors.IsNotFound(err)
+		if apierrors.IsConflict(err) || apierrors.IsInvalid(err) {
+			// Conflict: a failure's write found the grant changed since it was read.
+			// Invalid: a test failed, of the UID or of a status written meanwhile. The
+			// grant as it is now says which, and judges the write again.
+			cur := &cdv1.CDUserGrant{}
+			err = c.APIReader.Get(ctx, client.ObjectKeyFromObject(grant), cur)
+			gone = apierrors.IsNotFound(err) || (err == nil && cur.UID != grant.UID)
+			if err == nil && !gone {
+				*grant = *cur
+				if floodable && !failureNews(grant.Status.LastAuthorization, st, a, now) {
 					return
 				}
 				continue
 			}
 		}
+		if gone {
+			logger.Info("The grant was removed while the customer logged in; the outcome of the login is not recorded", "reason", a.reason)
+			return
+		}
 		if err != nil {
-			log.FromContext(ctx).Error(err, "Recording the authorization outcome failed", "cdusergrant", client.ObjectKeyFromObject(grant))
+			logger.Error(err, "Recording the authorization outcome failed")
 		}
 		break
 	}
@@ -540,7 +559,10 @@ func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, st State
 }
 
 // setOutcome puts a's outcome into grant's status and returns the patch that writes
-// it, guarded by the resourceVersion when guarded.
+// it, to grant alone: guarded, by its resourceVersion (which no other object of its name
+// ever has), so that a login recorded meanwhile is judged again; otherwise, by its UID
+// (statuspatch), which a merge patch cannot do: the status subresource drops
+// metadata.uid from one.
 func setOutcome(grant *cdv1.CDUserGrant, a *answer, spent bool, now time.Time, guarded bool) client.Patch {
 	before := grant.DeepCopy()
 	grant.Status.LastAuthorization = &cdv1.AuthorizationResult{
@@ -555,7 +577,7 @@ func setOutcome(grant *cdv1.CDUserGrant, a *answer, spent bool, now time.Time, g
 	if guarded {
 		return client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
 	}
-	return client.MergeFrom(before)
+	return statuspatch.For(grant, &before.Status, &grant.Status)
 }
 
 // failureRecordWindow is how long a recorded failed login stands for the same grant's

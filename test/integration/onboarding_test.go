@@ -37,6 +37,8 @@ type fixtureConfig struct {
 	cred    *cdv1.CDCredential
 	// callbackPath is the path of the manager's --callback-url.
 	callbackPath string
+	// faults, when set, is around the manager's client.
+	faults *faults
 }
 
 // fixtureOption changes the sandbox, the credential or the callback of an onboarding
@@ -58,6 +60,11 @@ func withCallbackPath(p string) fixtureOption {
 	return func(c *fixtureConfig) { c.callbackPath = p }
 }
 
+// withManagerFaults puts fc around the manager's client, the callback's included.
+func withManagerFaults(fc *faults) fixtureOption {
+	return func(c *fixtureConfig) { c.faults = fc }
+}
+
 func newOnboardingFixture(t *testing.T, opts ...fixtureOption) *onboardingFixture {
 	t.Helper()
 	ns := newNamespace(t)
@@ -73,13 +80,17 @@ func newOnboardingFixture(t *testing.T, opts ...fixtureOption) *onboardingFixtur
 		ID: loginClientID, Secret: loginClientSecret, GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{callbackURL},
 	})
 	idp := startSandbox(t, sandbox)
-	startManager(t, manager.Options{
+	mopts := manager.Options{
 		AllowedTokenHosts:   []string{idp.Host},
 		WatchNamespaces:     []string{ns},
 		CallbackBindAddress: addr,
 		CallbackURL:         callbackURL,
 		KeySecret:           types.NamespacedName{Namespace: ns, Name: "operator-key"},
-	})
+	}
+	if conf.faults != nil {
+		mopts.NewClient = conf.faults.newClient()
+	}
+	startManager(t, mopts)
 	create(t, clientSecret(ns, "login-client", loginClientID, loginClientSecret))
 	cred.Spec.Issuer = idp.URL
 	if cred.Spec.AuthorizeURL != "" {
