@@ -158,6 +158,13 @@ type storedToken struct {
 	hash   string
 }
 
+// life is when the stored token was issued and dies, as its Secret records it for that
+// very token (secrets.RefreshLife); zero when it has no known limit.
+func (t *storedToken) life() rotation.Schedule {
+	life, _ := secrets.RefreshLife(t.secret, t.hash)
+	return life
+}
+
 // reconcile reads what the pass needs, decides, and carries the decision out. It also
 // returns the grant's CDCredential when it could be read, for the authorization URL.
 func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUserGrant) (outcome, *cdv1.CDCredential, error) {
@@ -210,7 +217,8 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 		in.Last = renamedToken(previous, grant.Status.SecretName, grant.Status.LastRotationTime, grant.Status.ExpiresAt, grant.Status.RenewalTime)
 	}
 	in.Lifetime = lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt)
-	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), To: destination(cred, c), OutHere: r.rotating.spending(rt.hash)}
+	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), To: destination(cred, c), OutHere: r.rotating.spending(rt.hash),
+		Expires: refreshExpiry(rt.life(), now, in.ActiveSince)}
 	out, err = r.carryOut(ctx, grant, in, &attempt{cred: cred, client: c, stored: rt, request: in.Request})
 	return out, cred, err
 }

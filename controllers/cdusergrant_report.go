@@ -180,6 +180,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		g.tried = true
 		ref, msg := refusalOf(o, true)
 		retry := withLifetime(o.outcome.Retry(), grant.Status.LastRotationTime, grant.Status.ExpiresAt, now, r.active.since(now))
+		retry.RefreshExpires = refreshExpiry(o.refreshLife, now, r.active.since(now))
 		// No answer: the one resend left waits for the last safe point (DESIGN §6).
 		retry.ResendLate = o.outcome.Verdict == rotation.Lost
 		prev, request := r.written.current(grant, grant.Status.LastFailure), o.request
@@ -215,13 +216,16 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 	case expiredUnstored:
 		// The identity server accepted the refresh token, and its successor is stored:
 		// only the access token was lost.
-		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, cdv1.InvalidTokenResponseReason, now, withLifetime(rotation.Retry{}, grant.Status.LastRotationTime, grant.Status.ExpiresAt, now, r.active.since(now)), string(grant.UID))
+		retry := withLifetime(rotation.Retry{}, grant.Status.LastRotationTime, grant.Status.ExpiresAt, now, r.active.since(now))
+		retry.RefreshExpires = refreshExpiry(o.refreshLife, now, r.active.since(now))
+		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, cdv1.InvalidTokenResponseReason, now, retry, string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
 		reportFailure(c, f, o.message(), lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt))
 		g.valid = true
 		res.RequeueAfter = retryAfter(f, now)
 	case writeFailed:
 		retry := withLifetime(rotation.Retry{Holding: o.holding}, grant.Status.LastRotationTime, grant.Status.ExpiresAt, now, r.active.since(now))
+		retry.RefreshExpires = refreshExpiry(o.refreshLife, now, r.active.since(now))
 		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, cdv1.SecretWriteFailedReason, now, retry, string(grant.UID))
 		if !o.inherited {
 			grant.Status.LastFailure = failureStatus(f)

@@ -71,7 +71,12 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		// unspent, and only the mark goes.
 		refresh.token = rotatedTo(tok.RefreshToken, a.stored.value)
 		sched, clamp := rotation.PlanRefresh(now, tok.Lifetime, tok.RefreshLifetime, renewBefore(grant.Spec.RenewBefore), string(grant.UID))
-		r.held.put(grant, &result{request: a.request, after: a.requestAfter(grant, refresh.session()), refresh: refresh, access: &issued{
+		if tok.RefreshLifetime > 0 {
+			// Counted from before the request went out, as the access token's expiry is:
+			// never later than the server's.
+			refresh.life = rotation.Schedule{Issued: sched.Issued, ExpiresAt: now.Add(tok.RefreshLifetime).Truncate(time.Second)}
+		}
+		r.held.put(grant, &result{request: a.request, after: a.requestAfter(grant, refresh.session()), refresh: refresh, refreshLife: refresh.life, access: &issued{
 			token: tok.AccessToken, tokenType: tok.TokenType, scopes: tok.Scopes, schedule: sched, clamp: clamp,
 			fingerprint: secrets.GrantFingerprint(a.client), subject: jwtSubject(tok.AccessToken), rotated: true,
 		}})
@@ -88,7 +93,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 			return nil, err
 		}
 	}
-	return answered{outcome: o, request: a.request}, nil
+	return answered{outcome: o, request: a.request, refreshLife: a.stored.life()}, nil
 }
 
 // rotatedTo is the refresh token an answer carried in place of sent, or "" when it
@@ -136,7 +141,7 @@ func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserG
 			return nil, nil // nothing left to report on: the grant is gone
 		}
 		if err != nil {
-			return writeFailed{err: err, request: held.request, holding: true}, nil
+			return writeFailed{err: err, request: held.request, holding: true, refreshLife: held.refreshLife}, nil
 		}
 		stored := *held
 		stored.refresh = nil
@@ -149,7 +154,7 @@ func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserG
 		// pass without an outcome would leave SecretWriteFailed standing and nothing
 		// scheduled.
 		r.held.drop(grant.UID)
-		return answered{outcome: *held.answer, request: held.request, next: held.after}, nil
+		return answered{outcome: *held.answer, request: held.request, next: held.after, refreshLife: held.refreshLife}, nil
 	}
 	// The new refresh token, if any, is stored (above): only the access token goes.
 	if expired, ok := expiredBeforeStored(held, held.after, r.Clock.Now()); ok {
@@ -167,7 +172,7 @@ func (r *CDUserGrantReconciler) persist(ctx context.Context, grant *cdv1.CDUserG
 			ctrl.LoggerFrom(ctx).Info("Dropped an access token: its output Secret cannot be created in a namespace being deleted", "secret", grant.Status.SecretName)
 			return nil, nil
 		}
-		return writeFailed{err: err, request: held.request}, nil
+		return writeFailed{err: err, request: held.request, refreshLife: held.refreshLife}, nil
 	}
 	r.held.drop(grant.UID)
 	return stored{token: held.access}, nil
@@ -313,6 +318,7 @@ func (r *CDUserGrantReconciler) tryStoreRefresh(ctx context.Context, h *heldRefr
 		} else {
 			secrets.StoreSuccessor(s, h.key, h.sent, h.token)
 		}
+		secrets.SetRefreshLife(s, rotation.Hash(h.session()), h.life)
 		return r.Create(ctx, s)
 	}
 	if err != nil {
@@ -328,6 +334,8 @@ func (r *CDUserGrantReconciler) tryStoreRefresh(ctx context.Context, h *heldRefr
 	} else {
 		secrets.StoreSuccessor(s, h.key, h.sent, h.token)
 	}
+	// In the same write, for the token stored: the write budget per rotation holds.
+	secrets.SetRefreshLife(s, rotation.Hash(h.session()), h.life)
 	if err := r.Update(ctx, s); err != nil {
 		// Made immutable while the refresh was out: said apart, since deleting the
 		// Secret is the one way left to store the token (the NotFound path above).

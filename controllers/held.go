@@ -34,6 +34,10 @@ type result struct {
 	// answer is, for a result without an access token, the unusable answer that carried
 	// the new refresh token: the pass that stores the token reports it.
 	answer *rotation.Outcome
+	// refreshLife is the life of the grant's live refresh token after the request
+	// (heldRefresh.life), kept once that token is stored, for the failures reported
+	// after it.
+	refreshLife rotation.Schedule
 }
 
 // heldRefresh is a new refresh token and where it goes.
@@ -54,6 +58,10 @@ type heldRefresh struct {
 	// deadline is when another process may take the mark for a dead one's and resend
 	// the spent token: storing this token after that could overwrite its outcome.
 	deadline time.Time
+	// life is when the live refresh token (session) was issued and dies, from the
+	// answer's refresh_expires_in; zero when it has no known limit. It is recorded in
+	// the write that stores the token (secrets.SetRefreshLife), at no write of its own.
+	life rotation.Schedule
 }
 
 // session is the customer's live refresh token after the request: the new one, or the
@@ -151,7 +159,7 @@ func expiredBeforeStored(held *result, request string, now time.Time) (expiredUn
 	if now.Before(s.ExpiresAt) {
 		return expiredUnstored{}, false
 	}
-	return expiredUnstored{lifetime: s.ExpiresAt.Sub(s.Issued), request: request}, true
+	return expiredUnstored{lifetime: s.ExpiresAt.Sub(s.Issued), request: request, refreshLife: held.refreshLife}, true
 }
 
 // retriedAs is the failure memory prev, of the request the last pass sent (answered),

@@ -89,6 +89,9 @@ type (
 		// refresh token sent and left its successor stored (an unusable answer that
 		// carried one). The failure is remembered under it (retriedAs).
 		next string
+		// refreshLife is when the grant's live refresh token was issued and dies, zero
+		// when unknown: no retry waits past it (rotation.Retry.RefreshExpires).
+		refreshLife rotation.Schedule
 	}
 	// stored: a token is in the output Secret. leftover as for fresh.
 	stored struct {
@@ -107,6 +110,8 @@ type (
 		// under another grant's request would hold its first request to the budget
 		// after a failed one.
 		inherited bool
+		// refreshLife as for answered.
+		refreshLife rotation.Schedule
 	}
 	// expiredUnstored: an issued access token expired before it could be written: it
 	// lives shorter than the round trip (a slow identity server), or the API server
@@ -116,6 +121,8 @@ type (
 	expiredUnstored struct {
 		lifetime time.Duration
 		request  string
+		// refreshLife as for answered.
+		refreshLife rotation.Schedule
 	}
 	// markRefused: the API server refused the in-flight mark on the refresh-token Secret
 	// (secret) for a reason retrying at once does not fix (writeRefused). Nothing was sent.

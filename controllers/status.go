@@ -291,6 +291,16 @@ func clampOf(spec *metav1.Duration, issued, expires *metav1.Time, sched rotation
 	return rotation.Clamp(lifetime, renewBefore(spec))
 }
 
+// refreshExpiry is when a refresh token with the stored life dies, counted as rotation
+// counts a stored schedule at now (Schedule.AsOf, with activeSince), as withLifetime
+// counts the access token's expiry; zero when it has no known limit.
+func refreshExpiry(life rotation.Schedule, now, activeSince time.Time) time.Time {
+	if life.ExpiresAt.IsZero() {
+		return time.Time{}
+	}
+	return life.AsOf(now, activeSince).ExpiresAt
+}
+
 // lastToken is the schedule of the token in an output Secret s whatever it was requested
 // for (rotation.Input.Last), with its issuance taken from status when status describes
 // that very token: the Secret does not record it. nil when s holds no readable token

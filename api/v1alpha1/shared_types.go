@@ -110,6 +110,14 @@ const (
 	// RefreshTokenSpent. A restore of the whole Secret brings back its old list with it,
 	// and is not caught.
 	SpentHashesAnnotation = "cd.credops.io/spent-hashes"
+	// RefreshExpiresAtAnnotation says when the refresh token in a refresh-token Secret
+	// dies, as "<RFC 3339 expiry> <RFC 3339 issuance> <hash of that token>" (never the
+	// token), for identity servers that answer with refresh_expires_in (Keycloak's SSO
+	// Session Idle). It is written in the update that stores the token, and holds only
+	// for the token whose hash it names: a new login stored by other means has no known
+	// expiry. Retries, a lost answer's resend and edits are held to no later than 2
+	// minutes before the earlier of this expiry and the access token's.
+	RefreshExpiresAtAnnotation = "cd.credops.io/refresh-expires-at"
 	// ReauthorizeAnnotation on a CDUserGrant asks for a new customer login (its value is
 	// the time of the request, RFC 3339), even while the grant works: the operator puts a
 	// fresh authorizationURL in status, and the callback removes the annotation once the

@@ -64,6 +64,12 @@ type Refresh struct {
 	// the request was out) finds this process's own mark on it, which is not the mark
 	// of an interrupted rotation.
 	OutHere bool
+	// Expires is when the stored token itself dies (refresh_expires_in, stored beside
+	// it); zero when it has no limit or none is known. The caller counts it as a stored
+	// schedule (Schedule.AsOf). A request held past it is refused and the customer must
+	// log in again, so the holds that give way before the access token expires give way
+	// before this too.
+	Expires time.Time
 }
 
 // marked reports whether the stored token carries an in-flight mark: an attempt to spend
@@ -293,18 +299,13 @@ func tooSoonAfterFailure(in Input) Decision {
 		return nil
 	}
 	until := f.EditFloor(in.Lifetime)
-	if l := in.Last; l != nil {
-		// Never past the token pods still have: a renewal that failed late in its life
-		// and an edit that fixes it must not leave the Secret to expire. One request,
-		// not one per edit: only while no request has failed since that point (the
-		// token that lands moves Last on).
-		latest := l.ExpiresAt.Add(-MinRenewMargin)
-		if earliest := l.Earliest(); latest.Before(earliest) {
-			latest = earliest
-		}
-		if latest.Before(until) && f.Time.Before(latest) {
-			until = latest
-		}
+	// Never past the token pods still have, nor past the refresh token that renews it:
+	// a renewal that failed late in its life and an edit that fixes it must not leave
+	// the Secret to expire or the customer to log in again. One request, not one per
+	// edit: only while no request has failed since that point (the token that lands
+	// moves Last on).
+	if latest, ok := lastSafe(in); ok && latest.Before(until) && f.Time.Before(latest) {
+		until = latest
 	}
 	if !f.Terminal() && f.Retry.After(until) {
 		until = f.Retry
@@ -313,6 +314,29 @@ func tooSoonAfterFailure(in Input) Decision {
 		return Defer{Until: until, AfterFailure: true}
 	}
 	return nil
+}
+
+// lastSafe is the last point a request may be held to without losing what it renews:
+// MinRenewMargin before the token in the output Secret expires, or before the stored
+// refresh token dies (Refresh.Expires) when that comes first; never sooner than the
+// request budget allows after that token's issuance (Schedule.Earliest). ok is false
+// when neither expiry is known.
+func lastSafe(in Input) (latest time.Time, ok bool) {
+	var expires, earliest time.Time
+	if l := in.Last; l != nil {
+		expires, earliest = l.ExpiresAt, l.Earliest()
+	}
+	if r := in.Refresh; r != nil && !r.Expires.IsZero() && (expires.IsZero() || r.Expires.Before(expires)) {
+		expires = r.Expires
+	}
+	if expires.IsZero() {
+		return time.Time{}, false
+	}
+	latest = expires.Add(-MinRenewMargin)
+	if latest.Before(earliest) {
+		latest = earliest
+	}
+	return latest, true
 }
 
 func send(in Input) Decision {

@@ -116,6 +116,21 @@ func TestDecide(t *testing.T) {
 			in:   Input{Request: edited, Failure: retryingEarly, Lifetime: 30 * time.Minute, Last: &Schedule{Issued: t0.Add(-29 * time.Minute), RenewAt: t0.Add(-9 * time.Minute), ExpiresAt: t0.Add(time.Minute)}},
 			want: Send{},
 		},
+		// A refresh token that dies before the access token (Keycloak's
+		// refresh_expires_in) is as much a deadline: held to the floor (19 minutes away)
+		// the edit would go out with a dead refresh token, and the customer log in again.
+		"an edited request after a late failure goes out before the stored refresh token dies, when that comes first": {
+			in: Input{Request: edited, Failure: terminal, Lifetime: time.Hour,
+				Last:    &Schedule{Issued: t0.Add(-20 * time.Minute), RenewAt: t0.Add(-2 * time.Minute), ExpiresAt: t0.Add(40 * time.Minute)},
+				Refresh: &Refresh{Hash: "sha256:current", Self: "me", HolderTimeout: time.Minute, Expires: t0.Add(10 * time.Minute)}},
+			want: Defer{Until: t0.Add(8 * time.Minute), AfterFailure: true},
+		},
+		"an edited request after a late failure waits for the access token's last safe point when the refresh token outlives it": {
+			in: Input{Request: edited, Failure: terminal, Lifetime: time.Hour,
+				Last:    &Schedule{Issued: t0.Add(-50 * time.Minute), RenewAt: t0.Add(-12 * time.Minute), ExpiresAt: t0.Add(10 * time.Minute)},
+				Refresh: &Refresh{Hash: "sha256:current", Self: "me", HolderTimeout: time.Minute, Expires: t0.Add(time.Hour)}},
+			want: Defer{Until: t0.Add(8 * time.Minute), AfterFailure: true},
+		},
 		// ...but that is one request, not one per edit: once a request failed after the
 		// point the token was about to expire, edits wait the floor again.
 		"edits after the token in the Secret expired wait the floor after the last failure": {

@@ -33,8 +33,8 @@ func (f Failure) Terminal() bool { return f.Retry.IsZero() }
 // EditFloor is when a request edited in its spec after f (SameSpec false) may go out:
 // the request budget's floor after a failure, ChangeFloor of lifetime (the last stored
 // token's, 0 when unknown) after it. tooSoonAfterFailure holds an edit until then, sooner
-// only to renew a token that would expire first, later only for a backoff that ends
-// later. Conditions say it as ChangeFloor after status.lastFailure.lastFailureTime (no
+// only to renew a token that would expire first (or whose refresh token would), later
+// only for a backoff that ends later. Conditions say it as ChangeFloor after status.lastFailure.lastFailureTime (no
 // timestamps in messages), so a user knows when an edit is tried.
 func (f Failure) EditFloor(lifetime time.Duration) time.Time {
 	return ceilSecond(f.Time.Add(ChangeFloor(lifetime)))
@@ -70,10 +70,17 @@ type Retry struct {
 	// time. Past that point the wait is at most ExpiringRetry: pods have (almost) nothing
 	// left, and the backoff must not add ten minutes to an outage that is over.
 	Expires time.Time
+	// RefreshExpires, when known, is when the refresh token that renews the token dies
+	// (a grant's, from refresh_expires_in: Keycloak's SSO Session Idle); zero when it has
+	// no limit. Every bound Expires sets counts from the earlier of the two: the refresh
+	// token sent after its own expiry is refused (invalid_grant) and the customer must
+	// log in again, however long the access token pods hold still lives.
+	RefreshExpires time.Time
 	// ResendLate: a grant's attempt got no answer (Lost), so its stored refresh token may
 	// be sent once more, and only once (DESIGN §6). That resend waits for the last safe
-	// point before Expires, by when an outage that swallowed the first has likely passed,
-	// instead of spending the last send in the same outage seconds later.
+	// point before Expires (or RefreshExpires, when that comes first), by when an outage
+	// that swallowed the first has likely passed, instead of spending the last send in
+	// the same outage seconds later.
 	ResendLate bool
 	// Holding: the write that failed carries a refresh token held only in memory (the
 	// one it replaced is spent). Each retry is one Secret write, and the token is lost
@@ -116,8 +123,8 @@ func Fail(prev *Failure, request, reason string, now time.Time, retry Retry, see
 		limit = backoffBase
 	}
 	wait := max(backoffAfter(f.Attempts, limit, seed), retry.After, retry.Wait)
-	if !retry.Expires.IsZero() && retry.After == 0 {
-		wait = boundByExpiry(wait, now, retry)
+	if deadline := retry.deadline(); !deadline.IsZero() && retry.After == 0 {
+		wait = boundByExpiry(wait, now, deadline, retry.ResendLate)
 	}
 	f.Retry = now.Add(wait).Truncate(time.Second)
 	if !f.Retry.After(now) {
@@ -126,15 +133,25 @@ func Fail(prev *Failure, request, reason string, now time.Time, retry Retry, see
 	return f
 }
 
-// boundByExpiry fits a wait to the token pods hold (Retry.Expires): a lost answer's one
-// resend at the last safe point before it; any other retry no later than that point,
-// and at most ExpiringRetry apart after it.
-func boundByExpiry(wait time.Duration, now time.Time, retry Retry) time.Duration {
-	safe := retry.Expires.Add(-MinRenewMargin)
+// deadline is what a wait must not run past: the expiry of the token pods hold
+// (Expires), or of the refresh token that renews it (RefreshExpires) when that comes
+// first; zero when neither is known.
+func (r Retry) deadline() time.Time {
+	if r.Expires.IsZero() || (!r.RefreshExpires.IsZero() && r.RefreshExpires.Before(r.Expires)) {
+		return r.RefreshExpires
+	}
+	return r.Expires
+}
+
+// boundByExpiry fits a wait to deadline (Retry.deadline): a lost answer's one resend
+// (resendLate) at the last safe point before it; any other retry no later than that
+// point, and at most ExpiringRetry apart after it.
+func boundByExpiry(wait time.Duration, now, deadline time.Time, resendLate bool) time.Duration {
+	safe := deadline.Add(-MinRenewMargin)
 	switch {
 	case !now.Before(safe):
 		return min(wait, ExpiringRetry)
-	case retry.ResendLate:
+	case resendLate:
 		return safe.Sub(now)
 	}
 	return min(wait, max(safe.Sub(now), backoffBase))

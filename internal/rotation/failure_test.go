@@ -86,3 +86,59 @@ func TestAFailureRecordedByAClockAheadCountsFromWhenThisProcessCouldFirstAct(t *
 		})
 	}
 }
+
+// A grant's refresh token that dies before the access token (Keycloak answers expires_in
+// 3600 with refresh_expires_in 1800) is the deadline of every wait that protects it, as
+// the access token's expiry is otherwise: a lost answer's one resend and any backoff
+// come MinRenewMargin before it, and past that point retries are at most ExpiringRetry
+// apart. Sent after it dies, the refresh token is refused and the customer must log in
+// again, however long the access token still lives.
+func TestWaitsEndBeforeTheRefreshTokenDiesWhenItDiesFirst(t *testing.T) {
+	issued := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	access, refresh := issued.Add(time.Hour), issued.Add(30*time.Minute)
+	// atCeiling has failed often enough for the backoff to reach its 10-minute ceiling.
+	atCeiling := &Failure{Request: "req", Reason: "TokenRequestFailed", Time: issued.Add(20 * time.Minute), Attempts: 9}
+	cases := map[string]struct {
+		prev  *Failure
+		now   time.Time
+		retry Retry
+		// want is when the next attempt may go out, or (wantWithin) the latest it may.
+		want, wantWithin time.Time
+	}{
+		"a lost answer's one resend waits for the last safe point before the refresh token dies": {
+			now: issued.Add(20 * time.Minute), retry: Retry{Lifetime: time.Hour, Expires: access, RefreshExpires: refresh, ResendLate: true},
+			want: refresh.Add(-MinRenewMargin),
+		},
+		"a lost answer's one resend waits for the access token's last safe point when the refresh token outlives it": {
+			now: issued.Add(20 * time.Minute), retry: Retry{Lifetime: time.Hour, Expires: access, RefreshExpires: issued.Add(2 * time.Hour), ResendLate: true},
+			want: access.Add(-MinRenewMargin),
+		},
+		"without a refresh token's expiry (absent or 0: no limit) the resend waits as before": {
+			now: issued.Add(20 * time.Minute), retry: Retry{Lifetime: time.Hour, Expires: access, ResendLate: true},
+			want: access.Add(-MinRenewMargin),
+		},
+		"a backoff at its ceiling ends at the last safe point before the refresh token dies": {
+			prev: atCeiling, now: issued.Add(25 * time.Minute), retry: Retry{Lifetime: time.Hour, Expires: access, RefreshExpires: refresh},
+			want: refresh.Add(-MinRenewMargin),
+		},
+		"past the refresh token's last safe point, retries are at most a minute apart": {
+			prev: atCeiling, now: issued.Add(28*time.Minute + 30*time.Second), retry: Retry{Lifetime: time.Hour, Expires: access, RefreshExpires: refresh},
+			wantWithin: issued.Add(29*time.Minute + 30*time.Second),
+		},
+		"a server's Retry-After still wins": {
+			now: issued.Add(25 * time.Minute), retry: Retry{Lifetime: time.Hour, Expires: access, RefreshExpires: refresh, After: 10 * time.Minute},
+			want: issued.Add(35 * time.Minute),
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			f := Fail(tc.prev, "req", "TokenRequestFailed", tc.now, tc.retry, "uid-1")
+			switch {
+			case !tc.want.IsZero() && !f.Retry.Equal(tc.want):
+				t.Errorf("next attempt at %s after issue, want %s", f.Retry.Sub(issued), tc.want.Sub(issued))
+			case !tc.wantWithin.IsZero() && (f.Retry.After(tc.wantWithin) || !f.Retry.After(tc.now)):
+				t.Errorf("next attempt at %s after issue, want after now (%s) and no later than %s", f.Retry.Sub(issued), tc.now.Sub(issued), tc.wantWithin.Sub(issued))
+			}
+		})
+	}
+}

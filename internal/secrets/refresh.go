@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -192,6 +193,36 @@ func withSpent(list []string, hash string) []string {
 	rest := append(slices.Clone(list[1:]), hash)
 	rest = rest[max(0, len(rest)-spentKept):]
 	return append([]string{list[0]}, rest...)
+}
+
+// RefreshLife reads when the refresh token with hash (rotation.Hash) in s was issued and
+// dies (cdv1.RefreshExpiresAtAnnotation), as a Schedule without a renewal time; ok is
+// false when s records none for that very token (no limit, or a token stored by other
+// means, such as a new login).
+func RefreshLife(s *corev1.Secret, hash string) (life rotation.Schedule, ok bool) {
+	parts := strings.Fields(s.Annotations[cdv1.RefreshExpiresAtAnnotation])
+	if len(parts) != 3 || parts[2] != hash {
+		return rotation.Schedule{}, false
+	}
+	expires, err1 := time.Parse(time.RFC3339, parts[0])
+	issued, err2 := time.Parse(time.RFC3339, parts[1])
+	if err1 != nil || err2 != nil || !issued.Before(expires) {
+		return rotation.Schedule{}, false
+	}
+	return rotation.Schedule{Issued: issued, ExpiresAt: expires}, true
+}
+
+// SetRefreshLife records on s (in place) when the refresh token with hash was issued and
+// dies, in the write that stores it; a life without an expiry removes the record.
+func SetRefreshLife(s *corev1.Secret, hash string, life rotation.Schedule) {
+	if life.ExpiresAt.IsZero() {
+		delete(s.Annotations, cdv1.RefreshExpiresAtAnnotation)
+		return
+	}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[cdv1.RefreshExpiresAtAnnotation] = life.ExpiresAt.UTC().Format(time.RFC3339) + " " + life.Issued.UTC().Format(time.RFC3339) + " " + hash
 }
 
 // WrittenByOperator reports whether s's data is what the operator last stored in it: an
