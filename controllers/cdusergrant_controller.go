@@ -230,7 +230,11 @@ func (r *CDUserGrantReconciler) carryOut(ctx context.Context, grant *cdv1.CDUser
 	case rotation.Persist:
 		return r.persist(ctx, grant)
 	case rotation.Wait:
-		return freshUntil(*in.Current, d.Until), nil
+		f := freshUntil(*in.Current, d.Until)
+		if a != nil {
+			f.refreshLife = a.stored.life()
+		}
+		return f, nil
 	case rotation.Hold:
 		return holding{until: d.Until, here: d.Here}, nil
 	case rotation.Defer:

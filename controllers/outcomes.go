@@ -51,9 +51,12 @@ type (
 	clientReady struct{ leftover []string }
 	// fresh: the output Secret holds a token that is not due yet (see freshUntil).
 	// leftover names the other outputs the CR still controls (noteLeftovers).
+	// refreshLife is the stored refresh token's (a grant's; zero when unknown), for the
+	// words about renewBefore.
 	fresh struct {
-		schedule rotation.Schedule
-		leftover []string
+		schedule    rotation.Schedule
+		leftover    []string
+		refreshLife rotation.Schedule
 	}
 	// holding: another process is spending the refresh token right now, or (here) a
 	// pass of this one for another grant.

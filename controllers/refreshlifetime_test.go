@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -181,4 +182,38 @@ func TestABackoffEndsBeforeTheRefreshTokenDies(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+}
+
+// spec.renewBefore 5m on an hour-long token renews at 25 minutes when the refresh token
+// lives 30: the Ready condition says why the renewal is not 55 minutes in, and a
+// restarted manager that finds the token fresh says the same (and writes nothing).
+func TestARenewBeforeCountedFromTheRefreshTokenIsSaid(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.lifetime, w.tokens.refreshLifetime = time.Hour, 30*time.Minute
+	g := w.grant("acme")
+	w.update(g, func() { g.Spec.RenewBefore = &metav1.Duration{Duration: 5 * time.Minute} })
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	g = w.grant("acme")
+	if want := epoch.Add(25 * time.Minute); !g.Status.RenewalTime.Time.Equal(want) {
+		t.Fatalf("renewalTime %s, want %s", g.Status.RenewalTime, want)
+	}
+	want := "Access token is in Secret acme-token; the refresh token expires before the access token (refresh_expires_in 30m0s, expires_in 1h0m0s): renewing 5m0s before the refresh token expires"
+	if got := meta.FindStatusCondition(g.Status.Conditions, cdv1.ReadyCondition).Message; got != want {
+		t.Errorf("Ready says %q, want %q", got, want)
+	}
+	w.takeWrites()
+
+	w.clock.SetTime(epoch.Add(time.Minute))
+	w.grants = &CDUserGrantReconciler{Client: w.client, APIReader: w.client, Clock: w.clock, Tokens: w.tokens, Recorder: w.events, Holder: "me-after-restart"}
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if got := meta.FindStatusCondition(w.grant("acme").Status.Conditions, cdv1.ReadyCondition).Message; got != want {
+		t.Errorf("after a restart, Ready says %q, want %q", got, want)
+	}
+	if writes := w.takeWrites(); len(writes) != 0 {
+		t.Errorf("a restart with a fresh token wrote %v", writes)
+	}
 }

@@ -277,10 +277,12 @@ func lifetimeOf(issued, expires *metav1.Time) time.Duration {
 }
 
 // clampOf is what a clamped renewBefore (spec) does to the token in an output Secret
-// (sched), worded as the pass that stored it worded it: rotation.Clamp over the token's
-// lifetime from status (issued to expires). "" when status does not describe that token
-// (its expiry differs) or lacks its issuance: then its lifetime is unknown.
-func clampOf(spec *metav1.Duration, issued, expires *metav1.Time, sched rotation.Schedule) string {
+// (sched), worded as the pass that stored it worded it: rotation.RefreshClamp over the
+// token's lifetime from status (issued to expires) and that of the refresh token that
+// renews it (refreshLifetime, a grant's; 0 when unknown or none). "" when status does not
+// describe that token (its expiry differs) or lacks its issuance: then its lifetime is
+// unknown.
+func clampOf(spec *metav1.Duration, issued, expires *metav1.Time, sched rotation.Schedule, refreshLifetime time.Duration) string {
 	if expires == nil || !expires.Time.Equal(sched.ExpiresAt) {
 		return ""
 	}
@@ -288,7 +290,17 @@ func clampOf(spec *metav1.Duration, issued, expires *metav1.Time, sched rotation
 	if lifetime <= 0 {
 		return ""
 	}
-	return rotation.Clamp(lifetime, renewBefore(spec))
+	return rotation.RefreshClamp(lifetime, refreshLifetime, renewBefore(spec))
+}
+
+// refreshLifetimeOf is the lifetime of a grant's refresh token with the stored life
+// when it came with the access token status describes (issued, status.lastRotationTime:
+// the same rotation stamped both); 0 otherwise, or when it has no known limit.
+func refreshLifetimeOf(life rotation.Schedule, issued *metav1.Time) time.Duration {
+	if issued == nil || life.ExpiresAt.IsZero() || !life.Issued.Equal(issued.Time) {
+		return 0
+	}
+	return life.ExpiresAt.Sub(life.Issued)
 }
 
 // refreshExpiry is when a refresh token with the stored life dies, counted as rotation

@@ -103,11 +103,12 @@ func Plan(issued time.Time, lifetime, renewBefore time.Duration, seed string) (s
 // Idle of 30 minutes; renewed at 2/3 of the hour, the refresh token is refused and the
 // customer must log in again. RenewAt is the earlier of the two tokens' plans, each
 // under Plan's rules (margin, jitter, never sooner than a third of that lifetime);
-// ExpiresAt stays the access token's, which is what pods hold. clamp is the access
-// token's, which a pass that finds the token fresh can say again from status (the
-// refresh token's lifetime is not kept).
+// ExpiresAt stays the access token's, which is what pods hold. clamp is
+// RefreshClamp's, which a pass that finds the token fresh can say again from what was
+// stored (status and the refresh token's stored lifetime).
 func PlanRefresh(issued time.Time, lifetime, refreshLifetime, renewBefore time.Duration, seed string) (s Schedule, clamp string) {
-	s, clamp = Plan(issued, lifetime, renewBefore, seed)
+	s, _ = Plan(issued, lifetime, renewBefore, seed)
+	clamp = RefreshClamp(lifetime, refreshLifetime, renewBefore)
 	if refreshLifetime <= 0 {
 		return s, clamp
 	}
@@ -115,6 +116,37 @@ func PlanRefresh(issued time.Time, lifetime, refreshLifetime, renewBefore time.D
 		s.RenewAt = r.RenewAt
 	}
 	return s, clamp
+}
+
+// RefreshClamp is Clamp for a token renewed by a refresh token that lives
+// refreshLifetime (0: no limit, when it is Clamp): when spec.renewBefore counted from
+// the refresh token's expiry comes before it counted from the access token's, the
+// renewal is planned from the refresh token (PlanRefresh), and the condition says so, or
+// a platform team reading renewBefore 5m on an hour-long token would look for the
+// renewal 55 minutes in and find it 25 in. A pure function of the three, as Clamp.
+func RefreshClamp(lifetime, refreshLifetime, renewBefore time.Duration) string {
+	if renewBefore <= 0 || refreshLifetime <= 0 {
+		return Clamp(lifetime, renewBefore)
+	}
+	if lifetime <= 0 {
+		lifetime = FallbackLifetime
+	}
+	access, refresh := clampedMargin(lifetime, renewBefore), clampedMargin(refreshLifetime, renewBefore)
+	if refreshLifetime-refresh >= lifetime-access {
+		return Clamp(lifetime, renewBefore)
+	}
+	msg := fmt.Sprintf("the refresh token expires before the access token (refresh_expires_in %s, expires_in %s): renewing %s before the refresh token expires",
+		refreshLifetime, lifetime, refresh.Truncate(time.Second))
+	if refresh < renewBefore {
+		msg += fmt.Sprintf(", not spec.renewBefore %s (at most two thirds of its lifetime, 3 requests per lifetime)", renewBefore)
+	}
+	return msg
+}
+
+// clampedMargin is the margin before expiry Plan keeps for a token of the given lifetime
+// when renewBefore is set.
+func clampedMargin(lifetime, renewBefore time.Duration) time.Duration {
+	return min(max(renewBefore, minMargin(lifetime)), lifetime*2/3)
 }
 
 // Clamp says how Plan shortens renewBefore for a token of the given lifetime, in words

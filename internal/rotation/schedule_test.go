@@ -204,12 +204,15 @@ func TestPlanRefreshRenewsBeforeTheRefreshTokenExpires(t *testing.T) {
 		lifetime, refreshLifetime, renewBefore time.Duration
 		// The renewal must fall in [earliest, latest] after issue.
 		earliest, latest time.Duration
+		// clamp is the condition's words about renewBefore.
+		clamp string
 	}{
 		"Keycloak's defaults, an hour-long access token and a 30-minute refresh token, renew at 17-20 minutes (the refresh token's 2/3 less jitter)": {
 			lifetime: time.Hour, refreshLifetime: 30 * time.Minute, earliest: 17 * time.Minute, latest: 20 * time.Minute,
 		},
 		"renewBefore is kept ahead of the refresh token's expiry": {
 			lifetime: time.Hour, refreshLifetime: 30 * time.Minute, renewBefore: 5 * time.Minute, earliest: 25 * time.Minute, latest: 25 * time.Minute,
+			clamp: "the refresh token expires before the access token (refresh_expires_in 30m0s, expires_in 1h0m0s): renewing 5m0s before the refresh token expires",
 		},
 		"a refresh token of 3 minutes keeps the renewal at a third of its life, not a third of the access token's": {
 			lifetime: time.Hour, refreshLifetime: 3 * time.Minute, earliest: time.Minute, latest: time.Minute + time.Second,
@@ -228,13 +231,50 @@ func TestPlanRefreshRenewsBeforeTheRefreshTokenExpires(t *testing.T) {
 			if s.RenewAt.Before(base.Add(tc.earliest)) || s.RenewAt.After(base.Add(tc.latest)) {
 				t.Errorf("RenewAt = %s after issue, want within [%s, %s]", s.RenewAt.Sub(base), tc.earliest, tc.latest)
 			}
-			access, accessClamp := Plan(issued, tc.lifetime, tc.renewBefore, "uid-1")
-			if !s.ExpiresAt.Equal(access.ExpiresAt) || !s.Issued.Equal(access.Issued) || clamp != accessClamp {
-				t.Errorf("got %+v (clamp %q), want the access token's expiry, issuance and clamp: %+v (%q)", s, clamp, access, accessClamp)
+			access, _ := Plan(issued, tc.lifetime, tc.renewBefore, "uid-1")
+			if !s.ExpiresAt.Equal(access.ExpiresAt) || !s.Issued.Equal(access.Issued) {
+				t.Errorf("got %+v, want the access token's expiry and issuance: %+v", s, access)
+			}
+			if clamp != tc.clamp {
+				t.Errorf("clamp %q, want %q", clamp, tc.clamp)
 			}
 			// The request budget's floor does not hold the renewal back past its time.
 			if e := s.Earliest(); e.After(s.RenewAt) {
 				t.Errorf("Earliest = %s after issue, after the renewal at %s", e.Sub(base), s.RenewAt.Sub(base))
+			}
+		})
+	}
+}
+
+// spec.renewBefore counted from a refresh token that expires first is said in the
+// condition (the renewal is not where renewBefore alone puts it); otherwise the words
+// are the access token's (Clamp), so providers without refresh_expires_in read as
+// before.
+func TestRefreshClampSaysARenewBeforeCountedFromTheRefreshToken(t *testing.T) {
+	cases := map[string]struct {
+		lifetime, refreshLifetime, renewBefore time.Duration
+		want                                   string
+	}{
+		"renewBefore unset: nothing to say": {lifetime: time.Hour, refreshLifetime: 30 * time.Minute},
+		"no refresh lifetime: the access token's clamp": {
+			lifetime: time.Hour, renewBefore: 50 * time.Minute, want: Clamp(time.Hour, 50*time.Minute),
+		},
+		"a refresh token that outlives the access token: the access token's words": {
+			lifetime: 30 * time.Minute, refreshLifetime: 10 * time.Hour, renewBefore: 5 * time.Minute,
+		},
+		"counted from the refresh token that dies first": {
+			lifetime: time.Hour, refreshLifetime: 30 * time.Minute, renewBefore: 5 * time.Minute,
+			want: "the refresh token expires before the access token (refresh_expires_in 30m0s, expires_in 1h0m0s): renewing 5m0s before the refresh token expires",
+		},
+		"counted from the refresh token and shortened to two thirds of its lifetime": {
+			lifetime: time.Hour, refreshLifetime: 30 * time.Minute, renewBefore: 50 * time.Minute,
+			want: "the refresh token expires before the access token (refresh_expires_in 30m0s, expires_in 1h0m0s): renewing 20m0s before the refresh token expires, not spec.renewBefore 50m0s (at most two thirds of its lifetime, 3 requests per lifetime)",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := RefreshClamp(tc.lifetime, tc.refreshLifetime, tc.renewBefore); got != tc.want {
+				t.Errorf("RefreshClamp = %q, want %q", got, tc.want)
 			}
 		})
 	}
