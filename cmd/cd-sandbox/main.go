@@ -45,7 +45,7 @@ func (c *clientFlags) Set(v string) error {
 type config struct {
 	listen, issuer, clientsFile, seed string
 	allowRemote                       bool
-	ttl                               time.Duration
+	ttl, refreshTTL                   time.Duration
 	clients                           []cdsandbox.Client
 	profile                           string
 	offlineAccessWithoutConsent       bool
@@ -59,6 +59,8 @@ func main() {
 	flag.StringVar(&cfg.issuer, "issuer", "", "Issuer URL; default http://<listen>.")
 	flag.StringVar(&cfg.clientsFile, "clients-file", "", "YAML list of clients (id, secret, grantTypes, redirectURIs, scopes).")
 	flag.DurationVar(&cfg.ttl, "access-token-ttl", 30*time.Minute, "Access token lifetime (expires_in).")
+	flag.DurationVar(&cfg.refreshTTL, "refresh-token-ttl", 0,
+		"Refresh token lifetime (refresh_expires_in, enforced: a refresh token presented after it is refused) for profiles whose server limits it: keycloak's SSO Session Idle, 30m when 0; offline_access grants get 0, no limit. Other profiles send none.")
 	flag.StringVar(&cfg.seed, "seed-grant", "", "clientID:subject:path: log a customer in and write their refresh token to path (mode 0600).")
 	flag.StringVar(&cfg.profile, "profile", string(cdsandbox.ProfileCD), "Identity server whose refusals (spent refresh token, unknown scope, disallowed grant type) and refresh-token rotation to imitate: "+profileNames()+".")
 	flag.BoolVar(&cfg.journal, "journal", false, "Record every token request (token hashes, never tokens) and serve the records read-only at GET "+cdsandbox.JournalPath+", for test harnesses.")
@@ -141,7 +143,7 @@ func newServer(cfg config, logger *log.Logger) (*cdsandbox.Server, int, error) {
 		clients = append(clients, fromFile...)
 	}
 	s := cdsandbox.New(cdsandbox.Options{
-		Issuer: cfg.issuer, Clients: clients, AccessTokenTTL: cfg.ttl, Logger: logger,
+		Issuer: cfg.issuer, Clients: clients, AccessTokenTTL: cfg.ttl, RefreshTokenTTL: cfg.refreshTTL, Logger: logger,
 		Profile: profile, OfflineAccessWithoutConsent: cfg.offlineAccessWithoutConsent,
 	})
 	if cfg.journal {

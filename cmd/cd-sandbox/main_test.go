@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"log"
 	"net/http"
@@ -78,5 +79,30 @@ func TestOfflineAccessWithoutConsentReachesTheServer(t *testing.T) {
 		if granted := loc.Query().Get("scope") == "offline_access"; granted != without {
 			t.Errorf("--offline-access-without-consent=%t: offline_access granted %t", without, granted)
 		}
+	}
+}
+
+func TestTheRefreshTokenTTLFlagReachesTheKeycloakProfile(t *testing.T) {
+	s, _, err := newServer(config{
+		clients: []cdsandbox.Client{{ID: "login", Secret: "s", GrantTypes: []string{"authorization_code"}}},
+		ttl:     time.Hour, refreshTTL: 90 * time.Second, profile: "keycloak",
+	}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	rt := s.SeedGrant("login", "cust", []string{"marketplace"})
+	resp, err := http.PostForm(srv.URL+"/connect/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {"login"}, "client_secret": {"s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if body["refresh_expires_in"] != float64(90) {
+		t.Errorf("--refresh-token-ttl 90s: the answer says refresh_expires_in %v, want 90", body["refresh_expires_in"])
 	}
 }

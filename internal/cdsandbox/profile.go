@@ -99,6 +99,19 @@ var profileRotations = map[Profile]Rotation{
 // Rotation is how the profile's server rotates refresh tokens.
 func (p Profile) Rotation() Rotation { return profileRotations[p] }
 
+// profileRefreshTTLs are the profiles whose servers give a refresh token a lifetime of
+// its own, shorter than the customer's grant, and say it in refresh_expires_in.
+var profileRefreshTTLs = map[Profile]time.Duration{
+	// keycloak/keycloak TokenManager.java (refresh_expires_in, "Token is not active"
+	// for a refresh token past it); the realm's SSO Session Idle, 30 minutes by
+	// default, however long the access token lives. Offline tokens answer 0.
+	ProfileKeycloak: 30 * time.Minute,
+}
+
+// RefreshTokenTTL is the default lifetime of the profile's refresh tokens
+// (Options.RefreshTokenTTL); 0 when its server sends no refresh_expires_in.
+func (p Profile) RefreshTokenTTL() time.Duration { return profileRefreshTTLs[p] }
+
 // refusals are how one identity server words the answers a profile changes. The
 // wordings are confirmed in the sources named beside them (the same ones the token
 // client's classifier cites, but this table is written apart from it on purpose: the
@@ -109,6 +122,9 @@ type refusals struct {
 	// rejectedRefreshToken answers any other refused refresh token: unknown, of a
 	// revoked grant, or issued to another client.
 	rejectedRefreshToken func(now time.Time) tokenResult
+	// expiredRefreshToken answers a refresh token presented after its own expiry
+	// (Profile.RefreshTokenTTL); nil for servers that give it none.
+	expiredRefreshToken func(now time.Time) tokenResult
 	// unknownScope answers a token request for scopes the client may not have.
 	unknownScope func(now time.Time, requested, unknown []string) tokenResult
 	// grantTypeRefused answers a grant type the client is not registered for; known is
@@ -183,6 +199,7 @@ var profileRefusals = map[Profile]refusals{
 	ProfileKeycloak: {
 		spentRefreshToken:    fixed(oauthError(http.StatusBadRequest, "invalid_grant", "Maximum allowed refresh token reuse exceeded")),
 		rejectedRefreshToken: fixed(oauthError(http.StatusBadRequest, "invalid_grant", "Session not active")),
+		expiredRefreshToken:  fixed(oauthError(http.StatusBadRequest, "invalid_grant", "Token is not active")),
 		unknownScope: func(_ time.Time, requested, _ []string) tokenResult {
 			return oauthError(http.StatusBadRequest, "invalid_scope", "Invalid scopes: "+strings.Join(requested, " "))
 		},

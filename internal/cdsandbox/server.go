@@ -28,6 +28,7 @@ import (
 	"log"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 )
@@ -73,6 +74,11 @@ type Options struct {
 	Clients []Client
 	// AccessTokenTTL is expires_in; default 30 minutes.
 	AccessTokenTTL time.Duration
+	// RefreshTokenTTL is how long a refresh token lives at a profile whose server limits
+	// it (Profile.RefreshTokenTTL: Keycloak's SSO Session Idle): it is sent as
+	// refresh_expires_in, and a refresh token presented after it is refused as that
+	// server refuses it. 0 is the profile's default; the other profiles send none.
+	RefreshTokenTTL time.Duration
 	// CodeTTL is how long an authorization code lives; default 60 s.
 	CodeTTL time.Duration
 	// Now replaces time.Now in tests.
@@ -118,6 +124,9 @@ type Stats struct {
 	// Revocations counts revocation requests (RFC 7009) the sandbox accepted from an
 	// authenticated client, whether or not it knew the token.
 	Revocations int
+	// RefreshTokensExpired counts refresh tokens presented after their own expiry
+	// (refresh_expires_in, Options.RefreshTokenTTL). A correct operator keeps it at 0.
+	RefreshTokensExpired int
 }
 
 // FaultMode is how an injected fault misbehaves.
@@ -189,6 +198,8 @@ type refreshToken struct {
 	spent bool
 	// spentAt is when it was first spent, for RotateWithGrace.
 	spentAt time.Time
+	// expires is when it dies (refresh_expires_in); zero: no limit.
+	expires time.Time
 }
 
 type accessToken struct {
@@ -223,6 +234,12 @@ func New(opts Options) *Server {
 		panic("cdsandbox: " + err.Error())
 	}
 	opts.Profile = profile
+	if opts.RefreshTokenTTL <= 0 {
+		opts.RefreshTokenTTL = profile.RefreshTokenTTL()
+	}
+	if profile.RefreshTokenTTL() == 0 {
+		opts.RefreshTokenTTL = 0
+	}
 	s := &Server{
 		opts:    opts,
 		key:     []byte(randomString(32)),
@@ -358,7 +375,13 @@ func (s *Server) newGrant(clientID, subject string, scopes []string) *grant {
 
 func (s *Server) newRefreshToken(g *grant) string {
 	t := "rt_" + randomString(24)
-	s.refresh[t] = &refreshToken{grant: g}
+	rt := &refreshToken{grant: g}
+	// Keycloak's offline tokens (offline_access) outlive the session: no limit, and
+	// refresh_expires_in 0.
+	if s.opts.RefreshTokenTTL > 0 && !slices.Contains(g.scopes, "offline_access") {
+		rt.expires = s.opts.Now().Add(s.opts.RefreshTokenTTL)
+	}
+	s.refresh[t] = rt
 	return t
 }
 

@@ -153,6 +153,14 @@ func (s *Server) refreshGrant(c *Client, token string) tokenResult {
 		return s.refusals.rejectedRefreshToken(s.opts.Now())
 	}
 	now, rotation := s.opts.Now(), s.opts.Profile.Rotation()
+	if !rt.expires.IsZero() && !now.Before(rt.expires) && s.refusals.expiredRefreshToken != nil {
+		// Checked before reuse, as the server verifies the token before its session: an
+		// expired token is refused without revoking anything.
+		s.stats.RefreshTokensExpired++
+		res := s.refusals.expiredRefreshToken(now)
+		res.note = "refresh token expired"
+		return res
+	}
 	if rt.spent {
 		s.stats.RefreshTokensReused++
 		if rotation != RotateWithGrace || now.Sub(rt.spentAt) > RotationGrace {
@@ -240,6 +248,14 @@ func (s *Server) issue(clientID, subject, grantType string, scopes []string, g *
 	}
 	if refresh != "" {
 		body["refresh_token"] = refresh
+		if s.opts.RefreshTokenTTL > 0 {
+			// 0 for a token without a limit (an offline token), as Keycloak answers.
+			left := 0
+			if exp := s.refresh[refresh].expires; !exp.IsZero() {
+				left = int(exp.Sub(now).Round(time.Second) / time.Second)
+			}
+			body["refresh_expires_in"] = left
+		}
 	}
 	return tokenResult{status: http.StatusOK, body: body}
 }
