@@ -1,11 +1,15 @@
 package install
 
 import (
+	"os/exec"
+	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -114,4 +118,80 @@ func TestTheNetworkPolicyLetsTheManagerResolveNamesOnOpenShift(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTheCallbackIsExposedOnOpenShiftByARoute: OpenShift's router serves an Ingress
+// only through the Routes its ingress-to-route controller makes of it, and that
+// controller skips every path of type Exact ("Exact path type is not implemented",
+// openshift-controller-manager pkg/route/ingress), which the callback Ingress's is: on
+// OpenShift, callback.ingress exposed nothing and every customer login ended at the
+// router's 503. callback.route makes the Route itself, on the path of callback.url,
+// ending TLS at the router, or re-encrypting to a manager that answers only TLS.
+func TestTheCallbackIsExposedOnOpenShiftByARoute(t *testing.T) {
+	const callbackURL = "https://apps.example.com/cd-operator/callback"
+	const ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+	for _, tc := range []struct {
+		name string
+		set  []string
+		want map[string]any // the Route's spec.tls
+	}{
+		{"a plain-HTTP callback behind the router's TLS", nil,
+			map[string]any{"termination": "edge", "insecureEdgeTerminationPolicy": "None"}},
+		{"a TLS callback, its certificate from the service CA", []string{"callback.tlsSecretName=cd-callback-serving"},
+			map[string]any{"termination": "reencrypt", "insecureEdgeTerminationPolicy": "None"}},
+		{"a TLS callback, its certificate from another CA", []string{"callback.tlsSecretName=cd-callback-serving", "callback.route.destinationCACertificate=" + ca},
+			map[string]any{"termination": "reencrypt", "insecureEdgeTerminationPolicy": "None", "destinationCACertificate": ca}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"template", "cd", chartDir, "--namespace", "cd-system",
+				"--set", "callback.enabled=true", "--set", "callback.url=" + callbackURL,
+				"--set", "callback.route.enabled=true"}
+			for _, s := range tc.set {
+				args = append(args, "--set", s)
+			}
+			objs := objects(t, run(t, helm(t), args...))
+			routes := only(objs, "Route")
+			if len(routes) != 1 {
+				t.Fatalf("%d Routes, want 1", len(routes))
+			}
+			r := routes[0]
+			if r.GetAPIVersion() != "route.openshift.io/v1" {
+				t.Errorf("Route apiVersion %q, want route.openshift.io/v1", r.GetAPIVersion())
+			}
+			var svc *unstructured.Unstructured
+			for _, s := range only(objs, "Service") {
+				if strings.HasSuffix(s.GetName(), "-callback") {
+					svc = s
+				}
+			}
+			if svc == nil {
+				t.Fatal("no callback Service")
+			}
+			ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
+			portName, _, _ := unstructured.NestedString(ports[0].(map[string]any), "name")
+			spec, _, _ := unstructured.NestedMap(r.Object, "spec")
+			want := map[string]any{
+				"host":           "apps.example.com",
+				"path":           "/cd-operator/callback",
+				"to":             map[string]any{"kind": "Service", "name": svc.GetName(), "weight": float64(100)},
+				"port":           map[string]any{"targetPort": portName},
+				"tls":            tc.want,
+				"wildcardPolicy": "None",
+			}
+			if diff := cmp.Diff(want, spec); diff != "" {
+				t.Errorf("Route spec (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	t.Run("a CA to check a manager that serves no TLS is refused", func(t *testing.T) {
+		cmd := exec.Command(helm(t), "template", "cd", chartDir,
+			"--set", "callback.enabled=true", "--set", "callback.url="+callbackURL,
+			"--set", "callback.route.enabled=true", "--set", "callback.route.destinationCACertificate="+ca)
+		cmd.Dir = repoRoot
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "callback.route.destinationCACertificate needs callback.tlsSecretName") {
+			t.Errorf("helm template did not refuse a destination CA for a plain-HTTP callback for that reason (err %v):\n%s", err, out)
+		}
+	})
 }
