@@ -1,6 +1,7 @@
 package install
 
 import (
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // pod is a destination of the manager's traffic, as a NetworkPolicy sees it: the pod's
@@ -194,4 +196,69 @@ func TestTheCallbackIsExposedOnOpenShiftByARoute(t *testing.T) {
 			t.Errorf("helm template did not refuse a destination CA for a plain-HTTP callback for that reason (err %v):\n%s", err, out)
 		}
 	})
+}
+
+// TestEveryImageTagTheSchemaTakesInstalls: the chart labels every object with
+// app.kubernetes.io/version, the image tag, and the API server refuses a label value
+// over 63 characters or one that does not begin and end with a letter or digit. An
+// OCI tag may run to 128 characters and begin or end with `_`, `.` or `-`, so a mirror's
+// tag the schema took could fail the install on its labels; a tag with a digest
+// (`v1@sha256:…`, as mirrors pin images) was taken too and failed the same way. The
+// schema now takes OCI tags only (the digest has image.digest), and the label keeps
+// what of the tag a label may hold.
+func TestEveryImageTagTheSchemaTakesInstalls(t *testing.T) {
+	digest := "sha256:" + strings.Repeat("0", 64)
+	long := strings.Repeat("a", 62) + "-b" + strings.Repeat("c", 64) // 128 characters
+	for _, tc := range []struct {
+		name, tag string
+		refused   string // what the refusal names; empty: rendered, and installable
+	}{
+		{"the chart's appVersion", "", ""},
+		{"a release tag", "v0.2.0", ""},
+		{"the longest OCI tag", long, ""},
+		{"a tag that begins with an underscore", "_mirror.v0.2.0", ""},
+		{"a tag that ends with a dot", "v0.2.0.", ""},
+		{"a tag with a digest", "v0.2.0@" + digest, "/image/tag"},
+		{"a tag with a colon", "v0.2.0:latest", "/image/tag"},
+		{"a tag over 128 characters", long + "d", "/image/tag"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(helm(t), "template", "cd", chartDir, "--namespace", "cd-system", "--set-string", "image.tag="+tc.tag)
+			cmd.Dir = repoRoot
+			out, err := cmd.Output()
+			if tc.refused != "" {
+				var stderr []byte
+				if ee, ok := err.(*exec.ExitError); ok {
+					stderr = ee.Stderr
+				}
+				if err == nil || !strings.Contains(string(stderr), tc.refused) {
+					t.Errorf("helm template did not refuse image.tag %q naming %s (err %v):\n%s", tc.tag, tc.refused, err, stderr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("helm template refused image.tag %q: %v", tc.tag, err)
+			}
+			objs := objects(t, out)
+			d := deployment(t, objs)
+			if img := d.Spec.Template.Spec.Containers[0].Image; tc.tag != "" && img != "ghcr.io/credops/cd-credentials-operator:"+tc.tag {
+				t.Errorf("image %q, want the tag %q", img, tc.tag)
+			}
+			sets := []map[string]string{d.Spec.Template.Labels}
+			for _, o := range objs {
+				sets = append(sets, o.GetLabels())
+			}
+			refused := map[string]int{} // "key=value: why" -> objects carrying it
+			for _, set := range sets {
+				for k, v := range set {
+					if errs := validation.IsValidLabelValue(v); len(errs) != 0 {
+						refused[fmt.Sprintf("%s=%q: %s", k, v, errs[0])]++
+					}
+				}
+			}
+			for l, n := range refused {
+				t.Errorf("label %s (on %d objects), which the API server refuses", l, n)
+			}
+		})
+	}
 }

@@ -25,7 +25,7 @@
 {{- define "cdcreds.labels" -}}
 helm.sh/chart: {{ include "cdcreds.chart" . }}
 {{ include "cdcreds.selectorLabels" . }}
-app.kubernetes.io/version: {{ include "cdcreds.imageTag" . | quote }}
+app.kubernetes.io/version: {{ include "cdcreds.versionLabel" . | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: cd-credentials-operator
 {{- with .Values.commonLabels }}
@@ -50,6 +50,13 @@ app.kubernetes.io/component: manager
 
 {{- define "cdcreds.imageTag" -}}
 {{- default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{/* The image tag as a label value: an OCI tag may run to 128 characters and begin or
+end with "_", "." or "-", which a label value may not (the API server would refuse
+every object). */}}
+{{- define "cdcreds.versionLabel" -}}
+{{- regexReplaceAll "^[^A-Za-z0-9]+|[^A-Za-z0-9]+$" (include "cdcreds.imageTag" . | trunc 63) "" }}
 {{- end }}
 
 {{/* repository:tag, or repository@digest when a digest is given. */}}
