@@ -262,3 +262,46 @@ func TestEveryImageTagTheSchemaTakesInstalls(t *testing.T) {
 		})
 	}
 }
+
+// TestTheServiceMonitorNeedsNoFileOfPrometheus: a Prometheus that sets
+// arbitraryFSAccessThroughSMs.deny, as OpenShift's user-workload monitoring does,
+// refuses a whole ServiceMonitor whose endpoint reads a file of the Prometheus
+// container: bearerTokenFile, or tlsConfig's caFile, certFile or keyFile (the
+// Prometheus Operator's testForArbitraryFSAccess). The chart's ServiceMonitor sent
+// Prometheus's own token from bearerTokenFile, so on OpenShift nothing scraped the
+// operator and none of its alerts could fire. metrics.serviceMonitor.tokenSecret
+// sends the token of a Secret instead.
+func TestTheServiceMonitorNeedsNoFileOfPrometheus(t *testing.T) {
+	endpoint := func(t *testing.T, set ...string) map[string]any {
+		t.Helper()
+		args := []string{"template", "cd", chartDir, "--namespace", "cd-system", "--set", "metrics.serviceMonitor.enabled=true"}
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		sms := only(objects(t, run(t, helm(t), args...)), "ServiceMonitor")
+		if len(sms) != 1 {
+			t.Fatalf("%d ServiceMonitors, want 1", len(sms))
+		}
+		eps, _, _ := unstructured.NestedSlice(sms[0].Object, "spec", "endpoints")
+		if len(eps) != 1 {
+			t.Fatalf("ServiceMonitor endpoints %v, want one", eps)
+		}
+		return eps[0].(map[string]any)
+	}
+
+	ep := endpoint(t, "metrics.serviceMonitor.tokenSecret.name=cd-metrics-scraper-token")
+	for _, field := range [][]string{{"bearerTokenFile"}, {"tlsConfig", "caFile"}, {"tlsConfig", "certFile"}, {"tlsConfig", "keyFile"}} {
+		if v, ok, _ := unstructured.NestedFieldNoCopy(ep, field...); ok {
+			t.Errorf("the endpoint sets %s: %v, which such a Prometheus refuses", strings.Join(field, "."), v)
+		}
+	}
+	want := map[string]any{"type": "Bearer", "credentials": map[string]any{"name": "cd-metrics-scraper-token", "key": "token"}}
+	if diff := cmp.Diff(want, ep["authorization"]); diff != "" {
+		t.Errorf("the endpoint's authorization (-want +got):\n%s", diff)
+	}
+
+	// Elsewhere Prometheus still presents its own token, as before.
+	if ep := endpoint(t); ep["bearerTokenFile"] != "/var/run/secrets/kubernetes.io/serviceaccount/token" || ep["authorization"] != nil {
+		t.Errorf("without tokenSecret the endpoint sends bearerTokenFile %v, authorization %v; want Prometheus's own token", ep["bearerTokenFile"], ep["authorization"])
+	}
+}
