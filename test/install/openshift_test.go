@@ -305,3 +305,37 @@ func TestTheServiceMonitorNeedsNoFileOfPrometheus(t *testing.T) {
 		t.Errorf("without tokenSecret the endpoint sends bearerTokenFile %v, authorization %v; want Prometheus's own token", ep["bearerTokenFile"], ep["authorization"])
 	}
 }
+
+// TestTheImageRepositoryNamesNoTagOrDigest: the chart appends the tag (or the digest)
+// to image.repository, so a repository that already carries one, as a mirror's
+// reference copied whole often does, renders "repo:v1:v0.1.0" or "repo@sha256:…:v0.1.0":
+// the kubelet refuses it (InvalidImageName) after the install succeeded, and the
+// Deployment never starts. The schema refuses it up front; a registry's port stays
+// allowed.
+func TestTheImageRepositoryNamesNoTagOrDigest(t *testing.T) {
+	digest := "sha256:" + strings.Repeat("0", 64)
+	for _, tc := range []struct {
+		name, repository string
+		refused          bool
+	}{
+		{"a mirror's repository", "mirror.example.com/credops/cd-credentials-operator", false},
+		{"a mirror on a port", "mirror.example.com:5000/credops/cd-credentials-operator", false},
+		{"a repository with a tag", "mirror.example.com/credops/cd-credentials-operator:v0.1.0", true},
+		{"a repository on a port with a tag", "mirror.example.com:5000/cd-credentials-operator:v0.1.0", true},
+		{"a repository with a digest", "mirror.example.com/credops/cd-credentials-operator@" + digest, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(helm(t), "template", "cd", chartDir, "--set-string", "image.repository="+tc.repository)
+			cmd.Dir = repoRoot
+			out, err := cmd.CombinedOutput()
+			switch {
+			case tc.refused && err == nil:
+				t.Errorf("helm template took image.repository %q", tc.repository)
+			case tc.refused && !strings.Contains(string(out), "/image/repository"):
+				t.Errorf("helm template refused image.repository %q without naming it:\n%s", tc.repository, out)
+			case !tc.refused && err != nil:
+				t.Errorf("helm template refused image.repository %q: %v\n%s", tc.repository, err, out)
+			}
+		})
+	}
+}
