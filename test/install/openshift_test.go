@@ -339,3 +339,21 @@ func TestTheImageRepositoryNamesNoTagOrDigest(t *testing.T) {
 		})
 	}
 }
+
+// TestTheChartRefusesAnIngressOpenShiftsRouterWouldNotServe: an Ingress of the class
+// openshift-default is served only through the Routes OpenShift makes of it, and it
+// makes none of the callback Ingress's Exact path: the install succeeded and every
+// login redirect ended at the router. The chart says so and points to callback.route.
+func TestTheChartRefusesAnIngressOpenShiftsRouterWouldNotServe(t *testing.T) {
+	cmd := exec.Command(helm(t), "template", "cd", chartDir,
+		"--set", "callback.enabled=true", "--set", "callback.url=https://cd-callback.example.com/callback",
+		"--set", "callback.ingress.enabled=true", "--set", "callback.ingress.className=openshift-default")
+	cmd.Dir = repoRoot
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatal("helm template took a callback Ingress of the class openshift-default")
+	}
+	if !strings.Contains(string(out), "use callback.route") {
+		t.Errorf("helm template refused the openshift-default Ingress without pointing to callback.route:\n%s", out)
+	}
+}
