@@ -44,35 +44,46 @@ func TestWriteCostsAreSummedByRotation(t *testing.T) {
 	}
 }
 
-// The first status write carries the whole Ready status; a routine one only the fields a
-// rotation changes, as the operator's status patch does.
+// The first status write sets the whole Ready status at the resourceVersion read; a
+// routine one only the fields a rotation changes; both only on the grant read (its UID
+// tested first), as the operator's status patch does.
 func TestRotateStatusPatchesWhatARotationChanges(t *testing.T) {
-	g := &cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Name: "g", Generation: 1}}
+	g := &cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Name: "g", UID: "uid-g", ResourceVersion: "7", Generation: 1}}
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
-	statusOf := func(patch []byte, err error) map[string]json.RawMessage {
+	opsOf := func(patch []byte, err error) map[string]json.RawMessage {
 		t.Helper()
-		var p struct {
-			Status map[string]json.RawMessage `json:"status"`
+		var ops []struct {
+			Op    string          `json:"op"`
+			Path  string          `json:"path"`
+			Value json.RawMessage `json:"value"`
 		}
 		if err == nil {
-			err = json.Unmarshal(patch, &p)
+			err = json.Unmarshal(patch, &ops)
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		return p.Status
+		if len(ops) == 0 || ops[0].Op != "test" || ops[0].Path != "/metadata/uid" || string(ops[0].Value) != `"uid-g"` {
+			t.Fatalf("patch %s does not test the grant's UID first", patch)
+		}
+		byPath := map[string]json.RawMessage{}
+		for _, o := range ops[1:] {
+			byPath[o.Op+" "+o.Path] = o.Value
+		}
+		return byPath
 	}
-	first := statusOf(rotateStatus(g, now))
-	if c := g.Status.Conditions; len(c) != 3 || c[0].Type != cdv1.ReadyCondition || c[0].Status != metav1.ConditionTrue || first["conditions"] == nil {
+	first := opsOf(rotateStatus(g, now))
+	if c := g.Status.Conditions; len(c) != 3 || c[0].Type != cdv1.ReadyCondition || c[0].Status != metav1.ConditionTrue ||
+		string(first["test /metadata/resourceVersion"]) != `"7"` || first["add /status"] == nil {
 		t.Fatalf("first status: conditions %+v, patch %v", c, first)
 	}
-	routine := statusOf(rotateStatus(g, now.Add(40*time.Minute)))
+	routine := opsOf(rotateStatus(g, now.Add(40*time.Minute)))
 	var keys []string
 	for k := range routine {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	if want := []string{"expiresAt", "lastRotationTime", "renewalTime", "rotationCount"}; !slices.Equal(keys, want) || string(routine["rotationCount"]) != "2" {
-		t.Errorf("routine patch %v, want the fields %v with rotationCount 2", routine, want)
+	if want := []string{"add /status/expiresAt", "add /status/lastRotationTime", "add /status/renewalTime", "add /status/rotationCount"}; !slices.Equal(keys, want) || string(routine["add /status/rotationCount"]) != "2" {
+		t.Errorf("routine patch %v, want %v with rotationCount 2", routine, want)
 	}
 }
