@@ -526,22 +526,30 @@ func (c *Callback) record(ctx context.Context, grant *cdv1.CDUserGrant, st State
 	if floodable && (!failureNews(grant.Status.LastAuthorization, st, a, now) || !c.failures.claim(failureKeyOf(grant.UID, a), now)) {
 		return
 	}
-	for range 3 {
+	for try := 1; ; try++ {
+		read := grant.ResourceVersion
 		err := c.Client.Status().Patch(ctx, grant, setOutcome(grant, a, spent, now, floodable))
 		gone := apierrors.IsNotFound(err)
 		if apierrors.IsConflict(err) || apierrors.IsInvalid(err) {
 			// Conflict: a failure's write found the grant changed since it was read.
-			// Invalid: a test failed, of the UID or of a status written meanwhile. The
-			// grant as it is now says which, and judges the write again.
+			// Invalid: a test failed, of the UID or of a status written meanwhile, or
+			// the API server refused what the write says (its schema, an admission
+			// policy). The grant as it is now says which, and judges the write again.
 			cur := &cdv1.CDUserGrant{}
-			err = c.APIReader.Get(ctx, client.ObjectKeyFromObject(grant), cur)
-			gone = apierrors.IsNotFound(err) || (err == nil && cur.UID != grant.UID)
-			if err == nil && !gone {
+			readErr := c.APIReader.Get(ctx, client.ObjectKeyFromObject(grant), cur)
+			gone = apierrors.IsNotFound(readErr) || (readErr == nil && cur.UID != grant.UID)
+			// The same grant at the version the write was made for: no test failed, and
+			// the same write would be refused the same way.
+			refused := readErr == nil && !gone && apierrors.IsInvalid(err) && cur.ResourceVersion == read
+			if readErr == nil && !gone && !refused && try < 3 {
 				*grant = *cur
 				if floodable && !failureNews(grant.Status.LastAuthorization, st, a, now) {
 					return
 				}
 				continue
+			}
+			if readErr != nil && !gone {
+				err = readErr
 			}
 		}
 		if gone {
