@@ -84,7 +84,12 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 	case rotatedTo(o.NewRefreshToken, a.stored.value) != "":
 		// Unusable, but it carried a successor: the old token is spent, store the new.
 		refresh.token = o.NewRefreshToken
-		r.held.put(grant, &result{request: a.request, after: a.requestAfter(grant, refresh.session()), refresh: refresh, answer: &o})
+		if o.NewRefreshLifetime > 0 {
+			// Stored with it, as an issued answer's is: the retry that sends it, and a
+			// lost answer's one resend, must come before it dies.
+			refresh.life = rotation.Schedule{Issued: now.Truncate(time.Second), ExpiresAt: now.Add(o.NewRefreshLifetime).Truncate(time.Second)}
+		}
+		r.held.put(grant, &result{request: a.request, after: a.requestAfter(grant, refresh.session()), refresh: refresh, refreshLife: refresh.life, answer: &o})
 		return r.persist(ctx, grant)
 	case !o.MaySpend():
 		// The server answered without spending the token: the mark goes back to what

@@ -2,11 +2,13 @@ package controllers
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
@@ -70,4 +72,47 @@ func TestAnUnusableAnswersSuccessorIsTriedAfterTheBackoff(t *testing.T) {
 		t.Errorf("sent (-want +got):\n%s", diff)
 	}
 	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+}
+
+// A Keycloak realm (an hour-long access token, refresh tokens of 30 minutes) answers a
+// renewal unusably, with a successor and its refresh_expires_in. The successor's life
+// was dropped with the rest of the answer: stored without it, the successor was taken to
+// live as long as the access token, and when its own send lost its answer the one
+// resend DESIGN §6 allows waited for the access token's last safe point (58 minutes in),
+// long after the successor had died at ~50: refused, and the customer had to log in
+// again. The successor's life is stored with it, and the resend comes 2 minutes before
+// it dies.
+func TestAnUnusableAnswersSuccessorIsResentBeforeItDies(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.lifetime, w.tokens.refreshLifetime = time.Hour, 30*time.Minute
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	renewAt := w.grant("acme").Status.RenewalTime.Time
+	w.clock.SetTime(renewAt)
+	w.tokens.failNext(&tokenclient.Error{Kind: tokenclient.KindInvalidResponse, StatusCode: 200, Description: "no access_token in the answer",
+		Token: &tokenclient.Token{RefreshToken: "refresh-x", RefreshLifetime: 30 * time.Minute}})
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	dies := renewAt.Add(30 * time.Minute)
+	first := w.grant("acme").Status.LastFailure
+	if first == nil || first.RetryTime == nil {
+		t.Fatalf("after an unusable answer: status.lastFailure %+v, want a retry time", first)
+	}
+
+	// The successor goes after the backoff, and its answer is lost.
+	w.clock.SetTime(first.RetryTime.Time)
+	w.tokens.failNext(lostAnswer)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if sent := w.tokens.refreshes(); len(sent) != 3 || sent[2] != "refresh-x" {
+		t.Fatalf("refreshes %v, want the successor refresh-x sent third", sent)
+	}
+	want := dies.Add(-rotation.MinRenewMargin)
+	if f := w.grant("acme").Status.LastFailure; f == nil || f.RetryTime == nil || !f.RetryTime.Time.Equal(want) {
+		t.Fatalf("after the successor's answer was lost %s in: status.lastFailure %+v, want the resend %s in, 2 minutes before the successor dies %s in",
+			w.clock.Now().Sub(epoch), f, want.Sub(epoch), dies.Sub(epoch))
+	}
 }

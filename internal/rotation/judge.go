@@ -2,6 +2,7 @@ package rotation
 
 import (
 	"errors"
+	"time"
 
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
@@ -56,6 +57,9 @@ type Outcome struct {
 	Token *tokenclient.Token
 	// NewRefreshToken is a refresh token an otherwise unusable answer carried.
 	NewRefreshToken string
+	// NewRefreshLifetime is that token's own lifetime (refresh_expires_in), 0 when the
+	// answer gave none.
+	NewRefreshLifetime time.Duration
 	// Err is the token client's error (every verdict but Issued).
 	Err *tokenclient.Error
 }
@@ -94,7 +98,7 @@ func Judge(tok *tokenclient.Token, err error, resumed bool) Outcome {
 	case tokenclient.KindInvalidResponse:
 		o.Verdict = Unusable
 		if te.Token != nil {
-			o.NewRefreshToken = te.Token.RefreshToken
+			o.NewRefreshToken, o.NewRefreshLifetime = te.Token.RefreshToken, te.Token.RefreshLifetime
 		}
 	case tokenclient.KindRateLimited:
 		o.Verdict = RateLimited

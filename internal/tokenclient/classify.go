@@ -282,7 +282,9 @@ func success(ex *exchange, requested []string, red redactor) (*Token, error) {
 	}
 	e := &Error{Kind: KindInvalidResponse, StatusCode: ex.status, Description: red.scrub(err.Error())}
 	if tok != nil && tok.RefreshToken != "" {
-		e.Token = &Token{RefreshToken: tok.RefreshToken}
+		// With its own lifetime (refresh_expires_in), when the answer gave one: the
+		// token is stored and sent later, and no wait may outlast it.
+		e.Token = &Token{RefreshToken: tok.RefreshToken, RefreshLifetime: tok.RefreshLifetime}
 	} else {
 		e.Ambiguous = true
 	}

@@ -127,6 +127,8 @@ func TestUnusableSuccessAnswersAreRefusedWithoutLosingARefreshToken(t *testing.T
 		"an HTML page on 200":   {200, html, `<html>Welcome</html>`, Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response is not a JSON object", Ambiguous: true}},
 		"200 without access_token but with a new refresh token": {200, nil, `{"refresh_token":"rt-new-0009","expires_in":60}`,
 			Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response has no access_token", Token: &Token{RefreshToken: "rt-new-0009"}}},
+		"200 without access_token but with a new refresh token and its lifetime": {200, nil, `{"refresh_token":"rt-new-0009","expires_in":60,"refresh_expires_in":1800}`,
+			Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response has no access_token", Token: &Token{RefreshToken: "rt-new-0009", RefreshLifetime: 30 * time.Minute}}},
 		"200 without access_token or refresh token": {200, nil, `{"expires_in":60}`, Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response has no access_token", Ambiguous: true}},
 		"200 with an access_token that is not a string": {200, nil, `{"access_token":42,"refresh_token":"rt-new-0009"}`,
 			Error{Kind: KindInvalidResponse, StatusCode: 200, Description: "the response has no access_token", Token: &Token{RefreshToken: "rt-new-0009"}}},
