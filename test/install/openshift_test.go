@@ -198,6 +198,43 @@ func TestTheCallbackIsExposedOnOpenShiftByARoute(t *testing.T) {
 	})
 }
 
+// TestTheRouteServesTheSchemeOfTheCallbackURL: the customer's browser comes back on
+// callback.url, the redirect URI registered at the identity server. callback.url may be
+// http:// (the schema and the manager take it, and Keycloak allows it), but the Route
+// refused plain HTTP (insecureEdgeTerminationPolicy None), so on such an install every
+// login redirect ended at the router's "Application is not available". An http://
+// callback URL is now served over plain HTTP as well; an https:// one still only over
+// TLS.
+func TestTheRouteServesTheSchemeOfTheCallbackURL(t *testing.T) {
+	for _, tc := range []struct {
+		name, url string
+		set       []string
+		want      string // the Route's spec.tls.insecureEdgeTerminationPolicy
+	}{
+		{"an http callback URL", "http://cd-callback.apps.example.com/callback", nil, "Allow"},
+		{"an http callback URL, the manager serving TLS", "http://cd-callback.apps.example.com/callback", []string{"callback.tlsSecretName=cd-callback-serving"}, "Allow"},
+		{"an https callback URL", "https://cd-callback.apps.example.com/callback", nil, "None"},
+		{"an https callback URL, the manager serving TLS", "https://cd-callback.apps.example.com/callback", []string{"callback.tlsSecretName=cd-callback-serving"}, "None"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"template", "cd", chartDir, "--namespace", "cd-system",
+				"--set", "callback.enabled=true", "--set", "callback.url=" + tc.url,
+				"--set", "callback.route.enabled=true"}
+			for _, s := range tc.set {
+				args = append(args, "--set", s)
+			}
+			routes := only(objects(t, run(t, helm(t), args...)), "Route")
+			if len(routes) != 1 {
+				t.Fatalf("%d Routes, want 1", len(routes))
+			}
+			got, _, _ := unstructured.NestedString(routes[0].Object, "spec", "tls", "insecureEdgeTerminationPolicy")
+			if got != tc.want {
+				t.Errorf("callback.url %s: the Route's insecureEdgeTerminationPolicy is %q, want %q", tc.url, got, tc.want)
+			}
+		})
+	}
+}
+
 // TestEveryImageTagTheSchemaTakesInstalls: the chart labels every object with
 // app.kubernetes.io/version, the image tag, and the API server refuses a label value
 // over 63 characters or one that does not begin and end with a letter or digit. An
