@@ -300,6 +300,38 @@ func TestEveryImageTagTheSchemaTakesInstalls(t *testing.T) {
 	}
 }
 
+// TestTheVersionLabelTellsTagsApart: app.kubernetes.io/version is the image tag, made
+// a valid label value when the tag is none (over 63 characters, or beginning or ending
+// with "_", "." or "-"). Cutting such a tag down to what a label may hold labelled
+// "v0.2.0." and "_v0.2.0" as the release v0.2.0, and two long mirror tags differing only
+// past the 63rd character alike, so the label no longer said which image a pod runs.
+// Such a tag is now labelled with what of it fits and a hash of the whole.
+func TestTheVersionLabelTellsTagsApart(t *testing.T) {
+	label := func(t *testing.T, tag string) string {
+		t.Helper()
+		d := deployment(t, objects(t, run(t, helm(t), "template", "cd", chartDir, "--namespace", "cd-system", "--set-string", "image.tag="+tag)))
+		v := d.Labels["app.kubernetes.io/version"]
+		if errs := validation.IsValidLabelValue(v); len(errs) != 0 {
+			t.Errorf("image.tag %q: label app.kubernetes.io/version=%q, which the API server refuses: %s", tag, v, errs[0])
+		}
+		return v
+	}
+	if got := label(t, "v0.2.0"); got != "v0.2.0" {
+		t.Errorf("image.tag v0.2.0: label app.kubernetes.io/version=%q, want the tag", got)
+	}
+	long := strings.Repeat("v0.2.0-mirror.", 7) // 98 characters
+	for _, pair := range [][2]string{
+		{"v0.2.0.", "v0.2.0"},
+		{"_v0.2.0", "v0.2.0"},
+		{"v0.2.0-", "v0.2.0"},
+		{long + "build.1", long + "build.2"},
+	} {
+		if a, b := label(t, pair[0]), label(t, pair[1]); a == b {
+			t.Errorf("image.tag %q and %q are both labelled app.kubernetes.io/version=%q", pair[0], pair[1], a)
+		}
+	}
+}
+
 // TestTheServiceMonitorNeedsNoFileOfPrometheus: a Prometheus that sets
 // arbitraryFSAccessThroughSMs.deny, as OpenShift's user-workload monitoring does,
 // refuses a whole ServiceMonitor whose endpoint reads a file of the Prometheus

@@ -54,9 +54,16 @@ app.kubernetes.io/component: manager
 
 {{/* The image tag as a label value: an OCI tag may run to 128 characters and begin or
 end with "_", "." or "-", which a label value may not (the API server would refuse
-every object). */}}
+every object). Such a tag is labelled with what of it fits and a hash of the whole, so
+that the label still tells it apart from every other tag ("v0.2.0." from "v0.2.0", two
+long tags that differ only past the 63rd character). */}}
 {{- define "cdcreds.versionLabel" -}}
-{{- regexReplaceAll "^[^A-Za-z0-9]+|[^A-Za-z0-9]+$" (include "cdcreds.imageTag" . | trunc 63) "" }}
+{{- $tag := include "cdcreds.imageTag" . }}
+{{- if and (le (len $tag) 63) (regexMatch "^([A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?)?$" $tag) }}
+{{- $tag }}
+{{- else }}
+{{- printf "%s-%s" (regexReplaceAll "^[^A-Za-z0-9]+|[^A-Za-z0-9]+$" ($tag | trunc 54) "") (sha256sum $tag | trunc 8) | trimPrefix "-" }}
+{{- end }}
 {{- end }}
 
 {{/* repository:tag, or repository@digest when a digest is given. */}}
