@@ -600,13 +600,15 @@ func TestEveryManagerFlagIsAChartValue(t *testing.T) {
 // helm install and upgrade fail on the NetworkPolicy.
 func TestANarrowedTokenHostCIDRInstalls(t *testing.T) {
 	_, admin := plainControlPlane(t)
-	privateV4 := []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
+	privateV4 := []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
 	for _, tc := range []struct {
 		name string
 		set  []string
 		want []networkingv1.IPBlock
 	}{
-		{"the default allows any public IPv4 or IPv6 address", nil, []networkingv1.IPBlock{
+		// The values say the default keeps private and link-local ranges out: IPv4's
+		// link-local range (the cloud metadata services) was left in.
+		{"the default allows any public IPv4 or IPv6 address and no private or link-local one", nil, []networkingv1.IPBlock{
 			{CIDR: "0.0.0.0/0", Except: privateV4},
 			{CIDR: "::/0", Except: []string{"fc00::/7", "fe80::/10"}},
 		}},
