@@ -113,9 +113,9 @@ const (
 	// RefreshExpiresAtAnnotation says when the refresh token in a refresh-token Secret
 	// dies, as "<RFC 3339 expiry> <RFC 3339 issuance> <hash of that token>" (never the
 	// token), for identity servers that answer with refresh_expires_in (Keycloak's SSO
-	// Session Idle). It is written in the update that stores the token, and holds only
-	// for the token whose hash it names: a new login stored by other means has no known
-	// expiry. Retries, a lost answer's resend and edits are held to no later than 2
+	// Session Idle). It is written in the write that stores the token, by a rotation or
+	// by the callback's login, and holds only for the token whose hash it names: a token
+	// put in the Secret by other means (by hand, a GitOps tool) has no known expiry. Retries, a lost answer's resend and edits are held to no later than 2
 	// minutes before the earlier of this expiry and the access token's.
 	RefreshExpiresAtAnnotation = "cd.credops.io/refresh-expires-at"
 	// ReauthorizeAnnotation on a CDUserGrant asks for a new customer login (its value is

@@ -230,7 +230,10 @@ func (s *Server) grantOffline(clientID, subject string, q url.Values) ([]string,
 	}
 	switch {
 	case !slices.Contains(scopes, "offline_access"):
-		return scopes, false
+		// Keycloak answers every login with a refresh token of the browser session,
+		// which lives the realm's SSO Session Idle (refresh_expires_in); offline_access
+		// makes it an offline token, without that limit (newRefreshToken).
+		return scopes, s.opts.Profile == ProfileKeycloak
 	case consent || s.opts.OfflineAccessWithoutConsent:
 		return scopes, true
 	}

@@ -249,6 +249,13 @@ func TestConsentDecidesWhetherOfflineAccessBringsARefreshToken(t *testing.T) {
 			})
 		}
 	})
+	t.Run("keycloak: a login without offline_access brings the browser session's refresh token", func(t *testing.T) {
+		h := newHarness(t, withProfile(ProfileKeycloak))
+		scope, refresh := h.exchangeLogin(request(map[string]string{"scope": "marketplace"}), "cust")
+		if diff := cmp.Diff(outcome{"marketplace", true}, outcome{scope, refresh}); diff != "" {
+			t.Errorf("outcome (-want +got):\n%s", diff)
+		}
+	})
 	t.Run("OfflineAccessWithoutConsent turns the rule off", func(t *testing.T) {
 		h := newHarness(t, func(o *Options) { o.OfflineAccessWithoutConsent = true })
 		scope, refresh := h.exchangeLogin(request(map[string]string{"prompt": ""}), "cust")

@@ -25,6 +25,7 @@ import (
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/eventnote"
 	"github.com/credops/cd-credentials-operator/internal/metrics"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/statuspatch"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
@@ -284,6 +285,7 @@ func (c *Callback) exchange(ctx context.Context, grant *cdv1.CDUserGrant, cred *
 	if !cred.Spec.DisablePKCE {
 		verifier = c.Signer.Verifier(st)
 	}
+	sent := c.Clock.Now()
 	tok, err := metrics.Instrument(c.Tokens, "CDUserGrant").Exchange(ctx, ep, code, RedirectURI(cred, c.CallbackURL), verifier)
 	if err != nil {
 		// A 200 may carry a refresh token beside an answer the client refuses (no access
@@ -298,11 +300,24 @@ func (c *Callback) exchange(ctx context.Context, grant *cdv1.CDUserGrant, cred *
 	if tok.RefreshToken == "" {
 		return failed(http.StatusBadGateway, cdv1.AuthorizationFailedReason, "", noRefreshToken(cred, tok.Scopes))
 	}
-	if err := c.store(ctx, grant, tok.RefreshToken); err != nil {
+	if err := c.store(ctx, grant, tok.RefreshToken, refreshLife(sent, tok.RefreshLifetime)); err != nil {
 		return c.notKept(ctx, grant, cred, ep, tok.RefreshToken, err)
 	}
 	c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeNormal, cdv1.CustomerAuthorizedReason, "Authorize", "%s", eventnote.Of("The customer authorized the integration; the refresh token is stored in Secret %s", grant.Spec.RefreshTokenSecretRef.Name))
 	return nil
+}
+
+// refreshLife is when a refresh token the identity server said lives lifetime
+// (refresh_expires_in; 0: no limit, or not said) was issued and dies, counted from sent,
+// before the request went out, as the controller counts a rotation's: never later than
+// the server's. Stored with the token, it bounds the grant's first renewal and its
+// retries, which a provider outage right after the login would otherwise let run past
+// the token's death.
+func refreshLife(sent time.Time, lifetime time.Duration) rotation.Schedule {
+	if lifetime <= 0 {
+		return rotation.Schedule{}
+	}
+	return rotation.Schedule{Issued: sent.Truncate(time.Second), ExpiresAt: sent.Add(lifetime).Truncate(time.Second)}
 }
 
 // noRefreshToken says truthfully why a login gave no refresh token.
@@ -319,21 +334,23 @@ func noRefreshToken(cred *cdv1.CDCredential, granted []string) string {
 
 // store writes the customer's refresh token into the grant's Secret: a new one, opted
 // in and bound to the grant but owned by nobody (the session outlives the grant), or the
-// bound one, replacing a dead token and its in-flight mark. Then the reauthorization
-// request, if any, is done; only a failure to store the token is an error.
+// bound one, replacing a dead token and its in-flight mark. The same write records the
+// token's life (secrets.SetRefreshLife; a zero life removes a previous token's). Then
+// the reauthorization request, if any, is done; only a failure to store the token is an
+// error.
 //
 // checkTarget cannot keep the Secret free until the write: another grant's callback
 // naming the same Secret may create or bind it meanwhile. The write then fails
 // (AlreadyExists, or Conflict of the resourceVersion guard) and the Secret is read and
 // judged again by the same rule.
-func (c *Callback) store(ctx context.Context, grant *cdv1.CDUserGrant, rt string) error {
+func (c *Callback) store(ctx context.Context, grant *cdv1.CDUserGrant, rt string, life rotation.Schedule) error {
 	var (
 		s       *corev1.Secret
 		created bool
 		err     error
 	)
 	for range 3 {
-		s, created, err = c.writeRefresh(ctx, grant, rt)
+		s, created, err = c.writeRefresh(ctx, grant, rt, life)
 		if !apierrors.IsAlreadyExists(err) && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
 			break
 		}
@@ -349,14 +366,15 @@ func (c *Callback) store(ctx context.Context, grant *cdv1.CDUserGrant, rt string
 }
 
 // writeRefresh reads the grant's refresh-token Secret and, if the callback may write
-// it, writes rt into it; NotFound, AlreadyExists or Conflict mean it changed meanwhile.
-// It returns the Secret as written, and whether it created it.
-func (c *Callback) writeRefresh(ctx context.Context, grant *cdv1.CDUserGrant, rt string) (*corev1.Secret, bool, error) {
+// it, writes rt, and its life, into it; NotFound, AlreadyExists or Conflict mean it
+// changed meanwhile. It returns the Secret as written, and whether it created it.
+func (c *Callback) writeRefresh(ctx context.Context, grant *cdv1.CDUserGrant, rt string, life rotation.Schedule) (*corev1.Secret, bool, error) {
 	s := &corev1.Secret{}
 	err := c.APIReader.Get(ctx, types.NamespacedName{Namespace: grant.Namespace, Name: grant.Spec.RefreshTokenSecretRef.Name}, s)
 	if apierrors.IsNotFound(err) {
 		s = secrets.NewRefreshSecret(grant)
 		secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
+		secrets.SetRefreshLife(s, rotation.Hash(rt), life)
 		return s, true, c.Client.Create(ctx, s)
 	}
 	if err != nil {
@@ -373,6 +391,7 @@ func (c *Callback) writeRefresh(ctx context.Context, grant *cdv1.CDUserGrant, rt
 	}
 	secrets.Bind(s, grant)
 	secrets.StoreRefreshToken(s, secrets.RefreshKey(grant), rt)
+	secrets.SetRefreshLife(s, rotation.Hash(rt), life)
 	return s, false, c.Client.Update(ctx, s) // guarded by the resourceVersion just read
 }
 

@@ -197,8 +197,8 @@ func withSpent(list []string, hash string) []string {
 
 // RefreshLife reads when the refresh token with hash (rotation.Hash) in s was issued and
 // dies (cdv1.RefreshExpiresAtAnnotation), as a Schedule without a renewal time; ok is
-// false when s records none for that very token (no limit, or a token stored by other
-// means, such as a new login).
+// false when s records none for that very token (no limit, or a token put there by
+// other means than a rotation or the callback, such as by hand).
 func RefreshLife(s *corev1.Secret, hash string) (life rotation.Schedule, ok bool) {
 	parts := strings.Fields(s.Annotations[cdv1.RefreshExpiresAtAnnotation])
 	if len(parts) != 3 || parts[2] != hash {

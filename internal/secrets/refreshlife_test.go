@@ -11,7 +11,7 @@ import (
 )
 
 // A refresh token's stored life holds for that very token only: a token put in its
-// Secret by other means (a new login) has no known expiry, and an unreadable record is
+// Secret by other means (by hand) has no known expiry, and an unreadable record is
 // none.
 func TestARefreshTokensLifeIsReadForThatTokenOnly(t *testing.T) {
 	issued := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
