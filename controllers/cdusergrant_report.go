@@ -218,7 +218,10 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		// only the access token was lost.
 		retry := withLifetime(rotation.Retry{}, grant.Status.LastRotationTime, grant.Status.ExpiresAt, now, r.active.since(now))
 		retry.RefreshExpires = refreshExpiry(o.refreshLife, now, r.active.since(now))
-		f := rotation.Fail(r.written.current(grant, grant.Status.LastFailure), o.request, cdv1.InvalidTokenResponseReason, now, retry, string(grant.UID))
+		// The successor's request is a retry of the one answered, not a new login: the
+		// count goes on from that one's.
+		prev := retriedAs(r.written.current(grant, grant.Status.LastFailure), o.answered, o.request)
+		f := rotation.Fail(prev, o.request, cdv1.InvalidTokenResponseReason, now, retry, string(grant.UID))
 		grant.Status.LastFailure = failureStatus(f)
 		reportFailure(c, f, o.message(), lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt))
 		g.valid = true

@@ -95,3 +95,37 @@ func checkExpiredInFlight(t *testing.T, conds []metav1.Condition, f *cdv1.Failur
 		t.Fatalf("lastFailure %+v, want one InvalidTokenResponse with a retry time", f)
 	}
 }
+
+// Each expiry in flight spends the refresh token sent and stores its successor, so each
+// next attempt sends another refresh token: a request that differs from the failed one
+// in its secret half only, which alone would pass for a customer's new login and count
+// from 1 again. It is a retry of the same request (retriedAs): a chain of such answers
+// counts 1, 2, 3, and each backoff is longer than the one before.
+func TestRepeatedExpiriesInFlightCountOnAndBackOffFurther(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.lifetime = 5 * time.Second
+	w.grants.Tokens = slowTokenEndpoint{fakeIssuer: w.tokens, clock: w.clock, delay: 6 * time.Second}
+	var backoffs []time.Duration
+	for attempt := int32(1); attempt <= 3; attempt++ {
+		if _, err := w.reconcileGrant("acme"); err != nil {
+			t.Fatalf("attempt %d: %v", attempt, err)
+		}
+		f := w.grant("acme").Status.LastFailure
+		if f == nil || f.Reason != cdv1.InvalidTokenResponseReason || f.RetryTime == nil {
+			t.Fatalf("attempt %d: lastFailure %+v, want an InvalidTokenResponse with a retry time", attempt, f)
+		}
+		wait := f.RetryTime.Sub(f.LastFailureTime.Time)
+		if f.FailedAttempts != attempt || (len(backoffs) > 0 && wait <= backoffs[len(backoffs)-1]) {
+			t.Errorf("expiry in flight %d: failedAttempts %d, backoff %s after %v; want %d attempts and a backoff longer than the one before",
+				attempt, f.FailedAttempts, wait, backoffs, attempt)
+		}
+		backoffs = append(backoffs, wait)
+		if n := len(w.tokens.refreshes()); n != int(attempt) {
+			t.Fatalf("after expiry %d: %d refreshes sent, want %d", attempt, n, attempt)
+		}
+		w.clock.SetTime(f.RetryTime.Time)
+	}
+	if got, want := w.tokens.refreshes(), []string{"refresh-0", "refresh-1", "refresh-2"}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("sent %v, want each successor in turn %v", got, want)
+	}
+}

@@ -153,18 +153,20 @@ func (h *heldResults) refreshTokens() map[types.UID]*result {
 }
 
 // expiredBeforeStored is the outcome of a held access token that expired before it
-// could be written, remembered under request; ok is false while it has not.
+// could be written, remembered under request, the next pass's (held.request, the one
+// answered, carries its memory over); ok is false while it has not.
 func expiredBeforeStored(held *result, request string, now time.Time) (expiredUnstored, bool) {
 	s := held.access.schedule
 	if now.Before(s.ExpiresAt) {
 		return expiredUnstored{}, false
 	}
-	return expiredUnstored{lifetime: s.ExpiresAt.Sub(s.Issued), request: request, refreshLife: held.refreshLife}, true
+	return expiredUnstored{lifetime: s.ExpiresAt.Sub(s.Issued), request: request, answered: held.request, refreshLife: held.refreshLife}, true
 }
 
 // retriedAs is the failure memory prev, of the request the last pass sent (answered),
 // as the memory of next, the request the next pass makes once the answer's new refresh
-// token is stored. The successor is not a customer's new login, which would go at once
+// token is stored (an unusable answer that carried one, or an access token that expired
+// before it was stored). The successor is not a customer's new login, which would go at once
 // with a fresh count (rotation.Fail, SameSpec): it is the same request retried, so its
 // failure backs off, and counts on, as a retry of answered would. A memory of another
 // request is left as it is.

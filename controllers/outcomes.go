@@ -120,10 +120,13 @@ type (
 	// lives shorter than the round trip (a slow identity server), or the API server
 	// refused its writes until then. A new refresh token that came with it is stored.
 	// request is what the next pass sends, for the failure memory (for a grant, the
-	// request of that stored successor).
+	// request of that stored successor). answered is the request that was sent, when
+	// it differs: the failure remembered under it is carried over to request
+	// (retriedAs), so a chain of such expiries counts on and backs off further.
 	expiredUnstored struct {
 		lifetime time.Duration
 		request  string
+		answered string
 		// refreshLife as for answered.
 		refreshLife rotation.Schedule
 	}
