@@ -217,3 +217,53 @@ func TestARenewBeforeCountedFromTheRefreshTokenIsSaid(t *testing.T) {
 		t.Errorf("a restart with a fresh token wrote %v", writes)
 	}
 }
+
+// Without spec.renewBefore the default plan renews a third of the lifetime (and jitter)
+// before expiry; a refresh token that lives 30 minutes against an hour-long access token
+// moves that from ~38 minutes in to ~18, and Ready says why. The words carry no margin,
+// which the jitter changes from one renewal to the next: a pass that finds the token
+// fresh, in this process or a restarted one, and the next rotation say the same, and the
+// fresh passes write nothing.
+func TestADefaultPlanMovedEarlierByTheRefreshTokenIsSaid(t *testing.T) {
+	w := newWorld(t)
+	w.tokens.lifetime, w.tokens.refreshLifetime = time.Hour, 30*time.Minute
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	g := w.grant("acme")
+	if dies := epoch.Add(30 * time.Minute); g.Status.RenewalTime == nil || !g.Status.RenewalTime.Time.Before(dies) {
+		t.Fatalf("renewalTime %v, want before the refresh token dies at %s", g.Status.RenewalTime, dies)
+	}
+	want := "Access token is in Secret acme-token; the refresh token expires before the access token (refresh_expires_in 30m0s, expires_in 1h0m0s): renewing before the refresh token expires"
+	if got := meta.FindStatusCondition(g.Status.Conditions, cdv1.ReadyCondition).Message; got != want {
+		t.Errorf("Ready says %q, want %q", got, want)
+	}
+	w.takeWrites()
+
+	w.clock.SetTime(epoch.Add(time.Minute))
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	w.grants = &CDUserGrantReconciler{Client: w.client, APIReader: w.client, Clock: w.clock, Tokens: w.tokens, Recorder: w.events, Holder: "me-after-restart"}
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if got := meta.FindStatusCondition(w.grant("acme").Status.Conditions, cdv1.ReadyCondition).Message; got != want {
+		t.Errorf("after a restart, Ready says %q, want %q", got, want)
+	}
+	if writes := w.takeWrites(); len(writes) != 0 {
+		t.Errorf("passes that found the token fresh wrote %v", writes)
+	}
+
+	w.clock.SetTime(w.grant("acme").Status.RenewalTime.Time)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	g = w.grant("acme")
+	if g.Status.RotationCount != 2 {
+		t.Fatalf("rotationCount %d at the renewal time, want 2", g.Status.RotationCount)
+	}
+	if got := meta.FindStatusCondition(g.Status.Conditions, cdv1.ReadyCondition).Message; got != want {
+		t.Errorf("after the next rotation, Ready says %q, want %q", got, want)
+	}
+}

@@ -123,20 +123,30 @@ func PlanRefresh(issued time.Time, lifetime, refreshLifetime, renewBefore time.D
 // the refresh token's expiry comes before it counted from the access token's, the
 // renewal is planned from the refresh token (PlanRefresh), and the condition says so, or
 // a platform team reading renewBefore 5m on an hour-long token would look for the
-// renewal 55 minutes in and find it 25 in. A pure function of the three, as Clamp.
+// renewal 55 minutes in and find it 25 in. Without renewBefore, the default plan (a
+// third of the lifetime, and jitter) moves earlier whenever the refresh token lives
+// shorter than the access token, and that is said too, without a margin: the jitter
+// differs from one renewal to the next, and the words must not, or every pass that
+// finds the token fresh would write status. A pure function of the three, as Clamp.
 func RefreshClamp(lifetime, refreshLifetime, renewBefore time.Duration) string {
-	if renewBefore <= 0 || refreshLifetime <= 0 {
+	if refreshLifetime <= 0 {
 		return Clamp(lifetime, renewBefore)
 	}
 	if lifetime <= 0 {
 		lifetime = FallbackLifetime
 	}
+	dies := fmt.Sprintf("the refresh token expires before the access token (refresh_expires_in %s, expires_in %s): renewing", refreshLifetime, lifetime)
+	if renewBefore <= 0 {
+		if refreshLifetime >= lifetime {
+			return Clamp(lifetime, renewBefore)
+		}
+		return dies + " before the refresh token expires"
+	}
 	access, refresh := clampedMargin(lifetime, renewBefore), clampedMargin(refreshLifetime, renewBefore)
 	if refreshLifetime-refresh >= lifetime-access {
 		return Clamp(lifetime, renewBefore)
 	}
-	msg := fmt.Sprintf("the refresh token expires before the access token (refresh_expires_in %s, expires_in %s): renewing %s before the refresh token expires",
-		refreshLifetime, lifetime, refresh.Truncate(time.Second))
+	msg := fmt.Sprintf("%s %s before the refresh token expires", dies, refresh.Truncate(time.Second))
 	if refresh < renewBefore {
 		msg += fmt.Sprintf(", not spec.renewBefore %s (at most two thirds of its lifetime, 3 requests per lifetime)", renewBefore)
 	}

@@ -209,6 +209,7 @@ func TestPlanRefreshRenewsBeforeTheRefreshTokenExpires(t *testing.T) {
 	}{
 		"Keycloak's defaults, an hour-long access token and a 30-minute refresh token, renew at 17-20 minutes (the refresh token's 2/3 less jitter)": {
 			lifetime: time.Hour, refreshLifetime: 30 * time.Minute, earliest: 17 * time.Minute, latest: 20 * time.Minute,
+			clamp: "the refresh token expires before the access token (refresh_expires_in 30m0s, expires_in 1h0m0s): renewing before the refresh token expires",
 		},
 		"renewBefore is kept ahead of the refresh token's expiry": {
 			lifetime: time.Hour, refreshLifetime: 30 * time.Minute, renewBefore: 5 * time.Minute, earliest: 25 * time.Minute, latest: 25 * time.Minute,
@@ -216,6 +217,7 @@ func TestPlanRefreshRenewsBeforeTheRefreshTokenExpires(t *testing.T) {
 		},
 		"a refresh token of 3 minutes keeps the renewal at a third of its life, not a third of the access token's": {
 			lifetime: time.Hour, refreshLifetime: 3 * time.Minute, earliest: time.Minute, latest: time.Minute + time.Second,
+			clamp: "the refresh token expires before the access token (refresh_expires_in 3m0s, expires_in 1h0m0s): renewing before the refresh token expires",
 		},
 		"no limit (refresh_expires_in absent or 0) plans from the access token alone": {
 			lifetime: time.Hour, earliest: 34 * time.Minute, latest: 40 * time.Minute,
@@ -255,7 +257,17 @@ func TestRefreshClampSaysARenewBeforeCountedFromTheRefreshToken(t *testing.T) {
 		lifetime, refreshLifetime, renewBefore time.Duration
 		want                                   string
 	}{
-		"renewBefore unset: nothing to say": {lifetime: time.Hour, refreshLifetime: 30 * time.Minute},
+		"renewBefore unset, a refresh token that dies first: the default plan is moved earlier, without a margin (its jitter varies)": {
+			lifetime: time.Hour, refreshLifetime: 30 * time.Minute,
+			want: "the refresh token expires before the access token (refresh_expires_in 30m0s, expires_in 1h0m0s): renewing before the refresh token expires",
+		},
+		"renewBefore unset, a refresh token that outlives the access token: nothing to say": {lifetime: time.Hour, refreshLifetime: 2 * time.Hour},
+		"renewBefore unset, a refresh token as long as the access token: nothing to say":    {lifetime: time.Hour, refreshLifetime: time.Hour},
+		"renewBefore unset, no refresh lifetime: nothing to say":                            {lifetime: time.Hour},
+		"renewBefore unset, no expires_in: counted from the fallback lifetime": {
+			refreshLifetime: 3 * time.Minute,
+			want:            "the refresh token expires before the access token (refresh_expires_in 3m0s, expires_in 5m0s): renewing before the refresh token expires",
+		},
 		"no refresh lifetime: the access token's clamp": {
 			lifetime: time.Hour, renewBefore: 50 * time.Minute, want: Clamp(time.Hour, 50*time.Minute),
 		},
