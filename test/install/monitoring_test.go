@@ -260,3 +260,98 @@ func TestTheChartWarnsWhenPrometheusCannotScrape(t *testing.T) {
 		})
 	}
 }
+
+// TestThePerCRAlertsNameTheCRsNamespaceWherePrometheusKeepsIt: OpenShift's user-workload
+// monitoring overrides honorLabels and enforces namespace = the target's, keeping the
+// CR's namespace only in exported_namespace. Alerts grouped by, and naming, namespace
+// would all say the operator's namespace there (`kubectl -n cd-credentials-operator
+// describe CDUserGrant acme` for team-a's grant), and two tenants' CRs of one name would
+// be one alert. metrics.prometheusRule.namespaceLabel puts the label the CR's namespace
+// is in into every per-CR rule: what they group and match by, and what their words name.
+func TestThePerCRAlertsNameTheCRsNamespaceWherePrometheusKeepsIt(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		set        []string
+		want, not  string
+		perCRRules int
+	}{
+		{"by default, namespace", nil, "namespace", "exported_namespace", 4},
+		{"on OpenShift's user-workload monitoring, exported_namespace", []string{"metrics.prometheusRule.namespaceLabel=exported_namespace"}, "exported_namespace", "namespace", 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := helmTemplateSet(t, "cd", append([]string{"metrics.prometheusRule.enabled=true"}, tc.set...)...)
+			rules := only(objs, "PrometheusRule")
+			if len(rules) != 1 {
+				t.Fatalf("%d PrometheusRules", len(rules))
+			}
+			groups, _, _ := unstructured.NestedSlice(rules[0].Object, "spec", "groups")
+			perCR := 0
+			for _, g := range groups {
+				rs, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+				for _, r := range rs {
+					r := r.(map[string]any)
+					alert, _ := r["alert"].(string)
+					words := ""
+					if a, ok := r["annotations"].(map[string]any); ok {
+						for _, v := range a {
+							words += v.(string) + "\n"
+						}
+					}
+					labels := exprLabels(t, r["expr"].(string))
+					if !strings.Contains(words, "$labels.name") && !slices.Contains(labels, "name") {
+						continue // not a per-CR rule
+					}
+					perCR++
+					if slices.Contains(labels, tc.not) || strings.Contains(words, "$labels."+tc.not+" ") || strings.Contains(words, "$labels."+tc.not+"\n") {
+						t.Errorf("%s groups, matches or names %q (expr labels %v; %q), want %q alone", alert, tc.not, labels, words, tc.want)
+					}
+					if strings.Contains(words, "$labels.name") && !strings.Contains(words, "$labels."+tc.want) {
+						t.Errorf("%s names a CR without its namespace ($labels.%s): %q", alert, tc.want, words)
+					}
+					if slices.Contains(labels, "name") && !slices.Contains(labels, tc.want) {
+						t.Errorf("%s groups by the CR's name but not by %s: %v", alert, tc.want, labels)
+					}
+				}
+			}
+			if perCR != tc.perCRRules {
+				t.Errorf("%d per-CR rules, want %d", perCR, tc.perCRRules)
+			}
+		})
+	}
+}
+
+// exprLabels are the labels a rule expression groups by (by, without), matches on (on,
+// ignoring) or selects by (a matcher), each once.
+func exprLabels(t *testing.T, src string) []string {
+	t.Helper()
+	expr, err := parser.NewParser(parser.Options{}).ParseExpr(src)
+	if err != nil {
+		t.Fatalf("%q: %v", src, err)
+	}
+	var out []string
+	add := func(ls ...string) {
+		for _, l := range ls {
+			if !slices.Contains(out, l) {
+				out = append(out, l)
+			}
+		}
+	}
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		switch n := n.(type) {
+		case *parser.AggregateExpr:
+			add(n.Grouping...)
+		case *parser.BinaryExpr:
+			if n.VectorMatching != nil {
+				add(n.VectorMatching.MatchingLabels...)
+			}
+		case *parser.VectorSelector:
+			for _, m := range n.LabelMatchers {
+				if m.Name != "__name__" {
+					add(m.Name)
+				}
+			}
+		}
+		return nil
+	})
+	return out
+}

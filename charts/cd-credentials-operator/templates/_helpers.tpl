@@ -133,11 +133,15 @@ that must end before the kubelet's SIGKILL, or a customer's new refresh token is
 {{/*
 The alert rules of config/prometheus, for this release: their job matchers name the job
 of config/default's metrics Service, and here name this release's (or
-metrics.prometheusRule.job).
+metrics.prometheusRule.job). The per-CR rules group by "kind, namespace, name" and name
+$labels.namespace; here they use metrics.prometheusRule.namespaceLabel, the label that
+holds a CR's namespace where Prometheus keeps the target's in namespace
+(exported_namespace on OpenShift's user-workload monitoring).
 */}}
 {{- define "cdcreds.prometheusRules" -}}
 {{- $job := default (include "cdcreds.metricsServiceName" .) .Values.metrics.prometheusRule.job }}
-{{- .Files.Get "files/prometheus-rules.yaml" | replace "job=\"cd-credentials-operator-metrics\"" (printf "job=%q" $job) }}
+{{- $ns := .Values.metrics.prometheusRule.namespaceLabel }}
+{{- .Files.Get "files/prometheus-rules.yaml" | replace "job=\"cd-credentials-operator-metrics\"" (printf "job=%q" $job) | replace "kind, namespace, name" (printf "kind, %s, name" $ns) | replace "$labels.namespace" (printf "$labels.%s" $ns) }}
 {{- end }}
 
 {{/* Where mounted TLS Secrets live in the container. */}}
