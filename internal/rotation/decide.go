@@ -250,10 +250,28 @@ func stillFresh(in Input) Decision {
 	if in.Refresh.marked() {
 		return nil // an interrupted rotation is finished before anything else
 	}
-	if in.Current != nil && !in.Current.Due(in.Now) {
-		return Wait{Until: in.Current.RenewAt}
+	if in.Current == nil || in.Current.Due(in.Now) {
+		return nil
 	}
-	return nil
+	until := in.Current.RenewAt
+	// The renewal was planned from the refresh token stored when the access token came
+	// (PlanRefresh). A new login since (the callback) may have stored one that dies
+	// sooner, such as Keycloak's session token of a login without offline_access: the
+	// renewal comes before it dies, or the customer must log in again. Never sooner than
+	// the request budget allows (Earliest), as for an edit (lastSafe).
+	if r := in.Refresh; r != nil && !r.Expires.IsZero() {
+		latest := r.Expires.Add(-MinRenewMargin)
+		if e := in.Current.Earliest(); latest.Before(e) {
+			latest = e
+		}
+		if latest.Before(until) {
+			until = latest
+		}
+	}
+	if !in.Now.Before(until) {
+		return nil
+	}
+	return Wait{Until: until}
 }
 
 // tooSoonAfterIssue holds a changed request (the token in the Secret was requested for

@@ -342,6 +342,32 @@ func TestDecide(t *testing.T) {
 			in:   Input{Request: edited, Failure: terminalAhead, Lifetime: 30 * time.Minute, ActiveSince: t0.Add(-5 * time.Minute)},
 			want: Defer{Until: t0.Add(5 * time.Minute), AfterFailure: true},
 		},
+		// A new login (the callback) puts a refresh token beside an access token that
+		// is still fresh, its renewal planned from the previous refresh token: Keycloak's
+		// session token of a login without offline_access dies at SSO Session Idle,
+		// before that renewal, and waited for the customer would have to log in again.
+		"a fresh token is renewed before the stored refresh token dies, when that comes before its renewal": {
+			in: Input{Request: req, Current: fresh, Last: fresh,
+				Refresh: &Refresh{Hash: "sha256:current", Self: "me", HolderTimeout: time.Minute, Expires: t0.Add(5 * time.Minute)}},
+			want: Wait{Until: t0.Add(3 * time.Minute)},
+		},
+		"a fresh token is renewed at once when the stored refresh token is about to die": {
+			in: Input{Request: req, Current: fresh, Last: fresh,
+				Refresh: &Refresh{Hash: "sha256:current", Self: "me", HolderTimeout: time.Minute, Expires: t0.Add(time.Minute)}},
+			want: Send{Mark: Mark{Hash: "sha256:current", Holder: "me", Since: t0, Attempts: 1}},
+		},
+		"a fresh token waits for its renewal when the stored refresh token outlives it": {
+			in: Input{Request: req, Current: fresh, Last: fresh,
+				Refresh: &Refresh{Hash: "sha256:current", Self: "me", HolderTimeout: time.Minute, Expires: t0.Add(time.Hour)}},
+			want: Wait{Until: fresh.RenewAt},
+		},
+		// Never sooner than the request budget allows after the access token's issuance
+		// (lastSafe, as for an edit).
+		"a fresh token renewed for a refresh token that dies sooner still waits a third of its lifetime": {
+			in: Input{Request: req, Current: recent, Last: recent,
+				Refresh: &Refresh{Hash: "sha256:current", Self: "me", HolderTimeout: time.Minute, Expires: t0.Add(3 * time.Minute)}},
+			want: Wait{Until: recent.Earliest()},
+		},
 		"a rejection remembered for this token stops before the mark is looked at": {
 			in: Input{Request: req, Failure: terminal, Refresh: stored(resent)}, want: Stop{Failure: *terminal},
 		},
