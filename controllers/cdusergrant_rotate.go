@@ -71,11 +71,9 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		// unspent, and only the mark goes.
 		refresh.token = rotatedTo(tok.RefreshToken, a.stored.value)
 		sched, clamp := rotation.PlanRefresh(now, tok.Lifetime, tok.RefreshLifetime, renewBefore(grant.Spec.RenewBefore), string(grant.UID))
-		if tok.RefreshLifetime > 0 {
-			// Counted from before the request went out, as the access token's expiry is:
-			// never later than the server's.
-			refresh.life = rotation.Schedule{Issued: sched.Issued, ExpiresAt: now.Add(tok.RefreshLifetime).Truncate(time.Second)}
-		}
+		// Counted from before the request went out, as the access token's expiry is:
+		// never later than the server's; issued at sched.Issued's very second.
+		refresh.life = rotation.Life(now, tok.RefreshLifetime)
 		r.held.put(grant, &result{request: a.request, after: a.requestAfter(grant, refresh.session()), refresh: refresh, refreshLife: refresh.life, access: &issued{
 			token: tok.AccessToken, tokenType: tok.TokenType, scopes: tok.Scopes, schedule: sched, clamp: clamp,
 			fingerprint: secrets.GrantFingerprint(a.client), subject: jwtSubject(tok.AccessToken), rotated: true,
@@ -84,11 +82,9 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 	case rotatedTo(o.NewRefreshToken, a.stored.value) != "":
 		// Unusable, but it carried a successor: the old token is spent, store the new.
 		refresh.token = o.NewRefreshToken
-		if o.NewRefreshLifetime > 0 {
-			// Stored with it, as an issued answer's is: the retry that sends it, and a
-			// lost answer's one resend, must come before it dies.
-			refresh.life = rotation.Schedule{Issued: now.Truncate(time.Second), ExpiresAt: now.Add(o.NewRefreshLifetime).Truncate(time.Second)}
-		}
+		// Stored with it, as an issued answer's is: the retry that sends it, and a lost
+		// answer's one resend, must come before it dies.
+		refresh.life = rotation.Life(now, o.NewRefreshLifetime)
 		r.held.put(grant, &result{request: a.request, after: a.requestAfter(grant, refresh.session()), refresh: refresh, refreshLife: refresh.life, answer: &o})
 		return r.persist(ctx, grant)
 	case !o.MaySpend():

@@ -300,24 +300,16 @@ func (c *Callback) exchange(ctx context.Context, grant *cdv1.CDUserGrant, cred *
 	if tok.RefreshToken == "" {
 		return failed(http.StatusBadGateway, cdv1.AuthorizationFailedReason, "", noRefreshToken(cred, tok.Scopes))
 	}
-	if err := c.store(ctx, grant, tok.RefreshToken, refreshLife(sent, tok.RefreshLifetime)); err != nil {
+	// The refresh token's own life (refresh_expires_in; none: no limit, or not said),
+	// counted from sent, before the request went out, as the controller counts a
+	// rotation's: never later than the server's. Stored with the token, it bounds the
+	// grant's first renewal and its retries, which a provider outage right after the
+	// login would otherwise let run past the token's death.
+	if err := c.store(ctx, grant, tok.RefreshToken, rotation.Life(sent, tok.RefreshLifetime)); err != nil {
 		return c.notKept(ctx, grant, cred, ep, tok.RefreshToken, err)
 	}
 	c.Recorder.Eventf(eventTarget(grant), nil, corev1.EventTypeNormal, cdv1.CustomerAuthorizedReason, "Authorize", "%s", eventnote.Of("The customer authorized the integration; the refresh token is stored in Secret %s", grant.Spec.RefreshTokenSecretRef.Name))
 	return nil
-}
-
-// refreshLife is when a refresh token the identity server said lives lifetime
-// (refresh_expires_in; 0: no limit, or not said) was issued and dies, counted from sent,
-// before the request went out, as the controller counts a rotation's: never later than
-// the server's. Stored with the token, it bounds the grant's first renewal and its
-// retries, which a provider outage right after the login would otherwise let run past
-// the token's death.
-func refreshLife(sent time.Time, lifetime time.Duration) rotation.Schedule {
-	if lifetime <= 0 {
-		return rotation.Schedule{}
-	}
-	return rotation.Schedule{Issued: sent.Truncate(time.Second), ExpiresAt: sent.Add(lifetime).Truncate(time.Second)}
 }
 
 // noRefreshToken says truthfully why a login gave no refresh token.

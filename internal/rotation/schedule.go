@@ -23,6 +23,21 @@ type Schedule struct {
 	RenewAt   time.Time
 }
 
+// Life is the schedule of a token issued at issued that lives lifetime, without a
+// renewal time: a refresh token's own life (refresh_expires_in), stored beside it
+// (secrets.SetRefreshLife) by the rotation and the login callback alike. Both times are
+// truncated to whole seconds, downwards, as Plan truncates an access token's, so a
+// rotation's refresh life is issued at the very second of the access token that came
+// with it. Callers pass the time taken before the request went out, so the expiry is
+// never later than the server's. Zero when lifetime is not positive: no limit, or none
+// said.
+func Life(issued time.Time, lifetime time.Duration) Schedule {
+	if lifetime <= 0 {
+		return Schedule{}
+	}
+	return Schedule{Issued: issued.Truncate(time.Second), ExpiresAt: issued.Add(lifetime).Truncate(time.Second)}
+}
+
 // Due reports whether a token on schedule s must be renewed at now.
 func (s Schedule) Due(now time.Time) bool { return !now.Before(s.RenewAt) }
 

@@ -291,3 +291,41 @@ func TestRefreshClampSaysARenewBeforeCountedFromTheRefreshToken(t *testing.T) {
 		})
 	}
 }
+
+func TestLife(t *testing.T) {
+	issued := time.Date(2026, 11, 29, 10, 0, 0, 700_000_000, time.UTC)
+	cases := map[string]struct {
+		issued   time.Time
+		lifetime time.Duration
+		want     Schedule
+	}{
+		"a refresh token that lives 30 minutes is issued and dies at whole seconds, downwards": {
+			issued: issued, lifetime: 30 * time.Minute,
+			want: Schedule{Issued: issued.Truncate(time.Second), ExpiresAt: issued.Add(30 * time.Minute).Truncate(time.Second)},
+		},
+		"a fraction of a second carried over by the lifetime truncates the expiry alone": {
+			issued: issued, lifetime: 1800*time.Second + 500*time.Millisecond,
+			want: Schedule{Issued: time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC), ExpiresAt: time.Date(2026, 11, 29, 10, 30, 1, 0, time.UTC)},
+		},
+		"an issuance at a whole second is kept as it is": {
+			issued: issued.Truncate(time.Second), lifetime: time.Hour,
+			want: Schedule{Issued: issued.Truncate(time.Second), ExpiresAt: issued.Truncate(time.Second).Add(time.Hour)},
+		},
+		"no refresh_expires_in (0): no limit, the zero Schedule": {issued: issued, lifetime: 0, want: Schedule{}},
+		"a negative lifetime is no limit either":                 {issued: issued, lifetime: -time.Second, want: Schedule{}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got := Life(tc.issued, tc.lifetime)
+			if !got.Issued.Equal(tc.want.Issued) || !got.ExpiresAt.Equal(tc.want.ExpiresAt) || !got.RenewAt.IsZero() {
+				t.Errorf("Life(%s, %s) = %+v, want %+v", tc.issued.Format(time.RFC3339Nano), tc.lifetime, got, tc.want)
+			}
+		})
+	}
+	// A rotation's refresh life is issued at the second Plan stamps on the access token
+	// that came with it, which is how a pass finding the token fresh knows they came
+	// together (controllers' refreshLifetimeOf).
+	if plan, _ := Plan(issued, time.Hour, 0, "uid-1"); !Life(issued, 30*time.Minute).Issued.Equal(plan.Issued) {
+		t.Errorf("Life issued %s, Plan %s: want the same second", Life(issued, 30*time.Minute).Issued, plan.Issued)
+	}
+}
