@@ -46,7 +46,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 	case fresh:
 		// Said as the storing pass said it: a pass that only confirms a token (a
 		// restart, a Secret event) writes nothing.
-		clamp := clampOf(cred.Spec.RenewBefore, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, o.schedule, 0)
+		clamp := clampOf(cred.Spec.RenewBefore, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, o.schedule, rotation.Schedule{})
 		cred.Status.ExpiresAt, cred.Status.RenewalTime = timePtr(o.schedule.ExpiresAt), timePtr(o.schedule.RenewAt)
 		standing = readyState{cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, clamp) + renamedNote(o.leftover, kindCredential)}
 		c.ready(standing.reason, standing.message)
@@ -71,7 +71,7 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		if ready := c.find(cdv1.ReadyCondition); ready.Status == metav1.ConditionTrue && o.last != nil {
 			// Ready stands on the token in the Secret, which still works: worded anew
 			// here, never from the kept message, so FlowMisuse's note is said once.
-			standing = readyState{cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, clampOf(cred.Spec.RenewBefore, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, *o.last, 0)) + renamedNote(o.leftover, kindCredential)}
+			standing = readyState{cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, clampOf(cred.Spec.RenewBefore, cred.Status.LastIssuedTime, cred.Status.ExpiresAt, *o.last, rotation.Schedule{})) + renamedNote(o.leftover, kindCredential)}
 		}
 		res.RequeueAfter = max(o.until.Sub(now), time.Second)
 	case answered:

@@ -156,13 +156,20 @@ type storedToken struct {
 	key    string
 	value  string
 	hash   string
+	// lifeOf is life once read: a pass asks for it up to twice (the decision's input,
+	// then its outcome), and parsing the annotation is the costlier part.
+	lifeOf   rotation.Schedule
+	lifeRead bool
 }
 
 // life is when the stored token was issued and dies, as its Secret records it for that
-// very token (secrets.RefreshLife); zero when it has no known limit.
+// very token (secrets.RefreshLife); zero when it has no known limit. Read at most once.
 func (t *storedToken) life() rotation.Schedule {
-	life, _ := secrets.RefreshLife(t.secret, t.hash)
-	return life
+	if !t.lifeRead {
+		t.lifeOf, _ = secrets.RefreshLife(t.secret, t.hash)
+		t.lifeRead = true
+	}
+	return t.lifeOf
 }
 
 // reconcile reads what the pass needs, decides, and carries the decision out. It also

@@ -135,7 +135,7 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 	switch o := o.(type) {
 	case fresh:
 		// Said as the storing pass said it: a restart with a fresh token writes nothing.
-		clamp := clampOf(grant.Spec.RenewBefore, grant.Status.LastRotationTime, grant.Status.ExpiresAt, o.schedule, refreshLifetimeOf(o.refreshLife, grant.Status.LastRotationTime))
+		clamp := clampOf(grant.Spec.RenewBefore, grant.Status.LastRotationTime, grant.Status.ExpiresAt, o.schedule, o.refreshLife)
 		grant.Status.ExpiresAt, grant.Status.RenewalTime = timePtr(o.schedule.ExpiresAt), timePtr(o.schedule.RenewAt)
 		c.ready(cdv1.TokenIssuedReason, readyMessage(grant.Status.SecretName, clamp)+renamedNote(o.leftover, kindGrant))
 		g.valid = true

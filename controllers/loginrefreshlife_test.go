@@ -78,3 +78,103 @@ func TestANewLoginsRefreshTokenThatDiesFirstBringsTheRenewalForward(t *testing.T
 	}
 	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
 }
+
+// A login stores a refresh token with its own expiry (the callback, refresh_expires_in)
+// beside an access token that is still fresh. The passes that find that token fresh
+// renew before the new refresh token dies (stillFresh), and Ready must say so, as it
+// says it for a rotated grant, not drop the words until the next rotation brings them
+// back. That renewal keeps 2 minutes before the refresh token's death, not
+// spec.renewBefore, so the words carry no margin until a rotation plans one. The words
+// stay the same on every pass (a restart writes nothing).
+func TestReadyNamesTheRefreshTokenLifetimeAfterALogin(t *testing.T) {
+	const (
+		plain  = "Access token is in Secret acme-token"
+		dies   = plain + "; the refresh token expires before the access token (refresh_expires_in 30m0s, expires_in 1h0m0s): renewing before the refresh token expires"
+		dies5m = plain + "; the refresh token expires before the access token (refresh_expires_in 30m0s, expires_in 1h0m0s): renewing 5m0s before the refresh token expires"
+	)
+	cases := map[string]struct {
+		// refreshLifetime is the first rotation's refresh_expires_in (0: an offline
+		// token); the next rotation's is 30 minutes.
+		refreshLifetime, renewBefore time.Duration
+		// Ready's message before the login, after it, and after the next rotation.
+		before, after, next string
+	}{
+		"a grant rotated with a 30-minute refresh token, and a login that gets another": {
+			refreshLifetime: 30 * time.Minute, before: dies, after: dies, next: dies,
+		},
+		"a grant rotated with an offline token, and a login without offline_access": {
+			before: plain, after: dies, next: dies,
+		},
+		"renewBefore 5m, a grant rotated with an offline token, and a login without offline_access": {
+			renewBefore: 5 * time.Minute, before: plain, after: dies, next: dies5m,
+		},
+		"renewBefore 5m, a grant rotated with a 30-minute refresh token, and a login that gets another": {
+			refreshLifetime: 30 * time.Minute, renewBefore: 5 * time.Minute, before: dies5m, after: dies, next: dies5m,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			w.tokens.lifetime, w.tokens.refreshLifetime = time.Hour, tc.refreshLifetime
+			if tc.renewBefore > 0 {
+				g := w.grant("acme")
+				w.update(g, func() { g.Spec.RenewBefore = &metav1.Duration{Duration: tc.renewBefore} })
+			}
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+			ready := func() string {
+				return condition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition).Message
+			}
+			if got := ready(); got != tc.before {
+				t.Fatalf("before the login, Ready says %q, want %q", got, tc.before)
+			}
+
+			login := epoch.Add(5 * time.Minute)
+			w.clock.SetTime(login)
+			s := w.secret("acme-refresh")
+			w.update(s, func() {
+				secrets.StoreRefreshToken(s, secrets.RefreshKey(w.grant("acme")), "login-2")
+				secrets.SetRefreshLife(s, rotation.Hash("login-2"), rotation.Life(login, 30*time.Minute))
+			})
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(w.tokens.refreshes()); n != 1 {
+				t.Fatalf("the pass after the login sent %d refresh tokens in all, want 1: the access token is fresh", n)
+			}
+			if got := ready(); got != tc.after {
+				t.Errorf("after the login, Ready says %q, want %q", got, tc.after)
+			}
+			// What the words say: the renewal comes before the login's token dies.
+			if latest := login.Add(30*time.Minute - rotation.MinRenewMargin); w.grant("acme").Status.RenewalTime.Time.After(latest) {
+				t.Errorf("after the login, renewalTime %s in, want no later than %s in", w.grant("acme").Status.RenewalTime.Sub(epoch), latest.Sub(epoch))
+			}
+			w.takeWrites()
+
+			w.clock.Step(time.Minute)
+			w.grants = &CDUserGrantReconciler{Client: w.client, APIReader: w.client, Clock: w.clock, Tokens: w.tokens, Recorder: w.events, Holder: "me-after-restart"}
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+			if got := ready(); got != tc.after {
+				t.Errorf("after the login and a restart, Ready says %q, want %q", got, tc.after)
+			}
+			if writes := w.takeWrites(); len(writes) != 0 {
+				t.Errorf("a restart with a fresh token after the login wrote %v", writes)
+			}
+
+			w.tokens.refreshLifetime = 30 * time.Minute
+			w.clock.SetTime(w.grant("acme").Status.RenewalTime.Time)
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+			if got := w.tokens.refreshes(); len(got) != 2 || got[1] != "login-2" {
+				t.Fatalf("refresh tokens sent by the renewal time: %v, want the login's second", got)
+			}
+			if got := ready(); got != tc.next {
+				t.Errorf("after the next rotation, Ready says %q, want %q", got, tc.next)
+			}
+		})
+	}
+}

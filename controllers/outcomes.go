@@ -51,8 +51,8 @@ type (
 	clientReady struct{ leftover []string }
 	// fresh: the output Secret holds a token that is not due yet (see freshUntil).
 	// leftover names the other outputs the CR still controls (noteLeftovers).
-	// refreshLife is the stored refresh token's (a grant's; zero when unknown), for the
-	// words about renewBefore.
+	// refreshLife is the stored refresh token's (a grant's; zero when unknown), whether
+	// it came with the access token or with a login since, for the words about it.
 	fresh struct {
 		schedule    rotation.Schedule
 		leftover    []string

@@ -279,10 +279,13 @@ func lifetimeOf(issued, expires *metav1.Time) time.Duration {
 // clampOf is what a clamped renewBefore (spec) does to the token in an output Secret
 // (sched), worded as the pass that stored it worded it: rotation.RefreshClamp over the
 // token's lifetime from status (issued to expires) and that of the refresh token that
-// renews it (refreshLifetime, a grant's; 0 when unknown or none). "" when status does not
-// describe that token (its expiry differs) or lacks its issuance: then its lifetime is
-// unknown.
-func clampOf(spec *metav1.Duration, issued, expires *metav1.Time, sched rotation.Schedule, refreshLifetime time.Duration) string {
+// renews it (refresh, a grant's stored life; zero when unknown or none, and for a
+// CDCredential). A refresh token stored since that access token came (a login through
+// the callback) is the one the renewal now waits for (rotation's stillFresh): it is
+// worded as rotation.LaterRefreshClamp words it, not left out until the next rotation.
+// "" when status does not describe the access token (its expiry differs) or lacks its
+// issuance: then its lifetime is unknown.
+func clampOf(spec *metav1.Duration, issued, expires *metav1.Time, sched, refresh rotation.Schedule) string {
 	if expires == nil || !expires.Time.Equal(sched.ExpiresAt) {
 		return ""
 	}
@@ -290,14 +293,17 @@ func clampOf(spec *metav1.Duration, issued, expires *metav1.Time, sched rotation
 	if lifetime <= 0 {
 		return ""
 	}
+	refreshLifetime := refreshLifetimeOf(refresh)
+	if refreshLifetime > 0 && !refresh.Issued.Equal(issued.Time) {
+		return rotation.LaterRefreshClamp(lifetime, refreshLifetime, renewBefore(spec))
+	}
 	return rotation.RefreshClamp(lifetime, refreshLifetime, renewBefore(spec))
 }
 
-// refreshLifetimeOf is the lifetime of a grant's refresh token with the stored life
-// when it came with the access token status describes (issued, status.lastRotationTime:
-// the same rotation stamped both); 0 otherwise, or when it has no known limit.
-func refreshLifetimeOf(life rotation.Schedule, issued *metav1.Time) time.Duration {
-	if issued == nil || life.ExpiresAt.IsZero() || !life.Issued.Equal(issued.Time) {
+// refreshLifetimeOf is the lifetime of a refresh token with the stored life
+// (secrets.RefreshLife, recorded for that very token); 0 when it has no known limit.
+func refreshLifetimeOf(life rotation.Schedule) time.Duration {
+	if life.Issued.IsZero() || life.ExpiresAt.IsZero() {
 		return 0
 	}
 	return life.ExpiresAt.Sub(life.Issued)

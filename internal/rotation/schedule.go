@@ -168,6 +168,22 @@ func RefreshClamp(lifetime, refreshLifetime, renewBefore time.Duration) string {
 	return msg
 }
 
+// LaterRefreshClamp is RefreshClamp for a refresh token stored after the access token
+// it renews was issued: a customer's login through the callback, or an unusable
+// answer's successor. That token's renewal was planned without it, and Decide brings it
+// forward to MinRenewMargin before the refresh token dies when that comes first
+// (stillFresh), whatever spec.renewBefore says. So a refresh token that dies before the
+// access token is said without a margin, as RefreshClamp says it without renewBefore
+// (RefreshClamp's margin would be renewBefore's, which this renewal does not keep); one
+// that lives as long or longer, or without a limit, leaves the access token's own
+// Clamp. A pure function of the three, as RefreshClamp.
+func LaterRefreshClamp(lifetime, refreshLifetime, renewBefore time.Duration) string {
+	if words := RefreshClamp(lifetime, refreshLifetime, 0); words != "" {
+		return words
+	}
+	return Clamp(lifetime, renewBefore)
+}
+
 // clampedMargin is the margin before expiry Plan keeps for a token of the given lifetime
 // when renewBefore is set.
 func clampedMargin(lifetime, renewBefore time.Duration) time.Duration {

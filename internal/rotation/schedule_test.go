@@ -292,6 +292,39 @@ func TestRefreshClampSaysARenewBeforeCountedFromTheRefreshToken(t *testing.T) {
 	}
 }
 
+// A refresh token stored after the access token (a login since) moves the renewal to 2
+// minutes before it dies when that comes first, whatever renewBefore says: the words
+// carry no margin for it.
+func TestLaterRefreshClampNamesNoMargin(t *testing.T) {
+	const dies = "the refresh token expires before the access token (refresh_expires_in 30m0s, expires_in 1h0m0s): renewing before the refresh token expires"
+	cases := map[string]struct {
+		lifetime, refreshLifetime, renewBefore time.Duration
+		want                                   string
+	}{
+		"renewBefore unset, a refresh token that dies first":                 {lifetime: time.Hour, refreshLifetime: 30 * time.Minute, want: dies},
+		"renewBefore set, a refresh token that dies first: still no margin":  {lifetime: time.Hour, refreshLifetime: 30 * time.Minute, renewBefore: 5 * time.Minute, want: dies},
+		"renewBefore clamped, a refresh token that dies first: its lifetime": {lifetime: time.Hour, refreshLifetime: 30 * time.Minute, renewBefore: 50 * time.Minute, want: dies},
+		"no expires_in: counted from the fallback lifetime": {
+			refreshLifetime: 3 * time.Minute,
+			want:            "the refresh token expires before the access token (refresh_expires_in 3m0s, expires_in 5m0s): renewing before the refresh token expires",
+		},
+		"a refresh token that outlives the access token: the access token's clamp": {
+			lifetime: time.Hour, refreshLifetime: 2 * time.Hour, renewBefore: 50 * time.Minute, want: Clamp(time.Hour, 50*time.Minute),
+		},
+		"no refresh lifetime: the access token's clamp": {
+			lifetime: time.Hour, renewBefore: 50 * time.Minute, want: Clamp(time.Hour, 50*time.Minute),
+		},
+		"no refresh lifetime, renewBefore within bounds: nothing to say": {lifetime: time.Hour, renewBefore: 5 * time.Minute},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := LaterRefreshClamp(tc.lifetime, tc.refreshLifetime, tc.renewBefore); got != tc.want {
+				t.Errorf("LaterRefreshClamp = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestLife(t *testing.T) {
 	issued := time.Date(2026, 11, 29, 10, 0, 0, 700_000_000, time.UTC)
 	cases := map[string]struct {
