@@ -2,6 +2,7 @@ package install
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -600,15 +601,16 @@ func TestEveryManagerFlagIsAChartValue(t *testing.T) {
 // helm install and upgrade fail on the NetworkPolicy.
 func TestANarrowedTokenHostCIDRInstalls(t *testing.T) {
 	_, admin := plainControlPlane(t)
-	privateV4 := []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
+	privateV4 := []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"}
 	for _, tc := range []struct {
 		name string
 		set  []string
 		want []networkingv1.IPBlock
 	}{
-		// The values say the default keeps private and link-local ranges out: IPv4's
-		// link-local range (the cloud metadata services) was left in.
-		{"the default allows any public IPv4 or IPv6 address and no private or link-local one", nil, []networkingv1.IPBlock{
+		// The values say the default keeps private, shared and link-local ranges out:
+		// IPv4's link-local range (the cloud metadata services) was left in, and so was
+		// the shared address space (100.64.0.0/10).
+		{"the default allows any public IPv4 or IPv6 address and no other", nil, []networkingv1.IPBlock{
 			{CIDR: "0.0.0.0/0", Except: privateV4},
 			{CIDR: "::/0", Except: []string{"fc00::/7", "fe80::/10"}},
 		}},
@@ -645,6 +647,66 @@ func TestANarrowedTokenHostCIDRInstalls(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTheTokenHostEgressReachesNoClusterOrLocalNetwork: NetworkPolicy cannot match the
+// token hosts by name, so the default lets the manager reach any address on their ports
+// but those of the cluster and the networks around it. The shared address space of RFC
+// 6598, 100.64.0.0/10, was left reachable, though it is no public address: EKS custom
+// networking puts pods there, and overlay networks (Tailscale's among them) their
+// nodes and services. Each private, shared or link-local address below must be
+// refused, and the public ones on either side of the shared range allowed.
+func TestTheTokenHostEgressReachesNoClusterOrLocalNetwork(t *testing.T) {
+	nps := only(helmTemplateSet(t, "cd", "networkPolicy.enabled=true"), "NetworkPolicy")
+	if len(nps) != 1 {
+		t.Fatalf("%d NetworkPolicies, want 1", len(nps))
+	}
+	var np networkingv1.NetworkPolicy
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(nps[0].Object, &np); err != nil {
+		t.Fatal(err)
+	}
+	blocks := tokenHostBlocks(np)
+	for _, tc := range []struct {
+		name, addr string
+		want       bool
+	}{
+		{"a public IPv4 address", "8.8.8.8", true},
+		{"a public IPv6 address", "2606:4700:4700::1111", true},
+		{"RFC 1918's 10/8", "10.1.2.3", false},
+		{"RFC 1918's 172.16/12", "172.20.0.1", false},
+		{"RFC 1918's 192.168/16", "192.168.1.1", false},
+		{"the first address of the shared address space", "100.64.0.1", false},
+		{"the last address of the shared address space", "100.127.255.254", false},
+		{"the public address just below the shared address space", "100.63.255.255", true},
+		{"the public address just above the shared address space", "100.128.0.0", true},
+		{"the cloud metadata service", "169.254.169.254", false},
+		{"an IPv6 unique local address", "fd00::1", false},
+		{"an IPv6 link-local address", "fe80::1", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ipBlocksAllow(t, blocks, netip.MustParseAddr(tc.addr)); got != tc.want {
+				t.Errorf("egress to %s on the token hosts' ports allowed: %v, want %v (ipBlocks %+v)", tc.addr, got, tc.want, blocks)
+			}
+		})
+	}
+}
+
+// ipBlocksAllow says whether any of the ipBlocks holds addr outside its excepts.
+func ipBlocksAllow(t *testing.T, blocks []networkingv1.IPBlock, addr netip.Addr) bool {
+	t.Helper()
+	holds := func(cidr string) bool {
+		p, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			t.Fatalf("ipBlock CIDR %q: %v", cidr, err)
+		}
+		return p.Contains(addr)
+	}
+	for _, b := range blocks {
+		if holds(b.CIDR) && !slices.ContainsFunc(b.Except, holds) {
+			return true
+		}
+	}
+	return false
 }
 
 // tokenHostRule is the last egress rule to ipBlocks: the token hosts' (the API server's,
