@@ -234,19 +234,49 @@ func helmTemplateSet(t *testing.T, release string, set ...string) []*unstructure
 // empty by default, and the endpoint refuses (403) whoever is not allowed to get
 // /metrics. A ServiceMonitor or PrometheusRule turned on without binding Prometheus
 // gets no metric at all; the release notes say so (a binding of one's own is legitimate,
-// so the chart does not refuse).
+// so the chart does not refuse). The notes name who must be bound: with
+// metrics.serviceMonitor.tokenSecret the ServiceMonitor presents that Secret's token, not
+// Prometheus's own, and they said to bind Prometheus's ServiceAccount; they also said
+// CDCredentialsOperatorDown would fire when the chart created no alert at all.
 func TestTheChartWarnsWhenPrometheusCannotScrape(t *testing.T) {
 	const warning = "WARNING: metrics.readerSubjects is empty"
+	const (
+		// Who is to be bound.
+		ownToken    = "Prometheus's own ServiceAccount, whose token the ServiceMonitor presents"
+		secretToken = "the ServiceMonitor presents: the one of the Secret cd-system/cd-metrics-scraper-token"
+		ownScrape   = "the ServiceAccount whose token your scrape config presents"
+		prometheus  = "Prometheus's"          // any mention of Prometheus's ServiceAccount
+		stack       = "kube-prometheus-stack" // the name of Prometheus's ServiceAccount there
+		monitor     = "ServiceMonitor"
+		// What a refused scrape costs.
+		alertsDown   = "No per-CR alert can fire then, and CDCredentialsOperatorDown fires instead"
+		operatorDown = "CDCredentialsOperatorDown"
+		noMetrics    = "Prometheus then gets none of the operator's metrics"
+	)
+	bound := []string{"metrics.readerSubjects[0].kind=ServiceAccount", "metrics.readerSubjects[0].name=prometheus-k8s", "metrics.readerSubjects[0].namespace=monitoring"}
+	tokenSecret := "metrics.serviceMonitor.tokenSecret.name=cd-metrics-scraper-token"
 	for _, tc := range []struct {
 		name string
 		set  []string
-		warn bool
+		want []string // in the warning; nil: no warning
+		not  []string // not in it
 	}{
-		{"a ServiceMonitor, nobody bound", []string{"metrics.serviceMonitor.enabled=true"}, true},
-		{"a PrometheusRule, nobody bound", []string{"metrics.prometheusRule.enabled=true"}, true},
-		{"a ServiceMonitor, Prometheus bound", []string{"metrics.serviceMonitor.enabled=true", "metrics.readerSubjects[0].kind=ServiceAccount", "metrics.readerSubjects[0].name=prometheus-k8s", "metrics.readerSubjects[0].namespace=monitoring"}, false},
-		{"a ServiceMonitor, plain HTTP", []string{"metrics.serviceMonitor.enabled=true", "metrics.secure=false"}, false},
-		{"neither monitoring object", nil, false},
+		{"a ServiceMonitor, nobody bound", []string{"metrics.serviceMonitor.enabled=true"},
+			[]string{warning, ownToken, stack, noMetrics}, []string{secretToken, operatorDown}},
+		{"a PrometheusRule, nobody bound", []string{"metrics.prometheusRule.enabled=true"},
+			[]string{warning, ownScrape, alertsDown}, []string{prometheus, stack, monitor}},
+		{"both, nobody bound", []string{"metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true"},
+			[]string{warning, ownToken, stack, alertsDown}, []string{secretToken, noMetrics}},
+		{"a ServiceMonitor presenting a Secret's token, nobody bound", []string{"metrics.serviceMonitor.enabled=true", tokenSecret},
+			[]string{warning, secretToken, noMetrics}, []string{prometheus, stack, operatorDown}},
+		{"both, the ServiceMonitor presenting a Secret's token, nobody bound", []string{"metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true", tokenSecret},
+			[]string{warning, secretToken, alertsDown}, []string{prometheus, stack, noMetrics}},
+		{"a ServiceMonitor without the metrics Service it scrapes, and a PrometheusRule", []string{"metrics.serviceMonitor.enabled=true", "metrics.service.enabled=false", "metrics.prometheusRule.enabled=true"},
+			[]string{warning, ownScrape, alertsDown}, []string{prometheus, stack, monitor}},
+		{"a ServiceMonitor, Prometheus bound", append([]string{"metrics.serviceMonitor.enabled=true"}, bound...), nil, nil},
+		{"a ServiceMonitor presenting a Secret's token, its ServiceAccount bound", append([]string{"metrics.serviceMonitor.enabled=true", tokenSecret}, bound...), nil, nil},
+		{"a ServiceMonitor, plain HTTP", []string{"metrics.serviceMonitor.enabled=true", "metrics.secure=false"}, nil, nil},
+		{"neither monitoring object", nil, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := []string{"install", "cd", chartDir, "--namespace", "cd-system", "--dry-run=client"}
@@ -254,8 +284,22 @@ func TestTheChartWarnsWhenPrometheusCannotScrape(t *testing.T) {
 				args = append(args, "--set", s)
 			}
 			_, notes, _ := strings.Cut(string(run(t, helm(t), args...)), "\nNOTES:\n")
-			if got := strings.Contains(notes, warning); got != tc.warn {
-				t.Errorf("the notes warn: %v, want %v:\n%s", got, tc.warn, notes)
+			// The notes wrap lines; the phrases are checked as one line of words, in the
+			// warning alone.
+			_, warned, found := strings.Cut(strings.Join(strings.Fields(notes), " "), warning)
+			if found != (tc.want != nil) {
+				t.Fatalf("the notes warn: %v, want %v:\n%s", found, tc.want != nil, notes)
+			}
+			warned = warning + warned
+			for _, w := range tc.want {
+				if !strings.Contains(warned, w) {
+					t.Errorf("the warning lacks %q:\n%s", w, notes)
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(warned, w) {
+					t.Errorf("the warning says %q, which is not so here:\n%s", w, notes)
+				}
 			}
 		})
 	}
