@@ -1,6 +1,7 @@
 package install
 
 import (
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -82,4 +83,69 @@ func TestKustomizeOverlaysBuild(t *testing.T) {
 			t.Errorf("Ingresses (-want +got):\n%s", diff)
 		}
 	})
+}
+
+// TestTheOpenShiftCallbackOverlayIsTheChartsRoute: OpenShift's router makes no Route of
+// config/callback's Ingress (its path is Exact), so an install from install.yaml had no
+// way to expose the callback there, while the chart has callback.route.
+// config/callback-openshift is config/callback with a Route instead of the Ingress. Its
+// Route serves the host and path of the manager's --callback-url, sends them to the
+// callback Service, and is the Route the chart renders for that URL, but for what it
+// does with plain HTTP: it sends the browser on to https:// (Redirect) where the
+// chart's answers nothing (None).
+func TestTheOpenShiftCallbackOverlayIsTheChartsRoute(t *testing.T) {
+	overlay := kustomizeBuild(t, "config/callback-openshift")
+	if got := names(overlay, "Ingress"); len(got) != 0 {
+		t.Errorf("config/callback-openshift keeps the Ingresses %v, which OpenShift's router does not serve", got)
+	}
+	callbackURL := ""
+	for _, a := range managerArgs(t, overlay) {
+		if v, ok := strings.CutPrefix(a, "--callback-url="); ok {
+			callbackURL = v
+		}
+	}
+	u, err := url.Parse(callbackURL)
+	if err != nil || u.Host == "" {
+		t.Fatalf("config/callback-openshift's manager serves the callback URL %q: %v", callbackURL, err)
+	}
+	chart := helmTemplateSet(t, "cd-credentials-operator", "callback.enabled=true", "callback.url="+callbackURL, "callback.route.enabled=true")
+
+	// callbackRoute is an install's one Route, checked to send to the install's own
+	// callback Service, which is then named alike in both for the comparison.
+	callbackRoute := func(t *testing.T, install string, objs []*unstructured.Unstructured) map[string]any {
+		t.Helper()
+		routes := only(objs, "Route")
+		if len(routes) != 1 {
+			t.Fatalf("%s: %d Routes, want 1", install, len(routes))
+		}
+		if v := routes[0].GetAPIVersion(); v != "route.openshift.io/v1" {
+			t.Errorf("%s: Route apiVersion %q, want route.openshift.io/v1", install, v)
+		}
+		var svc string
+		for _, s := range only(objs, "Service") {
+			if strings.HasSuffix(s.GetName(), "-callback") {
+				svc = s.GetName()
+			}
+		}
+		spec, _, _ := unstructured.NestedMap(routes[0].Object, "spec")
+		if to, _, _ := unstructured.NestedString(spec, "to", "name"); svc == "" || to != svc {
+			t.Errorf("%s: the Route sends to the Service %q, want its callback Service %q", install, to, svc)
+		}
+		_ = unstructured.SetNestedField(spec, "<the callback Service>", "to", "name")
+		return spec
+	}
+	got := callbackRoute(t, "config/callback-openshift", overlay)
+	want := callbackRoute(t, "the chart", chart)
+
+	if host, path := got["host"], got["path"]; host != u.Hostname() || path != u.Path {
+		t.Errorf("the Route serves %v%v, but the manager's --callback-url is %s", host, path, callbackURL)
+	}
+	if p, _, _ := unstructured.NestedString(got, "tls", "insecureEdgeTerminationPolicy"); p != "Redirect" {
+		t.Errorf("the Route's insecureEdgeTerminationPolicy is %q, want Redirect", p)
+	}
+	unstructured.RemoveNestedField(got, "tls", "insecureEdgeTerminationPolicy")
+	unstructured.RemoveNestedField(want, "tls", "insecureEdgeTerminationPolicy")
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("config/callback-openshift's Route spec (-chart +overlay):\n%s", diff)
+	}
 }
