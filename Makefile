@@ -180,7 +180,7 @@ build-installer: manifests $(KUSTOMIZE) ## Write dist/install.yaml: CRDs, namesp
 	$(KUSTOMIZE) build config/default > dist/install.yaml
 
 .PHONY: chart
-chart: manifests $(HELM_DOCS) ## Regenerate the chart's CRDs, RBAC rules, alert rules (from config/) and README (from values.yaml).
+chart: manifests $(HELM_DOCS) ## Regenerate the chart's CRDs, RBAC rules, alert rules (from config/) and README (from values.yaml), and config/prometheus-exported-namespace's alert rules.
 	go run ./hack/chartgen --config config --chart $(CHART_DIR)
 	$(HELM_DOCS) --chart-search-root $(CHART_DIR) --template-files README.md.gotmpl --sort-values-order file --skip-version-footer --log-level warning
 

@@ -1,9 +1,12 @@
 // Command chartgen keeps the Helm chart's generated parts in step with config/, which
 // controller-gen and the kustomize overlays own: the CRDs (crds/), the rules of every
 // Role and ClusterRole (files/rbac/<name>.yaml) and the alerting rules
-// (files/prometheus-rules.yaml). `make chart` runs it and `make verify` fails when its
-// output is not committed, so the chart follows the markers by regeneration, never by
-// hand.
+// (files/prometheus-rules.yaml). It also writes the alerting rules of
+// config/prometheus-exported-namespace, config/prometheus's rules with the CR's
+// namespace read from exported_namespace, as the chart's
+// metrics.prometheusRule.namespaceLabel does. `make chart` runs it and `make verify`
+// fails when its output is not committed, so the chart and that overlay follow the
+// markers and config/prometheus by regeneration, never by hand.
 package main
 
 import (
@@ -36,7 +39,11 @@ func run(config, chart string) error {
 	if err := writeRBACRules(filepath.Join(config, "rbac"), filepath.Join(chart, "files", "rbac")); err != nil {
 		return err
 	}
-	return writePrometheusRules(filepath.Join(config, "prometheus", "prometheusrule.yaml"), filepath.Join(chart, "files", "prometheus-rules.yaml"))
+	rules := filepath.Join(config, "prometheus", "prometheusrule.yaml")
+	if err := writePrometheusRules(rules, filepath.Join(chart, "files", "prometheus-rules.yaml")); err != nil {
+		return err
+	}
+	return writeNamespaceLabelPatch(rules, filepath.Join(config, "prometheus-exported-namespace", "prometheusrule_patch.yaml"), "exported_namespace")
 }
 
 func header(source string) string {
@@ -119,22 +126,11 @@ func writeRBACRules(from, to string) error {
 // PrometheusRule and the kustomize overlay alert alike. The chart includes the file
 // with .Files.Get, which leaves Prometheus's own {{ $labels }} templates alone.
 func writePrometheusRules(from, to string) error {
-	data, err := os.ReadFile(from)
+	rules, err := readRuleGroups(from)
 	if err != nil {
 		return err
 	}
-	var rule struct {
-		Spec struct {
-			Groups []any `json:"groups"`
-		} `json:"spec"`
-	}
-	if err := yaml.Unmarshal(data, &rule); err != nil {
-		return fmt.Errorf("%s: %w", from, err)
-	}
-	if len(rule.Spec.Groups) == 0 {
-		return fmt.Errorf("%s: no rule groups", from)
-	}
-	groups, err := yaml.Marshal(rule.Spec.Groups)
+	groups, err := yaml.Marshal(rules)
 	if err != nil {
 		return err
 	}
@@ -142,6 +138,70 @@ func writePrometheusRules(from, to string) error {
 		return err
 	}
 	return os.WriteFile(to, append([]byte(header(from)), groups...), 0o644)
+}
+
+// readRuleGroups returns the alert groups of a PrometheusRule manifest.
+func readRuleGroups(from string) ([]any, error) {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return nil, err
+	}
+	var rule struct {
+		Spec struct {
+			Groups []any `json:"groups"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(data, &rule); err != nil {
+		return nil, fmt.Errorf("%s: %w", from, err)
+	}
+	if len(rule.Spec.Groups) == 0 {
+		return nil, fmt.Errorf("%s: no rule groups", from)
+	}
+	return rule.Spec.Groups, nil
+}
+
+// writeNamespaceLabelPatch writes a JSON patch that replaces a PrometheusRule's groups
+// with those of from, their per-CR rules reading the CR's namespace from label: what
+// they group and match by ("kind, namespace, name") and what their words name
+// ($labels.namespace). These are the replacements the chart's cdcreds.prometheusRules
+// makes for metrics.prometheusRule.namespaceLabel, so the overlay and the chart alert
+// alike.
+func writeNamespaceLabelPatch(from, to, label string) error {
+	groups, err := readRuleGroups(from)
+	if err != nil {
+		return err
+	}
+	relabel := strings.NewReplacer("kind, namespace, name", "kind, "+label+", name", "$labels.namespace", "$labels."+label)
+	patch, err := yaml.Marshal([]map[string]any{{"op": "replace", "path": "/spec/groups", "value": replaceStrings(groups, relabel)}})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(to, append([]byte(header(from)), patch...), 0o644)
+}
+
+// replaceStrings returns v with r applied to every string in it, at any depth.
+func replaceStrings(v any, r *strings.Replacer) any {
+	switch v := v.(type) {
+	case string:
+		return r.Replace(v)
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = replaceStrings(e, r)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[k] = replaceStrings(e, r)
+		}
+		return out
+	default:
+		return v
+	}
 }
 
 // replaceDir empties dir and calls fill to write its files, so a deleted source leaves

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/prometheus/promql/parser"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -181,6 +182,9 @@ func TestTheOperatorDownAlertWatchesTheScrapedJob(t *testing.T) {
 		{"config/prometheus beside config/default", func(t *testing.T) []*unstructured.Unstructured {
 			return append(kustomizeBuild(t, "config/default"), kustomizeBuild(t, "config/prometheus")...)
 		}, ""},
+		{"config/prometheus-exported-namespace beside config/default", func(t *testing.T) []*unstructured.Unstructured {
+			return append(kustomizeBuild(t, "config/default"), kustomizeBuild(t, "config/prometheus-exported-namespace")...)
+		}, ""},
 		{"the chart, release cd-credentials-operator", func(t *testing.T) []*unstructured.Unstructured {
 			return helmTemplateSet(t, "cd-credentials-operator", "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true")
 		}, ""},
@@ -312,18 +316,30 @@ func TestTheChartWarnsWhenPrometheusCannotScrape(t *testing.T) {
 // describe CDUserGrant acme` for team-a's grant), and two tenants' CRs of one name would
 // be one alert. metrics.prometheusRule.namespaceLabel puts the label the CR's namespace
 // is in into every per-CR rule: what they group and match by, and what their words name.
+// Kustomize users had no such choice but to edit config/prometheus's rules by hand;
+// config/prometheus-exported-namespace is config/prometheus with exported_namespace.
 func TestThePerCRAlertsNameTheCRsNamespaceWherePrometheusKeepsIt(t *testing.T) {
+	chart := func(set ...string) func(t *testing.T) []*unstructured.Unstructured {
+		return func(t *testing.T) []*unstructured.Unstructured {
+			return helmTemplateSet(t, "cd", append([]string{"metrics.prometheusRule.enabled=true"}, set...)...)
+		}
+	}
+	overlay := func(dir string) func(t *testing.T) []*unstructured.Unstructured {
+		return func(t *testing.T) []*unstructured.Unstructured { return kustomizeBuild(t, dir) }
+	}
 	for _, tc := range []struct {
 		name       string
-		set        []string
+		objs       func(t *testing.T) []*unstructured.Unstructured
 		want, not  string
 		perCRRules int
 	}{
-		{"by default, namespace", nil, "namespace", "exported_namespace", 4},
-		{"on OpenShift's user-workload monitoring, exported_namespace", []string{"metrics.prometheusRule.namespaceLabel=exported_namespace"}, "exported_namespace", "namespace", 4},
+		{"the chart, by default, namespace", chart(), "namespace", "exported_namespace", 4},
+		{"the chart on OpenShift's user-workload monitoring, exported_namespace", chart("metrics.prometheusRule.namespaceLabel=exported_namespace"), "exported_namespace", "namespace", 4},
+		{"config/prometheus, namespace", overlay("config/prometheus"), "namespace", "exported_namespace", 4},
+		{"config/prometheus-exported-namespace, exported_namespace", overlay("config/prometheus-exported-namespace"), "exported_namespace", "namespace", 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			objs := helmTemplateSet(t, "cd", append([]string{"metrics.prometheusRule.enabled=true"}, tc.set...)...)
+			objs := tc.objs(t)
 			rules := only(objs, "PrometheusRule")
 			if len(rules) != 1 {
 				t.Fatalf("%d PrometheusRules", len(rules))
@@ -359,6 +375,37 @@ func TestThePerCRAlertsNameTheCRsNamespaceWherePrometheusKeepsIt(t *testing.T) {
 			}
 			if perCR != tc.perCRRules {
 				t.Errorf("%d per-CR rules, want %d", perCR, tc.perCRRules)
+			}
+		})
+	}
+}
+
+// TestTheExportedNamespaceOverlayAlertsAsTheChart: config/prometheus-exported-namespace
+// and the chart with metrics.prometheusRule.namespaceLabel=exported_namespace (for the
+// release whose metrics job is install.yaml's) alert alike, rule for rule, and so do
+// config/prometheus and the chart's default: both overlays follow config/prometheus by
+// `make chart`, never by hand.
+func TestTheExportedNamespaceOverlayAlertsAsTheChart(t *testing.T) {
+	groups := func(t *testing.T, objs []*unstructured.Unstructured) []any {
+		t.Helper()
+		rules := only(objs, "PrometheusRule")
+		if len(rules) != 1 {
+			t.Fatalf("%d PrometheusRules", len(rules))
+		}
+		g, _, _ := unstructured.NestedSlice(rules[0].Object, "spec", "groups")
+		return g
+	}
+	for _, tc := range []struct {
+		overlay string
+		set     []string
+	}{
+		{"config/prometheus", nil},
+		{"config/prometheus-exported-namespace", []string{"metrics.prometheusRule.namespaceLabel=exported_namespace"}},
+	} {
+		t.Run(tc.overlay, func(t *testing.T) {
+			chart := helmTemplateSet(t, "cd-credentials-operator", append([]string{"metrics.prometheusRule.enabled=true"}, tc.set...)...)
+			if diff := cmp.Diff(groups(t, chart), groups(t, kustomizeBuild(t, tc.overlay))); diff != "" {
+				t.Errorf("rule groups (-chart +%s); run make chart:\n%s", tc.overlay, diff)
 			}
 		})
 	}
