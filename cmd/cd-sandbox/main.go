@@ -45,7 +45,7 @@ func (c *clientFlags) Set(v string) error {
 type config struct {
 	listen, issuer, clientsFile, seed string
 	allowRemote                       bool
-	ttl, refreshTTL                   time.Duration
+	ttl, refreshTTL, sessionMax       time.Duration
 	clients                           []cdsandbox.Client
 	profile                           string
 	offlineAccessWithoutConsent       bool
@@ -61,6 +61,8 @@ func main() {
 	flag.DurationVar(&cfg.ttl, "access-token-ttl", 30*time.Minute, "Access token lifetime (expires_in).")
 	flag.DurationVar(&cfg.refreshTTL, "refresh-token-ttl", 0,
 		"Refresh token lifetime (refresh_expires_in, enforced: a refresh token presented after it is refused) for profiles whose server limits it: keycloak's SSO Session Idle, 30m when 0; offline_access grants get 0, no limit. Other profiles send none.")
+	flag.DurationVar(&cfg.sessionMax, "session-max", 0,
+		"Session lifetime, counted from the login and kept across refreshes (each refresh_expires_in is at most what is left of it; a refresh after it is refused) for profiles whose server limits it: keycloak's SSO Session Max, 10h when 0; offline_access grants are not limited. Other profiles have none.")
 	flag.StringVar(&cfg.seed, "seed-grant", "", "clientID:subject:path: log a customer in and write their refresh token to path (mode 0600).")
 	flag.StringVar(&cfg.profile, "profile", string(cdsandbox.ProfileCD), "Identity server whose refusals (spent refresh token, unknown scope, disallowed grant type) and refresh-token rotation to imitate: "+profileNames()+".")
 	flag.BoolVar(&cfg.journal, "journal", false, "Record every token request (token hashes, never tokens) and serve the records read-only at GET "+cdsandbox.JournalPath+", for test harnesses.")
@@ -143,7 +145,7 @@ func newServer(cfg config, logger *log.Logger) (*cdsandbox.Server, int, error) {
 		clients = append(clients, fromFile...)
 	}
 	s := cdsandbox.New(cdsandbox.Options{
-		Issuer: cfg.issuer, Clients: clients, AccessTokenTTL: cfg.ttl, RefreshTokenTTL: cfg.refreshTTL, Logger: logger,
+		Issuer: cfg.issuer, Clients: clients, AccessTokenTTL: cfg.ttl, RefreshTokenTTL: cfg.refreshTTL, SessionMax: cfg.sessionMax, Logger: logger,
 		Profile: profile, OfflineAccessWithoutConsent: cfg.offlineAccessWithoutConsent,
 	})
 	if cfg.journal {

@@ -112,6 +112,20 @@ var profileRefreshTTLs = map[Profile]time.Duration{
 // (Options.RefreshTokenTTL); 0 when its server sends no refresh_expires_in.
 func (p Profile) RefreshTokenTTL() time.Duration { return profileRefreshTTLs[p] }
 
+// profileSessionMaxes are the profiles whose servers end a login's session a fixed time
+// after it, however often it is refreshed.
+var profileSessionMaxes = map[Profile]time.Duration{
+	// The realm's SSO Session Max, 10 hours by default: keycloak/keycloak TokenManager.java
+	// gives a refresh token the lesser of SSO Session Idle and what is left of the
+	// session, and refuses a refresh after it with "Session not active". Offline
+	// sessions (offline_access) are not limited by it.
+	ProfileKeycloak: 10 * time.Hour,
+}
+
+// SessionMax is the default lifetime of a login's session at the profile
+// (Options.SessionMax); 0 when its server sets none.
+func (p Profile) SessionMax() time.Duration { return profileSessionMaxes[p] }
+
 // refusals are how one identity server words the answers a profile changes. The
 // wordings are confirmed in the sources named beside them (the same ones the token
 // client's classifier cites, but this table is written apart from it on purpose: the
@@ -125,6 +139,9 @@ type refusals struct {
 	// expiredRefreshToken answers a refresh token presented after its own expiry
 	// (Profile.RefreshTokenTTL); nil for servers that give it none.
 	expiredRefreshToken func(now time.Time) tokenResult
+	// sessionEnded answers a refresh token presented after its session ended
+	// (Profile.SessionMax); nil for servers that end none.
+	sessionEnded func(now time.Time) tokenResult
 	// unknownScope answers a token request for scopes the client may not have.
 	unknownScope func(now time.Time, requested, unknown []string) tokenResult
 	// grantTypeRefused answers a grant type the client is not registered for; known is
@@ -200,6 +217,7 @@ var profileRefusals = map[Profile]refusals{
 		spentRefreshToken:    fixed(oauthError(http.StatusBadRequest, "invalid_grant", "Maximum allowed refresh token reuse exceeded")),
 		rejectedRefreshToken: fixed(oauthError(http.StatusBadRequest, "invalid_grant", "Session not active")),
 		expiredRefreshToken:  fixed(oauthError(http.StatusBadRequest, "invalid_grant", "Token is not active")),
+		sessionEnded:         fixed(oauthError(http.StatusBadRequest, "invalid_grant", "Session not active")),
 		unknownScope: func(_ time.Time, requested, _ []string) tokenResult {
 			return oauthError(http.StatusBadRequest, "invalid_scope", "Invalid scopes: "+strings.Join(requested, " "))
 		},

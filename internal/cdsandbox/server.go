@@ -16,8 +16,9 @@
 // a spent refresh token, an unknown scope and a disallowed grant type in the words and
 // status codes of another identity server (Dex, Keycloak, Microsoft Entra ID, Okta,
 // Auth0, Google), and rotate refresh tokens as that server does (Profile.Rotation:
-// Google never rotates them, Entra keeps old ones valid, Okta has a grace period), so
-// the operator can be tested against each. The default, Central Dispatch's strict
+// Google never rotates them, Entra keeps old ones valid, Okta has a grace period), and
+// end sessions as that server does (Keycloak's SSO Session Idle and Max), so the
+// operator can be tested against each. The default, Central Dispatch's strict
 // single-use rotation, is what `make demo` and the chaos suite run against.
 package cdsandbox
 
@@ -79,6 +80,16 @@ type Options struct {
 	// refresh_expires_in, and a refresh token presented after it is refused as that
 	// server refuses it. 0 is the profile's default; the other profiles send none.
 	RefreshTokenTTL time.Duration
+	// SessionMax is how long a customer's session lives at a profile whose server ends
+	// it a fixed time after the login however often it is refreshed
+	// (Profile.SessionMax: Keycloak's SSO Session Max). It is counted from the login
+	// that created the session (an authorization code exchanged, or SeedGrant) and kept
+	// across its refreshes: each refresh token's refresh_expires_in is the lesser of
+	// RefreshTokenTTL and what is left of the session, and a refresh after it is refused
+	// as that server refuses it. Grants with offline_access are not limited, as
+	// Keycloak's offline sessions. 0 is the profile's default; the other profiles have
+	// none.
+	SessionMax time.Duration
 	// CodeTTL is how long an authorization code lives; default 60 s.
 	CodeTTL time.Duration
 	// Now replaces time.Now in tests.
@@ -127,6 +138,10 @@ type Stats struct {
 	// RefreshTokensExpired counts refresh tokens presented after their own expiry
 	// (refresh_expires_in, Options.RefreshTokenTTL). A correct operator keeps it at 0.
 	RefreshTokensExpired int
+	// SessionsEnded counts refresh tokens presented after their session ended
+	// (Options.SessionMax). A correct operator sends each ended session's token once:
+	// the customer must log in again.
+	SessionsEnded int
 }
 
 // FaultMode is how an injected fault misbehaves.
@@ -191,6 +206,9 @@ type grant struct {
 	revoked  bool
 	// expires is when the newest access token of the grant expires.
 	expires time.Time
+	// sessionEnds is when the login's session ends whatever is refreshed
+	// (Options.SessionMax); zero: never.
+	sessionEnds time.Time
 }
 
 type refreshToken struct {
@@ -239,6 +257,12 @@ func New(opts Options) *Server {
 	}
 	if profile.RefreshTokenTTL() == 0 {
 		opts.RefreshTokenTTL = 0
+	}
+	if opts.SessionMax <= 0 {
+		opts.SessionMax = profile.SessionMax()
+	}
+	if profile.SessionMax() == 0 {
+		opts.SessionMax = 0
 	}
 	s := &Server{
 		opts:    opts,
@@ -367,8 +391,13 @@ func (s *Server) OnTokenRequest(fn func(grantType string, ok bool)) {
 	s.onToken = fn
 }
 
+// newGrant records a customer's login: a grant, and the session it starts.
 func (s *Server) newGrant(clientID, subject string, scopes []string) *grant {
 	g := &grant{id: randomString(8), clientID: clientID, subject: subject, scopes: scopes}
+	// Keycloak's offline sessions (offline_access) do not end at SSO Session Max.
+	if s.opts.SessionMax > 0 && !slices.Contains(scopes, "offline_access") {
+		g.sessionEnds = s.opts.Now().Add(s.opts.SessionMax)
+	}
 	s.grants[g.id] = g
 	return g
 }
@@ -380,6 +409,11 @@ func (s *Server) newRefreshToken(g *grant) string {
 	// refresh_expires_in 0.
 	if s.opts.RefreshTokenTTL > 0 && !slices.Contains(g.scopes, "offline_access") {
 		rt.expires = s.opts.Now().Add(s.opts.RefreshTokenTTL)
+	}
+	// Nor does a refresh token outlive its session: near SSO Session Max,
+	// refresh_expires_in is what is left of it.
+	if !g.sessionEnds.IsZero() && (rt.expires.IsZero() || g.sessionEnds.Before(rt.expires)) {
+		rt.expires = g.sessionEnds
 	}
 	s.refresh[t] = rt
 	return t

@@ -153,6 +153,14 @@ func (s *Server) refreshGrant(c *Client, token string) tokenResult {
 		return s.refusals.rejectedRefreshToken(s.opts.Now())
 	}
 	now, rotation := s.opts.Now(), s.opts.Profile.Rotation()
+	if ends := rt.grant.sessionEnds; !ends.IsZero() && !now.Before(ends) && s.refusals.sessionEnded != nil {
+		// Checked first: the session is gone, whatever the token (its expiry is the
+		// session's end by then) or its use; nothing is revoked.
+		s.stats.SessionsEnded++
+		res := s.refusals.sessionEnded(now)
+		res.note = "session max reached"
+		return res
+	}
 	if !rt.expires.IsZero() && !now.Before(rt.expires) && s.refusals.expiredRefreshToken != nil {
 		// Checked before reuse, as the server verifies the token before its session: an
 		// expired token is refused without revoking anything.
