@@ -170,7 +170,7 @@ delete-crs:
 ##@ Packaging and release
 
 .PHONY: image
-image: ## Build the multi-arch image without a daemon or registry: OCI layout dist/image/, dist/image-linux-amd64.tar for docker load.
+image: ## Build the multi-arch image without a daemon or registry: OCI layout dist/image/ (SBOMs attached), dist/sbom-linux-<arch>.cdx.json, dist/image-linux-amd64.tar for docker load.
 	go run ./hack/image --version $(VERSION) --commit $(COMMIT) --repository $(IMAGE_REPO) --platforms $(PLATFORMS) --out dist
 
 .PHONY: build-installer
@@ -201,9 +201,9 @@ set-version: ## Set the chart's version and appVersion to VERSION (build-install
 	sed -i.bak -e 's/^version: .*/version: $(VERSION:v%=%)/' -e 's/^appVersion: .*/appVersion: $(VERSION)/' $(CHART_DIR)/Chart.yaml && rm $(CHART_DIR)/Chart.yaml.bak
 
 .PHONY: release
-release: ## Fill dist/ for release VERSION=vX.Y.Z: image, install.yaml, chart, kubectl-cd archives, krew manifest, SHA256SUMS.
+release: ## Fill dist/ for release VERSION=vX.Y.Z: image, SBOMs, install.yaml, chart, kubectl-cd archives, krew manifest, SHA256SUMS.
 	@[[ "$(VERSION)" =~ ^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$$ ]] || { echo "VERSION=$(VERSION) is not vX.Y.Z"; exit 1; }
-	rm -rf dist/image dist/*.tar dist/*.tgz dist/*.tar.gz dist/cd.yaml dist/SHA256SUMS
+	rm -rf dist/image dist/*.tar dist/*.tgz dist/*.tar.gz dist/*.cdx.json dist/cd.yaml dist/SHA256SUMS
 	$(MAKE) set-version
 	$(MAKE) image build-installer helm-package
 	go run ./hack/release plugin --version $(VERSION) --commit $(COMMIT) --out dist

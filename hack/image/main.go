@@ -1,6 +1,8 @@
 // Command image builds the operator's image with no container daemon and no registry:
-// an OCI image layout for every platform in <out>/image and a `docker load`-able
-// tarball of linux/amd64 in <out>/image-linux-amd64.tar. `make image` runs it.
+// an OCI image layout for every platform in <out>/image (with each platform's CycloneDX
+// SBOM attached as a referrer), the same SBOMs as <out>/sbom-<os>-<arch>.cdx.json, and
+// a `docker load`-able tarball of linux/amd64 in <out>/image-linux-amd64.tar.
+// `make image` runs it.
 package main
 
 import (
@@ -51,10 +53,17 @@ func run(version, commit, repo, platformList, out string) error {
 		return err
 	}
 	layoutDir := filepath.Join(out, "image")
-	if err := ociimage.WriteLayout(layoutDir, version, res.Index); err != nil {
+	if err := ociimage.WriteLayout(layoutDir, version, res); err != nil {
 		return err
 	}
 	fmt.Println("wrote", layoutDir)
+	sboms, err := ociimage.WriteSBOMs(out, res)
+	if err != nil {
+		return err
+	}
+	for _, f := range sboms {
+		fmt.Println("wrote", f)
+	}
 	if img, ok := res.Images["linux/amd64"]; ok {
 		tarPath := filepath.Join(out, "image-linux-amd64.tar")
 		if err := ociimage.WriteTarball(tarPath, repo+":"+version, img); err != nil {

@@ -1,7 +1,8 @@
 // Package ociimage builds the operator's container image without a container daemon or
 // a registry: static Go binaries cross-compiled per platform, put on an empty ("scratch")
 // base with go-containerregistry, and written as an OCI image layout (multi-arch) and a
-// `docker load`-able tarball (one platform).
+// `docker load`-able tarball (one platform). Each platform's binary gets a CycloneDX SBOM
+// (internal/sbom), attached to its image manifest in the layout as an OCI 1.1 referrer.
 //
 // The image holds the binary, /etc/passwd and /etc/group naming the nonroot user 65532,
 // and the licence: no shell, no package manager, no CA bundle (the manager compiles CA
@@ -12,6 +13,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -26,8 +28,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/credops/cd-credentials-operator/internal/sbom"
 )
 
 // NonRoot is the user and group the image runs as (distroless's "nonroot").
@@ -70,10 +76,12 @@ type Options struct {
 	Stderr io.Writer
 }
 
-// Result is a built image: the multi-arch index and each platform's image.
+// Result is a built image: the multi-arch index, each platform's image and the SBOM of
+// each platform's binary.
 type Result struct {
 	Index  v1.ImageIndex
 	Images map[string]v1.Image // by "os/arch"
+	SBOMs  map[string][]byte   // CycloneDX JSON, by "os/arch"
 }
 
 // Build compiles the binary for every platform and assembles the images.
@@ -91,7 +99,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer os.RemoveAll(tmp)
 
-	res := &Result{Images: map[string]v1.Image{}}
+	res := &Result{Images: map[string]v1.Image{}, SBOMs: map[string][]byte{}}
 	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
 	for _, p := range o.Platforms {
 		bin, err := compile(ctx, o, p, tmp)
@@ -102,7 +110,14 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p.String(), err)
 		}
+		// Read from the binary just built, so the SBOM lists what this platform's
+		// binary links and the toolchain that compiled it.
+		bom, err := sbom.ReadFile(bin, sbom.Main{Version: o.Version, Licenses: o.Licenses, Source: o.Source, Created: o.Created})
+		if err != nil {
+			return nil, err
+		}
 		res.Images[p.OS+"/"+p.Architecture] = img
+		res.SBOMs[p.OS+"/"+p.Architecture] = bom
 		platform := p
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &platform}})
 	}
@@ -245,10 +260,13 @@ func layer(mtime time.Time, files []file) (v1.Layer, error) {
 	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressedCaching)
 }
 
-// WriteLayout writes the index as an OCI image layout in dir (replacing what is there),
-// its index.json naming the image with ref (org.opencontainers.image.ref.name), so
-// `skopeo copy oci:dir:ref …` or `crane push dir …` find it.
-func WriteLayout(dir, ref string, idx v1.ImageIndex) error {
+// WriteLayout writes the build as an OCI image layout in dir (replacing what is there):
+// index.json names the image index with ref (org.opencontainers.image.ref.name), so
+// `skopeo copy oci:dir:ref …` finds it, and lists beside it one SBOM artifact per
+// platform whose subject is that platform's manifest, so `oras discover` and
+// `oras cp -r` find them (see sbomArtifact). `crane push dir` takes a layout of one
+// entry only, so it refuses this one; oras and skopeo read it by ref.
+func WriteLayout(dir, ref string, res *Result) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
@@ -256,7 +274,126 @@ func WriteLayout(dir, ref string, idx v1.ImageIndex) error {
 	if err != nil {
 		return err
 	}
-	return p.AppendIndex(idx, layout.WithAnnotations(map[string]string{LabelRefName: ref}))
+	if err := p.AppendIndex(res.Index, layout.WithAnnotations(map[string]string{LabelRefName: ref})); err != nil {
+		return err
+	}
+	index, err := res.Index.IndexManifest()
+	if err != nil {
+		return err
+	}
+	for _, d := range index.Manifests {
+		platform := d.Platform.OS + "/" + d.Platform.Architecture
+		bom, ok := res.SBOMs[platform]
+		if !ok {
+			return fmt.Errorf("no SBOM for %s", platform)
+		}
+		// The subject is the index's own descriptor of the platform manifest, so it
+		// names exactly the manifest a registry stores under that digest.
+		subject := v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}
+		art, err := sbomArtifact(bom, subject, SBOMFileName(*d.Platform), created(index.Annotations))
+		if err != nil {
+			return fmt.Errorf("%s: %w", platform, err)
+		}
+		if err := p.AppendImage(art); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SBOMFileName is the name of a platform's SBOM in a release, e.g.
+// sbom-linux-amd64.cdx.json.
+func SBOMFileName(p v1.Platform) string {
+	return "sbom-" + p.OS + "-" + p.Architecture + ".cdx.json"
+}
+
+// WriteSBOMs writes each platform's SBOM into dir as SBOMFileName, for the release's
+// downloads and SHA256SUMS, and returns the files written.
+func WriteSBOMs(dir string, res *Result) ([]string, error) {
+	index, err := res.Index.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, d := range index.Manifests {
+		file := filepath.Join(dir, SBOMFileName(*d.Platform))
+		if err := os.WriteFile(file, res.SBOMs[d.Platform.OS+"/"+d.Platform.Architecture], 0o644); err != nil {
+			return nil, err
+		}
+		files = append(files, file)
+	}
+	return files, nil
+}
+
+// created is the image's creation annotation, which the SBOM artifacts repeat.
+func created(annotations map[string]string) map[string]string {
+	if c, ok := annotations[LabelCreated]; ok {
+		return map[string]string{LabelCreated: c}
+	}
+	return nil
+}
+
+// emptyJSON is the OCI empty config blob, "{}".
+var emptyJSON = []byte("{}")
+
+// sbomArtifact is an OCI 1.1 artifact: an image manifest with artifactType
+// application/vnd.cyclonedx+json, the empty config, the SBOM as its one blob, and
+// subject the platform manifest it describes. This is the shape image-spec's artifact
+// guidance asks for and `oras attach` writes; registries with the referrers API list it
+// under the subject's digest. It is assembled by hand because mutate cannot set
+// artifactType or an empty config: empty.Image with the config media type changed would
+// store an image config under the CycloneDX type.
+func sbomArtifact(bom []byte, subject v1.Descriptor, title string, annotations map[string]string) (v1.Image, error) {
+	blob := static.NewLayer(bom, sbom.MediaType)
+	digest, err := blob.Digest()
+	if err != nil {
+		return nil, err
+	}
+	configDigest, _, err := v1.SHA256(bytes.NewReader(emptyJSON))
+	if err != nil {
+		return nil, err
+	}
+	m := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		ArtifactType:  sbom.MediaType,
+		Config:        v1.Descriptor{MediaType: types.OCIEmptyJSON, Digest: configDigest, Size: int64(len(emptyJSON)), Data: emptyJSON},
+		Layers: []v1.Descriptor{{
+			MediaType:   sbom.MediaType,
+			Digest:      digest,
+			Size:        int64(len(bom)),
+			Annotations: map[string]string{LabelTitle: title},
+		}},
+		Subject:     &subject,
+		Annotations: annotations,
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return partial.CompressedToImage(artifact{manifest: raw, blob: blob, digest: digest})
+}
+
+// artifact is the minimal go-containerregistry image behind sbomArtifact: its manifest
+// as written, the empty config and one blob.
+type artifact struct {
+	manifest []byte
+	blob     v1.Layer
+	digest   v1.Hash
+}
+
+func (a artifact) RawManifest() ([]byte, error)        { return a.manifest, nil }
+func (a artifact) RawConfigFile() ([]byte, error)      { return emptyJSON, nil }
+func (a artifact) MediaType() (types.MediaType, error) { return types.OCIManifestSchema1, nil }
+
+func (a artifact) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	if h != a.digest {
+		return nil, fmt.Errorf("the SBOM artifact has no blob %s", h)
+	}
+	return a.blob, nil
 }
 
 // WriteTarball writes one image as a `docker load`-able tarball tagged ref.

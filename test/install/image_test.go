@@ -2,7 +2,9 @@ package install
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
+	"debug/buildinfo"
 	"errors"
 	"io"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	cdx "github.com/CycloneDX/cyclonedx-go"
 	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -22,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/credops/cd-credentials-operator/internal/ociimage"
+	"github.com/credops/cd-credentials-operator/internal/sbom"
 )
 
 // imageFile is one entry of an image's flattened filesystem.
@@ -80,7 +84,7 @@ func TestImage(t *testing.T) {
 	}
 	out := t.TempDir()
 	layoutDir := filepath.Join(out, "image")
-	if err := ociimage.WriteLayout(layoutDir, version, res.Index); err != nil {
+	if err := ociimage.WriteLayout(layoutDir, version, res); err != nil {
 		t.Fatal(err)
 	}
 	tarPath := filepath.Join(out, "image-linux-amd64.tar")
@@ -113,6 +117,10 @@ func TestImage(t *testing.T) {
 				checkVersionRuns(t, files["/manager"].data, version, commit)
 			}
 			logSize(t, img)
+			t.Run("its SBOM is attached as a referrer", func(t *testing.T) {
+				bom := sbomReferrer(t, layoutDir, d)
+				checkSBOM(t, bom, files["/manager"].data, *d.Platform, version)
+			})
 		})
 	}
 
@@ -129,8 +137,34 @@ func TestImage(t *testing.T) {
 }
 
 // openLayout opens an OCI layout and returns the image index its index.json names with
-// ref (org.opencontainers.image.ref.name).
+// ref (org.opencontainers.image.ref.name). Any other entry must be an SBOM artifact.
 func openLayout(t *testing.T, dir, ref string) v1.ImageIndex {
+	t.Helper()
+	top, err := layoutIndex(t, dir).IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var named []v1.Descriptor
+	for _, d := range top.Manifests {
+		switch {
+		case d.Annotations[ociimage.LabelRefName] != "":
+			named = append(named, d)
+		case d.ArtifactType != sbom.MediaType:
+			t.Errorf("index.json lists %s (%s, artifactType %q): neither the image nor an SBOM", d.Digest, d.MediaType, d.ArtifactType)
+		}
+	}
+	if len(named) != 1 || named[0].MediaType != types.OCIImageIndex || named[0].Annotations[ociimage.LabelRefName] != ref {
+		t.Fatalf("index.json names %+v: want one OCI image index named %q", named, ref)
+	}
+	index, err := layoutIndex(t, dir).ImageIndex(named[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return index
+}
+
+// layoutIndex is the layout's index.json.
+func layoutIndex(t *testing.T, dir string) v1.ImageIndex {
 	t.Helper()
 	p, err := layout.FromPath(dir)
 	if err != nil {
@@ -140,18 +174,141 @@ func openLayout(t *testing.T, dir, ref string) v1.ImageIndex {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return top
+}
+
+// sbomReferrer finds, as `oras discover --oci-layout` does, the manifests in index.json
+// whose subject is the platform manifest, checks that exactly one is a CycloneDX artifact
+// of the OCI 1.1 shape (artifactType, empty config, one blob) and returns its blob.
+func sbomReferrer(t *testing.T, dir string, platform v1.Descriptor) *cdx.BOM {
+	t.Helper()
+	top := layoutIndex(t, dir)
 	m, err := top.IndexManifest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Manifests) != 1 || m.Manifests[0].MediaType != types.OCIImageIndex || m.Manifests[0].Annotations[ociimage.LabelRefName] != ref {
-		t.Fatalf("index.json %+v: want one OCI image index named %q", m.Manifests, ref)
+	var found []v1.Image
+	for _, d := range m.Manifests {
+		if !d.MediaType.IsImage() {
+			continue
+		}
+		img, err := top.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mf, err := img.Manifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mf.Subject == nil || mf.Subject.Digest != platform.Digest {
+			continue
+		}
+		if d.ArtifactType != sbom.MediaType {
+			t.Errorf("index.json lists the referrer with artifactType %q, want %q (what a referrers filter matches)", d.ArtifactType, sbom.MediaType)
+		}
+		wantSubject := v1.Descriptor{MediaType: platform.MediaType, Digest: platform.Digest, Size: platform.Size}
+		if diff := cmp.Diff(wantSubject, *mf.Subject); diff != "" {
+			t.Errorf("subject (-platform manifest in the index +referrer's subject):\n%s", diff)
+		}
+		emptyDigest, _, _ := v1.SHA256(strings.NewReader("{}"))
+		if mf.ArtifactType != sbom.MediaType || mf.Config.MediaType != types.OCIEmptyJSON || mf.Config.Digest != emptyDigest || len(mf.Layers) != 1 || mf.Layers[0].MediaType != sbom.MediaType {
+			t.Errorf("referrer manifest %+v: want artifactType %s, the empty config and one %s blob", mf, sbom.MediaType, sbom.MediaType)
+		}
+		found = append(found, img)
 	}
-	index, err := top.ImageIndex(m.Manifests[0].Digest)
+	if len(found) != 1 {
+		t.Fatalf("%d manifests in index.json have the %s manifest %s as subject, want one SBOM", len(found), platform.Platform, platform.Digest)
+	}
+	layers, err := found[0].Layers()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return index
+	rc, err := layers[0].Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var bom cdx.BOM
+	if err := cdx.NewBOMDecoder(rc, cdx.BOMFileFormatJSON).Decode(&bom); err != nil {
+		t.Fatalf("the SBOM blob is not CycloneDX JSON: %v", err)
+	}
+	return &bom
+}
+
+// checkSBOM: the SBOM describes the binary that is in the image. The main component is
+// the operator at the built version for the platform; the components are exactly the
+// modules the binary records (so controller-runtime at go.mod's version) and the
+// standard library of the Go that compiled it.
+func checkSBOM(t *testing.T, bom *cdx.BOM, binary []byte, platform v1.Platform, version string) {
+	t.Helper()
+	bi, err := buildinfo.Read(bytes.NewReader(binary))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bom.SpecVersion != cdx.SpecVersion1_6 {
+		t.Errorf("spec version %s, want 1.6", bom.SpecVersion)
+	}
+	if bom.Metadata == nil || bom.Metadata.Component == nil {
+		t.Fatal("the SBOM has no metadata.component (the binary it describes)")
+	}
+	main := bom.Metadata.Component
+	if main.Name != "github.com/credops/cd-credentials-operator" || main.Version != version || main.Type != cdx.ComponentTypeApplication {
+		t.Errorf("metadata.component is %s %s (%s), want the application github.com/credops/cd-credentials-operator %s", main.Name, main.Version, main.Type, version)
+	}
+	if !strings.Contains(main.PackageURL, "goarch="+platform.Architecture) || !strings.HasSuffix(main.PackageURL, "#cmd/manager") {
+		t.Errorf("purl %s: want the platform's goarch and the #cmd/manager subpath", main.PackageURL)
+	}
+
+	got := map[string]string{}
+	if bom.Components != nil {
+		for _, c := range *bom.Components {
+			got[c.Name] = c.Version
+		}
+	}
+	goVersion := strings.TrimPrefix(bi.GoVersion, "go")
+	want := map[string]string{"stdlib": goVersion}
+	for _, d := range bi.Deps {
+		if d.Replace != nil {
+			d = d.Replace
+		}
+		want[d.Path] = d.Version
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("components (-modules the binary records +SBOM):\n%s", diff)
+	}
+	if crVersion := goModVersion(t, "sigs.k8s.io/controller-runtime"); got["sigs.k8s.io/controller-runtime"] != crVersion {
+		t.Errorf("sigs.k8s.io/controller-runtime %q in the SBOM, want go.mod's %s", got["sigs.k8s.io/controller-runtime"], crVersion)
+	}
+
+	props := map[string]string{}
+	if bom.Metadata.Properties != nil {
+		for _, p := range *bom.Metadata.Properties {
+			props[p.Name] = p.Value
+		}
+	}
+	for name, want := range map[string]string{
+		"cdx:gomod:build:env:GOVERSION":   bi.GoVersion,
+		"cdx:gomod:build:env:GOOS":        platform.OS,
+		"cdx:gomod:build:env:GOARCH":      platform.Architecture,
+		"cdx:gomod:build:env:CGO_ENABLED": "0",
+		"credops:go:build:-trimpath":      "true",
+	} {
+		if props[name] != want {
+			t.Errorf("property %s=%q, want %q", name, props[name], want)
+		}
+	}
+}
+
+// goModVersion is the version of a module the build selects (go.mod's, after replace).
+func goModVersion(t *testing.T, module string) string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-m", "-f", "{{if .Replace}}{{.Replace.Version}}{{else}}{{.Version}}{{end}}", module)
+	cmd.Dir = repoRoot
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -m %s: %v", module, err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func layerDigests(t *testing.T, img v1.Image) []v1.Hash {
