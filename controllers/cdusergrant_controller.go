@@ -225,7 +225,7 @@ func (r *CDUserGrantReconciler) reconcile(ctx context.Context, grant *cdv1.CDUse
 	}
 	in.Lifetime = lifetimeOf(grant.Status.LastRotationTime, grant.Status.ExpiresAt)
 	in.Refresh = &rotation.Refresh{Hash: rt.hash, Mark: rotation.ReadMark(rt.secret.Annotations), Self: r.holder(), HolderTimeout: r.holderTimeout(), To: destination(cred, c), OutHere: r.rotating.spending(rt.hash),
-		Expires: refreshExpiry(rt.life(), now, in.ActiveSince)}
+		Expires: refreshExpiry(rt.life(), now, in.ActiveSince), Planned: plannedWith(rt.life(), grant.Status.LastRotationTime)}
 	out, err = r.carryOut(ctx, grant, in, &attempt{cred: cred, client: c, stored: rt, request: in.Request})
 	return out, cred, err
 }

@@ -70,10 +70,12 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		// the very token sent (Okta without rotation echoes it): then the old one stays,
 		// unspent, and only the mark goes.
 		refresh.token = rotatedTo(tok.RefreshToken, a.stored.value)
-		sched, clamp := rotation.PlanRefresh(now, tok.Lifetime, tok.RefreshLifetime, renewBefore(grant.Spec.RenewBefore), string(grant.UID))
 		// Counted from before the request went out, as the access token's expiry is:
-		// never later than the server's; issued at sched.Issued's very second.
-		refresh.life = rotation.Life(now, tok.RefreshLifetime)
+		// never later than the server's. Judged against the spent token's own life: a
+		// provider that holds the session to a fixed end gives no more life than that.
+		life, capped := rotation.NextRefreshLife(now, tok.RefreshLifetime, a.stored.life())
+		refresh.life = life
+		sched, clamp := rotation.PlanRefresh(now, tok.Lifetime, lifeSpan(life), capped, renewBefore(grant.Spec.RenewBefore), string(grant.UID))
 		r.held.put(grant, &result{request: a.request, after: a.requestAfter(grant, refresh.session()), refresh: refresh, refreshLife: refresh.life, access: &issued{
 			token: tok.AccessToken, tokenType: tok.TokenType, scopes: tok.Scopes, schedule: sched, clamp: clamp,
 			fingerprint: secrets.GrantFingerprint(a.client), subject: jwtSubject(tok.AccessToken), rotated: true,
@@ -95,6 +97,16 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		}
 	}
 	return answered{outcome: o, request: a.request, refreshLife: a.stored.life()}, nil
+}
+
+// lifeSpan is how long a refresh token with life lives, as stored (whole seconds, so
+// refresh_expires_in itself when the answer gave one): the lifetime status words count
+// from (refreshLifetimeOf); 0 when it has no known limit.
+func lifeSpan(life rotation.Schedule) time.Duration {
+	if life.ExpiresAt.IsZero() {
+		return 0
+	}
+	return life.ExpiresAt.Sub(life.Issued)
 }
 
 // rotatedTo is the refresh token an answer carried in place of sent, or "" when it

@@ -300,6 +300,14 @@ func clampOf(spec *metav1.Duration, issued, expires *metav1.Time, sched, refresh
 	return rotation.RefreshClamp(lifetime, refreshLifetime, renewBefore(spec))
 }
 
+// plannedWith reports whether a stored refresh life came with the access token status
+// describes (issued, status.lastRotationTime: the same rotation stamped both), so that
+// rotation.PlanRefresh already counted it when it planned the renewal; a login's token,
+// stored apart, did not.
+func plannedWith(life rotation.Schedule, issued *metav1.Time) bool {
+	return issued != nil && refreshLifetimeOf(life) > 0 && life.Issued.Equal(issued.Time)
+}
+
 // refreshLifetimeOf is the lifetime of a refresh token with the stored life
 // (secrets.RefreshLife, recorded for that very token); 0 when it has no known limit.
 func refreshLifetimeOf(life rotation.Schedule) time.Duration {

@@ -70,6 +70,12 @@ type Refresh struct {
 	// log in again, so the holds that give way before the access token expires give way
 	// before this too.
 	Expires time.Time
+	// Planned says the stored token came with the access token in the output Secret (one
+	// rotation stored both): the renewal was planned from its expiry (PlanRefresh), which
+	// a fresh token's wait does not count again. A capped session's last renewal is
+	// planned past that expiry on purpose; moved back before it, the renewals would come
+	// a third of the access token's lifetime apart up to the session's end.
+	Planned bool
 }
 
 // marked reports whether the stored token carries an in-flight mark: an attempt to spend
@@ -259,7 +265,7 @@ func stillFresh(in Input) Decision {
 	// sooner, such as Keycloak's session token of a login without offline_access: the
 	// renewal comes before it dies, or the customer must log in again. Never sooner than
 	// the request budget allows (Earliest), as for an edit (lastSafe).
-	if r := in.Refresh; r != nil && !r.Expires.IsZero() {
+	if r := in.Refresh; r != nil && !r.Expires.IsZero() && !r.Planned {
 		latest := r.Expires.Add(-MinRenewMargin)
 		if e := in.Current.Earliest(); latest.Before(e) {
 			latest = e

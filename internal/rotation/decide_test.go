@@ -356,6 +356,14 @@ func TestDecide(t *testing.T) {
 				Refresh: &Refresh{Hash: "sha256:current", Self: "me", HolderTimeout: time.Minute, Expires: t0.Add(time.Minute)}},
 			want: Send{Mark: Mark{Hash: "sha256:current", Holder: "me", Since: t0, Attempts: 1}},
 		},
+		// The stored token came with the access token: its expiry was counted when the
+		// renewal was planned (PlanRefresh), which a capped session's last renewal puts
+		// past it on purpose. Pulled back, it would come a third of the lifetime later.
+		"a fresh token waits for its renewal planned with the stored refresh token, even past that token's death": {
+			in: Input{Request: req, Current: fresh, Last: fresh,
+				Refresh: &Refresh{Hash: "sha256:current", Self: "me", HolderTimeout: time.Minute, Expires: t0.Add(5 * time.Minute), Planned: true}},
+			want: Wait{Until: fresh.RenewAt},
+		},
 		"a fresh token waits for its renewal when the stored refresh token outlives it": {
 			in: Input{Request: req, Current: fresh, Last: fresh,
 				Refresh: &Refresh{Hash: "sha256:current", Self: "me", HolderTimeout: time.Minute, Expires: t0.Add(time.Hour)}},

@@ -121,16 +121,71 @@ func Plan(issued time.Time, lifetime, renewBefore time.Duration, seed string) (s
 // ExpiresAt stays the access token's, which is what pods hold. clamp is
 // RefreshClamp's, which a pass that finds the token fresh can say again from what was
 // stored (status and the refresh token's stored lifetime).
-func PlanRefresh(issued time.Time, lifetime, refreshLifetime, renewBefore time.Duration, seed string) (s Schedule, clamp string) {
+//
+// capped says the provider holds the session to a fixed end (NextRefreshLife): the
+// refresh token came with no more life than the one spent for it. Renewing before that
+// end extends nothing, the next refresh token dies at the same time, and planning from
+// a lifetime that shrinks with every renewal would renew ever more often as the end
+// nears (Keycloak's SSO Session Max: back to back in its last second). So a capped
+// refresh token moves the renewal earlier only when the renewal still comes at least a
+// third of the access token's lifetime after issuance: the one renewal that gives the
+// pods the most access past the session's end. Otherwise the renewal is planned from
+// the access token alone, and the request after the end is refused once and asks for
+// a new login.
+func PlanRefresh(issued time.Time, lifetime, refreshLifetime time.Duration, capped bool, renewBefore time.Duration, seed string) (s Schedule, clamp string) {
 	s, _ = Plan(issued, lifetime, renewBefore, seed)
 	clamp = RefreshClamp(lifetime, refreshLifetime, renewBefore)
 	if refreshLifetime <= 0 {
 		return s, clamp
 	}
-	if r, _ := Plan(issued, refreshLifetime, renewBefore, seed); r.RenewAt.Before(s.RenewAt) {
-		s.RenewAt = r.RenewAt
+	r, _ := Plan(issued, refreshLifetime, renewBefore, seed)
+	if !r.RenewAt.Before(s.RenewAt) {
+		return s, clamp
 	}
+	if capped && r.RenewAt.Before(accessThird(issued, lifetime)) {
+		return s, clamp
+	}
+	s.RenewAt = r.RenewAt
 	return s, clamp
+}
+
+// accessThird is a third of the access token's lifetime after its issuance, rounded up
+// to a whole second as Plan rounds its floor.
+func accessThird(issued time.Time, lifetime time.Duration) time.Time {
+	if lifetime <= 0 {
+		lifetime = FallbackLifetime
+	}
+	return ceilSecond(issued.Add(lifetime / 3))
+}
+
+// NextRefreshLife is the life of the refresh token a rotation sent at now brought,
+// whose answer said refreshLifetime (refresh_expires_in; 0 when absent or 0), given the
+// life of the token it spent (spent; zero when it had no known limit). capped says the
+// provider holds the session to a fixed end (Keycloak's SSO Session Max: each answer's
+// refresh_expires_in is the lesser of SSO Session Idle and what is left of the
+// session): the new token dies no later than the spent one did, within the second each
+// expiry is rounded to. A token extended by the refresh (an idle timeout) is not capped.
+//
+// refresh_expires_in 0 is no limit (Keycloak's offline tokens), but not after a
+// positive one whose end is less than two seconds away when the request went out:
+// Keycloak rounds what is left of the session down to whole seconds, and answers 0 in
+// its last second. That token is capped and dies when the spent one did; stored as no
+// limit, its renewal would be planned as if the session went on. Its life is at least
+// the second its issuance is rounded to, or it could not be stored.
+func NextRefreshLife(now time.Time, refreshLifetime time.Duration, spent Schedule) (life Schedule, capped bool) {
+	issued := now.Truncate(time.Second)
+	end := spent.ExpiresAt
+	switch {
+	case refreshLifetime > 0:
+		life = Life(now, refreshLifetime)
+		return life, !end.IsZero() && !life.ExpiresAt.After(end.Add(time.Second))
+	case end.IsZero() || end.After(now.Add(2*time.Second)):
+		return Schedule{}, false // no limit, as the answer says
+	}
+	if !issued.Before(end) {
+		end = issued.Add(time.Second)
+	}
+	return Schedule{Issued: issued, ExpiresAt: end}, true
 }
 
 // RefreshClamp is Clamp for a token renewed by a refresh token that lives

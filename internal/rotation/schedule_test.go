@@ -228,7 +228,7 @@ func TestPlanRefreshRenewsBeforeTheRefreshTokenExpires(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			s, clamp := PlanRefresh(issued, tc.lifetime, tc.refreshLifetime, tc.renewBefore, "uid-1")
+			s, clamp := PlanRefresh(issued, tc.lifetime, tc.refreshLifetime, false, tc.renewBefore, "uid-1")
 			base := issued.Truncate(time.Second)
 			if s.RenewAt.Before(base.Add(tc.earliest)) || s.RenewAt.After(base.Add(tc.latest)) {
 				t.Errorf("RenewAt = %s after issue, want within [%s, %s]", s.RenewAt.Sub(base), tc.earliest, tc.latest)

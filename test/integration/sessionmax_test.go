@@ -70,10 +70,16 @@ func TestAKeycloakSessionEndsAtSessionMaxAndANewLoginResumesIt(t *testing.T) {
 	if err := runDown(lives, idle, ends); err != nil {
 		t.Error(err)
 	}
+	// (b) The session's end brings at most one renewal more than SSO Session Idle alone
+	// would over the session, and none back to back: planned from the shrinking life of
+	// a capped refresh token, the renewals came ever closer as the end neared.
+	if err := paced(lives, idle, sessionMax); err != nil {
+		t.Error(err)
+	}
 	for _, l := range lives {
 		t.Logf("refresh token stored %s after the login lives %s", l.issued.Sub(loginFrom.Truncate(time.Second)), l.expires.Sub(l.issued))
 	}
-	// (b) One refused request: the dead session's token was sent once.
+	// (c) One refused request: the dead session's token was sent once.
 	refreshes := f.idp.Stats().TokenRequests["refresh_token"]
 	assertOneSessionEnded := func(when string) {
 		t.Helper()
@@ -88,7 +94,7 @@ func TestAKeycloakSessionEndsAtSessionMaxAndANewLoginResumesIt(t *testing.T) {
 		t.Errorf("%d rotations in a %s session of %s refresh tokens, want at least 2", rotated, sessionMax, idle)
 	}
 
-	// (c) A new login is a new session, and the grant rotates in it.
+	// (d) A new login is a new session, and the grant rotates in it.
 	if status, body := f.callback(f.login(authURL, "login")); status != 200 {
 		t.Fatalf("the new login's callback: %d %s", status, body)
 	}
@@ -111,12 +117,39 @@ func TestAKeycloakSessionEndsAtSessionMaxAndANewLoginResumesIt(t *testing.T) {
 	assertOneSessionEnded("after the new login's rotation")
 }
 
+// paced checks the renewals of one session, from the refresh-token lives stored: the
+// login's, then the first refresh's (at once: the login brings no access token), then
+// the renewals'. No more than the renewals SSO Session Idle alone brings over the
+// session (each at least two thirds of idle, less a tenth of jitter, after the one
+// before) plus one, and each at least a third of idle after the one before, less the
+// second the stored times are rounded to (Plan never renews sooner).
+func paced(lives []refreshLife, idle, session time.Duration) error {
+	if len(lives) < 2 {
+		return fmt.Errorf("%d refresh-token lives stored, want the login's and the first refresh's: %v", len(lives), lives)
+	}
+	normal := int(session / (idle*2/3 - idle/10))
+	if renewals := len(lives) - 2; renewals > normal+1 {
+		return fmt.Errorf("%d renewals in a %s session of %s refresh tokens, want at most %d (%d, plus one): %v", renewals, session, idle, normal+1, normal, lives)
+	}
+	for i := 2; i < len(lives); i++ {
+		if gap := lives[i].issued.Sub(lives[i-1].issued); gap < idle/3-time.Second {
+			return fmt.Errorf("refresh token %d issued %s after the one before, want at least %s (a third of SSO Session Idle %s): %v", i, gap, idle/3-time.Second, idle, lives)
+		}
+	}
+	return nil
+}
+
 // span is a time known to lie between from and to.
 type span struct{ from, to time.Time }
 
 // refreshLife is one refresh token's cd.credops.io/refresh-expires-at: when it was
 // issued and when it dies.
 type refreshLife struct{ issued, expires time.Time }
+
+// String prints a life in a failure message: when it began and how long it lasts.
+func (l refreshLife) String() string {
+	return fmt.Sprintf("%s+%s", l.issued.UTC().Format(time.TimeOnly), l.expires.Sub(l.issued))
+}
 
 // watchRefreshLives records every refresh-token life the operator stores on the named
 // Secret, in order, from a watch (polling would miss the quick rotations near a
