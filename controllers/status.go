@@ -277,9 +277,9 @@ func lifetimeOf(issued, expires *metav1.Time) time.Duration {
 }
 
 // clampOf is what a clamped renewBefore (spec) does to the token in an output Secret
-// (sched), worded as the pass that stored it worded it: rotation.RefreshClamp over the
-// token's lifetime from status (issued to expires) and that of the refresh token that
-// renews it (refresh, a grant's stored life; zero when unknown or none, and for a
+// (sched), worded as the pass that stored it worded it: rotation.SessionClamp
+// (RefreshClamp, or the session's end when the renewal comes after it) over the token's
+// lifetime from status (issued to expires) and that of the refresh token that renews it (refresh, a grant's stored life; zero when unknown or none, and for a
 // CDCredential). A refresh token stored since that access token came (a login through
 // the callback) is the one the renewal now waits for (rotation's stillFresh): it is
 // worded as rotation.LaterRefreshClamp words it, not left out until the next rotation.
@@ -297,7 +297,7 @@ func clampOf(spec *metav1.Duration, issued, expires *metav1.Time, sched, refresh
 	if refreshLifetime > 0 && !refresh.Issued.Equal(issued.Time) {
 		return rotation.LaterRefreshClamp(lifetime, refreshLifetime, renewBefore(spec))
 	}
-	return rotation.RefreshClamp(lifetime, refreshLifetime, renewBefore(spec))
+	return rotation.SessionClamp(rotation.Schedule{Issued: issued.Time, RenewAt: sched.RenewAt}, lifetime, refreshLifetime, renewBefore(spec))
 }
 
 // plannedWith reports whether a stored refresh life came with the access token status

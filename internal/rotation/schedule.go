@@ -119,8 +119,8 @@ func Plan(issued time.Time, lifetime, renewBefore time.Duration, seed string) (s
 // customer must log in again. RenewAt is the earlier of the two tokens' plans, each
 // under Plan's rules (margin, jitter, never sooner than a third of that lifetime);
 // ExpiresAt stays the access token's, which is what pods hold. clamp is
-// RefreshClamp's, which a pass that finds the token fresh can say again from what was
-// stored (status and the refresh token's stored lifetime).
+// SessionClamp's, which a pass that finds the token fresh can say again from what was
+// stored (status, the schedule and the refresh token's stored lifetime).
 //
 // capped says the provider holds the session to a fixed end (NextRefreshLife): the
 // refresh token came with no more life than the one spent for it. Renewing before that
@@ -134,19 +134,13 @@ func Plan(issued time.Time, lifetime, renewBefore time.Duration, seed string) (s
 // a new login.
 func PlanRefresh(issued time.Time, lifetime, refreshLifetime time.Duration, capped bool, renewBefore time.Duration, seed string) (s Schedule, clamp string) {
 	s, _ = Plan(issued, lifetime, renewBefore, seed)
-	clamp = RefreshClamp(lifetime, refreshLifetime, renewBefore)
-	if refreshLifetime <= 0 {
-		return s, clamp
+	if refreshLifetime > 0 {
+		r, _ := Plan(issued, refreshLifetime, renewBefore, seed)
+		if r.RenewAt.Before(s.RenewAt) && (!capped || !r.RenewAt.Before(accessThird(issued, lifetime))) {
+			s.RenewAt = r.RenewAt
+		}
 	}
-	r, _ := Plan(issued, refreshLifetime, renewBefore, seed)
-	if !r.RenewAt.Before(s.RenewAt) {
-		return s, clamp
-	}
-	if capped && r.RenewAt.Before(accessThird(issued, lifetime)) {
-		return s, clamp
-	}
-	s.RenewAt = r.RenewAt
-	return s, clamp
+	return s, SessionClamp(s, lifetime, refreshLifetime, renewBefore)
 }
 
 // accessThird is a third of the access token's lifetime after its issuance, rounded up
@@ -237,6 +231,26 @@ func LaterRefreshClamp(lifetime, refreshLifetime, renewBefore time.Duration) str
 		return words
 	}
 	return Clamp(lifetime, renewBefore)
+}
+
+// SessionClamp is RefreshClamp for the token on schedule s (issued, renewed), whose
+// refresh token was issued with it and lives refreshLifetime: when the renewal comes
+// once that refresh token is dead, which only a capped session's plan does
+// (PlanRefresh), the words name the session's end, so a platform team sees the new
+// login coming, and say what spec.renewBefore was held to, as Clamp does. A pure
+// function of what is stored (status, the output Secret's schedule and the refresh
+// token's stored life), as RefreshClamp: a pass that finds the token fresh says what
+// the pass that stored it said.
+func SessionClamp(s Schedule, lifetime, refreshLifetime, renewBefore time.Duration) string {
+	ends := s.Issued.Add(refreshLifetime)
+	if refreshLifetime <= 0 || s.RenewAt.Before(ends) {
+		return RefreshClamp(lifetime, refreshLifetime, renewBefore)
+	}
+	msg := fmt.Sprintf("the provider's session ends at %s: the customer must log in again by then", ends.UTC().Format(time.RFC3339))
+	if c := Clamp(lifetime, renewBefore); c != "" {
+		msg += "; " + c
+	}
+	return msg
 }
 
 // clampedMargin is the margin before expiry Plan keeps for a token of the given lifetime

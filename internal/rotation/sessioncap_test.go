@@ -90,12 +90,16 @@ func TestPlanRefreshOfACappedSessionRenewsBeforeItsEndAtMostOnce(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			s, _ := PlanRefresh(issued, tc.lifetime, tc.refreshLifetime, tc.capped, 0, "uid-1")
+			s, clamp := PlanRefresh(issued, tc.lifetime, tc.refreshLifetime, tc.capped, 0, "uid-1")
 			if s.RenewAt.Before(base.Add(tc.earliest)) || s.RenewAt.After(base.Add(tc.latest)) {
 				t.Errorf("RenewAt = %s after issue, want within [%s, %s]", s.RenewAt.Sub(base), tc.earliest, tc.latest)
 			}
 			if want := base.Add(tc.lifetime); !s.ExpiresAt.Equal(want) {
 				t.Errorf("ExpiresAt = %s, want the access token's %s", s.ExpiresAt, want)
+			}
+			// The words are what a later pass says from what was stored.
+			if want := SessionClamp(s, tc.lifetime, tc.refreshLifetime, 0); clamp != want {
+				t.Errorf("clamp %q, want %q", clamp, want)
 			}
 		})
 	}
@@ -170,4 +174,45 @@ func simulateSession(login, end time.Time, access, idle time.Duration, seed stri
 		spent = life
 	}
 	return renewals, sent
+}
+
+// While a capped session's last renewal is planned past its end, the condition names
+// the end, from what is stored (the schedule, and the refresh token's lifetime from the
+// same issuance); otherwise it says what RefreshClamp says.
+func TestSessionClampNamesTheEndOfASessionRenewedPastIt(t *testing.T) {
+	issued := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	cases := map[string]struct {
+		renewAt                                time.Time
+		lifetime, refreshLifetime, renewBefore time.Duration
+		want                                   string
+	}{
+		"renewed past the refresh token's death: the session's end": {
+			renewAt: issued.Add(3 * time.Minute), lifetime: 5 * time.Minute, refreshLifetime: 2 * time.Minute,
+			want: "the provider's session ends at 2026-12-02T10:02:00Z: the customer must log in again by then",
+		},
+		"renewed at the refresh token's death: the session's end": {
+			renewAt: issued.Add(2 * time.Minute), lifetime: 5 * time.Minute, refreshLifetime: 2 * time.Minute,
+			want: "the provider's session ends at 2026-12-02T10:02:00Z: the customer must log in again by then",
+		},
+		"the session's end, and renewBefore held to two thirds of the access token's lifetime": {
+			renewAt: issued.Add(3 * time.Minute), lifetime: 5 * time.Minute, refreshLifetime: 2 * time.Minute, renewBefore: 4 * time.Minute,
+			want: "the provider's session ends at 2026-12-02T10:02:00Z: the customer must log in again by then; " + Clamp(5*time.Minute, 4*time.Minute),
+		},
+		"renewed before the refresh token dies: RefreshClamp's words": {
+			renewAt: issued.Add(time.Minute), lifetime: 5 * time.Minute, refreshLifetime: 2 * time.Minute,
+			want: RefreshClamp(5*time.Minute, 2*time.Minute, 0),
+		},
+		"no limit: RefreshClamp's words": {
+			renewAt: issued.Add(3 * time.Minute), lifetime: 5 * time.Minute, renewBefore: 4 * time.Minute,
+			want: Clamp(5*time.Minute, 4*time.Minute),
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := Schedule{Issued: issued, RenewAt: tc.renewAt, ExpiresAt: issued.Add(tc.lifetime)}
+			if got := SessionClamp(s, tc.lifetime, tc.refreshLifetime, tc.renewBefore); got != tc.want {
+				t.Errorf("SessionClamp = %q, want %q", got, tc.want)
+			}
+		})
+	}
 }

@@ -1,0 +1,74 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+)
+
+// A Keycloak session ends at SSO Session Max however often it is refreshed: each
+// answer's refresh_expires_in is the lesser of SSO Session Idle and what is left. The
+// grant renews at its usual pace up to the end, the last renewal is planned past it (a
+// renewal before it extends nothing), and Ready names the end, in words a restarted
+// manager says again from what was stored, without a write.
+func TestACappedSessionIsRenewedAtItsPaceAndReadyNamesItsEnd(t *testing.T) {
+	const access, idle = 5 * time.Minute, 30 * time.Minute
+	ends := epoch.Add(40 * time.Minute)
+	w := newWorld(t)
+	w.tokens.lifetime = access
+	answer := func() { w.tokens.refreshLifetime = min(idle, ends.Sub(w.clock.Now())).Truncate(time.Second) }
+	answer()
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	last := w.clock.Now()
+	for range 100 {
+		renewal := w.grant("acme").Status.RenewalTime.Time
+		if !renewal.Before(ends) {
+			break
+		}
+		// The pass at the renewal time, and one a second after: a wait pulled back
+		// before the planned renewal would rotate there.
+		for _, at := range []time.Time{renewal, renewal.Add(time.Second)} {
+			w.clock.SetTime(at)
+			answer()
+			if _, err := w.reconcileGrant("acme"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if sent := w.grant("acme").Status.LastRotationTime.Time; sent.Sub(last) < access/3 {
+			t.Errorf("a renewal %s after the one before, %s before the session's end, want at least a third of the access token's %s", sent.Sub(last), ends.Sub(sent), access)
+		}
+		last = w.grant("acme").Status.LastRotationTime.Time
+	}
+	g := w.grant("acme")
+	t.Logf("%d rotations; the renewal planned %s after the session's end", g.Status.RotationCount, g.Status.RenewalTime.Time.Sub(ends))
+	// 40 minutes of 5-minute tokens renewed 2m50s-3m apart: 13 or 14 rotations, plus at
+	// most one for the session's end.
+	if g.Status.RotationCount > 15 {
+		t.Errorf("%d rotations in a 40-minute session of 5-minute tokens, want at most 15", g.Status.RotationCount)
+	}
+	want := "Access token is in Secret acme-token; the provider's session ends at " + ends.Format(time.RFC3339) + ": the customer must log in again by then"
+	if got := meta.FindStatusCondition(g.Status.Conditions, cdv1.ReadyCondition).Message; got != want {
+		t.Errorf("after the last renewal, Ready says %q, want %q", got, want)
+	}
+	if !g.Status.RenewalTime.Time.After(ends) {
+		t.Errorf("renewalTime %s, want past the session's end %s", g.Status.RenewalTime.Time, ends)
+	}
+
+	w.takeWrites()
+	w.clock.SetTime(last.Add(time.Minute))
+	w.grants = &CDUserGrantReconciler{Client: w.client, APIReader: w.client, Clock: w.clock, Tokens: w.tokens, Recorder: w.events, Holder: "me-after-restart"}
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if got := meta.FindStatusCondition(w.grant("acme").Status.Conditions, cdv1.ReadyCondition).Message; got != want {
+		t.Errorf("after a restart, Ready says %q, want %q", got, want)
+	}
+	if writes := w.takeWrites(); len(writes) != 0 {
+		t.Errorf("a pass that found the token fresh wrote %v", writes)
+	}
+}
