@@ -117,7 +117,7 @@ func TestAClientIDDeclaredForBothFlowsIsReportedOnBoth(t *testing.T) {
 	sharedID, sharedSecret := "shared-"+nsA, "shared-secret-value-1"
 	clients := append(centralDispatchClients(), cdsandbox.Client{ID: sharedID, Secret: sharedSecret, GrantTypes: []string{"authorization_code"}})
 	idp := startSandbox(t, cdsandbox.Options{Clients: clients})
-	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}})
+	startClusterWideManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}})
 	create(t, clientSecret(nsA, "login-client", sharedID, sharedSecret))
 	create(t, credential(nsA, "login", cdv1.FlowAuthorizationCode, "login-client", idp.URL))
 	eventually(t, 10*time.Second, "login Ready", credentialCondition(nsA, "login", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.ClientReadyReason))

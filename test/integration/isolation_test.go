@@ -19,7 +19,7 @@ import (
 func TestACRCannotReadASecretInAnotherNamespace(t *testing.T) {
 	nsA, nsB := newNamespace(t), newNamespace(t)
 	idp := startSandbox(t, cdsandbox.Options{Clients: centralDispatchClients()})
-	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}})
+	startClusterWideManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}})
 	create(t, clientSecret(nsB, "shared-client", apiClientID, apiClientSecret))
 	create(t, credential(nsA, "thief", cdv1.FlowClientCredentials, "shared-client", idp.URL))
 	eventually(t, 10*time.Second, "ClientSecretNotFound", credentialCondition(nsA, "thief", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.ClientSecretNotFoundReason))

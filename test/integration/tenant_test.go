@@ -354,7 +354,7 @@ func TestTenantCannotFlagAnotherNamespacesClient(t *testing.T) {
 	victimID := fmt.Sprintf("victim-%d", time.Now().UnixNano()) // a client id of this test's own, see flowmisuse_test
 	clients := append(centralDispatchClients(), cdsandbox.Client{ID: victimID, Secret: "victims-real-secret", GrantTypes: []string{"client_credentials"}})
 	idp := startSandbox(t, cdsandbox.Options{Clients: clients})
-	startManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}})
+	startClusterWideManager(t, manager.Options{AllowedTokenHosts: []string{idp.Host}})
 	create(t, clientSecret(victimNS, "api-client", victimID, "victims-real-secret"))
 	create(t, credential(victimNS, "pricing", cdv1.FlowClientCredentials, "api-client", idp.URL))
 	eventually(t, 10*time.Second, "the victim is Ready", credentialCondition(victimNS, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
