@@ -1,12 +1,15 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/rotation"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
 )
 
 // A Keycloak session ends at SSO Session Max however often it is refreshed: each
@@ -70,5 +73,36 @@ func TestACappedSessionIsRenewedAtItsPaceAndReadyNamesItsEnd(t *testing.T) {
 	}
 	if writes := w.takeWrites(); len(writes) != 0 {
 		t.Errorf("a pass that found the token fresh wrote %v", writes)
+	}
+}
+
+// The first refresh after a login follows it at once (the login brings no access
+// token), in the second the login's refresh token was issued. Under Keycloak's SSO
+// Session Idle the answer's refresh token lives as long as the login's did, and so ends
+// in the same second: an idle timeout, which the next refresh extends, not a capped
+// session's end. With hour-long access tokens and a 30-minute idle timeout, taken for
+// a capped session the renewal would be planned from the access token alone, 40
+// minutes in, and the refresh token would be dead by then.
+func TestTheRefreshRightAfterALoginIsNotTakenForACappedSession(t *testing.T) {
+	const access, idle = time.Hour, 30 * time.Minute
+	w := newWorld(t)
+	w.tokens.lifetime, w.tokens.refreshLifetime = access, idle
+	s := w.secret("acme-refresh")
+	w.update(s, func() {
+		secrets.SetRefreshLife(s, rotation.Hash("refresh-0"), rotation.Life(w.clock.Now(), idle))
+	})
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	dies := w.clock.Now().Add(idle)
+	g := w.grant("acme")
+	if g.Status.RotationCount != 1 {
+		t.Fatalf("%d rotations, want the refresh right after the login", g.Status.RotationCount)
+	}
+	if renewal := g.Status.RenewalTime.Time; !renewal.Before(dies) {
+		t.Errorf("renewal planned %s after the login, want before the new refresh token dies %s after it", renewal.Sub(epoch), idle)
+	}
+	if msg := meta.FindStatusCondition(g.Status.Conditions, cdv1.ReadyCondition).Message; strings.Contains(msg, "session ends") {
+		t.Errorf("Ready says %q: an idle timeout is no session's end", msg)
 	}
 }

@@ -158,7 +158,9 @@ func accessThird(issued time.Time, lifetime time.Duration) time.Time {
 // provider holds the session to a fixed end (Keycloak's SSO Session Max: each answer's
 // refresh_expires_in is the lesser of SSO Session Idle and what is left of the
 // session): the new token dies no later than the spent one did, within the second each
-// expiry is rounded to. A token extended by the refresh (an idle timeout) is not capped.
+// expiry is rounded to, and lives shorter than the spent one did. A token extended by
+// the refresh (an idle timeout) is not capped, even when sent in the second the spent
+// one was issued, where its end is the spent one's as far as whole seconds tell.
 //
 // refresh_expires_in 0 is no limit (Keycloak's offline tokens), but not after a
 // positive one whose end is less than two seconds away when the request went out:
@@ -172,7 +174,13 @@ func NextRefreshLife(now time.Time, refreshLifetime time.Duration, spent Schedul
 	switch {
 	case refreshLifetime > 0:
 		life = Life(now, refreshLifetime)
-		return life, !end.IsZero() && !life.ExpiresAt.After(end.Add(time.Second))
+		// Shorter than the spent token's too: a refresh in the second the spent token was
+		// issued (the first one after a login brings no access token, so it follows at
+		// once) ends within that second of the spent token's end under an idle timeout
+		// as well, but with the same life; a capped session's answer is shorter by the
+		// time since, rounded down.
+		shorter := refreshLifetime < end.Sub(spent.Issued)
+		return life, !end.IsZero() && shorter && !life.ExpiresAt.After(end.Add(time.Second))
 	case end.IsZero() || end.After(now.Add(2*time.Second)):
 		return Schedule{}, false // no limit, as the answer says
 	}

@@ -30,6 +30,14 @@ func TestNextRefreshLifeTellsACappedSessionFromAnExtendedOne(t *testing.T) {
 			refreshLifetime: 4*time.Minute + time.Second, spent: Schedule{Issued: at.Add(-3 * time.Minute), ExpiresAt: at.Add(4 * time.Minute)},
 			want: Schedule{Issued: at, ExpiresAt: at.Add(4*time.Minute + time.Second)}, capped: true,
 		},
+		"an idle timeout in the second the spent token was issued (the refresh right after a login): same life, not capped": {
+			refreshLifetime: 12 * time.Second, spent: Schedule{Issued: at, ExpiresAt: at.Add(12 * time.Second)},
+			want: Schedule{Issued: at, ExpiresAt: at.Add(12 * time.Second)},
+		},
+		"the session's end in the second the spent token was issued: shorter, capped": {
+			refreshLifetime: 11 * time.Second, spent: Schedule{Issued: at, ExpiresAt: at.Add(12 * time.Second)},
+			want: Schedule{Issued: at, ExpiresAt: at.Add(11 * time.Second)}, capped: true,
+		},
 		"a spent token without a known limit: nothing to compare, not capped": {
 			refreshLifetime: 4 * time.Minute,
 			want:            Schedule{Issued: at, ExpiresAt: at.Add(4 * time.Minute)},
