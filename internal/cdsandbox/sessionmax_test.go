@@ -30,7 +30,8 @@ func (h *harness) loginForRefreshToken(user string) map[string]any {
 
 // Keycloak ends a session SSO Session Max after the login that created it, however
 // often it is refreshed: each refresh answer's refresh_expires_in is the lesser of SSO
-// Session Idle and what is left of the session, and a refresh after the end is refused
+// Session Idle and what is left of the session, its expires_in the lesser of the access
+// token's lifespan and what is left, and a refresh after the end is refused
 // with 400 invalid_grant "Session not active", revoking nothing. The session is the
 // login's: a new login starts a new one, which the old one's end does not touch.
 func TestKeycloakSessionsEndAtSessionMaxHoweverOftenRefreshed(t *testing.T) {
@@ -39,7 +40,9 @@ func TestKeycloakSessionsEndAtSessionMaxHoweverOftenRefreshed(t *testing.T) {
 	body := h.loginForRefreshToken("alice")
 	// Refreshed every 30 s from the login on: refresh_expires_in is idle until the
 	// session has less than that left, then what is left of it.
-	got := []any{body["refresh_expires_in"]}
+	// So is expires_in, once the session has less left than the access token's lifespan
+	// (90 s here): an access token does not outlive its session either.
+	got, access := []any{body["refresh_expires_in"]}, []any{body["expires_in"]}
 	rt := body["refresh_token"].(string)
 	for range 3 {
 		h.now = h.now.Add(30 * time.Second)
@@ -48,9 +51,13 @@ func TestKeycloakSessionsEndAtSessionMaxHoweverOftenRefreshed(t *testing.T) {
 			t.Fatalf("refresh at %s: HTTP %d %v", h.now, status, body)
 		}
 		got, rt = append(got, body["refresh_expires_in"]), body["refresh_token"].(string)
+		access = append(access, body["expires_in"])
 	}
 	if diff := cmp.Diff([]any{float64(45), float64(45), float64(40), float64(10)}, got); diff != "" {
 		t.Errorf("refresh_expires_in at 0, 30, 60 and 90 s (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]any{float64(90), float64(70), float64(40), float64(10)}, access); diff != "" {
+		t.Errorf("expires_in at 0, 30, 60 and 90 s (-want +got):\n%s", diff)
 	}
 
 	// 100 s after the login, though the last refresh token is 10 s old.

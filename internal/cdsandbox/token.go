@@ -239,6 +239,11 @@ func pkceOK(challenge, method, verifier string) bool {
 func (s *Server) issue(clientID, subject, grantType string, scopes []string, g *grant, refresh string) tokenResult {
 	now := s.opts.Now()
 	exp := now.Add(s.opts.AccessTokenTTL)
+	// Keycloak holds an access token to the session's end too (SSO Session Max): in a
+	// session's last access-token lifespan, expires_in is what is left of it.
+	if g != nil && !g.sessionEnds.IsZero() && g.sessionEnds.Before(exp) {
+		exp = g.sessionEnds
+	}
 	claims := jwt.MapClaims{
 		"iss": s.opts.Issuer, "sub": subject, "client_id": clientID, "scope": strings.Join(scopes, " "),
 		"iat": now.Unix(), "exp": exp.Unix(), "jti": randomString(8),
@@ -251,7 +256,7 @@ func (s *Server) issue(clientID, subject, grantType string, scopes []string, g *
 	body := map[string]any{
 		"access_token": signed,
 		"token_type":   "Bearer",
-		"expires_in":   int(s.opts.AccessTokenTTL / time.Second),
+		"expires_in":   int(exp.Sub(now).Round(time.Second) / time.Second),
 		"scope":        strings.Join(scopes, " "),
 	}
 	if refresh != "" {

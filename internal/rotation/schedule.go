@@ -131,16 +131,34 @@ func Plan(issued time.Time, lifetime, renewBefore time.Duration, seed string) (s
 // third of the access token's lifetime after issuance: the one renewal that gives the
 // pods the most access past the session's end. Otherwise the renewal is planned from
 // the access token alone, and the request after the end is refused once and asks for
-// a new login.
+// a new login. An access token that dies with a capped refresh token is held to the
+// session's end as well: nothing renews it past the end, so it is renewed once, when it
+// expires, where the refusal asks for the login.
 func PlanRefresh(issued time.Time, lifetime, refreshLifetime time.Duration, capped bool, renewBefore time.Duration, seed string) (s Schedule, clamp string) {
 	s, _ = Plan(issued, lifetime, renewBefore, seed)
 	if refreshLifetime > 0 {
 		r, _ := Plan(issued, refreshLifetime, renewBefore, seed)
-		if r.RenewAt.Before(s.RenewAt) && (!capped || !r.RenewAt.Before(accessThird(issued, lifetime))) {
+		switch {
+		case capped && within(s.ExpiresAt, r.ExpiresAt, time.Second):
+			// The access token is held to the session's end too (Keycloak caps expires_in
+			// at SSO Session Max as well): no renewal before the end gives the pods
+			// anything, and planned from a life that shrinks with every renewal they would
+			// come ever closer. The one request goes out when the access token expires, at
+			// the session's end as far as whole seconds tell: refused, it asks for a login
+			// (a renewal may not come after the expiry, or the stored schedule is not
+			// consistent). Sent within the end's last second, it is answered with a token
+			// held to the end again, whose renewal is the refused one.
+			s.RenewAt = s.ExpiresAt
+		case r.RenewAt.Before(s.RenewAt) && (!capped || !r.RenewAt.Before(accessThird(issued, lifetime))):
 			s.RenewAt = r.RenewAt
 		}
 	}
 	return s, SessionClamp(s, lifetime, refreshLifetime, renewBefore)
+}
+
+// within reports whether a and b are at most d apart.
+func within(a, b time.Time, d time.Duration) bool {
+	return !a.Before(b.Add(-d)) && !a.After(b.Add(d))
 }
 
 // accessThird is a third of the access token's lifetime after its issuance, rounded up

@@ -92,6 +92,12 @@ func TestPlanRefreshOfACappedSessionRenewsBeforeItsEndAtMostOnce(t *testing.T) {
 		"capped, 20 minutes left, outliving the access token: the access token's plan, as when extended": {
 			lifetime: 5 * time.Minute, refreshLifetime: 20 * time.Minute, capped: true, earliest: 170 * time.Second, latest: 180 * time.Second,
 		},
+		"capped, the access token held to the same end (Keycloak's last access lifespan): at its expiry, the end": {
+			lifetime: 3 * time.Minute, refreshLifetime: 3 * time.Minute, capped: true, earliest: 3 * time.Minute, latest: 3 * time.Minute,
+		},
+		"extended, the access token dying with the refresh token: the usual plan": {
+			lifetime: 3 * time.Minute, refreshLifetime: 3 * time.Minute, earliest: time.Minute, latest: 2 * time.Minute,
+		},
 		"capped with no limit: the access token's plan": {
 			lifetime: 5 * time.Minute, capped: true, earliest: 170 * time.Second, latest: 180 * time.Second,
 		},
@@ -115,11 +121,14 @@ func TestPlanRefreshOfACappedSessionRenewsBeforeItsEndAtMostOnce(t *testing.T) {
 
 // Keycloak's defaults: 5-minute access tokens, SSO Session Idle 30 minutes, SSO Session
 // Max 10 hours; each refresh answer's refresh_expires_in is the lesser of the idle time
-// and what is left of the session, in whole seconds. Planned from a refresh token's
+// and what is left of the session, in whole seconds, and so is each expires_in once the
+// session has less left than an access token's lifespan. Planned from a refresh token's
 // shrinking life, the renewals came ever closer as the end neared (21 in the last 30
 // minutes against 10, the last ones seconds apart). Judged capped, the last 30 minutes
 // renew as any other 30 minutes do, plus at most one, never sooner than a third of the
-// access token's lifetime apart; the request after the end is the one refused.
+// access token's lifetime apart; the request after the end is the one refused. An
+// access token held to the end shrinks the same way: planned from its own life, the
+// last five minutes brought renewals at 2/3 of what was left, seconds apart at the end.
 func TestASessionEndingAtKeycloaksSessionMaxRenewsAsOftenAsAnyOther(t *testing.T) {
 	const access, idle, sessionMax = 5 * time.Minute, 30 * time.Minute, 10 * time.Hour
 	login := time.Date(2026, 12, 2, 8, 0, 0, 250_000_000, time.UTC)
@@ -158,8 +167,10 @@ func TestASessionEndingAtKeycloaksSessionMaxRenewsAsOftenAsAnyOther(t *testing.T
 // request after the end (refused) went out.
 func simulateSession(login, end time.Time, access, idle time.Duration, seed string) (renewals []time.Time, refused time.Time) {
 	answer := func(now time.Time) time.Duration { return min(idle, end.Sub(now)).Truncate(time.Second) }
+	// Keycloak holds the access token to the session's end too (expires_in).
+	expiresIn := func(now time.Time) time.Duration { return min(access, end.Sub(now)).Truncate(time.Second) }
 	spent, _ := NextRefreshLife(login, answer(login), Schedule{})
-	s, _ := PlanRefresh(login, access, spent.ExpiresAt.Sub(spent.Issued), false, 0, seed)
+	s, _ := PlanRefresh(login, expiresIn(login), spent.ExpiresAt.Sub(spent.Issued), false, 0, seed)
 	sent := login
 	for range 100_000 { // a Zeno schedule reaches the end in finitely many steps, but many
 		// A renewal planned at or before the last request goes out at once, back to back.
@@ -178,7 +189,7 @@ func simulateSession(login, end time.Time, access, idle time.Duration, seed stri
 		if !life.ExpiresAt.IsZero() {
 			lifetime = life.ExpiresAt.Sub(life.Issued)
 		}
-		s, _ = PlanRefresh(now, access, lifetime, capped, 0, seed)
+		s, _ = PlanRefresh(now, expiresIn(now), lifetime, capped, 0, seed)
 		spent = life
 	}
 	return renewals, sent
