@@ -85,8 +85,10 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		// Unusable, but it carried a successor: the old token is spent, store the new.
 		refresh.token = o.NewRefreshToken
 		// Stored with it, as an issued answer's is: the retry that sends it, and a lost
-		// answer's one resend, must come before it dies.
-		refresh.life = rotation.Life(now, o.NewRefreshLifetime)
+		// answer's one resend, must come before it dies. Judged against the spent token's
+		// life as an issued answer's is: refresh_expires_in 0 in a capped session's last
+		// second is its end, not no limit.
+		refresh.life, _ = rotation.NextRefreshLife(now, o.NewRefreshLifetime, a.stored.life())
 		r.held.put(grant, &result{request: a.request, after: a.requestAfter(grant, refresh.session()), refresh: refresh, refreshLife: refresh.life, answer: &o})
 		return r.persist(ctx, grant)
 	case !o.MaySpend():

@@ -9,6 +9,7 @@ import (
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
+	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
@@ -114,5 +115,26 @@ func TestAnUnusableAnswersSuccessorIsResentBeforeItDies(t *testing.T) {
 	if f := w.grant("acme").Status.LastFailure; f == nil || f.RetryTime == nil || !f.RetryTime.Time.Equal(want) {
 		t.Fatalf("after the successor's answer was lost %s in: status.lastFailure %+v, want the resend %s in, 2 minutes before the successor dies %s in",
 			w.clock.Now().Sub(epoch), f, want.Sub(epoch), dies.Sub(epoch))
+	}
+}
+
+// An unusable answer's successor in a capped session's last second comes with
+// refresh_expires_in 0, as Keycloak rounds what is left down: it dies with the session,
+// as an issued answer's successor would, and is stored so, not as a token without a
+// limit whose retry may wait for as long as the backoff says.
+func TestAnUnusableAnswersSuccessorInASessionsLastSecondDiesWithIt(t *testing.T) {
+	w := newWorld(t)
+	ends := epoch.Add(time.Second)
+	s := w.secret("acme-refresh")
+	w.update(s, func() {
+		secrets.SetRefreshLife(s, rotation.Hash("refresh-0"), rotation.Schedule{Issued: epoch.Add(-3 * time.Minute), ExpiresAt: ends})
+	})
+	w.tokens.failNext(unusableWith("refresh-x"))
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	life, ok := secrets.RefreshLife(w.secret("acme-refresh"), rotation.Hash("refresh-x"))
+	if !ok || !life.ExpiresAt.Equal(ends) {
+		t.Errorf("the successor's stored life %+v (stored: %t), want it to end with the session at %s", life, ok, ends)
 	}
 }
