@@ -110,3 +110,31 @@ func TestTheRefreshRightAfterALoginIsNotTakenForACappedSession(t *testing.T) {
 		t.Errorf("Ready says %q: an idle timeout is no session's end", msg)
 	}
 }
+
+// A refresh sent in a capped session's last second may be answered with expires_in 0
+// as well as refresh_expires_in 0 (what is left, rounded down): that access token dies
+// with the session. Taken for a token without a stated lifetime (FallbackLifetime), the
+// output Secret vouched for it for 5 minutes and the request after the end, the one
+// that asks for the new login, waited more than 3.
+func TestAnAccessTokenWithoutALifetimeInASessionsLastSecondDiesWithIt(t *testing.T) {
+	w := newWorld(t)
+	ends := epoch.Add(time.Second)
+	s := w.secret("acme-refresh")
+	w.update(s, func() {
+		secrets.SetRefreshLife(s, rotation.Hash("refresh-0"), rotation.Schedule{Issued: epoch.Add(-10 * time.Second), ExpiresAt: ends})
+	})
+	w.tokens.lifetime, w.tokens.refreshLifetime = 0, 0
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	g := w.grant("acme")
+	if g.Status.RotationCount != 1 || g.Status.ExpiresAt == nil || g.Status.RenewalTime == nil {
+		t.Fatalf("status %+v, want one rotation with an expiry and a renewal time", g.Status)
+	}
+	if got := g.Status.ExpiresAt.Time; got.After(ends) {
+		t.Errorf("the access token expires %s after the session's end, want at it", got.Sub(ends))
+	}
+	if got := g.Status.RenewalTime.Time; !got.Equal(ends) {
+		t.Errorf("renewal %s after the session's end, want at it (the request that asks for the login)", got.Sub(ends))
+	}
+}
