@@ -91,10 +91,7 @@ func TestTheRefreshRightAfterALoginIsNotTakenForACappedSession(t *testing.T) {
 	const access, idle = time.Hour, 30 * time.Minute
 	w := newWorld(t)
 	w.tokens.lifetime, w.tokens.refreshLifetime = access, idle
-	s := w.secret("acme-refresh")
-	w.update(s, func() {
-		secrets.SetRefreshLife(s, rotation.Hash("refresh-0"), rotation.Life(w.clock.Now(), idle))
-	})
+	w.storeRefreshLife(rotation.Life(w.clock.Now(), idle))
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -119,10 +116,7 @@ func TestTheRefreshRightAfterALoginIsNotTakenForACappedSession(t *testing.T) {
 func TestAnAccessTokenWithoutALifetimeInASessionsLastSecondDiesWithIt(t *testing.T) {
 	w := newWorld(t)
 	ends := epoch.Add(time.Second)
-	s := w.secret("acme-refresh")
-	w.update(s, func() {
-		secrets.SetRefreshLife(s, rotation.Hash("refresh-0"), rotation.Schedule{Issued: epoch.Add(-10 * time.Second), ExpiresAt: ends})
-	})
+	w.storeRefreshLife(rotation.Schedule{Issued: epoch.Add(-10 * time.Second), ExpiresAt: ends})
 	w.tokens.lifetime, w.tokens.refreshLifetime = 0, 0
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
@@ -137,4 +131,11 @@ func TestAnAccessTokenWithoutALifetimeInASessionsLastSecondDiesWithIt(t *testing
 	if got := g.Status.RenewalTime.Time; !got.Equal(ends) {
 		t.Errorf("renewal %s after the session's end, want at it (the request that asks for the login)", got.Sub(ends))
 	}
+}
+
+// storeRefreshLife stores the life of the world's refresh token (refresh-0) beside it,
+// as the login or the rotation that stored the token would have.
+func (w *world) storeRefreshLife(life rotation.Schedule) {
+	s := w.secret("acme-refresh")
+	w.update(s, func() { secrets.SetRefreshLife(s, rotation.Hash("refresh-0"), life) })
 }

@@ -125,10 +125,7 @@ func TestAnUnusableAnswersSuccessorIsResentBeforeItDies(t *testing.T) {
 func TestAnUnusableAnswersSuccessorInASessionsLastSecondDiesWithIt(t *testing.T) {
 	w := newWorld(t)
 	ends := epoch.Add(time.Second)
-	s := w.secret("acme-refresh")
-	w.update(s, func() {
-		secrets.SetRefreshLife(s, rotation.Hash("refresh-0"), rotation.Schedule{Issued: epoch.Add(-3 * time.Minute), ExpiresAt: ends})
-	})
+	w.storeRefreshLife(rotation.Schedule{Issued: epoch.Add(-3 * time.Minute), ExpiresAt: ends})
 	w.tokens.failNext(unusableWith("refresh-x"))
 	if _, err := w.reconcileGrant("acme"); err != nil {
 		t.Fatal(err)
