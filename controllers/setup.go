@@ -166,18 +166,29 @@ var secretChanged = predicate.Funcs{
 	},
 }
 
-// outputTampered lets through an output Secret's deletion, and updates that leave it
-// incomplete or inconsistent (a hand edit): the operator's own writes are consistent,
-// and reconciling after each of them would only find the token fresh.
+// outputTampered lets through an output Secret's deletion, and creations and updates
+// that leave it incomplete or inconsistent (a hand edit): the operator's own writes are
+// consistent, and reconciling after each of them would only find the token fresh. The
+// creation counts too: the pass that stored a CR's first token created its output
+// Secret, and the pass that event brought right after it, when the cache did not show
+// that pass's status write yet, wrote the same status once more (a routine status
+// write leaves no memory to recall it by). An informer's first list, which reports
+// every Secret as created, brings nothing either: each CR is listed, and reconciled,
+// on its own.
 var outputTampered = predicate.Funcs{
-	UpdateFunc: func(e event.UpdateEvent) bool {
-		cur, ok := e.ObjectNew.(*corev1.Secret)
-		if !ok {
-			return true
-		}
-		_, consistent := secrets.Consistent(cur)
-		return !consistent
-	},
+	CreateFunc: func(e event.CreateEvent) bool { return !consistentOutput(e.Object) },
+	UpdateFunc: func(e event.UpdateEvent) bool { return !consistentOutput(e.ObjectNew) },
+}
+
+// consistentOutput reports whether obj is a complete, self-consistent output Secret, as
+// the operator writes them.
+func consistentOutput(obj client.Object) bool {
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return false
+	}
+	_, consistent := secrets.Consistent(s)
+	return consistent
 }
 
 // lastAuthorizationChanged lets through the callback's report of a customer login, so

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,5 +43,36 @@ func TestSecretChangedLetsThroughOnlyNewsForTheCRsThatReadTheSecret(t *testing.T
 				t.Errorf("secretChanged = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// The operator's own output Secrets, created or rewritten, bring no pass: the pass that
+// wrote one finds nothing more to do, and one run before the cache shows its status
+// write would write that status again. A Secret created or edited incomplete or
+// inconsistent (by hand, by a restore) does bring one, and so does a deletion.
+func TestOutputTamperedLetsThroughOnlyOutputsTheOperatorDidNotWrite(t *testing.T) {
+	written := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pricing-token"}}
+	ac := secrets.Output{
+		Owner: &cdv1.CDCredential{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pricing"}}, OwnerGVK: cdv1.GroupVersion.WithKind("CDCredential"),
+		Name: written.Name, AccessToken: "at-1", TokenType: "Bearer", Fingerprint: "fp",
+		Schedule: rotation.Schedule{ExpiresAt: epoch.Add(time.Hour), RenewAt: epoch.Add(40 * time.Minute)},
+	}.Apply()
+	written.Labels, written.Annotations, written.Data = ac.Labels, ac.Annotations, ac.Data
+	edited := written.DeepCopy()
+	edited.Data[cdv1.AccessTokenKey] = []byte("pasted-by-hand")
+	for _, tc := range []struct {
+		name string
+		got  bool
+		want bool
+	}{
+		{"the operator's creation", outputTampered.Create(event.CreateEvent{Object: written}), false},
+		{"the operator's rewrite", outputTampered.Update(event.UpdateEvent{ObjectOld: written, ObjectNew: written}), false},
+		{"a creation with a hand-edited token", outputTampered.Create(event.CreateEvent{Object: edited}), true},
+		{"a hand edit", outputTampered.Update(event.UpdateEvent{ObjectOld: written, ObjectNew: edited}), true},
+		{"a deletion", outputTampered.Delete(event.DeleteEvent{Object: written}), true},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: outputTampered lets it through: %v, want %v", tc.name, tc.got, tc.want)
+		}
 	}
 }
