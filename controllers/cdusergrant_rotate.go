@@ -75,14 +75,7 @@ func (r *CDUserGrantReconciler) rotate(ctx context.Context, grant *cdv1.CDUserGr
 		// provider that holds the session to a fixed end gives no more life than that.
 		life, capped := rotation.NextRefreshLife(now, tok.RefreshLifetime, a.stored.life())
 		refresh.life = life
-		lifetime := tok.Lifetime
-		if capped && lifetime <= 0 {
-			// expires_in 0 (or none) in a capped session's last second: the access token
-			// dies with the session, not FallbackLifetime later, or the Secret would
-			// vouch for a dead token for minutes and the refused request wait as long.
-			lifetime = lifeSpan(life)
-		}
-		sched, clamp := rotation.PlanRefresh(now, lifetime, lifeSpan(life), capped, renewBefore(grant.Spec.RenewBefore), string(grant.UID))
+		sched, clamp := rotation.PlanRefresh(now, tok.Lifetime, lifeSpan(life), capped, renewBefore(grant.Spec.RenewBefore), string(grant.UID))
 		r.held.put(grant, &result{request: a.request, after: a.requestAfter(grant, refresh.session()), refresh: refresh, refreshLife: refresh.life, access: &issued{
 			token: tok.AccessToken, tokenType: tok.TokenType, scopes: tok.Scopes, schedule: sched, clamp: clamp,
 			fingerprint: secrets.GrantFingerprint(a.client), subject: jwtSubject(tok.AccessToken), rotated: true,

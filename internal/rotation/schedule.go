@@ -133,8 +133,16 @@ func Plan(issued time.Time, lifetime, renewBefore time.Duration, seed string) (s
 // the access token alone, and the request after the end is refused once and asks for
 // a new login. An access token that dies with a capped refresh token is held to the
 // session's end as well: nothing renews it past the end, so it is renewed once, when it
-// expires, where the refusal asks for the login.
+// expires, where the refusal asks for the login. So is an access token without a
+// lifetime (expires_in 0) beside a capped refresh token.
 func PlanRefresh(issued time.Time, lifetime, refreshLifetime time.Duration, capped bool, renewBefore time.Duration, seed string) (s Schedule, clamp string) {
+	if capped && lifetime <= 0 {
+		// expires_in 0 (or none) beside a capped refresh token: the answer to a request in
+		// the session's last second, whose access token dies with the session, not
+		// FallbackLifetime later; or the output Secret would vouch for a dead token for
+		// minutes, and the refused request that asks for the login wait as long.
+		lifetime = refreshLifetime
+	}
 	s, _ = Plan(issued, lifetime, renewBefore, seed)
 	if refreshLifetime > 0 {
 		r, _ := Plan(issued, refreshLifetime, renewBefore, seed)

@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"cmp"
 	"testing"
 	"time"
 )
@@ -76,6 +77,8 @@ func TestPlanRefreshOfACappedSessionRenewsBeforeItsEndAtMostOnce(t *testing.T) {
 		capped                    bool
 		// The renewal must fall in [earliest, latest] after issue.
 		earliest, latest time.Duration
+		// expires is the access token's life as planned; lifetime when zero.
+		expires time.Duration
 	}{
 		"extended, 3 minutes left: renewed at a third of the refresh token's life, before it dies": {
 			lifetime: 5 * time.Minute, refreshLifetime: 3 * time.Minute, earliest: time.Minute, latest: time.Minute + time.Second,
@@ -98,6 +101,12 @@ func TestPlanRefreshOfACappedSessionRenewsBeforeItsEndAtMostOnce(t *testing.T) {
 		"extended, the access token dying with the refresh token: the usual plan": {
 			lifetime: 3 * time.Minute, refreshLifetime: 3 * time.Minute, earliest: time.Minute, latest: 2 * time.Minute,
 		},
+		"capped, the access token without a lifetime (expires_in 0 in the session's last second): it dies and is renewed at the end": {
+			refreshLifetime: time.Second, capped: true, earliest: time.Second, latest: time.Second, expires: time.Second,
+		},
+		"extended, the access token without a lifetime: FallbackLifetime's plan, before the refresh token dies": {
+			refreshLifetime: 3 * time.Minute, earliest: time.Minute, latest: 2 * time.Minute, expires: FallbackLifetime,
+		},
 		"capped with no limit: the access token's plan": {
 			lifetime: 5 * time.Minute, capped: true, earliest: 170 * time.Second, latest: 180 * time.Second,
 		},
@@ -108,11 +117,12 @@ func TestPlanRefreshOfACappedSessionRenewsBeforeItsEndAtMostOnce(t *testing.T) {
 			if s.RenewAt.Before(base.Add(tc.earliest)) || s.RenewAt.After(base.Add(tc.latest)) {
 				t.Errorf("RenewAt = %s after issue, want within [%s, %s]", s.RenewAt.Sub(base), tc.earliest, tc.latest)
 			}
-			if want := base.Add(tc.lifetime); !s.ExpiresAt.Equal(want) {
+			expires := cmp.Or(tc.expires, tc.lifetime)
+			if want := base.Add(expires); !s.ExpiresAt.Equal(want) {
 				t.Errorf("ExpiresAt = %s, want the access token's %s", s.ExpiresAt, want)
 			}
 			// The words are what a later pass says from what was stored.
-			if want := SessionClamp(s, tc.lifetime, tc.refreshLifetime, 0); clamp != want {
+			if want := SessionClamp(s, expires, tc.refreshLifetime, 0); clamp != want {
 				t.Errorf("clamp %q, want %q", clamp, want)
 			}
 		})

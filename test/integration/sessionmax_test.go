@@ -20,9 +20,10 @@ import (
 
 // Keycloak ends a session SSO Session Max after the customer's login however often it is
 // refreshed: refresh_expires_in runs down to the session's end, and the refresh after it
-// is refused with invalid_grant "Session not active". The sandbox's Keycloak profile
-// plays that with a 30-second session, 12-second refresh tokens (SSO Session Idle) and
-// 20-second access tokens, without offline_access (offline sessions have no max). The
+// is refused with invalid_grant "Session not active"; expires_in runs down to it too.
+// The sandbox's Keycloak profile plays that with a 30-second session, 12-second refresh
+// tokens (SSO Session Idle) and 20-second access tokens, without offline_access (offline
+// sessions have no max). The
 // real manager, from a login through its callback, stores each refresh token's expiry
 // as the session runs down, sends the dead session's token once and asks for a new
 // login (ReauthorizationRequired, RefreshTokenRejected) without trying again; after
