@@ -8,6 +8,8 @@
 // BENCH_UNRELATED, BENCH_SCRAPE_EVERY and BENCH_LOOP_WINDOWS tune it. With -writes
 // (`make bench-writes`) it measures instead what each of the operator's writes costs in
 // CPU, the API server's and etcd's and its own client's, beside the loop's (writes.go).
+// With -replot it runs nothing and draws one series from the series.csv files of runs
+// made one N at a time.
 //
 // It is a benchmark, not a test: its measurement windows are timed sleeps.
 package main
@@ -74,6 +76,7 @@ func main() {
 	flag.DurationVar(&cfg.scrapeEvery, "scrape-every", time.Duration(envIntZero("BENCH_SCRAPE_EVERY", 30))*time.Second, "how often to scrape the manager's whole metrics endpoint, as Prometheus would (0 never)")
 	baseline := flag.Bool("baseline", false, "run as the baseline loop (internal)")
 	writes := flag.Bool("writes", false, "measure instead what each of the operator's writes costs in CPU (the API server's and etcd's, the client's) over -n grants")
+	replot := flag.String("replot", "", "comma-separated series.csv files of earlier runs: write their points as one series (CSV and SVG) to -out, and run nothing")
 	flag.Parse()
 	ctrl.SetLogger(logr.Discard()) // the bench's own informers have nothing to say
 	if *baseline {
@@ -82,6 +85,12 @@ func main() {
 	}
 	if *writes {
 		if err := runWrites(*n); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	if *replot != "" {
+		if err := replotSeries(strings.Split(*replot, ","), cfg.out); err != nil {
 			log.Fatal(err)
 		}
 		return
@@ -121,6 +130,18 @@ func writeSeries(cfg config, rows []plot.Row) error {
 		return err
 	}
 	return plot.Series(filepath.Join(cfg.out, "series.svg"), rows)
+}
+
+// replotSeries draws one series from the points of earlier runs' series.csv files.
+func replotSeries(paths []string, out string) error {
+	rows, err := readSeriesCSVs(paths)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	return writeSeries(config{out: out}, rows)
 }
 
 func parseSeries(s string, n int) ([]int, error) {

@@ -200,3 +200,63 @@ func writeSeriesCSV(path string, rows []plot.Row) error {
 }
 
 func f2(v float64) string { return fmt.Sprintf("%.2f", v) }
+
+// readSeriesCSVs reads back series CSVs writeSeriesCSV wrote, one row per N, sorted by
+// N; where two files give the same N, the later file's row wins. It lets one series be
+// drawn from points measured in separate runs (each N of a full series takes over half
+// an hour, whatever N is).
+func readSeriesCSVs(paths []string) ([]plot.Row, error) {
+	byN := map[int]plot.Row{}
+	for _, path := range paths {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		records, err := csv.NewReader(f).ReadAll()
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(records) == 0 || len(records[0]) != seriesColumns || records[0][0] != "n" {
+			return nil, fmt.Errorf("%s: not a series CSV of this bench (want its %d-column header)", path, seriesColumns)
+		}
+		for i, rec := range records[1:] {
+			r, err := parseSeriesRecord(rec)
+			if err != nil {
+				return nil, fmt.Errorf("%s, row %d: %w", path, i+2, err)
+			}
+			byN[r.N] = r
+		}
+	}
+	rows := make([]plot.Row, 0, len(byN))
+	for _, r := range byN {
+		rows = append(rows, r)
+	}
+	slices.SortFunc(rows, func(a, b plot.Row) int { return cmp.Compare(a.N, b.N) })
+	return rows, nil
+}
+
+// seriesColumns is how many columns writeSeriesCSV writes.
+const seriesColumns = 11
+
+// parseSeriesRecord reads one row of writeSeriesCSV back; its cpu_ratio column is
+// derived, so it is not read.
+func parseSeriesRecord(rec []string) (plot.Row, error) {
+	var r plot.Row
+	var err error
+	if r.N, err = strconv.Atoi(rec[0]); err != nil {
+		return r, err
+	}
+	if r.TokensExpiredEarlier, err = strconv.Atoi(rec[10]); err != nil {
+		return r, err
+	}
+	for i, dst := range map[int]*float64{
+		1: &r.ManagerCPUPer1000, 2: &r.LoopCPUPer1000, 4: &r.WritesPerRotation, 5: &r.ReadsPerRotation,
+		6: &r.KiBPerGrant, 7: &r.KiBPerGrantAfterColdStart, 8: &r.ColdStartSeconds, 9: &r.WarmRestartSeconds,
+	} {
+		if *dst, err = strconv.ParseFloat(rec[i], 64); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
