@@ -56,6 +56,7 @@ func printTable(cfg config, r result) {
 	fmt.Printf("| rotations per grant per token lifetime | %.2f | | |\n", r.rotPerLifetime)
 	fmt.Printf("| tokens expired before renewal, steady state (target 0) | %d | | |\n", r.late)
 	fmt.Printf("| tokens expired before renewal during the cold start | %d | | |\n", r.lateCold)
+	fmt.Printf("| tokens expired before renewal after the steady window, until the fresh round (target 0) | %d | | |\n", r.lateAfter)
 	fmt.Printf("| API-server writes per rotation (target 4.00) | %.2f | %.2f | %s |\n", r.writesPerRot, r.loopCPU.writesPerRotation(), ratio(r.writesPerRot, r.loopCPU.writesPerRotation()))
 	fmt.Printf("| API-server reads per rotation | %.2f | | |\n", r.readsPerRot)
 	m, l := r.managerCPU, r.loopCPU

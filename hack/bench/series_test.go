@@ -68,3 +68,16 @@ func TestReplotRefusesWhatIsNotASeriesCSV(t *testing.T) {
 		t.Errorf("got %v, want an error naming the file", err)
 	}
 }
+
+// A token left to expire after the steady window, while the manager works off the cold
+// start's bunched renewals, counts in the series as one inside the window does.
+func TestTokensExpiredAfterTheSteadyWindowCountInTheSeries(t *testing.T) {
+	r := result{n: 20000, lateCold: 2, late: 0}
+	r.countLateAfter(2 + 0 + 37)
+	if r.lateAfter != 37 {
+		t.Errorf("late after the window: %d, want 37", r.lateAfter)
+	}
+	if got := r.row().TokensExpiredEarlier; got != 37 {
+		t.Errorf("the series' tokens expired: %d, want 37 (none in the window, 37 after it)", got)
+	}
+}

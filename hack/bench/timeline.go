@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -175,14 +176,18 @@ func writeTimelineCSV(path string, samples []plot.Sample) error {
 }
 
 // writeSeriesCSV writes the scaling series, one line per N.
+// seriesHeader names the columns of series.csv, which writeSeriesCSV writes and
+// readSeriesCSVs reads back in this order.
+var seriesHeader = []string{"n", "manager_cpu_s_per_1000_rotations", "loop_cpu_s_per_1000_rotations", "cpu_ratio", "writes_per_rotation",
+	"reads_per_rotation", "kib_per_grant", "kib_per_grant_after_cold_start", "cold_start_s", "warm_restart_s", "tokens_expired_before_renewal"}
+
 func writeSeriesCSV(path string, rows []plot.Row) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"n", "manager_cpu_s_per_1000_rotations", "loop_cpu_s_per_1000_rotations", "cpu_ratio", "writes_per_rotation",
-		"reads_per_rotation", "kib_per_grant", "kib_per_grant_after_cold_start", "cold_start_s", "warm_restart_s", "tokens_expired_before_renewal"})
+	_ = w.Write(seriesHeader)
 	for _, r := range rows {
 		ratio := math.NaN()
 		if r.LoopCPUPer1000 > 0 {
@@ -217,8 +222,8 @@ func readSeriesCSVs(paths []string) ([]plot.Row, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		if len(records) == 0 || len(records[0]) != seriesColumns || records[0][0] != "n" {
-			return nil, fmt.Errorf("%s: not a series CSV of this bench (want its %d-column header)", path, seriesColumns)
+		if len(records) == 0 || !slices.Equal(records[0], seriesHeader) {
+			return nil, fmt.Errorf("%s: not a series CSV of this bench (want the header %s)", path, strings.Join(seriesHeader, ","))
 		}
 		for i, rec := range records[1:] {
 			r, err := parseSeriesRecord(rec)
@@ -235,9 +240,6 @@ func readSeriesCSVs(paths []string) ([]plot.Row, error) {
 	slices.SortFunc(rows, func(a, b plot.Row) int { return cmp.Compare(a.N, b.N) })
 	return rows, nil
 }
-
-// seriesColumns is how many columns writeSeriesCSV writes.
-const seriesColumns = 11
 
 // parseSeriesRecord reads one row of writeSeriesCSV back; its cpu_ratio column is
 // derived, so it is not read.

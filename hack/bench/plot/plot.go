@@ -54,7 +54,9 @@ type Row struct {
 	KiBPerGrantAfterColdStart float64
 	ColdStartSeconds          float64
 	WarmRestartSeconds        float64
-	TokensExpiredEarlier      int
+	// TokensExpiredEarlier counts routine renewals that came after the token expired:
+	// in the steady window and after it, until the round of fresh tokens.
+	TokensExpiredEarlier int
 }
 
 var (
