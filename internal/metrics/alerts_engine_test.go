@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -445,5 +446,51 @@ func TestTwoFailoversDoNotPageForARenewedToken(t *testing.T) {
 		if diff := cmp.Diff([]string(nil), firing(t, load, at), cmpopts.EquateEmpty()); diff != "" {
 			t.Errorf("firing at %s, the token renewed at 6m and good until 45m (-want +got):\n%s", at, diff)
 		}
+	}
+}
+
+// TestTokenExpiresSoonLeavesAGrantWaitingForItsCustomer: a grant whose customer has to
+// log in again (a capped session's natural end, a revoked refresh token) has a renewal
+// time in the past that no renewal will move: paging on call for it, critical, at every
+// session's end, says nothing CDReauthorizationRequired does not, and nothing on call
+// can do. A requested login is not such a wait: the grant renews its current token until
+// the customer logs in, and a renewal missed meanwhile pages. Neither changes while
+// nothing publishes the series.
+func TestTokenExpiresSoonLeavesAGrantWaitingForItsCustomer(t *testing.T) {
+	// "ended": the session's last token expires with it at 600 s; the refresh at its end
+	// is refused, and from minute 10 the customer has to log in. "requested": a new
+	// login was asked for, and the renewal of the current token, due at 300 s, fails.
+	const grants = `
+  cdcredops_token_expiration_timestamp_seconds{kind="CDUserGrant",namespace="a",name="ended"} 600x%[1]d %[2]s
+  cdcredops_token_renewal_timestamp_seconds{kind="CDUserGrant",namespace="a",name="ended"} 600x%[1]d %[2]s
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="ended",type="ReauthorizationRequired",status="False",reason="RefreshTokenValid"} 1x9 stale
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="ended",type="ReauthorizationRequired",status="True",reason="RefreshTokenRejected"} _x10 1x%[3]d %[2]s
+  cdcredops_token_expiration_timestamp_seconds{kind="CDUserGrant",namespace="a",name="requested"} 900x%[1]d %[2]s
+  cdcredops_token_renewal_timestamp_seconds{kind="CDUserGrant",namespace="a",name="requested"} 300x%[1]d %[2]s
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="requested",type="ReauthorizationRequired",status="True",reason="ReauthorizationRequested"} 1x%[1]d %[2]s
+`
+	up := fmt.Sprintf(grants, 30, "", 20)
+	// Every replica down from minute 20: the series end there.
+	died := `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x19 0x20
+` + fmt.Sprintf(grants, 19, "stale", 9)
+	reauth := []string{"CDReauthorizationRequired CDUserGrant/a/ended", "CDReauthorizationRequired CDUserGrant/a/requested"}
+	missed := "CDTokenExpiresSoon CDUserGrant/a/requested"
+	for _, tc := range []struct {
+		name string
+		load string
+		at   time.Duration
+		want []string
+	}{
+		{"at the session's end, before the refusal", scraped + up, 9*time.Minute + 30*time.Second, []string{missed, "CDReauthorizationRequired CDUserGrant/a/requested"}},
+		{"3 minutes after the refusal", scraped + up, 13 * time.Minute, []string{missed, "CDReauthorizationRequired CDUserGrant/a/requested"}},
+		{"10 minutes after the refusal", scraped + up, 20 * time.Minute, append([]string{missed}, reauth...)},
+		{"6 minutes after every replica died", died, 26 * time.Minute, []string{"CDCredentialsOperatorDown", missed}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, firing(t, tc.load, tc.at), cmpopts.EquateEmpty(), cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+				t.Errorf("firing at %s (-want +got):\n%s", tc.at, diff)
+			}
+		})
 	}
 }
