@@ -234,6 +234,10 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 			grant.Status.LastFailure = failureStatus(f)
 		}
 		c.retrying(cdv1.SecretWriteFailedReason, writeFailure(o.err))
+		// What failed to land came from the identity server: it accepted the grant's
+		// refresh token (a new login's, after a refusal), which a refusal standing in
+		// ReauthorizationRequired would deny. An inherited token is another grant's.
+		g.valid = !o.inherited
 		res.RequeueAfter = retryAfter(f, now)
 	case markRefused:
 		// The token in the output Secret is still the last one stored: status keeps

@@ -449,43 +449,68 @@ func TestTwoFailoversDoNotPageForARenewedToken(t *testing.T) {
 	}
 }
 
-// TestTokenExpiresSoonLeavesAGrantWaitingForItsCustomer: a grant whose customer has to
-// log in again (a capped session's natural end, a revoked refresh token) has a renewal
-// time in the past that no renewal will move: paging on call for it, critical, at every
-// session's end, says nothing CDReauthorizationRequired does not, and nothing on call
-// can do. A requested login is not such a wait: the grant renews its current token until
-// the customer logs in, and a renewal missed meanwhile pages. Neither changes while
-// nothing publishes the series.
+// TestTokenExpiresSoonLeavesAGrantWaitingForItsCustomer: a grant stopped because only
+// its customer can go on (its refresh token refused for good: a capped session's natural
+// end; or spent by a rotation cut short) has a renewal time in the past that no renewal
+// will move. Paging on call for it, critical, at every session's end says nothing
+// CDReauthorizationRequired does not, and nothing on call can do. Every other wait still
+// pages: a requested login (the grant renews its current token meanwhile), a
+// refresh-token Secret gone (on call can put it back), and a grant whose customer logged
+// in again but whose Secret write fails, while ReauthorizationRequired still says why the
+// grant stopped before. Nothing changes while nothing publishes the series.
 func TestTokenExpiresSoonLeavesAGrantWaitingForItsCustomer(t *testing.T) {
-	// "ended": the session's last token expires with it at 600 s; the refresh at its end
-	// is refused, and from minute 10 the customer has to log in. "requested": a new
-	// login was asked for, and the renewal of the current token, due at 300 s, fails.
+	// Every grant's token expires at 900 s (ended's with its session at 600 s) and is due
+	// for renewal at 600 s (requested's at 300 s); none is renewed. From minute 10:
+	//   ended:     the refresh at the session's end was refused (Ready says so);
+	//   requested: a new login was asked for, and the renewal of the current token fails;
+	//   moved:     its refresh-token Secret was deleted;
+	//   quota:     the customer logged in again after a refusal, and the output Secret's
+	//              write is refused (a quota) while ReauthorizationRequired stays.
 	const grants = `
   cdcredops_token_expiration_timestamp_seconds{kind="CDUserGrant",namespace="a",name="ended"} 600x%[1]d %[2]s
   cdcredops_token_renewal_timestamp_seconds{kind="CDUserGrant",namespace="a",name="ended"} 600x%[1]d %[2]s
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="ended",type="Ready",status="True",reason="TokenIssued"} 1x9 stale
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="ended",type="Ready",status="False",reason="RefreshTokenRejected"} _x10 1x%[3]d %[2]s
   cdcredops_condition{kind="CDUserGrant",namespace="a",name="ended",type="ReauthorizationRequired",status="False",reason="RefreshTokenValid"} 1x9 stale
   cdcredops_condition{kind="CDUserGrant",namespace="a",name="ended",type="ReauthorizationRequired",status="True",reason="RefreshTokenRejected"} _x10 1x%[3]d %[2]s
   cdcredops_token_expiration_timestamp_seconds{kind="CDUserGrant",namespace="a",name="requested"} 900x%[1]d %[2]s
   cdcredops_token_renewal_timestamp_seconds{kind="CDUserGrant",namespace="a",name="requested"} 300x%[1]d %[2]s
   cdcredops_condition{kind="CDUserGrant",namespace="a",name="requested",type="ReauthorizationRequired",status="True",reason="ReauthorizationRequested"} 1x%[1]d %[2]s
+  cdcredops_token_expiration_timestamp_seconds{kind="CDUserGrant",namespace="a",name="moved"} 900x%[1]d %[2]s
+  cdcredops_token_renewal_timestamp_seconds{kind="CDUserGrant",namespace="a",name="moved"} 600x%[1]d %[2]s
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="moved",type="Ready",status="False",reason="RefreshTokenMissing"} _x10 1x%[3]d %[2]s
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="moved",type="ReauthorizationRequired",status="True",reason="RefreshTokenMissing"} _x10 1x%[3]d %[2]s
+  cdcredops_token_expiration_timestamp_seconds{kind="CDUserGrant",namespace="a",name="quota"} 900x%[1]d %[2]s
+  cdcredops_token_renewal_timestamp_seconds{kind="CDUserGrant",namespace="a",name="quota"} 600x%[1]d %[2]s
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="quota",type="Ready",status="False",reason="SecretWriteFailed"} _x10 1x%[3]d %[2]s
+  cdcredops_condition{kind="CDUserGrant",namespace="a",name="quota",type="ReauthorizationRequired",status="True",reason="RefreshTokenRejected"} 1x%[1]d %[2]s
 `
 	up := fmt.Sprintf(grants, 30, "", 20)
 	// Every replica down from minute 20: the series end there.
 	died := `
   up{job="cd-credentials-operator-metrics",pod="op-0"} 1x19 0x20
 ` + fmt.Sprintf(grants, 19, "stale", 9)
-	reauth := []string{"CDReauthorizationRequired CDUserGrant/a/ended", "CDReauthorizationRequired CDUserGrant/a/requested"}
-	missed := "CDTokenExpiresSoon CDUserGrant/a/requested"
+	pages := func(names ...string) []string {
+		var out []string
+		for _, n := range names {
+			out = append(out, "CDTokenExpiresSoon CDUserGrant/a/"+n)
+		}
+		return out
+	}
 	for _, tc := range []struct {
 		name string
 		load string
 		at   time.Duration
 		want []string
 	}{
-		{"at the session's end, before the refusal", scraped + up, 9*time.Minute + 30*time.Second, []string{missed, "CDReauthorizationRequired CDUserGrant/a/requested"}},
-		{"3 minutes after the refusal", scraped + up, 13 * time.Minute, []string{missed, "CDReauthorizationRequired CDUserGrant/a/requested"}},
-		{"10 minutes after the refusal", scraped + up, 20 * time.Minute, append([]string{missed}, reauth...)},
-		{"6 minutes after every replica died", died, 26 * time.Minute, []string{"CDCredentialsOperatorDown", missed}},
+		{"at the session's end, before the refusal", scraped + up, 9*time.Minute + 30*time.Second,
+			append(pages("requested"), "CDReauthorizationRequired CDUserGrant/a/quota", "CDReauthorizationRequired CDUserGrant/a/requested")},
+		{"4 minutes after the refusal", scraped + up, 14 * time.Minute,
+			append(pages("moved", "quota", "requested"), "CDReauthorizationRequired CDUserGrant/a/quota", "CDReauthorizationRequired CDUserGrant/a/requested")},
+		{"10 minutes after the refusal", scraped + up, 20 * time.Minute,
+			append(pages("moved", "quota", "requested"), "CDReauthorizationRequired CDUserGrant/a/ended", "CDReauthorizationRequired CDUserGrant/a/moved",
+				"CDReauthorizationRequired CDUserGrant/a/quota", "CDReauthorizationRequired CDUserGrant/a/requested")},
+		{"6 minutes after every replica died", died, 26 * time.Minute, append(pages("moved", "quota", "requested"), "CDCredentialsOperatorDown")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, firing(t, tc.load, tc.at), cmpopts.EquateEmpty(), cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {

@@ -52,7 +52,7 @@ func readTokenAlert(t *testing.T) tokenAlert {
 	expr := regexp.MustCompile(`^max by \(kind, namespace, name\) \(\s*` +
 		`time\(\) - cdcredops_token_renewal_timestamp_seconds > ([0-9]+)\s+` +
 		`or \(cdcredops_token_expiration_timestamp_seconds - time\(\) < ([0-9]+) and time\(\) > cdcredops_token_renewal_timestamp_seconds\)\s*\)\s*` +
-		`unless on \(kind, namespace, name\) cdcredops_condition\{[^}]*\}\s*` +
+		`unless on \(kind, namespace, name\) \(\s*cdcredops_condition\{[^}]*\}\s*and on \(kind, namespace, name, reason\) cdcredops_condition\{[^}]*\}\s*\)\s*` +
 		`or on \(kind, namespace, name\) \(\s*\(\s*` +
 		`time\(\) - max by \(kind, namespace, name\) \(last_over_time\(cdcredops_token_renewal_timestamp_seconds\[[0-9]+m\]\)\) > ([0-9]+)\s+` +
 		`or \(\s*max by \(kind, namespace, name\) \(last_over_time\(cdcredops_token_expiration_timestamp_seconds\[[0-9]+m\]\)\) - time\(\) < ([0-9]+)\s+` +
