@@ -234,7 +234,7 @@ func TestAClientSecretIsReadOnlyWhenOptedIn(t *testing.T) {
 	}
 	c := w.cred("pricing")
 	w.update(c, func() {
-		c.Spec.ClientSecretRef = cdv1.ClientSecretReference{Name: "db", ClientIDKey: "password", ClientSecretKey: "password"}
+		c.Spec.ClientSecretRef = cdv1.ClientSecretReference{Name: "db", ClientSecretKey: "password"}
 	})
 	if _, err := w.reconcileCred("pricing"); !errors.Is(err, reconcile.TerminalError(nil)) {
 		t.Fatalf("err %v, want terminal", err)
@@ -246,6 +246,42 @@ func TestAClientSecretIsReadOnlyWhenOptedIn(t *testing.T) {
 	}
 	if strings.Contains(toString(c.Status), "hunter2") || w.tokens.ccCount() != 0 {
 		t.Errorf("the Secret's value reached status or a request: %+v", c.Status)
+	}
+}
+
+// A namespace user who may create CDCredentials but not read Secrets points one at
+// another credential's opted-in client Secret, reading the client id from the key that
+// holds the client secret (a CR admitted before the CRD refused equal keys, or the same
+// value under another key): the client id is published in status and in every login
+// link, so the secret must not become one, and nothing is sent with it.
+func TestAClientSecretIsNeverPublishedAsTheClientID(t *testing.T) {
+	for name, ref := range map[string]cdv1.ClientSecretReference{
+		"the secret's own key":          {Name: "pricing-client", ClientIDKey: "client_secret"},
+		"a key holding the same secret": {Name: "pricing-client", ClientIDKey: "copy"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, &cdv1.CDCredential{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "peek", UID: "uid-peek", Generation: 1},
+				Spec:       cdv1.CDCredentialSpec{Flow: cdv1.FlowAuthorizationCode, Issuer: "https://id.example.com", ClientSecretRef: ref},
+			})
+			s := w.secret("pricing-client")
+			w.update(s, func() { s.Data["copy"] = s.Data["client_secret"] })
+			secret := strings.TrimSpace(string(s.Data["client_secret"]))
+			_, _ = w.reconcileCred("peek")
+			c := w.cred("peek")
+			if strings.Contains(toString(c.Status), secret) {
+				t.Errorf("the client secret of Secret pricing-client is in status: clientID=%q", c.Status.ClientID)
+			}
+			ready := condition(t, c.Status.Conditions, cdv1.ReadyCondition)
+			if ready.Reason != cdv1.ClientSecretInvalidReason || !strings.Contains(ready.Message, "holds the client secret, not a client id") {
+				t.Errorf("Ready %+v, want ClientSecretInvalid naming the key", ready)
+			}
+			for _, e := range w.recorded() {
+				if strings.Contains(e, secret) {
+					t.Errorf("an event carries the client secret: %s", e)
+				}
+			}
+		})
 	}
 }
 

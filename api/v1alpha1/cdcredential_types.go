@@ -37,6 +37,7 @@ const (
 // holds the client secret (and the client id, when spec.clientID is unset). The Secret
 // must be opted in with the label cd.credops.io/secret-type=client; the operator reads no
 // other Secret.
+// +kubebuilder:validation:XValidation:rule="(has(self.clientIDKey) ? self.clientIDKey : 'client_id') != (has(self.clientSecretKey) ? self.clientSecretKey : 'client_secret')",message="clientIDKey and clientSecretKey must name different keys: the client id is published in status.clientID and in login links, the client secret never"
 type ClientSecretReference struct {
 	// name of the Secret in the CDCredential's namespace, labelled
 	// cd.credops.io/secret-type=client. Secrets in other namespaces cannot be referenced.
@@ -47,7 +48,9 @@ type ClientSecretReference struct {
 	Name string `json:"name"`
 
 	// clientIDKey is the key in the Secret that holds the client id, read only when
-	// spec.clientID is unset. Prefer spec.clientID: a client id is public.
+	// spec.clientID is unset. Prefer spec.clientID: a client id is public. Its value is
+	// published in status.clientID and in login links, so it must not be
+	// clientSecretKey, and a value equal to the client secret is refused.
 	// +optional
 	// +kubebuilder:default=client_id
 	// +kubebuilder:validation:MinLength=1

@@ -40,10 +40,19 @@ func (r Readers) ReadClient(ctx context.Context, cred *cdv1.CDCredential) (Clien
 	if err != nil {
 		return Client{}, err
 	}
-	secret, secErr := Value(s, defaultString(ref.ClientSecretKey, "client_secret"))
+	secretKey := defaultString(ref.ClientSecretKey, "client_secret")
+	secret, secErr := Value(s, secretKey)
 	id, idErr := cred.Spec.ClientID, error(nil)
 	if id == "" {
-		id, idErr = Value(s, defaultString(ref.ClientIDKey, "client_id"))
+		idKey := defaultString(ref.ClientIDKey, "client_id")
+		id, idErr = Value(s, idKey)
+		// The client id is published (status.clientID, every login link, the messages
+		// naming a client shared across flows); a client secret read as one would be
+		// shown to whoever can read the CR. The CRD refuses equal keys; this also
+		// catches the same value under two keys, and a CR admitted before that rule.
+		if idErr == nil && secErr == nil && (idKey == secretKey || id == secret) {
+			idErr = errors.New("key " + idKey + " holds the client secret, not a client id: the client id is published in status and in login links, so name the key that holds the client id (clientIDKey) or set spec.clientID")
+		}
 	}
 	if err := errors.Join(idErr, secErr); err != nil {
 		return Client{}, &InvalidError{msg: "Client Secret " + ref.Name + ": " + strings.ReplaceAll(err.Error(), "\n", "; ")}

@@ -83,6 +83,12 @@ func TestAdmissionRejectsBadSpecs(t *testing.T) {
 		"a template annotation in the operator's own prefix": {grant(func(g *cdv1.CDUserGrant) {
 			g.Spec.SecretTemplate = &cdv1.SecretTemplate{Annotations: map[string]cdv1.AnnotationValue{"cd.credops.io/expires-at": "never"}}
 		}), "outside the operator's own cd.credops.io/ prefix"},
+		// The client id is published (status.clientID, login links): read from the
+		// client secret's key, it would show the secret to whoever reads the CR.
+		"clientIDKey naming the client secret's key": {ac(func(c *cdv1.CDCredential) { c.Spec.ClientSecretRef.ClientIDKey = "client_secret" }), "clientIDKey and clientSecretKey must name different keys"},
+		"clientIDKey and clientSecretKey the same key": {cc(func(c *cdv1.CDCredential) {
+			c.Spec.ClientSecretRef.ClientIDKey, c.Spec.ClientSecretRef.ClientSecretKey = "password", "password"
+		}), "clientIDKey and clientSecretKey must name different keys"},
 		"a deletion policy that does not exist": {grant(func(g *cdv1.CDUserGrant) { g.Spec.DeletionPolicy = "Shred" }), "supported values"},
 	}
 	for name, tc := range cases {

@@ -71,7 +71,7 @@ func TestTenantCannotReadASecretThroughAClientSecretRef(t *testing.T) {
 
 	// The attack.
 	cred := credential(ns, "app", cdv1.FlowAuthorizationCode, "db", idp.URL)
-	cred.Spec.ClientSecretRef.ClientIDKey, cred.Spec.ClientSecretRef.ClientSecretKey = "password", "password"
+	cred.Spec.ClientSecretRef.ClientSecretKey = "password"
 	create(t, cred)
 	grant := userGrant(ns, "g", "app", "g-refresh")
 	create(t, grant)
