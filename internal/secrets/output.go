@@ -189,10 +189,17 @@ func trimmedHere(s *corev1.Secret) bool {
 // live heap per grant at 10,000 (the bench's settled heap profile). A Secret that is
 // incomplete or inconsistent (a hand edit) is kept whole, so it is judged exactly as
 // before and repaired.
+//
+// Then any opted-in Secret whose data is still over MaxData loses it (capData).
 func TrimForCache(s *corev1.Secret) {
-	if s.Labels[cdv1.SecretTypeLabel] != cdv1.SecretTypeAccessToken {
-		return
+	if s.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeAccessToken {
+		trimOutput(s)
 	}
+	capData(s)
+}
+
+// trimOutput is TrimForCache for an output Secret.
+func trimOutput(s *corev1.Secret) {
 	if trimmedHere(s) {
 		return // passed through again (a transform must be idempotent)
 	}

@@ -52,7 +52,7 @@ func (r Readers) Get(ctx context.Context, key types.NamespacedName, want string)
 	s := &corev1.Secret{}
 	err := r.Cache.Get(ctx, key, s)
 	if err == nil {
-		return s, optedIn(s.ObjectMeta, want)
+		return s, errors.Join(optedIn(s.ObjectMeta, want), tooLarge(s))
 	}
 	if !apierrors.IsNotFound(err) {
 		return nil, err
@@ -68,7 +68,55 @@ func (r Readers) Get(ctx context.Context, key types.NamespacedName, want string)
 	if err := r.API.Get(ctx, key, s); err != nil {
 		return nil, err
 	}
-	return s, optedIn(s.ObjectMeta, want)
+	return s, errors.Join(optedIn(s.ObjectMeta, want), tooLarge(s))
+}
+
+// MaxData bounds the data of an opted-in Secret the operator keeps in its cache and
+// reads: 64 KiB, where a client Secret or a refresh-token Secret needs a few keys of at
+// most MaxValue each, and the operator's own output a few more. Whoever may create
+// Secrets in a namespace may label them opted in, and the manager caches every one
+// (DESIGN §8): without a bound, a few hundred Secrets of 1 MiB from one namespace would
+// take every replica's memory past its limit, and with it every namespace's renewals.
+const MaxData = 64 << 10
+
+// tooLargeAnnotation marks a Secret in the manager's cache whose data capData dropped.
+// Like trimmedAnnotation it exists only in memory, and only this process's nonce says
+// anything.
+const tooLargeAnnotation = "cd.credops.io/cached-without-data-too-large"
+
+// capData drops the data of a Secret over MaxData on its way into the cache, and marks
+// it: Get refuses it (tooLarge), so nothing is read from it and nothing written back
+// over it from the cache. Idempotent, as a transform must be.
+func capData(s *corev1.Secret) {
+	if v, ok := s.Annotations[tooLargeAnnotation]; ok && v == trimNonce {
+		return
+	}
+	delete(s.Annotations, tooLargeAnnotation) // someone else's marker says nothing
+	if dataSize(s) <= MaxData {
+		return
+	}
+	s.Data = nil
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[tooLargeAnnotation] = trimNonce
+}
+
+func dataSize(s *corev1.Secret) int {
+	n := 0
+	for k, v := range s.Data {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// tooLarge returns an *InvalidError for a Secret over MaxData, whether read from the
+// cache (capData dropped its data) or around it.
+func tooLarge(s *corev1.Secret) error {
+	if v, ok := s.Annotations[tooLargeAnnotation]; (ok && v == trimNonce) || dataSize(s) > MaxData {
+		return &InvalidError{msg: "Secret " + s.Name + " holds more than 64 KiB of data, so the operator reads nothing from it (a client or refresh-token Secret needs a few keys of at most 4 KiB): keep other data in another Secret"}
+	}
+	return nil
 }
 
 func optedIn(m metav1.ObjectMeta, want string) error {

@@ -13,8 +13,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -424,4 +426,87 @@ func TestRefreshTokensOutliveTheirGrantUnlessDeletionPolicyIsDelete(t *testing.T
 		t.Fatalf("the retained refresh-token Secret: %v, owners %v", err, kept.OwnerReferences)
 	}
 	f.assertStoredTokenLive("kept")
+}
+
+// Finding (review, 2026-12-03): whoever may create Secrets in a namespace may label them
+// opted in, and the manager caches every opted-in Secret. A few hundred Secrets of 1 MiB
+// from one namespace took every replica's memory past its limit, and with it every
+// namespace's renewals. The cache keeps no Secret's data over 64 KiB (a credential needs
+// a few keys of at most 4 KiB), nor a Secret labelled with a value the operator does not
+// use, and a CR naming such a Secret reads nothing from it.
+func TestTenantCannotFillTheOperatorsCacheWithLargeSecrets(t *testing.T) {
+	f := newGrantFixture(t, 30*time.Minute)
+	f.addGrant("victim")
+	m := startManager(t, f.opts)
+	eventually(t, 20*time.Second, "the victim rotates", f.rotations("victim", 1))
+
+	// The attack: Secrets of 200 KiB opted in as each type, and one labelled with a value
+	// no CR uses; CRs naming the first two.
+	blob := strings.Repeat("x", 200<<10)
+	big := clientSecret(f.ns, "big-client", loginClientID, loginClientSecret)
+	big.StringData["padding"] = blob
+	create(t, big)
+	bigRefresh := refreshSecret(f.ns, "big-refresh", f.idp.SeedGrant(loginClientID, "big@carrier.example", []string{"marketplace", "offline_access"}))
+	bigRefresh.StringData["padding"] = blob
+	create(t, bigRefresh)
+	bigOutput := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "big-output", Labels: map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeAccessToken}}, StringData: map[string]string{"padding": blob}}
+	create(t, bigOutput)
+	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "other", Labels: map[string]string{cdv1.SecretTypeLabel: "anything"}}, StringData: map[string]string{"padding": blob}}
+	create(t, other)
+	create(t, credential(f.ns, "peek", cdv1.FlowAuthorizationCode, "big-client", f.idp.URL))
+	create(t, userGrant(f.ns, "hog", "login", "big-refresh"))
+	before := f.idp.Stats().TokenRequests["refresh_token"]
+
+	eventually(t, 10*time.Second, "the credential reads nothing from its Secret", credentialMessage(f.ns, "peek", cdv1.ClientSecretInvalidReason, "more than 64 KiB"))
+	eventually(t, 10*time.Second, "the grant reads nothing from its Secret", grantMessage(f.ns, "hog", cdv1.ClientSecretInvalidReason, "more than 64 KiB"))
+	for _, name := range []string{"big-client", "big-refresh", "big-output"} {
+		s := &corev1.Secret{}
+		if err := m.GetCache().Get(context.Background(), types.NamespacedName{Namespace: f.ns, Name: name}, s); err != nil {
+			t.Fatalf("Secret %s not in the cache: %v", name, err)
+		}
+		if n := len(s.Data); n != 0 {
+			t.Errorf("the cache holds %d keys of Secret %s's 200 KiB of data", n, name)
+		}
+	}
+	if err := m.GetCache().Get(context.Background(), types.NamespacedName{Namespace: f.ns, Name: "other"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a Secret labelled %s=anything: %v, want it not cached", cdv1.SecretTypeLabel, err)
+	}
+	if sent := f.idp.Stats().TokenRequests["refresh_token"] - before; sent > 1 {
+		t.Errorf("%d refreshes since the attack, want at most the victim's own", sent)
+	}
+	g, _ := getGrant(f.ns, "victim")
+	eventually(t, 20*time.Second, "the victim is still Ready", f.rotations("victim", g.Status.RotationCount))
+}
+
+// credentialMessage returns a check that a CDCredential's Ready is False for reason with
+// a message containing part.
+func credentialMessage(ns, name, reason, part string) func() error {
+	return func() error {
+		c, err := getCredential(ns, name)
+		if err != nil {
+			return err
+		}
+		return readyMessage(c.Status.Conditions, reason, part)
+	}
+}
+
+// grantMessage is credentialMessage for a CDUserGrant.
+func grantMessage(ns, name, reason, part string) func() error {
+	return func() error {
+		g, err := getGrant(ns, name)
+		if err != nil {
+			return err
+		}
+		return readyMessage(g.Status.Conditions, reason, part)
+	}
+}
+
+func readyMessage(conds []metav1.Condition, reason, part string) error {
+	if err := conditionIs(conds, cdv1.ReadyCondition, metav1.ConditionFalse, reason); err != nil {
+		return err
+	}
+	if msg := meta.FindStatusCondition(conds, cdv1.ReadyCondition).Message; !strings.Contains(msg, part) {
+		return fmt.Errorf("Ready says %q, want it to contain %q", msg, part)
+	}
+	return nil
 }
