@@ -35,7 +35,8 @@ import (
 type shippedRule struct {
 	name string
 	expr string
-	hold time.Duration
+	hold time.Duration // for:
+	keep time.Duration // keep_firing_for:
 }
 
 // shippedRules parses the alerts config/prometheus ships (the chart's copy is generated
@@ -64,7 +65,7 @@ func shippedRules(t *testing.T) []shippedRule {
 	var out []shippedRule
 	for _, g := range groups.Groups {
 		for _, r := range g.Rules {
-			out = append(out, shippedRule{r.Alert, r.Expr, time.Duration(r.For)})
+			out = append(out, shippedRule{r.Alert, r.Expr, time.Duration(r.For), time.Duration(r.KeepFiringFor)})
 		}
 	}
 	return out
@@ -97,10 +98,16 @@ func firing(t *testing.T, load string, until time.Duration) []string {
 	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, Parser: p})
 	t.Cleanup(func() { _ = engine.Close() })
 	rules := shippedRules(t)
-	since := map[string]time.Duration{} // "alert labels" -> when the alert turned pending
-	var out []string
+	// An alert is one per label set, as Prometheus keeps them: other labels (another
+	// pod's) make another alert, pending afresh.
+	type alert struct {
+		said    string        // "Alert kind/namespace/name"
+		since   time.Duration // pending since
+		firing  bool
+		missing time.Duration // when the expression last stopped returning it; -1 while it does
+	}
+	alerts := map[string]*alert{} // by "rule labels"
 	for at := time.Duration(0); at <= until; at += 30 * time.Second {
-		out = out[:0]
 		active := map[string]bool{}
 		for _, r := range rules {
 			q, err := engine.NewInstantQuery(context.Background(), seriesQueryable(series), nil, r.expr, time.Unix(0, 0).Add(at))
@@ -116,27 +123,39 @@ func firing(t *testing.T, load string, until time.Duration) []string {
 				t.Fatalf("%s at %s: %v", r.name, at, err)
 			}
 			for _, s := range vec {
-				// An alert is one per label set, as Prometheus keeps them: other labels
-				// (another pod's) make another alert, pending afresh.
 				key := r.name + " " + s.Metric.String()
 				active[key] = true
-				if _, ok := since[key]; !ok {
-					since[key] = at
-				}
-				if at-since[key] >= r.hold {
-					alert := r.name
+				a, ok := alerts[key]
+				if !ok {
+					a = &alert{said: r.name, since: at}
 					if s.Metric.Has("name") {
-						alert += " " + s.Metric.Get("kind") + "/" + s.Metric.Get("namespace") + "/" + s.Metric.Get("name")
+						a.said += " " + s.Metric.Get("kind") + "/" + s.Metric.Get("namespace") + "/" + s.Metric.Get("name")
 					}
-					out = append(out, alert)
+					alerts[key] = a
 				}
+				a.missing = -1
+				a.firing = a.firing || at-a.since >= r.hold
 			}
 			q.Close()
-		}
-		for key := range since {
-			if !active[key] {
-				delete(since, key)
+			// Gone from the expression: a pending alert ends; a firing one ends unless
+			// keep_firing_for holds it, counted from its first evaluation gone.
+			for key, a := range alerts {
+				if active[key] || !strings.HasPrefix(key, r.name+" ") {
+					continue
+				}
+				if a.missing < 0 {
+					a.missing = at
+				}
+				if !a.firing || at-a.missing >= r.keep {
+					delete(alerts, key)
+				}
 			}
+		}
+	}
+	var out []string
+	for _, a := range alerts {
+		if a.firing {
+			out = append(out, a.said)
 		}
 	}
 	slices.Sort(out)
@@ -517,5 +536,63 @@ func TestTokenExpiresSoonLeavesAGrantWaitingForItsCustomer(t *testing.T) {
 				t.Errorf("firing at %s (-want +got):\n%s", tc.at, diff)
 			}
 		})
+	}
+}
+
+// TestConditionAlertsOutliveAFailoverGap: a failover leaves the per-CR series unpublished
+// for a scrape or two (failoverReplicas: two minutes). A firing CDFlowMisuse,
+// CDReauthorizationRequired or CDTokenNotIssued whose condition still holds must not
+// resolve in that gap: a resolve says "fixed", and the alert would page again after the
+// gap, or after its wait started afresh (five more minutes for
+// CDReauthorizationRequired). One whose condition was fixed resolves within minutes.
+func TestConditionAlertsOutliveAFailoverGap(t *testing.T) {
+	const load = failoverReplicas + `
+  cdcredops_condition{pod="op-0",kind="CDUserGrant",namespace="a",name="misused",type="FlowMisuse",status="True",reason="UserGrantOnClientCredentials"} 1x9 stale
+  cdcredops_condition{pod="op-1",kind="CDUserGrant",namespace="a",name="misused",type="FlowMisuse",status="True",reason="UserGrantOnClientCredentials"} _x12 1x18
+  cdcredops_condition{pod="op-0",kind="CDUserGrant",namespace="a",name="acme",type="ReauthorizationRequired",status="True",reason="RefreshTokenRejected"} 1x9 stale
+  cdcredops_condition{pod="op-1",kind="CDUserGrant",namespace="a",name="acme",type="ReauthorizationRequired",status="True",reason="RefreshTokenRejected"} _x12 1x18
+  cdcredops_condition{pod="op-0",kind="CDCredential",namespace="a",name="pricing",type="Ready",status="False",reason="InvalidClient"} 1x9 stale
+  cdcredops_condition{pod="op-1",kind="CDCredential",namespace="a",name="pricing",type="Ready",status="False",reason="InvalidClient"} _x12 1x18
+  cdcredops_condition{pod="op-1",kind="CDUserGrant",namespace="a",name="fixed",type="FlowMisuse",status="True",reason="UserGrantOnClientCredentials"} _x12 1x3 stale
+  cdcredops_condition{pod="op-1",kind="CDUserGrant",namespace="a",name="fixed",type="FlowMisuse",status="False",reason="FlowCorrect"} _x16 1x13
+`
+	held := []string{"CDFlowMisuse CDUserGrant/a/misused", "CDReauthorizationRequired CDUserGrant/a/acme"}
+	for _, tc := range []struct {
+		name string
+		at   time.Duration
+		want []string
+	}{
+		{"before the failover", 9 * time.Minute, held},
+		{"a minute into the gap", 11 * time.Minute, held},
+		{"after the gap", 13 * time.Minute, append([]string{"CDFlowMisuse CDUserGrant/a/fixed"}, held...)},
+		{"1 minute after a misuse was fixed", 17 * time.Minute, append([]string{"CDFlowMisuse CDUserGrant/a/fixed"}, held...)},
+		{"3 minutes after a misuse was fixed", 19 * time.Minute, held},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, firing(t, load, tc.at), cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+				t.Errorf("firing at %s (-want +got):\n%s", tc.at, diff)
+			}
+		})
+	}
+}
+
+// TestTokenNotIssuedOutlivesAFailoverGapOnceFiring: CDTokenNotIssued, firing for a
+// credential that never got a token, holds across a failover's two minutes unpublished.
+func TestTokenNotIssuedOutlivesAFailoverGapOnceFiring(t *testing.T) {
+	// Failing since minute 0, firing from 15; op-0 leads until minute 19, op-1 is
+	// scraped as leader from minute 22.
+	late := `
+  up{job="cd-credentials-operator-metrics",pod="op-0"} 1x19 stale
+  up{job="cd-credentials-operator-metrics",pod="op-1"} 1x30
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-0",name="l"} 1x19 stale
+  leader_election_master_status{job="cd-credentials-operator-metrics",pod="op-1",name="l"} 0x21 1x8
+  cdcredops_condition{pod="op-0",kind="CDCredential",namespace="a",name="pricing",type="Ready",status="False",reason="InvalidClient"} 1x19 stale
+  cdcredops_condition{pod="op-1",kind="CDCredential",namespace="a",name="pricing",type="Ready",status="False",reason="InvalidClient"} _x22 1x8
+`
+	want := []string{"CDTokenNotIssued CDCredential/a/pricing"}
+	for _, at := range []time.Duration{16 * time.Minute, 21 * time.Minute, 23 * time.Minute} {
+		if diff := cmp.Diff(want, firing(t, late, at)); diff != "" {
+			t.Errorf("firing at %s, a leader change from minute 20 to 22 (-want +got):\n%s", at, diff)
+		}
 	}
 }
