@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,7 +37,7 @@ var (
 			Spec:   cdv1.CDCredentialSpec{Flow: cdv1.FlowAuthorizationCode},
 			Status: cdv1.CDCredentialStatus{ClientID: "login-id", ClientSecretHash: hash}}
 		b := a.DeepCopy()
-		b.Name, b.UID = "login-b", "uid-b"
+		b.Name, b.UID, b.Spec.Flow = "login-b", "uid-b", cdv1.FlowClientCredentials
 		return a, b
 	}
 )
@@ -181,4 +182,35 @@ func clientWith(t *testing.T, objs ...client.Object) client.Client {
 	_ = cdv1.AddToScheme(scheme)
 	return fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
 		WithIndex(&cdv1.CDCredential{}, credentialClientIDIndex, indexClientID).Build()
+}
+
+// A client id is public: a namespace may declare a victim's in as many CDCredentials as
+// it likes, each with a secret of its own. A change of the victim's credential re-queues
+// only what shares its client across flows (or has no hash yet), not every declarer: each
+// of those passes lists every declarer again, so N of them made every change of the
+// victim's cost N passes of N.
+func TestDeclaringAnotherClientsIDQueuesNothingOnItsChanges(t *testing.T) {
+	victim, sharer := loginTwins(ourHash)
+	var objs []client.Object
+	objs = append(objs, victim, sharer)
+	for i, flow := range []cdv1.Flow{cdv1.FlowClientCredentials, cdv1.FlowAuthorizationCode, cdv1.FlowClientCredentials} {
+		s := victim.DeepCopy()
+		s.Namespace, s.Name, s.UID = "tenant", "spoof-"+string(rune('a'+i)), types.UID("uid-spoof-"+string(rune('a'+i)))
+		s.Spec.Flow, s.Status.ClientSecretHash = flow, secrets.KeyedHash(ourKey, "junk")
+		objs = append(objs, s)
+	}
+	cur := victim.DeepCopy()
+	cur.Status.ClientSecretHash = newSecret
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	sharersHandler(clientWith(t, objs...), secrets.KeyID(ourKey)).Update(context.Background(), event.UpdateEvent{ObjectOld: victim, ObjectNew: cur}, q)
+	var queued []string
+	for q.Len() > 0 {
+		req, _ := q.Get()
+		queued = append(queued, req.String())
+		q.Done(req)
+	}
+	if diff := cmp.Diff([]string{"ns/login-b"}, queued); diff != "" {
+		t.Errorf("queued on the victim's new secret (-want +got):\n%s", diff)
+	}
 }

@@ -44,7 +44,8 @@ func (r *CDCredentialReconciler) sharers(ctx context.Context, cred *cdv1.CDCrede
 		return nil, nil
 	}
 	list := &cdv1.CDCredentialList{}
-	if err := r.List(ctx, list, client.MatchingFields{credentialClientIDIndex: cred.Status.ClientID}); err != nil {
+	// Read only: anyone may declare any client id, so the list may be long.
+	if err := r.List(ctx, list, client.MatchingFields{credentialClientIDIndex: cred.Status.ClientID}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	var out sharing
@@ -80,25 +81,33 @@ func (s sharing) message(cred *cdv1.CDCredential) string {
 		cred.Status.ClientID, cred.Spec.Flow, strings.Join(who, " and "))
 }
 
-// sharersHandler enqueues the CDCredentials that share a client id with a changed one,
-// under its old and its new id, so the condition appears on all of them and clears when
-// one is fixed or deleted. keyID is this manager's key id (secrets.KeyID).
+// sharersHandler enqueues the CDCredentials that share a client with a changed one, as
+// it was and as it is (its id, secret and flow), so the condition appears on all of them
+// and clears when one is fixed or deleted: those of the other flow with the same id and
+// secret hash, the ones sharers would name (or no hash yet). Not every CDCredential declaring the id:
+// anyone may declare any public id, and a namespace declaring a victim's in many CRs
+// made every change of the victim's re-queue all of them, each listing all the others.
+// keyID is this manager's key id (secrets.KeyID).
 func sharersHandler(c client.Reader, keyID string) handler.EventHandler {
 	rehashed := &rehashedOnce{seen: map[types.UID]string{}}
 	enqueue := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], objs ...client.Object) {
 		for _, o := range objs {
 			cred, ok := o.(*cdv1.CDCredential)
-			if !ok || cred.Status.ClientID == "" {
+			if !ok || cred.Status.ClientID == "" || cred.Status.ClientSecretHash == "" {
 				continue
 			}
 			list := &cdv1.CDCredentialList{}
-			if err := c.List(ctx, list, client.MatchingFields{credentialClientIDIndex: cred.Status.ClientID}); err != nil {
+			if err := c.List(ctx, list, client.MatchingFields{credentialClientIDIndex: cred.Status.ClientID}, client.UnsafeDisableDeepCopy); err != nil {
 				ctrl.LoggerFrom(ctx).Error(err, "Listing CDCredentials by client id failed")
 				continue
 			}
-			for _, other := range list.Items {
-				if other.UID != cred.UID {
-					q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&other)})
+			for i := range list.Items {
+				other := &list.Items[i]
+				// One without a hash yet may be writing its first: its own event can come
+				// before this one's hash is in the cache, and find nothing to queue.
+				hash := other.Status.ClientSecretHash
+				if other.UID != cred.UID && other.Spec.Flow != cred.Spec.Flow && (hash == cred.Status.ClientSecretHash || hash == "") {
+					q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(other)})
 				}
 			}
 		}
