@@ -40,6 +40,9 @@ type CDCredentialReconciler struct {
 	// Shard is the manager's --shard-label-selector (nil: every CR): a CR relabelled out
 	// of it is told so (reportLeftShard).
 	Shard labels.Selector
+	// LeftShard remembers the CRs relabelled out of Shard that no shard serves, and
+	// publishes their series (nil: nothing remembered).
+	LeftShard *LeftShard
 
 	held    heldResults
 	written writtenFailures
@@ -61,14 +64,14 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if apierrors.IsNotFound(err) {
 			r.written.forget(req.NamespacedName)
 			r.held.dropAccess(req.NamespacedName, "")
-			left := &cdv1.CDCredential{}
-			return ctrl.Result{}, reportLeftShard(ctx, r.APIReader, r.Client, r.Shard, req.NamespacedName, left, func() *[]metav1.Condition { return &left.Status.Conditions }, r.Clock.Now())
+			return reportLeftShard(ctx, r.APIReader, r.Client, r.Shard, req.NamespacedName, leftCredential(), r.LeftShard, r.Clock.Now())
 		}
 		return ctrl.Result{}, err
 	}
 	// A CR deleted and created again under its name (kubectl replace --force) may be
 	// reconciled only under its new UID: what was remembered for the old one goes.
 	r.written.forgetOthers(req.NamespacedName, cred.UID)
+	r.LeftShard.forget(kindCredential, req.NamespacedName) // back in the shard, if it had left
 	if !cred.DeletionTimestamp.IsZero() {
 		// Going: in a foreground deletion the garbage collector deletes the output first,
 		// and a token now would only create it again for the collector to delete.

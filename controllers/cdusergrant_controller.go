@@ -55,6 +55,9 @@ type CDUserGrantReconciler struct {
 	// Shard is the manager's --shard-label-selector (nil: every CR): a grant relabelled
 	// out of it is told so (reportLeftShard).
 	Shard labels.Selector
+	// LeftShard remembers the CRs relabelled out of Shard that no shard serves, and
+	// publishes their series (nil: nothing remembered).
+	LeftShard *LeftShard
 
 	held     heldResults
 	rotating inFlight
@@ -93,8 +96,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			if err := r.storeOrphan(ctx, req.NamespacedName); err != nil {
 				return ctrl.Result{}, err
 			}
-			left := &cdv1.CDUserGrant{}
-			return ctrl.Result{}, reportLeftShard(ctx, r.APIReader, r.Client, r.Shard, req.NamespacedName, left, func() *[]metav1.Condition { return &left.Status.Conditions }, r.Clock.Now())
+			return reportLeftShard(ctx, r.APIReader, r.Client, r.Shard, req.NamespacedName, leftGrant(), r.LeftShard, r.Clock.Now())
 		}
 		return ctrl.Result{}, err
 	}
@@ -102,6 +104,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	// reconciled only under its new UID: what was remembered for the old one goes.
 	r.written.forgetOthers(req.NamespacedName, grant.UID)
 	r.links.forgetOthers(req.NamespacedName, grant.UID)
+	r.LeftShard.forget(kindGrant, req.NamespacedName) // back in the shard, if it had left
 	if done, err := r.deletion(ctx, grant); done || err != nil {
 		return ctrl.Result{}, err
 	}

@@ -8,16 +8,20 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/controllers"
 	"github.com/credops/cd-credentials-operator/internal/metrics"
 )
 
-// publishCRMetrics publishes the per-CR series from the manager's cache while this
-// replica leads (a follower reconciles nothing, so it says nothing about the CRs).
-func publishCRMetrics(mgr ctrl.Manager) error {
+// publishCRMetrics publishes the per-CR series from the manager's cache, and of the CRs
+// relabelled out of its shard that no shard serves (left), while this replica leads (a
+// follower reconciles nothing, so it says nothing about the CRs).
+func publishCRMetrics(mgr ctrl.Manager, left *controllers.LeftShard) error {
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		remove := metrics.AddSource(cachedCRs(ctx, mgr.GetCache()))
+		removeLeft := metrics.AddSource(left.Source())
 		<-ctx.Done()
 		remove()
+		removeLeft()
 		return nil
 	}))
 }
@@ -33,7 +37,7 @@ func cachedCRs(ctx context.Context, c client.Reader) metrics.Source {
 		}
 		for i := range grants.Items {
 			g := &grants.Items[i]
-			if !yield(metrics.CR{Kind: "CDUserGrant", Namespace: g.Namespace, Name: g.Name, Conditions: g.Status.Conditions, ExpiresAt: g.Status.ExpiresAt, RenewalTime: g.Status.RenewalTime}) {
+			if !yield(metrics.GrantCR(g)) {
 				return
 			}
 		}
@@ -43,7 +47,7 @@ func cachedCRs(ctx context.Context, c client.Reader) metrics.Source {
 		}
 		for i := range creds.Items {
 			cr := &creds.Items[i]
-			if !yield(metrics.CR{Kind: "CDCredential", Namespace: cr.Namespace, Name: cr.Name, Conditions: cr.Status.Conditions, ExpiresAt: cr.Status.ExpiresAt, RenewalTime: cr.Status.RenewalTime}) {
+			if !yield(metrics.CredentialCR(cr)) {
 				return
 			}
 		}

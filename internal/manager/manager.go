@@ -271,7 +271,7 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (*Operator, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := publishCRMetrics(mgr); err != nil {
+	if err := publishCRMetrics(mgr, grants.LeftShard); err != nil {
 		return nil, err
 	}
 	return &Operator{Manager: mgr, grants: grants, holderTimeout: opts.HolderTimeout}, nil
@@ -455,6 +455,7 @@ func trimForCache(obj any) (any, error) {
 
 func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options, key []byte) (*controllers.CDUserGrantReconciler, error) {
 	copts := controllers.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}
+	left := &controllers.LeftShard{}
 	cred := &controllers.CDCredentialReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -463,6 +464,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options, key [
 		Recorder:  mgr.GetEventRecorder("cdcredential-controller"),
 		Key:       key,
 		Shard:     opts.ShardSelector,
+		LeftShard: left,
 	}
 	if err := cred.SetupWithManager(ctx, mgr, copts); err != nil {
 		return nil, fmt.Errorf("setting up the CDCredential controller: %w", err)
@@ -483,6 +485,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options, key [
 		PersistTimeout: opts.PersistTimeout,
 		HolderTimeout:  opts.HolderTimeout,
 		Shard:          opts.ShardSelector,
+		LeftShard:      left,
 	}
 	if err := grant.SetupWithManager(ctx, mgr, copts); err != nil {
 		return nil, fmt.Errorf("setting up the CDUserGrant controller: %w", err)

@@ -596,3 +596,22 @@ func TestTokenNotIssuedOutlivesAFailoverGapOnceFiring(t *testing.T) {
 		}
 	}
 }
+
+// TestNotInShardFiresForACRNoShardServes: a CR relabelled out of its shard, which the
+// manager it left publishes as Ready=Unknown NotInShard, fires CDNotInShard after 5
+// minutes; one another shard takes over within a minute does not.
+func TestNotInShardFiresForACRNoShardServes(t *testing.T) {
+	const load = `
+  cdcredops_condition{kind="CDCredential",namespace="a",name="typo",type="Ready",status="True",reason="TokenIssued"} 1x2 stale
+  cdcredops_condition{kind="CDCredential",namespace="a",name="typo",type="Ready",status="Unknown",reason="NotInShard"} _x3 1x20
+  cdcredops_condition{kind="CDCredential",namespace="a",name="moved",type="Ready",status="Unknown",reason="NotInShard"} _x3 1 stale
+  cdcredops_condition{kind="CDCredential",namespace="a",name="moved",type="Ready",status="True",reason="TokenIssued"} _x4 1x20
+`
+	if got := firing(t, scraped+load, 7*time.Minute); len(got) != 0 {
+		t.Errorf("firing after 4 minutes out of every shard: %v, want nothing yet", got)
+	}
+	want := []string{"CDNotInShard CDCredential/a/typo"}
+	if got := firing(t, scraped+load, 9*time.Minute); !slices.Equal(got, want) {
+		t.Errorf("firing after 6 minutes: %v, want %v", got, want)
+	}
+}

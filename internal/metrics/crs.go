@@ -43,6 +43,16 @@ type CR struct {
 	RenewalTime *metav1.Time
 }
 
+// GrantCR is what the per-CR series say about g.
+func GrantCR(g *cdv1.CDUserGrant) CR {
+	return CR{Kind: "CDUserGrant", Namespace: g.Namespace, Name: g.Name, Conditions: g.Status.Conditions, ExpiresAt: g.Status.ExpiresAt, RenewalTime: g.Status.RenewalTime}
+}
+
+// CredentialCR is what the per-CR series say about c.
+func CredentialCR(c *cdv1.CDCredential) CR {
+	return CR{Kind: "CDCredential", Namespace: c.Namespace, Name: c.Name, Conditions: c.Status.Conditions, ExpiresAt: c.Status.ExpiresAt, RenewalTime: c.Status.RenewalTime}
+}
+
 // Source yields the CRs a manager reconciles, as they are stored.
 type Source func(yield func(CR) bool)
 

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -112,6 +113,18 @@ func TestACRRelabelledOutOfEveryShardSaysSo(t *testing.T) {
 	}
 	relabel("c")
 	eventually(t, 10*time.Second, "the shard it left says so", credentialCondition(ns, "api", cdv1.ReadyCondition, metav1.ConditionUnknown, cdv1.NotInShardReason))
+	// And goes on publishing its series, which went with its cache entry: CDNotInShard
+	// and CDTokenExpiresSoon read them.
+	eventually(t, 10*time.Second, "its series published", func() error {
+		left := map[string]string{"kind": "CDCredential", "namespace": ns, "name": "api"}
+		if n := len(series(t, "cdcredops_condition", map[string]string{"kind": "CDCredential", "namespace": ns, "name": "api", "type": cdv1.ReadyCondition, "status": "Unknown", "reason": cdv1.NotInShardReason})); n != 1 {
+			return fmt.Errorf("%d Ready NotInShard series", n)
+		}
+		if n := len(series(t, "cdcredops_token_expiration_timestamp_seconds", left)); n != 1 {
+			return fmt.Errorf("%d expiry series", n)
+		}
+		return nil
+	})
 	relabel("b")
 	eventually(t, 10*time.Second, "shard b serves it", credentialCondition(ns, "api", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
 }
