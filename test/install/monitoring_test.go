@@ -333,10 +333,10 @@ func TestThePerCRAlertsNameTheCRsNamespaceWherePrometheusKeepsIt(t *testing.T) {
 		want, not  string
 		perCRRules int
 	}{
-		{"the chart, by default, namespace", chart(), "namespace", "exported_namespace", 4},
-		{"the chart on OpenShift's user-workload monitoring, exported_namespace", chart("metrics.prometheusRule.namespaceLabel=exported_namespace"), "exported_namespace", "namespace", 4},
-		{"config/prometheus, namespace", overlay("config/prometheus"), "namespace", "exported_namespace", 4},
-		{"config/prometheus-exported-namespace, exported_namespace", overlay("config/prometheus-exported-namespace"), "exported_namespace", "namespace", 4},
+		{"the chart, by default, namespace", chart(), "namespace", "exported_namespace", 5},
+		{"the chart on OpenShift's user-workload monitoring, exported_namespace", chart("metrics.prometheusRule.namespaceLabel=exported_namespace"), "exported_namespace", "namespace", 5},
+		{"config/prometheus, namespace", overlay("config/prometheus"), "namespace", "exported_namespace", 5},
+		{"config/prometheus-exported-namespace, exported_namespace", overlay("config/prometheus-exported-namespace"), "exported_namespace", "namespace", 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs := tc.objs(t)
