@@ -282,7 +282,7 @@ type CDCredentialStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:validation:XValidation:rule="self.spec.flow != 'ClientCredentials' || has(self.spec.secretName) || self.spec.clientSecretRef.name != self.metadata.name + '-token'",message="the default output Secret <name>-token would overwrite the client Secret: set spec.secretName or rename the client Secret"
-// +kubebuilder:validation:XValidation:rule="self.spec.flow != 'ClientCredentials' || has(self.spec.secretName) || size(self.metadata.name) <= 247 || (oldSelf.hasValue() && oldSelf.value().spec.flow == 'ClientCredentials' && !has(oldSelf.value().spec.secretName))",message="a ClientCredentials CDCredential named with over 247 characters needs spec.secretName: the default output Secret <name>-token would be longer than a Secret name may be (253 characters)",optionalOldSelf=true
+// +kubebuilder:validation:XValidation:rule="self.spec.flow != 'ClientCredentials' || has(self.spec.secretName) || size(self.metadata.name) <= 247",message="a ClientCredentials CDCredential named with over 247 characters needs spec.secretName: the default output Secret <name>-token would be longer than a Secret name may be (253 characters)"
 // +kubebuilder:resource:shortName=cdcred,categories=cdcredops
 // +kubebuilder:printcolumn:name="Flow",type=string,JSONPath=`.spec.flow`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

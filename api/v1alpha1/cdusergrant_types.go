@@ -210,7 +210,7 @@ type AuthorizationResult struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:validation:XValidation:rule="has(self.spec.secretName) || self.spec.refreshTokenSecretRef.name != self.metadata.name + '-token'",message="the default output Secret <name>-token would overwrite the refresh-token Secret: set spec.secretName or rename the refresh-token Secret"
-// +kubebuilder:validation:XValidation:rule="has(self.spec.secretName) || size(self.metadata.name) <= 247 || (oldSelf.hasValue() && !has(oldSelf.value().spec.secretName))",message="a CDUserGrant named with over 247 characters needs spec.secretName: the default output Secret <name>-token would be longer than a Secret name may be (253 characters)",optionalOldSelf=true
+// +kubebuilder:validation:XValidation:rule="has(self.spec.secretName) || size(self.metadata.name) <= 247",message="a CDUserGrant named with over 247 characters needs spec.secretName: the default output Secret <name>-token would be longer than a Secret name may be (253 characters)"
 // +kubebuilder:resource:shortName=cdgrant,categories=cdcredops
 // +kubebuilder:printcolumn:name="Credential",type=string,JSONPath=`.spec.credentialRef.name`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
