@@ -572,6 +572,59 @@ func TestTheNetworkPolicyLetsTheManagerReachEveryTokenHostPort(t *testing.T) {
 	}
 }
 
+// TestTheReleaseNotesWarnWhenTheNetworkPolicyLetsAnyAddressThrough: without
+// networkPolicy.egress.apiServer.cidrs, the API server rule has ports and no peers, and
+// NetworkPolicy rules add up: the manager may reach any address on 443, every private
+// HTTPS service included, whatever the token hosts' rule keeps out. A platform team that
+// turned the policy on to contain the pod must be told.
+func TestTheReleaseNotesWarnWhenTheNetworkPolicyLetsAnyAddressThrough(t *testing.T) {
+	const warning = "WARNING: networkPolicy.egress.apiServer.cidrs is empty"
+	for _, tc := range []struct {
+		name string
+		set  []string
+		warn bool
+	}{
+		{"the policy on, no API server CIDRs", []string{"networkPolicy.enabled=true"}, true},
+		{"the policy on, the API server's endpoints named", []string{"networkPolicy.enabled=true", "networkPolicy.egress.apiServer.cidrs={172.18.0.2/32}"}, false},
+		{"the policy off", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"install", "cd", chartDir, "--namespace", "cd-system", "--dry-run=client"}
+			for _, s := range tc.set {
+				args = append(args, "--set", s)
+			}
+			out := string(run(t, helm(t), args...))
+			_, notes, _ := strings.Cut(out, "\nNOTES:\n")
+			if warned := strings.Contains(strings.Join(strings.Fields(notes), " "), warning); warned != tc.warn {
+				t.Errorf("the notes warn: %v, want %v:\n%s", warned, tc.warn, notes)
+			}
+			manifests, _, _ := strings.Cut(out, "\nNOTES:\n")
+			_, manifests, _ = strings.Cut(manifests, "\n---")
+			if !tc.warn || len(tc.set) == 0 {
+				return
+			}
+			// What the warning says: a rule with the API server's ports and no peer.
+			var np networkingv1.NetworkPolicy
+			nps := only(objects(t, []byte("---"+manifests)), "NetworkPolicy")
+			if len(nps) != 1 {
+				t.Fatalf("%d NetworkPolicies", len(nps))
+			}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(nps[0].Object, &np); err != nil {
+				t.Fatal(err)
+			}
+			open := false
+			for _, r := range np.Spec.Egress {
+				for _, p := range r.Ports {
+					open = open || (len(r.To) == 0 && p.Port.String() == "443")
+				}
+			}
+			if !open {
+				t.Errorf("no egress rule lets any address through on 443: the warning is not so")
+			}
+		})
+	}
+}
+
 // TestEveryManagerFlagIsAChartValue: DESIGN §10 "every flag a value", so a flag added to
 // the manager cannot be left to extraArgs by mistake (--version is for people, not pods).
 func TestEveryManagerFlagIsAChartValue(t *testing.T) {
