@@ -88,6 +88,20 @@ func failed(status int, reason, oauthError, msg string) *answer {
 	return &answer{status: status, msg: msg, reason: reason, oauthError: oauthError}
 }
 
+// ownerOnly is failed for a message that carries free text the grant's namespace or the
+// identity server wrote (spec.issuer, the token endpoint's answer): it goes to the
+// grant's owner only (status, events), and the customer's page, served from a domain
+// every tenant's customers trust, says failedPage.
+func ownerOnly(status int, reason, msg string) *answer {
+	a := failed(status, reason, "", msg)
+	a.page = failedPage
+	return a
+}
+
+// failedPage is what the customer's page says of a login refused for a reason only the
+// grant's owner can act on.
+const failedPage = "The login could not be completed, and nothing from it was kept. Whoever sent you the link can see why; ask them for a new one."
+
 func (c *Callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -227,7 +241,7 @@ func checkIssuer(cred *cdv1.CDCredential, q map[string][]string) error {
 	iss, present := q["iss"]
 	switch {
 	case present && (len(iss) != 1 || iss[0] != secrets.Issuer(cred)):
-		return failed(http.StatusBadRequest, cdv1.AuthorizationFailedReason, "", "The authorization response names another issuer than the CDCredential's ("+secrets.Issuer(cred)+"): it was refused before any code was exchanged (RFC 9207). If the identity server's issuer really is different, set spec.issuer to it.")
+		return ownerOnly(http.StatusBadRequest, cdv1.AuthorizationFailedReason, "The authorization response names another issuer than the CDCredential's ("+secrets.Issuer(cred)+"): it was refused before any code was exchanged (RFC 9207). If the identity server's issuer really is different, set spec.issuer to it.")
 	case !present && cred.Spec.RequireIssuerInResponse:
 		return failed(http.StatusBadRequest, cdv1.AuthorizationFailedReason, "", "The authorization response carries no iss parameter, which spec.requireIssuerInResponse requires (RFC 9207); it was refused before any code was exchanged.")
 	}
@@ -295,7 +309,7 @@ func (c *Callback) exchange(ctx context.Context, grant *cdv1.CDUserGrant, cred *
 			return c.notKept(ctx, grant, cred, ep, te.Token.RefreshToken, &notStored{status: http.StatusBadGateway, reason: cdv1.AuthorizationFailedReason,
 				what: "The identity server accepted the authorization code, but its answer was unusable: " + err.Error() + ".", fix: "Ask for a new link and log in again."})
 		}
-		return failed(http.StatusBadGateway, cdv1.AuthorizationFailedReason, "", "The identity server refused the authorization code: "+err.Error()+". Ask for a new link and log in again.")
+		return ownerOnly(http.StatusBadGateway, cdv1.AuthorizationFailedReason, "The identity server refused the authorization code: "+err.Error()+". Ask for a new link and log in again.")
 	}
 	if tok.RefreshToken == "" {
 		return failed(http.StatusBadGateway, cdv1.AuthorizationFailedReason, "", noRefreshToken(cred, tok.Scopes))

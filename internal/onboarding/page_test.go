@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 )
 
 // The callback's page is served from the operator's public domain, which every tenant's
@@ -39,6 +42,33 @@ func TestAForgedErrorDescriptionPutsNoTextOfTheAttackersOnTheOperatorsPage(t *te
 	}
 	if e := <-recorder.Events; strings.ContainsAny(e, "\u202e\u200b\u0085\u009b") {
 		t.Errorf("the event keeps format or C1 control characters: %q", e)
+	}
+}
+
+// The same namespace user writes their own CDCredential's spec.issuer (admission asks
+// isURL, which takes spaces) and sends any tenant's customer a redirect with their genuine
+// state and another iss: the refusal named the issuer on the page. The page says a fixed
+// sentence; the issuer goes to the grant's owner, in status.
+func TestAnIssuerMismatchPutsNoTextOfTheTenantsOnTheOperatorsPage(t *testing.T) {
+	o := newOnboarding(t, time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC), nil, nil)
+	lure := "https://id.centraldispatch.com/ Your Central Dispatch account is locked. Call support at +1 555 0100 to unlock it"
+	cred := &cdv1.CDCredential{}
+	if err := o.client.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "login"}, cred); err != nil {
+		t.Fatal(err)
+	}
+	cred.Spec.Issuer = lure
+	if err := o.client.Update(t.Context(), cred); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	q := url.Values{"state": {o.link()}, "code": {"anything"}, "iss": {"https://elsewhere.example"}}
+	o.cb.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/callback?"+q.Encode(), nil))
+	body := rec.Body.String()
+	if rec.Code != http.StatusBadRequest || strings.Contains(body, "Call support") || !strings.Contains(body, "Whoever sent you the link can see why") {
+		t.Errorf("HTTP %d %q, want 400 with the fixed sentence and none of spec.issuer", rec.Code, body)
+	}
+	if a := o.current(t).Status.LastAuthorization; a == nil || !strings.Contains(a.Message, "another issuer") {
+		t.Errorf("lastAuthorization = %+v, want the issuer mismatch for the grant's owner", a)
 	}
 }
 
