@@ -133,6 +133,12 @@ func (io *inspectOptions) inspectSecret(ctx context.Context, name string) error 
 	if err != nil {
 		return err
 	}
+	if io.output == "" {
+		// The claims are the identity server's, some of them the customer's to edit.
+		text := terminalSafe(buf.String())
+		buf.Reset()
+		buf.WriteString(text)
+	}
 	_, err = io.env.Streams.Out.Write(redact(buf.Bytes(), s))
 	return err
 }

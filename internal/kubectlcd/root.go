@@ -7,12 +7,16 @@
 package kubectlcd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -152,7 +156,42 @@ func maxArgs(n int, what string) cobra.PositionalArgs {
 
 // oneLine keeps an error on one line: the API server's messages can span several.
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return terminalSafe(strings.Join(strings.Fields(s), " "))
+}
+
+// terminalSafe escapes what a terminal would act on rather than show, in text that
+// holds what others wrote (annotations, condition messages, a token's claims, the API
+// server's errors): C0 and C1 control characters but newline and tab, DEL, Unicode
+// format characters (bidi overrides among them) and invalid UTF-8. Anyone with edit
+// rights in a namespace could otherwise rewrite the lines above (hiding "Ready False"),
+// set the window title, or write to the clipboard (OSC 52) of whoever runs the plugin.
+// Each is shown as its \uXXXX escape. The -o json and -o yaml views escape them already.
+func terminalSafe(s string) string {
+	safe := func(r rune) bool {
+		return r == '\n' || r == '\t' || !(unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError)
+	}
+	if strings.IndexFunc(s, func(r rune) bool { return !safe(r) }) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if safe(r) {
+			b.WriteRune(r)
+		} else {
+			fmt.Fprintf(&b, "\\u%04x", r)
+		}
+	}
+	return b.String()
+}
+
+// terminalSafeText writes through terminalSafe what write writes: a text view, whole.
+func terminalSafeText(w io.Writer, write func(io.Writer) error) error {
+	var buf bytes.Buffer
+	if err := write(&buf); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, terminalSafe(buf.String()))
+	return err
 }
 
 // commandContext returns the command's context, or a background one in tests that run a

@@ -3,6 +3,7 @@ package kubectlcd
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -94,7 +95,7 @@ func (so *statusOptions) showAll(ctx context.Context) error {
 		fmt.Fprintf(so.env.Streams.ErrOut, "No CDCredentials or CDUserGrants found %s.\n", where)
 		return nil
 	}
-	return printTable(so.env.Streams.Out, all, so.allNamespaces, so.env.Clock.Now())
+	return terminalSafeText(so.env.Streams.Out, func(w io.Writer) error { return printTable(w, all, so.allNamespaces, so.env.Clock.Now()) })
 }
 
 func orEmpty(ss []Summary) []Summary {
@@ -141,15 +142,17 @@ func (so *statusOptions) showOne(ctx context.Context, arg string) error {
 	case so.output != "":
 		return printStructured(so.env.Streams.Out, so.output, summaryList{Items: found})
 	}
-	for i, s := range found {
-		if i > 0 {
-			fmt.Fprintln(so.env.Streams.Out)
+	return terminalSafeText(so.env.Streams.Out, func(w io.Writer) error {
+		for i, s := range found {
+			if i > 0 {
+				fmt.Fprintln(w)
+			}
+			if err := printDetail(w, s, so.env.Clock.Now()); err != nil {
+				return err
+			}
 		}
-		if err := printDetail(so.env.Streams.Out, s, so.env.Clock.Now()); err != nil {
-			return err
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // parseObjectRef reads NAME or KIND/NAME, KIND being any name kubectl knows the
