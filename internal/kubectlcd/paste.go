@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 )
 
 // The paste flow, for clusters whose callback the customer's browser cannot reach:
@@ -70,9 +73,26 @@ func (ao *authorizeOptions) paste(ctx context.Context, k *kube, name string, sho
 	if err != nil {
 		return err
 	}
+	// What the grant said before: a refusal is told by what the callback records after it,
+	// not by a failure an earlier login left standing.
+	var initial grantState
+	if u, err := k.grants(k.namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+		initial = stateOf(u)
+	}
 	since := ao.env.Clock.Now()
 	close(submitted)
-	status, err := replay(ctx, ao.callbackEndpoint, query)
+	status, retryAfter, err := replay(ctx, ao.callbackEndpoint, query)
+	// A busy callback (its limiter, 429; an unready replica, 503) answers before it
+	// claims anything: the code is unspent, and the same address may be sent again.
+	for tries := 1; err == nil && busy(status) && tries < busyTries; tries++ {
+		prog.printf(ao.env.Streams.ErrOut, "The operator's callback is busy (HTTP %d); sending the address again in %s.\n", status, retryAfter)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(retryAfter):
+		}
+		status, retryAfter, err = replay(ctx, ao.callbackEndpoint, query)
+	}
 	if err != nil {
 		return err
 	}
@@ -80,7 +100,17 @@ func (ao *authorizeOptions) paste(ctx context.Context, k *kube, name string, sho
 		prog.printf(ao.env.Streams.ErrOut, "The operator's callback accepted the login.\n")
 		return nil
 	}
-	return fmt.Errorf("the operator refused the authorization (HTTP %d): %s", status, refusalReason(ctx, k, name, since))
+	if busy(status) {
+		return fmt.Errorf("the operator's callback stayed busy (HTTP %d, %d tries): nothing was spent; paste the address again in a moment", status, busyTries)
+	}
+	return fmt.Errorf("the operator refused the authorization (HTTP %d): %s", status, refusalReason(ctx, k, name, initial, since, status))
+}
+
+// busyTries bounds how often an address the callback answered busy is sent.
+const busyTries = 3
+
+func busy(status int) bool {
+	return status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable
 }
 
 // redirectQuery checks a pasted address is the redirect for one of the links shown (same
@@ -102,17 +132,18 @@ func redirectQuery(pasted string, links []string) (url.Values, error) {
 	return nil, errors.New("that address answers another authorization link (its state differs): open the link printed above and paste where it leads")
 }
 
-// replay sends the redirect's query to the callback and returns the HTTP status. The
-// body is not read: it is a page for people.
-func replay(ctx context.Context, endpoint string, query url.Values) (int, error) {
+// replay sends the redirect's query to the callback and returns the HTTP status, and
+// how long its Retry-After asks to wait (1 s when it names none, at most 10 s). The body
+// is not read: it is a page for people.
+func replay(ctx context.Context, endpoint string, query url.Values) (int, time.Duration, error) {
 	u, err := url.Parse(endpoint)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	u.RawQuery = query.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
@@ -121,21 +152,33 @@ func replay(ctx context.Context, endpoint string, query url.Values) (int, error)
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return 0, fmt.Errorf("reaching the operator's callback at %s://%s%s (is kubectl port-forward running?): %w", u.Scheme, u.Host, u.Path, err)
+		return 0, 0, fmt.Errorf("reaching the operator's callback at %s://%s%s (is kubectl port-forward running?): %w", u.Scheme, u.Host, u.Path, err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	return resp.StatusCode, nil
+	after := time.Second
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+		after = min(max(time.Duration(secs)*time.Second, 0), 10*time.Second)
+	}
+	return resp.StatusCode, after, nil
 }
 
-// refusalReason finds why the callback refused: the grant's Ready condition when it
-// names an authorization failure, or the AuthorizationFailed Event the callback
-// recorded since the replay. Both are written by the operator for people to read.
-func refusalReason(ctx context.Context, k *kube, name string, since time.Time) string {
+// refusalReason finds why the callback refused: the login it recorded on the grant
+// (status.lastAuthorization, written before it answers) or a Ready condition naming an
+// authorization failure, either newer than initial, what the grant said before the
+// address was sent (an earlier login's failure may still stand); or the
+// AuthorizationFailed Event the callback recorded since. Failing those, what the HTTP
+// status says. All are written by the operator for people to read.
+func refusalReason(ctx context.Context, k *kube, name string, initial grantState, since time.Time, status int) string {
 	var why string
 	_ = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, refusalWait, true, func(ctx context.Context) (bool, error) {
 		if u, err := k.grants(k.namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
-			if s := stateOf(u); isFalse(s.ready) && authorizationFailureReasons[s.ready.Reason] {
+			s := stateOf(u)
+			if a := s.lastAuth; newerLogin(a, initial.lastAuth) && a.Reason != cdv1.CustomerAuthorizedReason {
+				why = a.Reason + ": " + oneLine(a.Message)
+				return true, nil
+			}
+			if isFalse(s.ready) && authorizationFailureReasons[s.ready.Reason] && !sameCondition(s.ready, initial.ready) {
 				why = describe(s.ready)
 				return true, nil
 			}
@@ -143,10 +186,15 @@ func refusalReason(ctx context.Context, k *kube, name string, since time.Time) s
 		why = latestFailureEvent(ctx, k, name, since)
 		return why != "", nil
 	})
-	if why == "" {
-		return "the reason is in `kubectl describe cdusergrant " + name + "`"
+	switch {
+	case why != "":
+		return why
+	case status == http.StatusNotFound:
+		return "what the link was for is gone (the CDUserGrant deleted or created again): start again with `kubectl cd authorize " + name + "`"
+	case status == http.StatusConflict:
+		return "the link was already used, or its login is being completed; the grant's state is in `kubectl cd status " + name + "`"
 	}
-	return why
+	return "the reason is in `kubectl describe cdusergrant " + name + "`"
 }
 
 // latestFailureEvent is the message of the newest AuthorizationFailed Event on the
