@@ -2,6 +2,7 @@ package kubectlcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -67,11 +68,17 @@ func (so *statusOptions) showAll(ctx context.Context) error {
 		ns = ""
 	}
 	var all []Summary
+	var forbidden []error
 	for _, r := range []struct {
 		plural string
 		ri     dynamic.ResourceInterface
 	}{{"CDCredentials", k.credentials(ns)}, {"CDUserGrants", k.grants(ns)}} {
 		list, err := r.ri.List(ctx, metav1.ListOptions{})
+		if apierrors.IsForbidden(err) {
+			// RBAC may grant one kind and not the other: show the one.
+			forbidden = append(forbidden, explainAPIError(err, "listing "+r.plural))
+			continue
+		}
 		if err != nil {
 			return explainAPIError(err, "listing "+r.plural)
 		}
@@ -82,6 +89,12 @@ func (so *statusOptions) showAll(ctx context.Context) error {
 			}
 			all = append(all, s)
 		}
+	}
+	if len(forbidden) == 2 {
+		return errors.Join(forbidden...)
+	}
+	for _, err := range forbidden {
+		fmt.Fprintf(so.env.Streams.ErrOut, "Not shown: %s\n", oneLine(err.Error()))
 	}
 	sortSummaries(all)
 	if so.output != "" {
@@ -115,6 +128,7 @@ func (so *statusOptions) showOne(ctx context.Context, arg string) error {
 		return err
 	}
 	var found []Summary
+	var forbidden []error
 	for _, kind := range kinds {
 		ri := k.credentials(k.namespace)
 		if kind == grantKind {
@@ -122,6 +136,11 @@ func (so *statusOptions) showOne(ctx context.Context, arg string) error {
 		}
 		u, err := ri.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) && !isMissingCRD(err) {
+			continue
+		}
+		if apierrors.IsForbidden(err) && len(kinds) > 1 {
+			// A bare name looks in both kinds; RBAC may grant only one.
+			forbidden = append(forbidden, explainAPIError(err, "reading "+kind+" "+name))
 			continue
 		}
 		if err != nil {
@@ -134,7 +153,13 @@ func (so *statusOptions) showOne(ctx context.Context, arg string) error {
 		found = append(found, s)
 	}
 	if len(found) == 0 {
+		if len(forbidden) > 0 {
+			return errors.Join(append(forbidden, fmt.Errorf("no other %s named %q in namespace %q", strings.Join(kinds, " or "), name, k.namespace))...)
+		}
 		return fmt.Errorf("no %s named %q in namespace %q", strings.Join(kinds, " or "), name, k.namespace)
+	}
+	for _, err := range forbidden {
+		fmt.Fprintf(so.env.Streams.ErrOut, "Not looked at: %s\n", oneLine(err.Error()))
 	}
 	switch {
 	case so.output != "" && len(found) == 1:

@@ -81,3 +81,37 @@ func TestTheTextViewsWriteNoTerminalControlSequences(t *testing.T) {
 		t.Errorf("inspect secret wrote a claim's control characters, or did not show them escaped: %q", inspect)
 	}
 }
+
+// A namespace's RBAC may let a platform engineer read CDUserGrants and not
+// CDCredentials. `status NAME` looks a bare name up in both kinds, and `status` lists
+// both: the forbidden kind failed the whole command, though the grant was readable. What
+// is readable is shown, and what was not is said on stderr.
+func TestStatusShowsWhatRBACLetsItRead(t *testing.T) {
+	g := &cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Name: "acme", Namespace: "team-a"}}
+	g.APIVersion, g.Kind = cdv1.GroupVersion.String(), grantKind
+	g.Spec.CredentialRef.Name = "cd"
+	list := map[string]any{"apiVersion": cdv1.GroupVersion.String(), "kind": "CDUserGrantList", "metadata": map[string]any{}, "items": []any{g}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.Contains(r.URL.Path, "/cdcredentials"):
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,"details":{"group":"cd.credops.io","kind":"cdcredentials"},"message":"cdcredentials.cd.credops.io is forbidden: User \"eng\" cannot get resource \"cdcredentials\""}`))
+		case strings.HasSuffix(r.URL.Path, "/cdusergrants/acme"):
+			_ = json.NewEncoder(w).Encode(g)
+		case strings.HasSuffix(r.URL.Path, "/cdusergrants"):
+			_ = json.NewEncoder(w).Encode(list)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	for _, args := range [][]string{{"status", "acme"}, {"status"}} {
+		var out, errOut bytes.Buffer
+		env := Env{Streams: genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, Clock: clocktesting.NewFakeClock(now)}
+		code := Main(append([]string{"kubectl-cd", "--server", srv.URL, "-n", "team-a"}, args...), env)
+		if code != 0 || !strings.Contains(out.String(), "acme") || !strings.Contains(errOut.String(), "forbidden") {
+			t.Errorf("kubectl cd %s: exit %d, stdout %q, stderr %q; want the grant shown and the forbidden kind said", strings.Join(args, " "), code, out.String(), errOut.String())
+		}
+	}
+}
