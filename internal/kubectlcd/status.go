@@ -2,7 +2,6 @@ package kubectlcd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -91,7 +90,7 @@ func (so *statusOptions) showAll(ctx context.Context) error {
 		}
 	}
 	if len(forbidden) == 2 {
-		return errors.Join(forbidden...)
+		return forbidden[0] // one line, one cause: the RBAC of both kinds
 	}
 	for _, err := range forbidden {
 		fmt.Fprintf(so.env.Streams.ErrOut, "Not shown: %s\n", oneLine(err.Error()))
@@ -154,7 +153,7 @@ func (so *statusOptions) showOne(ctx context.Context, arg string) error {
 	}
 	if len(found) == 0 {
 		if len(forbidden) > 0 {
-			return errors.Join(append(forbidden, fmt.Errorf("no other %s named %q in namespace %q", strings.Join(kinds, " or "), name, k.namespace))...)
+			return forbidden[0] // it may be there, unreadable
 		}
 		return fmt.Errorf("no %s named %q in namespace %q", strings.Join(kinds, " or "), name, k.namespace)
 	}
