@@ -105,3 +105,12 @@ func TestACRBackInTheShardIsForgotten(t *testing.T) {
 		t.Errorf("%d published after a pass found it in the cache, want none", len(published))
 	}
 }
+
+// A manager without a LeftShard (nil) remembers and publishes nothing.
+func TestANilLeftShardPublishesNothing(t *testing.T) {
+	var left *LeftShard
+	left.track(kindGrant, types.NamespacedName{Namespace: "ns", Name: "acme"}, metrics.CR{})
+	if left.tracks(kindGrant, types.NamespacedName{Namespace: "ns", Name: "acme"}) || len(slices.Collect(iter.Seq[metrics.CR](left.Source()))) != 0 {
+		t.Error("a nil LeftShard remembered a CR")
+	}
+}

@@ -147,6 +147,9 @@ func (l *LeftShard) forget(kind string, key types.NamespacedName) {
 // cache's.
 func (l *LeftShard) Source() metrics.Source {
 	return func(yield func(metrics.CR) bool) {
+		if l == nil {
+			return
+		}
 		l.mu.Lock()
 		crs := slices.Collect(maps.Values(l.crs))
 		l.mu.Unlock()

@@ -84,10 +84,10 @@ func (s sharing) message(cred *cdv1.CDCredential) string {
 // sharersHandler enqueues the CDCredentials that share a client with a changed one, as
 // it was and as it is (its id, secret and flow), so the condition appears on all of them
 // and clears when one is fixed or deleted: those of the other flow with the same id and
-// secret hash, the ones sharers would name (or no hash yet). Not every CDCredential declaring the id:
-// anyone may declare any public id, and a namespace declaring a victim's in many CRs
-// made every change of the victim's re-queue all of them, each listing all the others.
-// keyID is this manager's key id (secrets.KeyID).
+// secret hash, the ones sharers would name (or with no hash yet). Not every CDCredential
+// declaring the id: anyone may declare any public id, and a namespace declaring a
+// victim's in many CRs made every change of the victim's re-queue all of them, each
+// listing all the others. keyID is this manager's key id (secrets.KeyID).
 func sharersHandler(c client.Reader, keyID string) handler.EventHandler {
 	rehashed := &rehashedOnce{seen: map[types.UID]string{}}
 	enqueue := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], objs ...client.Object) {

@@ -52,7 +52,7 @@ func (r Readers) Get(ctx context.Context, key types.NamespacedName, want string)
 	s := &corev1.Secret{}
 	err := r.Cache.Get(ctx, key, s)
 	if err == nil {
-		return s, errors.Join(optedIn(s.ObjectMeta, want), tooLarge(s))
+		return s, usable(s, want)
 	}
 	if !apierrors.IsNotFound(err) {
 		return nil, err
@@ -68,7 +68,16 @@ func (r Readers) Get(ctx context.Context, key types.NamespacedName, want string)
 	if err := r.API.Get(ctx, key, s); err != nil {
 		return nil, err
 	}
-	return s, errors.Join(optedIn(s.ObjectMeta, want), tooLarge(s))
+	return s, usable(s, want)
+}
+
+// usable is why s may not be read as a Secret of type want: not opted in as that (then
+// nothing but its labels was looked at), or over MaxData.
+func usable(s *corev1.Secret, want string) error {
+	if err := optedIn(s.ObjectMeta, want); err != nil {
+		return err
+	}
+	return tooLarge(s)
 }
 
 // MaxData bounds the data of an opted-in Secret the operator keeps in its cache and
@@ -88,7 +97,7 @@ const tooLargeAnnotation = "cd.credops.io/cached-without-data-too-large"
 // it: Get refuses it (tooLarge), so nothing is read from it and nothing written back
 // over it from the cache. Idempotent, as a transform must be.
 func capData(s *corev1.Secret) {
-	if v, ok := s.Annotations[tooLargeAnnotation]; ok && v == trimNonce {
+	if cappedHere(s) {
 		return
 	}
 	delete(s.Annotations, tooLargeAnnotation) // someone else's marker says nothing
@@ -102,6 +111,12 @@ func capData(s *corev1.Secret) {
 	s.Annotations[tooLargeAnnotation] = trimNonce
 }
 
+// cappedHere reports whether capData in this process dropped s's data.
+func cappedHere(s *corev1.Secret) bool {
+	v, ok := s.Annotations[tooLargeAnnotation]
+	return ok && v == trimNonce
+}
+
 func dataSize(s *corev1.Secret) int {
 	n := 0
 	for k, v := range s.Data {
@@ -113,8 +128,8 @@ func dataSize(s *corev1.Secret) int {
 // tooLarge returns an *InvalidError for a Secret over MaxData, whether read from the
 // cache (capData dropped its data) or around it.
 func tooLarge(s *corev1.Secret) error {
-	if v, ok := s.Annotations[tooLargeAnnotation]; (ok && v == trimNonce) || dataSize(s) > MaxData {
-		return &InvalidError{msg: "Secret " + s.Name + " holds more than 64 KiB of data, so the operator reads nothing from it (a client or refresh-token Secret needs a few keys of at most 4 KiB): keep other data in another Secret"}
+	if cappedHere(s) || dataSize(s) > MaxData {
+		return &InvalidError{msg: fmt.Sprintf("Secret %s holds more than %d KiB of data, so the operator reads nothing from it (a client or refresh-token Secret needs a few keys of at most %d bytes): keep other data in another Secret", s.Name, MaxData>>10, MaxValue)}
 	}
 	return nil
 }

@@ -76,3 +76,17 @@ func TestAWrittenTooLargeMarkerSaysNothing(t *testing.T) {
 		t.Errorf("err %v", err)
 	}
 }
+
+// A Secret opted in as another type says only that: nothing but its labels is looked at,
+// its size included.
+func TestASecretOfAnotherTypeIsRefusedForItsTypeAlone(t *testing.T) {
+	s := clientSecretOf(MaxData + 1)
+	s.Labels[cdv1.SecretTypeLabel] = cdv1.SecretTypeRefreshToken
+	TrimForCache(s)
+	r := Readers{Cache: fake.NewClientBuilder().WithObjects(s).Build(), API: fake.NewClientBuilder().Build()}
+	_, err := r.Get(t.Context(), types.NamespacedName{Namespace: "ns", Name: "c"}, cdv1.SecretTypeClient)
+	var notOptedIn *NotOptedInError
+	if !errors.As(err, &notOptedIn) || strings.Contains(err.Error(), "KiB") {
+		t.Errorf("err %v, want the type refused alone", err)
+	}
+}

@@ -481,32 +481,32 @@ func TestTenantCannotFillTheOperatorsCacheWithLargeSecrets(t *testing.T) {
 // credentialMessage returns a check that a CDCredential's Ready is False for reason with
 // a message containing part.
 func credentialMessage(ns, name, reason, part string) func() error {
-	return func() error {
+	return readyMessage(func() ([]metav1.Condition, error) {
 		c, err := getCredential(ns, name)
-		if err != nil {
-			return err
-		}
-		return readyMessage(c.Status.Conditions, reason, part)
-	}
+		return c.Status.Conditions, err
+	}, reason, part)
 }
 
 // grantMessage is credentialMessage for a CDUserGrant.
 func grantMessage(ns, name, reason, part string) func() error {
-	return func() error {
+	return readyMessage(func() ([]metav1.Condition, error) {
 		g, err := getGrant(ns, name)
+		return g.Status.Conditions, err
+	}, reason, part)
+}
+
+func readyMessage(conditions func() ([]metav1.Condition, error), reason, part string) func() error {
+	return func() error {
+		conds, err := conditions()
 		if err != nil {
 			return err
 		}
-		return readyMessage(g.Status.Conditions, reason, part)
+		if err := conditionIs(conds, cdv1.ReadyCondition, metav1.ConditionFalse, reason); err != nil {
+			return err
+		}
+		if msg := meta.FindStatusCondition(conds, cdv1.ReadyCondition).Message; !strings.Contains(msg, part) {
+			return fmt.Errorf("Ready says %q, want it to contain %q", msg, part)
+		}
+		return nil
 	}
-}
-
-func readyMessage(conds []metav1.Condition, reason, part string) error {
-	if err := conditionIs(conds, cdv1.ReadyCondition, metav1.ConditionFalse, reason); err != nil {
-		return err
-	}
-	if msg := meta.FindStatusCondition(conds, cdv1.ReadyCondition).Message; !strings.Contains(msg, part) {
-		return fmt.Errorf("Ready says %q, want it to contain %q", msg, part)
-	}
-	return nil
 }
