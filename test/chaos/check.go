@@ -861,14 +861,20 @@ func nextSeed(r *Record, cr string, t time.Time) time.Time {
 	return time.Time{}
 }
 
+// MachinePaused is why a grant was not expected fresh while, or within the grace after,
+// the whole machine stood still (watchPauses).
+const MachinePaused = "machine paused (no process ran)"
+
 // steady reports whether grant could be expected fresh at t: one leader held the lease,
-// the API server ran and nothing disturbed the grant during the grace before t. When
-// not, it says why.
+// the API server and the machine ran, and nothing disturbed the grant during the grace
+// before t. When not, it says why.
 func (j judge) steady(grant string, t time.Time) (bool, string) {
 	from := t.Add(-j.grace)
 	switch {
 	case !j.s.apiUpThroughout(from, t):
 		return false, "kube-apiserver outage"
+	case j.s.pausedWithin(from, t):
+		return false, MachinePaused
 	case !j.s.steadyLeader(from, t):
 		return false, "no steady leader (handover)"
 	}

@@ -1,8 +1,10 @@
 package chaos
 
 import (
+	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -349,6 +351,27 @@ func TestCheckJudgesFromTheRecords(t *testing.T) {
 				w.r.End = w.at(80 * time.Second)
 			},
 		},
+		// CI's machine stood still for 12 s (a VM snapshot) while a token ran out: the
+		// leader renewed it within the grace after the machine ran again.
+		"an access token that expires while the machine is paused, renewed within the grace after, is counted, not a violation": {
+			build: func(w *world) {
+				w.r.Timeline.Paused = []Interval{{From: w.at(15 * time.Second), To: w.at(28 * time.Second)}}
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-10*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true) // expires at 0:20, inside the pause
+				w.rotate(40*time.Second, "s1", "r1", "r2", OutcomeDelivered, 100, true)
+				w.r.End = w.at(50 * time.Second)
+			},
+		},
+		"an access token still expired more than the grace after a machine pause": {
+			build: func(w *world) {
+				w.r.Timeline.Paused = []Interval{{From: w.at(15 * time.Second), To: w.at(28 * time.Second)}}
+				w.login(-time.Minute, "s1", "r0")
+				w.rotate(-10*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+				w.rotate(time.Minute, "s1", "r1", "r2", OutcomeDelivered, 100, true) // steady again from 0:48
+				w.r.End = w.at(70 * time.Second)
+			},
+			violations: []string{InvExpired},
+		},
 		"an output Secret deleted by hand and not repaired under a steady leader": {
 			build: func(w *world) {
 				w.login(-time.Minute, "s1", "r0")
@@ -614,5 +637,53 @@ func TestALostGrantIsTimedFromTheLostAnswerToItsReport(t *testing.T) {
 	// From the lost answer on, the grant cannot be fresh: its expiry is not held against it.
 	if len(res.Violations) != 0 {
 		t.Errorf("violations: %v", res.Violations)
+	}
+}
+
+// TestWatchPausesRecordsTheTimeNoTickCame: ticks every 100 ms, then none for 12 s (the
+// machine stood still), then ticks again: one pause, from the last tick before it to
+// the first after; a late tick under pauseGap is none.
+func TestWatchPausesRecordsTheTimeNoTickCame(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 12, 41, 28, 0, time.UTC)
+	times := []time.Time{t0, t0.Add(100 * time.Millisecond), t0.Add(200 * time.Millisecond), t0.Add(12*time.Second + 200*time.Millisecond),
+		t0.Add(12*time.Second + 300*time.Millisecond), t0.Add(13*time.Second + 200*time.Millisecond)}
+	var i int
+	now := func() time.Time { i++; return times[i-1] }
+	ticks := make(chan time.Time)
+	tl := &Timeline{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchPauses(ctx, tl, ticks, now)
+	}()
+	for range len(times) - 1 {
+		ticks <- time.Time{}
+	}
+	cancel()
+	<-done
+	want := []Interval{{From: t0.Add(200 * time.Millisecond), To: t0.Add(12*time.Second + 200*time.Millisecond)}}
+	if diff := cmp.Diff(want, tl.Snapshot().Paused); diff != "" {
+		t.Errorf("pauses (-want +got):\n%s", diff)
+	}
+}
+
+// TestAPauseIsCountedAsTheCauseOfAnExpiry: the figures name the pause as why the token
+// expired, so a reader of the report sees it was the machine's doing.
+func TestAPauseIsCountedAsTheCauseOfAnExpiry(t *testing.T) {
+	w := newWorld()
+	w.r.Timeline.Paused = []Interval{{From: w.at(15 * time.Second), To: w.at(28 * time.Second)}}
+	w.login(-time.Minute, "s1", "r0")
+	w.rotate(-10*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+	w.rotate(40*time.Second, "s1", "r1", "r2", OutcomeDelivered, 100, true)
+	w.r.End = w.at(50 * time.Second)
+	res := Check(w.r)
+	if diff := cmp.Diff(map[string]int{MachinePaused: 1}, res.ExpiredByCause); diff != "" {
+		t.Errorf("expired by cause (-want +got):\n%s", diff)
+	}
+	var out strings.Builder
+	(&Report{Result: res, Record: w.r}).Print(&out)
+	if !strings.Contains(out.String(), "machine paused") || !strings.Contains(out.String(), "10:00:15.000 to 10:00:28.000") {
+		t.Errorf("the report does not list the pause:\n%s", out.String())
 	}
 }

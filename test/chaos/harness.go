@@ -111,6 +111,11 @@ func scheme() *runtime.Scheme {
 // both manager replicas, with the grants created and seeded.
 func (h *Harness) setUp(ctx context.Context) error {
 	cfg := h.cfg
+	ticker := time.NewTicker(pauseTick)
+	go func() {
+		defer ticker.Stop()
+		watchPauses(ctx, h.tl, ticker.C, func() time.Time { return time.Now().Round(0) })
+	}()
 	bins := filepath.Join(cfg.WorkDir, "bin")
 	managerBin, err := build(cfg.RepoRoot, bins, "./cmd/manager")
 	if err != nil {

@@ -88,6 +88,17 @@ func (rep *Report) Print(w io.Writer) {
 			fmt.Fprintf(w, "  %d outages never recovered before the end\n", res.Unrecovered)
 		}
 	}
+	if rep.Record != nil && len(rep.Record.Timeline.Paused) > 0 {
+		var pauses []time.Duration
+		for _, p := range rep.Record.Timeline.Paused {
+			pauses = append(pauses, p.To.Sub(p.From))
+		}
+		fmt.Fprintln(w, "machine paused (no process ran, the harness included: a VM snapshot, a host that stopped the guest):")
+		printSpread(w, "paused", pauses)
+		for _, p := range rep.Record.Timeline.Paused {
+			fmt.Fprintf(w, "        %s to %s\n", p.From.Format("15:04:05.000"), p.To.Format("15:04:05.000"))
+		}
+	}
 	if rep.Unsettled != "" {
 		fmt.Fprintf(w, "did not settle: %s\n", rep.Unsettled)
 	}

@@ -9,6 +9,7 @@
 package chaos
 
 import (
+	"context"
 	"sort"
 	"sync"
 	"time"
@@ -84,6 +85,7 @@ type Timeline struct {
 	mu           sync.Mutex
 	procs        []*ProcRecord
 	apiDown      []Interval
+	paused       []Interval
 	injections   []Injection
 	disturbances []Disturbance
 	notes        []string
@@ -91,8 +93,11 @@ type Timeline struct {
 
 // Snapshot is a copy of a Timeline for the checker.
 type Snapshot struct {
-	Procs        []ProcRecord
-	APIDown      []Interval
+	Procs   []ProcRecord
+	APIDown []Interval
+	// Paused are the times the machine stood still (watchPauses): no process ran, so
+	// nothing may be asked of the manager then.
+	Paused       []Interval
 	Injections   []Injection
 	Disturbances []Disturbance
 	Notes        []string
@@ -187,6 +192,7 @@ func (tl *Timeline) Snapshot() Snapshot {
 	defer tl.mu.Unlock()
 	s := Snapshot{
 		APIDown:      append([]Interval(nil), tl.apiDown...),
+		Paused:       append([]Interval(nil), tl.paused...),
 		Injections:   append([]Injection(nil), tl.injections...),
 		Disturbances: append([]Disturbance(nil), tl.disturbances...),
 		Notes:        append([]string(nil), tl.notes...),
@@ -218,6 +224,16 @@ func (s Snapshot) apiUpThroughout(from, to time.Time) bool {
 	return true
 }
 
+// pausedWithin reports whether the machine stood still at some time in [from, to].
+func (s Snapshot) pausedWithin(from, to time.Time) bool {
+	for _, p := range s.Paused {
+		if p.overlaps(from, to) {
+			return true
+		}
+	}
+	return false
+}
+
 // apiDownThroughout reports whether one API-server outage covered all of [from, to].
 func (s Snapshot) apiDownThroughout(from, to time.Time) bool {
 	for _, d := range s.APIDown {
@@ -246,4 +262,36 @@ func (s Snapshot) proc(pid int) (ProcRecord, bool) {
 		}
 	}
 	return ProcRecord{}, false
+}
+
+// A machine pause is a stretch in which no process on the machine ran: the VM was
+// snapshotted or migrated, or its host stopped scheduling it. CI's machine once stood
+// still for 12 s in the middle of a run (the kernel logged "crng reseeded due to virtual
+// machine fork" as it resumed); the leader could not renew a token it was not running to
+// renew, and the checker took the expiry for the operator's. The harness watches its own
+// clock instead: a tick that comes pauseGap or more after the one before it means this
+// process did not run in between, and on a machine where it did not, the managers, the
+// API server and the sandbox are no better off. The checker excuses what went stale
+// then, as it excuses an API-server outage, and the report lists every pause.
+const (
+	pauseTick = 100 * time.Millisecond
+	pauseGap  = time.Second
+)
+
+// watchPauses records a pause on tl whenever two ticks lie pauseGap or more apart by
+// now (the wall clock, which token expiries are judged in), until ctx ends.
+func watchPauses(ctx context.Context, tl *Timeline, ticks <-chan time.Time, now func() time.Time) {
+	last := now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticks:
+		}
+		t := now()
+		if t.Sub(last) >= pauseGap {
+			tl.update(func() { tl.paused = append(tl.paused, Interval{From: last, To: t}) })
+		}
+		last = t
+	}
 }
