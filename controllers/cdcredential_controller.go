@@ -34,7 +34,10 @@ type CDCredentialReconciler struct {
 	APIReader client.Reader
 	Clock     clock.PassiveClock
 	Tokens    tokenclient.Issuer
-	Recorder  events.EventRecorder
+	// Share bounds each namespace's token requests below the manager-wide limit
+	// (tokenclient.Share; nil: no bound), the same one the CDUserGrant reconciler holds.
+	Share    *tokenclient.Share
+	Recorder events.EventRecorder
 	// Key keys the hash of client secrets in status (ClientSharedAcrossFlows).
 	Key []byte
 	// Shard is the manager's --shard-label-selector (nil: every CR): a CR relabelled out
@@ -193,6 +196,9 @@ func (r *CDCredentialReconciler) carryOut(ctx context.Context, cred *cdv1.CDCred
 		return remembered{failure: d.Failure}, nil
 	case rotation.Backoff:
 		return remembered{failure: *in.Failure}, nil
+	}
+	if out := throttle(r.Share, cred, in); out != nil {
+		return out, nil
 	}
 	return r.issue(ctx, cred, c, in.Request)
 }

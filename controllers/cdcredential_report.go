@@ -60,6 +60,9 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		standing = readyState{cdv1.TokenIssuedReason, readyMessage(cred.Status.SecretName, o.token.clamp) + renamedNote(o.leftover, kindCredential)}
 		c.ready(standing.reason, standing.message)
 		res.RequeueAfter = untilRenewal(s, now)
+	case throttled:
+		reportThrottled(c, r.Share)
+		res.RequeueAfter = max(o.until.Sub(now), time.Millisecond)
 	case remembered:
 		// As for a grant: the memory the pass acted on, whatever a lagging cache shows.
 		cred.Status.LastFailure = failureStatus(o.failure)
@@ -95,7 +98,11 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		res.RequeueAfter = retryAfter(f, now)
 	}
 
-	reportFlowMisuse(c, cred, misuse, sharers, standing)
+	if _, waits := o.(throttled); !waits {
+		// A pass that waits for its turn learnt nothing new of the client: FlowMisuse,
+		// and Ready's word on it, stay as the last pass that sent said them.
+		reportFlowMisuse(c, cred, misuse, sharers, standing)
+	}
 	c.recordChanges(r.Recorder, cred)
 	return res, c.terminal(res)
 }

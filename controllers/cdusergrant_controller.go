@@ -34,6 +34,10 @@ type CDUserGrantReconciler struct {
 	APIReader client.Reader
 	Clock     clock.Clock
 	Tokens    tokenclient.Issuer
+	// Share bounds each namespace's token requests below the manager-wide limit
+	// (tokenclient.Share; nil: no bound). The CDCredential reconciler holds the same one:
+	// a namespace's CRs of both kinds draw on one share.
+	Share *tokenclient.Share
 	// Revoker revokes a deleted grant's refresh token (deletionPolicy Delete); nil
 	// skips revocation.
 	Revoker  tokenclient.Revoker
@@ -258,6 +262,9 @@ func (r *CDUserGrantReconciler) carryOut(ctx context.Context, grant *cdv1.CDUser
 	case rotation.Redirected:
 		return redirected{sentTo: d.SentTo}, nil
 	case rotation.Send:
+		if out := throttle(r.Share, grant, in); out != nil {
+			return out, nil
+		}
 		return r.rotate(ctx, grant, a, d)
 	}
 	panic("unknown decision")

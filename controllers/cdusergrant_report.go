@@ -151,6 +151,9 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		// which is never requeued, and the wait would never end.
 		c.remove(cdv1.StalledCondition)
 		res.RequeueAfter = max(o.until.Sub(now), time.Second)
+	case throttled:
+		reportThrottled(c, r.Share)
+		res.RequeueAfter = max(o.until.Sub(now), time.Millisecond)
 	case remembered:
 		// The memory the pass acted on, which a cache behind this process's last write
 		// may not show: a write from this pass must not record it as cleared.

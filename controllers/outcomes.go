@@ -64,6 +64,10 @@ type (
 		until time.Time
 		here  bool
 	}
+	// throttled: the CR's namespace has used its share of token requests
+	// (tokenclient.Share); the request goes at its turn, until, and no worker waits for
+	// it meanwhile.
+	throttled struct{ until time.Time }
 	// remembered: a failure remembered in status still holds, terminal or backing off.
 	remembered struct{ failure rotation.Failure }
 	// deferred: the request changed (an edit) sooner than the request budget allows
@@ -149,6 +153,7 @@ func (outputBlocked) isOutcome()         {}
 func (clientReady) isOutcome()           {}
 func (fresh) isOutcome()                 {}
 func (holding) isOutcome()               {}
+func (throttled) isOutcome()             {}
 func (remembered) isOutcome()            {}
 func (deferred) isOutcome()              {}
 func (abandoned) isOutcome()             {}

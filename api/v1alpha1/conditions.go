@@ -49,6 +49,13 @@ const (
 	// a first pass on (so Ready is present from the start).
 	ReconcilingReason = "Reconciling"
 
+	// TokenRequestsThrottledReason is set on Reconciling=True of a CR that has no Ready
+	// yet and whose first token request waits for a turn in its namespace's share of
+	// the operator's token requests (--token-requests-per-namespace-per-second). A CR
+	// that has a Ready keeps it while its request waits: its token still works, or its
+	// failure still stands.
+	TokenRequestsThrottledReason = "TokenRequestsThrottled"
+
 	// ClientSecretNotFoundReason: the Secret named by spec.clientSecretRef does not exist
 	// in the CDCredential's namespace. Waiting: its creation brings the CR back.
 	ClientSecretNotFoundReason = "ClientSecretNotFound"

@@ -47,6 +47,7 @@ func main() {
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
 	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", d.MaxConcurrentReconciles, "Reconciles each controller runs in parallel.")
 	flag.Float64Var(&opts.TokenRequestsPerSecond, "token-requests-per-second", d.TokenRequestsPerSecond, "Most token requests per second the manager sends, across all CRs; 0 means no limit.")
+	flag.Float64Var(&opts.TokenRequestsPerNamespacePerSecond, "token-requests-per-namespace-per-second", 0, "Most token requests per second the CRs of one namespace may take, so that one namespace cannot hold up the others' renewals; 0 means half of --token-requests-per-second, a negative value no per-namespace limit.")
 	flag.StringVar(&opts.TokenHostCAFile, "token-host-ca-file", "", "PEM file of CA certificates (e.g. a private identity server's CA) trusted for token hosts besides the public roots; SSL_CERT_FILE would replace those. Re-read within 30s when it changes; a file that turns unusable keeps the certificates it last held.")
 	flag.DurationVar(&opts.TokenRequestTimeout, "token-request-timeout", d.TokenRequestTimeout, "Timeout of one token request.")
 	flag.DurationVar(&opts.GracefulShutdownTimeout, "graceful-shutdown-timeout", d.GracefulShutdownTimeout, "How long in-flight rotations may take to finish and persist after SIGTERM.")

@@ -82,7 +82,12 @@ type Options struct {
 	ShardSelector           labels.Selector
 	MaxConcurrentReconciles int
 	TokenRequestsPerSecond  float64
-	TokenRequestTimeout     time.Duration
+	// TokenRequestsPerNamespacePerSecond is each namespace's share of the token requests
+	// (tokenclient.Share): 0 is half of TokenRequestsPerSecond (none when that is 0), a
+	// negative value none. One namespace's CRs can then never take the whole manager-wide
+	// rate and leave the other namespaces' renewals waiting.
+	TokenRequestsPerNamespacePerSecond float64
+	TokenRequestTimeout                time.Duration
 	// TokenHostCAFile is a PEM bundle whose certificates token hosts' certificates may
 	// also chain to (a private identity server's CA), besides the public roots. It is
 	// re-read when it changes (within tokenclient.CAFileCheckInterval), so a rotated CA
@@ -365,6 +370,18 @@ func withDefaults(opts Options) Options {
 	return opts
 }
 
+// namespaceShare is each namespace's rate of token requests (Options.TokenRequestsPerNamespacePerSecond):
+// 0 for none.
+func namespaceShare(opts Options) float64 {
+	switch {
+	case opts.TokenRequestsPerNamespacePerSecond < 0:
+		return 0
+	case opts.TokenRequestsPerNamespacePerSecond > 0:
+		return opts.TokenRequestsPerNamespacePerSecond
+	}
+	return opts.TokenRequestsPerSecond / 2
+}
+
 // TokenClient is the token client the manager sends token, revocation and
 // authorization-code requests with: trusting the public roots, and the certificates of
 // TokenHostCAFile when set, re-read when the file changes (tokenclient.CAFileTransport).
@@ -456,11 +473,13 @@ func trimForCache(obj any) (any, error) {
 func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options, key []byte) (*controllers.CDUserGrantReconciler, error) {
 	copts := controllers.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}
 	left := &controllers.LeftShard{}
+	share := tokenclient.NewShare(namespaceShare(opts))
 	cred := &controllers.CDCredentialReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Clock:     opts.Clock,
 		Tokens:    opts.Tokens,
+		Share:     share,
 		Recorder:  mgr.GetEventRecorder("cdcredential-controller"),
 		Key:       key,
 		Shard:     opts.ShardSelector,
@@ -480,6 +499,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options, key [
 		APIReader:      mgr.GetAPIReader(),
 		Clock:          opts.Clock,
 		Tokens:         opts.Tokens,
+		Share:          share,
 		Revoker:        revoker,
 		Recorder:       mgr.GetEventRecorder("cdusergrant-controller"),
 		PersistTimeout: opts.PersistTimeout,

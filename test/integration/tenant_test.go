@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -509,4 +510,78 @@ func readyMessage(conditions func() ([]metav1.Condition, error), reason, part st
 		}
 		return nil
 	}
+}
+
+// A tenant that creates CDCredentials with a junk client as fast as it can must not hold
+// up another namespace's tokens. Without a per-namespace share, the junk requests fill
+// the manager-wide rate limit's queue and every reconcile worker waiting in it, and the
+// other namespace's first token goes out only after most of them. With one, the tenant
+// spends its own share and the other namespace's request goes at once.
+func TestTenantCannotHoldUpAnotherNamespacesTokens(t *testing.T) {
+	hostile, victim := newNamespace(t), newNamespace(t)
+	s := cdsandbox.New(cdsandbox.Options{Clients: centralDispatchClients()})
+	s.EnableJournal()
+	hs := httptest.NewServer(s)
+	t.Cleanup(hs.Close)
+	s.SetIssuer(hs.URL)
+	// 4 per second across the manager: the junk credentials below take 10 s of it.
+	const junk = 40
+	startManager(t, manager.Options{AllowedTokenHosts: []string{hs.Listener.Addr().String()}, WatchNamespaces: []string{hostile, victim}, TokenRequestsPerSecond: 4})
+	create(t, clientSecret(hostile, "junk-client", "junk-id", "junk-secret"))
+	for i := range junk {
+		create(t, credential(hostile, fmt.Sprintf("junk-%d", i), cdv1.FlowClientCredentials, "junk-client", hs.URL))
+	}
+	junkSent := func() int {
+		n := 0
+		for _, e := range s.Journal(0) {
+			if e.ClientID == "junk-id" {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, 20*time.Second, "the junk requests begin", func() error {
+		if junkSent() == 0 {
+			return fmt.Errorf("no junk request yet")
+		}
+		return nil
+	})
+	create(t, clientSecret(victim, "pricing-client", apiClientID, apiClientSecret))
+	create(t, credential(victim, "pricing", cdv1.FlowClientCredentials, "pricing-client", hs.URL))
+	eventually(t, 20*time.Second, "the other namespace's credential Ready", credentialCondition(victim, "pricing", cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason))
+	before := 0
+	for _, e := range s.Journal(0) {
+		if e.ClientID == apiClientID {
+			break
+		}
+		if e.ClientID == "junk-id" {
+			before++
+		}
+	}
+	// Its share is 2 per second with a burst of 2: a few junk requests may come first,
+	// in the second it took to create the victim's objects; never most of the queue.
+	if before > 10 {
+		t.Errorf("%d of the tenant's %d junk token requests went out before the other namespace's first", before, junk)
+	}
+	// The tenant's own credentials say why they wait, and none is lost: each gets its
+	// turn at its namespace's pace.
+	var creds cdv1.CDCredentialList
+	if err := k8s.List(context.Background(), &creds, client.InNamespace(hostile)); err != nil {
+		t.Fatal(err)
+	}
+	waiting := 0
+	for _, c := range creds.Items {
+		if r := meta.FindStatusCondition(c.Status.Conditions, cdv1.ReconcilingCondition); r != nil && r.Reason == cdv1.TokenRequestsThrottledReason {
+			waiting++
+		}
+	}
+	if waiting == 0 {
+		t.Errorf("none of the tenant's %d credentials says it waits for its turn (Reconciling, %s)", junk, cdv1.TokenRequestsThrottledReason)
+	}
+	eventually(t, 60*time.Second, "every junk request sent", func() error {
+		if n := junkSent(); n < junk {
+			return fmt.Errorf("%d of %d junk requests sent", n, junk)
+		}
+		return nil
+	})
 }

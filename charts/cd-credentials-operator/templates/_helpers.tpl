@@ -190,6 +190,7 @@ field). Whole numbers print as integers, others as they are.
 {{- end }}
 - --in-flight-timeout={{ $v.inFlightTimeout }}
 - --token-requests-per-second={{ include "cdcreds.number" $v.tokenRequestsPerSecond }}
+- --token-requests-per-namespace-per-second={{ include "cdcreds.number" $v.tokenRequestsPerNamespacePerSecond }}
 - --token-request-timeout={{ $v.tokenRequestTimeout }}
 {{- with $v.tokenHostCABundle.configMapName }}
 - --token-host-ca-file={{ include "cdcreds.tokenHostCADir" $ }}/{{ $v.tokenHostCABundle.key }}

@@ -1,0 +1,95 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/tokenclient"
+)
+
+// withShare gives both reconcilers one share of perSecond token requests per namespace.
+func (w *world) withShare(perSecond float64) *tokenclient.Share {
+	s := tokenclient.NewShare(perSecond)
+	w.grants.Share, w.creds.Share = s, s
+	return s
+}
+
+// A renewal due while its namespace's share is used up sends nothing and writes
+// nothing: the grant's token still works, and it says what it said. It comes back at
+// its turn, and renews then.
+func TestARenewalOverItsNamespacesShareWaitsForItsTurnAndWritesNothing(t *testing.T) {
+	w := newWorld(t)
+	share := w.withShare(1)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	before := w.grant("acme")
+	wantCondition(t, before.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	w.clock.SetTime(before.Status.RenewalTime.Time)
+	if wait := share.Turn("ns", "uid-another-cr", w.clock.Now()); wait != 0 {
+		t.Fatalf("another CR of the namespace waits %s", wait)
+	}
+	sent := len(w.tokens.refreshes())
+
+	res, err := w.reconcileGrant("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.tokens.refreshes()); n != sent {
+		t.Errorf("%d refresh requests sent over the namespace's share", n-sent)
+	}
+	if writes := w.takeWrites(); len(writes) != 0 {
+		t.Errorf("a pass waiting for its turn wrote %v", writes)
+	}
+	if res.RequeueAfter != time.Second {
+		t.Errorf("requeued after %s, want its turn, 1s", res.RequeueAfter)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+
+	w.clock.Step(time.Second)
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.tokens.refreshes()); n != sent+1 {
+		t.Errorf("%d refresh requests at its turn, want 1", n-sent)
+	}
+	if after := w.grant("acme"); after.Status.RotationCount != before.Status.RotationCount+1 {
+		t.Errorf("rotation count %d after its turn, want %d", after.Status.RotationCount, before.Status.RotationCount+1)
+	}
+}
+
+// A CR's first request over its namespace's share says why nothing has come yet, and
+// the word goes once the token has come.
+func TestAFirstRequestOverItsNamespacesShareSaysItWaits(t *testing.T) {
+	w := newWorld(t)
+	share := w.withShare(1)
+	share.Turn("ns", "uid-another-cr", w.clock.Now())
+
+	res, err := w.reconcileCred("pricing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := w.tokens.ccCount(); n != 0 {
+		t.Errorf("%d token requests sent over the namespace's share", n)
+	}
+	if res.RequeueAfter != time.Second {
+		t.Errorf("requeued after %s, want its turn, 1s", res.RequeueAfter)
+	}
+	cred := w.cred("pricing")
+	wantCondition(t, cred.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.ReconcilingReason)
+	wantCondition(t, cred.Status.Conditions, cdv1.ReconcilingCondition, metav1.ConditionTrue, cdv1.TokenRequestsThrottledReason)
+
+	w.clock.Step(time.Second)
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	cred = w.cred("pricing")
+	wantCondition(t, cred.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+	if c := meta.FindStatusCondition(cred.Status.Conditions, cdv1.ReconcilingCondition); c != nil {
+		t.Errorf("Reconciling still there once the token came: %+v", c)
+	}
+}
