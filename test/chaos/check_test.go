@@ -354,22 +354,10 @@ func TestCheckJudgesFromTheRecords(t *testing.T) {
 		// CI's machine stood still for 12 s (a VM snapshot) while a token ran out: the
 		// leader renewed it within the grace after the machine ran again.
 		"an access token that expires while the machine is paused, renewed within the grace after, is counted, not a violation": {
-			build: func(w *world) {
-				w.r.Timeline.Paused = []Interval{{From: w.at(15 * time.Second), To: w.at(28 * time.Second)}}
-				w.login(-time.Minute, "s1", "r0")
-				w.rotate(-10*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true) // expires at 0:20, inside the pause
-				w.rotate(40*time.Second, "s1", "r1", "r2", OutcomeDelivered, 100, true)
-				w.r.End = w.at(50 * time.Second)
-			},
+			build: func(w *world) { w.expiresInAPause(40 * time.Second) },
 		},
 		"an access token still expired more than the grace after a machine pause": {
-			build: func(w *world) {
-				w.r.Timeline.Paused = []Interval{{From: w.at(15 * time.Second), To: w.at(28 * time.Second)}}
-				w.login(-time.Minute, "s1", "r0")
-				w.rotate(-10*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
-				w.rotate(time.Minute, "s1", "r1", "r2", OutcomeDelivered, 100, true) // steady again from 0:48
-				w.r.End = w.at(70 * time.Second)
-			},
+			build:      func(w *world) { w.expiresInAPause(time.Minute) }, // steady again from 0:48
 			violations: []string{InvExpired},
 		},
 		"an output Secret deleted by hand and not repaired under a steady leader": {
@@ -672,11 +660,7 @@ func TestWatchPausesRecordsTheTimeNoTickCame(t *testing.T) {
 // expired, so a reader of the report sees it was the machine's doing.
 func TestAPauseIsCountedAsTheCauseOfAnExpiry(t *testing.T) {
 	w := newWorld()
-	w.r.Timeline.Paused = []Interval{{From: w.at(15 * time.Second), To: w.at(28 * time.Second)}}
-	w.login(-time.Minute, "s1", "r0")
-	w.rotate(-10*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
-	w.rotate(40*time.Second, "s1", "r1", "r2", OutcomeDelivered, 100, true)
-	w.r.End = w.at(50 * time.Second)
+	w.expiresInAPause(40 * time.Second)
 	res := Check(w.r)
 	if diff := cmp.Diff(map[string]int{MachinePaused: 1}, res.ExpiredByCause); diff != "" {
 		t.Errorf("expired by cause (-want +got):\n%s", diff)
@@ -686,4 +670,14 @@ func TestAPauseIsCountedAsTheCauseOfAnExpiry(t *testing.T) {
 	if !strings.Contains(out.String(), "machine paused") || !strings.Contains(out.String(), "10:00:15.000 to 10:00:28.000") {
 		t.Errorf("the report does not list the pause:\n%s", out.String())
 	}
+}
+
+// expiresInAPause records a machine pause from 0:15 to 0:28 and a token that expires at
+// 0:20, inside it, replaced at renewed; the run ends 10 s after that.
+func (w *world) expiresInAPause(renewed time.Duration) {
+	w.r.Timeline.Paused = []Interval{{From: w.at(15 * time.Second), To: w.at(28 * time.Second)}}
+	w.login(-time.Minute, "s1", "r0")
+	w.rotate(-10*time.Second, "s1", "r0", "r1", OutcomeDelivered, 100, true)
+	w.rotate(renewed, "s1", "r1", "r2", OutcomeDelivered, 100, true)
+	w.r.End = w.at(renewed + 10*time.Second)
 }
