@@ -64,6 +64,9 @@ func TestChartRefusesValuesThatWouldBreakTheOperator(t *testing.T) {
 		// tokens (manager.ShutdownDrain after the graceful shutdown).
 		{"a graceful shutdown longer than the grace period", []string{"gracefulShutdownTimeout=60s", "terminationGracePeriodSeconds=40"}, "must stay below terminationGracePeriodSeconds (40)"},
 		{"a graceful shutdown that leaves no time for the drain", []string{"gracefulShutdownTimeout=1m", "terminationGracePeriodSeconds=70"}, "gracefulShutdownTimeout 1m plus the manager's 10s drain"},
+		// client-go refuses these when the manager starts: every new pod would crash-loop.
+		{"a lease no longer than its renew deadline", []string{"leaderElection.leaseDuration=10s"}, "leaderElection.leaseDuration 10s must be longer than leaderElection.renewDeadline 10s"},
+		{"a renew deadline within client-go's jitter of the retry period", []string{"leaderElection.renewDeadline=2s", "leaderElection.retryPeriod=2s"}, "leaderElection.renewDeadline 2s must be longer than 1.2 times leaderElection.retryPeriod 2s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := []string{"template", "x", chartDir}

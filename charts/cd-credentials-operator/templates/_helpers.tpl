@@ -117,6 +117,22 @@ that must end before the kubelet's SIGKILL, or a customer's new refresh token is
 {{- $d }}
 {{- end }}
 
+{{/* leaderElection's timings, checked as client-go checks them when the manager starts
+(leaseDuration > renewDeadline > 1.2 × retryPeriod, its JitterFactor): a combination it
+refuses would render, and every new pod would crash-loop, the old ones still running. */}}
+{{- define "cdcreds.checkLeaderElection" -}}
+{{- $le := .Values.leaderElection }}
+{{- $lease := float64 (include "cdcreds.durationSeconds" $le.leaseDuration) }}
+{{- $renew := float64 (include "cdcreds.durationSeconds" $le.renewDeadline) }}
+{{- $retry := float64 (include "cdcreds.durationSeconds" $le.retryPeriod) }}
+{{- if le $lease $renew }}
+{{- fail (printf "leaderElection.leaseDuration %s must be longer than leaderElection.renewDeadline %s: a follower would take over while the leader still renews" $le.leaseDuration $le.renewDeadline) }}
+{{- end }}
+{{- if le $renew (mulf $retry 1.2) }}
+{{- fail (printf "leaderElection.renewDeadline %s must be longer than 1.2 times leaderElection.retryPeriod %s (client-go's jitter): the leader would step down before its second try" $le.renewDeadline $le.retryPeriod) }}
+{{- end }}
+{{- end }}
+
 {{/* Host and path of callback.url ("https://h/p" -> h, /p). */}}
 {{- define "cdcreds.callbackHost" -}}
 {{- (urlParse (include "cdcreds.callbackURL" .)).host | splitList ":" | first }}
@@ -163,6 +179,7 @@ field). Whole numbers print as integers, others as they are.
 {{- define "cdcreds.args" -}}
 {{- $v := .Values -}}
 {{- if $v.leaderElection.enabled }}
+{{- include "cdcreds.checkLeaderElection" . }}
 - --leader-elect
 {{- with $v.leaderElection.id }}
 - --leader-election-id={{ . }}
