@@ -65,6 +65,7 @@ func (r *CDCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	cred := &cdv1.CDCredential{}
 	if err := r.Get(ctx, req.NamespacedName, cred); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.Share.Forget(turnOf(kindCredential, req.NamespacedName)) // its turn is the next one's
 			r.written.forget(req.NamespacedName)
 			r.held.dropAccess(req.NamespacedName, "")
 			return reportLeftShard(ctx, r.APIReader, r.Client, r.Shard, req.NamespacedName, leftCredential(), r.LeftShard, r.Clock.Now())
@@ -197,7 +198,7 @@ func (r *CDCredentialReconciler) carryOut(ctx context.Context, cred *cdv1.CDCred
 	case rotation.Backoff:
 		return remembered{failure: *in.Failure}, nil
 	}
-	if out := throttle(r.Share, cred, in); out != nil {
+	if out := throttle(r.Share, kindCredential, cred, in); out != nil {
 		return out, nil
 	}
 	return r.issue(ctx, cred, c, in.Request)

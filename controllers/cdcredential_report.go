@@ -61,7 +61,10 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		c.ready(standing.reason, standing.message)
 		res.RequeueAfter = untilRenewal(s, now)
 	case throttled:
-		reportThrottled(c, r.Share)
+		if o.failure != nil {
+			cred.Status.LastFailure = failureStatus(*o.failure)
+		}
+		reportThrottled(c, cred.Generation)
 		res.RequeueAfter = max(o.until.Sub(now), time.Millisecond)
 	case remembered:
 		// As for a grant: the memory the pass acted on, whatever a lagging cache shows.

@@ -94,6 +94,7 @@ func (r *CDUserGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	grant := &cdv1.CDUserGrant{}
 	if err := r.Get(ctx, req.NamespacedName, grant); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.Share.Forget(turnOf(kindGrant, req.NamespacedName)) // its turn is the next one's
 			r.written.forget(req.NamespacedName)
 			r.links.forget(req.NamespacedName)
 			r.held.dropAccess(req.NamespacedName, "")
@@ -262,7 +263,7 @@ func (r *CDUserGrantReconciler) carryOut(ctx context.Context, grant *cdv1.CDUser
 	case rotation.Redirected:
 		return redirected{sentTo: d.SentTo}, nil
 	case rotation.Send:
-		if out := throttle(r.Share, grant, in); out != nil {
+		if out := throttle(r.Share, kindGrant, grant, in); out != nil {
 			return out, nil
 		}
 		return r.rotate(ctx, grant, a, d)

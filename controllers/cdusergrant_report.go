@@ -152,7 +152,17 @@ func (r *CDUserGrantReconciler) reportAttempt(grant *cdv1.CDUserGrant, c conditi
 		c.remove(cdv1.StalledCondition)
 		res.RequeueAfter = max(o.until.Sub(now), time.Second)
 	case throttled:
-		reportThrottled(c, r.Share)
+		// As for remembered: the memory the pass acted on, and a misuse it keeps.
+		if o.failure != nil {
+			grant.Status.LastFailure = failureStatus(*o.failure)
+		}
+		if msg := keptMisuse(c, o.failure, r.written.said(grant, o.failure)); msg != "" {
+			g.misuse, g.misuseMsg = cdv1.GrantTypeNotAllowedReason, msg
+		}
+		// There is a refresh token to send: a "no refresh token" standing from before
+		// (a customer who just logged in) is said no more.
+		g.tried = true
+		reportThrottled(c, grant.Generation)
 		res.RequeueAfter = max(o.until.Sub(now), time.Millisecond)
 	case remembered:
 		// The memory the pass acted on, which a cache behind this process's last write

@@ -64,10 +64,13 @@ type (
 		until time.Time
 		here  bool
 	}
-	// throttled: the CR's namespace has used its share of token requests
+	// throttled: the CR's namespace has used its part of the token requests
 	// (tokenclient.Share); the request goes at its turn, until, and no worker waits for
-	// it meanwhile.
-	throttled struct{ until time.Time }
+	// it meanwhile. failure is the failure memory the pass acted on (nil: none).
+	throttled struct {
+		until   time.Time
+		failure *rotation.Failure
+	}
 	// remembered: a failure remembered in status still holds, terminal or backing off.
 	remembered struct{ failure rotation.Failure }
 	// deferred: the request changed (an edit) sooner than the request budget allows

@@ -1,19 +1,22 @@
 package controllers
 
 import (
+	"errors"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
 
-// withShare gives both reconcilers one share of perSecond token requests per namespace.
+// withShare gives both reconcilers one share of perSecond token requests, split among
+// the namespaces asking.
 func (w *world) withShare(perSecond float64) *tokenclient.Share {
-	s := tokenclient.NewShare(perSecond)
+	s := tokenclient.NewShare(perSecond, 0)
 	w.grants.Share, w.creds.Share = s, s
 	return s
 }
@@ -91,5 +94,40 @@ func TestAFirstRequestOverItsNamespacesShareSaysItWaits(t *testing.T) {
 	wantCondition(t, cred.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
 	if c := meta.FindStatusCondition(cred.Status.Conditions, cdv1.ReconcilingCondition); c != nil {
 		t.Errorf("Reconciling still there once the token came: %+v", c)
+	}
+}
+
+// A grant refused its grant type is asked again at its recheck time; when that request
+// waits for its turn, the grant still says FlowMisuse (the refusal stands until the
+// identity server answers otherwise), and says it waits instead of Stalled.
+func TestAThrottledRecheckKeepsFlowMisuse(t *testing.T) {
+	w := newWorld(t)
+	share := w.withShare(1)
+	w.tokens.failNext(&tokenclient.Error{Kind: tokenclient.KindGrantTypeNotAllowed, Code: "unauthorized_client", StatusCode: 400})
+	if _, err := w.reconcileGrant("acme"); err != nil && !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatal(err)
+	}
+	g := w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.FlowMisuseCondition, metav1.ConditionTrue, cdv1.GrantTypeNotAllowedReason)
+	if g.Status.LastFailure == nil || g.Status.LastFailure.RecheckTime == nil {
+		t.Fatalf("no recheck time after the refusal: %+v", g.Status.LastFailure)
+	}
+	w.clock.SetTime(g.Status.LastFailure.RecheckTime.Time)
+	share.Turn("ns", "another-cr", w.clock.Now())
+	sent := len(w.tokens.refreshes())
+
+	res, err := w.reconcileGrant("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.tokens.refreshes()); n != sent || res.RequeueAfter != time.Second {
+		t.Errorf("the recheck sent %d requests and requeued after %s; want none, and its turn (1s)", n-sent, res.RequeueAfter)
+	}
+	g = w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.FlowMisuseCondition, metav1.ConditionTrue, cdv1.GrantTypeNotAllowedReason)
+	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.GrantTypeNotAllowedReason)
+	wantCondition(t, g.Status.Conditions, cdv1.ReconcilingCondition, metav1.ConditionTrue, cdv1.TokenRequestsThrottledReason)
+	if c := meta.FindStatusCondition(g.Status.Conditions, cdv1.StalledCondition); c != nil {
+		t.Errorf("Stalled stays while the request is on its way: %+v", c)
 	}
 }

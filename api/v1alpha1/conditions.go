@@ -49,11 +49,13 @@ const (
 	// a first pass on (so Ready is present from the start).
 	ReconcilingReason = "Reconciling"
 
-	// TokenRequestsThrottledReason is set on Reconciling=True of a CR that has no Ready
-	// yet and whose first token request waits for a turn in its namespace's share of
-	// the operator's token requests (--token-requests-per-namespace-per-second). A CR
-	// that has a Ready keeps it while its request waits: its token still works, or its
-	// failure still stands.
+	// TokenRequestsThrottledReason is set on Reconciling=True of a CR whose token request
+	// waits for its turn: the operator's token requests are split among the namespaces
+	// asking for them (--token-requests-per-second,
+	// --token-requests-per-namespace-per-second), and its namespace has used its part
+	// for now. Ready keeps its reason meanwhile (Reconciling on a first pass), and
+	// Stalled goes. A CR whose Ready=True stands on its current generation's token
+	// writes nothing while it waits: its token still works.
 	TokenRequestsThrottledReason = "TokenRequestsThrottled"
 
 	// ClientSecretNotFoundReason: the Secret named by spec.clientSecretRef does not exist

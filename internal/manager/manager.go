@@ -82,10 +82,12 @@ type Options struct {
 	ShardSelector           labels.Selector
 	MaxConcurrentReconciles int
 	TokenRequestsPerSecond  float64
-	// TokenRequestsPerNamespacePerSecond is each namespace's share of the token requests
-	// (tokenclient.Share): 0 is half of TokenRequestsPerSecond (none when that is 0), a
-	// negative value none. One namespace's CRs can then never take the whole manager-wide
-	// rate and leave the other namespaces' renewals waiting.
+	// TokenRequestsPerNamespacePerSecond caps each namespace's part of the token requests
+	// (tokenclient.Share), which is otherwise an equal part of TokenRequestsPerSecond
+	// among the namespaces asking (all of it while one asks): 0 is no cap, a negative
+	// value no split at all (one queue for every CR, as before the split). One
+	// namespace's CRs can then never take the manager-wide rate and leave the other
+	// namespaces' renewals waiting.
 	TokenRequestsPerNamespacePerSecond float64
 	TokenRequestTimeout                time.Duration
 	// TokenHostCAFile is a PEM bundle whose certificates token hosts' certificates may
@@ -370,16 +372,13 @@ func withDefaults(opts Options) Options {
 	return opts
 }
 
-// namespaceShare is each namespace's rate of token requests (Options.TokenRequestsPerNamespacePerSecond):
-// 0 for none.
-func namespaceShare(opts Options) float64 {
-	switch {
-	case opts.TokenRequestsPerNamespacePerSecond < 0:
-		return 0
-	case opts.TokenRequestsPerNamespacePerSecond > 0:
-		return opts.TokenRequestsPerNamespacePerSecond
+// namespaceShare splits the token requests among the namespaces asking
+// (Options.TokenRequestsPerNamespacePerSecond); nil when nothing is split.
+func namespaceShare(opts Options) *tokenclient.Share {
+	if opts.TokenRequestsPerNamespacePerSecond < 0 {
+		return nil
 	}
-	return opts.TokenRequestsPerSecond / 2
+	return tokenclient.NewShare(opts.TokenRequestsPerSecond, opts.TokenRequestsPerNamespacePerSecond)
 }
 
 // TokenClient is the token client the manager sends token, revocation and
@@ -473,7 +472,7 @@ func trimForCache(obj any) (any, error) {
 func setupControllers(ctx context.Context, mgr ctrl.Manager, opts Options, key []byte) (*controllers.CDUserGrantReconciler, error) {
 	copts := controllers.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}
 	left := &controllers.LeftShard{}
-	share := tokenclient.NewShare(namespaceShare(opts))
+	share := namespaceShare(opts)
 	cred := &controllers.CDCredentialReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
