@@ -131,3 +131,28 @@ func TestAThrottledRecheckKeepsFlowMisuse(t *testing.T) {
 		t.Errorf("Stalled stays while the request is on its way: %+v", c)
 	}
 }
+
+// A grant awaiting its customer's login is throttled once the token has come: it has a
+// refresh token to send, so it no longer says one is missing (nor offers a login).
+func TestAThrottledGrantNoLongerSaysItsRefreshTokenIsMissing(t *testing.T) {
+	w := newWorld(t)
+	share := w.withShare(1)
+	s := w.secret("acme-refresh")
+	w.update(s, func() { s.Data = map[string][]byte{} })
+	if _, err := w.reconcileGrant("acme"); err != nil && !errors.Is(err, reconcile.TerminalError(nil)) {
+		t.Fatal(err)
+	}
+	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenMissingReason)
+
+	w.update(s, func() { s.Data = map[string][]byte{"refresh_token": []byte("refresh-0")} })
+	share.Turn("ns", "another-cr", w.clock.Now())
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.tokens.refreshes()); n != 0 {
+		t.Errorf("%d refresh requests sent over the namespace's part", n)
+	}
+	g := w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenNotCheckedReason)
+	wantCondition(t, g.Status.Conditions, cdv1.ReconcilingCondition, metav1.ConditionTrue, cdv1.TokenRequestsThrottledReason)
+}
