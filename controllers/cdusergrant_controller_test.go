@@ -1978,12 +1978,8 @@ func TestAGrantWhoseOutputNameIsTakenNamesNoSecretInStatus(t *testing.T) {
 // and no login is asked for.
 func TestRefreshTokenMissingEndsOnceTheSecretsTokenIsSent(t *testing.T) {
 	w := newWorld(t)
+	w.awaitingLogin()
 	s := w.secret("acme-refresh")
-	w.update(s, func() { s.Data = map[string][]byte{} })
-	if _, err := w.reconcileGrant("acme"); err != nil && !errors.Is(err, reconcile.TerminalError(nil)) {
-		t.Fatal(err)
-	}
-	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenMissingReason)
 
 	// The user follows the README: puts the customer's refresh token in the Secret.
 	w.update(s, func() { s.Data = map[string][]byte{"refresh_token": []byte("refresh-0")} })
@@ -2045,4 +2041,16 @@ func TestAReauthorizationRequestWithoutACallbackSaysNoLinkComes(t *testing.T) {
 		t.Errorf("ReauthorizationRequired %s/%s %q, want True/ReauthorizationRequested saying %q", reauth.Status, reauth.Reason, reauth.Message, cdv1.NoLoginLinkMessage)
 	}
 	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
+}
+
+// awaitingLogin empties acme's refresh-token Secret and runs a pass: the grant says its
+// refresh token is missing (ReauthorizationRequired, RefreshTokenMissing).
+func (w *world) awaitingLogin() {
+	w.t.Helper()
+	s := w.secret("acme-refresh")
+	w.update(s, func() { s.Data = map[string][]byte{} })
+	if _, err := w.reconcileGrant("acme"); err != nil && !errors.Is(err, reconcile.TerminalError(nil)) {
+		w.t.Fatal(err)
+	}
+	wantCondition(w.t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenMissingReason)
 }

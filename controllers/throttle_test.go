@@ -92,8 +92,14 @@ func TestAFirstRequestOverItsNamespacesShareSaysItWaits(t *testing.T) {
 	}
 	cred = w.cred("pricing")
 	wantCondition(t, cred.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
-	if c := meta.FindStatusCondition(cred.Status.Conditions, cdv1.ReconcilingCondition); c != nil {
-		t.Errorf("Reconciling still there once the token came: %+v", c)
+	wantNoCondition(t, cred.Status.Conditions, cdv1.ReconcilingCondition, "once the token came")
+}
+
+// wantNoCondition fails when conds holds typ, which should have gone by when.
+func wantNoCondition(t *testing.T, conds []metav1.Condition, typ, when string) {
+	t.Helper()
+	if c := meta.FindStatusCondition(conds, typ); c != nil {
+		t.Errorf("%s still there %s: %+v", typ, when, c)
 	}
 }
 
@@ -127,9 +133,7 @@ func TestAThrottledRecheckKeepsFlowMisuse(t *testing.T) {
 	wantCondition(t, g.Status.Conditions, cdv1.FlowMisuseCondition, metav1.ConditionTrue, cdv1.GrantTypeNotAllowedReason)
 	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.GrantTypeNotAllowedReason)
 	wantCondition(t, g.Status.Conditions, cdv1.ReconcilingCondition, metav1.ConditionTrue, cdv1.TokenRequestsThrottledReason)
-	if c := meta.FindStatusCondition(g.Status.Conditions, cdv1.StalledCondition); c != nil {
-		t.Errorf("Stalled stays while the request is on its way: %+v", c)
-	}
+	wantNoCondition(t, g.Status.Conditions, cdv1.StalledCondition, "while the request is on its way")
 }
 
 // A grant awaiting its customer's login is throttled once the token has come: it has a
@@ -137,13 +141,8 @@ func TestAThrottledRecheckKeepsFlowMisuse(t *testing.T) {
 func TestAThrottledGrantNoLongerSaysItsRefreshTokenIsMissing(t *testing.T) {
 	w := newWorld(t)
 	share := w.withShare(1)
+	w.awaitingLogin()
 	s := w.secret("acme-refresh")
-	w.update(s, func() { s.Data = map[string][]byte{} })
-	if _, err := w.reconcileGrant("acme"); err != nil && !errors.Is(err, reconcile.TerminalError(nil)) {
-		t.Fatal(err)
-	}
-	wantCondition(t, w.grant("acme").Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionTrue, cdv1.RefreshTokenMissingReason)
-
 	w.update(s, func() { s.Data = map[string][]byte{"refresh_token": []byte("refresh-0")} })
 	share.Turn("ns", "another-cr", w.clock.Now())
 	if _, err := w.reconcileGrant("acme"); err != nil {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 var shareT0 = time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
@@ -36,16 +38,27 @@ func TestANamespaceThatFloodsDelaysNoOther(t *testing.T) {
 	if reserved > 40 {
 		t.Errorf("the flooding namespace holds %d turns, more than the horizon's (%s at 4/s)", reserved, Horizon)
 	}
-	if wait := s.Turn("victim", "renewal", shareT0); wait != 0 {
-		t.Errorf("another namespace's renewal waits %s", wait)
-	}
+	goesAtOnce(t, s, "victim")
 	// Two namespaces ask now: the flooding one gets 2 a second, its turns further apart.
 	s.Turn("hostile", "junk-next", shareT0.Add(5*time.Second))
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if got := s.shares["hostile"].limiter.Limit(); got != 2 {
+	if got := s.partOf("hostile"); got != 2 {
 		t.Errorf("the flooding namespace's part is %v a second with another asking, want 2", got)
 	}
+}
+
+// goesAtOnce asks a turn for a renewal of namespace key and fails unless it comes at once.
+func goesAtOnce(t *testing.T, s *Share, key string) {
+	t.Helper()
+	if wait := s.Turn(key, "renewal", shareT0); wait != 0 {
+		t.Errorf("a renewal of namespace %s waits %s", key, wait)
+	}
+}
+
+// partOf is the rate namespace key was last given.
+func (s *Share) partOf(key string) rate.Limit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shares[key].limiter.Limit()
 }
 
 // Several namespaces flooding at once split the rate with everyone else asking: the
@@ -57,12 +70,8 @@ func TestSeveralNamespacesFloodingLeaveEveryOtherItsPart(t *testing.T) {
 			s.Turn(ns, fmt.Sprint(ns, "/junk-", i), shareT0)
 		}
 	}
-	if wait := s.Turn("victim", "renewal", shareT0); wait != 0 {
-		t.Errorf("another namespace's renewal waits %s", wait)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if got := s.shares["victim"].limiter.Limit(); got != 3 {
+	goesAtOnce(t, s, "victim")
+	if got := s.partOf("victim"); got != 3 {
 		t.Errorf("the fourth namespace asking gets %v a second, want a quarter of 12", got)
 	}
 }
@@ -145,7 +154,7 @@ func TestTheCapBoundsEachNamespace(t *testing.T) {
 	}{{0, 5, 5}, {100, 5, 5}, {4, 5, 4}} {
 		s := NewShare(tc.total, tc.perNamespace)
 		s.Turn("ns", "cr", shareT0)
-		if got := float64(s.shares["ns"].limiter.Limit()); got != tc.want {
+		if got := float64(s.partOf("ns")); got != tc.want {
 			t.Errorf("total %v, cap %v: a namespace asking alone gets %v a second, want %v", tc.total, tc.perNamespace, got, tc.want)
 		}
 	}
