@@ -5,6 +5,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/metrics"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
 )
@@ -16,6 +17,7 @@ import (
 func throttle(share *tokenclient.Share, kind string, obj metav1.Object, in rotation.Input) outcome {
 	requester := turnOf(kind, types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()})
 	if wait := share.Turn(obj.GetNamespace(), requester, in.Now); wait > 0 {
+		metrics.TokenRequestThrottled(obj.GetNamespace())
 		return throttled{until: in.Now.Add(wait), failure: in.Failure}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -36,7 +37,7 @@ func TestARenewalOverItsNamespacesShareWaitsForItsTurnAndWritesNothing(t *testin
 	if wait := share.Turn("ns", "uid-another-cr", w.clock.Now()); wait != 0 {
 		t.Fatalf("another CR of the namespace waits %s", wait)
 	}
-	sent := len(w.tokens.refreshes())
+	sent, counted := len(w.tokens.refreshes()), throttledCount(t, "ns")
 
 	res, err := w.reconcileGrant("acme")
 	if err != nil {
@@ -44,6 +45,9 @@ func TestARenewalOverItsNamespacesShareWaitsForItsTurnAndWritesNothing(t *testin
 	}
 	if n := len(w.tokens.refreshes()); n != sent {
 		t.Errorf("%d refresh requests sent over the namespace's share", n-sent)
+	}
+	if n := throttledCount(t, "ns") - counted; n != 1 {
+		t.Errorf("cdcredops_token_requests_throttled_total{namespace=\"ns\"} rose by %v, want 1", n)
 	}
 	if writes := w.takeWrites(); len(writes) != 0 {
 		t.Errorf("a pass waiting for its turn wrote %v", writes)
@@ -154,4 +158,26 @@ func TestAThrottledGrantNoLongerSaysItsRefreshTokenIsMissing(t *testing.T) {
 	g := w.grant("acme")
 	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenNotCheckedReason)
 	wantCondition(t, g.Status.Conditions, cdv1.ReconcilingCondition, metav1.ConditionTrue, cdv1.TokenRequestsThrottledReason)
+}
+
+// throttledCount is cdcredops_token_requests_throttled_total of namespace, as scraped.
+func throttledCount(t *testing.T, namespace string) float64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "cdcredops_token_requests_throttled_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "namespace" && l.GetValue() == namespace {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -28,11 +28,15 @@ var (
 		Name: "cdcredops_refresh_token_rotations_total",
 		Help: "Refresh tokens rotated and stored.",
 	})
+	throttled = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cdcredops_token_requests_throttled_total",
+		Help: "Passes whose token request was told to wait for its turn, by namespace: the namespace had used its part of the manager's token requests, split among the namespaces asking for them.",
+	}, []string{"namespace"})
 )
 
 func init() {
 	metrics.Registry = withCRs{metrics.Registry}
-	metrics.Registry.MustRegister(tokenRequests, tokenRequestDuration, rotations, reservedNames{})
+	metrics.Registry.MustRegister(tokenRequests, tokenRequestDuration, rotations, throttled, reservedNames{})
 }
 
 // instrumented counts and times the token requests of one controller.
@@ -96,6 +100,11 @@ func requestResult(err error) string {
 
 // RotationStored counts a refresh token rotated and stored.
 func RotationStored() { rotations.Inc() }
+
+// TokenRequestThrottled counts a pass of namespace whose token request waits for its
+// turn (tokenclient.Share). The namespace is the only label: which of its CRs wait, each
+// says on its Reconciling condition.
+func TokenRequestThrottled(namespace string) { throttled.WithLabelValues(namespace).Inc() }
 
 // Instrument wraps an Issuer so its requests are counted and timed under kind.
 func Instrument(issuer tokenclient.Issuer, kind string) tokenclient.Issuer {
