@@ -34,8 +34,8 @@ type CDCredentialReconciler struct {
 	APIReader client.Reader
 	Clock     clock.PassiveClock
 	Tokens    tokenclient.Issuer
-	// Share bounds each namespace's token requests below the manager-wide limit
-	// (tokenclient.Share; nil: no bound), the same one the CDUserGrant reconciler holds.
+	// Share splits the token requests among the namespaces asking for them
+	// (tokenclient.Share; nil: no split), the same one the CDUserGrant reconciler holds.
 	Share    *tokenclient.Share
 	Recorder events.EventRecorder
 	// Key keys the hash of client secrets in status (ClientSharedAcrossFlows).

@@ -34,9 +34,9 @@ type CDUserGrantReconciler struct {
 	APIReader client.Reader
 	Clock     clock.Clock
 	Tokens    tokenclient.Issuer
-	// Share bounds each namespace's token requests below the manager-wide limit
-	// (tokenclient.Share; nil: no bound). The CDCredential reconciler holds the same one:
-	// a namespace's CRs of both kinds draw on one share.
+	// Share splits the token requests among the namespaces asking for them
+	// (tokenclient.Share; nil: no split). The CDCredential reconciler holds the same one:
+	// a namespace's CRs of both kinds draw on one part.
 	Share *tokenclient.Share
 	// Revoker revokes a deleted grant's refresh token (deletionPolicy Delete); nil
 	// skips revocation.
