@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -180,4 +181,24 @@ func throttledCount(t *testing.T, namespace string) float64 {
 		}
 	}
 	return 0
+}
+
+// A CR deleted while it waits for its turn gives the turn back: the namespace's next
+// request takes its place instead of queueing behind a turn nobody will come for.
+func TestADeletedCRGivesItsTurnBack(t *testing.T) {
+	w := newWorld(t)
+	share := w.withShare(1)
+	share.Turn("ns", "another-cr", w.clock.Now())
+	if res, err := w.reconcileCred("pricing"); err != nil || res.RequeueAfter != time.Second {
+		t.Fatalf("pricing's first pass: %v, requeued after %s; want its turn, 1s", err, res.RequeueAfter)
+	}
+	if err := w.client.Delete(context.Background(), w.cred("pricing")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.reconcileCred("pricing"); err != nil {
+		t.Fatal(err)
+	}
+	if wait := share.Turn("ns", "next-cr", w.clock.Now()); wait != time.Second {
+		t.Errorf("the next request waits %s, want the deleted CR's turn, 1s", wait)
+	}
 }

@@ -216,18 +216,18 @@ func (s Snapshot) steadyLeader(from, to time.Time) bool {
 
 // apiUpThroughout reports whether the API server ran throughout [from, to].
 func (s Snapshot) apiUpThroughout(from, to time.Time) bool {
-	for _, d := range s.APIDown {
-		if d.overlaps(from, to) {
-			return false
-		}
-	}
-	return true
+	return !anyOverlaps(s.APIDown, from, to)
 }
 
 // pausedWithin reports whether the machine stood still at some time in [from, to].
 func (s Snapshot) pausedWithin(from, to time.Time) bool {
-	for _, p := range s.Paused {
-		if p.overlaps(from, to) {
+	return anyOverlaps(s.Paused, from, to)
+}
+
+// anyOverlaps reports whether one of is overlaps [from, to].
+func anyOverlaps(is []Interval, from, to time.Time) bool {
+	for _, i := range is {
+		if i.overlaps(from, to) {
 			return true
 		}
 	}
