@@ -30,7 +30,7 @@ import (
 const (
 	// successorsKept bounds how many Secrets a write-back is remembered for at once:
 	// memory per grant is a budget (DESIGN §9), and a write-back is rare and answered
-	// within one pass.
+	// within one pass. Room is made in the namespace that holds the most (makeRoom).
 	successorsKept = 64
 	// successorTTL is how long one is remembered: the pass the event enqueues comes at
 	// once, or after the workqueue's backoff; a successor older than this is as likely
@@ -78,7 +78,7 @@ func (s *successors) note(old, cur *corev1.Secret, now time.Time) {
 		s.m = map[types.NamespacedName]successor{}
 	}
 	if _, known := s.m[name]; !known && len(s.m) >= successorsKept {
-		s.dropOldest()
+		s.makeRoom()
 	}
 	e.at = now
 	s.m[name] = e
@@ -126,15 +126,27 @@ func (s *successors) expire(now time.Time) {
 	}
 }
 
-func (s *successors) dropOldest() {
-	var oldest types.NamespacedName
+// makeRoom forgets one remembered token: the oldest of the namespace that holds the
+// most. Anyone who can write a refresh-token Secret can make its updates look like
+// write-backs (the operator's annotations are plain hashes of what the Secret holds), so
+// the bound is shared fairly: a tenant flooding forged write-backs fills the memory with
+// its own and then evicts its own, and another namespace's live token stays remembered
+// until its grant's pass puts it back.
+func (s *successors) makeRoom() {
+	held := map[string]int{}
+	for name := range s.m {
+		held[name.Namespace]++
+	}
+	var drop types.NamespacedName
 	var at time.Time
+	found := false
 	for name, e := range s.m {
-		if at.IsZero() || e.at.Before(at) {
-			oldest, at = name, e.at
+		more, same := held[name.Namespace] > held[drop.Namespace], held[name.Namespace] == held[drop.Namespace]
+		if !found || more || same && e.at.Before(at) {
+			drop, at, found = name, e.at, true
 		}
 	}
-	delete(s.m, oldest)
+	delete(s.m, drop)
 }
 
 // noticingWriteBacks has next (the mapping of a refresh-token Secret to its grants) see

@@ -164,10 +164,7 @@ func TestAPutBackThatConflictsDecidesAgain(t *testing.T) {
 func TestWriteBacksAreRememberedBrieflyAndBoundedInNumber(t *testing.T) {
 	var s successors
 	writeBack := func(name string, now time.Time) *corev1.Secret {
-		old := optedIn(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID(name)}}, cdv1.SecretTypeRefreshToken)
-		secrets.StoreSuccessor(old, "refresh_token", "seed", "live")
-		cur := old.DeepCopy()
-		cur.Data["refresh_token"] = []byte("seed")
+		old, cur := forgedWriteBack("ns", name)
 		s.note(old, cur, now)
 		return cur
 	}
@@ -190,5 +187,54 @@ func TestWriteBacksAreRememberedBrieflyAndBoundedInNumber(t *testing.T) {
 	}
 	if len(s.m) != 0 {
 		t.Errorf("%d still remembered after the TTL, want none", len(s.m))
+	}
+}
+
+// forgedWriteBack is an update of Secret ns/name that looks like a GitOps write-back,
+// as anyone who can write the Secret can make one without the operator: the operator's
+// annotations are plain hashes of what the Secret holds, so the old object carries them
+// as if the operator had stored "live" over the spent "seed", and the new one sets the
+// data back to "seed".
+func forgedWriteBack(ns, name string) (old, cur *corev1.Secret) {
+	old = optedIn(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(ns + "-" + name)}}, cdv1.SecretTypeRefreshToken)
+	secrets.StoreSuccessor(old, "refresh_token", "seed", "live")
+	cur = old.DeepCopy()
+	cur.Data["refresh_token"] = []byte("seed")
+	return old, cur
+}
+
+// TestATenantForgingWriteBacksCannotEvictAnotherNamespacesLiveToken: the attacker is a
+// tenant who can write Secrets in its own namespace only. Right after a GitOps tool set
+// the victim's refresh-token Secret back to a spent token, it forges write-backs of its
+// own Secrets, twice as many as the operator remembers. The victim's live token must
+// still be put back: with the bound shared by age alone, the flood evicted it, the
+// spent token was refused, and the customer had to log in again.
+func TestATenantForgingWriteBacksCannotEvictAnotherNamespacesLiveToken(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.reconcileGrant("acme"); err != nil { // spends refresh-0, stores refresh-1
+		t.Fatal(err)
+	}
+	w.clock.Step(time.Minute)
+	w.gitOpsWriteBack("refresh-0")
+
+	watch := w.grants.refreshSecretEvents(w.client)
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	for i := range 2 * successorsKept {
+		w.clock.Step(time.Millisecond)
+		old, cur := forgedWriteBack("tenant", fmt.Sprintf("junk-%d", i))
+		watch.Update(context.Background(), event.UpdateEvent{ObjectOld: old, ObjectNew: cur}, q)
+	}
+
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		t.Fatalf("the victim's pass after the flood: %v", err)
+	}
+	if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "refresh-1" {
+		t.Errorf("victim's refresh-token Secret holds %q, want its live token refresh-1 put back", got)
+	}
+	g := w.grant("acme")
+	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
+	if n := len(w.grants.successors.m); n > successorsKept {
+		t.Errorf("%d write-backs remembered, want at most %d", n, successorsKept)
 	}
 }
