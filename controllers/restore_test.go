@@ -35,6 +35,22 @@ func (w *world) gitOpsWriteBack(token string) *corev1.Secret {
 	return cur
 }
 
+// passPutsLiveTokenBack runs acme's pass (named pass) after its refresh-token Secret was
+// written back to refresh-0, and checks that it put the live successor refresh-1 back
+// with the grant's refresh token still valid. It returns the grant.
+func (w *world) passPutsLiveTokenBack(pass string) *cdv1.CDUserGrant {
+	w.t.Helper()
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		w.t.Fatalf("%s: %v", pass, err)
+	}
+	if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "refresh-1" {
+		w.t.Errorf("after %s the refresh-token Secret holds %q, want the live successor refresh-1 put back", pass, got)
+	}
+	g := w.grant("acme")
+	wantCondition(w.t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
+	return g
+}
+
 // TestASpentRefreshTokenWrittenBackIsReplacedByTheLiveOne: a GitOps tool (Flux drift
 // correction with force, an ExternalSecret's refresh) sets the customer's refresh-token
 // Secret back to the seed the operator spent in its first rotation. The Secret held the
@@ -51,14 +67,7 @@ func TestASpentRefreshTokenWrittenBackIsReplacedByTheLiveOne(t *testing.T) {
 	w.clock.Step(time.Minute)
 	w.gitOpsWriteBack("refresh-0")
 
-	if _, err := w.reconcileGrant("acme"); err != nil {
-		t.Fatalf("the pass after the write-back: %v", err)
-	}
-	if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "refresh-1" {
-		t.Errorf("refresh-token Secret holds %q, want the live successor refresh-1 put back", got)
-	}
-	g := w.grant("acme")
-	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
+	g := w.passPutsLiveTokenBack("the pass after the write-back")
 	wantCondition(t, g.Status.Conditions, cdv1.ReadyCondition, metav1.ConditionTrue, cdv1.TokenIssuedReason)
 	restored := warningsWithReason(t, w, cdv1.RefreshTokenRestoredReason, "refresh-0", "refresh-1")
 	if len(restored) != 1 {
@@ -226,14 +235,7 @@ func TestATenantForgingWriteBacksCannotEvictAnotherNamespacesLiveToken(t *testin
 		watch.Update(context.Background(), event.UpdateEvent{ObjectOld: old, ObjectNew: cur}, q)
 	}
 
-	if _, err := w.reconcileGrant("acme"); err != nil {
-		t.Fatalf("the victim's pass after the flood: %v", err)
-	}
-	if got := string(w.secret("acme-refresh").Data["refresh_token"]); got != "refresh-1" {
-		t.Errorf("victim's refresh-token Secret holds %q, want its live token refresh-1 put back", got)
-	}
-	g := w.grant("acme")
-	wantCondition(t, g.Status.Conditions, cdv1.ReauthorizationRequiredCondition, metav1.ConditionFalse, cdv1.RefreshTokenValidReason)
+	w.passPutsLiveTokenBack("the victim's pass after the flood")
 	if n := len(w.grants.successors.m); n > successorsKept {
 		t.Errorf("%d write-backs remembered, want at most %d", n, successorsKept)
 	}
