@@ -28,10 +28,14 @@ import (
 // grant controller's Secret watch remembers it, for a short while, so the grant's next
 // pass can put it back instead of asking the customer to log in again.
 const (
-	// successorsKept bounds how many Secrets a write-back is remembered for at once:
-	// memory per grant is a budget (DESIGN §9), and a write-back is rare and answered
-	// within one pass. Room is made in the namespace that holds the most (makeRoom).
-	successorsKept = 64
+	// successorsKept bounds how many Secrets a write-back is remembered for at once. A
+	// GitOps tool re-syncing a namespace writes back all its refresh-token Secrets in
+	// one go, and the watch notes every one before most of their passes run, so the
+	// bound is what one such re-sync may hold without a customer losing a session.
+	// Each entry holds one token of at most secrets.MaxValue bytes: at most about 4.3 MiB
+	// in all, and nothing once the write-backs are older than successorTTL. Room is made
+	// in the namespace that holds the most (makeRoom).
+	successorsKept = 1024
 	// successorTTL is how long one is remembered: the pass the event enqueues comes at
 	// once, or after the workqueue's backoff; a successor older than this is as likely
 	// stale as live.
@@ -92,7 +96,9 @@ func writtenBack(old, cur *corev1.Secret) (successor, bool) {
 	}
 	for key, v := range cur.Data {
 		was := old.Data[key]
-		if len(was) == 0 || bytes.Equal(was, v) || !secrets.Spent(cur, rotation.Hash(string(v))) || secrets.Spent(cur, rotation.Hash(string(was))) {
+		// A token longer than secrets.MaxValue is one the operator never reads, so never
+		// sends: remembering it would only let a forged write-back take memory.
+		if len(was) == 0 || len(was) > secrets.MaxValue || bytes.Equal(was, v) || !secrets.Spent(cur, rotation.Hash(string(v))) || secrets.Spent(cur, rotation.Hash(string(was))) {
 			continue
 		}
 		return successor{uid: cur.UID, key: key, over: rotation.Hash(string(v)), token: string(was)}, true

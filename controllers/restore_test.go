@@ -168,8 +168,8 @@ func TestAPutBackThatConflictsDecidesAgain(t *testing.T) {
 }
 
 // TestWriteBacksAreRememberedBrieflyAndBoundedInNumber: a live token seen replaced is
-// held in memory (DESIGN §9 budgets it per grant), so no more than successorsKept
-// Secrets' worth at once, and none past successorTTL: the oldest go first.
+// held in memory (DESIGN §9 budgets it), so no more than successorsKept Secrets' worth at
+// once, and none past successorTTL: the oldest go first.
 func TestWriteBacksAreRememberedBrieflyAndBoundedInNumber(t *testing.T) {
 	var s successors
 	writeBack := func(name string, now time.Time) *corev1.Secret {
@@ -179,7 +179,7 @@ func TestWriteBacksAreRememberedBrieflyAndBoundedInNumber(t *testing.T) {
 	}
 	first := writeBack("s-0", epoch)
 	for i := 1; i <= successorsKept; i++ {
-		writeBack(fmt.Sprintf("s-%d", i), epoch.Add(time.Duration(i)*time.Second))
+		writeBack(fmt.Sprintf("s-%d", i), epoch.Add(time.Duration(i)*time.Millisecond))
 	}
 	if n := len(s.m); n != successorsKept {
 		t.Errorf("%d remembered, want at most %d", n, successorsKept)
@@ -238,5 +238,49 @@ func TestATenantForgingWriteBacksCannotEvictAnotherNamespacesLiveToken(t *testin
 	w.passPutsLiveTokenBack("the victim's pass after the flood")
 	if n := len(w.grants.successors.m); n > successorsKept {
 		t.Errorf("%d write-backs remembered, want at most %d", n, successorsKept)
+	}
+}
+
+// TestAWriteBackOfAWholeNamespaceIsRememberedForEverySecret: a GitOps tool re-syncing a
+// namespace sets all its refresh-token Secrets back at once, and the watch notes every
+// update before most of their grants' passes run. Each live token must still be there
+// for its pass to put back; a bound of 64 forgot all but the last 64, and those
+// customers had to log in again.
+func TestAWriteBackOfAWholeNamespaceIsRememberedForEverySecret(t *testing.T) {
+	var s successors
+	const secretsWrittenBack = 500
+	var written []*corev1.Secret
+	for i := range secretsWrittenBack {
+		old, cur := forgedWriteBack("ns", fmt.Sprintf("s-%d", i))
+		s.note(old, cur, epoch.Add(time.Duration(i)*time.Millisecond))
+		written = append(written, cur)
+	}
+	lost := 0
+	for _, cur := range written {
+		if tok, ok := s.live(cur, "refresh_token", rotation.Hash("seed"), epoch.Add(time.Minute)); !ok || tok != "live" {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d live tokens written back at once were forgotten before their pass", lost, secretsWrittenBack)
+	}
+}
+
+// TestATokenTooLongToSendIsNotRemembered: what a write-back replaced is remembered only
+// if the operator could have sent it (at most secrets.MaxValue bytes); anything longer
+// is a forged write-back's way to take memory.
+func TestATokenTooLongToSendIsNotRemembered(t *testing.T) {
+	var s successors
+	old, cur := forgedWriteBack("ns", "s")
+	long := strings.Repeat("x", secrets.MaxValue+1)
+	secrets.StoreSuccessor(old, "refresh_token", "seed", long)
+	s.note(old, cur, epoch)
+	if len(s.m) != 0 {
+		t.Errorf("a %d-byte token was remembered", len(long))
+	}
+	old, cur = forgedWriteBack("ns", "s")
+	s.note(old, cur, epoch)
+	if _, ok := s.live(cur, "refresh_token", rotation.Hash("seed"), epoch); !ok {
+		t.Error("a token of a sendable length was not remembered")
 	}
 }
