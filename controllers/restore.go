@@ -73,11 +73,14 @@ func (s *successors) note(old, cur *corev1.Secret, now time.Time) {
 	e, ok := writtenBack(old, cur)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.expire(now)
 	if !ok {
+		// Every rotation's store comes here: a map delete, and no walk of what is
+		// remembered (up to successorsKept entries), which expires on the next write-back
+		// or lookup.
 		delete(s.m, name)
 		return
 	}
+	s.expire(now)
 	if s.m == nil {
 		s.m = map[types.NamespacedName]successor{}
 	}
@@ -147,8 +150,8 @@ func (s *successors) makeRoom() {
 	var at time.Time
 	found := false
 	for name, e := range s.m {
-		more, same := held[name.Namespace] > held[drop.Namespace], held[name.Namespace] == held[drop.Namespace]
-		if !found || more || same && e.at.Before(at) {
+		n, most := held[name.Namespace], held[drop.Namespace]
+		if !found || n > most || n == most && e.at.Before(at) {
 			drop, at, found = name, e.at, true
 		}
 	}

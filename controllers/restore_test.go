@@ -173,7 +173,7 @@ func TestAPutBackThatConflictsDecidesAgain(t *testing.T) {
 func TestWriteBacksAreRememberedBrieflyAndBoundedInNumber(t *testing.T) {
 	var s successors
 	writeBack := func(name string, now time.Time) *corev1.Secret {
-		old, cur := forgedWriteBack("ns", name)
+		old, cur := writeBackEvent("ns", name)
 		s.note(old, cur, now)
 		return cur
 	}
@@ -199,12 +199,12 @@ func TestWriteBacksAreRememberedBrieflyAndBoundedInNumber(t *testing.T) {
 	}
 }
 
-// forgedWriteBack is an update of Secret ns/name that looks like a GitOps write-back,
-// as anyone who can write the Secret can make one without the operator: the operator's
-// annotations are plain hashes of what the Secret holds, so the old object carries them
-// as if the operator had stored "live" over the spent "seed", and the new one sets the
-// data back to "seed".
-func forgedWriteBack(ns, name string) (old, cur *corev1.Secret) {
+// writeBackEvent is the update event of a GitOps write-back of Secret ns/name: the old
+// object as the operator stored "live" over the spent "seed", the new one set back to
+// "seed". Anyone who can write the Secret can make such an event without the operator
+// (its annotations are plain hashes of what the Secret holds), so it is a forged
+// write-back as much as a real one.
+func writeBackEvent(ns, name string) (old, cur *corev1.Secret) {
 	old = optedIn(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(ns + "-" + name)}}, cdv1.SecretTypeRefreshToken)
 	secrets.StoreSuccessor(old, "refresh_token", "seed", "live")
 	cur = old.DeepCopy()
@@ -231,7 +231,7 @@ func TestATenantForgingWriteBacksCannotEvictAnotherNamespacesLiveToken(t *testin
 	defer q.ShutDown()
 	for i := range 2 * successorsKept {
 		w.clock.Step(time.Millisecond)
-		old, cur := forgedWriteBack("tenant", fmt.Sprintf("junk-%d", i))
+		old, cur := writeBackEvent("tenant", fmt.Sprintf("junk-%d", i))
 		watch.Update(context.Background(), event.UpdateEvent{ObjectOld: old, ObjectNew: cur}, q)
 	}
 
@@ -251,7 +251,7 @@ func TestAWriteBackOfAWholeNamespaceIsRememberedForEverySecret(t *testing.T) {
 	const secretsWrittenBack = 500
 	var written []*corev1.Secret
 	for i := range secretsWrittenBack {
-		old, cur := forgedWriteBack("ns", fmt.Sprintf("s-%d", i))
+		old, cur := writeBackEvent("ns", fmt.Sprintf("s-%d", i))
 		s.note(old, cur, epoch.Add(time.Duration(i)*time.Millisecond))
 		written = append(written, cur)
 	}
@@ -271,14 +271,14 @@ func TestAWriteBackOfAWholeNamespaceIsRememberedForEverySecret(t *testing.T) {
 // is a forged write-back's way to take memory.
 func TestATokenTooLongToSendIsNotRemembered(t *testing.T) {
 	var s successors
-	old, cur := forgedWriteBack("ns", "s")
+	old, cur := writeBackEvent("ns", "s")
 	long := strings.Repeat("x", secrets.MaxValue+1)
 	secrets.StoreSuccessor(old, "refresh_token", "seed", long)
 	s.note(old, cur, epoch)
 	if len(s.m) != 0 {
 		t.Errorf("a %d-byte token was remembered", len(long))
 	}
-	old, cur = forgedWriteBack("ns", "s")
+	old, cur = writeBackEvent("ns", "s")
 	s.note(old, cur, epoch)
 	if _, ok := s.live(cur, "refresh_token", rotation.Hash("seed"), epoch); !ok {
 		t.Error("a token of a sendable length was not remembered")
