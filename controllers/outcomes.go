@@ -339,6 +339,8 @@ func blockedReason(err error) (reason string, terminal bool) {
 		return cdv1.RefreshTokenSecretInUseReason, false
 	case errors.Is(err, errTemplateInvalid), errors.Is(err, errOutputNameInvalid):
 		return cdv1.SecretTemplateInvalidReason, true
+	case errors.Is(err, secrets.ErrOutputTooLarge):
+		return cdv1.OutputSecretTooLargeReason, true
 	}
 	return cdv1.ClientSecretNotFoundReason, false
 }

@@ -31,6 +31,7 @@ func TestABlockedPassStallsOnlyWhenAnEventEndsIt(t *testing.T) {
 		{"an invalid client Secret (fixing it is an event)", &secrets.InvalidError{}, cdv1.ClientSecretInvalidReason, true},
 		{"an invalid secret template (only the spec fixes it)", wrapTemplate(errors.New("bad label")), cdv1.SecretTemplateInvalidReason, true},
 		{"an output Secret name the API server refuses (only the spec fixes it)", checkOutputName(strings.Repeat("a", 250) + "-token"), cdv1.SecretTemplateInvalidReason, true},
+		{"an output Secret carrying too much metadata (shrinking it is an event)", fmt.Errorf("%w: Secret x", secrets.ErrOutputTooLarge), cdv1.OutputSecretTooLargeReason, true},
 		{"the output name taken by another Secret", fmt.Errorf("%w: Secret x", secrets.ErrNameConflict), cdv1.SecretNameConflictReason, false},
 		{"the refresh-token Secret bound to another live grant", errBoundElsewhere, cdv1.RefreshTokenSecretInUseReason, false},
 		{"a missing Secret", apierrors.NewNotFound(corev1.Resource("secrets"), "x"), cdv1.ClientSecretNotFoundReason, false},

@@ -66,7 +66,7 @@ func clientProblem(err error) (outcome, error) {
 
 // outputProblem turns a blocked output Secret into the outcome that reports it.
 func outputProblem(err error) (outcome, error) {
-	if errors.Is(err, secrets.ErrNameConflict) || errors.Is(err, errTemplateInvalid) || errors.Is(err, errOutputNameInvalid) {
+	if errors.Is(err, secrets.ErrNameConflict) || errors.Is(err, secrets.ErrOutputTooLarge) || errors.Is(err, errTemplateInvalid) || errors.Is(err, errOutputNameInvalid) {
 		return outputBlocked{err: err}, nil
 	}
 	return nil, err
@@ -93,6 +93,9 @@ func existingOutput(ctx context.Context, r secrets.Readers, key types.Namespaced
 		return nil, err
 	}
 	if err := secrets.CheckOwner(s, owner); err != nil {
+		return nil, err
+	}
+	if err := secrets.CheckOutputSize(s); err != nil {
 		return nil, err
 	}
 	if isImmutable(s) && !metav1.IsControlledBy(s, owner) {

@@ -175,9 +175,22 @@ var secretChanged = predicate.Funcs{
 // write leaves no memory to recall it by). An informer's first list, which reports
 // every Secret as created, brings nothing either: each CR is listed, and reconciled,
 // on its own.
+//
+// An update of an output the cache kept only a stub of (secrets.OverMaxMetadata) counts
+// whatever it left: its CR stalled on it (OutputSecretTooLarge), and a Secret made
+// smaller may well be consistent again.
 var outputTampered = predicate.Funcs{
 	CreateFunc: func(e event.CreateEvent) bool { return !consistentOutput(e.Object) },
-	UpdateFunc: func(e event.UpdateEvent) bool { return !consistentOutput(e.ObjectNew) },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return !consistentOutput(e.ObjectNew) || overMaxMetadata(e.ObjectOld)
+	},
+}
+
+// overMaxMetadata reports whether obj is a Secret over secrets.MaxMetadata (a stub in the
+// cache).
+func overMaxMetadata(obj client.Object) bool {
+	s, ok := obj.(*corev1.Secret)
+	return ok && secrets.OverMaxMetadata(s)
 }
 
 // consistentOutput reports whether obj is a complete, self-consistent output Secret, as

@@ -139,6 +139,14 @@ const (
 	// before admission refused that). Nothing is requested until the spec changes.
 	SecretTemplateInvalidReason = "SecretTemplateInvalid"
 
+	// OutputSecretTooLargeReason: the CR's output Secret carries more than 128 KiB of
+	// labels, annotations, owner references and finalizers (someone added them: the
+	// operator's own are a few hundred bytes, and a template's at most about 77 KiB). The
+	// operator's cache keeps only a stub of such a Secret, and its writes would not make
+	// it smaller, so nothing is requested or written until it is made smaller or deleted;
+	// either is an event for the CR, which then goes on at once.
+	OutputSecretTooLargeReason = "OutputSecretTooLarge"
+
 	// SecretWriteFailedReason: the API server refused to store a token (forbidden,
 	// invalid, too large, a quota, an admission policy). The message carries the API
 	// server's reason and message, never a value. The token already issued is held in

@@ -410,8 +410,9 @@ func TokenClient(opts Options) (*tokenclient.Client, error) {
 // carrying cd.credops.io/secret-type with one of its three values), so memory does not
 // grow with unrelated Secrets. A Secret labelled with another value is none the operator
 // reads from the cache (secrets.Readers.Get judges it by its metadata, read around the
-// cache), and whoever may create Secrets could otherwise fill the cache with them; the
-// data of those it does keep is bounded by secrets.MaxData (trimForCache).
+// cache), and whoever may create Secrets could otherwise fill the cache with them; of
+// those it does keep, the data is bounded by secrets.MaxData and the rest by
+// secrets.MaxMetadata (trimForCache).
 func cacheOptions(namespaces []string, shard labels.Selector) cache.Options {
 	optedIn, err := labels.NewRequirement(cdv1.SecretTypeLabel, selection.In, []string{cdv1.SecretTypeClient, cdv1.SecretTypeRefreshToken, cdv1.SecretTypeAccessToken})
 	utilruntime.Must(err)
@@ -446,9 +447,9 @@ const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 // written with patches computed against the cached copy, so what is dropped is never
 // written back, whereas Secrets are updated whole and keep every annotation. Output
 // Secrets, which the operator only ever writes from a token response, leave their data
-// out once judged consistent (secrets.TrimForCache), and any Secret over secrets.MaxData
-// leaves its data out, refused when read. What is kept shares the strings that repeat
-// across objects (interner).
+// out once judged consistent (secrets.TrimForCache); any Secret over secrets.MaxData
+// leaves its data out, and any over secrets.MaxMetadata is kept as a stub, both refused
+// when read. What is kept shares the strings that repeat across objects (interner).
 func trimForCache(obj any) (any, error) {
 	o, ok := obj.(metav1.Object)
 	if !ok {

@@ -190,12 +190,29 @@ func trimmedHere(s *corev1.Secret) bool {
 // incomplete or inconsistent (a hand edit) is kept whole, so it is judged exactly as
 // before and repaired.
 //
-// Then any opted-in Secret whose data is still over MaxData loses it (capData).
+// Then any opted-in Secret whose data is still over MaxData loses it (capData), and one
+// over MaxMetadata is cut down to a stub (capMetadata).
 func TrimForCache(s *corev1.Secret) {
 	if s.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeAccessToken {
 		trimOutput(s)
 	}
 	capData(s)
+	capMetadata(s)
+}
+
+// ErrOutputTooLarge says an output Secret carries more than MaxMetadata besides its data.
+var ErrOutputTooLarge = errors.New("the output Secret carries too much metadata")
+
+// CheckOutputSize returns ErrOutputTooLarge (wrapped, with the name and the fix) for an
+// output Secret over MaxMetadata. The operator's writes would not make it smaller (what
+// it carries beyond the operator's few annotations is someone else's), and the cache
+// keeps only a stub of it, which a token write would leave looking incomplete: each
+// pass would request a token to repair it.
+func CheckOutputSize(s *corev1.Secret) error {
+	if s == nil || !OverMaxMetadata(s) {
+		return nil
+	}
+	return fmt.Errorf("%w: Secret %s carries more than %d KiB of labels, annotations, owner references and finalizers, which the operator does not write over; remove what was added to it", ErrOutputTooLarge, s.Name, MaxMetadata>>10)
 }
 
 // trimOutput is TrimForCache for an output Secret.

@@ -2,12 +2,15 @@ package secrets
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -88,5 +91,147 @@ func TestASecretOfAnotherTypeIsRefusedForItsTypeAlone(t *testing.T) {
 	var notOptedIn *NotOptedInError
 	if !errors.As(err, &notOptedIn) || strings.Contains(err.Error(), "KiB") {
 		t.Errorf("err %v, want the type refused alone", err)
+	}
+}
+
+// Finding (review, 2026-12-03): MaxData bounded only the data. The API server bounds
+// annotations at 256 KiB and labels only by the object's size, so an opted-in Secret
+// still took up to 1.4 MiB of the manager's memory. A Secret over MaxMetadata of
+// labels, annotations, owner references or finalizers is cached as a stub, and Get
+// refuses it whether it comes from the cache or from around it; one at the bound is kept
+// and read whole.
+func TestASecretOverMaxMetadataIsCachedAsAStubAndRefused(t *testing.T) {
+	key := types.NamespacedName{Namespace: "ns", Name: "c"}
+	owner := metav1.OwnerReference{APIVersion: "cd.credops.io/v1alpha1", Kind: "CDCredential", Name: "pricing", UID: "u-1", Controller: ptr.To(true)}
+	base := clientSecretOf(100)
+	base.OwnerReferences = []metav1.OwnerReference{owner}
+	base.Labels[cdv1.ManagedByLabel] = cdv1.ManagedByValue
+	room := MaxMetadata - metadataSize(base.ObjectMeta)
+	for _, tc := range []struct {
+		name    string
+		add     func(s *corev1.Secret, n int)
+		over    int
+		refused bool
+	}{
+		{"annotations at the bound", annotate, 0, false},
+		{"annotations a byte over", annotate, 1, true},
+		{"labels a byte over (the API server has no bound on them)", labelWith, 1, true},
+		{"labels of 1 MiB", labelWith, 1 << 20, true},
+		{"owner references over", ownedBy, 1, true},
+		{"finalizers over", finalized, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			full := base.DeepCopy()
+			tc.add(full, room+tc.over)
+			if got := metadataSize(full.ObjectMeta); got != MaxMetadata+tc.over {
+				t.Fatalf("the Secret carries %d bytes, want %d", got, MaxMetadata+tc.over)
+			}
+			cached := full.DeepCopy()
+			TrimForCache(cached)
+			if stub := cached.Data == nil; stub != tc.refused {
+				t.Errorf("cut down %v, want %v", stub, tc.refused)
+			}
+			if tc.refused {
+				want := corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+					Namespace: "ns", Name: "c",
+					Labels:          map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeClient},
+					Annotations:     map[string]string{tooMuchMetadataAnnotation: trimNonce},
+					OwnerReferences: []metav1.OwnerReference{owner},
+				}}
+				if diff := cmp.Diff(want, *cached); diff != "" {
+					t.Errorf("the cache keeps (-want +got):\n%s", diff)
+				}
+			}
+			again := cached.DeepCopy()
+			TrimForCache(again)
+			if diff := cmp.Diff(cached, again); diff != "" {
+				t.Errorf("a second pass through the transform changed the Secret:\n%s", diff)
+			}
+			for name, r := range map[string]Readers{
+				"from the cache":   {Cache: fake.NewClientBuilder().WithObjects(cached).Build(), API: fake.NewClientBuilder().Build()},
+				"around the cache": {Cache: fake.NewClientBuilder().Build(), API: fake.NewClientBuilder().WithObjects(full).Build()},
+			} {
+				_, err := r.Get(t.Context(), key, cdv1.SecretTypeClient)
+				var invalid *InvalidError
+				if refused := errors.As(err, &invalid); refused != tc.refused {
+					t.Errorf("%s: err %v, want refused %v", name, err, tc.refused)
+				}
+				if tc.refused && !strings.Contains(err.Error(), "more than 128 KiB of labels, annotations") {
+					t.Errorf("%s: %q does not say why", name, err)
+				}
+			}
+			if err := CheckOutputSize(cached); errors.Is(err, ErrOutputTooLarge) != tc.refused {
+				t.Errorf("as an output: %v, want refused %v", err, tc.refused)
+			}
+		})
+	}
+}
+
+// The stub's marker is the cache's own: one somebody wrote on a Secret cuts nothing.
+func TestAWrittenMetadataMarkerSaysNothing(t *testing.T) {
+	s := clientSecretOf(100)
+	s.Annotations = map[string]string{tooMuchMetadataAnnotation: "forged", "team": "pricing"}
+	TrimForCache(s)
+	if _, ok := s.Annotations[tooMuchMetadataAnnotation]; ok || s.Data == nil || s.Annotations["team"] != "pricing" {
+		t.Fatalf("a forged marker kept or the Secret cut down: %v", s.Annotations)
+	}
+	if OverMaxMetadata(s) || CheckOutputSize(s) != nil {
+		t.Error("a Secret with a forged marker is taken for one over the bound")
+	}
+}
+
+func annotate(s *corev1.Secret, n int) {
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations["pad"] = strings.Repeat("x", n-len("pad"))
+}
+
+// labelWith adds labels taking n bytes, each within the API server's per-label bounds.
+func labelWith(s *corev1.Secret, n int) {
+	for i := 0; n > 0; i++ {
+		k := fmt.Sprintf("pad-%06d", i)
+		rest := n - len(k)
+		size := min(63, rest)
+		if left := rest - size; left > 0 && left < len(k) {
+			size -= len(k) - left // leave room for one more key
+		}
+		s.Labels[k] = strings.Repeat("x", size)
+		n -= len(k) + size
+	}
+}
+
+func ownedBy(s *corev1.Secret, n int) {
+	ref := metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", UID: "u"}
+	ref.Name = strings.Repeat("x", n-len(ref.APIVersion)-len(ref.Kind)-len(ref.UID))
+	s.OwnerReferences = append(s.OwnerReferences, ref)
+}
+
+func finalized(s *corev1.Secret, n int) {
+	s.Finalizers = append(s.Finalizers, strings.Repeat("x", n))
+}
+
+// The largest output Secret the operator can write stays under MaxMetadata, so the
+// cache never cuts down one of its own: a template at the CRD's bounds (16 labels and
+// 16 annotations, keys of 317 bytes, annotation values of 4 KiB), with the record of its
+// keys and the operator's own labels and annotations.
+func TestTheLargestOutputTheOperatorWritesIsKeptWhole(t *testing.T) {
+	tmpl := &cdv1.SecretTemplate{Labels: map[string]cdv1.LabelValue{}, Annotations: map[string]cdv1.AnnotationValue{}}
+	for i := range 16 {
+		key := fmt.Sprintf("%s/%s%02d", strings.Repeat("p", 253), strings.Repeat("n", 61), i)
+		tmpl.Labels[key] = cdv1.LabelValue(strings.Repeat("v", 63))
+		tmpl.Annotations[key] = cdv1.AnnotationValue(strings.Repeat("v", 4096))
+	}
+	owner := &cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: strings.Repeat("g", 253), UID: "u-1"}}
+	ac := Output{Owner: owner, OwnerGVK: cdv1.GroupVersion.WithKind("CDUserGrant"), Name: strings.Repeat("s", 253), Template: tmpl,
+		AccessToken: "at", TokenType: "Bearer", Fingerprint: strings.Repeat("f", 64)}.Apply()
+	meta := metav1.ObjectMeta{Labels: ac.Labels, Annotations: ac.Annotations}
+	for _, o := range ac.OwnerReferences {
+		meta.OwnerReferences = append(meta.OwnerReferences, metav1.OwnerReference{APIVersion: *o.APIVersion, Kind: *o.Kind, Name: *o.Name, UID: *o.UID})
+	}
+	if n := metadataSize(meta); n > MaxMetadata {
+		t.Errorf("the largest output carries %d bytes besides its data, over MaxMetadata (%d)", n, MaxMetadata)
+	} else {
+		t.Logf("the largest output carries %d bytes besides its data (MaxMetadata %d)", n, MaxMetadata)
 	}
 }

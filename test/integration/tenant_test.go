@@ -479,6 +479,71 @@ func TestTenantCannotFillTheOperatorsCacheWithLargeSecrets(t *testing.T) {
 	eventually(t, 20*time.Second, "the victim is still Ready", f.rotations("victim", g.Status.RotationCount))
 }
 
+// Finding (review, 2026-12-03): the bound above was on data only. The API server bounds
+// annotations at 256 KiB and labels only by the object's size, so the same attack with
+// labels or annotations still filled the cache. The cache keeps a stub of a Secret over
+// 128 KiB of them; a CR naming one reads nothing from it, and an output Secret inflated
+// under its CR stalls the CR, requesting nothing, until it is made smaller.
+func TestTenantCannotFillTheOperatorsCacheWithLabelsOrAnnotations(t *testing.T) {
+	f := newGrantFixture(t, 30*time.Minute)
+	f.addGrant("victim")
+	m := startManager(t, f.opts)
+	eventually(t, 20*time.Second, "the victim rotates", f.rotations("victim", 1))
+
+	// The attack: Secrets opted in as each type, carrying 200 KiB of annotations (the
+	// API server's bound is 256 KiB) or 600 KiB of labels (it has none); CRs naming the
+	// first two.
+	big := clientSecret(f.ns, "big-client", loginClientID, loginClientSecret)
+	padLabels(big, 600<<10)
+	create(t, big)
+	bigRefresh := refreshSecret(f.ns, "big-refresh", f.idp.SeedGrant(loginClientID, "big@carrier.example", []string{"marketplace", "offline_access"}))
+	bigRefresh.Annotations = map[string]string{"pad.example.com/blob": strings.Repeat("x", 200<<10)}
+	create(t, bigRefresh)
+	bigOutput := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "big-output", Labels: map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeAccessToken}}}
+	padLabels(bigOutput, 600<<10)
+	create(t, bigOutput)
+	create(t, credential(f.ns, "peek", cdv1.FlowAuthorizationCode, "big-client", f.idp.URL))
+	create(t, userGrant(f.ns, "hog", "login", "big-refresh"))
+	before := f.refreshCount()
+
+	eventually(t, 10*time.Second, "the credential reads nothing from its Secret", credentialMessage(f.ns, "peek", cdv1.ClientSecretInvalidReason, "more than 128 KiB of labels, annotations"))
+	eventually(t, 10*time.Second, "the grant reads nothing from its Secret", grantMessage(f.ns, "hog", cdv1.ClientSecretInvalidReason, "more than 128 KiB of labels, annotations"))
+	for _, name := range []string{"big-client", "big-refresh", "big-output"} {
+		s := &corev1.Secret{}
+		if err := m.GetCache().Get(context.Background(), types.NamespacedName{Namespace: f.ns, Name: name}, s); err != nil {
+			t.Fatalf("Secret %s not in the cache: %v", name, err)
+		}
+		if len(s.Labels) > 1 || len(s.Annotations) > 1 || len(s.Data) > 0 {
+			t.Errorf("the cache holds %d labels, %d annotations and %d keys of Secret %s, want its type and the cache's marker only", len(s.Labels), len(s.Annotations), len(s.Data), name)
+		}
+	}
+
+	// The victim's own output inflated under it: it stalls on it, sending nothing, and
+	// goes on when the annotation goes.
+	g, _ := getGrant(f.ns, "victim")
+	patchOutput := func(value string) {
+		t.Helper()
+		body := fmt.Sprintf(`{"metadata":{"annotations":{"pad.example.com/blob":%s}}}`, value)
+		if err := k8s.Patch(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: g.Status.SecretName}}, client.RawPatch(types.MergePatchType, []byte(body))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patchOutput(`"` + strings.Repeat("x", 200<<10) + `"`)
+	eventually(t, 10*time.Second, "the victim stalls on its output", grantMessage(f.ns, "victim", cdv1.OutputSecretTooLargeReason, "carries more than 128 KiB"))
+	patchOutput("null")
+	eventually(t, 10*time.Second, "the victim is Ready again", f.rotations("victim", g.Status.RotationCount))
+	if sent := f.refreshCount() - before; sent != 0 {
+		t.Errorf("%d refreshes since the attack, want none (the victim's token is fresh)", sent)
+	}
+}
+
+// padLabels adds labels to s taking about n bytes, each within the API server's bounds.
+func padLabels(s *corev1.Secret, n int) {
+	for i := 0; i*73 < n; i++ {
+		s.Labels[fmt.Sprintf("pad-%06d", i)] = strings.Repeat("x", 63)
+	}
+}
+
 // credentialMessage returns a check that a CDCredential's Ready is False for reason with
 // a message containing part.
 func credentialMessage(ns, name, reason, part string) func() error {
