@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/metabound"
 	"github.com/credops/cd-credentials-operator/internal/metrics"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
@@ -119,6 +120,9 @@ func (r *CDCredentialReconciler) reconcile(ctx context.Context, cred *cdv1.CDCre
 	in := rotation.Input{Now: now, Pending: r.held.has(cred.UID), ActiveSince: r.active.since(now)}
 	if in.Pending {
 		return r.carryOut(ctx, cred, in, secrets.Client{}, nil)
+	}
+	if metabound.Over(cred) {
+		return metadataTooLarge{kind: kindCredential}, nil
 	}
 	c, err := r.readers().ReadClient(ctx, cred)
 	if err != nil {

@@ -40,6 +40,8 @@ func (r *CDCredentialReconciler) report(cred *cdv1.CDCredential, o outcome, shar
 		}
 	case outputBlocked:
 		res = reportOutputBlocked(c, o, "no token is requested")
+	case metadataTooLarge:
+		c.stalled(cdv1.MetadataTooLargeReason, o.message())
 	case clientReady:
 		standing = readyState{cdv1.ClientReadyReason, "The client id and secret are usable; CDUserGrants can use this client" + leftoverNote(o.leftover, "of this credential's ClientCredentials flow", kindCredential)}
 		c.ready(standing.reason, standing.message)

@@ -85,6 +85,8 @@ func reportPrecondition(grant *cdv1.CDUserGrant, c conditions, o outcome, links 
 		res.RequeueAfter = missingSecretRecheck
 	case outputBlocked:
 		res = reportOutputBlocked(c, o, "nothing is sent")
+	case metadataTooLarge:
+		c.stalled(cdv1.MetadataTooLargeReason, o.message())
 	default:
 		return g, res, false
 	}

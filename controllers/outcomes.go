@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/metabound"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 )
@@ -45,6 +46,10 @@ type (
 	// outputBlocked: the output Secret could not be written whatever the token: its
 	// name is taken, or the template is invalid. Nothing is requested.
 	outputBlocked struct{ err error }
+	// metadataTooLarge: the CR carries more than metabound.Max of labels, annotations,
+	// owner references and finalizers; the cache keeps a stub of it, on which nothing is
+	// done but storing what a rotation left held. kind names the CR's kind.
+	metadataTooLarge struct{ kind string }
 	// clientReady: an AuthorizationCode CDCredential's client is usable. leftover names
 	// the output Secrets it still controls from a ClientCredentials flow it was
 	// switched from.
@@ -153,6 +158,7 @@ func (refreshTokenMissing) isOutcome()   {}
 func (refreshTokenSpent) isOutcome()     {}
 func (refreshSecretUnusable) isOutcome() {}
 func (outputBlocked) isOutcome()         {}
+func (metadataTooLarge) isOutcome()      {}
 func (clientReady) isOutcome()           {}
 func (fresh) isOutcome()                 {}
 func (holding) isOutcome()               {}
@@ -365,4 +371,9 @@ const (
 func freshUntil(s rotation.Schedule, until time.Time) fresh {
 	s.RenewAt = until
 	return fresh{schedule: s}
+}
+
+// message says why a CR over metabound.Max is left alone, and what ends it.
+func (o metadataTooLarge) message() string {
+	return fmt.Sprintf("This %s carries more than %d KiB of labels, annotations, owner references and finalizers: the operator keeps only a stub of it, and does nothing for it (no token requested, no finalizer added or removed) until they are made smaller", o.kind, metabound.Max>>10)
 }

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/metabound"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 )
 
@@ -63,7 +64,7 @@ func (r *CDCredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}
 	keyID := secrets.KeyID(r.Key)
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&cdv1.CDCredential{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, notInShard))).
+		For(&cdv1.CDCredential{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, notInShard, metadataBoundCrossed))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(referencing(mgr.GetClient(), &cdv1.CDCredentialList{}, credentialClientSecretIndex)), builder.WithPredicates(secretChanged)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(namingOutput(mgr.GetClient(), &cdv1.CDCredentialList{}, &cdv1.CDCredential{}, credentialSecretName)), builder.WithPredicates(onlyDeleted)).
@@ -90,7 +91,7 @@ func (r *CDUserGrantReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&cdv1.CDUserGrant{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, lastAuthorizationChanged, notInShard))).
+		For(&cdv1.CDUserGrant{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, lastAuthorizationChanged, notInShard, metadataBoundCrossed))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(outputTampered)).
 		Watches(&corev1.Secret{}, r.refreshSecretEvents(mgr.GetClient()), builder.WithPredicates(secretChanged)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(namingOutput(mgr.GetClient(), &cdv1.CDUserGrantList{}, &cdv1.CDUserGrant{}, grantSecretName)), builder.WithPredicates(onlyDeleted)).
@@ -176,21 +177,14 @@ var secretChanged = predicate.Funcs{
 // every Secret as created, brings nothing either: each CR is listed, and reconciled,
 // on its own.
 //
-// An update of an output the cache kept only a stub of (secrets.OverMaxMetadata) counts
+// An update of an output the cache kept only a stub of (metabound.Over) counts
 // whatever it left: its CR stalled on it (OutputSecretTooLarge), and a Secret made
 // smaller may well be consistent again.
 var outputTampered = predicate.Funcs{
 	CreateFunc: func(e event.CreateEvent) bool { return !consistentOutput(e.Object) },
 	UpdateFunc: func(e event.UpdateEvent) bool {
-		return !consistentOutput(e.ObjectNew) || overMaxMetadata(e.ObjectOld)
+		return !consistentOutput(e.ObjectNew) || metabound.Over(e.ObjectOld)
 	},
-}
-
-// overMaxMetadata reports whether obj is a Secret over secrets.MaxMetadata (a stub in the
-// cache).
-func overMaxMetadata(obj client.Object) bool {
-	s, ok := obj.(*corev1.Secret)
-	return ok && secrets.OverMaxMetadata(s)
 }
 
 // consistentOutput reports whether obj is a complete, self-consistent output Secret, as
@@ -202,6 +196,16 @@ func consistentOutput(obj client.Object) bool {
 	}
 	_, consistent := secrets.Consistent(s)
 	return consistent
+}
+
+// metadataBoundCrossed lets through an update that takes a CR over metabound.Max or back
+// under it: the pass stops on a stub of it (MetadataTooLarge) and must say so, and goes on
+// once it is smaller, though neither changes its generation.
+var metadataBoundCrossed = predicate.Funcs{
+	UpdateFunc:  func(e event.UpdateEvent) bool { return metabound.Over(e.ObjectOld) != metabound.Over(e.ObjectNew) },
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
 // lastAuthorizationChanged lets through the callback's report of a customer login, so

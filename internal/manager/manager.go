@@ -31,6 +31,7 @@ import (
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 	"github.com/credops/cd-credentials-operator/controllers"
+	"github.com/credops/cd-credentials-operator/internal/metabound"
 	"github.com/credops/cd-credentials-operator/internal/onboarding"
 	"github.com/credops/cd-credentials-operator/internal/secrets"
 	"github.com/credops/cd-credentials-operator/internal/tokenclient"
@@ -412,7 +413,7 @@ func TokenClient(opts Options) (*tokenclient.Client, error) {
 // reads from the cache (secrets.Readers.Get judges it by its metadata, read around the
 // cache), and whoever may create Secrets could otherwise fill the cache with them; of
 // those it does keep, the data is bounded by secrets.MaxData and the rest by
-// secrets.MaxMetadata (trimForCache).
+// metabound.Max (trimForCache).
 func cacheOptions(namespaces []string, shard labels.Selector) cache.Options {
 	optedIn, err := labels.NewRequirement(cdv1.SecretTypeLabel, selection.In, []string{cdv1.SecretTypeClient, cdv1.SecretTypeRefreshToken, cdv1.SecretTypeAccessToken})
 	utilruntime.Must(err)
@@ -445,10 +446,11 @@ const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 // them; an Update of a cached Secret then sends none, which the API server reads as
 // "unchanged". kubectl's last-applied-configuration goes from the CRs only: they are
 // written with patches computed against the cached copy, so what is dropped is never
-// written back, whereas Secrets are updated whole and keep every annotation. Output
+// written back, whereas Secrets are updated whole and keep every annotation. A CR over
+// metabound.Max is kept as a stub, on which the controllers do nothing. Output
 // Secrets, which the operator only ever writes from a token response, leave their data
 // out once judged consistent (secrets.TrimForCache); any Secret over secrets.MaxData
-// leaves its data out, and any over secrets.MaxMetadata is kept as a stub, both refused
+// leaves its data out, and any over metabound.Max is kept as a stub, both refused
 // when read. What is kept shares the strings that repeat across objects (interner).
 func trimForCache(obj any) (any, error) {
 	o, ok := obj.(metav1.Object)
@@ -463,6 +465,7 @@ func trimForCache(obj any) (any, error) {
 		if _, ok := o.GetAnnotations()[lastAppliedAnnotation]; ok {
 			delete(o.GetAnnotations(), lastAppliedAnnotation)
 		}
+		metabound.Cut(o) // the controllers stop on a stub (MetadataTooLarge)
 	case *corev1.Secret:
 		secrets.TrimForCache(obj)
 	}

