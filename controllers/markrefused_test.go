@@ -14,8 +14,8 @@ import (
 	cdv1 "github.com/credops/cd-credentials-operator/api/v1alpha1"
 )
 
-// A refresh-token Secret whose in-flight mark the API server refuses for good (its
-// annotations at the 256 KiB limit, an admission policy) cannot be rotated: nothing is
+// A refresh-token Secret whose in-flight mark the API server refuses for good (an
+// admission policy, RBAC, a write too large) cannot be rotated: nothing is
 // sent, and the grant says why, with the API server's words, instead of staying Ready
 // while its access token runs out. A conflict is no refusal: it is retried as before.
 func TestARefusedInFlightMarkIsOnTheGrantAndNothingIsSent(t *testing.T) {

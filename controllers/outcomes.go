@@ -300,8 +300,9 @@ func (o expiredUnstored) message() string {
 }
 
 // writeRefused reports whether the API server refused a write for a reason of its own
-// that retrying at once does not fix: the object as written is invalid (annotations over
-// the 256 KiB limit), an admission policy or RBAC forbids it, or it is too large. A
+// that retrying at once does not fix: the object as written is invalid (an admission
+// policy's verdict, annotations over the 256 KiB limit), RBAC forbids it, or it is too
+// large. A
 // conflict or a Secret gone is settled by a fresh read, an outage by waiting: those are
 // not refusals.
 func writeRefused(err error) bool {
@@ -319,7 +320,7 @@ func markRefusal(secret string, err error) string {
 	}
 	return "The API server refused the in-flight mark on refresh-token Secret " + secret + " " + why +
 		". The mark must be written before the refresh token is sent, so nothing was sent and the access token is not renewed: " +
-		"make the Secret writable again (its annotations within the API server's 256 KiB, the admission policy or RBAC that refuses the update). " +
+		"make the Secret writable again (the admission policy or RBAC that refuses the update). " +
 		"The operator tries again with backoff, and at once when the Secret changes"
 }
 

@@ -164,7 +164,7 @@ const (
 	// with the one fix (delete it: the operator creates it again with the new token);
 	// an immutable output Secret of the CR's own is replaced instead of reported. On a CDUserGrant it is
 	// also set when the API server refuses the in-flight mark on the refresh-token Secret
-	// for good (its annotations at the 256 KiB limit, an admission policy): the mark
+	// for good (an admission policy, RBAC): the mark
 	// comes before the refresh token is sent, so nothing is sent and the access token is
 	// not renewed; the grant tries again with backoff, and at once when the Secret changes.
 	SecretWriteFailedReason = "SecretWriteFailed"

@@ -34,19 +34,26 @@ func secretWritesIn(ns string) *admissionv1.MatchResources {
 // might do. It returns a func that lifts it.
 func refuseTokenSecrets(t *testing.T, ns string) (lift func()) {
 	t.Helper()
+	probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe", Labels: map[string]string{cdv1.OwnerLabel: "probe"}}}
+	return refuseSecretWrites(t, "no-tokens-"+ns, ns,
+		"!has(object.metadata.labels) || !('"+cdv1.OwnerLabel+"' in object.metadata.labels)",
+		"access-token Secrets are not allowed in this namespace", probe)
+}
+
+// refuseSecretWrites installs a ValidatingAdmissionPolicy name that refuses, as Invalid
+// with message, every Secret created or updated in ns for which expression is false, and
+// waits until it refuses probe (a dry-run create). It returns a func that lifts it.
+func refuseSecretWrites(t *testing.T, name, ns, expression, message string, probe *corev1.Secret) (lift func()) {
+	t.Helper()
 	ctx := context.Background()
 	invalid := metav1.StatusReasonInvalid
 	fail := admissionv1.Fail
 	policy := &admissionv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "no-tokens-" + ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: admissionv1.ValidatingAdmissionPolicySpec{
 			FailurePolicy:    &fail,
 			MatchConstraints: secretWritesIn(ns),
-			Validations: []admissionv1.Validation{{
-				Expression: "!has(object.metadata.labels) || !('" + cdv1.OwnerLabel + "' in object.metadata.labels)",
-				Message:    "access-token Secrets are not allowed in this namespace",
-				Reason:     &invalid,
-			}},
+			Validations:      []admissionv1.Validation{{Expression: expression, Message: message, Reason: &invalid}},
 		},
 	}
 	binding := &admissionv1.ValidatingAdmissionPolicyBinding{
@@ -61,8 +68,7 @@ func refuseTokenSecrets(t *testing.T, ns string) (lift func()) {
 	create(t, binding)
 	// The API server takes a moment to load a policy: probe until it refuses.
 	eventually(t, 30*time.Second, "the policy refuses", func() error {
-		probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe", Labels: map[string]string{cdv1.OwnerLabel: "probe"}}}
-		if err := k8s.Create(ctx, probe, client.DryRunAll); err == nil {
+		if err := k8s.Create(ctx, probe.DeepCopy(), client.DryRunAll); err == nil {
 			return fmt.Errorf("not yet")
 		}
 		return nil
