@@ -1703,13 +1703,7 @@ func TestAGrantTakingOverASecretWhoseNewTokenIsHeldSpendsTheLiveToken(t *testing
 // over (judged at the API server) finds the spent token under this process's mark.
 func TestAHeldTokenIsStoredFirstThoughTheCacheStillShowsItsDeletedGrant(t *testing.T) {
 	w := newWorld(t)
-	w.grants.PersistTimeout = time.Second
-	stop := advanceWhenWaited(w.clock)
-	defer stop()
-	w.failStoringNewRefreshTokens()
-	if _, err := w.reconcileGrant("acme"); err != nil {
-		t.Fatal(err)
-	}
+	defer w.rotateUnstored()()
 	deleted := w.grant("acme")
 	if err := w.client.Delete(t.Context(), deleted); err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -103,13 +102,7 @@ func TestAHeldAccessTokenGoesWithItsCR(t *testing.T) {
 func TestAHeldRefreshTokenOfAGrantRecreatedWithAnotherSecretIsStored(t *testing.T) {
 	w := newWorld(t, optedIn(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme-refresh-v2"},
 		Data: map[string][]byte{"refresh_token": []byte("other-0")}}, cdv1.SecretTypeRefreshToken))
-	w.grants.PersistTimeout = time.Second
-	stop := advanceWhenWaited(w.clock)
-	defer stop()
-	w.failStoringNewRefreshTokens()
-	if _, err := w.reconcileGrant("acme"); err != nil {
-		t.Fatal(err)
-	}
+	defer w.rotateUnstored()()
 	if r, ok := w.grants.held.get("uid-acme"); !ok || r.refresh == nil {
 		t.Fatal("setup: no new refresh token held through the outage")
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -148,13 +147,7 @@ func TestAGrantOverMaxMetadataIsLeftAloneUntilItShrinks(t *testing.T) {
 // left alone.
 func TestAHeldRefreshTokenIsStoredThoughItsGrantWentOverMaxMetadata(t *testing.T) {
 	w := newWorld(t)
-	w.grants.PersistTimeout = time.Second
-	stop := advanceWhenWaited(w.clock)
-	defer stop()
-	w.failStoringNewRefreshTokens()
-	if _, err := w.reconcileGrant("acme"); err != nil {
-		t.Fatal(err)
-	}
+	defer w.rotateUnstored()()
 	w.setFault(nil)
 	g := w.grant("acme")
 	w.update(g, func() { inflate(g) })

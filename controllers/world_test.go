@@ -417,6 +417,22 @@ func (f *fakeRevoker) Revoke(_ context.Context, _ tokenclient.Endpoint, _, token
 	return nil
 }
 
+// rotateUnstored runs a pass of grant acme whose new refresh token cannot be stored (an
+// API server outage, failStoringNewRefreshTokens, still on afterwards): it is held in
+// memory once the persist timeout of a second has passed. stop ends the clock's
+// advancing (advanceWhenWaited).
+func (w *world) rotateUnstored() (stop func()) {
+	w.t.Helper()
+	w.grants.PersistTimeout = time.Second
+	stop = advanceWhenWaited(w.clock)
+	w.failStoringNewRefreshTokens()
+	if _, err := w.reconcileGrant("acme"); err != nil {
+		stop()
+		w.t.Fatal(err)
+	}
+	return stop
+}
+
 // failStoringNewRefreshTokens fails every write of acme-refresh but an in-flight mark, so
 // a new refresh token cannot land, as in an API server outage.
 func (w *world) failStoringNewRefreshTokens() {

@@ -28,6 +28,15 @@ func clientSecretOf(size int) *corev1.Secret {
 	return s
 }
 
+// bothWays are the two ways Get finds a Secret: from the cache, which holds cached, and
+// around it, from the API server, which holds full.
+func bothWays(cached, full *corev1.Secret) map[string]Readers {
+	return map[string]Readers{
+		"from the cache":   {Cache: fake.NewClientBuilder().WithObjects(cached).Build(), API: fake.NewClientBuilder().Build()},
+		"around the cache": {Cache: fake.NewClientBuilder().Build(), API: fake.NewClientBuilder().WithObjects(full).Build()},
+	}
+}
+
 // A Secret over MaxData enters the cache without its data, and Get refuses it whether it
 // comes from the cache or from around it; one at MaxData is kept and read whole.
 func TestASecretOverMaxDataIsCachedWithoutItsDataAndRefused(t *testing.T) {
@@ -47,10 +56,7 @@ func TestASecretOverMaxDataIsCachedWithoutItsDataAndRefused(t *testing.T) {
 		if len(again.Data) != len(cached.Data) || again.Annotations[tooLargeAnnotation] != cached.Annotations[tooLargeAnnotation] {
 			t.Errorf("%d bytes: a second pass through the transform changed the Secret", tc.size)
 		}
-		for name, r := range map[string]Readers{
-			"from the cache":   {Cache: fake.NewClientBuilder().WithObjects(cached).Build(), API: fake.NewClientBuilder().Build()},
-			"around the cache": {Cache: fake.NewClientBuilder().Build(), API: fake.NewClientBuilder().WithObjects(full).Build()},
-		} {
+		for name, r := range bothWays(cached, full) {
 			s, err := r.Get(t.Context(), key, cdv1.SecretTypeClient)
 			var invalid *InvalidError
 			if refused := errors.As(err, &invalid); refused != tc.refused {
@@ -147,10 +153,7 @@ func TestASecretOverMaxMetadataIsCachedAsAStubAndRefused(t *testing.T) {
 			if diff := cmp.Diff(cached, again); diff != "" {
 				t.Errorf("a second pass through the transform changed the Secret:\n%s", diff)
 			}
-			for name, r := range map[string]Readers{
-				"from the cache":   {Cache: fake.NewClientBuilder().WithObjects(cached).Build(), API: fake.NewClientBuilder().Build()},
-				"around the cache": {Cache: fake.NewClientBuilder().Build(), API: fake.NewClientBuilder().WithObjects(full).Build()},
-			} {
+			for name, r := range bothWays(cached, full) {
 				_, err := r.Get(t.Context(), key, cdv1.SecretTypeClient)
 				var invalid *InvalidError
 				if refused := errors.As(err, &invalid); refused != tc.refused {
