@@ -162,11 +162,11 @@ const (
 	// predecessor is spent); no new token is requested before the held access token
 	// expires. A refresh-token Secret made immutable while its token was out is named,
 	// with the one fix (delete it: the operator creates it again with the new token);
-	// an immutable output Secret of the CR's own is replaced instead of reported. On a CDUserGrant it is
-	// also set when the API server refuses the in-flight mark on the refresh-token Secret
-	// for good (an admission policy, RBAC): the mark
-	// comes before the refresh token is sent, so nothing is sent and the access token is
-	// not renewed; the grant tries again with backoff, and at once when the Secret changes.
+	// an immutable output Secret of the CR's own is replaced instead of reported. On a
+	// CDUserGrant it is also set when the API server refuses the in-flight mark on the
+	// refresh-token Secret for good (an admission policy, RBAC): the mark comes before the
+	// refresh token is sent, so nothing is sent and the access token is not renewed; the
+	// grant tries again with backoff, and at once when the Secret changes.
 	SecretWriteFailedReason = "SecretWriteFailed"
 
 	// AwaitingAuthorizationReason: a CDUserGrant has no refresh token yet; the customer
