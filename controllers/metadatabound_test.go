@@ -179,3 +179,29 @@ func TestACredentialOverMaxMetadataRequestsNothing(t *testing.T) {
 	}
 	wantCondition(t, w.cred("pricing").Status.Conditions, cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.MetadataTooLargeReason)
 }
+
+// A CR crossing the bound either way is a pass of its own, though its generation does
+// not change (the CDCredential controller has no annotation predicate to bring it); an
+// update that stays on one side is none, so the stub's own status writes bring nothing.
+func TestCrossingTheMetadataBoundBringsAPass(t *testing.T) {
+	small := &cdv1.CDCredential{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pricing"}}
+	big := small.DeepCopy()
+	inflate(big)
+	stub := big.DeepCopy()
+	metabound.Cut(stub)
+	for _, tc := range []struct {
+		name     string
+		old, cur client.Object
+		want     bool
+	}{
+		{"over the bound", small, big, true},
+		{"over it, as the cache sees it", small, stub, true},
+		{"back under it", stub, small, true},
+		{"staying a stub (its own status write)", stub, stub, false},
+		{"staying small", small, small, false},
+	} {
+		if got := metadataBoundCrossed.Update(event.UpdateEvent{ObjectOld: tc.old, ObjectNew: tc.cur}); got != tc.want {
+			t.Errorf("%s: a pass %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -150,9 +150,9 @@ const (
 	// MetadataTooLargeReason: the CR itself carries more than 128 KiB of labels,
 	// annotations, owner references and finalizers. The operator's cache keeps only a
 	// stub of such a CR, so the operator does nothing for it: no token is requested, and
-	// no finalizer added or removed (a CR being deleted waits). A refresh token a
-	// rotation left unstored is still stored. It goes on at once when the CR is made
-	// smaller.
+	// no finalizer added or removed (a CR being deleted waits). What a rotation left
+	// unstored (a grant's new refresh token) is still stored. It goes on at once when the
+	// CR is made smaller.
 	MetadataTooLargeReason = "MetadataTooLarge"
 
 	// SecretWriteFailedReason: the API server refused to store a token (forbidden,

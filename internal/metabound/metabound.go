@@ -62,9 +62,7 @@ func Cut(o metav1.Object, keep ...string) bool {
 	if stubbed(o) {
 		return true
 	}
-	if a := o.GetAnnotations(); a != nil {
-		delete(a, marker) // someone else's marker says nothing
-	}
+	delete(o.GetAnnotations(), marker) // someone else's marker says nothing
 	if Size(o) <= Max {
 		return false
 	}
@@ -75,11 +73,8 @@ func Cut(o metav1.Object, keep ...string) bool {
 		}
 	}
 	var owners []metav1.OwnerReference
-	for _, r := range o.GetOwnerReferences() {
-		if r.Controller != nil && *r.Controller {
-			owners = []metav1.OwnerReference{r}
-			break
-		}
+	if c := metav1.GetControllerOfNoCopy(o); c != nil {
+		owners = []metav1.OwnerReference{*c}
 	}
 	o.SetLabels(labels)
 	o.SetAnnotations(map[string]string{marker: nonce})

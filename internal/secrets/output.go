@@ -211,7 +211,7 @@ var ErrOutputTooLarge = errors.New("the output Secret carries too much metadata"
 // keeps only a stub of it, which a token write would leave looking incomplete: each
 // pass would request a token to repair it.
 func CheckOutputSize(s *corev1.Secret) error {
-	if s == nil || !metabound.Over(s) {
+	if !metabound.Over(s) {
 		return nil
 	}
 	return fmt.Errorf("%w: Secret %s carries more than %d KiB of labels, annotations, owner references and finalizers, which the operator does not write over; remove what was added to it", ErrOutputTooLarge, s.Name, metabound.Max>>10)

@@ -147,7 +147,7 @@ func tooLarge(s *corev1.Secret) error {
 // the operator's few annotations is someone else's.
 func capMetadata(s *corev1.Secret) {
 	if metabound.Cut(s, cdv1.SecretTypeLabel, cdv1.OwnerLabel) {
-		s.Data, s.StringData = nil, nil
+		s.Data = nil
 	}
 }
 

@@ -113,6 +113,7 @@ func TestASecretOverMaxMetadataIsCachedAsAStubAndRefused(t *testing.T) {
 	base := clientSecretOf(100)
 	base.OwnerReferences = []metav1.OwnerReference{owner}
 	base.Labels[cdv1.ManagedByLabel] = cdv1.ManagedByValue
+	base.Labels[cdv1.OwnerLabel] = "CDCredential.pricing"
 	room := metabound.Max - metabound.Size(base)
 	for _, tc := range []struct {
 		name    string
@@ -140,7 +141,8 @@ func TestASecretOverMaxMetadataIsCachedAsAStubAndRefused(t *testing.T) {
 			if tc.refused {
 				want := metav1.ObjectMeta{
 					Namespace: "ns", Name: "c",
-					Labels:          map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeClient},
+					// Its CR still lists it by these (leftoverOutputs).
+					Labels:          map[string]string{cdv1.SecretTypeLabel: cdv1.SecretTypeClient, cdv1.OwnerLabel: "CDCredential.pricing"},
 					Annotations:     cached.Annotations, // the cache's marker alone
 					OwnerReferences: []metav1.OwnerReference{owner},
 				}

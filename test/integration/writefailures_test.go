@@ -127,3 +127,31 @@ func TestAnOutputSecretTheAPIServerRefusesIsOnTheCRAndCostsNoSecondToken(t *test
 		t.Errorf("%d token requests, want 1", n)
 	}
 }
+
+// A platform team's admission policy refuses the operator's in-flight mark on a
+// refresh-token Secret (before 2026-12-03 the test made the API server refuse it with
+// annotations just under its 256 KiB limit; the operator now refuses such a Secret
+// itself, over metabound.Max, before any mark). The mark is refused as Invalid on every
+// renewal: the grant says so instead of staying Ready while its access token runs out,
+// sends nothing, and rotates again once the policy is lifted.
+func TestAnInFlightMarkTheAPIServerRefusesIsOnTheGrant(t *testing.T) {
+	f := newGrantFixture(t, 4*time.Second)
+	startManager(t, f.opts)
+	f.addGrant("acme")
+	eventually(t, 20*time.Second, "the first rotation", f.rotations("acme", 1))
+
+	probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "probe", Annotations: map[string]string{cdv1.RotationInFlightAnnotation: "x"}}}
+	lift := refuseSecretWrites(t, "no-marks-"+f.ns, f.ns,
+		"!has(object.metadata.annotations) || !('"+cdv1.RotationInFlightAnnotation+"' in object.metadata.annotations)",
+		"this namespace's Secrets may not be marked", probe)
+	defer lift()
+	eventually(t, 20*time.Second, "SecretWriteFailed", grantCondition(f.ns, "acme", cdv1.ReadyCondition, metav1.ConditionFalse, cdv1.SecretWriteFailedReason))
+	g, _ := getGrant(f.ns, "acme")
+	if msg := conditionMessage(g.Status.Conditions, cdv1.ReadyCondition); !strings.Contains(msg, "acme-refresh (Invalid)") || !strings.Contains(msg, "may not be marked") {
+		t.Errorf("Ready message %q, want the Secret and the API server's reason and message", msg)
+	}
+
+	lift()
+	eventually(t, 30*time.Second, "a rotation once the policy is lifted", f.rotations("acme", g.Status.RotationCount+1))
+	f.assertNoTokenReused()
+}
